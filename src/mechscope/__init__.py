@@ -1,0 +1,17 @@
+"""mechscope: a workbench for mechanistic interpretability of Hugging Face models.
+
+>>> import mechscope as ms
+>>> model = ms.load("smollm2-135m")
+>>> run = model.run(["The cat sat on the mat.", "Paris is in"], cache=["blocks.*.attn.pattern"])
+"""
+
+from .models import EMBEDDED, Model, ModelConfig, SiteError, UnsupportedArchitecture, load  # first: no cycles
+from .interventions import Ablate, Add, Intervention, InterventionError, Patch, ProjectOut, Replace
+from .run import Cache, Run
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Ablate", "Add", "Cache", "EMBEDDED", "Intervention", "InterventionError", "Model", "ModelConfig",
+    "Patch", "ProjectOut", "Replace", "Run", "SiteError", "UnsupportedArchitecture", "load", "__version__",
+]

@@ -1,0 +1,110 @@
+"""Per-architecture adapters: where each canonical site lives in a Hugging Face model.
+
+An adapter is data, not code: module paths relative to the model (or to one block). The hook
+machinery (``hooks.py``) reads these paths; nothing here re-implements a forward pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """Module paths of one architecture family.
+
+    Block-relative paths (``attn``, ``out_proj``, ...) are joined to ``blocks.{l}``. A site maps to:
+    ``embed`` → output of ``embed``; ``resid_pre`` → input of the block; ``attn.z`` → input of
+    ``out_proj`` (viewed per head); ``attn.out`` → output of ``attn``; ``resid_mid`` → input of
+    ``mid_norm``; ``mlp.pre`` → output of ``mlp_in``; ``mlp.post`` → input of ``mlp_down``;
+    ``mlp.out`` → output of ``mlp``; ``resid_post`` → output of the block; ``final_norm`` → output of
+    ``final_norm``; ``logits`` → output of the model's output embeddings (the unembedding). q/k/v/scores/pattern come from the
+    mechscope attention function.
+    """
+
+    families: tuple[str, ...]
+    blocks: str
+    embed: str
+    final_norm: str
+    attn: str
+    out_proj: str
+    mlp: str
+    mlp_in: str
+    mlp_down: str
+    mid_norm: str | None
+    parallel_flag: str | None = None  # config attribute that, when true, makes attn and MLP parallel
+
+
+LLAMA = Adapter(
+    families=("llama", "mistral", "qwen2", "qwen3", "gemma"),
+    blocks="model.layers",
+    embed="model.embed_tokens",
+    final_norm="model.norm",
+    attn="self_attn",
+    out_proj="self_attn.o_proj",
+    mlp="mlp",
+    mlp_in="mlp.gate_proj",
+    mlp_down="mlp.down_proj",
+    mid_norm="post_attention_layernorm",
+)
+GPT2 = Adapter(
+    families=("gpt2",),
+    blocks="transformer.h",
+    embed="transformer.drop",  # token + position embedding, after (eval-time identity) dropout
+    final_norm="transformer.ln_f",
+    attn="attn",
+    out_proj="attn.c_proj",
+    mlp="mlp",
+    mlp_in="mlp.c_fc",
+    mlp_down="mlp.c_proj",
+    mid_norm="ln_2",
+)
+GPT_NEOX = Adapter(
+    families=("gpt_neox",),
+    blocks="gpt_neox.layers",
+    embed="gpt_neox.emb_dropout",
+    final_norm="gpt_neox.final_layer_norm",
+    attn="attention",
+    out_proj="attention.dense",
+    mlp="mlp",
+    mlp_in="mlp.dense_h_to_4h",
+    mlp_down="mlp.dense_4h_to_h",
+    mid_norm="post_attention_layernorm",
+    parallel_flag="use_parallel_residual",
+)
+
+ADAPTERS: dict[str, Adapter] = {family: a for a in (LLAMA, GPT2, GPT_NEOX) for family in a.families}
+
+
+class UnsupportedArchitecture(ValueError):
+    """The model's architecture has no adapter."""
+
+
+def adapter_for(hf_model: nn.Module) -> Adapter:
+    """The adapter for ``hf_model`` (by ``config.model_type``); a clear error if there is none."""
+    config = getattr(hf_model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    if model_type not in ADAPTERS:
+        raise UnsupportedArchitecture(
+            f"no mechscope adapter for architecture {model_type!r} "
+            f"({type(hf_model).__name__}); supported: {', '.join(sorted(ADAPTERS))}. "
+            "An adapter is a few module paths in mechscope/models/adapters.py."
+        )
+    adapter = ADAPTERS[model_type]
+    try:
+        hf_model.get_submodule(adapter.blocks)
+        if hf_model.get_output_embeddings() is None:
+            raise AttributeError("no output embeddings")
+    except AttributeError as err:
+        raise UnsupportedArchitecture(
+            f"{type(hf_model).__name__} is a {model_type!r} model but lacks the expected modules "
+            f"({adapter.blocks}, an unembedding); mechscope wraps *ForCausalLM models"
+        ) from err
+    return adapter
+
+
+def is_parallel(adapter: Adapter, config) -> bool:
+    """True when attention and MLP read the same residual (no ``resid_mid`` exists)."""
+    return bool(adapter.parallel_flag and getattr(config, adapter.parallel_flag, False))

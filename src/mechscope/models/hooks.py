@@ -1,0 +1,207 @@
+"""Hook lifetime: every hook of a run lives inside ``hooked(...)`` and is removed on exit, error or not.
+
+A run is described by a ``HookState``: for each concrete site, the interventions to apply (with
+their bound data), whether to cache it and whether to keep it for gradients. ``hooked`` places
+plain PyTorch forward hooks / pre-hooks on the HF modules named by the adapter, and, only when an
+attention-internal site is involved, switches on the mechscope attention function.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from ..interventions import Edit, Intervention, Selection, position_index
+from .attention import use_mechscope_attention
+from .sites import Site
+
+if TYPE_CHECKING:
+    from .model import Model
+
+
+@dataclass
+class SiteAction:
+    """What a run does at one concrete site."""
+
+    site: Site
+    interventions: list[tuple[Intervention, Any]] = field(default_factory=list)
+    cache: bool = False
+    grad: bool = False
+
+
+@dataclass
+class HookState:
+    """Per-run state shared by the hooks. ``mask`` is refreshed from every top-level forward call."""
+
+    actions: dict[str, SiteAction]
+    mask: torch.Tensor | None = None
+    cache: dict[str, torch.Tensor] = field(default_factory=dict)
+    grad_at: dict[str, torch.Tensor] = field(default_factory=dict)
+    cache_device: torch.device | str | None = None
+    cache_dtype: torch.dtype | None = None
+    cache_positions: Sequence[int] | None = None
+
+    def process(self, site: Site, x: torch.Tensor) -> torch.Tensor:
+        """Apply interventions, then record the value the model actually uses."""
+        action = self.actions[site.name]
+        for iv, data in action.interventions:
+            sel = Selection(site, x.shape, iv.heads, iv.positions, self.mask)
+            x = sel.put(x, iv.edit(sel.get(x), Edit(x, sel, self.mask, data)))
+        if action.grad:
+            if not x.requires_grad:
+                x = x.detach().requires_grad_(True)
+            self.grad_at[site.name] = x
+        if action.cache:
+            self.cache[site.name] = self._stored(site, x)
+        return x
+
+    def _stored(self, site: Site, x: torch.Tensor) -> torch.Tensor:
+        value = x.detach()
+        if self.cache_positions is not None:
+            canon = value.transpose(1, 2) if site.layout == "pattern" else value
+            idx = position_index(self.cache_positions, self.mask, canon.shape[0], canon.shape[1], site.name)
+            value = canon[torch.arange(canon.shape[0])[:, None], idx.to(canon.device)]
+            value = value.transpose(1, 2) if site.layout == "pattern" else value
+        if self.cache_device is not None or self.cache_dtype is not None:
+            value = value.to(device=self.cache_device or value.device, dtype=self.cache_dtype or value.dtype)
+        return value
+
+
+def _first_input(args: tuple, kwargs: dict) -> torch.Tensor:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def _with_first_input(args: tuple, kwargs: dict, x: torch.Tensor) -> tuple[tuple, dict]:
+    if args:
+        return (x, *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": x}
+
+
+def _output(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _with_output(out: Any, x: torch.Tensor) -> Any:
+    return (x, *out[1:]) if isinstance(out, tuple) else x
+
+
+@contextmanager
+def hooked(model: "Model", state: HookState) -> Iterator[None]:
+    """Install the hooks ``state`` needs on ``model``; all are removed on exit."""
+    hf, adapter, cfg = model.hf, model.adapter, model.cfg
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def module(path: str) -> nn.Module:
+        return hf.get_submodule(path)
+
+    def block(site: Site, rel: str | None = None) -> nn.Module:
+        base = f"{adapter.blocks}.{site.layer}"
+        return module(f"{base}.{rel}" if rel else base)
+
+    def on_output(mod: nn.Module, site: Site, prepend: bool = False) -> None:
+        def hook(_m, _args, out):
+            x = _output(out)
+            new = state.process(site, x)
+            return None if new is x else _with_output(out, new)
+
+        handles.append(mod.register_forward_hook(hook, prepend=prepend))
+
+    def on_input(mod: nn.Module, site: Site, view: Callable | None = None) -> None:
+        def hook(_m, args, kwargs):
+            raw = _first_input(args, kwargs)
+            x = view(raw) if view else raw
+            new = state.process(site, x)
+            if new is x:
+                return None
+            return _with_first_input(args, kwargs, new.reshape(raw.shape) if view else new)
+
+        handles.append(mod.register_forward_pre_hook(hook, with_kwargs=True))
+
+    def track_mask(_m, _args, kwargs):
+        mask = kwargs.get("attention_mask")
+        state.mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+
+    probes: dict[nn.Module, dict[str, Site]] = {}
+    mid_layers: list[Site] = []
+    try:
+        handles.append(hf.register_forward_pre_hook(track_mask, with_kwargs=True))
+        for name, action in sorted(state.actions.items(), key=lambda kv: kv[1].site.order):
+            site = action.site
+            kind = site.kind
+            if kind == "embed":
+                on_output(module(adapter.embed), site)
+            elif kind == "final_norm":
+                on_output(module(adapter.final_norm), site)
+            elif kind == "logits":
+                on_output(hf.get_output_embeddings(), site)
+            elif kind == "resid_pre":
+                on_input(block(site), site)
+            elif site.is_attn_internal:
+                probes.setdefault(block(site, adapter.attn), {})[kind.split(".")[1]] = site
+            elif kind == "attn.z":
+                heads = cfg.n_heads
+                on_input(block(site, adapter.out_proj), site, lambda t, h=heads: t.unflatten(-1, (h, -1)))
+            elif kind == "attn.out":
+                on_output(block(site, adapter.attn), site)
+            elif kind == "resid_mid":
+                on_input(block(site, adapter.mid_norm), site)
+                mid_layers.append(site)
+            elif kind == "mlp.pre":
+                on_output(block(site, adapter.mlp_in), site)
+            elif kind == "mlp.post":
+                on_input(block(site, adapter.mlp_down), site)
+            elif kind == "mlp.out":
+                on_output(block(site, adapter.mlp), site)
+            elif kind == "resid_post":
+                on_output(block(site), site)
+            else:  # pragma: no cover - sites.parse admits nothing else
+                raise AssertionError(kind)
+        for site in mid_layers:
+            if state.actions[site.name].interventions:
+                _carry_resid_mid(block(site), block(site, adapter.mlp), block(site, adapter.mid_norm), handles)
+        with ExitStack() as stack:
+            if probes:
+                stack.enter_context(use_mechscope_attention(hf, {m: _probe(state, s) for m, s in probes.items()}))
+            yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _probe(state: HookState, sites: dict[str, Site]) -> Callable[[str, torch.Tensor], torch.Tensor]:
+    def probe(kind: str, x: torch.Tensor) -> torch.Tensor:
+        site = sites.get(kind)
+        return x if site is None else state.process(site, x)
+
+    return probe
+
+
+def _carry_resid_mid(blk: nn.Module, mlp: nn.Module, mid_norm: nn.Module, handles: list) -> None:
+    """Make an edited ``resid_mid`` flow on along the residual stream, exactly.
+
+    The pre-hook on the MLP's norm changes what the MLP reads, but the block adds the MLP output
+    to its own (unedited) copy of the residual. So keep the edited residual and the final MLP
+    output, and rebuild the block output as ``edited_mid + mlp_out`` — the same addition the block
+    performs, hence bit-exact.
+    """
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep_mid(_m, args, kwargs):
+        seen["mid"] = _first_input(args, kwargs)
+
+    def keep_mlp(_m, _args, out):
+        seen["mlp"] = _output(out)
+
+    def rebuild(_m, _args, out):
+        return _with_output(out, seen.pop("mid") + seen.pop("mlp"))
+
+    # runs after the resid_mid pre-hook (registered earlier), and after any mlp.out hook
+    handles.append(mid_norm.register_forward_pre_hook(keep_mid, with_kwargs=True))
+    handles.append(mlp.register_forward_hook(keep_mlp))
+    # runs before any resid_post hook on the same block
+    handles.append(blk.register_forward_hook(rebuild, prepend=True))
+

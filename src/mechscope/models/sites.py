@@ -1,0 +1,135 @@
+"""Canonical site names: the same for every architecture (see DESIGN.md, "Models and sites").
+
+A *site* is a named activation inside the model, e.g. ``blocks.3.attn.pattern``. Globs select many
+(``blocks.*.resid_post``). This module only knows names and layouts; which module a site lives on
+is the adapter's business (``adapters.py``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass
+from typing import Iterable, Literal
+
+# Per-block sites in the order the forward pass produces them.
+BLOCK_SITES: tuple[str, ...] = (
+    "resid_pre",
+    "attn.q",
+    "attn.k",
+    "attn.v",
+    "attn.scores",
+    "attn.pattern",
+    "attn.z",
+    "attn.out",
+    "resid_mid",
+    "mlp.pre",
+    "mlp.post",
+    "mlp.out",
+    "resid_post",
+)
+ATTN_INTERNAL = frozenset({"attn.q", "attn.k", "attn.v", "attn.scores", "attn.pattern"})
+
+# Layout of each site's tensor:
+#   "resid":   [batch, pos, d]              positions on dim 1, no heads
+#   "head":    [batch, pos, head, d_head]   positions on dim 1, heads on dim 2
+#   "pattern": [batch, head, q_pos, k_pos]  positions (queries) on dim 2, heads on dim 1
+Layout = Literal["resid", "head", "pattern"]
+_LAYOUT: dict[str, Layout] = {
+    "attn.q": "head",
+    "attn.k": "head",
+    "attn.v": "head",
+    "attn.z": "head",
+    "attn.scores": "pattern",
+    "attn.pattern": "pattern",
+}
+
+
+class SiteError(KeyError):
+    """An unknown site name; the message lists the closest valid names."""
+
+    def __str__(self) -> str:  # KeyError would wrap the message in quotes
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Site:
+    """One parsed site name. ``layer`` is None for ``embed``, ``final_norm`` and ``logits``."""
+
+    name: str
+    layer: int | None
+    kind: str  # "embed", "final_norm", "logits", or a BLOCK_SITES entry
+
+    @property
+    def layout(self) -> Layout:
+        return _LAYOUT.get(self.kind, "resid")
+
+    @property
+    def is_attn_internal(self) -> bool:
+        """True for sites computed inside the attention function (need the mechscope attention)."""
+        return self.kind in ATTN_INTERNAL
+
+    @property
+    def order(self) -> tuple[int, int]:
+        """Sort key: the order in which a forward pass produces the site."""
+        if self.kind == "embed":
+            return (-1, 0)
+        if self.layer is None:
+            return (1 << 30, 0 if self.kind == "final_norm" else 1)
+        return (self.layer, BLOCK_SITES.index(self.kind))
+
+
+def parse(name: str) -> Site:
+    """Parse a concrete site name (no globs); raises ``ValueError`` for a malformed name."""
+    if name in ("embed", "final_norm", "logits"):
+        return Site(name, None, name)
+    parts = name.split(".", 2)
+    if len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit() and parts[2] in BLOCK_SITES:
+        return Site(name, int(parts[1]), parts[2])
+    raise ValueError(f"malformed site name {name!r}")
+
+
+def all_sites(n_layers: int, exclude: Iterable[str] = ()) -> list[str]:
+    """Every site name of a model with ``n_layers`` blocks, in forward order.
+
+    ``exclude`` drops block-site kinds the architecture lacks (``resid_mid`` for parallel blocks).
+    """
+    skip = set(exclude)
+    names = ["embed"]
+    for layer in range(n_layers):
+        names += [f"blocks.{layer}.{kind}" for kind in BLOCK_SITES if kind not in skip]
+    return names + ["final_norm", "logits"]
+
+
+def expand(patterns: str | Iterable[str], valid: list[str]) -> list[str]:
+    """Resolve names and globs against ``valid``, keeping forward order and dropping repeats.
+
+    An unknown name, or a glob that matches nothing, raises ``SiteError`` naming the closest sites.
+    """
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    valid_set = set(valid)
+    chosen: set[str] = set()
+    for pattern in patterns:
+        if not isinstance(pattern, str):
+            raise TypeError(f"a site name must be a string, got {pattern!r}")
+        if any(ch in pattern for ch in "*?["):
+            hits = fnmatch.filter(valid, pattern)
+        else:
+            hits = [pattern] if pattern in valid_set else []
+        if not hits:
+            raise SiteError(unknown_site_message(pattern, valid))
+        chosen.update(hits)
+    return [name for name in valid if name in chosen]
+
+
+def unknown_site_message(name: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=5, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    layers = sorted({s.split(".")[1] for s in valid if s.startswith("blocks.")}, key=int)
+    span = f"blocks.0 .. blocks.{layers[-1]}" if layers else "no blocks"
+    kinds = ", ".join(k for k in BLOCK_SITES if any(v.endswith("." + k) for v in valid))
+    return (
+        f"unknown site {name!r}.{hint} Valid sites: embed, {span} with {kinds}; final_norm, logits "
+        "(globs like 'blocks.*.resid_post' select many)."
+    )

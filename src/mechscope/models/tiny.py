@@ -1,0 +1,81 @@
+"""Tiny random models of each supported family, built offline from transformers configs.
+
+For unit tests and quick experiments: a few layers, a byte-level BPE tokenizer trained in memory
+on a fixed text, random weights from a fixed seed.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+from .model import Model
+
+FAMILIES = ("llama", "qwen2", "gemma", "gpt2", "gpt_neox", "gpt_neox_sequential")
+
+_TEXT = (
+    "The cat sat on the mat. Paris is in France. When Mary and John went to the store, John gave a "
+    "drink to Mary. The war lasted from the year 1732 to the year 1740. Shall I compare thee to a "
+    "summer's day? 0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'\"-"
+)
+
+
+@lru_cache(maxsize=1)
+def tiny_tokenizer(vocab_size: int = 320):
+    """A byte-level BPE tokenizer (with <pad>, <bos>, <eos>) trained on a fixed text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<pad>", "<bos>", "<eos>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator([_TEXT] * 4, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>")
+
+
+def tiny_config(family: str, vocab_size: int, **overrides):
+    """A small transformers config of ``family`` (see ``FAMILIES``)."""
+    from transformers import GemmaConfig, GPT2Config, GPTNeoXConfig, LlamaConfig, Qwen2Config
+
+    common = dict(vocab_size=vocab_size, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    if family == "llama":
+        cfg = LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                          num_key_value_heads=2, max_position_embeddings=128, **common)
+    elif family == "qwen2":
+        cfg = Qwen2Config(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                          num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=True, **common)
+    elif family == "gemma":
+        cfg = GemmaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=1, head_dim=16, max_position_embeddings=128, **common)
+    elif family == "gpt2":
+        cfg = GPT2Config(n_embd=64, n_layer=3, n_head=4, n_positions=128, **common)
+    elif family in ("gpt_neox", "gpt_neox_sequential"):
+        cfg = GPTNeoXConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+                            max_position_embeddings=128, use_parallel_residual=family == "gpt_neox", **common)
+    else:
+        raise ValueError(f"unknown tiny family {family!r}; valid: {', '.join(FAMILIES)}")
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+def tiny_hf(family: str = "llama", seed: int = 0, attn_implementation: str = "sdpa", **overrides):
+    """(hf_model, tokenizer) with random weights from ``seed``."""
+    from transformers import AutoModelForCausalLM
+
+    tok = tiny_tokenizer()
+    cfg = tiny_config(family, len(tok), **overrides)
+    torch.manual_seed(seed)
+    hf = AutoModelForCausalLM.from_config(cfg, attn_implementation=attn_implementation, dtype=torch.float32)
+    return hf.eval(), tok
+
+
+def tiny(family: str = "llama", seed: int = 0, **overrides) -> Model:
+    """A tiny random ``Model`` of ``family``."""
+    hf, tok = tiny_hf(family, seed, **overrides)
+    return Model(hf, tok, name=f"tiny-{family}")

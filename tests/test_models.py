@@ -1,0 +1,158 @@
+"""Runs without interventions equal the HF model's own outputs; sites have the documented shapes."""
+
+import pytest
+import torch
+from conftest import PROMPTS, assert_no_hooks
+from helpers import hf_forward
+
+import mechscope as ms
+from mechscope.models.sites import BLOCK_SITES, all_sites, expand, parse
+
+
+def test_logits_equal_hf_exactly_on_a_left_padded_batch(model):
+    run = model.run(PROMPTS)
+    assert torch.equal(run.logits, hf_forward(model, PROMPTS).logits)
+    assert run.mask[:, -1].all() and not run.mask.all()  # left padded
+    assert_no_hooks(model)
+
+
+def test_batched_rows_equal_one_at_a_time(model):
+    run = model.run(PROMPTS)
+    for i, prompt in enumerate(PROMPTS):
+        alone = model.run(prompt)
+        n = alone.tokens.shape[1]
+        assert torch.equal(run.tokens[i, -n:], alone.tokens[0])
+        # batched attention with padding is a different reduction order: fp32 round-off only
+        torch.testing.assert_close(run.logits[i, -n:], alone.logits[0], atol=2e-5, rtol=1e-5)
+
+
+def test_cached_patterns_equal_hf_eager_output_attentions(model):
+    run = model.run(PROMPTS, cache="blocks.*.attn.pattern")
+    eager = hf_forward(model, PROMPTS, impl="eager", output_attentions=True)
+    assert torch.equal(run.logits, eager.logits)
+    for layer in range(model.cfg.n_layers):
+        assert torch.equal(run.cache[f"blocks.{layer}.attn.pattern"], eager.attentions[layer])
+    assert model.hf.config._attn_implementation == "sdpa"  # restored
+    assert_no_hooks(model)
+
+
+def test_residual_sites_equal_hf_hidden_states(model):
+    run = model.run(PROMPTS, cache=["embed", "blocks.*.resid_pre", "blocks.*.resid_post", "final_norm", "logits"])
+    hidden = hf_forward(model, PROMPTS, output_hidden_states=True).hidden_states
+    n = model.cfg.n_layers
+    assert torch.equal(run.cache["embed"], hidden[0])
+    for layer in range(n):
+        assert torch.equal(run.cache[f"blocks.{layer}.resid_pre"], hidden[layer])
+    for layer in range(n - 1):  # HF's last hidden state is after the final norm
+        assert torch.equal(run.cache[f"blocks.{layer}.resid_post"], hidden[layer + 1])
+    assert torch.equal(run.cache["final_norm"], hidden[n])
+    assert torch.equal(run.cache["logits"], run.logits)
+
+
+def test_every_site_has_its_documented_shape(model):
+    run = model.run(PROMPTS, cache=model.sites)
+    c = model.cfg
+    b, p = run.tokens.shape
+    expected = {
+        "resid_pre": (b, p, c.d_model), "attn.q": (b, p, c.n_heads, c.d_head),
+        "attn.k": (b, p, c.n_kv_heads, c.d_head), "attn.v": (b, p, c.n_kv_heads, c.d_head),
+        "attn.scores": (b, c.n_heads, p, p), "attn.pattern": (b, c.n_heads, p, p),
+        "attn.z": (b, p, c.n_heads, c.d_head), "attn.out": (b, p, c.d_model), "resid_mid": (b, p, c.d_model),
+        "mlp.pre": (b, p, c.d_mlp), "mlp.post": (b, p, c.d_mlp), "mlp.out": (b, p, c.d_model),
+        "resid_post": (b, p, c.d_model),
+    }
+    for name in model.sites:
+        site = parse(name)
+        want = expected.get(site.kind, (b, p, c.vocab) if name == "logits" else (b, p, c.d_model))
+        assert tuple(run.cache[name].shape) == want, name
+    # caching everything (eager attention) leaves the logits as HF eager's
+    assert torch.equal(run.logits, hf_forward(model, PROMPTS, impl="eager").logits)
+
+
+def test_site_internals_are_consistent(model):
+    """z through the output projection is attn.out; mlp.post through the down projection is mlp.out;
+    resid_mid = resid_pre + attn.out; pattern = softmax(scores)."""
+    run = model.run(PROMPTS, cache=model.sites)
+    block = model.hf.get_submodule(f"{model.adapter.blocks}.1")
+    z = run.cache["blocks.1.attn.z"]
+    out_proj = block.get_submodule(model.adapter.out_proj)
+    torch.testing.assert_close(out_proj(z.flatten(-2)), run.cache["blocks.1.attn.out"])
+    down = block.get_submodule(model.adapter.mlp_down)
+    torch.testing.assert_close(down(run.cache["blocks.1.mlp.post"]), run.cache["blocks.1.mlp.out"])
+    if not model.cfg.parallel_blocks:
+        torch.testing.assert_close(
+            run.cache["blocks.1.resid_pre"] + run.cache["blocks.1.attn.out"], run.cache["blocks.1.resid_mid"]
+        )
+    torch.testing.assert_close(run.cache["blocks.1.attn.scores"].softmax(-1), run.cache["blocks.1.attn.pattern"])
+
+
+def test_parallel_blocks_have_no_resid_mid():
+    model = ms.models.tiny.tiny("gpt_neox")
+    assert model.cfg.parallel_blocks
+    assert not any(s.endswith("resid_mid") for s in model.sites)
+    with pytest.raises(ms.SiteError, match="resid_mid"):
+        model.run("The cat", cache="blocks.0.resid_mid")
+
+
+def test_site_names_and_globs():
+    names = all_sites(2)
+    assert names[0] == "embed" and names[-2:] == ["final_norm", "logits"]
+    assert len(names) == 3 + 2 * len(BLOCK_SITES)
+    assert expand("blocks.*.attn.pattern", names) == ["blocks.0.attn.pattern", "blocks.1.attn.pattern"]
+    assert expand(["logits", "blocks.1.mlp.out", "blocks.1.mlp.out"], names) == ["blocks.1.mlp.out", "logits"]
+    assert parse("blocks.1.attn.z").layout == "head" and parse("blocks.0.attn.pattern").layout == "pattern"
+
+
+def test_config_summary_and_fingerprint(llama):
+    c = llama.cfg
+    assert (c.n_layers, c.n_heads, c.n_kv_heads, c.d_model, c.d_head, c.d_mlp) == (3, 4, 2, 64, 16, 96)
+    assert "3 layers, 4 heads (2 kv)" in c.summary()
+    fp = llama.fingerprint
+    assert fp == ms.models.tiny.tiny("llama").fingerprint  # same seed, same weights
+    assert fp != ms.models.tiny.tiny("llama", seed=1).fingerprint
+    info = llama.info()
+    assert info["sites"] == llama.sites and info["fingerprint"] == fp
+
+
+def test_cache_keeps_only_what_was_asked_and_can_shrink_it(llama):
+    run = llama.run(PROMPTS, cache="blocks.1.resid_post", cache_positions=[-1, 0], cache_dtype=torch.float16)
+    assert list(run.cache) == ["blocks.1.resid_post"]
+    value = run.cache["blocks.1.resid_post"]
+    assert value.shape == (3, 2, 64) and value.dtype == torch.float16
+    full = llama.run(PROMPTS, cache="blocks.1.resid_post").cache["blocks.1.resid_post"]
+    first_real = (run.mask == 0).sum(1)  # row i's first real token sits after its padding
+    torch.testing.assert_close(value[:, 0].float(), full[:, -1], atol=1e-2, rtol=1e-2)
+    torch.testing.assert_close(value[:, 1].float(), full[torch.arange(3), first_real], atol=1e-2, rtol=1e-2)
+    with pytest.raises(ms.SiteError, match="was not cached"):
+        run.cache["blocks.0.resid_post"]
+
+
+def test_gradients_at_sites_match_autograd_by_hand(llama):
+    target = 5
+
+    def metric(run):
+        return run.logits[:, -1, target].sum()
+
+    run = llama.run(PROMPTS, grads=["embed", "blocks.1.resid_post", "blocks.0.attn.pattern"], metric=metric)
+    ids, mask = llama.tokenize(PROMPTS)
+    kwargs = llama.hf_inputs(ids, mask)
+    embeds = llama.hf.get_input_embeddings()(kwargs.pop("input_ids")).detach().requires_grad_(True)
+    out = llama.hf(inputs_embeds=embeds, use_cache=False, **kwargs)
+    (grad,) = torch.autograd.grad(out.logits[:, -1, target].sum(), embeds)
+    torch.testing.assert_close(run.grads["embed"], grad)
+    assert run.grads["blocks.1.resid_post"].shape == (3, ids.shape[1], 64)
+    assert run.grads["blocks.0.attn.pattern"].abs().sum() > 0
+    assert float(run.metric) == pytest.approx(float(out.logits[:, -1, target].sum().detach()), abs=1e-4)
+    assert not run.logits.requires_grad
+    assert_no_hooks(llama)
+
+
+def test_token_strings_and_top_predictions(llama):
+    run = llama.run(["The cat", "Paris is in"])
+    assert "".join(run.str_tokens[0]) == "The cat"
+    top = run.top(3)
+    assert len(top) == 2 and len(top[0]) == 3
+    assert all(0 <= p <= 1 for _, p in top[0]) and top[0][0][1] >= top[0][1][1]
+    ids = torch.tensor([[5, 6, 7]])
+    assert torch.equal(llama.run(ids).tokens, ids)
+    assert torch.equal(llama.run([[5, 6, 7], [8]]).mask, torch.tensor([[1, 1, 1], [0, 0, 1]]))
