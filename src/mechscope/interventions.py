@@ -30,7 +30,7 @@ class InterventionError(ValueError):
 
 
 class Selection:
-    """Head/position selection of one site tensor, as gather (``get``) and scatter (``put``).
+    """Row/head/position selection of one site tensor, as gather (``get``) and scatter (``put``).
 
     Works on a canonical view ``[batch, pos, (head,) ...]``: pattern-layout tensors
     ``[batch, head, q, k]`` are transposed to ``[batch, q, head, k]`` and back.
@@ -43,14 +43,13 @@ class Selection:
         heads: Sequence[int] | None,
         positions: Sequence[int] | None,
         mask: torch.Tensor | None,
+        rows: Sequence[int] | None = None,
     ):
-        self.site, self.shape, self.heads, self.positions = site, shape, heads, positions
+        self.site, self.shape, self.heads, self.positions, self.rows = site, shape, heads, positions, rows
         self.transposed = site.layout == "pattern"
         canon = (shape[0], shape[2], shape[1], *shape[3:]) if self.transposed else tuple(shape)
         batch, n_pos = canon[0], canon[1]
-        self.mask = mask
-        self.rows = None
-        self.pos_idx = None
+        self.row_idx = _checked_index(rows, batch, "row", site.name, "rows in the batch") if rows is not None else None
         self.head_idx = None
         if heads is not None:
             if site.layout == "resid":
@@ -58,49 +57,55 @@ class Selection:
                     f"heads={list(heads)} given for {site.name}, which has no head dimension; "
                     "heads apply to attn.q/k/v/z/scores/pattern"
                 )
-            n_heads = canon[2]
-            bad = [h for h in heads if not -n_heads <= h < n_heads]
-            if bad:
-                raise InterventionError(
-                    f"head {bad[0]} out of range for {site.name}: it has {n_heads} heads (0..{n_heads - 1})"
-                )
-            self.head_idx = torch.tensor([h % n_heads for h in heads], dtype=torch.long)
-        if positions is not None:
-            self.pos_idx = position_index(positions, mask, batch, n_pos, site.name)
-            self.rows = torch.arange(batch)[:, None]
+            self.head_idx = _checked_index(heads, canon[2], "head", site.name, "heads")
+        self.pos_idx = position_index(positions, mask, batch, n_pos, site.name) if positions is not None else None
+
+    @property
+    def selects(self) -> bool:
+        return self.row_idx is not None or self.pos_idx is not None or self.head_idx is not None
 
     def with_mask(self, mask: torch.Tensor | None) -> "Selection":
         """The same selection on another tensor with its own padding (a patch source)."""
-        return Selection(self.site, self.shape, self.heads, self.positions, mask)
+        return Selection(self.site, self.shape, self.heads, self.positions, mask, self.rows)
 
     def _canon(self, x: torch.Tensor) -> torch.Tensor:
         return x.transpose(1, 2) if self.transposed else x
 
-    def get(self, x: torch.Tensor) -> torch.Tensor:
-        """Selected slice: [batch, n_pos_selected, (n_heads_selected,) ...] (canonical order)."""
-        x = self._canon(x)
+    def _index(self, xc: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        dev = xc.device
+        rows = self.row_idx.to(dev) if self.row_idx is not None else torch.arange(xc.shape[0], device=dev)
         if self.pos_idx is not None:
-            x = x[self.rows.to(x.device), self.pos_idx.to(x.device)]
-        if self.head_idx is not None:
-            x = x[:, :, self.head_idx.to(x.device)]
-        return x
+            pos = self.pos_idx.to(dev)[rows]
+        else:
+            pos = torch.arange(xc.shape[1], device=dev).expand(len(rows), xc.shape[1])
+        if self.head_idx is None:
+            return rows[:, None], pos
+        return rows[:, None, None], pos[:, :, None], self.head_idx.to(dev)[None, None, :]
+
+    def get(self, x: torch.Tensor) -> torch.Tensor:
+        """Selected slice: [rows, positions, (heads,) ...] in canonical order."""
+        xc = self._canon(x)
+        return xc[self._index(xc)] if self.selects else xc
 
     def put(self, x: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
         """A copy of ``x`` with the selected slice replaced by ``new`` (out of place, differentiable)."""
-        if self.pos_idx is None and self.head_idx is None:
-            return new.expand_as(x).to(x.dtype) if new.shape != x.shape else new.to(x.dtype)
         xc = self._canon(x)
-        batch, n_pos = xc.shape[0], xc.shape[1]
-        dev = x.device
-        rows = torch.arange(batch, device=dev)[:, None]
-        pos = self.pos_idx.to(dev) if self.pos_idx is not None else torch.arange(n_pos, device=dev).expand(batch, n_pos)
-        if self.head_idx is None:
-            index = (rows, pos)
+        new = new.to(x.dtype)
+        if not self.selects:
+            out = new if new.shape == xc.shape else torch.broadcast_to(new, xc.shape).contiguous()
         else:
-            index = (rows[:, :, None], pos[:, :, None], self.head_idx.to(dev)[None, None, :])
-        target_shape = xc[index].shape
-        out = xc.index_put(index, new.to(x.dtype).expand(target_shape))
+            index = self._index(xc)
+            out = xc.index_put(index, new.expand(xc[index].shape))
         return out.transpose(1, 2) if self.transposed else out
+
+
+def _checked_index(values: Sequence[int], size: int, what: str, site_name: str, plural: str) -> torch.Tensor:
+    bad = [v for v in values if not -size <= int(v) < size]
+    if bad:
+        raise InterventionError(
+            f"{what} {bad[0]} out of range for {site_name}: it has {size} {plural} (0..{size - 1})"
+        )
+    return torch.tensor([int(v) % size for v in values], dtype=torch.long)
 
 
 def position_index(
@@ -139,11 +144,15 @@ class Edit:
 
 @dataclass(eq=False)
 class Intervention:
-    """Base class. ``site`` may be a glob; ``heads``/``positions`` narrow what is changed."""
+    """Base class. ``site`` may be a glob; ``heads``/``positions``/``rows`` narrow what is changed.
+
+    ``rows`` lets one forward pass carry many variants of a prompt, one per row (batched sweeps
+    instead of one forward per patched index)."""
 
     site: str
     heads: Sequence[int] | None = field(default=None, kw_only=True)
     positions: Sequence[int] | None = field(default=None, kw_only=True)
+    rows: Sequence[int] | None = field(default=None, kw_only=True)  # batch rows (for batched sweeps)
 
     def edit(self, selected: torch.Tensor, e: Edit) -> torch.Tensor:
         """New values for ``selected`` (same shape, or broadcastable to it)."""
@@ -303,14 +312,15 @@ def resample_rows(n_target: int, n_source: int, seed: int, exclude_self: bool) -
 def check_aligned(iv: Intervention, e: Edit, src: torch.Tensor, src_mask: torch.Tensor | None) -> None:
     """Source and target must have the same site shape (except batch), and, without positions,
     the same padding: otherwise real tokens would receive padding activations."""
-    if src.shape[1:] != e.x.shape[1:]:
+    name = f"{type(iv).__name__} at {e.sel.site.name}"
+    if iv.positions is None and src.shape[1:] != e.x.shape[1:]:
         raise InterventionError(
-            f"{type(iv).__name__} at {e.sel.site.name}: source shape {tuple(src.shape)} does not match "
-            f"the run's {tuple(e.x.shape)}; prompts of different lengths need positions=[...]"
-            if iv.positions is None
-            else f"{type(iv).__name__} at {e.sel.site.name}: source shape {tuple(src.shape)} vs run "
-            f"{tuple(e.x.shape)}"
+            f"{name}: source shape {tuple(src.shape)} does not match the run's {tuple(e.x.shape)}; "
+            "prompts of different lengths need positions=[...] (counted from the right, e.g. [-1])"
         )
+    canon = (lambda t: t.transpose(1, 2)) if e.sel.transposed else (lambda t: t)
+    if canon(src).shape[2:] != canon(e.x).shape[2:]:
+        raise InterventionError(f"{name}: source shape {tuple(src.shape)} does not match the run's {tuple(e.x.shape)}")
     if iv.positions is None and src_mask is not None and e.mask is not None:
         if src_mask.shape == e.mask.shape and not torch.equal(src_mask.cpu(), e.mask.cpu()):
             raise InterventionError(

@@ -49,7 +49,7 @@ class HookState:
         """Apply interventions, then record the value the model actually uses."""
         action = self.actions[site.name]
         for iv, data in action.interventions:
-            sel = Selection(site, x.shape, iv.heads, iv.positions, self.mask)
+            sel = Selection(site, x.shape, iv.heads, iv.positions, self.mask, iv.rows)
             x = sel.put(x, iv.edit(sel.get(x), Edit(x, sel, self.mask, data)))
         if action.grad:
             if not x.requires_grad:

@@ -1,0 +1,88 @@
+"""Bad input gets a clear error naming the bad value and what would be valid."""
+
+import pytest
+import torch
+from conftest import PROMPTS, assert_no_hooks
+
+import mechscope as ms
+from mechscope.models.tiny import tiny_hf
+
+
+def test_unknown_site_lists_close_names(llama):
+    with pytest.raises(ms.SiteError) as err:
+        llama.run(PROMPTS, cache="blocks.1.attn.patern")
+    assert "blocks.1.attn.pattern" in str(err.value) and "unknown site" in str(err.value)
+    with pytest.raises(ms.SiteError, match="blocks.0 .. blocks.2"):
+        llama.run(PROMPTS, cache="blocks.7.resid_post")
+    with pytest.raises(ms.SiteError, match="unknown site"):
+        llama.run(PROMPTS, interventions=[ms.Ablate("blocks.*.attn.zz")])
+
+
+def test_head_out_of_range(llama):
+    with pytest.raises(ms.InterventionError, match=r"head 4 out of range .* 4 heads \(0..3\)"):
+        llama.run(PROMPTS, interventions=[ms.Ablate("blocks.0.attn.z", heads=[4])])
+    with pytest.raises(ms.InterventionError, match=r"2 heads \(0..1\)"):  # k has the kv-head count
+        llama.run(PROMPTS, interventions=[ms.Ablate("blocks.0.attn.k", heads=[2])])
+    with pytest.raises(ms.InterventionError, match="no head dimension"):
+        llama.run(PROMPTS, interventions=[ms.Ablate("blocks.0.resid_post", heads=[0])])
+    assert_no_hooks(llama)
+
+
+def test_position_out_of_range(llama):
+    with pytest.raises(ms.InterventionError, match=r"position 40 out of range .*valid positions -\d+..\d+"):
+        llama.run(PROMPTS, interventions=[ms.Ablate("blocks.0.resid_post", positions=[40])])
+    with pytest.raises(ms.InterventionError, match="position -99"):
+        llama.run(PROMPTS, cache="blocks.0.resid_post", cache_positions=[-99])
+
+
+def test_shape_mismatched_patch(llama):
+    clean = llama.run(["The cat sat on the mat"], cache="blocks.0.resid_pre")
+    with pytest.raises(ms.InterventionError, match="does not match the run's .* positions="):
+        llama.run(["Paris"], interventions=[ms.Patch("blocks.0.resid_pre", source=clean)])
+    with pytest.raises(ms.InterventionError, match="source has batch 3, the run has 2"):
+        llama.run(PROMPTS[:2], interventions=[ms.Patch("blocks.0.resid_pre", source=torch.zeros(3, 5, 64))])
+    with pytest.raises(ms.SiteError, match="was not cached"):
+        llama.run(["The cat sat on the mat"], interventions=[ms.Patch("blocks.1.resid_pre", source=clean)])
+    with pytest.raises(ms.InterventionError, match="different padding"):
+        src = llama.run(["Paris is", "The cat sat"], cache="blocks.0.resid_pre")
+        llama.run(["The cat sat", "Paris is"], interventions=[ms.Patch("blocks.0.resid_pre", source=src)])
+    assert_no_hooks(llama)
+
+
+def test_bad_vectors(llama):
+    with pytest.raises(ms.InterventionError, match="NaN"):
+        ms.Add("blocks.0.resid_post", torch.tensor([1.0, float("nan")]))
+    with pytest.raises(ms.InterventionError, match="does not fit|last dim"):
+        llama.run(PROMPTS, interventions=[ms.Add("blocks.0.resid_post", torch.ones(10))])
+    with pytest.raises(ms.InterventionError, match="zero"):
+        ms.ProjectOut("blocks.0.resid_post", torch.zeros(64))
+    with pytest.raises(ms.InterventionError, match=r"fn returned \(3,\)"):
+        llama.run(PROMPTS, interventions=[ms.Replace("blocks.0.resid_post", lambda x: torch.ones(3))])
+    with pytest.raises(ms.InterventionError, match="how='median'"):
+        ms.Ablate("blocks.0.resid_post", how="median")
+    with pytest.raises(TypeError, match="not an intervention"):
+        llama.run(PROMPTS, interventions=["blocks.0.resid_post"])
+
+
+def test_bad_inputs(llama):
+    with pytest.raises(ValueError, match="no inputs"):
+        llama.run([])
+    with pytest.raises(ValueError, match="token id 999 out of range for vocab"):
+        llama.run(torch.tensor([[1, 999]]))
+    with pytest.raises(ValueError, match="needs metric"):
+        llama.run(PROMPTS, grads=["embed"])
+
+
+def test_unsupported_architecture_names_the_supported_ones():
+    from transformers import BertConfig, BertLMHeadModel
+
+    hf = BertLMHeadModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                    intermediate_size=32, is_decoder=True))
+    _, tok = tiny_hf("llama")
+    with pytest.raises(ms.UnsupportedArchitecture, match="'bert'.*supported: .*gpt2.*llama"):
+        ms.Model(hf, tok)
+
+
+def test_unknown_model_name():
+    with pytest.raises(ValueError, match="unknown model 'gpt-17'.*smollm2-135m"):
+        ms.load("gpt-17")
