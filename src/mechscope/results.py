@@ -1,0 +1,225 @@
+"""Results: small dataclasses every analysis returns (DESIGN.md, "Results").
+
+A result summarises itself in text (``summary``), draws itself (``figure`` with matplotlib,
+``html`` for reports), serialises to a directory (``save``: ``result.json`` with the tensors in
+``tensors.safetensors`` beside it; ``load`` reads it back), and carries its ``provenance``.
+Subclasses are dataclasses whose fields are JSON values or tensors; they register themselves by
+class name so ``load`` can rebuild any of them.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import html as html_lib
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+RESULT_TYPES: dict[str, type["Result"]] = {}
+FORMAT_VERSION = 1
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+@dataclass
+class Provenance:
+    """Where a result came from: model, data, parameters, software version, time."""
+
+    model: str
+    fingerprint: str
+    dataset: str | None = None
+    dataset_hash: str | None = None
+    seed: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    version: str = field(default_factory=_version)
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    @classmethod
+    def of(cls, model: Any, *, prompts: Any = None, dataset: str | None = None, seed: int | None = None,
+           **params: Any) -> "Provenance":
+        """Provenance for an analysis of ``model`` on ``prompts`` (hashed) with ``params``."""
+        digest = None
+        if prompts is not None:
+            digest = hashlib.blake2b(json.dumps(prompts, sort_keys=True, default=str).encode(), digest_size=8).hexdigest()
+        return cls(model=model.name, fingerprint=model.fingerprint, dataset=dataset, dataset_hash=digest,
+                   seed=seed, params=params)
+
+
+class ResultFormatError(ValueError):
+    """A saved result that cannot be read back (missing file, wrong version, unknown type)."""
+
+
+@dataclass
+class Result:
+    """Base class of every analysis result."""
+
+    provenance: Provenance
+    title: ClassVar[str] = "result"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        RESULT_TYPES[cls.__name__] = cls
+
+    # -- to be specialised ------------------------------------------------------------------------
+    def summary(self) -> str:
+        return f"{type(self).__name__} on {self.provenance.model}"
+
+    def figure(self):
+        """A matplotlib Figure of the result."""
+        raise NotImplementedError(f"{type(self).__name__} has no figure")
+
+    # -- shared -----------------------------------------------------------------------------------
+    def __str__(self) -> str:
+        return self.summary()
+
+    def html(self) -> str:
+        """An HTML fragment: title, summary and the figure (inline PNG)."""
+        parts = [f"<section class='result'><h2>{html_lib.escape(self.title)}</h2>",
+                 f"<pre>{html_lib.escape(self.summary())}</pre>"]
+        try:
+            parts.append(f"<img alt='{html_lib.escape(self.title)}' src='data:image/png;base64,{self.png_base64()}'>")
+        except NotImplementedError:
+            pass
+        return "".join(parts) + "</section>"
+
+    def png_base64(self) -> str:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        fig = self.figure()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        return base64.b64encode(buf.getvalue()).decode()
+
+    def to_dict(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """(JSON-able dict, tensors): tensor fields become ``{"__tensor__": name}`` references."""
+        data: dict[str, Any] = {"type": type(self).__name__, "format": FORMAT_VERSION}
+        tensors: dict[str, torch.Tensor] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor):
+                tensors[f.name] = value.detach().cpu().contiguous()
+                data[f.name] = {"__tensor__": f.name}
+            elif isinstance(value, Provenance):
+                data[f.name] = dataclasses.asdict(value)
+            else:
+                data[f.name] = value
+        return data, tensors
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], tensors: dict[str, torch.Tensor]) -> "Result":
+        kind = data.get("type")
+        if data.get("format") != FORMAT_VERSION:
+            raise ResultFormatError(f"result format {data.get('format')!r} is not {FORMAT_VERSION}")
+        if kind not in RESULT_TYPES:
+            raise ResultFormatError(f"unknown result type {kind!r}; known: {', '.join(sorted(RESULT_TYPES))}")
+        rcls = RESULT_TYPES[kind]
+        kwargs = {}
+        for f in dataclasses.fields(rcls):
+            if f.name not in data:
+                raise ResultFormatError(f"{kind} is missing field {f.name!r}")
+            value = data[f.name]
+            if isinstance(value, dict) and "__tensor__" in value:
+                if value["__tensor__"] not in tensors:
+                    raise ResultFormatError(f"{kind}: tensor {value['__tensor__']!r} is missing")
+                value = tensors[value["__tensor__"]]
+            elif f.name == "provenance":
+                value = Provenance(**value)
+            kwargs[f.name] = value
+        return rcls(**kwargs)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``result.json`` (+ ``tensors.safetensors``) into ``directory``, atomically."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        data, tensors = self.to_dict()
+        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}-"))
+        (tmp / "result.json").write_text(json.dumps(data, indent=1, default=str))
+        if tensors:
+            save_file(tensors, tmp / "tensors.safetensors")
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old")
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            import shutil
+
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+        return directory
+
+
+def load_result(directory: str | os.PathLike) -> Result:
+    """Read a result written by ``Result.save``."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    meta = directory / "result.json"
+    if not meta.exists():
+        raise ResultFormatError(f"{directory} holds no result.json")
+    try:
+        data = json.loads(meta.read_text())
+    except json.JSONDecodeError as err:
+        raise ResultFormatError(f"{meta} is not valid JSON: {err}") from None
+    tensor_file = directory / "tensors.safetensors"
+    tensors = load_file(tensor_file) if tensor_file.exists() else {}
+    return Result.from_dict(data, tensors)
+
+
+@dataclass
+class NextTokens(Result):
+    """Top-k next-token predictions after each prompt. probs: [batch, k]."""
+
+    prompts: list[str]
+    tokens: list[list[str]]
+    probs: torch.Tensor
+    title: ClassVar[str] = "Next-token predictions"
+
+    @classmethod
+    def of(cls, run: Any, prompts: list[str], k: int = 5) -> "NextTokens":
+        top = run.top(k)
+        return cls(
+            provenance=Provenance.of(run.model, prompts=prompts, k=k),
+            prompts=list(prompts),
+            tokens=[[t for t, _ in row] for row in top],
+            probs=torch.tensor([[p for _, p in row] for row in top]),
+        )
+
+    def summary(self) -> str:
+        lines = []
+        for prompt, toks, probs in zip(self.prompts, self.tokens, self.probs.tolist()):
+            preds = "  ".join(f"{t!r} {p:.2f}" for t, p in zip(toks, probs))
+            lines.append(f"{prompt!r} -> {preds}")
+        return "\n".join(lines)
+
+    def figure(self):
+        import matplotlib.pyplot as plt
+
+        n = len(self.prompts)
+        fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 2.4), squeeze=False)
+        for ax, prompt, toks, probs in zip(axes[0], self.prompts, self.tokens, self.probs.tolist()):
+            ax.barh(range(len(toks))[::-1], probs, color="#4c72b0")
+            ax.set_yticks(range(len(toks))[::-1], [repr(t) for t in toks])
+            ax.set_xlim(0, 1)
+            ax.set_title(prompt if len(prompt) < 30 else prompt[:27] + "...", fontsize=9)
+            ax.set_xlabel("probability")
+        fig.tight_layout()
+        return fig

@@ -1,0 +1,37 @@
+"""The `mechscope` command on a local tiny model directory."""
+
+import json
+
+import pytest
+
+from mechscope.cli import main
+from mechscope.models.tiny import tiny_hf
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-gpt2")
+    hf, tok = tiny_hf("gpt2")
+    hf.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def test_info(model_dir, capsys):
+    assert main(["info", model_dir]) == 0
+    out = capsys.readouterr().out
+    assert "gpt2: 3 layers, 4 heads" in out and "fingerprint" in out and "42 sites" in out
+    assert main(["info", model_dir, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["n_layers"] == 3 and "blocks.2.attn.pattern" in info["sites"]
+
+
+def test_run_prints_top_tokens(model_dir, capsys):
+    assert main(["run", model_dir, "The cat", "Paris is", "-k", "3", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["type"] == "NextTokens" and len(data["tokens"]) == 2 and len(data["probs"][0]) == 3
+
+
+def test_unknown_model_is_a_clean_error(capsys):
+    assert main(["info", "no-such-model"]) == 2
+    assert "unknown model 'no-such-model'" in capsys.readouterr().err

@@ -1,0 +1,64 @@
+"""Results summarise, draw, serialise and carry provenance; the ablation scan is batched and exact."""
+
+import json
+
+import pytest
+import torch
+
+import mechscope as ms
+from mechscope.patching import AblationScan, ablation_scan
+from mechscope.results import NextTokens, ResultFormatError, load_result
+
+
+def test_next_tokens_round_trip(llama, tmp_path):
+    prompts = ["The cat", "Paris is in"]
+    result = NextTokens.of(llama.run(prompts), prompts, k=3)
+    assert result.provenance.fingerprint == llama.fingerprint
+    assert result.provenance.params == {"k": 3} and result.provenance.version == ms.__version__
+    assert "'The cat' ->" in result.summary()
+    back = load_result(result.save(tmp_path / "nt"))
+    assert isinstance(back, NextTokens) and back.tokens == result.tokens
+    assert torch.equal(back.probs, result.probs) and back.provenance == result.provenance
+    assert "<img" in result.html() and "Next-token predictions" in result.html()
+
+
+def test_saving_over_a_result_replaces_it_whole(llama, tmp_path):
+    first = NextTokens.of(llama.run(["The cat"]), ["The cat"], k=2)
+    second = NextTokens.of(llama.run(["Paris"]), ["Paris"], k=4)
+    first.save(tmp_path / "r")
+    second.save(tmp_path / "r")
+    assert load_result(tmp_path / "r").prompts == ["Paris"]
+    assert [p.name for p in tmp_path.iterdir()] == ["r"]  # no temporary leftovers
+
+
+def test_bad_saved_results_are_refused(llama, tmp_path):
+    d = NextTokens.of(llama.run(["The cat"]), ["The cat"]).save(tmp_path / "r")
+    data = json.loads((d / "result.json").read_text())
+    (d / "result.json").write_text(json.dumps({**data, "type": "Nope"}))
+    with pytest.raises(ResultFormatError, match="unknown result type 'Nope'"):
+        load_result(d)
+    (d / "result.json").write_text("{not json")
+    with pytest.raises(ResultFormatError, match="not valid JSON"):
+        load_result(d)
+    with pytest.raises(ResultFormatError, match="no result.json"):
+        load_result(tmp_path / "missing")
+
+
+def test_ablation_scan_is_batched_and_matches_single_runs(llama, tmp_path):
+    prompt, target = "When Mary and John went to the store", " the"
+    scan = ablation_scan(llama, prompt, target, components="heads", batch_size=5, progress=False)
+    assert scan.effect.shape == (3, 4)
+    tid = llama.tokenizer(target, add_special_tokens=False)["input_ids"][0]
+    clean = llama.run(prompt).logits[0, -1].log_softmax(-1)[tid]
+    for layer, head in [(0, 0), (2, 3)]:
+        alone = llama.run(prompt, interventions=[ms.Ablate(f"blocks.{layer}.attn.z", heads=[head])])
+        expected = alone.logits[0, -1].log_softmax(-1)[tid] - clean
+        assert float(scan.effect[layer, head]) == pytest.approx(float(expected), abs=1e-4)
+    layers = ablation_scan(llama, prompt, target, components="layers", how="mean", progress=False)
+    assert layers.effect.shape == (2, 3)
+    assert "Largest drops" in layers.summary() and layers.top(2)[0][0][:3] in ("att", "mlp")
+    back = load_result(scan.save(tmp_path / "scan"))
+    assert isinstance(back, AblationScan) and torch.equal(back.effect, scan.effect)
+    assert "<img" in layers.html()
+    with pytest.raises(ValueError, match="single-token target"):
+        ablation_scan(llama, prompt, " Mary and John", progress=False)

@@ -1,0 +1,82 @@
+"""The embedded SmolLM2-135M: loading, exactness against HF, and a known behaviour. Slow."""
+
+import time
+
+import pytest
+import torch
+from conftest import assert_no_hooks
+from helpers import hf_forward
+
+import mechscope as ms
+
+pytestmark = pytest.mark.slow
+PROMPTS = ["The cat sat on the mat.", "Paris is in", "When Mary and John went to the store, John gave a drink to"]
+
+
+def test_second_load_is_fast_and_identical(smollm):
+    t = time.perf_counter()
+    again = ms.load("smollm2-135m")
+    assert time.perf_counter() - t < 10  # cached safetensors, no dequantisation
+    assert again.fingerprint == smollm.fingerprint
+    c = smollm.cfg
+    assert (c.n_layers, c.n_heads, c.n_kv_heads, c.d_model, c.d_head, c.d_mlp, c.vocab) == (30, 9, 3, 576, 64, 1536, 49152)
+    assert c.tied_embeddings
+
+
+def test_logits_and_patterns_equal_hf(smollm):
+    run = smollm.run(PROMPTS)
+    assert torch.equal(run.logits, hf_forward(smollm, PROMPTS).logits)
+    run = smollm.run(PROMPTS, cache=["blocks.*.attn.pattern"])
+    eager = hf_forward(smollm, PROMPTS, impl="eager", output_attentions=True)
+    assert torch.equal(run.logits, eager.logits)
+    for layer in (0, 13, 29):
+        assert torch.equal(run.cache[f"blocks.{layer}.attn.pattern"], eager.attentions[layer])
+    for i, prompt in enumerate(PROMPTS):  # left-padded batch vs one at a time
+        alone = smollm.run(prompt)
+        n = alone.tokens.shape[1]
+        torch.testing.assert_close(run.logits[i, -n:], alone.logits[0], atol=1e-3, rtol=1e-4)
+    assert_no_hooks(smollm)
+
+
+def test_knows_the_capital_of_france_and_needs_its_mlps(smollm):
+    run = smollm.run("The capital of France is")
+    assert run.top(1)[0][0][0] == " Paris"
+    ablated = smollm.run("The capital of France is", interventions=[ms.Ablate("blocks.0.mlp.out")])
+    assert ablated.top(1)[0][0][0] != " Paris"
+
+
+def test_patching_shows_where_the_fact_travels(smollm):
+    """Patch "France" into "The capital of Italy is": the subject token carries the country early
+    on; the last token only has it late (measured: layer 20 -> Rome, layer 25 -> Paris)."""
+    clean = smollm.run("The capital of France is", cache="blocks.*.resid_pre")
+    assert smollm.run("The capital of Italy is").top(1)[0][0][0] == " Rome"
+
+    def top(layer, pos):
+        run = smollm.run("The capital of Italy is",
+                         interventions=[ms.Patch(f"blocks.{layer}.resid_pre", source=clean, positions=[pos])])
+        return run.top(1)[0][0][0]
+
+    assert top(2, -2) == " Paris"  # subject position, early
+    assert top(8, -1) == " Rome"  # last position, early: nothing to find there yet
+    assert top(25, -1) == " Paris"  # last position, late: the answer has moved there
+    assert top(25, -2) == " Rome"  # subject position, late: too late to matter
+
+
+def test_steered_generation_changes_the_text(smollm):
+    from mechscope.demo import STEER_PROMPT, steering_vector
+
+    vec = steering_vector(smollm, 10)
+    plain = smollm.generate(STEER_PROMPT, max_new_tokens=12)
+    steered = smollm.generate(STEER_PROMPT, max_new_tokens=12, interventions=[ms.Add("blocks.10.resid_pre", vec, coef=2.0)])
+    assert plain != steered
+    assert_no_hooks(smollm)
+
+
+def test_demo_writes_its_page(tmp_path, capsys):
+    from mechscope.demo import run_demo
+
+    page = run_demo("smollm2-135m", tmp_path / "demo", progress=False)
+    text = page.read_text()
+    assert "Ablation scan" in text and "Next-token predictions" in text and "Steering" in text
+    assert (tmp_path / "demo" / "ablation_heads" / "tensors.safetensors").exists()
+    assert "Largest drops in log p" in capsys.readouterr().out
