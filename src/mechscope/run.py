@@ -90,7 +90,9 @@ class Run:
         ]
 
     def __repr__(self) -> str:
-        return (
-            f"Run(batch={self.tokens.shape[0]}, pos={self.tokens.shape[1]}, "
-            f"cache=[{', '.join(self.cache)}], grads=[{', '.join(self.grads)}])"
-        )
+        def names(c: Cache) -> str:
+            keys = list(c)
+            return f"[{', '.join(keys)}]" if len(keys) <= 4 else f"[{keys[0]}, ... {len(keys)} sites]"
+
+        return (f"Run(batch={self.tokens.shape[0]}, pos={self.tokens.shape[1]}, "
+                f"cache={names(self.cache)}, grads={names(self.grads)})")
