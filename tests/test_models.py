@@ -156,3 +156,12 @@ def test_token_strings_and_top_predictions(llama):
     ids = torch.tensor([[5, 6, 7]])
     assert torch.equal(llama.run(ids).tokens, ids)
     assert torch.equal(llama.run([[5, 6, 7], [8]]).mask, torch.tensor([[1, 1, 1], [0, 0, 1]]))
+
+
+def test_head_outputs_sum_to_the_attention_output(model):
+    run = model.run(PROMPTS, cache=["blocks.1.attn.z", "blocks.1.attn.out"])
+    per_head = model.head_outputs(run.cache["blocks.1.attn.z"], layer=1)
+    assert per_head.shape == (*run.tokens.shape, model.cfg.n_heads, model.cfg.d_model)
+    _, bias = model.out_proj(1)
+    total = per_head.sum(2) + (bias if bias is not None else 0)
+    torch.testing.assert_close(total, run.cache["blocks.1.attn.out"], atol=1e-5, rtol=1e-4)

