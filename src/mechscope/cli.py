@@ -44,7 +44,60 @@ def _run(args) -> int:
 def _demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(args.model, args.out, progress=not args.quiet)
+    run_demo(args.model, args.out, progress=not args.quiet, archive=args.archive)
+    return 0
+
+
+def _archive(args):
+    from .archive import open as open_archive
+
+    return open_archive(args.archive)
+
+
+def _specimens(args) -> int:
+    arch = _archive(args)
+    if args.action == "list":
+        specs = arch.search(args.query, model=args.model, task=args.task, tag=args.tag)
+        for s in specs:
+            tags = f" [{', '.join(s.tags)}]" if s.tags else ""
+            print(f"{s.uid[:8]}  v{s.version:<3} {s.name}  ({s.model_name or '-'}; {s.task or '-'}){tags}")
+        print(f"{len(specs)} specimen(s) in {arch!r}")
+    elif args.action == "show":
+        s = arch.get(args.key)
+        print(f"{s.name}  uid {s.uid}  v{s.version}\n  model {s.model_name} ({s.model_fingerprint})"
+              f"\n  task {s.task or '-'}  dataset {s.dataset or '-'}  tags {', '.join(s.tags) or '-'}")
+        for f in s.findings():
+            print(f"\n[{f.uid[:8]}] {f.title} ({f.kind})\n  " + f.summary.replace("\n", "\n  "))
+            if f.notes:
+                print(f"  notes: {f.notes}")
+        print("\nhistory: " + "; ".join(f"v{e.version} {e.action}" for e in s.history()))
+    elif args.action == "export":
+        s = arch.get(args.key)
+        path = arch.export(s.uid, args.path or f"{s.uid[:8]}.mscope")
+        print(f"exported {s.name!r} to {path}")
+    elif args.action == "import":
+        s = arch.import_file(args.key, replace=args.replace)
+        print(f"imported {s.name!r} ({s.uid[:8]}, {len(s.findings())} findings)")
+    elif args.action == "rm":
+        s = arch.get(args.key)
+        arch.remove(s.uid)
+        print(f"removed {s.name!r} ({s.uid[:8]})")
+    return 0
+
+
+def _report(args) -> int:
+    from .report import write_report
+
+    spec = _archive(args).get(args.key)
+    path, seconds = write_report(spec, args.output or f"{spec.uid[:8]}.html")
+    print(f"wrote {path} ({seconds:.2f}s)")
+    return 0
+
+
+def _serve(args) -> int:
+    from .web import serve
+
+    serve(_archive(args), host=args.host, port=args.port, writable=args.writable)
     return 0
 
 
@@ -54,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mechscope", description="Mechanistic interpretability workbench")
     sub = parser.add_subparsers(dest="command", required=True)
     model_help = f"embedded model ({', '.join(EMBEDDED)}) or a local HF directory"
+    archive_help = "archive directory or database URL (default: $MECHSCOPE_ARCHIVE or the user data dir)"
 
     p = sub.add_parser("info", help="a model's config, fingerprint and sites")
     p.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=model_help)
@@ -72,12 +126,42 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=DEFAULT_MODEL, help=model_help)
     p.add_argument("--out", default="mechscope-demo", help="output directory (default ./mechscope-demo)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--archive", help=archive_help)
     p.set_defaults(fn=_demo)
 
+    p = sub.add_parser("specimens", help="the specimen archive: list, show, export, import, rm")
+    p.add_argument("action", choices=["list", "show", "export", "import", "rm"])
+    p.add_argument("key", nargs="?", help="specimen uid/name (show, export, rm) or file (import)")
+    p.add_argument("path", nargs="?", help="export: output file (default <uid>.mscope)")
+    p.add_argument("--archive", help=archive_help)
+    p.add_argument("--query", "-q", help="list: text search")
+    p.add_argument("--model", help="list: model name or fingerprint")
+    p.add_argument("--task", help="list: task")
+    p.add_argument("--tag", help="list: tag")
+    p.add_argument("--replace", action="store_true", help="import: overwrite a specimen with the same uid")
+    p.set_defaults(fn=_specimens)
+
+    p = sub.add_parser("report", help="write a specimen's self-contained HTML report")
+    p.add_argument("key", help="specimen uid or name")
+    p.add_argument("-o", "--output", help="output file (default <uid>.html)")
+    p.add_argument("--archive", help=archive_help)
+    p.set_defaults(fn=_report)
+
+    p = sub.add_parser("serve", help="browse the archive in a web browser")
+    p.add_argument("--archive", help=archive_help)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--writable", action="store_true", help="allow changes (tags, notes, deletion) through the API")
+    p.set_defaults(fn=_serve)
+
     args = parser.parse_args(argv)
+    if args.command == "specimens" and args.action != "list" and not args.key:
+        parser.error(f"specimens {args.action} needs a specimen (or, for import, a file)")
+    from .archive import ArchiveError
+
     try:
         return args.fn(args)
-    except (ValueError, KeyError, ModuleNotFoundError, FileNotFoundError) as err:
+    except (ValueError, KeyError, ModuleNotFoundError, FileNotFoundError, ArchiveError) as err:
         print(f"mechscope: error: {err}", file=sys.stderr)
         return 2
 

@@ -46,6 +46,9 @@ class AblationScan(Result):
             return f"L{r}H{c}"
         return f"{'attn' if r == 0 else 'mlp'}{c}"
 
+    def evidence(self) -> dict:
+        return {"clean_logprob": self.clean_logprob, "largest_drops": self.top(5)}
+
     def summary(self) -> str:
         tops = ", ".join(f"{name} {eff:+.2f}" for name, eff in self.top(5))
         return (

@@ -81,31 +81,38 @@ class Result:
         """A matplotlib Figure of the result."""
         raise NotImplementedError(f"{type(self).__name__} has no figure")
 
+    def evidence(self) -> dict[str, Any]:
+        """The numbers that back the result's claim (kept searchable by the archive)."""
+        return {}
+
     # -- shared -----------------------------------------------------------------------------------
     def __str__(self) -> str:
         return self.summary()
 
-    def html(self) -> str:
-        """An HTML fragment: title, summary and the figure (inline PNG)."""
+    def html(self, png: bytes | None = None) -> str:
+        """An HTML fragment: title, summary and the figure (inline PNG; ``png`` skips re-rendering)."""
         parts = [f"<section class='result'><h2>{html_lib.escape(self.title)}</h2>",
                  f"<pre>{html_lib.escape(self.summary())}</pre>"]
-        try:
-            parts.append(f"<img alt='{html_lib.escape(self.title)}' src='data:image/png;base64,{self.png_base64()}'>")
-        except NotImplementedError:
-            pass
+        png = png if png is not None else self.png_bytes()
+        if png is not None:
+            parts.append(f"<img alt='{html_lib.escape(self.title)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
         return "".join(parts) + "</section>"
 
-    def png_base64(self) -> str:
+    def png_bytes(self) -> bytes | None:
+        """The figure as PNG bytes (None for results without a figure)."""
         import matplotlib
 
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
 
-        fig = self.figure()
+        try:
+            fig = self.figure()
+        except NotImplementedError:
+            return None
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
         plt.close(fig)
-        return base64.b64encode(buf.getvalue()).decode()
+        return buf.getvalue()
 
     def to_dict(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         """(JSON-able dict, tensors): tensor fields become ``{"__tensor__": name}`` references."""

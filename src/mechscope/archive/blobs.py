@@ -1,0 +1,69 @@
+"""Content-addressed files beside the database: ``<root>/<sha256[:2]>/<sha256>``, checked on read."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class BlobError(RuntimeError):
+    """A missing or corrupted archive file."""
+
+
+class BlobStore:
+    """Immutable files named by the sha256 of their bytes. Writes are atomic (temp file, fsync,
+    rename), so a crash never leaves a partial file under a real name."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        if not HASH_RE.match(digest):
+            raise BlobError(f"not a sha256 hex digest: {digest!r}")
+        return self.root / digest[:2] / digest
+
+    def put(self, data: bytes) -> tuple[str, int]:
+        """Store ``data``; returns (sha256, size). Storing the same bytes twice is a no-op."""
+        digest = hashlib.sha256(data).hexdigest()
+        path = self.path(digest)
+        if path.exists() and path.stat().st_size == len(data):
+            return digest, len(data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return digest, len(data)
+
+    def get(self, digest: str) -> bytes:
+        """The bytes of ``digest``, verified against their hash."""
+        path = self.path(digest)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise BlobError(f"archive file {digest} is missing from {self.root}") from None
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise BlobError(f"archive file {path} is corrupted: its content does not match its sha256")
+        return data
+
+    def exists(self, digest: str) -> bool:
+        return self.path(digest).exists()
+
+    def all(self) -> set[str]:
+        return {p.name for p in self.root.glob("??/*") if HASH_RE.match(p.name)}
+
+    def remove(self, digests: set[str]) -> None:
+        for digest in digests:
+            self.path(digest).unlink(missing_ok=True)

@@ -1,0 +1,63 @@
+"""A layered SVG drawing of a component graph: rows by layer, edge width by |score|, hover for scores."""
+
+from __future__ import annotations
+
+import html
+import re
+import uuid
+
+
+def node_rank(name: str) -> float:
+    """Vertical order of a node: embed < a{l}.* < m{l} < a{l+1}.* < ... < logits."""
+    if name == "embed":
+        return -1.0
+    if name == "logits":
+        return 1e9
+    m = re.match(r"^(a|m)(\d+)", name)
+    if not m:
+        return 1e8
+    return int(m.group(2)) + (0.5 if m.group(1) == "m" else 0.0)
+
+
+def graph_svg(nodes: list[str], edges: list[tuple[str, str, float]], width: int = 900) -> str:
+    """An SVG with one row per rank; each edge carries its label (title and data-label)."""
+    ranks = sorted({node_rank(n) for n in nodes})
+    row_of = {r: i for i, r in enumerate(ranks)}
+    rows: dict[float, list[str]] = {}
+    for n in nodes:
+        rows.setdefault(node_rank(n), []).append(n)
+    gap = 56
+    height = gap * (len(ranks) + 1)
+    pos = {}
+    for rank, members in rows.items():
+        for i, n in enumerate(members):
+            pos[n] = (width * (i + 1) / (len(members) + 1), height - gap * (row_of[rank] + 1))
+    top = max((abs(s) for _, _, s in edges), default=1.0) or 1.0
+    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 {width} {height}' width='100%' class='circuit'>"]
+    for src, dst, score in sorted(edges, key=lambda e: abs(e[2])):
+        if src not in pos or dst not in pos:
+            continue
+        (x1, y1), (x2, y2) = pos[src], pos[dst]
+        label = f"{src} → {dst}: {score:+.3g}"
+        colour = "#2b6cb0" if score >= 0 else "#c53030"
+        w = 0.6 + 7 * abs(score) / top
+        parts.append(
+            f"<path class='edge' d='M{x1:.1f},{y1:.1f} C{x1:.1f},{(y1 + y2) / 2:.1f} {x2:.1f},{(y1 + y2) / 2:.1f} {x2:.1f},{y2:.1f}' "
+            f"stroke='{colour}' stroke-width='{w:.2f}' stroke-opacity='0.7' fill='none' "
+            f"data-label='{html.escape(label, quote=True)}'><title>{html.escape(label)}</title></path>")
+    for n, (x, y) in pos.items():
+        parts.append(f"<g class='node' data-name='{html.escape(n, quote=True)}'><circle cx='{x:.1f}' cy='{y:.1f}' r='13' "
+                     f"fill='#fff' stroke='#333'/><text x='{x:.1f}' y='{y + 4:.1f}' font-size='9' text-anchor='middle'>"
+                     f"{html.escape(n)}</text></g>")
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def graph_html(nodes: list[str], edges: list[tuple[str, str, float]], width: int = 900) -> str:
+    """The SVG plus an info line that hovering an edge fills (self-contained, inline script)."""
+    sid = f"graph-{uuid.uuid4().hex[:8]}"
+    return (f"<div class='graph' id='{sid}'>{graph_svg(nodes, edges, width)}<div class='graph-info'>Hover an edge to see its score.</div>"
+            f"<script>(function(){{var r=document.getElementById('{sid}'),i=r.querySelector('.graph-info');"
+            "r.querySelectorAll('.edge').forEach(function(e){e.addEventListener('mouseenter',function(){"
+            "i.textContent=e.dataset.label;e.setAttribute('stroke-opacity','1');});"
+            "e.addEventListener('mouseleave',function(){e.setAttribute('stroke-opacity','0.7');});});})();</script></div>")

@@ -1,0 +1,160 @@
+"""`mechscope serve`: browse, search and compare specimens (FastAPI on uvicorn).
+
+Pages use the report's renderers; ``/api/...`` is a JSON API described by ``/openapi.json``.
+Read-only unless created with ``writable=True``. Files are served only by their sha256 from the
+archive's content-addressed store, so no path outside the archive can be reached.
+"""
+
+from __future__ import annotations
+
+from fastapi import Body, FastAPI, HTTPException, Query
+from fastapi.responses import HTMLResponse, Response
+
+from ..archive.blobs import HASH_RE, BlobError
+from ..archive.store import Archive, ArchiveError, Specimen
+from ..report.page import esc, page, specimen_body, specimen_rows
+
+MEDIA = {"tensors": "application/octet-stream", "figure.png": "image/png", "figure.svg": "image/svg+xml"}
+
+
+def nav(writable: bool) -> str:
+    mode = "read-write" if writable else "read-only"
+    return (f"<header class='top'><a href='/'>mechscope specimens</a><span class='meta'>{mode}</span>"
+            "<a class='meta' href='/openapi.json'>API</a></header>")
+
+
+def create_app(archive: Archive, writable: bool = False) -> FastAPI:
+    app = FastAPI(title="mechscope", version="1", docs_url=None, redoc_url=None,
+                  description="Browse the mechscope specimen archive.")
+    top = nav(writable)
+
+    def get(uid: str) -> Specimen:
+        try:
+            return archive.get(uid)
+        except ArchiveError as err:
+            raise HTTPException(404, str(err)) from None
+
+    def need_write() -> None:
+        if not writable:
+            raise HTTPException(403, "this server is read-only; start it with --writable to allow changes")
+
+    # -- pages ------------------------------------------------------------------------------------
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index(q: str = "", model: str = "", task: str = "", tag: str = ""):
+        specs = archive.search(q or None, model=model or None, task=task or None, tag=tag or None)
+        form = (f"<form class='search' method='get'><input name='q' placeholder='search' value='{esc(q)}'>"
+                f"<input name='model' placeholder='model' value='{esc(model)}'><input name='task' placeholder='task' "
+                f"value='{esc(task)}'><input name='tag' placeholder='tag' value='{esc(tag)}'><button>search</button></form>")
+        compare = ("<form method='get' action='/compare'>compare <input name='a' placeholder='uid'> with "
+                   "<input name='b' placeholder='uid'><button>compare</button></form>")
+        body = f"<h1>Specimens ({len(specs)})</h1>{form}{specimen_rows(specs)}{compare}"
+        return page("mechscope specimens", body, top)
+
+    @app.get("/specimens/{uid}", response_class=HTMLResponse, include_in_schema=False)
+    def specimen_page(uid: str, version: int | None = None):
+        spec = get(uid)
+        if version is not None and not 1 <= version <= spec.version:
+            raise HTTPException(404, f"version {version} does not exist (1..{spec.version})")
+        return page(spec.name, specimen_body(spec, version), top)
+
+    @app.get("/compare", response_class=HTMLResponse, include_in_schema=False)
+    def compare(a: str, b: str):
+        left, right = get(a), get(b)
+        body = (f"<h1>Compare</h1><div class='cols'><div>{specimen_body(left, link='/specimens/' + left.uid)}</div>"
+                f"<div>{specimen_body(right, link='/specimens/' + right.uid)}</div></div>")
+        return page(f"{left.name} vs {right.name}", body, top)
+
+    @app.get("/files/{digest}", include_in_schema=False)
+    def file(digest: str):
+        if not HASH_RE.match(digest):
+            raise HTTPException(404, "not a file of this archive")
+        role = archive_role(archive, digest)
+        if role is None:
+            raise HTTPException(404, "not a file of this archive")
+        try:
+            return Response(archive.blobs.get(digest), media_type=MEDIA.get(role, "application/octet-stream"))
+        except BlobError as err:
+            raise HTTPException(500, str(err)) from None
+
+    # -- JSON API ---------------------------------------------------------------------------------
+    @app.get("/api/specimens", summary="List or search specimens")
+    def api_list(q: str | None = None, model: str | None = None, task: str | None = None, tag: str | None = None):
+        return [spec_json(s) for s in archive.search(q, model=model, task=task, tag=tag)]
+
+    @app.get("/api/specimens/{uid}", summary="A specimen with its findings and history")
+    def api_specimen(uid: str, version: int | None = None):
+        spec = get(uid)
+        return {**spec_json(spec), "findings": [finding_json(f) for f in spec.findings(version)],
+                "history": [e.__dict__ for e in spec.history()]}
+
+    @app.get("/api/specimens/{uid}/findings/{fid}", summary="One finding's full result data")
+    def api_finding(uid: str, fid: str):
+        spec = get(uid)
+        try:
+            f = spec.finding(fid)
+        except ArchiveError as err:
+            raise HTTPException(404, str(err)) from None
+        return {**finding_json(f), "data": f.data}
+
+    @app.post("/api/specimens/{uid}/tags", summary="Add a tag (writable servers only)")
+    def api_tag(uid: str, tag: str = Body(..., embed=True)):
+        need_write()
+        spec = get(uid)
+        try:
+            spec.tag(tag)
+        except ArchiveError as err:
+            raise HTTPException(422, str(err)) from None
+        return spec_json(spec)
+
+    @app.post("/api/specimens/{uid}/findings/{fid}/notes", summary="Replace a finding's notes (writable only)")
+    def api_notes(uid: str, fid: str, notes: str = Body(..., embed=True)):
+        need_write()
+        spec = get(uid)
+        try:
+            spec.set_notes(fid, notes)
+            return finding_json(spec.finding(fid))
+        except ArchiveError as err:
+            raise HTTPException(404, str(err)) from None
+
+    @app.delete("/api/specimens/{uid}", summary="Delete a specimen (writable servers only)")
+    def api_delete(uid: str):
+        need_write()
+        spec = get(uid)
+        archive.remove(spec.uid)
+        return {"deleted": spec.uid}
+
+    @app.get("/api/health", summary="Liveness")
+    def health():
+        return {"ok": True, "writable": writable}
+
+    return app
+
+
+def archive_role(archive: Archive, digest: str) -> str | None:
+    from sqlalchemy import select
+
+    from ..archive.schema import finding_files
+
+    with archive.engine.connect() as conn:
+        return conn.execute(select(finding_files.c.role).where(finding_files.c.hash == digest).limit(1)).scalar()
+
+
+def spec_json(s: Specimen) -> dict:
+    return {k: getattr(s, k) for k in ("uid", "name", "description", "model_name", "model_fingerprint", "model_config",
+                                        "task", "dataset", "dataset_seed", "dataset_hash", "version", "created",
+                                        "updated", "tags")}
+
+
+def finding_json(f) -> dict:
+    return {"uid": f.uid, "kind": f.kind, "title": f.title, "summary": f.summary, "evidence": f.evidence,
+            "notes": f.notes, "created": f.created, "added_in": f.added_in, "removed_in": f.removed_in,
+            "files": {role: {"hash": h, "size": n, "url": f"/files/{h}"} for role, (h, n) in f.files.items()}}
+
+
+def serve(archive: Archive, host: str = "127.0.0.1", port: int = 8765, writable: bool = False) -> None:
+    import uvicorn
+
+    print(f"Serving {archive!r} on http://{host}:{port}/ ({'read-write' if writable else 'read-only'}); Ctrl-C stops.")
+    uvicorn.run(create_app(archive, writable), host=host, port=port, log_level="warning")
+
+
