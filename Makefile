@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.mechscope-installed
 
-.PHONY: demo test test-fast bench clean
+.PHONY: demo test test-fast bench clean chromium
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,10 +17,14 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 demo: $(STAMP)
 	$(VENV)/bin/mechscope demo
 
-# Everything: fast tests (tiny random models) and slow ones (the embedded SmolLM2).
-test: $(STAMP)
+# Everything: fast tests (tiny random models) and slow ones (the embedded SmolLM2). Browser tests
+# need Chromium: installed from Debian when running as root, otherwise they are skipped.
+test: $(STAMP) chromium
 	$(VENV)/bin/mechscope info smollm2-135m > /dev/null  # dequantise the GGUF once, before the workers start
 	$(PY) -m pytest -n 2 --run-slow -q
+
+chromium:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; } || echo "no Chromium: browser tests will be skipped"
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -n 2 -q

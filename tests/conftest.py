@@ -1,9 +1,12 @@
 """Test set-up: one torch thread per worker, tiny models per family, SmolLM2 for `slow` tests."""
 
 import os
+import tempfile
 
 import pytest
 import torch
+
+os.environ.setdefault("MECHSCOPE_ARCHIVE", os.path.join(tempfile.mkdtemp(), "archive"))  # never a user's archive
 
 torch.set_num_threads(1)  # parallel workers must not fight over OpenMP threads (see DEVELOPERS.md)
 
@@ -53,3 +56,48 @@ def assert_no_hooks(model):
 
 
 PROMPTS = ["The cat sat on the mat.", "Paris is in", "When Mary and John went to the store"]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_archive(request, tmp_path):
+    """A factory of fresh, empty archives of one backend: SQLite directories, or (when
+    $MECHSCOPE_TEST_PG is set) new PostgreSQL databases created for this test and dropped after."""
+    import uuid
+
+    import mechscope.archive
+
+    opened, databases = [], []
+    base = os.environ.get("MECHSCOPE_TEST_PG")
+    if request.param == "postgresql" and not base:
+        pytest.skip("PostgreSQL: set MECHSCOPE_TEST_PG=postgresql+psycopg://user@host:port/db (.ci/run does)")
+    if base:
+        from sqlalchemy import create_engine, text
+
+        admin = create_engine(base, isolation_level="AUTOCOMMIT")
+
+    def make():
+        tag = uuid.uuid4().hex[:12]
+        if request.param == "sqlite":
+            arch = mechscope.archive.open(tmp_path / f"archive-{tag}")
+        else:
+            name = f"ms_test_{tag}"
+            with admin.connect() as conn:
+                conn.execute(text(f"CREATE DATABASE {name}"))
+            databases.append(name)
+            arch = mechscope.archive.open(base.rsplit("/", 1)[0] + "/" + name, files=tmp_path / f"files-{tag}")
+        opened.append(arch)
+        return arch
+
+    yield make
+    for arch in opened:
+        arch.close()
+    if databases:
+        with admin.connect() as conn:
+            for name in databases:
+                conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+@pytest.fixture
+def archive(new_archive):
+    return new_archive()

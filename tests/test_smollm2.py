@@ -63,23 +63,30 @@ def test_patching_shows_where_the_fact_travels(smollm):
 
 
 def test_steered_generation_changes_the_text(smollm):
-    from mechscope.demo import STEER_PROMPT, steering_vector
+    from mechscope.steering import SteeredGeneration
 
-    vec = steering_vector(smollm, 10)
-    plain = smollm.generate(STEER_PROMPT, max_new_tokens=12)
-    steered = smollm.generate(STEER_PROMPT, max_new_tokens=12, interventions=[ms.Add("blocks.10.resid_pre", vec, coef=2.0)])
-    assert plain != steered
+    result = SteeredGeneration.compare(smollm, "I think that my neighbour is", "blocks.10.resid_pre",
+                                       "I love you", "I hate you", coef=2.0, max_new_tokens=12)
+    assert result.plain != result.steered and result.evidence()["changed"]
+    assert "great" in result.steered or "grateful" in result.steered  # measured: ' a great help. I'm so grateful'
     assert_no_hooks(smollm)
 
 
-def test_demo_writes_its_page(tmp_path, capsys):
+def test_demo_stores_a_specimen_and_writes_its_report(tmp_path, capsys):
+    import mechscope.archive
     from mechscope.demo import run_demo
 
-    page = run_demo("smollm2-135m", tmp_path / "demo", progress=False)
-    text = page.read_text()
-    assert "Ablation scan" in text and "Next-token predictions" in text and "Steering" in text
-    assert (tmp_path / "demo" / "ablation_heads" / "tensors.safetensors").exists()
-    assert "Largest drops in log p" in capsys.readouterr().out
+    report = run_demo("smollm2-135m", tmp_path / "demo", progress=False, archive=str(tmp_path / "arch"))
+    text = report.read_text()
+    for kind in ("NextTokens", "AblationScan", "AttentionPatterns", "SteeredGeneration"):
+        assert f"data-kind='{kind}'" in text
+    out = capsys.readouterr().out
+    assert "Largest drops in log p" in out and "mechscope serve --archive" in out
+    spec = mechscope.archive.open(tmp_path / "arch").search(tag="demo")[0]
+    assert len(spec.findings()) == 5
+    run_demo("smollm2-135m", tmp_path / "demo", progress=False, archive=str(tmp_path / "arch"))  # again: replaces
+    spec.refresh()
+    assert len(spec.findings()) == 5 and len(spec.findings(version=6)) == 5 and spec.version == 16
 
 
 def test_optional_qwen_loads_when_installed():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import json
-import uuid
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -67,20 +66,19 @@ class AttentionPatterns(Result):
 
     def html(self, png: bytes | None = None) -> str:
         """Hover a token to see where the selected head attends from it; click a head to switch."""
-        sid = f"attn-{uuid.uuid4().hex[:8]}"
         data = json.dumps({"pattern": [[[round(float(v), 4) for v in row] for row in head] for head in self.pattern],
                            "tokens": self.tokens}).replace("</", "<\\/")
         buttons = "".join(f"<button type='button' class='head' data-head='{h}'>{h}</button>"
                           for h in range(self.pattern.shape[0]))
         toks = "".join(f"<span class='tok' data-i='{i}'>{html.escape(t)}</span>" for i, t in enumerate(self.tokens))
-        return f"""<section class='result attention' id='{sid}'><h2>{html.escape(self.title)}: layer {self.layer}</h2>
+        return f"""<section class='result attention'><h2>{html.escape(self.title)}: layer {self.layer}</h2>
 <pre>{html.escape(self.summary())}</pre>
 <div class='heads'>head: {buttons} (showing head <b class='cur'>0</b>)</div>
 <div class='tokens' style='line-height:2;font-family:monospace;white-space:pre-wrap'>{toks}</div>
 <div class='attn-info'>Hover a token to see where the head attends from it.</div>
 <script type='application/json' class='attn-data'>{data}</script>
 <script>(function(){{
-  var root = document.getElementById('{sid}');
+  var root = document.currentScript.parentElement;
   var d = JSON.parse(root.querySelector('.attn-data').textContent), head = 0;
   var toks = root.querySelectorAll('.tok'), info = root.querySelector('.attn-info');
   function show(i) {{

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import re
-import uuid
 
 
 def node_rank(name: str) -> float:
@@ -41,10 +40,15 @@ def graph_svg(nodes: list[str], edges: list[tuple[str, str, float]], width: int 
         label = f"{src} → {dst}: {score:+.3g}"
         colour = "#2b6cb0" if score >= 0 else "#c53030"
         w = 0.6 + 7 * abs(score) / top
+        bulge = 28.0 if abs(x1 - x2) < 1 else 0.0  # vertical edges bow out around the nodes between
+        ym = (y1 + y2) / 2
+        d = f"M{x1:.1f},{y1:.1f} C{x1 + bulge:.1f},{ym:.1f} {x2 + bulge:.1f},{ym:.1f} {x2:.1f},{y2:.1f}"
+        lab = html.escape(label, quote=True)
         parts.append(
-            f"<path class='edge' d='M{x1:.1f},{y1:.1f} C{x1:.1f},{(y1 + y2) / 2:.1f} {x2:.1f},{(y1 + y2) / 2:.1f} {x2:.1f},{y2:.1f}' "
-            f"stroke='{colour}' stroke-width='{w:.2f}' stroke-opacity='0.7' fill='none' "
-            f"data-label='{html.escape(label, quote=True)}'><title>{html.escape(label)}</title></path>")
+            f"<g class='edge-group'><path class='edge-line' d='{d}' stroke='{colour}' stroke-width='{w:.2f}' "
+            f"stroke-opacity='0.7' fill='none'/><path class='edge' d='{d}' stroke='transparent' "
+            f"stroke-width='{max(w, 14):.1f}' fill='none' pointer-events='stroke' data-label='{lab}'>"
+            f"<title>{html.escape(label)}</title></path></g>")
     for n, (x, y) in pos.items():
         parts.append(f"<g class='node' data-name='{html.escape(n, quote=True)}'><circle cx='{x:.1f}' cy='{y:.1f}' r='13' "
                      f"fill='#fff' stroke='#333'/><text x='{x:.1f}' y='{y + 4:.1f}' font-size='9' text-anchor='middle'>"
@@ -55,9 +59,9 @@ def graph_svg(nodes: list[str], edges: list[tuple[str, str, float]], width: int 
 
 def graph_html(nodes: list[str], edges: list[tuple[str, str, float]], width: int = 900) -> str:
     """The SVG plus an info line that hovering an edge fills (self-contained, inline script)."""
-    sid = f"graph-{uuid.uuid4().hex[:8]}"
-    return (f"<div class='graph' id='{sid}'>{graph_svg(nodes, edges, width)}<div class='graph-info'>Hover an edge to see its score.</div>"
-            f"<script>(function(){{var r=document.getElementById('{sid}'),i=r.querySelector('.graph-info');"
+    return (f"<div class='graph'>{graph_svg(nodes, edges, width)}<div class='graph-info'>Hover an edge to see its score.</div>"
+            "<script>(function(){var r=document.currentScript.parentElement,i=r.querySelector('.graph-info');"
             "r.querySelectorAll('.edge').forEach(function(e){e.addEventListener('mouseenter',function(){"
-            "i.textContent=e.dataset.label;e.setAttribute('stroke-opacity','1');});"
-            "e.addEventListener('mouseleave',function(){e.setAttribute('stroke-opacity','0.7');});});})();</script></div>")
+            "i.textContent=e.dataset.label;e.previousSibling.setAttribute('stroke-opacity','1');});"
+            "e.addEventListener('mouseleave',function(){e.previousSibling.setAttribute('stroke-opacity','0.7');});"
+            "});})();</script></div>")

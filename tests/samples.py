@@ -1,0 +1,31 @@
+"""One sample of every result type, made from a tiny model (for round-trip and rendering tests)."""
+
+import torch
+
+from mechscope.circuits import Circuit
+from mechscope.heads import AttentionPatterns
+from mechscope.patching import ablation_scan
+from mechscope.results import NextTokens, Provenance
+from mechscope.steering import SteeredGeneration
+
+
+def sample_results(model):
+    prompts = ["The cat sat on the mat", "Paris is in"]
+    return [
+        NextTokens.of(model.run(prompts), prompts, k=3),
+        ablation_scan(model, "The cat sat", " the", components="heads", progress=False),
+        AttentionPatterns.of(model.run(prompts, cache="blocks.1.attn.pattern"), layer=1, row=1),
+        Circuit(provenance=Provenance.of(model, prompts=prompts, method="hand-written"),
+                nodes=["embed", "a0.h1", "a1.h3", "m1", "logits"],
+                edges=[["embed", "a0.h1", 0.8], ["a0.h1", "a1.h3", 0.5], ["a1.h3", "logits", 1.2],
+                       ["embed", "m1", -0.3], ["m1", "logits", 0.2]],
+                metric="logit diff", faithfulness=0.91, completeness=0.85, method="hand-written"),
+        SteeredGeneration.compare(model, "The cat", "blocks.1.resid_pre", "Paris is", "The mat", coef=4.0,
+                                  max_new_tokens=5),
+    ]
+
+
+def same_result(a, b) -> bool:
+    da, ta = a.to_dict()
+    db, tb = b.to_dict()
+    return da == db and ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)

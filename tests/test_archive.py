@@ -1,0 +1,165 @@
+"""The specimen archive: round trips, history, search, integrity, migrations, crash safety."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from samples import same_result, sample_results
+from sqlalchemy import inspect, text
+
+import mechscope.archive
+from mechscope.archive import ArchiveError, BlobError
+from mechscope.archive.schema import metadata
+from mechscope.archive.store import schema_revision
+from mechscope.results import RESULT_TYPES
+
+
+def test_samples_cover_every_result_type(llama):
+    assert {type(r).__name__ for r in sample_results(llama)} == set(RESULT_TYPES)
+
+
+def test_every_result_type_round_trips_through_archive_export_and_import(llama, new_archive, tmp_path):
+    src, dst = new_archive(), new_archive()
+    spec = src.create("tiny llama", model=llama, task="toy", dataset="two prompts", seed=3, tags=["t1", "t2"])
+    results = sample_results(llama)
+    for r in results:
+        spec.add(r, notes=f"about {type(r).__name__}")
+    back = [f.result() for f in src.get(spec.uid).findings()]
+    assert all(same_result(a, b) for a, b in zip(results, back))
+
+    path = src.export(spec.uid, tmp_path / "spec.mscope")
+    imported = dst.import_file(path)
+    assert (imported.uid, imported.name, imported.version, imported.tags) == (spec.uid, "tiny llama", 6, ["t1", "t2"])
+    assert imported.model_fingerprint == llama.fingerprint and imported.dataset_seed == 3
+    again = [f.result() for f in imported.findings()]
+    assert all(same_result(a, b) for a, b in zip(results, again))
+    assert [f.notes for f in imported.findings()] == [f"about {type(r).__name__}" for r in results]
+    assert [e.action for e in imported.history()] == [e.action for e in spec.history()]
+    assert imported.findings()[0].file("figure.png")[:4] == b"\x89PNG"
+
+
+def test_versions_and_history(llama, archive):
+    spec = archive.create("history", model=llama)
+    a, b = sample_results(llama)[:2]
+    fa = spec.add(a)
+    spec.add(b)
+    spec.tag("x", "y")
+    spec.remove_finding(fa.uid)
+    spec.set_notes(spec.findings()[0].uid, "only the scan is left")
+    spec.untag("y")
+    assert spec.version == 7
+    assert [e.action for e in spec.history()] == ["created", "added", "added", "tagged", "removed", "notes", "untagged"]
+    assert [f.kind for f in spec.findings()] == ["AblationScan"]
+    assert [f.kind for f in spec.findings(version=3)] == ["NextTokens", "AblationScan"]
+    assert [f.kind for f in spec.findings(version=2)] == ["NextTokens"]
+    assert spec.tags == ["x"] and archive.get(spec.uid).findings()[0].notes == "only the scan is left"
+
+
+def test_search_and_get(llama, archive):
+    one = archive.create("IOI in tiny llama", model=llama, task="ioi", tags=["circuit"], description="names")
+    two = archive.create("induction", task="induction", tags=["heads"])
+    two.add(sample_results(llama)[0], notes="previous-token head spotted")
+    assert [s.uid for s in archive.search(task="ioi")] == [one.uid]
+    assert [s.uid for s in archive.search(tag="heads")] == [two.uid]
+    assert [s.uid for s in archive.search(model=llama.fingerprint[:10])] == [one.uid]
+    assert [s.uid for s in archive.search("PREVIOUS-token")] == [two.uid]
+    assert [s.uid for s in archive.search("names")] == [one.uid]
+    assert archive.get("induction").uid == two.uid and archive.get(one.uid[:8]).uid == one.uid
+    with pytest.raises(ArchiveError, match="no specimen 'nope'.*recent: induction"):
+        archive.get("nope")
+    archive.remove(two.uid)
+    assert [s.uid for s in archive.specimens()] == [one.uid]
+    assert archive.blobs.all() == set()  # the removed specimen's files went with it
+
+
+def test_corrupted_files_are_detected_on_read(llama, archive):
+    spec = archive.create("corrupt")
+    finding = spec.add(sample_results(llama)[1])
+    path = archive.blobs.path(finding.files["tensors"][0])
+    path.write_bytes(path.read_bytes()[:-3] + b"xyz")
+    with pytest.raises(BlobError, match="corrupted"):
+        finding.result()
+    path.unlink()
+    with pytest.raises(BlobError, match="missing"):
+        finding.result()
+
+
+def test_bad_input_is_refused(archive):
+    with pytest.raises(ArchiveError, match="non-empty name"):
+        archive.create("  ")
+    spec = archive.create("s")
+    with pytest.raises(ArchiveError, match="takes a mechscope result"):
+        spec.add({"not": "a result"})
+    with pytest.raises(ArchiveError, match="tag"):
+        spec.tag("x" * 101)
+
+
+def test_migrations_build_the_declared_schema_and_refuse_a_newer_one(archive):
+    insp = inspect(archive.engine)
+    for table in metadata.sorted_tables:
+        assert {c["name"] for c in insp.get_columns(table.name)} == {c.name for c in table.columns}, table.name
+    with archive.engine.begin() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == schema_revision()
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))
+    with pytest.raises(ArchiveError, match="newer than this mechscope"):
+        mechscope.archive.store.migrate(archive.engine)
+
+
+WRITER = r"""
+import sys, mechscope.archive
+from mechscope.models.tiny import tiny
+from mechscope.results import NextTokens
+model = tiny("llama")
+arch = mechscope.archive.open(sys.argv[1])
+spec = arch.get("crash")
+run = model.run(["The cat"])
+print("ready", flush=True)
+i = 0
+while True:
+    spec.add(NextTokens.of(run, ["The cat"], k=2), notes=f"write {i}", figure=(i % 2 == 0))
+    i += 1
+"""
+
+
+def test_a_killed_writer_leaves_a_consistent_archive(tmp_path):
+    location = str(tmp_path / "crash")
+    mechscope.archive.open(location).create("crash")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    for delay in (0.3, 0.7, 1.1):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, location], stdout=subprocess.PIPE, env=env)
+        assert proc.stdout.readline().strip() == b"ready"
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        arch = mechscope.archive.open(location)
+        spec = arch.get("crash")
+        found = spec.findings()
+        history = spec.history()
+        assert spec.version == history[-1].version == len(history)
+        assert len(found) == sum(e.action == "added" for e in history)
+        for f in found:  # every committed finding has all its files, intact
+            f.result()
+            if "figure.png" in f.files:
+                assert f.file("figure.png")[:4] == b"\x89PNG"
+        with arch.engine.connect() as conn:
+            assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+        arch.close()
+    assert len(found) > 0
+
+
+def test_export_is_atomic_and_import_refuses_duplicates(llama, archive, tmp_path):
+    spec = archive.create("dup")
+    spec.add(sample_results(llama)[0])
+    path = archive.export(spec.uid, tmp_path / "dup.mscope")
+    assert not list(tmp_path.glob(".*.tmp"))
+    with pytest.raises(ArchiveError, match="already in the archive.*replace"):
+        archive.import_file(path)
+    spec.tag("changed")
+    again = archive.import_file(path, replace=True)
+    assert again.tags == [] and len(archive.specimens()) == 1
+    manifest = json.loads(__import__("zipfile").ZipFile(path).read("manifest.json"))
+    assert manifest["format"] == "mechscope-specimen" and manifest["schema"] == schema_revision()

@@ -1,0 +1,175 @@
+"""Bad export files are refused with a clear error and leave the archive exactly as it was."""
+
+import json
+import random
+import zipfile
+
+import pytest
+from samples import sample_results
+
+from mechscope.archive.transfer import ArchiveImportError
+
+
+@pytest.fixture
+def exported(llama, archive, tmp_path):
+    spec = archive.create("to export", model=llama, tags=["a"])
+    for r in sample_results(llama)[:3]:
+        spec.add(r)
+    return archive.export(spec.uid, tmp_path / "good.mscope")
+
+
+def snapshot(arch):
+    """Everything an import could change: specimens with versions and findings, and the files."""
+    return ([(s.uid, s.version, s.tags, [f.uid for f in s.findings()]) for s in arch.specimens()], arch.blobs.all())
+
+
+def rewrite(src, dst, *, manifest=None, entries=None):
+    """Copy an export, optionally replacing the manifest and/or entries {name: bytes}."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        names = entries.keys() if entries is not None else [i.filename for i in zin.infolist()]
+        for name in names:
+            if name == "manifest.json" and manifest is not None:
+                zout.writestr(name, json.dumps(manifest))
+            else:
+                zout.writestr(name, entries[name] if entries is not None else zin.read(name))
+    return dst
+
+
+def load_manifest(path):
+    with zipfile.ZipFile(path) as zf:
+        return json.loads(zf.read("manifest.json"))
+
+
+def assert_refused(target, path, match):
+    before = snapshot(target)
+    with pytest.raises(ArchiveImportError, match=match):
+        target.import_file(path)
+    assert snapshot(target) == before
+
+
+def test_a_good_file_imports(exported, new_archive):
+    target = new_archive()
+    spec = target.import_file(exported)
+    assert len(spec.findings()) == 3
+
+
+def test_truncated_file(exported, new_archive, tmp_path):
+    data = exported.read_bytes()
+    for cut in (10, len(data) // 2, len(data) - 30):
+        bad = tmp_path / f"cut{cut}.mscope"
+        bad.write_bytes(data[:cut])
+        assert_refused(new_archive(), bad, "nothing was imported")
+
+
+def test_wrong_hash(exported, new_archive, tmp_path):
+    with zipfile.ZipFile(exported) as zf:
+        entries = {n: zf.read(n) for n in zf.namelist()}
+    blob = next(n for n in entries if n.startswith("blobs/"))
+    entries[blob] = bytes([entries[blob][0] ^ 1]) + entries[blob][1:]
+    assert_refused(new_archive(), rewrite(exported, tmp_path / "hash.mscope", entries=entries), "does not match its sha256")
+
+
+@pytest.mark.parametrize("name", ["../evil", "/etc/passwd", "blobs/../../x", "blobs/" + "a" * 64 + "/x", "..\\win",
+                                  "blobs/ABC"])
+def test_path_traversal_names(exported, new_archive, tmp_path, name):
+    with zipfile.ZipFile(exported) as zf:
+        entries = {n: zf.read(n) for n in zf.namelist()}
+    entries[name] = b"payload"
+    assert_refused(new_archive(), rewrite(exported, tmp_path / "trav.mscope", entries=entries), "unexpected entry")
+
+
+def test_huge_declared_sizes(exported, new_archive, tmp_path):
+    m = load_manifest(exported)
+    digest = next(iter(m["blobs"]))
+    m["blobs"][digest] = 10**15
+    for f in m["findings"]:
+        for meta in f["files"].values():
+            if meta["hash"] == digest:
+                meta["size"] = 10**15
+    assert_refused(new_archive(), rewrite(exported, tmp_path / "huge.mscope", manifest=m), "bad hash or size")
+
+
+def test_sizes_that_lie(exported, new_archive, tmp_path):
+    m = load_manifest(exported)
+    digest = next(iter(m["blobs"]))
+    m["blobs"][digest] += 1
+    for f in m["findings"]:
+        for meta in f["files"].values():
+            if meta["hash"] == digest:
+                meta["size"] += 1
+    assert_refused(new_archive(), rewrite(exported, tmp_path / "lie.mscope", manifest=m), "manifest says")
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("schema", "0000_old", "archive schema"),
+    ("format_version", 99, "format version 99"),
+    ("format", "zip", "not a mechscope specimen manifest"),
+])
+def test_wrong_versions(exported, new_archive, tmp_path, field, value, match):
+    m = load_manifest(exported)
+    m[field] = value
+    assert_refused(new_archive(), rewrite(exported, tmp_path / "ver.mscope", manifest=m), match)
+
+
+def test_unknown_result_type_and_broken_result(exported, new_archive, tmp_path):
+    m = load_manifest(exported)
+    m["findings"][0]["kind"] = m["findings"][0]["data"]["type"] = "FromTheFuture"
+    assert_refused(new_archive(), rewrite(exported, tmp_path / "kind.mscope", manifest=m), "unknown type 'FromTheFuture'")
+    m = load_manifest(exported)
+    del m["findings"][0]["data"]["prompts"]
+    assert_refused(new_archive(), rewrite(exported, tmp_path / "broken.mscope", manifest=m), "does not rebuild")
+
+
+def test_not_a_zip(new_archive, tmp_path):
+    bad = tmp_path / "x.mscope"
+    bad.write_text("hello")
+    assert_refused(new_archive(), bad, "not a mechscope export")
+    assert_refused(new_archive(), tmp_path / "missing.mscope", "not a mechscope export")
+
+
+def _mutations(rng, data: bytes, manifest: dict):
+    """Yield (kind, bytes-or-manifest) mutations of a valid export."""
+    kind = rng.choice(["flip", "truncate", "insert", "field"])
+    if kind == "flip":
+        out = bytearray(data)
+        for _ in range(rng.randint(1, 8)):
+            out[rng.randrange(len(out))] ^= 1 << rng.randrange(8)
+        return kind, bytes(out)
+    if kind == "truncate":
+        return kind, data[: rng.randrange(len(data))]
+    if kind == "insert":
+        at = rng.randrange(len(data))
+        return kind, data[:at] + bytes(rng.randrange(256) for _ in range(rng.randint(1, 64))) + data[at:]
+    m = json.loads(json.dumps(manifest))
+    target = rng.choice([m, m["specimen"], rng.choice(m["findings"]), rng.choice(m["findings"])["data"]])
+    key = rng.choice(sorted(target))
+    target[key] = rng.choice([None, -1, 2**70, "", "../../x", [], {}, "x" * 5000, True, 3.5, {"__tensor__": "nope"}])
+    return kind, m
+
+
+def test_fuzzed_exports_are_refused_cleanly_or_imported_whole(exported, new_archive, tmp_path):
+    rng = random.Random(1234)
+    target = new_archive()
+    data = exported.read_bytes()
+    manifest = load_manifest(exported)
+    outcomes = {"refused": 0, "imported": 0}
+    for i in range(120):
+        kind, mutated = _mutations(rng, data, manifest)
+        path = tmp_path / f"fuzz{i}.mscope"
+        if kind == "field":
+            rewrite(exported, path, manifest=mutated)
+        else:
+            path.write_bytes(mutated)
+        before = snapshot(target)
+        try:
+            spec = target.import_file(path)
+        except ArchiveImportError:
+            outcomes["refused"] += 1
+            assert snapshot(target) == before, f"mutation {i} ({kind}) changed the archive"
+            continue
+        # a mutation that kept the file valid (e.g. in zip padding): the import must be whole
+        outcomes["imported"] += 1
+        for f in spec.findings():
+            f.result()
+        target.remove(spec.uid)
+    assert outcomes["refused"] > 80, outcomes

@@ -1,0 +1,127 @@
+"""The web app: pages, JSON API, OpenAPI, safety (escaping, read-only, no paths outside the
+archive), and a bounded load test on loopback with writes while serving."""
+
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from samples import sample_results
+
+from mechscope.report import specimen_report, write_report
+from mechscope.web import create_app
+from mechscope.web.server import running_server
+
+EVIL = "<script>alert('x')</script>"
+
+
+@pytest.fixture
+def seeded(llama, archive):
+    spec = archive.create(f"IOI {EVIL}", model=llama, task="ioi", tags=["circuit", EVIL], description=f"desc {EVIL}")
+    for r in sample_results(llama):
+        spec.add(r, notes=f"note {EVIL}")
+    other = archive.create("induction heads", task="induction", tags=["heads"])
+    other.add(sample_results(llama)[0])
+    return archive, spec, other
+
+
+def test_report_is_self_contained_and_escaped(seeded, tmp_path):
+    archive, spec, _ = seeded
+    path, seconds = write_report(spec, tmp_path / "r.html")
+    text = path.read_text()
+    for kind in ("NextTokens", "AblationScan", "AttentionPatterns", "Circuit", "SteeredGeneration"):
+        assert f"data-kind='{kind}'" in text
+    assert EVIL not in text and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in text
+    assert "src='http" not in text and 'src="http' not in text  # nothing fetched from elsewhere
+    assert "<svg" in text and "class='tok'" in text and "data:image/png;base64," in text
+    assert text == specimen_report(spec)
+
+
+def test_pages_and_api(seeded):
+    archive, spec, other = seeded
+    client = TestClient(create_app(archive))
+    index = client.get("/")
+    assert index.status_code == 200 and "induction heads" in index.text and EVIL not in index.text
+    assert "induction heads" not in client.get("/", params={"tag": "circuit"}).text
+    assert "induction heads" in client.get("/", params={"q": "INDUCTION"}).text
+    page = client.get(f"/specimens/{spec.uid}")
+    assert page.status_code == 200 and "Circuit" in page.text and EVIL not in page.text
+    assert client.get(f"/specimens/{spec.uid}", params={"version": 2}).text.count("class='finding'") == 1
+    assert client.get(f"/specimens/{spec.uid}", params={"version": 99}).status_code == 404
+    cmp = client.get("/compare", params={"a": spec.uid, "b": other.uid})
+    assert cmp.status_code == 200 and "induction heads" in cmp.text and "Circuit" in cmp.text
+
+    listing = client.get("/api/specimens", params={"task": "ioi"}).json()
+    assert [s["uid"] for s in listing] == [spec.uid]
+    detail = client.get(f"/api/specimens/{spec.uid}").json()
+    assert [f["kind"] for f in detail["findings"]] == ["NextTokens", "AblationScan", "AttentionPatterns", "Circuit",
+                                                       "SteeredGeneration"]
+    circuit = detail["findings"][3]
+    assert circuit["evidence"]["faithfulness"] == 0.91
+    data = client.get(f"/api/specimens/{spec.uid}/findings/{circuit['uid']}").json()["data"]
+    assert data["type"] == "Circuit" and data["edges"][0] == ["embed", "a0.h1", 0.8]
+    png = detail["findings"][0]["files"]["figure.png"]["url"]
+    got = client.get(png)
+    assert got.status_code == 200 and got.headers["content-type"] == "image/png" and got.content[:4] == b"\x89PNG"
+    svg = client.get(circuit["files"]["figure.svg"]["url"])
+    assert svg.headers["content-type"].startswith("image/svg+xml")
+    spec_api = client.get("/openapi.json").json()
+    assert "/api/specimens" in spec_api["paths"] and "/api/specimens/{uid}/findings/{fid}" in spec_api["paths"]
+    assert client.get("/api/specimens/nope").status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/files/../archive.db", "/files/..%2F..%2Fetc%2Fpasswd", "/files/" + "0" * 64,
+                                  "/files/archive.db", "/files/%2e%2e/archive.db"])
+def test_no_path_outside_the_archive_is_served(seeded, path):
+    client = TestClient(create_app(seeded[0]))
+    response = client.get(path)
+    assert response.status_code == 404 and b"CREATE TABLE" not in response.content and b"SQLite" not in response.content
+
+
+def test_read_only_unless_writable(seeded):
+    archive, spec, _ = seeded
+    ro = TestClient(create_app(archive))
+    assert ro.post(f"/api/specimens/{spec.uid}/tags", json={"tag": "new"}).status_code == 403
+    assert ro.delete(f"/api/specimens/{spec.uid}").status_code == 403
+    rw = TestClient(create_app(archive, writable=True))
+    assert "new" in rw.post(f"/api/specimens/{spec.uid}/tags", json={"tag": "new"}).json()["tags"]
+    fid = spec.findings()[0].uid
+    assert rw.post(f"/api/specimens/{spec.uid}/findings/{fid}/notes", json={"notes": "edited"}).json()["notes"] == "edited"
+    assert rw.delete(f"/api/specimens/{spec.uid}").json() == {"deleted": spec.uid}
+    assert rw.get(f"/api/specimens/{spec.uid}").status_code == 404
+
+
+def test_concurrent_readers_and_a_writer_on_loopback(seeded, llama):
+    archive, spec, other = seeded
+    result = sample_results(llama)[0]
+    written = []
+    with running_server(archive) as base:
+        urls = ["/", f"/specimens/{spec.uid}", f"/api/specimens/{spec.uid}", "/api/specimens", f"/specimens/{other.uid}"]
+        latencies, errors = [], []
+
+        def reader(i):
+            with httpx.Client(base_url=base, timeout=30) as client:
+                for j in range(6):
+                    t = time.perf_counter()
+                    r = client.get(urls[(i + j) % len(urls)])
+                    latencies.append(time.perf_counter() - t)
+                    if r.status_code != 200:
+                        errors.append((r.status_code, r.text[:200]))
+
+        def writer():
+            for i in range(8):
+                written.append(other.add(result, notes=f"served write {i}", figure=False).uid)
+
+        with ThreadPoolExecutor(max_workers=9) as pool:
+            futures = [pool.submit(reader, i) for i in range(8)] + [pool.submit(writer)]
+            for f in futures:
+                f.result(timeout=120)
+        assert not errors, errors[:3]
+        assert len(latencies) == 48 and statistics.median(latencies) < 10
+        with httpx.Client(base_url=base) as client:
+            served = {f["uid"] for f in client.get(f"/api/specimens/{other.uid}").json()["findings"]}
+    assert set(written) <= served and len(written) == 8  # writes while serving lose nothing
+    assert threading.active_count() < 50
