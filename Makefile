@@ -41,6 +41,7 @@ $(BENCH)/.installed: pyproject.toml constraints.txt Makefile
 bench: $(BENCH)/.installed
 	$(BENCH)/bin/python benchmarks/bench_forward.py
 	$(BENCH)/bin/python benchmarks/bench_load.py
+	$(BENCH)/bin/python benchmarks/bench_specimens.py
 
 clean:
 	rm -rf $(VENV) $(BENCH) mechscope-demo .pytest_cache

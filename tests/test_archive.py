@@ -15,11 +15,11 @@ import mechscope.archive
 from mechscope.archive import ArchiveError, BlobError
 from mechscope.archive.schema import metadata
 from mechscope.archive.store import schema_revision
-from mechscope.results import RESULT_TYPES
+from mechscope.results import result_types
 
 
 def test_samples_cover_every_result_type(llama):
-    assert {type(r).__name__ for r in sample_results(llama)} == set(RESULT_TYPES)
+    assert {type(r).__name__ for r in sample_results(llama)} == set(result_types())
 
 
 def test_every_result_type_round_trips_through_archive_export_and_import(llama, new_archive, tmp_path):
@@ -163,3 +163,17 @@ def test_export_is_atomic_and_import_refuses_duplicates(llama, archive, tmp_path
     assert again.tags == [] and len(archive.specimens()) == 1
     manifest = json.loads(__import__("zipfile").ZipFile(path).read("manifest.json"))
     assert manifest["format"] == "mechscope-specimen" and manifest["schema"] == schema_revision()
+
+
+def test_a_fresh_process_rebuilds_every_result_type(llama, tmp_path):
+    """The web server and importers run in processes that never imported the analysis modules."""
+    arch = mechscope.archive.open(tmp_path / "fresh")
+    spec = arch.create("fresh")
+    for r in sample_results(llama):
+        spec.add(r, figure=False)
+    code = ("import sys, mechscope.archive; s = mechscope.archive.open(sys.argv[1]).get('fresh'); "
+            "print(','.join(type(f.result()).__name__ for f in s.findings()))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "fresh")], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().split(",") == [type(r).__name__ for r in sample_results(llama)]

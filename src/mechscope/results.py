@@ -26,6 +26,18 @@ import torch
 
 RESULT_TYPES: dict[str, type["Result"]] = {}
 FORMAT_VERSION = 1
+# Modules that define result types; imported on first lookup so that a fresh process (the web
+# server, an importer) can rebuild any saved result without the caller importing them first.
+BUILTIN_RESULT_MODULES = ("mechscope.patching", "mechscope.heads", "mechscope.steering", "mechscope.circuits")
+
+
+def result_types() -> dict[str, type["Result"]]:
+    """Every known result type by class name (the built-in ones are always included)."""
+    import importlib
+
+    for module in BUILTIN_RESULT_MODULES:
+        importlib.import_module(module)
+    return RESULT_TYPES
 
 
 def _version() -> str:
@@ -134,9 +146,10 @@ class Result:
         kind = data.get("type")
         if data.get("format") != FORMAT_VERSION:
             raise ResultFormatError(f"result format {data.get('format')!r} is not {FORMAT_VERSION}")
-        if kind not in RESULT_TYPES:
-            raise ResultFormatError(f"unknown result type {kind!r}; known: {', '.join(sorted(RESULT_TYPES))}")
-        rcls = RESULT_TYPES[kind]
+        types = result_types()
+        if kind not in types:
+            raise ResultFormatError(f"unknown result type {kind!r}; known: {', '.join(sorted(types))}")
+        rcls = types[kind]
         kwargs = {}
         for f in dataclasses.fields(rcls):
             if f.name not in data:

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select
 
-from ..results import RESULT_TYPES, Result
+from ..results import Result, result_types
 from .blobs import HASH_RE
 from .schema import events, finding_files, findings, specimens, tags
 from .store import Archive, ArchiveError, Specimen, schema_revision
@@ -189,8 +189,8 @@ def _load_manifest(raw: bytes, fail) -> dict[str, Any]:
                     "removed_in": (int, type(None)), "data": dict, "evidence": dict, "files": dict}, "finding", fail)
         if not re.match(UID_RE, f["uid"]):
             raise fail(f"finding uid {f['uid'][:40]!r} is malformed")
-        if f["kind"] not in RESULT_TYPES or f["data"].get("type") != f["kind"]:
-            raise fail(f"finding of unknown type {f['kind'][:60]!r} (known: {', '.join(sorted(RESULT_TYPES))})")
+        if f["kind"] not in result_types() or f["data"].get("type") != f["kind"]:
+            raise fail(f"finding of unknown type {f['kind'][:60]!r} (known: {', '.join(sorted(result_types()))})")
         for role, meta in f["files"].items():
             if role not in ROLES or not isinstance(meta, dict) or meta.get("hash") not in m["blobs"] \
                     or m["blobs"][meta["hash"]] != meta.get("size"):
