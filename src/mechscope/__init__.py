@@ -15,3 +15,14 @@ __all__ = [
     "Ablate", "Add", "Cache", "EMBEDDED", "Intervention", "InterventionError", "Model", "ModelConfig",
     "Patch", "ProjectOut", "Replace", "Run", "SiteError", "UnsupportedArchitecture", "load", "__version__",
 ]
+
+_SUBMODULES = {"archive", "circuits", "heads", "patching", "report", "results", "steering", "web"}
+
+
+def __getattr__(name: str):
+    """``ms.archive``, ``ms.report``, ... are imported on first use (keeps ``import mechscope`` light)."""
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'mechscope' has no attribute {name!r}")
