@@ -133,7 +133,8 @@ def test_gradients_at_sites_match_autograd_by_hand(llama):
     def metric(run):
         return run.logits[:, -1, target].sum()
 
-    run = llama.run(PROMPTS, grads=["embed", "blocks.1.resid_post", "blocks.0.attn.pattern"], metric=metric)
+    run = llama.run(PROMPTS, grads=["embed", "blocks.1.resid_post", "blocks.0.attn.pattern", "blocks.1.attn.z"],
+                    metric=metric)
     ids, mask = llama.tokenize(PROMPTS)
     kwargs = llama.hf_inputs(ids, mask)
     embeds = llama.hf.get_input_embeddings()(kwargs.pop("input_ids")).detach().requires_grad_(True)
@@ -142,6 +143,16 @@ def test_gradients_at_sites_match_autograd_by_hand(llama):
     torch.testing.assert_close(run.grads["embed"], grad)
     assert run.grads["blocks.1.resid_post"].shape == (3, ids.shape[1], 64)
     assert run.grads["blocks.0.attn.pattern"].abs().sum() > 0
+    # the gradient at a head site, by hand: d metric / d (input of the output projection)
+    proj = llama.hf.get_submodule("model.layers.1.self_attn.o_proj")
+    kept = {}
+    handle = proj.register_forward_pre_hook(lambda m, a: kept.setdefault("z", a[0]))
+    try:
+        out = llama.hf(inputs_embeds=embeds, use_cache=False, **kwargs)
+        (gz,) = torch.autograd.grad(out.logits[:, -1, target].sum(), kept["z"])
+    finally:
+        handle.remove()
+    torch.testing.assert_close(run.grads["blocks.1.attn.z"], gz.unflatten(-1, (4, 16)))
     assert float(run.metric) == pytest.approx(float(out.logits[:, -1, target].sum().detach()), abs=1e-4)
     assert not run.logits.requires_grad
     assert_no_hooks(llama)

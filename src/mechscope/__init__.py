@@ -16,7 +16,7 @@ __all__ = [
     "Patch", "ProjectOut", "Replace", "Run", "SiteError", "UnsupportedArchitecture", "load", "__version__",
 ]
 
-_SUBMODULES = {"archive", "circuits", "heads", "patching", "report", "results", "steering", "web"}
+_SUBMODULES = {"archive", "attribution", "circuits", "heads", "lens", "patching", "report", "results", "steering", "web"}
 
 
 def __getattr__(name: str):

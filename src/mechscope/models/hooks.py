@@ -115,8 +115,8 @@ def hooked(model: "Model", state: HookState) -> Iterator[None]:
             raw = _first_input(args, kwargs)
             x = view(raw) if view else raw
             new = state.process(site, x)
-            if new is x:
-                return None
+            if new is x and not (view and state.actions[site.name].grad):
+                return None  # untouched (a viewed site kept for gradients must flow on through its view)
             return _with_first_input(args, kwargs, new.reshape(raw.shape) if view else new)
 
         handles.append(mod.register_forward_pre_hook(hook, with_kwargs=True))
