@@ -2,8 +2,10 @@
 
 import torch
 
+from mechscope.attribution import layer_attribution, token_ig
 from mechscope.circuits import Circuit
 from mechscope.heads import AttentionPatterns
+from mechscope.lens import direct_logit_attribution, logit_lens
 from mechscope.patching import ablation_scan
 from mechscope.results import NextTokens, Provenance
 from mechscope.steering import SteeredGeneration
@@ -22,6 +24,10 @@ def sample_results(model):
                 metric="logit diff", faithfulness=0.91, completeness=0.85, method="hand-written"),
         SteeredGeneration.compare(model, "The cat", "blocks.1.resid_pre", "Paris is", "The mat", coef=4.0,
                                   max_new_tokens=5),
+        logit_lens(model, "The cat sat"),
+        direct_logit_attribution(model, "The cat sat", " the"),
+        token_ig(model, "The cat sat", " the", steps=8),
+        layer_attribution(model, "The cat sat", "blocks.1.attn.z", " the", steps=8),
     ]
 
 

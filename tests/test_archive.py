@@ -33,7 +33,8 @@ def test_every_result_type_round_trips_through_archive_export_and_import(llama, 
 
     path = src.export(spec.uid, tmp_path / "spec.mscope")
     imported = dst.import_file(path)
-    assert (imported.uid, imported.name, imported.version, imported.tags) == (spec.uid, "tiny llama", 6, ["t1", "t2"])
+    assert (imported.uid, imported.name, imported.version, imported.tags) == (spec.uid, "tiny llama", 1 + len(results),
+                                                                              ["t1", "t2"])
     assert imported.model_fingerprint == llama.fingerprint and imported.dataset_seed == 3
     again = [f.result() for f in imported.findings()]
     assert all(same_result(a, b) for a, b in zip(results, again))

@@ -35,3 +35,14 @@ def test_run_prints_top_tokens(model_dir, capsys):
 def test_unknown_model_is_a_clean_error(capsys):
     assert main(["info", "no-such-model"]) == 2
     assert "unknown model 'no-such-model'" in capsys.readouterr().err
+
+
+def test_lens_and_attribute_print_tables_and_write_pages(model_dir, capsys, tmp_path):
+    out = tmp_path / "lens.html"
+    assert main(["lens", model_dir, "The cat sat", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "layer" in text and "L2" in text and "DLA of logit" in text and out.read_text().count("lens-grid") == 1
+    for method in ("ig", "shap", "lime", "occlusion", "saliency", "gradxinput"):
+        page = tmp_path / f"{method}.html"
+        assert main(["attribute", model_dir, "The cat sat", "--method", method, "--out", str(page)]) == 0
+        assert "attribution of" in capsys.readouterr().out and "attr-text" in page.read_text()

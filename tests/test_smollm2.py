@@ -78,15 +78,17 @@ def test_demo_stores_a_specimen_and_writes_its_report(tmp_path, capsys):
 
     report = run_demo("smollm2-135m", tmp_path / "demo", progress=False, archive=str(tmp_path / "arch"))
     text = report.read_text()
-    for kind in ("NextTokens", "AblationScan", "AttentionPatterns", "SteeredGeneration"):
+    for kind in ("NextTokens", "AblationScan", "AttentionPatterns", "SteeredGeneration", "LogitLens",
+                 "LogitAttribution", "Attribution"):
         assert f"data-kind='{kind}'" in text
     out = capsys.readouterr().out
     assert "Largest drops in log p" in out and "mechscope serve --archive" in out
     spec = mechscope.archive.open(tmp_path / "arch").search(tag="demo")[0]
-    assert len(spec.findings()) == 5
+    n = len(spec.findings())
+    assert n == 9
     run_demo("smollm2-135m", tmp_path / "demo", progress=False, archive=str(tmp_path / "arch"))  # again: replaces
     spec.refresh()
-    assert len(spec.findings()) == 5 and len(spec.findings(version=6)) == 5 and spec.version == 16
+    assert len(spec.findings()) == n and len(spec.findings(version=1 + n)) == n and spec.version == 1 + 3 * n
 
 
 def test_optional_qwen_loads_when_installed():
@@ -99,3 +101,25 @@ def test_optional_qwen_loads_when_installed():
     run = model.run(["The capital of France is"], cache="blocks.3.attn.pattern")
     assert run.top(1)[0][0][0] == " Paris"
     assert torch.equal(run.logits, hf_forward(model, ["The capital of France is"], impl="eager").logits)
+
+
+def test_where_paris_comes_from(smollm):
+    """Logit lens + DLA name the layers and heads; IG and SHAP name the input tokens."""
+    from mechscope.attribution import token_ig, token_perturbation
+    from mechscope.lens import direct_logit_attribution, logit_lens
+
+    prompt = "The capital of France is"
+    lens = logit_lens(smollm, prompt, " Paris")
+    rank = dict(zip(lens.rows, lens.target_rank[:, -1].tolist()))
+    assert rank["L22"] > 1000 and rank["L24"] < 200 and rank["L29"] == 0  # measured: 2078, 91, 0
+    dla = direct_logit_attribution(smollm, prompt, " Paris", foil=" London")
+    assert dla.top(1)[0][0] == "L23H4" and dla.total == pytest.approx(dla.actual, rel=1e-4)
+
+    naive = token_ig(smollm, prompt, " Paris", baseline="pad", steps=64)
+    assert naive.converged is False and naive.rel_gap > 1.0 and naive.warnings  # measured: 531 %
+    good = token_ig(smollm, prompt, " Paris", baseline="pad", hold=[0], steps=64, method="riemann_trapezoid")
+    assert good.converged and good.rel_gap <= 0.01  # measured: 0.014 %
+    assert good.top(1)[0][0] == " is" and float(good.scores[3]) > 0  # ' France' helps
+    shap = token_perturbation(smollm, prompt, " Paris", method="shap", hold=[0])
+    assert shap.method == "Shapley values (exact)" and abs(shap.gap) < 1e-3
+    assert [label for label, _ in shap.top(2)] == [" is", " France"]

@@ -18,6 +18,13 @@ from mechscope.web.server import running_server
 EVIL = "<script>alert('x')</script>"
 
 
+def archive_model(spec):
+    from mechscope.models.tiny import tiny
+
+    assert spec.model_name == "tiny-llama"
+    return tiny("llama")
+
+
 @pytest.fixture
 def seeded(llama, archive):
     spec = archive.create(f"IOI {EVIL}", model=llama, task="ioi", tags=["circuit", EVIL], description=f"desc {EVIL}")
@@ -32,7 +39,8 @@ def test_report_is_self_contained_and_escaped(seeded, tmp_path):
     archive, spec, _ = seeded
     path, seconds = write_report(spec, tmp_path / "r.html")
     text = path.read_text()
-    for kind in ("NextTokens", "AblationScan", "AttentionPatterns", "Circuit", "SteeredGeneration"):
+    for kind in ("NextTokens", "AblationScan", "AttentionPatterns", "Circuit", "SteeredGeneration", "LogitLens",
+                 "LogitAttribution", "Attribution", "SiteAttribution"):
         assert f"data-kind='{kind}'" in text
     assert EVIL not in text and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in text
     assert "src='http" not in text and 'src="http' not in text  # nothing fetched from elsewhere
@@ -57,9 +65,8 @@ def test_pages_and_api(seeded):
     listing = client.get("/api/specimens", params={"task": "ioi"}).json()
     assert [s["uid"] for s in listing] == [spec.uid]
     detail = client.get(f"/api/specimens/{spec.uid}").json()
-    assert [f["kind"] for f in detail["findings"]] == ["NextTokens", "AblationScan", "AttentionPatterns", "Circuit",
-                                                       "SteeredGeneration"]
-    circuit = detail["findings"][3]
+    assert [f["kind"] for f in detail["findings"]] == [type(r).__name__ for r in sample_results(archive_model(spec))]
+    circuit = next(f for f in detail["findings"] if f["kind"] == "Circuit")
     assert circuit["evidence"]["faithfulness"] == 0.91
     data = client.get(f"/api/specimens/{spec.uid}/findings/{circuit['uid']}").json()["data"]
     assert data["type"] == "Circuit" and data["edges"][0] == ["embed", "a0.h1", 0.8]

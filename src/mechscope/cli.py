@@ -41,6 +41,58 @@ def _run(args) -> int:
     return 0
 
 
+def _write_page(result, path: str) -> None:
+    from .report.page import page
+
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(page(result.title, result.html()))
+    print(f"wrote {path}")
+
+
+def _lens(args) -> int:
+    from .lens import direct_logit_attribution, logit_lens
+    from .models.load import load
+
+    model = load(args.model)
+    lens = logit_lens(model, args.prompt, args.target)
+    width = 2 + max(len(repr(t)) for t in lens.tokens + [t for row in lens.top_tokens for t in row])
+    print("layer  " + "".join(f"{t!r:>{width}}" for t in lens.tokens))
+    for r, row in enumerate(lens.rows):
+        print(f"{row:<6} " + "".join(f"{lens.top_tokens[r][i]!r:>{width}}" for i in range(len(lens.tokens)))
+              + f"   p({lens.target!r}) = {float(lens.target_prob[r, -1]):.3f}")
+    print(lens.summary())
+    dla = direct_logit_attribution(model, args.prompt, lens.target, foil=args.foil)
+    print(dla.summary())
+    _write_page(lens, args.out)
+    return 0
+
+
+def _attribute(args) -> int:
+    from .attribution import grad_x_input, saliency, token_ig, token_perturbation
+    from .models.load import load
+
+    model = load(args.model)
+    target = args.target
+    if target is None:
+        target = int(model.run(args.prompt).logits[0, -1].argmax())
+    hold = [int(h) for h in args.hold.split(",") if h != ""] if args.hold else []
+    if args.method == "ig":
+        result = token_ig(model, args.prompt, target, baseline=args.baseline, hold=hold, steps=args.steps,
+                          adaptive=not args.fixed, method="riemann_trapezoid" if not args.fixed else "gausslegendre")
+    elif args.method == "saliency":
+        result = saliency(model, args.prompt, target)
+    elif args.method == "gradxinput":
+        result = grad_x_input(model, args.prompt, target)
+    else:
+        result = token_perturbation(model, args.prompt, target, method=args.method, hold=hold, budget=args.budget)
+    for label, score in zip(result.labels, result.scores.tolist()):
+        bar = ("+" if score >= 0 else "-") * min(40, int(round(40 * abs(score) / (float(result.scores.abs().max()) or 1))))
+        print(f"{label!r:>16} {score:+10.4f} {bar}")
+    print(result.summary())
+    _write_page(result, args.out)
+    return 0
+
+
 def _demo(args) -> int:
     from .demo import run_demo
 
@@ -121,6 +173,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-k", type=int, default=5, help="how many tokens (default 5)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=_run)
+
+    p = sub.add_parser("lens", help="logit lens of a prompt, and the direct logit attribution of the answer")
+    p.add_argument("model", help=model_help)
+    p.add_argument("prompt")
+    p.add_argument("--target", help="target token (default: the model's top prediction)")
+    p.add_argument("--foil", help="DLA of logit(target) - logit(foil)")
+    p.add_argument("--out", default="mechscope-lens.html", help="HTML page to write")
+    p.set_defaults(fn=_lens)
+
+    p = sub.add_parser("attribute", help="which input tokens a prediction comes from")
+    p.add_argument("model", help=model_help)
+    p.add_argument("prompt")
+    p.add_argument("--method", choices=["ig", "shap", "lime", "occlusion", "saliency", "gradxinput"], default="ig")
+    p.add_argument("--target", help="target token (default: the model's top prediction)")
+    p.add_argument("--baseline", default="pad", choices=["pad", "zero", "mean"], help="IG baseline token embedding")
+    p.add_argument("--hold", default="0", help="positions kept at their input value (default 0: the first token)")
+    p.add_argument("--steps", type=int, default=32, help="IG: starting steps (adaptive) or steps (--fixed)")
+    p.add_argument("--fixed", action="store_true", help="IG: fixed Gauss-Legendre steps instead of adaptive")
+    p.add_argument("--budget", type=int, default=512, help="shap/lime: model evaluations")
+    p.add_argument("--out", default="mechscope-attribution.html", help="HTML page to write")
+    p.set_defaults(fn=_attribute)
 
     p = sub.add_parser("demo", help="study the default model and write an HTML page of the results")
     p.add_argument("--model", default=DEFAULT_MODEL, help=model_help)

@@ -1,7 +1,9 @@
 """`mechscope demo`: study the embedded SmolLM2 as a specimen with the analyses that exist so far.
 
-Predicts next tokens, scans every layer and head by ablation for a factual recall, shows the
-attention of the layer holding the most important head, and steers a generation. Everything is
+Predicts next tokens, scans every layer and head by ablation for a factual recall, traces the
+answer with the logit lens and direct logit attribution, attributes it to input tokens (IG and
+Shapley values), shows the attention of the layer holding the most important head, and steers a
+generation. Everything is
 stored as a specimen in the archive (re-running replaces the findings; the history keeps the
 old ones) and written as a self-contained HTML report.
 """
@@ -12,7 +14,9 @@ import time
 from pathlib import Path
 
 from .archive import open as open_archive
+from .attribution import token_ig, token_perturbation
 from .heads import AttentionPatterns
+from .lens import direct_logit_attribution, logit_lens
 from .models.load import DEFAULT_MODEL, load
 from .patching import ablation_scan
 from .report import write_report
@@ -45,6 +49,19 @@ def run_demo(model_name: str = DEFAULT_MODEL, out: str | Path = "mechscope-demo"
     name, drop = scans["heads"].top(1)[0]
     findings.append((scans["layers"], "Zero-ablating whole layers: which attention and MLP layers the recall needs."))
     findings.append((scans["heads"], f"Zero-ablating single heads: {name} alone costs {drop:+.2f} in log p."))
+
+    lens = logit_lens(model, PROMPTS[0], target)
+    findings.append((lens, "Where the answer appears in the residual stream (each layer decoded by the final norm)."))
+    runner_up = preds.tokens[0][2] if preds.tokens[0][1].strip() in ("", "the") else preds.tokens[0][1]
+    dla = direct_logit_attribution(model, PROMPTS[0], target, foil=runner_up)
+    findings.append((dla, f"Which components write {target!r} rather than {runner_up!r} directly."))
+    print(f"\n{lens.summary()}\n{dla.summary()}")
+    ig = token_ig(model, PROMPTS[0], target, baseline="pad", hold=[0], steps=64, method="riemann_trapezoid")
+    shap = token_perturbation(model, PROMPTS[0], target, method="shap", hold=[0])
+    findings.append((ig, "Integrated gradients in the converging setting: pad baseline, first token held, "
+                         "64-point trapezoid. Without holding the first token the path is too rough to converge."))
+    findings.append((shap, "Exact Shapley values over the tokens (absent tokens become the pad token)."))
+    print(f"\n{ig.summary()}\n{shap.summary()}")
 
     layer = int(name[1:name.index("H")])
     patterns = AttentionPatterns.of(model.run(PROMPTS[0], cache=f"blocks.{layer}.attn.pattern"), layer)

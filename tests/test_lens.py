@@ -1,0 +1,72 @@
+"""Logit lens and direct logit attribution on every tiny architecture."""
+
+import pytest
+import torch
+
+from mechscope.lens import direct_logit_attribution, frozen_norm, logit_lens, neuron_attribution, token_id
+
+PROMPT = "When Mary and John went to the store"
+
+
+def test_logit_lens_last_row_is_the_models_own_output(model):
+    lens = logit_lens(model, PROMPT)
+    run = model.run(PROMPT)
+    tid = token_id(model, lens.target) if len(model.tokenizer(lens.target, add_special_tokens=False)["input_ids"]) == 1 \
+        else int(run.logits[0, -1].argmax())
+    probs = run.logits[0].float().softmax(-1)[:, tid]
+    torch.testing.assert_close(lens.target_prob[-1], probs, atol=1e-6, rtol=1e-5)
+    assert lens.target_prob.shape == (model.cfg.n_layers + 1, run.tokens.shape[1])
+    assert lens.rows[0] == "embed" and lens.rows[-1] == f"L{model.cfg.n_layers - 1}"
+    assert (lens.target_rank[-1, -1] == 0) and lens.first_layer() is not None
+
+
+def test_logit_lens_normalises_each_layer_with_its_own_statistics(llama):
+    lens = logit_lens(llama, PROMPT, target=7)
+    run = llama.run(PROMPT, cache="blocks.0.resid_post")
+    x = run.cache["blocks.0.resid_post"][0]
+    norm = llama.hf.get_submodule("model.norm")
+    by_hand = llama.hf.get_output_embeddings()(norm(x)).softmax(-1)[:, 7]
+    torch.testing.assert_close(lens.target_prob[1], by_hand, atol=1e-6, rtol=1e-5)
+    assert "<table class='lens-grid'" in lens.html()
+
+
+def test_dla_sums_to_the_logit_and_the_logit_difference(model):
+    run = model.run(PROMPT)
+    t, f = int(run.logits[0, -1].argmax()), int(run.logits[0, -1].argsort()[-2])
+    for foil in (None, f):
+        dla = direct_logit_attribution(model, PROMPT, t, foil=foil)
+        assert dla.total == pytest.approx(dla.actual, abs=1e-4, rel=1e-4)
+        n_bias = sum(c.endswith("attn bias") for c in dla.components)
+        assert len(dla.components) == 1 + model.cfg.n_layers * (model.cfg.n_heads + 1) + n_bias
+        assert dla.heads_grid.shape == (model.cfg.n_layers, model.cfg.n_heads)
+    dla = direct_logit_attribution(model, PROMPT, t, position=2)
+    assert dla.position == 2 and dla.total == pytest.approx(dla.actual, abs=1e-4, rel=1e-4)
+
+
+def test_neuron_dla_adds_up_to_the_mlp_contribution(model):
+    t = int(model.run(PROMPT).logits[0, -1].argmax())
+    dla = direct_logit_attribution(model, PROMPT, t)
+    neurons = neuron_attribution(model, PROMPT, 1, t)
+    assert neurons.values.shape == (model.cfg.d_mlp,)
+    mlp = float(dla.values[dla.components.index("MLP1")])
+    down = model.hf.get_submodule(f"{model.adapter.blocks}.1.{model.adapter.mlp_down}")
+    if down.bias is None:
+        assert float(neurons.values.sum()) == pytest.approx(mlp, abs=1e-4, rel=1e-4)
+    assert neurons.total == pytest.approx(neurons.actual, abs=1e-5)
+
+
+def test_frozen_norm_reproduces_the_norm():
+    x = torch.randn(5, 16)
+    ln = torch.nn.LayerNorm(16)
+    torch.nn.init.normal_(ln.weight)
+    torch.nn.init.normal_(ln.bias)
+    apply, bias = frozen_norm(ln, x)
+    torch.testing.assert_close(apply(x) + bias, ln(x), atol=1e-5, rtol=1e-5)
+    parts = torch.randn(3, 5, 16)
+    apply, bias = frozen_norm(ln, parts.sum(0))
+    torch.testing.assert_close(apply(parts).sum(0) + bias, ln(parts.sum(0)), atol=1e-5, rtol=1e-5)
+
+
+def test_single_token_targets(llama):
+    with pytest.raises(ValueError, match="single-token target"):
+        direct_logit_attribution(llama, PROMPT, " Mary and John")
