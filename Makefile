@@ -42,6 +42,7 @@ bench: $(BENCH)/.installed
 	$(BENCH)/bin/python benchmarks/bench_forward.py
 	$(BENCH)/bin/python benchmarks/bench_load.py
 	$(BENCH)/bin/python benchmarks/bench_specimens.py
+	$(BENCH)/bin/python benchmarks/bench_attribution.py
 
 clean:
 	rm -rf $(VENV) $(BENCH) mechscope-demo .pytest_cache

@@ -63,7 +63,9 @@ def shapley_kernel_samples(n: int, budget: int, seed: int = 0) -> tuple[np.ndarr
     # kernel mass of each size pair (s, n − s), for s = 1 .. n/2
     pair_mass = np.array([(n - 1) / (s * (n - s)) * (1 if 2 * s == n else 2) for s in range(1, half + 1)])
     pair_mass /= pair_mass.sum()
-    masks, weights, left = [], [], budget
+    masks: list[np.ndarray] = []
+    weights: list[np.ndarray] = []
+    left = budget
     enumerated = 0
     for s in range(1, half + 1):  # enumerate whole sizes from the outside in, while the budget
         pair = [s] if 2 * s == n else [s, n - s]  # would give them at least one sample each anyway
@@ -72,30 +74,28 @@ def shapley_kernel_samples(n: int, budget: int, seed: int = 0) -> tuple[np.ndarr
         if left * share < count - 1e-8:
             break
         for k in pair:
-            for combo in itertools.combinations(range(n), k):
-                m = np.zeros(n, dtype=bool)
-                m[list(combo)] = True
-                masks.append(m)
-                weights.append(_kernel_weight(n, k))
+            combos = np.array(list(itertools.combinations(range(n), k)))
+            m = np.zeros((len(combos), n), dtype=bool)
+            m[np.arange(len(combos))[:, None], combos] = True
+            masks.append(m)
+            weights.append(np.full(len(combos), _kernel_weight(n, k)))
         left -= count
         enumerated = s
     rest = list(range(enumerated + 1, half + 1))
     if rest and left >= 2:
         p = pair_mass[[s - 1 for s in rest]]
         mass = p.sum()  # the kernel mass (as a share of all sizes) left to the sampled coalitions
-        p = p / mass
-        drawn: dict[bytes, int] = {}
-        for _ in range(left // 2):
-            size = int(rng.choice(rest, p=p))
-            m = np.zeros(n, dtype=bool)
-            m[rng.choice(n, size, replace=False)] = True
-            for mm in (m, ~m):
-                drawn[mm.tobytes()] = drawn.get(mm.tobytes(), 0) + 1
-        total = sum(drawn.values())
+        sizes = rng.choice(rest, size=left // 2, p=p / mass)
+        ranks = rng.random((len(sizes), n)).argsort(1).argsort(1)
+        drawn = ranks < sizes[:, None]  # a uniformly random subset of each drawn size
+        both = np.concatenate([drawn, ~drawn])  # and its complement
+        unique, counts = np.unique(both, axis=0, return_counts=True)
         full_mass = sum(_kernel_weight(n, k) * math.comb(n, k) for k in range(1, n))
-        for key, c in drawn.items():
-            masks.append(np.frombuffer(key, dtype=bool).copy())
-            weights.append(full_mass * mass * c / total)
+        masks.append(unique)
+        weights.append(full_mass * mass * counts / counts.sum())
+    if not masks:
+        return np.zeros((0, n), dtype=bool), np.zeros(0)
+    return np.concatenate(masks), np.concatenate(weights)
     return np.array(masks, dtype=bool), np.array(weights)
 
 
@@ -112,8 +112,12 @@ def kernel_shap(v: ValueFn, n: int, budget: int = 2048, seed: int = 0) -> tuple[
     # eliminate φ_n = delta − Σ_{i<n} φ_i: y − z_n·delta = Σ_{i<n} (z_i − z_n) φ_i
     X = z[:, :-1] - z[:, -1:]
     t = y - z[:, -1] * delta
-    sw = np.sqrt(weights)
-    sol, *_ = np.linalg.lstsq(X * sw[:, None], t * sw, rcond=None)
+    XtW = X.T * weights
+    try:  # normal equations: (n−1)×(n−1), fast; fall back to least squares if singular
+        sol = np.linalg.solve(XtW @ X, XtW @ t)
+    except np.linalg.LinAlgError:
+        sw = np.sqrt(weights)
+        sol, *_ = np.linalg.lstsq(X * sw[:, None], t * sw, rcond=None)
     phi = np.append(sol, delta - sol.sum())
     return phi, v0, v1, len(masks) + 2
 
