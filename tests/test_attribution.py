@@ -211,3 +211,32 @@ def test_layer_attribution_and_gradcam(llama):
     assert (cam.scores >= 0).all() and cam.scores.shape == (len(cam.labels),)
     with pytest.raises(ValueError, match="same length"):
         layer_attribution(llama, prompt, "blocks.0.resid_post", target, baseline="Paris")
+
+
+def test_conductance_adds_up_and_matches_captum(llama):
+    from mechscope.attribution import layer_conductance
+
+    prompt, target = "The cat sat on the mat", " the"
+    # the tiny model's pad embedding is exactly zero, where RMSNorm's gradient blows up: use token 5
+    base = llama.hf.get_input_embeddings().weight[5].detach()
+    cond = layer_conductance(llama, prompt, "blocks.1.resid_pre", target, steps=64, baseline=base)
+    assert cond.converged and abs(cond.gap) < 1e-2 * abs(cond.scores.sum())
+    heads = layer_conductance(llama, prompt, "blocks.1.attn.z", target, steps=16, baseline=base)
+    assert heads.scores.shape == (len(heads.tokens), 4)
+
+    ids, mask = llama.tokenize(prompt)
+    kwargs = llama.hf_inputs(ids, mask)
+    tid = llama.tokenizer(target, add_special_tokens=False)["input_ids"][0]
+    emb = llama.hf.get_input_embeddings()(kwargs.pop("input_ids")).detach()
+
+    def forward(e):
+        n = e.shape[0]
+        return llama.hf(inputs_embeds=e, attention_mask=kwargs["attention_mask"].expand(n, -1),
+                        position_ids=kwargs["position_ids"].expand(n, -1), use_cache=False).logits[:, -1, tid]
+
+    # Captum's conductance through the same layer's output (= blocks.1.resid_post), same baseline.
+    # Captum multiplies left-point gradients by forward differences; ours is the trapezoid rule.
+    ref = captum_attr.LayerConductance(forward, llama.hf.model.layers[1]).attribute(
+        emb, baselines=base.expand_as(emb), n_steps=256, method="riemann_trapezoid")
+    ours = layer_conductance(llama, prompt, "blocks.1.resid_post", target, steps=256, baseline=base)
+    torch.testing.assert_close(ours.scores[:, 0], ref[0].sum(-1).float(), atol=0.02 * float(ref.abs().sum()), rtol=0.05)

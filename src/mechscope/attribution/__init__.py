@@ -1,12 +1,12 @@
 """Attribution: gradients (saliency, grad × input, integrated gradients, layer attribution,
-Grad-CAM) and perturbations (occlusion, LIME, KernelSHAP, exact Shapley) — for token models and
+conductance, Grad-CAM) and perturbations (occlusion, LIME, KernelSHAP, exact Shapley) — for token models and
 for any callable. Every method returns an ``Attribution`` (or ``SiteAttribution``) result."""
 
-from .gradients import gradcam, grad_x_input, layer_attribution, saliency, token_ig
+from .gradients import gradcam, grad_x_input, layer_attribution, layer_conductance, saliency, token_ig
 from .integrate import integrated_gradients, rule
 from .perturbation import exact_shapley, kernel_shap, lime, occlusion, tabular_value_fn, token_perturbation
 from .result import Attribution
 
 __all__ = ["Attribution", "exact_shapley", "grad_x_input", "gradcam", "integrated_gradients", "kernel_shap",
-           "layer_attribution", "lime", "occlusion", "rule", "saliency", "tabular_value_fn", "token_ig",
+           "layer_attribution", "layer_conductance", "lime", "occlusion", "rule", "saliency", "tabular_value_fn", "token_ig",
            "token_perturbation"]
