@@ -17,13 +17,12 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import machine, write_section  # noqa: E402
+from common import machine, reset_peak_rss, status_kb, write_section  # noqa: E402
 
 import mechscope as ms  # noqa: E402
 from mechscope.attribution import exact_shapley, kernel_shap, tabular_value_fn, token_ig  # noqa: E402
@@ -93,17 +92,10 @@ def memory_child(batch: int, steps: int) -> None:
     torch.set_num_threads(1)
     model = ms.load("smollm2-135m")
     token_ig(model, PROMPT, TARGET, steps=4, batch_size=4)  # warm up
-    Path("/proc/self/clear_refs").write_text("5")
-    before = _kb("VmRSS")
+    before = reset_peak_rss()
     token_ig(model, PROMPT, TARGET, steps=steps, batch_size=batch)
-    print(json.dumps({"peak_mb": (_kb("VmHWM") - before) / 1024}))
+    print(json.dumps({"peak_mb": (status_kb("VmHWM") - before) / 1024}))
 
-
-def _kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
 
 
 def main() -> None:

@@ -18,12 +18,11 @@ import os
 import subprocess
 import sys
 from importlib.metadata import version as pkg_version
-from pathlib import Path
 
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import interleaved, machine, write_section  # noqa: E402
+from common import interleaved, machine, reset_peak_rss, status_kb, write_section  # noqa: E402
 
 import mechscope as ms  # noqa: E402
 
@@ -105,22 +104,15 @@ def memory_child(config: str, size: int, length: int) -> None:
     sites = MEMORY_CONFIGS[config]
     with torch.no_grad():
         model.hf(**model.hf_inputs(ids[:1, :4], torch.ones_like(ids[:1, :4])), use_cache=False)  # warm allocator
-    Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark (VmHWM) after loading
-    before = _status_kb("VmRSS")
+    before = reset_peak_rss()  # peak-RSS mark reset after loading
     if sites is None:
-        out = hf_call(model, ids, "sdpa")()
+        hf_call(model, ids, "sdpa")()
         cache_bytes = 0
     else:
         run = model.run(ids, cache=sites or None)
         cache_bytes = run.cache.nbytes()
-    print(json.dumps({"peak_mb": (_status_kb("VmHWM") - before) / 1024, "cache_mb": cache_bytes / 2**20}))
+    print(json.dumps({"peak_mb": (status_kb("VmHWM") - before) / 1024, "cache_mb": cache_bytes / 2**20}))
 
-
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
 
 
 def main() -> None:

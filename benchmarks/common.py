@@ -53,3 +53,18 @@ def write_section(name: str, markdown: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     RESULTS.write_text(text)
+
+
+def status_kb(field: str) -> int:
+    """A field of /proc/self/status in kB (VmRSS, VmHWM, ...)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def reset_peak_rss() -> int:
+    """Reset the peak-RSS mark (VmHWM) and return the current RSS in kB; peak growth after this
+    is ``status_kb("VmHWM") - returned``."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return status_kb("VmRSS")

@@ -1,7 +1,6 @@
 """Attribution against the field: Captum (IG, saliency, grad × input), shap (KernelSHAP), exact
 Shapley values, and the axioms (IG completeness, SHAP efficiency)."""
 
-import math
 
 import numpy as np
 import pytest

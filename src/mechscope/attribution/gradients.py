@@ -42,18 +42,25 @@ def objective(model: Model, target: str | int, foil: str | int | None = None, ou
     return F, name
 
 
+def run_with_grads(model: Model, ids: torch.Tensor, F: Callable[[Run], torch.Tensor], grads: list[str],
+                   **run_kwargs) -> tuple[Run, torch.Tensor]:
+    """(run with gradients of ΣF at ``grads``, F per row [batch] detached)."""
+    kept = {}
+
+    def metric(run: Run) -> torch.Tensor:
+        kept["v"] = F(run)
+        return kept["v"].sum()
+
+    run = model.run(ids, grads=grads, metric=metric, **run_kwargs)
+    return run, kept["v"].detach()
+
+
 def site_value_and_grad(model: Model, ids: torch.Tensor, site: str, F: Callable[[Run], torch.Tensor]):
     """points [k, *site_shape] -> (F [k], dF/dsite [k, *site_shape]): the site replaced by each point."""
     def vg(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        kept = {}
-
-        def metric(run: Run) -> torch.Tensor:
-            kept["v"] = F(run)
-            return kept["v"].sum()
-
-        run = model.run(ids.expand(points.shape[0], -1), interventions=[Patch(site, source=points)], grads=[site],
-                        metric=metric)
-        return kept["v"].detach(), run.grads[site]
+        run, values = run_with_grads(model, ids.expand(points.shape[0], -1), F, [site],
+                                     interventions=[Patch(site, source=points)])
+        return values, run.grads[site]
 
     return vg
 
@@ -136,14 +143,8 @@ def _ig_result(model: Model, prompt, labels: list[str], scores: torch.Tensor, ig
 
 
 def _grad_at_embed(model: Model, ids: torch.Tensor, F) -> tuple[torch.Tensor, torch.Tensor, float]:
-    kept = {}
-
-    def metric(run):
-        kept["v"] = F(run)
-        return kept["v"].sum()
-
-    run = model.run(ids, grads=["embed"], metric=metric)
-    return run.grads["embed"][0], kept["v"].detach(), float(kept["v"][0].detach())
+    run, values = run_with_grads(model, ids, F, ["embed"])
+    return run.grads["embed"][0], values, float(values[0])
 
 
 def saliency(model: Model, prompt: str | torch.Tensor, target: str | int, *, foil: str | int | None = None,
@@ -249,8 +250,7 @@ def layer_attribution(model: Model, prompt: str, site: str, target: str | int, *
     act = run.cache[site][0]
     units, reduce = _units(model, site, act.shape)
     if method == "grad_x_act":
-        kept = {}
-        g = model.run(ids, grads=[site], metric=lambda r: kept.setdefault("v", F(r)).sum()).grads[site][0]
+        g = run_with_grads(model, ids, F, [site])[0].grads[site][0]
         scores = reduce(act.float() * g.float())
         return SiteAttribution(provenance=Provenance.of(model, prompts=[prompt], site=site, method=method),
                                site=site, tokens=tokens, units=units, scores=scores.cpu(), method="activation × gradient",
@@ -292,10 +292,9 @@ def layer_conductance(model: Model, prompt: str, site: str, target: str | int, *
     for start in range(0, len(alphas), batch_size):
         al = alphas[start:start + batch_size]
         points = base.unsqueeze(0) + al.view(-1, 1, 1) * (a - base).unsqueeze(0)
-        kept = {}
-        run = model.run(ids.expand(len(al), -1), cache=[site], grads=[site], interventions=[Patch("embed", source=points)],
-                        metric=lambda r: kept.setdefault("v", F(r)).sum())
-        values.append(kept["v"].detach().double().cpu())
+        run, v = run_with_grads(model, ids.expand(len(al), -1), F, [site], cache=[site],
+                                interventions=[Patch("embed", source=points)])
+        values.append(v.double().cpu())
         acts.append(run.cache[site].float())
         grads.append(run.grads[site].float())
     y, g = torch.cat(acts), torch.cat(grads)

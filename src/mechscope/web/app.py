@@ -7,7 +7,7 @@ archive's content-addressed store, so no path outside the archive can be reached
 
 from __future__ import annotations
 
-from fastapi import Body, FastAPI, HTTPException, Query
+from fastapi import Body, FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, Response
 
 from ..archive.blobs import HASH_RE, BlobError
