@@ -11,14 +11,11 @@ Interventions compose: several at one site apply in list order, sites apply in f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 
 from .models.sites import Site
-
-if TYPE_CHECKING:
-    from .run import Run
 
 
 class InterventionError(ValueError):
@@ -359,6 +356,3 @@ __all__ = [
     "InterventionError",
     "Selection",
 ]
-
-if TYPE_CHECKING:  # keep the import for type checkers only
-    _ = Run

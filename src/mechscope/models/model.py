@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from typing import Any, Callable, Iterable, Sequence
 
@@ -324,7 +324,5 @@ class Model:
 
     def _anchor_to_prompts(self, iv: Intervention, prompts: Any) -> Intervention:
         if isinstance(iv, Ablate) and iv.how in ("mean", "resample") and iv.reference is None:
-            from dataclasses import replace
-
             return replace(iv, reference=self.run(prompts, cache=iv.site))
         return iv
