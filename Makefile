@@ -47,6 +47,7 @@ bench: $(BENCH)/.installed
 	$(BENCH)/bin/python benchmarks/bench_load.py
 	$(BENCH)/bin/python benchmarks/bench_specimens.py
 	$(BENCH)/bin/python benchmarks/bench_attribution.py
+	$(BENCH)/bin/python benchmarks/bench_heads.py
 	$(BENCH)/bin/python benchmarks/bench_tuned_lens.py
 
 clean:

@@ -46,3 +46,11 @@ def test_lens_and_attribute_print_tables_and_write_pages(model_dir, capsys, tmp_
         page = tmp_path / f"{method}.html"
         assert main(["attribute", model_dir, "The cat sat", "--method", method, "--out", str(page)]) == 0
         assert "attribution of" in capsys.readouterr().out and "attr-text" in page.read_text()
+
+
+def test_heads_prints_a_table(model_dir, capsys, tmp_path):
+    page = tmp_path / "heads.html"
+    assert main(["heads", model_dir, "--top", "3", "-k", "2", "--seeds", "2", "--batch", "2", "--length", "8",
+                 "--out", str(page)]) == 0
+    out = capsys.readouterr().out
+    assert "induction" in out and "random heads" in out and page.exists()

@@ -93,6 +93,26 @@ def _attribute(args) -> int:
     return 0
 
 
+def _heads(args) -> int:
+    from .heads import detect_heads
+    from .models.load import load
+
+    model = load(args.model)
+    blocks = None
+    if args.icl:
+        from .data import token_blocks
+
+        blocks = token_blocks(model.tokenizer, args.icl, 512, "test")
+    result = detect_heads(model, batch=args.batch, length=args.length, k=args.k, seeds=args.seeds, text_blocks=blocks)
+    print(f"{'rank':<5}" + "".join(f"{kind:>20}" for kind in ("induction", "previous", "duplicate")))
+    tops = {kind: result.top(kind, args.top) for kind in ("induction", "previous", "duplicate")}
+    for i in range(args.top):
+        print(f"{i + 1:<5}" + "".join(f"{tops[kind][i][0]:>12} {tops[kind][i][1]:>7.2f}" for kind in tops))
+    print(result.summary().split("\n", 3)[3])
+    _write_page(result, args.out)
+    return 0
+
+
 def _demo(args) -> int:
     from .demo import run_demo
 
@@ -194,6 +214,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=int, default=512, help="shap/lime: model evaluations")
     p.add_argument("--out", default="mechscope-attribution.html", help="HTML page to write")
     p.set_defaults(fn=_attribute)
+
+    p = sub.add_parser("heads", help="previous-token, duplicate-token and induction heads, with ablation evidence")
+    p.add_argument("model", help=model_help)
+    p.add_argument("--top", type=int, default=5, help="rows of the table")
+    p.add_argument("-k", type=int, default=5, help="how many top induction heads to ablate")
+    p.add_argument("--seeds", type=int, default=5, help="random-head draws for the comparison")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--length", type=int, default=50, help="length of the random sequence (repeated once)")
+    p.add_argument("--icl", type=int, default=0, help="also the in-context-learning score on this many corpus blocks")
+    p.add_argument("--out", default="mechscope-heads.html", help="HTML page to write")
+    p.set_defaults(fn=_heads)
 
     p = sub.add_parser("demo", help="study the default model and write an HTML page of the results")
     p.add_argument("--model", default=DEFAULT_MODEL, help=model_help)

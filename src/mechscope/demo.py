@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .archive import open as open_archive
 from .attribution import token_ig, token_perturbation
-from .heads import AttentionPatterns
+from .heads import AttentionPatterns, detect_heads
 from .lens import direct_logit_attribution, logit_lens
 from .models.load import DEFAULT_MODEL, load
 from .patching import ablation_scan
@@ -62,6 +62,12 @@ def run_demo(model_name: str = DEFAULT_MODEL, out: str | Path = "mechscope-demo"
                          "64-point trapezoid. Without holding the first token the path is too rough to converge."))
     findings.append((shap, "Exact Shapley values over the tokens (absent tokens become the pad token)."))
     print(f"\n{ig.summary()}\n{shap.summary()}")
+
+    t = time.perf_counter()
+    heads = detect_heads(model)
+    findings.append((heads, "Induction heads found by prefix matching on repeated random tokens, with ablation "
+                            "evidence against random heads of the same layers."))
+    print(f"\n{heads.summary()}  [{time.perf_counter() - t:.1f}s]")
 
     layer = int(name[1:name.index("H")])
     patterns = AttentionPatterns.of(model.run(PROMPTS[0], cache=f"blocks.{layer}.attn.pattern"), layer)
