@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import interleaved, machine, write_section  # noqa: E402
 
 import mechscope as ms  # noqa: E402
-from mechscope.heads import detect_heads, pattern_scores, repeated_random_tokens  # noqa: E402
+from mechscope.heads import detect_heads, head_circuits, pattern_scores, repeated_random_tokens  # noqa: E402
 
 
 def main() -> None:
@@ -35,6 +35,9 @@ def main() -> None:
     start = time.perf_counter()
     detect_heads(model)
     full = time.perf_counter() - start
+    start = time.perf_counter()
+    head_circuits(model)
+    weights = time.perf_counter() - start
     md = "\n".join([
         "## Head detectors (cpu)", "",
         f"`python benchmarks/bench_heads.py`: SmolLM2, all 270 heads, 8 × 100 repeated random tokens. {machine(1, 'cpu')}.",
@@ -43,6 +46,8 @@ def main() -> None:
         f"| previous/duplicate/induction scores of all heads | {t['scores']:.2f} | {t['scores'] / t['plain']:.2f} |",
         f"| detect_heads with evidence (top-5 zero/mean, 5 random draws each: 13 forwards) | {full:.2f} | "
         f"{full / t['plain']:.1f} |",
+        f"| head_circuits: copying of 270 heads + Q/K/V composition of all earlier→later pairs (weights only) | "
+        f"{weights:.2f} | {weights / t['plain']:.1f} |",
     ])
     write_section("bench_heads", md)
     print(md)

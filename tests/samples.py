@@ -4,7 +4,7 @@ import torch
 
 from mechscope.attribution import layer_attribution, token_ig
 from mechscope.circuits import Circuit
-from mechscope.heads import AttentionPatterns, detect_heads
+from mechscope.heads import AttentionPatterns, detect_heads, head_circuits
 from mechscope.lens import direct_logit_attribution, logit_lens
 from mechscope.patching import ablation_scan
 from mechscope.results import NextTokens, Provenance
@@ -32,6 +32,7 @@ def sample_results(model):
         compare_lenses(model, TunedLens(model.cfg.d_model, [0, 1]), model.tokenize(["The cat sat on the mat"] * 2)[0],
                        train_loss=[1.0, 0.5]),
         detect_heads(model, batch=2, length=8, k=2, seeds=2),
+        head_circuits(model),
     ]
 
 

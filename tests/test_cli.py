@@ -51,6 +51,7 @@ def test_lens_and_attribute_print_tables_and_write_pages(model_dir, capsys, tmp_
 def test_heads_prints_a_table(model_dir, capsys, tmp_path):
     page = tmp_path / "heads.html"
     assert main(["heads", model_dir, "--top", "3", "-k", "2", "--seeds", "2", "--batch", "2", "--length", "8",
-                 "--out", str(page)]) == 0
+                 "--circuits", "--out", str(page)]) == 0
     out = capsys.readouterr().out
-    assert "induction" in out and "random heads" in out and page.exists()
+    assert "induction" in out and "random heads" in out and "k-composition" in out and page.exists()
+    assert (tmp_path / "heads-circuits.html").exists()

@@ -55,3 +55,53 @@ def test_repeated_random_tokens(llama):
     assert t.shape == (3, 20) and torch.equal(t[:, :10], t[:, 10:]) and int(t.max()) < llama.cfg.vocab
     assert torch.equal(t, repeated_random_tokens(llama, 3, 10, seed=1))
     assert isinstance(detect_heads(llama, batch=2, length=8, k=2, seeds=2), HeadScores)
+
+
+def test_weights_reproduce_the_values_every_family(model):
+    from mechscope.models.weights import attention_weights
+
+    if model.cfg.family == "gemma":
+        pytest.skip("gemma's norms are the same shape; covered by llama")
+    wq, wk, wv, wo = attention_weights(model, 1)
+    assert wq.shape == (model.cfg.n_heads, model.cfg.d_model, model.cfg.d_head)
+    assert wo.shape == (model.cfg.n_heads, model.cfg.d_head, model.cfg.d_model)
+    r = model.run("The cat sat on the mat", cache=["blocks.1.resid_pre", "blocks.1.attn.v"])
+    block = model.hf.get_submodule(f"{model.adapter.blocks}.1")
+    norm = getattr(block, "input_layernorm", None) or block.ln_1
+    attn = model.hf.get_submodule(f"{model.adapter.blocks}.1.{model.adapter.attn}")
+    with torch.no_grad():
+        for b in [getattr(attn, n, None) for n in ("q_proj", "k_proj", "v_proj", "c_attn", "query_key_value")]:
+            if b is not None and b.bias is not None:
+                b.bias.zero_()  # the weight matrices leave biases out
+        r = model.run("The cat sat on the mat", cache=["blocks.1.resid_pre", "blocks.1.attn.v"])
+        v = torch.einsum("bpd,hde->bphe", norm(r.cache["blocks.1.resid_pre"]), wv)
+    torch.testing.assert_close(v, r.cache["blocks.1.attn.v"], atol=1e-5, rtol=1e-4)
+
+
+def test_composition_and_copying_on_hand_set_weights(llama):
+    from mechscope.heads import head_circuits
+    from mechscope.models.weights import attention_weights, embedding_weights
+
+    torch.manual_seed(0)
+    u = torch.linalg.qr(torch.randn(64, 16))[0]  # an orthonormal 16-d subspace of the residual
+    with torch.no_grad():
+        l0, l1 = llama.hf.model.layers[0].self_attn, llama.hf.model.layers[1].self_attn
+        l0.o_proj.weight[:, 16:32] = u  # L0H1 writes into u ...
+        l1.q_proj.weight[0:16] = u.T  # ... and L1H0's queries read from u: Q-composition
+        l0.v_proj.weight[0:16] = u.T  # kv head 0 (heads 0, 1) reads u, so L0H1's OV = u uᵀ (PSD) ...
+        llama.hf.lm_head.weight.copy_(llama.hf.model.embed_tokens.weight)  # ... and with W_U = W_Eᵀ it copies
+    r = head_circuits(llama)
+    q = torch.tensor(r.composition["q"])
+    # a rank-16 projection caps the normalised score at 1/4; random pairs sit near 0.13
+    assert r.top_pairs("q", 1)[0][:2] == ("L0H1", "L1H0") and q[1, 4] > 1.8 * q[q > 0].median()
+    assert float(r.copying[0, 1]) == pytest.approx(1.0, abs=1e-4)
+    # against the definitions computed on the full matrices
+    q0, k0, v0, o0 = attention_weights(llama, 0)
+    q1, k1, v1, o1 = attention_weights(llama, 1)
+    ov, qk = v0[0] @ o0[1], q1[2] @ k1[1].T
+    assert r.composition["q"][1][6] == pytest.approx(float((ov @ qk).norm() / (ov.norm() * qk.norm())), rel=1e-4)
+    assert r.composition["k"][1][6] == pytest.approx(float((ov @ qk.T).norm() / (ov.norm() * qk.norm())), rel=1e-4)
+    w_e, w_u = embedding_weights(llama)
+    eig = torch.linalg.eigvals((w_e @ (v0[1] @ o0[3]) @ w_u).double())
+    assert float(r.copying[0, 3]) == pytest.approx(float(eig.real.sum() / eig.abs().sum()), abs=1e-4)
+    assert "k-composition" in r.summary()

@@ -85,7 +85,7 @@ def test_demo_stores_a_specimen_and_writes_its_report(tmp_path, capsys):
     assert "Largest drops in log p" in out and "mechscope serve --archive" in out
     spec = mechscope.archive.open(tmp_path / "arch").search(tag="demo")[0]
     n = len(spec.findings())
-    assert n == 10
+    assert n == 11
     run_demo("smollm2-135m", tmp_path / "demo", progress=False, archive=str(tmp_path / "arch"))  # again: replaces
     spec.refresh()
     assert len(spec.findings()) == n and len(spec.findings(version=1 + n)) == n and spec.version == 1 + 3 * n
@@ -146,3 +146,14 @@ def test_induction_heads_matter_more_than_random_heads(smollm):
         # measured: zero 2.60 -> 11.47 vs random 4.21 ± 1.19; mean 2.60 -> 10.24 vs 3.91 ± 1.06
         assert result.ablated[how] > float(random.mean()) + 3 * float(random.std())
         assert result.ablated[how] > 2 * result.clean_loss
+
+
+def test_the_previous_token_head_k_composes_with_the_induction_heads(smollm):
+    """The induction circuit in the weights: L16H0 (previous-token score 0.90) is the top
+    K-composition sender, and its strongest receivers are the induction heads L17H3, L17H4, L18H7."""
+    from mechscope.heads import head_circuits
+
+    circuits = head_circuits(smollm)
+    top = circuits.top_pairs("k", 3)
+    assert [a for a, _, _ in top] == ["L16H0"] * 3
+    assert {b for _, b, _ in top} == {"L17H3", "L18H7", "L17H4"}

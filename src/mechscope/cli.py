@@ -110,6 +110,12 @@ def _heads(args) -> int:
         print(f"{i + 1:<5}" + "".join(f"{tops[kind][i][0]:>12} {tops[kind][i][1]:>7.2f}" for kind in tops))
     print(result.summary().split("\n", 3)[3])
     _write_page(result, args.out)
+    if args.circuits:
+        from .heads import head_circuits
+
+        circuits = head_circuits(model)
+        print(circuits.summary())
+        _write_page(circuits, args.out.replace(".html", "-circuits.html"))
     return 0
 
 
@@ -223,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--length", type=int, default=50, help="length of the random sequence (repeated once)")
     p.add_argument("--icl", type=int, default=0, help="also the in-context-learning score on this many corpus blocks")
+    p.add_argument("--circuits", action="store_true", help="also copying and Q/K/V-composition scores from the weights")
     p.add_argument("--out", default="mechscope-heads.html", help="HTML page to write")
     p.set_defaults(fn=_heads)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .archive import open as open_archive
 from .attribution import token_ig, token_perturbation
-from .heads import AttentionPatterns, detect_heads
+from .heads import AttentionPatterns, detect_heads, head_circuits
 from .lens import direct_logit_attribution, logit_lens
 from .models.load import DEFAULT_MODEL, load
 from .patching import ablation_scan
@@ -68,6 +68,10 @@ def run_demo(model_name: str = DEFAULT_MODEL, out: str | Path = "mechscope-demo"
     findings.append((heads, "Induction heads found by prefix matching on repeated random tokens, with ablation "
                             "evidence against random heads of the same layers."))
     print(f"\n{heads.summary()}  [{time.perf_counter() - t:.1f}s]")
+    circuits = head_circuits(model)
+    findings.append((circuits, "From the weights alone: copying scores and Q/K/V composition between heads (the "
+                               "previous-token → induction K-composition shows up here)."))
+    print("\n" + circuits.summary())
 
     layer = int(name[1:name.index("H")])
     patterns = AttentionPatterns.of(model.run(PROMPTS[0], cache=f"blocks.{layer}.attn.pattern"), layer)

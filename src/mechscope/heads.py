@@ -251,3 +251,104 @@ def detect_heads(model, *, batch: int = 8, length: int = 50, k: int = 5, seeds: 
         scores={kind: v.tolist() for kind, v in scores.items()}, top_heads=[f"L{l}H{h}" for l, h in top], k=k,
         clean_loss=clean, ablated=ablated, random_ablated=random_ablated, icl_score=icl,
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# Weight-based head circuits: copying (OV eigenvalues) and composition (Elhage et al. 2021)
+
+
+@dataclass
+class HeadCircuits(Result):
+    """copying: [layers, heads], Σ Re λ / Σ |λ| of each head's full OV circuit W_E·W_V·W_O·W_U
+    (1 = copies its input token); composition: kind -> [n, n] scores from sender head (row) to
+    receiver head (column), n = layers × heads, zero unless the sender's layer is earlier.
+    Linear approximations: norms, biases and rotary embeddings are left out."""
+
+    n_heads: int
+    copying: torch.Tensor
+    composition: dict
+    title: ClassVar[str] = "Head circuits: copying and composition"
+
+    def name(self, i: int) -> str:
+        return f"L{i // self.n_heads}H{i % self.n_heads}"
+
+    def top_pairs(self, kind: str, k: int = 5) -> list[tuple[str, str, float]]:
+        s = torch.as_tensor(self.composition[kind])
+        flat = s.flatten().argsort(descending=True)[:k].tolist()
+        n = s.shape[0]
+        return [(self.name(i // n), self.name(i % n), float(s.flatten()[i])) for i in flat]
+
+    def summary(self) -> str:
+        c = self.copying.flatten()
+        top = c.argsort(descending=True)[:5].tolist()
+        lines = ["copying: " + ", ".join(f"{self.name(i)} {float(c[i]):.2f}" for i in top)]
+        lines += [f"{kind}-composition: " + ", ".join(f"{a}→{b} {v:.3f}" for a, b, v in self.top_pairs(kind, 4))
+                  for kind in ("q", "k", "v")]
+        return "\n".join(lines)
+
+    def evidence(self) -> dict:
+        return {kind: self.top_pairs(kind, 5) for kind in ("q", "k", "v")}
+
+    def figure(self):
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
+        im = axes[0].imshow(self.copying.numpy(), cmap="RdBu", vmin=-1, vmax=1, aspect="auto")
+        axes[0].set_title("copying score", fontsize=9)
+        fig.colorbar(im, ax=axes[0])
+        for ax, kind in zip(axes[1:], ("q", "k", "v")):
+            im = ax.imshow(torch.as_tensor(self.composition[kind]).numpy(), cmap="Blues", aspect="auto")
+            ax.set_title(f"{kind}-composition (sender → receiver)", fontsize=9)
+            fig.colorbar(im, ax=ax)
+        fig.tight_layout()
+        return fig
+
+
+def _r(a: torch.Tensor) -> torch.Tensor:
+    """R of a batched thin QR: ||Q R X|| = ||R X|| for any X."""
+    return torch.linalg.qr(a, mode="r")[1]
+
+
+@torch.no_grad()
+def head_circuits(model) -> HeadCircuits:
+    """Copying scores of every head and Q/K/V-composition scores of every pair of heads.
+
+    Composition of sender A into receiver B (Elhage et al.): ‖W_OV^A · M^B‖_F / (‖W_OV^A‖_F ‖M^B‖_F)
+    with M = W_QK (Q), W_QKᵀ (K) or W_OV (V); computed on d_head × d_head cores via QR."""
+    from .models.weights import attention_weights, embedding_weights
+
+    c = model.cfg
+    group = c.n_heads // c.n_kv_heads
+    w_e, w_u = embedding_weights(model)
+    ue = w_u @ w_e  # [d, d]
+    qs, ks, vs, os_ = [], [], [], []
+    for layer in range(c.n_layers):
+        wq, wk, wv, wo = attention_weights(model, layer)
+        kv = torch.arange(c.n_heads) // group
+        qs.append(wq), ks.append(wk[kv]), vs.append(wv[kv]), os_.append(wo)
+    W_Q, W_K, W_V, W_O = (torch.cat(x) for x in (qs, ks, vs, os_))  # [n, d, dh] ×3, [n, dh, d]
+    n = W_Q.shape[0]
+    core = W_O @ ue @ W_V  # [n, dh, dh]: shares its nonzero eigenvalues with W_E W_V W_O W_U
+    eig = torch.linalg.eigvals(core.double())
+    copying = (eig.real.sum(-1) / eig.abs().sum(-1)).float().reshape(c.n_layers, c.n_heads)
+
+    r_v, r_q, r_k = _r(W_V), _r(W_Q), _r(W_K)  # [n, dh, dh]
+    r_o = _r(W_O.transpose(1, 2)).transpose(1, 2)  # W_O = (Q R)ᵀ = Rᵀ Qᵀ: right factor Rᵀ
+    ov_norm = (r_v @ W_O).flatten(1).norm(dim=-1)  # ‖W_V W_O‖
+    qk_norm = (W_Q @ r_k.transpose(1, 2)).flatten(1).norm(dim=-1)  # ‖W_Q W_Kᵀ‖
+    ovb_norm = ov_norm
+    layer_of = torch.arange(n) // c.n_heads
+    comp = {kind: torch.zeros(n, n) for kind in ("q", "k", "v")}
+    for b in range(n):
+        senders = (layer_of < layer_of[b]).nonzero().flatten()
+        if len(senders) == 0:
+            continue
+        left = r_v[senders] @ W_O[senders]  # [s, dh, d]: R_V^A W_O^A
+        q_core = left @ W_Q[b] @ r_k[b].T  # ‖W_V W_O W_Q W_Kᵀ‖
+        k_core = left @ W_K[b] @ r_q[b].T  # ‖W_V W_O W_K W_Qᵀ‖
+        v_core = left @ W_V[b] @ r_o[b]  # ‖W_V W_O W_V W_O‖
+        comp["q"][senders, b] = q_core.flatten(1).norm(dim=-1) / (ov_norm[senders] * qk_norm[b])
+        comp["k"][senders, b] = k_core.flatten(1).norm(dim=-1) / (ov_norm[senders] * qk_norm[b])
+        comp["v"][senders, b] = v_core.flatten(1).norm(dim=-1) / (ov_norm[senders] * ovb_norm[b])
+    return HeadCircuits(provenance=Provenance.of(model, method="weights"), n_heads=c.n_heads, copying=copying,
+                        composition={k: v.tolist() for k, v in comp.items()})

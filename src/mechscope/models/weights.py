@@ -1,0 +1,48 @@
+"""Per-head weight matrices in one convention, whatever the family stores (row vectors: x @ W).
+
+W_Q [head, d_model, d_head], W_K and W_V [kv_head, d_model, d_head], W_O [head, d_head, d_model],
+W_E [vocab, d_model], W_U [d_model, vocab]. Biases, norms and rotary embeddings are not included:
+circuit scores built from these (OV, QK) are the usual linear approximations.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .model import Model
+
+
+def _in_out(module: nn.Module) -> torch.Tensor:
+    """A projection's weight as [in, out] (nn.Linear stores [out, in]; GPT-2's Conv1D [in, out])."""
+    return module.weight.T if isinstance(module, nn.Linear) else module.weight
+
+
+def attention_weights(model: Model, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(W_Q, W_K, W_V, W_O) of ``layer``, detached, float32."""
+    c = model.cfg
+    attn = model.hf.get_submodule(f"{model.adapter.blocks}.{layer}.{model.adapter.attn}")
+    d, dh = c.d_model, c.d_head
+
+    def heads(w: torch.Tensor, n: int) -> torch.Tensor:  # [d, n * dh] -> [n, d, dh]
+        return w.reshape(d, n, dh).permute(1, 0, 2)
+
+    if hasattr(attn, "q_proj"):  # llama family
+        wq, wk, wv = (heads(_in_out(getattr(attn, f"{x}_proj")), n)
+                      for x, n in (("q", c.n_heads), ("k", c.n_kv_heads), ("v", c.n_kv_heads)))
+    elif hasattr(attn, "c_attn"):  # gpt2: [d, 3d] = q | k | v
+        wq, wk, wv = (heads(w, c.n_heads) for w in _in_out(attn.c_attn).split(d, dim=1))
+    elif hasattr(attn, "query_key_value"):  # gpt_neox: per head [q | k | v]
+        w = _in_out(attn.query_key_value).reshape(d, c.n_heads, 3, dh).permute(2, 1, 0, 3)
+        wq, wk, wv = w[0], w[1], w[2]
+    else:  # pragma: no cover - every adapter family is handled above
+        raise NotImplementedError(f"no weight reader for {type(attn).__name__}")
+    w_o, _ = model.out_proj(layer)
+    return tuple(t.detach().float() for t in (wq, wk, wv, w_o))
+
+
+def embedding_weights(model: Model) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W_E [vocab, d_model], W_U [d_model, vocab])."""
+    w_e = model.hf.get_input_embeddings().weight.detach().float()
+    w_u = model.hf.get_output_embeddings().weight.detach().float().T
+    return w_e, w_u
