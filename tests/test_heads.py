@@ -60,8 +60,6 @@ def test_repeated_random_tokens(llama):
 def test_weights_reproduce_the_values_every_family(model):
     from mechscope.models.weights import attention_weights
 
-    if model.cfg.family == "gemma":
-        pytest.skip("gemma's norms are the same shape; covered by llama")
     wq, wk, wv, wo = attention_weights(model, 1)
     assert wq.shape == (model.cfg.n_heads, model.cfg.d_model, model.cfg.d_head)
     assert wo.shape == (model.cfg.n_heads, model.cfg.d_head, model.cfg.d_model)
