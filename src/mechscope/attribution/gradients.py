@@ -9,7 +9,7 @@ keeps positions at their input value (e.g. ``hold=[0]``: the first token, an att
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Literal, Sequence
 
 import torch
@@ -187,7 +187,7 @@ class SiteAttribution(Result):
     target: str
     gap: float | None = None
     converged: bool | None = None
-    warnings: list[str] = None
+    warnings: list[str] = field(default_factory=list)
     title: ClassVar[str] = "Layer attribution"
 
     def top(self, k: int = 5) -> list[tuple[str, float]]:
@@ -201,7 +201,7 @@ class SiteAttribution(Result):
                 + ", ".join(f"{name} {v:+.3g}" for name, v in self.top(5)))
         if self.gap is not None:
             text += f"\ncompleteness gap {self.gap:+.3g} ({'converged' if self.converged else 'NOT converged'})"
-        return text + "".join(f"\nWARNING: {w}" for w in self.warnings or [])
+        return text + "".join(f"\nWARNING: {w}" for w in self.warnings)
 
     def evidence(self) -> dict:
         return {"site": self.site, "top": self.top(5), "gap": self.gap, "converged": self.converged}
