@@ -49,6 +49,7 @@ bench: $(BENCH)/.installed
 	$(BENCH)/bin/python benchmarks/bench_attribution.py
 	$(BENCH)/bin/python benchmarks/bench_heads.py
 	$(BENCH)/bin/python benchmarks/bench_tuned_lens.py
+	$(BENCH)/bin/python benchmarks/bench_toy.py
 
 clean:
-	rm -rf $(VENV) $(BENCH) mechscope-demo .pytest_cache
+	rm -rf $(VENV) $(BENCH) mechscope-demo mechscope-toy .pytest_cache

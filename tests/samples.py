@@ -4,11 +4,13 @@ import torch
 
 from mechscope.attribution import layer_attribution, token_ig
 from mechscope.circuits import Circuit
+from mechscope.geometry import weight_tying
 from mechscope.heads import AttentionPatterns, detect_heads, head_circuits
 from mechscope.lens import direct_logit_attribution, logit_lens
 from mechscope.patching import ablation_scan
 from mechscope.results import NextTokens, Provenance
 from mechscope.steering import SteeredGeneration
+from mechscope.toy import superposition_phases, train_grokking, train_induction, train_superposition
 from mechscope.tuned_lens import TunedLens, compare_lenses
 
 
@@ -33,6 +35,11 @@ def sample_results(model):
                        train_loss=[1.0, 0.5]),
         detect_heads(model, batch=2, length=8, k=2, seeds=2),
         head_circuits(model),
+        weight_tying(model, tokens=(5,), k=3, sample=64),
+        train_induction(1, steps=4, eval_every=2, context=16, vocab=32, d_model=16, n_heads=2, progress=False)[1],
+        train_superposition(steps=5, instances=2, progress=False)[1],
+        superposition_phases([0.5, 2.0], [0.1, 1.0], instances=1, steps=5, progress=False),
+        train_grokking(5, steps=4, eval_every=2, d_model=16, d_mlp=16, progress=False)[1],
     ]
 
 

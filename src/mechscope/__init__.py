@@ -16,8 +16,8 @@ __all__ = [
     "Patch", "ProjectOut", "Replace", "Run", "SiteError", "UnsupportedArchitecture", "load", "__version__",
 ]
 
-_SUBMODULES = {"archive", "attribution", "circuits", "data", "heads", "lens", "patching", "report", "results", "steering",
-               "tuned_lens", "web"}
+_SUBMODULES = {"archive", "attribution", "circuits", "data", "geometry", "heads", "lens", "patching", "report", "results",
+               "steering", "toy", "tuned_lens", "web"}
 
 
 def __getattr__(name: str):

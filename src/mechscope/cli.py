@@ -126,6 +126,13 @@ def _demo(args) -> int:
     return 0
 
 
+def _toy(args) -> int:
+    from .toy.specimens import run_toy
+
+    run_toy(args.kind, args.out, archive=args.archive, progress=not args.quiet, quick=args.quick)
+    return 0
+
+
 def _archive(args):
     from .archive import open as open_archive
 
@@ -239,6 +246,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--archive", help=archive_help)
     p.set_defaults(fn=_demo)
+
+    p = sub.add_parser("toy", help="train a toy specimen from scratch: superposition, induction heads, grokking")
+    p.add_argument("kind", choices=["superposition", "induction", "grokking"])
+    p.add_argument("--out", default="mechscope-toy", help="directory for figures and the report")
+    p.add_argument("--quick", action="store_true", help="fewer training steps (a smoke run)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--archive", help=archive_help)
+    p.set_defaults(fn=_toy)
 
     p = sub.add_parser("specimens", help="the specimen archive: list, show, export, import, rm")
     p.add_argument("action", choices=["list", "show", "export", "import", "rm"])

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .archive import open as open_archive
 from .attribution import token_ig, token_perturbation
+from .geometry import weight_tying
 from .heads import AttentionPatterns, detect_heads, head_circuits
 from .lens import direct_logit_attribution, logit_lens
 from .models.load import DEFAULT_MODEL, load
@@ -73,6 +74,11 @@ def run_demo(model_name: str = DEFAULT_MODEL, out: str | Path = "mechscope-demo"
                                "previous-token → induction K-composition shows up here)."))
     print("\n" + circuits.summary())
 
+    tying = weight_tying(model, tokens=(" king", " Paris", " red"))
+    findings.append((tying, "Tied embeddings make the direct path a symmetric form that favours repeating the input "
+                            "token; the embedding's nearest neighbours are the token's variants and its category."))
+    print("\n" + tying.summary())
+
     layer = int(name[1:name.index("H")])
     patterns = AttentionPatterns.of(model.run(PROMPTS[0], cache=f"blocks.{layer}.attn.pattern"), layer)
     findings.append((patterns, f"Layer {layer} holds the most important head ({name}); hover a token to see it attend."))
@@ -83,11 +89,10 @@ def run_demo(model_name: str = DEFAULT_MODEL, out: str | Path = "mechscope-demo"
     print("\n" + steer.summary())
 
     arch = open_archive(archive)
-    spec = _demo_specimen(arch, model)
-    for old in spec.findings():
-        spec.remove_finding(old.uid)
-    for result, notes in findings:
-        spec.add(result, notes=notes)
+    spec = arch.record(
+        f"{model.name}: demo", findings, model=model, task="factual-recall", dataset="mechscope demo prompts",
+        description="What `mechscope demo` finds on the embedded model: predictions, the components a factual "
+                    "recall needs, attention, and a steering vector.", tags=["demo"])
     report, seconds = write_report(spec, out / "report.html")
     where = f" --archive {archive}" if archive else ""
     print(f"\nStored specimen {spec.name!r} ({spec.uid[:8]}, version {spec.version}) in {arch!r}.")
@@ -95,13 +100,3 @@ def run_demo(model_name: str = DEFAULT_MODEL, out: str | Path = "mechscope-demo"
     print(f"Total {time.perf_counter() - t0:.1f}s")
     return report
 
-
-def _demo_specimen(arch, model):
-    name = f"{model.name}: demo"
-    for spec in arch.search(model=model.fingerprint):
-        if spec.name == name:
-            return spec
-    return arch.create(name, model=model, task="factual-recall", dataset="mechscope demo prompts",
-                       description="What `mechscope demo` finds on the embedded model: predictions, the components a "
-                                   "factual recall needs, attention, and a steering vector.",
-                       tags=["demo"])

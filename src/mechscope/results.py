@@ -29,7 +29,8 @@ FORMAT_VERSION = 1
 # Modules that define result types; imported on first lookup so that a fresh process (the web
 # server, an importer) can rebuild any saved result without the caller importing them first.
 BUILTIN_RESULT_MODULES = ("mechscope.patching", "mechscope.heads", "mechscope.steering", "mechscope.circuits",
-                          "mechscope.lens", "mechscope.attribution", "mechscope.tuned_lens")
+                          "mechscope.lens", "mechscope.attribution", "mechscope.tuned_lens", "mechscope.geometry",
+                          "mechscope.toy")
 
 
 def result_types() -> dict[str, type["Result"]]:

@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
@@ -108,12 +108,14 @@ class Archive:
     # -- specimens -----------------------------------------------------------------------------
     def create(self, name: str, *, model: Any = None, task: str = "", dataset: str = "", seed: int | None = None,
                dataset_hash: str = "", description: str = "", tags: Iterable[str] = ()) -> "Specimen":
-        """A new specimen. ``model`` is a mechscope Model (name, fingerprint and config are kept)."""
+        """A new specimen. ``model`` is a mechscope Model or a toy model (name, fingerprint and
+        config are kept)."""
         if not name or not name.strip():
             raise ArchiveError("a specimen needs a non-empty name")
         model_name, fingerprint, config = "", "", {}
         if model is not None:
-            model_name, fingerprint, config = model.name, model.fingerprint, asdict(model.cfg)
+            cfg = model.cfg
+            model_name, fingerprint, config = model.name, model.fingerprint, asdict(cfg) if is_dataclass(cfg) else dict(cfg)
         now, uid = _now(), _uid()
         with self.engine.begin() as conn:
             sid = conn.execute(insert(specimens).values(
@@ -125,6 +127,21 @@ class Archive:
             for tag in sorted(set(tags)):
                 conn.execute(insert(tag_table).values(specimen_id=sid, tag=_clean_tag(tag)))
         return self.get(uid)
+
+    def record(self, name: str, results: Iterable[tuple[Result, str]], *, model: Any = None,
+               **create: Any) -> "Specimen":
+        """Store ``results`` ((result, notes) pairs) as the current findings of the specimen
+        called ``name`` for ``model`` (matched by fingerprint), created with ``create`` (task,
+        dataset, description, tags, ...) when missing. Earlier findings are soft-removed: the
+        history keeps them."""
+        fingerprint = model.fingerprint if model is not None else None
+        spec = next((s for s in self.search(model=fingerprint) if s.name == name), None)
+        spec = spec or self.create(name, model=model, **create)
+        for old in spec.findings():
+            spec.remove_finding(old.uid)
+        for result, notes in results:
+            spec.add(result, notes=notes)
+        return spec.refresh()
 
     def get(self, key: str) -> "Specimen":
         """The specimen with this uid (or unique uid prefix, or unique name)."""

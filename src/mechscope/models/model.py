@@ -54,7 +54,8 @@ def _model_config(hf: nn.Module, adapter: Adapter) -> ModelConfig:
     d_model = c.hidden_size
     n_heads = c.num_attention_heads
     d_head = getattr(c, "head_dim", None) or d_model // n_heads
-    d_mlp = getattr(c, "intermediate_size", None) or getattr(c, "n_inner", None) or 4 * d_model
+    d_mlp = next((v for v in (getattr(c, "intermediate_size", None), getattr(c, "n_inner", None)) if v is not None),
+                 4 * d_model)  # GPT-2's n_inner=None means 4·d_model; 0 means no MLP (attention-only)
     tied = hf.get_output_embeddings().weight is hf.get_input_embeddings().weight
     return ModelConfig(
         family=c.model_type,
@@ -76,6 +77,22 @@ _VOLATILE_CONFIG_KEYS = {
 }
 
 
+def fingerprint_of(module: nn.Module, config: dict[str, Any]) -> str:
+    """blake2b of ``config`` (volatile and private keys dropped) and every distinct weight of
+    ``module``, in name order: equal for equal models, whatever process built them."""
+    h = hashlib.blake2b(digest_size=16)
+    config = {k: v for k, v in config.items() if not k.startswith("_") and k not in _VOLATILE_CONFIG_KEYS}
+    h.update(json.dumps(config, sort_keys=True, default=str).encode())
+    seen: set[int] = set()
+    for name, tensor in sorted(module.state_dict().items()):
+        if tensor.data_ptr() in seen and tensor.numel():
+            continue
+        seen.add(tensor.data_ptr())
+        h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 class Model:
     """A causal LM with canonical sites.
 
@@ -90,6 +107,8 @@ class Model:
         self.cfg = _model_config(hf_model, self.adapter)
         self.name = name or getattr(hf_model.config, "_name_or_path", "") or type(hf_model).__name__
         skip = ["resid_mid"] if self.cfg.parallel_blocks else []
+        if self.cfg.d_mlp == 0:  # attention-only: no neurons (mlp.out stays, and is zero)
+            skip += ["mlp.pre", "mlp.post"]
         self.sites: list[str] = all_sites(self.cfg.n_layers, exclude=skip)
 
     def __repr__(self) -> str:
@@ -101,19 +120,8 @@ class Model:
 
     @cached_property
     def fingerprint(self) -> str:
-        """blake2b of the config (volatile keys dropped) and every distinct weight, in name order."""
-        h = hashlib.blake2b(digest_size=16)
-        config = {k: v for k, v in self.hf.config.to_dict().items()
-                  if not k.startswith("_") and k not in _VOLATILE_CONFIG_KEYS}
-        h.update(json.dumps(config, sort_keys=True, default=str).encode())
-        seen: set[int] = set()
-        for name, tensor in sorted(self.hf.state_dict().items()):
-            if tensor.data_ptr() in seen:
-                continue
-            seen.add(tensor.data_ptr())
-            h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-            h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-        return h.hexdigest()
+        """See ``fingerprint_of``; computed once (re-wrap a model whose weights changed)."""
+        return fingerprint_of(self.hf, self.hf.config.to_dict())
 
     def info(self) -> dict[str, Any]:
         """Name, shape, fingerprint and site names (for ``mechscope info``)."""
