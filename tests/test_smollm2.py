@@ -79,13 +79,13 @@ def test_demo_stores_a_specimen_and_writes_its_report(tmp_path, capsys):
     report = run_demo("smollm2-135m", tmp_path / "demo", progress=False, archive=str(tmp_path / "arch"))
     text = report.read_text()
     for kind in ("NextTokens", "AblationScan", "AttentionPatterns", "SteeredGeneration", "LogitLens",
-                 "LogitAttribution", "Attribution", "HeadScores"):
+                 "LogitAttribution", "Attribution", "HeadScores", "WeightTying"):
         assert f"data-kind='{kind}'" in text
     out = capsys.readouterr().out
     assert "Largest drops in log p" in out and "mechscope serve --archive" in out
     spec = mechscope.archive.open(tmp_path / "arch").search(tag="demo")[0]
     n = len(spec.findings())
-    assert n == 11
+    assert n == 12
     run_demo("smollm2-135m", tmp_path / "demo", progress=False, archive=str(tmp_path / "arch"))  # again: replaces
     spec.refresh()
     assert len(spec.findings()) == n and len(spec.findings(version=1 + n)) == n and spec.version == 1 + 3 * n
