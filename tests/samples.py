@@ -7,7 +7,8 @@ from mechscope.circuits import Circuit
 from mechscope.geometry import weight_tying
 from mechscope.heads import AttentionPatterns, detect_heads, head_circuits
 from mechscope.lens import direct_logit_attribution, logit_lens
-from mechscope.patching import ablation_scan
+from mechscope.patching import ablation_scan, activation_patching
+from mechscope.tasks import make_task
 from mechscope.results import NextTokens, Provenance
 from mechscope.steering import SteeredGeneration
 from mechscope.toy import superposition_phases, train_grokking, train_induction, train_superposition
@@ -40,6 +41,8 @@ def sample_results(model):
         train_superposition(steps=5, instances=2, progress=False)[1],
         superposition_phases([0.5, 2.0], [0.1, 1.0], instances=1, steps=5, progress=False),
         train_grokking(5, steps=4, eval_every=2, d_model=16, d_mlp=16, progress=False)[1],
+        make_task("induction", model, n=3, length=5).evaluate(model),
+        activation_patching(model, make_task("induction", model, n=2, length=4), "resid", progress=False),
     ]
 
 

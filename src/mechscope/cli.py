@@ -126,6 +126,24 @@ def _demo(args) -> int:
     return 0
 
 
+def _patch(args) -> int:
+    from .models.load import load
+    from .patching import activation_patching
+    from .tasks import make_task
+
+    model = load(args.model)
+    kwargs = {"seed": args.seed} | ({"n": args.n} if args.task != "factual" else {})
+    task = make_task(args.task, model, **kwargs).solved_by(model)
+    if args.sweep in ("resid", "attn", "mlp", "head_pos"):
+        task = task.one_length()
+    print(task.evaluate(model).summary())
+    result = activation_patching(model, task, args.sweep, direction=args.direction, batch_size=args.batch,
+                                 progress=not args.quiet)
+    print(result.summary())
+    _write_page(result, args.out)
+    return 0
+
+
 def _toy(args) -> int:
     from .toy.specimens import run_toy
 
@@ -246,6 +264,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--archive", help=archive_help)
     p.set_defaults(fn=_demo)
+
+    p = sub.add_parser("patch", help="activation patching of every component on a task (batched)")
+    p.add_argument("model", help=model_help)
+    p.add_argument("--task", default="ioi", choices=["ioi", "greater-than", "induction", "factual"])
+    p.add_argument("--sweep", default="heads", choices=["resid", "attn", "mlp", "heads", "head_pos", "q", "k", "v"])
+    p.add_argument("--direction", default="denoising", choices=["denoising", "noising"],
+                   help="denoising: clean activations into the corrupted run; noising: the reverse")
+    p.add_argument("-n", type=int, default=16, help="prompt pairs to generate (those the model solves are kept)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=256, help="rows per forward pass")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--out", default="mechscope-patch.html", help="HTML page to write")
+    p.set_defaults(fn=_patch)
 
     p = sub.add_parser("toy", help="train a toy specimen from scratch: superposition, induction heads, grokking")
     p.add_argument("kind", choices=["superposition", "induction", "grokking"])

@@ -122,3 +122,169 @@ def ablation_scan(
         prompt=prompt, target=target, components=components, how=how,
         clean_logprob=float(clean), effect=effect,
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# Activation patching sweeps over a task (clean/corrupted pairs), batched
+
+SWEEPS: dict[str, tuple[str, bool, bool]] = {  # name -> (site template, per head, per position)
+    "resid": ("blocks.{l}.resid_pre", False, True),
+    "attn": ("blocks.{l}.attn.out", False, True),
+    "mlp": ("blocks.{l}.mlp.out", False, True),
+    "heads": ("blocks.{l}.attn.z", True, False),
+    "head_pos": ("blocks.{l}.attn.z", True, True),
+    "q": ("blocks.{l}.attn.q", True, False),
+    "k": ("blocks.{l}.attn.k", True, False),
+    "v": ("blocks.{l}.attn.v", True, False),
+}
+DIRECTIONS = ("denoising", "noising")
+
+
+@dataclass(eq=False)
+class _MaskedPatch(Intervention):
+    """Where ``where`` is true take ``source``; one edit carries every patch of a batched sweep."""
+
+    source: torch.Tensor = None
+    where: torch.Tensor = None
+
+    def edit(self, selected: torch.Tensor, e) -> torch.Tensor:
+        return torch.where(self.where.to(selected.device), self.source.to(selected.device, selected.dtype), selected)
+
+
+@dataclass
+class PatchingSweep(Result):
+    """Activation patching of every component of a sweep on a task.
+
+    effect: normalised metric, (M_patched − M_corrupted) / (M_clean − M_corrupted) with M the
+    task metric averaged over pairs: 1 = the clean behaviour, 0 = the corrupted one. Shape
+    [layers, pos] (resid/attn/mlp), [layers, heads] (heads, q, k, v) or [layers, heads, pos]
+    (head_pos). ``denoising`` patches clean activations into the corrupted run (which components
+    suffice to restore the behaviour); ``noising`` patches corrupted ones into the clean run (which
+    are necessary).
+    """
+
+    task: str
+    sweep: str
+    direction: str
+    metric: str
+    clean_metric: float
+    corrupted_metric: float
+    positions: list
+    effect: torch.Tensor
+    title: ClassVar[str] = "Activation patching"
+
+    def name(self, index: tuple[int, ...]) -> str:
+        l, *rest = index
+        if self.sweep in ("heads", "q", "k", "v"):
+            return f"L{l}H{rest[0]}" + (f".{self.sweep}" if self.sweep in "qkv" else "")
+        if self.sweep == "head_pos":
+            return f"L{l}H{rest[0]}@{rest[1]}"
+        return f"{self.sweep}{l}@{rest[0]}"
+
+    def top(self, k: int = 5) -> list[tuple[str, float]]:
+        """The k components whose patching moves the metric most (largest |effect − baseline|)."""
+        base = 0.0 if self.direction == "denoising" else 1.0
+        flat = (self.effect - base).abs().flatten()
+        idx = flat.argsort(descending=True)[:k]
+        return [(self.name(tuple(int(i) for i in torch.unravel_index(j, self.effect.shape))),
+                 float(self.effect.flatten()[j])) for j in idx]
+
+    def summary(self) -> str:
+        return (f"{self.direction} patching of {self.sweep} on {self.task} ({self.metric}: clean "
+                f"{self.clean_metric:.3f}, corrupted {self.corrupted_metric:.3f}); normalised effect (1 = clean): "
+                + ", ".join(f"{n} {v:+.2f}" for n, v in self.top(6)))
+
+    def evidence(self) -> dict:
+        return {"top": self.top(10), "clean_metric": self.clean_metric, "corrupted_metric": self.corrupted_metric}
+
+    def figure(self):
+        import matplotlib.pyplot as plt
+
+        eff = self.effect.float()
+        if eff.dim() == 3:  # head_pos: the heads × positions grid of each layer, stacked
+            eff = eff.reshape(-1, eff.shape[-1])
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * eff.shape[1] + 2.5), 0.2 * eff.shape[0] + 1.8))
+        lim = max(float(eff.abs().max()), 1e-6)
+        im = ax.imshow(eff.numpy(), cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+        if self.sweep in SWEEPS and SWEEPS[self.sweep][2]:
+            ax.set_xticks(range(len(self.positions)), [repr(t) for t in self.positions], rotation=70, fontsize=6)
+        else:
+            ax.set_xlabel("head")
+        ax.set_ylabel("layer" if self.effect.dim() == 2 else "layer × head")
+        ax.set_title(f"{self.direction} {self.sweep} on {self.task}", fontsize=9)
+        fig.colorbar(im, ax=ax, label="normalised metric (1 = clean)")
+        fig.tight_layout()
+        return fig
+
+
+def _jobs(model: Model, sweep: str, n_pos: int) -> tuple[list[tuple[int, int | None, int | None]], tuple[int, ...]]:
+    _, per_head, per_pos = SWEEPS[sweep]
+    c = model.cfg
+    heads = c.n_kv_heads if sweep in ("k", "v") else c.n_heads
+    shape = (c.n_layers, *((heads,) if per_head else ()), *((n_pos,) if per_pos else ()))
+    jobs = [(l, h, p) for l in range(c.n_layers) for h in (range(heads) if per_head else [None])
+            for p in (range(n_pos) if per_pos else [None])]
+    return jobs, shape
+
+
+def activation_patching(model: Model, task, sweep: str = "heads", *, direction: str = "denoising",
+                        batch_size: int = 256, progress: bool = True) -> PatchingSweep:
+    """Patch each component of ``sweep`` (see ``SWEEPS``) from the source prompts into the
+    target run and measure the task metric, normalised to [corrupted, clean].
+
+    Batched: a forward carries up to ``batch_size`` rows — ⌊batch_size / pairs⌋ patched copies of
+    the whole task, each copy with its own patch (one masked edit per site) — instead of one
+    forward per patched index. Position sweeps need pairs of one token length (``task.one_length()``).
+    """
+    if sweep not in SWEEPS:
+        raise ValueError(f"unknown sweep {sweep!r}; valid: {', '.join(SWEEPS)}")
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction={direction!r}; valid: 'denoising' (clean into corrupted), 'noising' (corrupted into clean)")
+    template, per_head, per_pos = SWEEPS[sweep]
+    lengths = {len(c) for c in task.clean}
+    if per_pos and len(lengths) > 1:
+        raise ValueError(f"the {sweep!r} sweep patches position by position, but the task's prompts have "
+                         f"{len(lengths)} token lengths {sorted(lengths)}; use task.one_length()")
+    target_ids, source_ids = (task.corrupted, task.clean) if direction == "denoising" else (task.clean, task.corrupted)
+    n = len(task)
+    sites = [template.format(l=l) for l in range(model.cfg.n_layers)]
+    with torch.no_grad():
+        clean_m = float(task.run_metric(model, "clean").mean())
+        corrupted_m = float(task.run_metric(model, "corrupted").mean())
+        source = model.run(source_ids, cache=sites)
+    span = clean_m - corrupted_m
+    if abs(span) < 1e-6:
+        raise ValueError(f"clean and corrupted metric are equal ({clean_m:.4g}) on {task.name}: nothing to patch")
+    n_pos = max(lengths)
+    jobs, shape = _jobs(model, sweep, n_pos)
+    per_forward = max(1, batch_size // n)
+    values = []
+    for start in tqdm(range(0, len(jobs), per_forward), desc=f"patching {sweep}", disable=not progress):
+        chunk = jobs[start:start + per_forward]
+        rows = len(chunk) * n
+        edits = {}
+        for j, (l, h, p) in enumerate(chunk):
+            site = sites[l]
+            if site not in edits:
+                src = source.cache[site]
+                where = torch.zeros((rows, n_pos, *((src.shape[2],) if src.dim() == 4 else ()), 1), dtype=torch.bool)
+                edits[site] = (src.repeat(len(chunk), *([1] * (src.dim() - 1))), where)
+            where = edits[site][1]
+            block = where[j * n:(j + 1) * n]
+            pos = slice(None) if p is None else p
+            if h is None:
+                block[:, pos] = True
+            else:
+                block[:, pos, h] = True
+        ivs = [_MaskedPatch(site, source=src, where=where) for site, (src, where) in edits.items()]
+        with torch.no_grad():
+            run = model.run(target_ids * len(chunk), interventions=ivs)  # copy j = rows j·n … (j+1)·n − 1
+        values.append(task.score(run.logits[:, -1]).view(len(chunk), n).mean(1).cpu())
+    effect = (torch.cat(values) - corrupted_m) / span
+    first = model.tokenizer.convert_ids_to_tokens(task.clean[0]) if per_pos else []
+    return PatchingSweep(
+        provenance=Provenance.of(model, prompts=task.texts or task.clean, dataset=f"{task.name} v{task.version}",
+                                 seed=task.seed, sweep=sweep, direction=direction, pairs=n),
+        task=task.name, sweep=sweep, direction=direction, metric=task.metric, clean_metric=clean_m,
+        corrupted_metric=corrupted_m, positions=list(first), effect=effect.reshape(shape),
+    )
