@@ -7,7 +7,7 @@ from mechscope.circuits import Circuit
 from mechscope.geometry import weight_tying
 from mechscope.heads import AttentionPatterns, detect_heads, head_circuits
 from mechscope.lens import direct_logit_attribution, logit_lens
-from mechscope.patching import ablation_scan, activation_patching
+from mechscope.patching import ablation_scan, activation_patching, attribution_patching, compare_patching
 from mechscope.tasks import make_task
 from mechscope.results import NextTokens, Provenance
 from mechscope.steering import SteeredGeneration
@@ -43,6 +43,9 @@ def sample_results(model):
         train_grokking(5, steps=4, eval_every=2, d_model=16, d_mlp=16, progress=False)[1],
         make_task("induction", model, n=3, length=5).evaluate(model),
         activation_patching(model, make_task("induction", model, n=2, length=4), "resid", progress=False),
+        compare_patching(activation_patching(model, make_task("induction", model, n=2, length=4), "heads",
+                                             progress=False),
+                         attribution_patching(model, make_task("induction", model, n=2, length=4), "heads")),
     ]
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mechscope import Patch
-from mechscope.patching import SWEEPS, activation_patching
+from mechscope.patching import SWEEPS, activation_patching, attribution_patching, compare_patching
 from mechscope.tasks import Task, make_task
 from mechscope.tasks.catalog import IOI_TEMPLATES
 
@@ -114,6 +114,9 @@ def test_smollm2_tasks_and_ioi_patching(smollm):
     r = activation_patching(smollm, ioi.subset(range(4)), "heads", progress=False)
     name, value = r.top(1)[0]
     assert int(name[1:name.index("H")]) >= 15 and abs(value) > 0.2  # IOI heads sit in the upper half
+    # measured: r = 0.997, top head L23H3 +0.53 estimated vs +0.45 patched; 1.8 s vs 91 s
+    cmp = compare_patching(r, attribution_patching(smollm, ioi.subset(range(4)), "heads"))
+    assert cmp.correlation > 0.9, cmp.summary()
 
 
 def test_patch_cli(tmp_path, capsys):
@@ -130,6 +133,9 @@ def test_patch_cli(tmp_path, capsys):
     assert code == 0  # seeded: the random tiny model solves 2 of the 6 induction pairs
     assert "induction: 2 pairs" in text and "denoising patching of heads on induction" in text
     assert "Activation patching" in out.read_text()
+    assert main(["patch", str(tmp_path / "m"), "--task", "induction", "-n", "6", "--method", "both", "--quiet",
+                 "--out", str(out)]) == 0
+    assert "Pearson r" in capsys.readouterr().out and "Attribution vs activation" in out.read_text()
 
 
 def test_a_task_nobody_solves_is_a_clear_error(llama):
@@ -139,3 +145,42 @@ def test_a_task_nobody_solves_is_a_clear_error(llama):
     task.bad = [[5]] * len(task)  # metric identically 0: solved nowhere
     with pytest.raises(ValueError, match="solves none of the 3 pairs"):
         task.solved_by(llama)
+
+
+# ---------------------------------------------------------------------------------------------
+# Attribution patching
+
+
+def _linear_top(kind: str):
+    """A model whose final norm is an identity, so the logits are linear in the last block's MLP
+    output (tiny GPT-2) or, with no MLPs at all, in its attention heads (attention-only toy)."""
+    from mechscope.models.tiny import tiny
+    from mechscope.toy import attn_only
+
+    model = tiny("gpt2") if kind == "gpt2" else attn_only(2, vocab=64, context=16, seed=3)
+    model.hf.transformer.ln_f = torch.nn.Identity()
+    return model
+
+
+@pytest.mark.parametrize("kind, sweep", [("gpt2", "mlp"), ("attn_only", "attn"), ("attn_only", "heads"),
+                                         ("attn_only", "head_pos")])
+@pytest.mark.parametrize("direction", ["denoising", "noising"])
+def test_attribution_patching_is_exact_where_the_metric_is_linear(kind, sweep, direction):
+    model = _linear_top(kind)
+    task = _task(model, n=3, length=6)
+    actual = activation_patching(model, task, sweep, direction=direction, progress=False)
+    estimate = attribution_patching(model, task, sweep, direction=direction)
+    last = model.cfg.n_layers - 1  # the last block's outputs reach the logits through linear maps only
+    torch.testing.assert_close(estimate.effect[last], actual.effect[last], atol=1e-4, rtol=1e-4)
+    assert estimate.effect.shape == actual.effect.shape
+    assert not torch.allclose(estimate.effect[0], actual.effect[0], atol=1e-3)  # earlier: an approximation
+
+
+def test_attribution_patching_tracks_activation_patching(llama):
+    task = _task(llama, n=4, length=6)
+    actual = activation_patching(llama, task, "head_pos", progress=False)
+    cmp = compare_patching(actual, attribution_patching(llama, task, "head_pos"))
+    assert cmp.correlation > 0.5, cmp.summary()  # random tiny model: small effects, near-linear regime
+    assert "Pearson r" in cmp.summary() and len(cmp.names) == actual.effect.numel()
+    with pytest.raises(ValueError, match="same sweep"):
+        compare_patching(actual, attribution_patching(llama, task, "heads"))

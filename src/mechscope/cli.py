@@ -128,7 +128,7 @@ def _demo(args) -> int:
 
 def _patch(args) -> int:
     from .models.load import load
-    from .patching import activation_patching
+    from .patching import activation_patching, attribution_patching, compare_patching
     from .tasks import make_task
 
     model = load(args.model)
@@ -137,9 +137,15 @@ def _patch(args) -> int:
     if args.sweep in ("resid", "attn", "mlp", "head_pos"):
         task = task.one_length()
     print(task.evaluate(model).summary())
-    result = activation_patching(model, task, args.sweep, direction=args.direction, batch_size=args.batch,
-                                 progress=not args.quiet)
+    if args.method == "attribution":
+        result = attribution_patching(model, task, args.sweep, direction=args.direction)
+    else:
+        result = activation_patching(model, task, args.sweep, direction=args.direction, batch_size=args.batch,
+                                     progress=not args.quiet)
     print(result.summary())
+    if args.method == "both":
+        result = compare_patching(result, attribution_patching(model, task, args.sweep, direction=args.direction))
+        print(result.summary())
     _write_page(result, args.out)
     return 0
 
@@ -271,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweep", default="heads", choices=["resid", "attn", "mlp", "heads", "head_pos", "q", "k", "v"])
     p.add_argument("--direction", default="denoising", choices=["denoising", "noising"],
                    help="denoising: clean activations into the corrupted run; noising: the reverse")
+    p.add_argument("--method", default="activation", choices=["activation", "attribution", "both"],
+                   help="activation patching (batched forwards), attribution patching (gradient estimate: 2 "
+                        "forwards + 1 backward), or both with their correlation")
     p.add_argument("-n", type=int, default=16, help="prompt pairs to generate (those the model solves are kept)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=256, help="rows per forward pass")

@@ -171,6 +171,7 @@ class PatchingSweep(Result):
     corrupted_metric: float
     positions: list
     effect: torch.Tensor
+    method: str = "activation"
     title: ClassVar[str] = "Activation patching"
 
     def name(self, index: tuple[int, ...]) -> str:
@@ -190,7 +191,8 @@ class PatchingSweep(Result):
                  float(self.effect.flatten()[j])) for j in idx]
 
     def summary(self) -> str:
-        return (f"{self.direction} patching of {self.sweep} on {self.task} ({self.metric}: clean "
+        what = "attribution patching (gradient estimate)" if self.method == "attribution" else "patching"
+        return (f"{self.direction} {what} of {self.sweep} on {self.task} ({self.metric}: clean "
                 f"{self.clean_metric:.3f}, corrupted {self.corrupted_metric:.3f}); normalised effect (1 = clean): "
                 + ", ".join(f"{n} {v:+.2f}" for n, v in self.top(6)))
 
@@ -211,7 +213,7 @@ class PatchingSweep(Result):
         else:
             ax.set_xlabel("head")
         ax.set_ylabel("layer" if self.effect.dim() == 2 else "layer × head")
-        ax.set_title(f"{self.direction} {self.sweep} on {self.task}", fontsize=9)
+        ax.set_title(f"{self.direction} {self.method} patching: {self.sweep} on {self.task}", fontsize=9)
         fig.colorbar(im, ax=ax, label="normalised metric (1 = clean)")
         fig.tight_layout()
         return fig
@@ -236,15 +238,8 @@ def activation_patching(model: Model, task, sweep: str = "heads", *, direction: 
     the whole task, each copy with its own patch (one masked edit per site) — instead of one
     forward per patched index. Position sweeps need pairs of one token length (``task.one_length()``).
     """
-    if sweep not in SWEEPS:
-        raise ValueError(f"unknown sweep {sweep!r}; valid: {', '.join(SWEEPS)}")
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction={direction!r}; valid: 'denoising' (clean into corrupted), 'noising' (corrupted into clean)")
-    template, per_head, per_pos = SWEEPS[sweep]
+    template, per_head, per_pos = _check_sweep(task, sweep, direction)
     lengths = {len(c) for c in task.clean}
-    if per_pos and len(lengths) > 1:
-        raise ValueError(f"the {sweep!r} sweep patches position by position, but the task's prompts have "
-                         f"{len(lengths)} token lengths {sorted(lengths)}; use task.one_length()")
     target_ids, source_ids = (task.corrupted, task.clean) if direction == "denoising" else (task.clean, task.corrupted)
     n = len(task)
     sites = [template.format(l=l) for l in range(model.cfg.n_layers)]
@@ -288,3 +283,106 @@ def activation_patching(model: Model, task, sweep: str = "heads", *, direction: 
         task=task.name, sweep=sweep, direction=direction, metric=task.metric, clean_metric=clean_m,
         corrupted_metric=corrupted_m, positions=list(first), effect=effect.reshape(shape),
     )
+
+
+def _check_sweep(task, sweep: str, direction: str) -> tuple[str, bool, bool]:
+    if sweep not in SWEEPS:
+        raise ValueError(f"unknown sweep {sweep!r}; valid: {', '.join(SWEEPS)}")
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction={direction!r}; valid: 'denoising' (clean into corrupted), 'noising' (corrupted into clean)")
+    template, per_head, per_pos = SWEEPS[sweep]
+    lengths = {len(c) for c in task.clean}
+    if per_pos and len(lengths) > 1:
+        raise ValueError(f"the {sweep!r} sweep patches position by position, but the task's prompts have "
+                         f"{len(lengths)} token lengths {sorted(lengths)}; use task.one_length()")
+    return template, per_head, per_pos
+
+
+def attribution_patching(model: Model, task, sweep: str = "heads", *, direction: str = "denoising") -> PatchingSweep:
+    """The first-order estimate of ``activation_patching`` (Nanda 2023; Syed et al. 2023) from two
+    forwards and one backward: ΔM ≈ (a_source − a_target) · ∂M/∂a at the target run, summed over
+    what one patch replaces (d_model; d_head; every position for whole-head sweeps) and averaged
+    over pairs, then normalised like ``activation_patching``. Exact where M is linear in a."""
+    template, per_head, per_pos = _check_sweep(task, sweep, direction)
+    target_ids, source_ids = (task.corrupted, task.clean) if direction == "denoising" else (task.clean, task.corrupted)
+    sites = [template.format(l=l) for l in range(model.cfg.n_layers)]
+    with torch.no_grad():
+        clean_m = float(task.run_metric(model, "clean").mean())
+        corrupted_m = float(task.run_metric(model, "corrupted").mean())
+        source = model.run(source_ids, cache=sites)
+    span = clean_m - corrupted_m
+    if abs(span) < 1e-6:
+        raise ValueError(f"clean and corrupted metric are equal ({clean_m:.4g}) on {task.name}: nothing to patch")
+    target = model.run(target_ids, cache=sites, grads=sites, metric=lambda run: task.score(run.logits[:, -1]).mean())
+    rows = []
+    for site in sites:
+        delta = (source.cache[site].float() - target.cache[site].float()) * target.grads[site].float()
+        per = delta.sum(-1).sum(0)  # over d and pairs: [pos] or [pos, head] (the mean over pairs is taken
+        # by the metric itself, which averages pairs)
+        if per_head:
+            per = per.T  # [head, pos]
+            rows.append(per if per_pos else per.sum(-1))
+        else:
+            rows.append(per)
+    base = 0.0 if direction == "denoising" else 1.0
+    effect = base + torch.stack(rows) / span
+    first = model.tokenizer.convert_ids_to_tokens(task.clean[0]) if per_pos else []
+    return PatchingSweep(
+        provenance=Provenance.of(model, prompts=task.texts or task.clean, dataset=f"{task.name} v{task.version}",
+                                 seed=task.seed, sweep=sweep, direction=direction, pairs=len(task), method="attribution"),
+        task=task.name, sweep=sweep, direction=direction, metric=task.metric, clean_metric=clean_m,
+        corrupted_metric=corrupted_m, positions=list(first), effect=effect.cpu(), method="attribution",
+    )
+
+
+@dataclass
+class PatchingComparison(Result):
+    """Attribution patching against activation patching of the same sweep: the two effect tensors
+    (flattened, same order), their Pearson correlation and the largest disagreements."""
+
+    task: str
+    sweep: str
+    direction: str
+    names: list
+    actual: torch.Tensor
+    estimate: torch.Tensor
+    correlation: float
+    title: ClassVar[str] = "Attribution vs activation patching"
+
+    def summary(self) -> str:
+        gap = (self.estimate - self.actual).abs()
+        worst = gap.argsort(descending=True)[:3].tolist()
+        return (f"attribution patching vs activation patching ({self.direction} {self.sweep} on {self.task}, "
+                f"{len(self.names)} components): Pearson r = {self.correlation:.3f}; largest gaps: "
+                + ", ".join(f"{self.names[i]} {float(self.estimate[i]):+.2f} vs {float(self.actual[i]):+.2f}" for i in worst))
+
+    def evidence(self) -> dict:
+        return {"correlation": self.correlation, "components": len(self.names)}
+
+    def figure(self):
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(4.4, 4.2))
+        ax.scatter(self.actual.numpy(), self.estimate.numpy(), s=8, alpha=0.7)
+        lo = float(min(self.actual.min(), self.estimate.min()))
+        hi = float(max(self.actual.max(), self.estimate.max()))
+        ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
+        ax.set(xlabel="activation patching (normalised)", ylabel="attribution patching (estimate)",
+               title=f"{self.sweep} on {self.task}: r = {self.correlation:.3f}")
+        fig.tight_layout()
+        return fig
+
+
+def compare_patching(actual: PatchingSweep, estimate: PatchingSweep) -> PatchingComparison:
+    """How well ``estimate`` (attribution patching) tracks ``actual`` (activation patching)."""
+    if (actual.sweep, actual.direction, actual.task) != (estimate.sweep, estimate.direction, estimate.task) \
+            or actual.effect.shape != estimate.effect.shape:
+        raise ValueError(f"compare the same sweep: {actual.sweep}/{actual.direction}/{actual.task} "
+                         f"{tuple(actual.effect.shape)} vs {estimate.sweep}/{estimate.direction}/{estimate.task} "
+                         f"{tuple(estimate.effect.shape)}")
+    a, e = actual.effect.flatten().float(), estimate.effect.flatten().float()
+    r = float(torch.corrcoef(torch.stack([a, e]))[0, 1]) if a.std() > 0 and e.std() > 0 else float("nan")
+    names = [actual.name(tuple(int(i) for i in torch.unravel_index(torch.tensor(j), actual.effect.shape)))
+             for j in range(a.numel())]
+    return PatchingComparison(provenance=estimate.provenance, task=actual.task, sweep=actual.sweep,
+                              direction=actual.direction, names=names, actual=a, estimate=e, correlation=r)
