@@ -50,6 +50,7 @@ bench: $(BENCH)/.installed
 	$(BENCH)/bin/python benchmarks/bench_heads.py
 	$(BENCH)/bin/python benchmarks/bench_tuned_lens.py
 	$(BENCH)/bin/python benchmarks/bench_toy.py
+	$(BENCH)/bin/python benchmarks/bench_patching.py
 
 clean:
 	rm -rf $(VENV) $(BENCH) mechscope-demo mechscope-toy .pytest_cache
