@@ -229,6 +229,29 @@ def _jobs(model: Model, sweep: str, n_pos: int) -> tuple[list[tuple[int, int | N
     return jobs, shape
 
 
+def _prepare(model: Model, task, sweep: str, direction: str):
+    """Checks, then (per_head, per_pos, target prompts, sites, clean metric, corrupted metric,
+    source run caching the sites) shared by activation and attribution patching."""
+    if sweep not in SWEEPS:
+        raise ValueError(f"unknown sweep {sweep!r}; valid: {', '.join(SWEEPS)}")
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction={direction!r}; valid: 'denoising' (clean into corrupted), 'noising' (corrupted into clean)")
+    template, per_head, per_pos = SWEEPS[sweep]
+    lengths = {len(c) for c in task.clean}
+    if per_pos and len(lengths) > 1:
+        raise ValueError(f"the {sweep!r} sweep patches position by position, but the task's prompts have "
+                         f"{len(lengths)} token lengths {sorted(lengths)}; use task.one_length()")
+    target_ids, source_ids = (task.corrupted, task.clean) if direction == "denoising" else (task.clean, task.corrupted)
+    sites = [template.format(l=l) for l in range(model.cfg.n_layers)]
+    with torch.no_grad():
+        clean_m = float(task.run_metric(model, "clean").mean())
+        corrupted_m = float(task.run_metric(model, "corrupted").mean())
+        source = model.run(source_ids, cache=sites)
+    if abs(clean_m - corrupted_m) < 1e-6:
+        raise ValueError(f"clean and corrupted metric are equal ({clean_m:.4g}) on {task.name}: nothing to patch")
+    return per_head, per_pos, target_ids, sites, clean_m, corrupted_m, source
+
+
 def activation_patching(model: Model, task, sweep: str = "heads", *, direction: str = "denoising",
                         batch_size: int = 256, progress: bool = True) -> PatchingSweep:
     """Patch each component of ``sweep`` (see ``SWEEPS``) from the source prompts into the
@@ -238,19 +261,10 @@ def activation_patching(model: Model, task, sweep: str = "heads", *, direction: 
     the whole task, each copy with its own patch (one masked edit per site) — instead of one
     forward per patched index. Position sweeps need pairs of one token length (``task.one_length()``).
     """
-    template, per_head, per_pos = _check_sweep(task, sweep, direction)
-    lengths = {len(c) for c in task.clean}
-    target_ids, source_ids = (task.corrupted, task.clean) if direction == "denoising" else (task.clean, task.corrupted)
+    per_head, per_pos, target_ids, sites, clean_m, corrupted_m, source = _prepare(model, task, sweep, direction)
     n = len(task)
-    sites = [template.format(l=l) for l in range(model.cfg.n_layers)]
-    with torch.no_grad():
-        clean_m = float(task.run_metric(model, "clean").mean())
-        corrupted_m = float(task.run_metric(model, "corrupted").mean())
-        source = model.run(source_ids, cache=sites)
     span = clean_m - corrupted_m
-    if abs(span) < 1e-6:
-        raise ValueError(f"clean and corrupted metric are equal ({clean_m:.4g}) on {task.name}: nothing to patch")
-    n_pos = max(lengths)
+    n_pos = max(len(c) for c in task.clean)
     jobs, shape = _jobs(model, sweep, n_pos)
     per_forward = max(1, batch_size // n)
     values = []
@@ -285,34 +299,13 @@ def activation_patching(model: Model, task, sweep: str = "heads", *, direction: 
     )
 
 
-def _check_sweep(task, sweep: str, direction: str) -> tuple[str, bool, bool]:
-    if sweep not in SWEEPS:
-        raise ValueError(f"unknown sweep {sweep!r}; valid: {', '.join(SWEEPS)}")
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction={direction!r}; valid: 'denoising' (clean into corrupted), 'noising' (corrupted into clean)")
-    template, per_head, per_pos = SWEEPS[sweep]
-    lengths = {len(c) for c in task.clean}
-    if per_pos and len(lengths) > 1:
-        raise ValueError(f"the {sweep!r} sweep patches position by position, but the task's prompts have "
-                         f"{len(lengths)} token lengths {sorted(lengths)}; use task.one_length()")
-    return template, per_head, per_pos
-
-
 def attribution_patching(model: Model, task, sweep: str = "heads", *, direction: str = "denoising") -> PatchingSweep:
     """The first-order estimate of ``activation_patching`` (Nanda 2023; Syed et al. 2023) from two
     forwards and one backward: ΔM ≈ (a_source − a_target) · ∂M/∂a at the target run, summed over
     what one patch replaces (d_model; d_head; every position for whole-head sweeps) and averaged
     over pairs, then normalised like ``activation_patching``. Exact where M is linear in a."""
-    template, per_head, per_pos = _check_sweep(task, sweep, direction)
-    target_ids, source_ids = (task.corrupted, task.clean) if direction == "denoising" else (task.clean, task.corrupted)
-    sites = [template.format(l=l) for l in range(model.cfg.n_layers)]
-    with torch.no_grad():
-        clean_m = float(task.run_metric(model, "clean").mean())
-        corrupted_m = float(task.run_metric(model, "corrupted").mean())
-        source = model.run(source_ids, cache=sites)
+    per_head, per_pos, target_ids, sites, clean_m, corrupted_m, source = _prepare(model, task, sweep, direction)
     span = clean_m - corrupted_m
-    if abs(span) < 1e-6:
-        raise ValueError(f"clean and corrupted metric are equal ({clean_m:.4g}) on {task.name}: nothing to patch")
     target = model.run(target_ids, cache=sites, grads=sites, metric=lambda run: task.score(run.logits[:, -1]).mean())
     rows = []
     for site in sites:
