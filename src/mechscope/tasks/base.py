@@ -57,10 +57,6 @@ class Task:
         common = max(set(lengths), key=lengths.count)
         return self.subset(i for i, n in enumerate(lengths) if n == common)
 
-    @property
-    def digest(self) -> dict:
-        return {"task": self.name, "version": self.version, "seed": self.seed, "pairs": len(self)}
-
     def score(self, last_logits: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """The metric per row from last-position logits [batch, vocab]; row r is pair
         ``rows[r]`` (default: row i is pair i mod len(task), for tiled batches)."""

@@ -80,7 +80,7 @@ def key_frequencies(spectrum: torch.Tensor, of_max: float = 0.4, of_median: floa
 def _restrict(logits: torch.Tensor, p: int, keys: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """(restricted, excluded) logits [p², p]: the components of each output's logits (as a
     function of a, b) along cos/sin(w_k(a+b)) for the key k, plus the mean; and the rest."""
-    a, b = all_pairs(p)[:, 0].double(), all_pairs(p)[:, 1].double()
+    a, b = all_pairs(p)[:, :2].double().unbind(1)
     directions = []
     for k in keys:
         w = 2 * math.pi * k / p
