@@ -51,6 +51,8 @@ bench: $(BENCH)/.installed
 	$(BENCH)/bin/python benchmarks/bench_tuned_lens.py
 	$(BENCH)/bin/python benchmarks/bench_toy.py
 	$(BENCH)/bin/python benchmarks/bench_patching.py
+	$(BENCH)/bin/python benchmarks/bench_patching_tl.py
+	$(BENCH)/bin/python benchmarks/bench_circuits.py
 
 clean:
 	rm -rf $(VENV) $(BENCH) mechscope-demo mechscope-toy .pytest_cache

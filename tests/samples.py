@@ -3,11 +3,12 @@
 import torch
 
 from mechscope.attribution import layer_attribution, token_ig
-from mechscope.circuits import Circuit
+from mechscope.circuits import Circuit, eap_ig, minimal_circuit
 from mechscope.geometry import weight_tying
 from mechscope.heads import AttentionPatterns, detect_heads, head_circuits
 from mechscope.lens import direct_logit_attribution, logit_lens
-from mechscope.patching import ablation_scan, activation_patching, attribution_patching, compare_patching
+from mechscope.patching import ablation_scan, activation_patching, attribution_patching, compare_patching, path_patching
+from mechscope.scrubbing import causal_scrubbing
 from mechscope.tasks import make_task
 from mechscope.results import NextTokens, Provenance
 from mechscope.steering import SteeredGeneration
@@ -46,6 +47,19 @@ def sample_results(model):
         compare_patching(activation_patching(model, make_task("induction", model, n=2, length=4), "heads",
                                              progress=False),
                          attribution_patching(model, make_task("induction", model, n=2, length=4), "heads")),
+        *_circuit_samples(model),
+    ]
+
+
+def _circuit_samples(model):
+    task = make_task("induction", model, n=3, length=4)
+    scores = eap_ig(model, task, steps=2, progress=False)
+    first = lambda toks: toks[0]  # noqa: E731
+    return [
+        scores,
+        minimal_circuit(model, task, scores, target=0.5, sizes=[2, 8, 32], progress=False),
+        path_patching(model, task, "logits", progress=False),
+        causal_scrubbing(model, task.clean, [g[0] for g in task.good], {"first": {"a1.h0": first}}, resamples=1),
     ]
 
 

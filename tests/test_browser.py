@@ -69,7 +69,7 @@ def test_browse_hover_an_edge_and_a_token(browser_page, served):
     mid = edge.evaluate("""e => { const p = e.getPointAtLength(e.getTotalLength() / 2);
         const m = e.getScreenCTM(); return [p.x * m.a + p.y * m.c + m.e, p.x * m.b + p.y * m.d + m.f]; }""")
     page.mouse.move(*mid)  # the middle of the curve itself, as a person would point at it
-    info = page.locator(".graph-info")
+    info = page.locator("div.graph", has=edge).locator(".graph-info")
     assert info.inner_text() == "a1.h3 → logits: +1.2"
 
     attention = page.locator("section.attention")

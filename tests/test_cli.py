@@ -55,3 +55,23 @@ def test_heads_prints_a_table(model_dir, capsys, tmp_path):
     out = capsys.readouterr().out
     assert "induction" in out and "random heads" in out and "k-composition" in out and page.exists()
     assert (tmp_path / "heads-circuits.html").exists()
+
+
+@pytest.mark.parametrize("method", ["eap-ig", "acdc"])
+def test_circuit_finds_stores_and_exports_a_circuit(model_dir, capsys, tmp_path, method):
+    from mechscope.archive import open as open_archive
+    from mechscope.circuits import Circuit
+
+    page, js, arch = tmp_path / "c.html", tmp_path / "c.json", str(tmp_path / "archive")
+    assert main(["circuit", model_dir, "--task", "induction", "--method", method, "-n", "12", "--faithfulness", "0.5",
+                 "--steps", "2", "--threshold", "1e-7", "--candidates", "150", "--out", str(page), "--json", str(js), "--archive", arch,
+                 "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "faithfulness" in out and "stored specimen" in out
+    circuit = Circuit.from_json(js.read_text())
+    assert circuit.faithfulness is not None and circuit.edges
+    if method == "eap-ig":
+        assert circuit.faithfulness >= 0.5
+    assert "<svg" in page.read_text()
+    spec = open_archive(arch).search(tag="circuit")[0]
+    assert spec.name == f"induction circuit ({method})"

@@ -83,10 +83,19 @@ def test_demo_stores_a_specimen_and_writes_its_report(tmp_path, capsys):
         assert f"data-kind='{kind}'" in text
     out = capsys.readouterr().out
     assert "Largest drops in log p" in out and "mechscope serve --archive" in out
-    spec = mechscope.archive.open(tmp_path / "arch").search(tag="demo")[0]
+    arch = mechscope.archive.open(tmp_path / "arch")
+    spec = arch.search(tag="demo")[0]
     n = len(spec.findings())
     assert n == 12
-    run_demo("smollm2-135m", tmp_path / "demo", progress=False, archive=str(tmp_path / "arch"))  # again: replaces
+    # the IOI circuit section (the bar): EAP-IG finds a circuit of at most 5% of the edges with
+    # faithfulness ≥ 0.8 under corrupted ablation, and keeps the faithfulness-vs-size curve
+    ioi = arch.search(tag="circuit")[0]
+    circuit = next(f.result() for f in ioi.findings() if f.kind == "Circuit")
+    assert circuit.faithfulness >= 0.8 and len(circuit.edges) <= 0.05 * circuit.extra["total_edges"]
+    assert len(circuit.extra["curve"]) >= 5 and circuit.extra["ablation"] == "corrupted"
+    assert "a23.h3" in circuit.nodes  # the strongest name mover (top head of the heads patching sweep)
+    assert (tmp_path / "demo" / "ioi-circuit.html").exists() and "path patching into" in out
+    run_demo("smollm2-135m", tmp_path / "demo", progress=False, archive=str(tmp_path / "arch"), circuit=False)  # replaces
     spec.refresh()
     assert len(spec.findings()) == n and len(spec.findings(version=1 + n)) == n and spec.version == 1 + 3 * n
 

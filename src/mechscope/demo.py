@@ -3,9 +3,9 @@
 Predicts next tokens, scans every layer and head by ablation for a factual recall, traces the
 answer with the logit lens and direct logit attribution, attributes it to input tokens (IG and
 Shapley values), shows the attention of the layer holding the most important head, and steers a
-generation. Everything is
-stored as a specimen in the archive (re-running replaces the findings; the history keeps the
-old ones) and written as a self-contained HTML report.
+generation; then finds the IOI circuit with EAP-IG (a second specimen). Everything is stored as
+specimens in the archive (re-running replaces the findings; the history keeps the old ones) and
+written as self-contained HTML reports.
 """
 
 from __future__ import annotations
@@ -19,17 +19,47 @@ from .geometry import weight_tying
 from .heads import AttentionPatterns, detect_heads, head_circuits
 from .lens import direct_logit_attribution, logit_lens
 from .models.load import DEFAULT_MODEL, load
-from .patching import ablation_scan
+from .circuits import eap_ig, minimal_circuit
+from .patching import ablation_scan, path_patching
 from .report import write_report
 from .results import NextTokens
 from .steering import SteeredGeneration
+from .tasks import make_task
 
 PROMPTS = ["The capital of France is", "The Eiffel Tower is located in the city of", "1, 2, 3, 4,"]
 STEER_PROMPT = "I think that my neighbour is"
 
 
+def ioi_circuit(model, arch, progress: bool = True):
+    """The IOI circuit: EAP-IG scores every edge, the smallest greedy circuit with faithfulness
+    0.8 is kept, and path patching asks which heads the top name mover's query reads."""
+    t = time.perf_counter()
+    ioi = make_task("ioi", model, n=32).solved_by(model)
+    scores = eap_ig(model, ioi, steps=3, progress=progress)
+    print(f"\n{scores.summary()}")
+    circuit = minimal_circuit(model, ioi.subset(range(16)), scores, target=0.8, progress=progress)
+    total = circuit.extra["total_edges"]
+    print(f"{circuit.summary()}\n  {len(circuit.edges)} of {total} edges ({len(circuit.edges) / total:.1%})  "
+          f"[{time.perf_counter() - t:.1f}s]")
+    mover = next(s for s, r, _ in sorted(circuit.edges, key=lambda e: -e[2]) if r == "logits" and s.startswith("a"))
+    paths = path_patching(model, ioi.subset(range(4)), f"{mover}.q", progress=progress)
+    print(paths.summary())
+    findings = [
+        (circuit, f"EAP-IG (3 steps, {len(ioi)} pairs) ranks every edge; the smallest circuit grown from the logits "
+                  f"that keeps 80% of the logit difference (corrupted ablation, 16 pairs) has {len(circuit.edges)} "
+                  f"of {total} edges."),
+        (scores, "The score of every edge: the estimated drop in logit(IO) − logit(S) when it alone is cut."),
+        (paths, f"Which heads tell the strongest name mover ({mover}) where to look: path patching into its query."),
+    ]
+    return arch.record(f"{model.name}: IOI circuit", findings, model=model, task="ioi",
+                       dataset="ioi v1 (Wang et al. templates, ABC corruption)",
+                       description="Indirect object identification: the circuit found by EAP-IG with its "
+                                   "faithfulness curve, and the heads that drive the name mover's query.",
+                       tags=["circuit", "ioi"])
+
+
 def run_demo(model_name: str = DEFAULT_MODEL, out: str | Path = "mechscope-demo", progress: bool = True,
-             archive: str | None = None) -> Path:
+             archive: str | None = None, circuit: bool = True) -> Path:
     out = Path(out)
     t0 = time.perf_counter()
     model = load(model_name)
@@ -93,10 +123,13 @@ def run_demo(model_name: str = DEFAULT_MODEL, out: str | Path = "mechscope-demo"
         f"{model.name}: demo", findings, model=model, task="factual-recall", dataset="mechscope demo prompts",
         description="What `mechscope demo` finds on the embedded model: predictions, the components a factual "
                     "recall needs, attention, and a steering vector.", tags=["demo"])
+    if circuit:
+        write_report(ioi_circuit(model, arch, progress), out / "ioi-circuit.html")
     report, seconds = write_report(spec, out / "report.html")
     where = f" --archive {archive}" if archive else ""
     print(f"\nStored specimen {spec.name!r} ({spec.uid[:8]}, version {spec.version}) in {arch!r}.")
-    print(f"Report: {report} (written in {seconds:.2f}s). Browse the archive: mechscope serve{where}")
+    also = f", IOI circuit: {out / 'ioi-circuit.html'}" if circuit else ""
+    print(f"Report: {report} (written in {seconds:.2f}s){also}. Browse the archive: mechscope serve{where}")
     print(f"Total {time.perf_counter() - t0:.1f}s")
     return report
 

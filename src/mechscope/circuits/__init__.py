@@ -1,5 +1,9 @@
-"""Circuits: the Circuit result (nodes, edges, scores, evidence). Discovery methods build on it."""
+"""Circuits: the component graph, edge-level patching, EAP / EAP-IG / ACDC, and the Circuit result."""
 
 from .circuit import Circuit
+from .discovery import (METHODS, EdgeScores, acdc, circuit_from_mask, discover, eap, eap_ig, evaluate, faithfulness,
+                        minimal_circuit)
+from .graph import Graph
 
-__all__ = ["Circuit"]
+__all__ = ["METHODS", "Circuit", "EdgeScores", "Graph", "acdc", "circuit_from_mask", "discover", "eap", "eap_ig",
+           "evaluate", "faithfulness", "minimal_circuit"]

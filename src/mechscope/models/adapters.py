@@ -21,7 +21,8 @@ class Adapter:
     ``mid_norm``; ``mlp.pre`` → output of ``mlp_in``; ``mlp.post`` → input of ``mlp_down``;
     ``mlp.out`` → output of ``mlp``; ``resid_post`` → output of the block; ``final_norm`` → output of
     ``final_norm``; ``logits`` → output of the model's output embeddings (the unembedding). q/k/v/scores/pattern come from the
-    mechscope attention function.
+    mechscope attention function. ``attn_norm`` and ``qkv`` let the circuit engine give each
+    head's query, key and value its own residual input (``circuits/edges.py``).
     """
 
     families: tuple[str, ...]
@@ -34,6 +35,9 @@ class Adapter:
     mlp_in: str
     mlp_down: str
     mid_norm: str | None
+    attn_norm: str  # the norm whose output the q/k/v projections read
+    qkv: tuple[str, ...]  # the q, k, v projections (three paths), or one fused projection
+    qkv_layout: str = "separate"  # "separate" | "fused" ([q | k | v]) | "per_head" ([q_h k_h v_h] per head)
     parallel_flag: str | None = None  # config attribute that, when true, makes attn and MLP parallel
 
 
@@ -48,6 +52,8 @@ LLAMA = Adapter(
     mlp_in="mlp.gate_proj",
     mlp_down="mlp.down_proj",
     mid_norm="post_attention_layernorm",
+    attn_norm="input_layernorm",
+    qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
 )
 GPT2 = Adapter(
     families=("gpt2",),
@@ -60,6 +66,9 @@ GPT2 = Adapter(
     mlp_in="mlp.c_fc",
     mlp_down="mlp.c_proj",
     mid_norm="ln_2",
+    attn_norm="ln_1",
+    qkv=("attn.c_attn",),
+    qkv_layout="fused",
 )
 GPT_NEOX = Adapter(
     families=("gpt_neox",),
@@ -72,6 +81,9 @@ GPT_NEOX = Adapter(
     mlp_in="mlp.dense_h_to_4h",
     mlp_down="mlp.dense_4h_to_h",
     mid_norm="post_attention_layernorm",
+    attn_norm="input_layernorm",
+    qkv=("attention.query_key_value",),
+    qkv_layout="per_head",
     parallel_flag="use_parallel_residual",
 )
 

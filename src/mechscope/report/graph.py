@@ -18,8 +18,14 @@ def node_rank(name: str) -> float:
     return int(m.group(2)) + (0.5 if m.group(1) == "m" else 0.0)
 
 
+def _to_node(name: str) -> str:
+    """Where an edge into a component's input is drawn: ``a3.h2.q`` → ``a3.h2``."""
+    return name.rsplit(".", 1)[0] if name.endswith((".q", ".k", ".v")) else name
+
+
 def graph_svg(nodes: list[str], edges: list[tuple[str, str, float]], width: int = 900) -> str:
-    """An SVG with one row per rank; each edge carries its label (title and data-label)."""
+    """An SVG with one row per rank; each edge carries its label (title and data-label). Edges
+    into a head's query/key/value input (``a3.h2.q``) are drawn into the head."""
     ranks = sorted({node_rank(n) for n in nodes})
     row_of = {r: i for i, r in enumerate(ranks)}
     rows: dict[float, list[str]] = {}
@@ -34,9 +40,9 @@ def graph_svg(nodes: list[str], edges: list[tuple[str, str, float]], width: int 
     top = max((abs(s) for _, _, s in edges), default=1.0) or 1.0
     parts = [f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 {width} {height}' width='100%' class='circuit'>"]
     for src, dst, score in sorted(edges, key=lambda e: abs(e[2])):
-        if src not in pos or dst not in pos:
+        if src not in pos or _to_node(dst) not in pos:
             continue
-        (x1, y1), (x2, y2) = pos[src], pos[dst]
+        (x1, y1), (x2, y2) = pos[src], pos[_to_node(dst)]
         label = f"{src} → {dst}: {score:+.3g}"
         colour = "#2b6cb0" if score >= 0 else "#c53030"
         w = 0.6 + 7 * abs(score) / top

@@ -1,0 +1,193 @@
+"""The component graph of a model: who writes to the residual stream and who reads from it.
+
+Senders (nodes that write): ``embed``, every attention head ``a{l}.h{h}``, every MLP ``m{l}``.
+Receivers (inputs that read): each head's query ``a{l}.h{h}.q``, each key/value head's key and
+value (``a{l}.h{h}.k`` / ``.v``; with grouped-query attention the shared ``a{l}.kv{g}.k`` /
+``.v``), each MLP's input ``m{l}`` and the ``logits``. An edge sender → receiver exists when the
+sender writes before the receiver reads: the receiver's input is the sum of its senders' outputs
+(plus constant biases), so an edge can be cut or patched on its own.
+
+Edge masks are float tensors [senders, receivers]: 1 keeps an edge, 0 ablates it; entries that are
+not edges (``Graph.allowed`` false) are ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+
+from ..models.model import Model
+
+
+@dataclass(frozen=True)
+class Graph:
+    """Senders, receivers and which edges exist, for a model of this shape.
+
+    ``sender_start[l]``: index of the first sender of layer l (senders before it write earlier);
+    ``attn_receivers[l]``: receiver indices of layer l's queries, keys, values (in that order).
+    """
+
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    has_mlp: bool
+    parallel: bool
+
+    @classmethod
+    def of(cls, model: Model) -> "Graph":
+        c = model.cfg
+        return cls(c.n_layers, c.n_heads, c.n_kv_heads, c.d_mlp > 0, c.parallel_blocks)
+
+    @property
+    def shape(self) -> list:
+        """The fields that rebuild this graph: ``Graph(*g.shape)`` (what saved results store)."""
+        return [self.n_layers, self.n_heads, self.n_kv_heads, self.has_mlp, self.parallel]
+
+    # ------------------------------------------------------------------------------------------
+    @cached_property
+    def senders(self) -> list[str]:
+        out = ["embed"]
+        for l in range(self.n_layers):
+            out += [f"a{l}.h{h}" for h in range(self.n_heads)]
+            if self.has_mlp:
+                out.append(f"m{l}")
+        return out
+
+    @cached_property
+    def sender_start(self) -> list[int]:
+        per = self.n_heads + int(self.has_mlp)
+        return [1 + l * per for l in range(self.n_layers)]
+
+    def kv_name(self, layer: int, group: int) -> str:
+        return f"a{layer}.h{group}" if self.n_kv_heads == self.n_heads else f"a{layer}.kv{group}"
+
+    @cached_property
+    def receivers(self) -> list[str]:
+        out = []
+        for l in range(self.n_layers):
+            out += [f"a{l}.h{h}.q" for h in range(self.n_heads)]
+            out += [f"{self.kv_name(l, g)}.k" for g in range(self.n_kv_heads)]
+            out += [f"{self.kv_name(l, g)}.v" for g in range(self.n_kv_heads)]
+            if self.has_mlp:
+                out.append(f"m{l}")
+        return out + ["logits"]
+
+    @cached_property
+    def attn_receivers(self) -> list[range]:
+        per = self.n_heads + 2 * self.n_kv_heads + int(self.has_mlp)
+        return [range(l * per, l * per + self.n_heads + 2 * self.n_kv_heads) for l in range(self.n_layers)]
+
+    def mlp_receiver(self, layer: int) -> int:
+        return self.attn_receivers[layer].stop
+
+    def upstream(self, receiver: int) -> int:
+        """How many senders (a prefix of ``senders``) write before ``receiver`` reads."""
+        if receiver == len(self.receivers) - 1:
+            return len(self.senders)
+        for l, rng in enumerate(self.attn_receivers):
+            if receiver in rng:
+                return self.sender_start[l]
+            if self.has_mlp and receiver == self.mlp_receiver(l):
+                return self.sender_start[l] + (0 if self.parallel else self.n_heads)
+        raise IndexError(receiver)
+
+    @cached_property
+    def allowed(self) -> torch.Tensor:
+        """[senders, receivers] bool: which edges exist."""
+        mask = torch.zeros(len(self.senders), len(self.receivers), dtype=torch.bool)
+        for r in range(len(self.receivers)):
+            mask[: self.upstream(r), r] = True
+        return mask
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.allowed.sum())
+
+    def edge_index(self, sender: str, receiver: str) -> tuple[int, int]:
+        """(sender index, receiver index) of an edge; a clear error for unknown names or non-edges."""
+        r_of = self._receiver_index
+        i = self.sender_index(sender)
+        if receiver not in r_of:
+            raise KeyError(f"unknown receiver {receiver!r}; e.g. {self.receivers[0]!r}, "
+                           f"{self.receivers[self.n_heads]!r}, 'logits'")
+        j = r_of[receiver]
+        if not self.allowed[i, j]:
+            raise KeyError(f"{sender} → {receiver} is not an edge: {sender} writes after {receiver} reads")
+        return i, j
+
+    @cached_property
+    def _sender_index(self) -> dict[str, int]:
+        return {n: i for i, n in enumerate(self.senders)}
+
+    @cached_property
+    def _receiver_index(self) -> dict[str, int]:
+        return {n: i for i, n in enumerate(self.receivers)}
+
+    def receivers_of(self, name: str) -> list[int]:
+        """Receiver indices a name stands for: an input (``a3.h2.q``, ``a3.kv1.k``, ``m3``,
+        ``logits``) or a head (``a3.h2``: its query, key and value — with grouped-query attention
+        the key and value its group shares)."""
+        if name in self._receiver_index:
+            return [self._receiver_index[name]]
+        if name in self._sender_index and name.startswith("a"):
+            l, h = int(name[1:name.index(".")]), int(name.split(".h")[1])
+            kv = self.kv_name(l, h // (self.n_heads // self.n_kv_heads))
+            return [self._receiver_index[f"{name}.q"], self._receiver_index[f"{kv}.k"], self._receiver_index[f"{kv}.v"]]
+        if name.endswith(".k") or name.endswith(".v"):  # a head's key/value under grouped-query attention
+            head = name[:-2]
+            if head in self._sender_index and head.startswith("a"):
+                l, h = int(head[1:head.index(".")]), int(head.split(".h")[1])
+                return [self._receiver_index[f"{self.kv_name(l, h // (self.n_heads // self.n_kv_heads))}{name[-2:]}"]]
+        raise KeyError(f"unknown receiver {name!r}; give a head (a{{l}}.h{{h}}), one of its inputs "
+                       f"(a{{l}}.h{{h}}.q/.k/.v), an MLP (m{{l}}) or 'logits' "
+                       f"(layers 0..{self.n_layers - 1}, heads 0..{self.n_heads - 1})")
+
+    def sender_index(self, name: str) -> int:
+        if name not in self._sender_index:
+            raise KeyError(f"unknown sender {name!r}; senders are embed, a{{l}}.h{{h}} and m{{l}} "
+                           f"(layers 0..{self.n_layers - 1}, heads 0..{self.n_heads - 1})")
+        return self._sender_index[name]
+
+    def mask_of(self, edges) -> torch.Tensor:
+        """The [senders, receivers] mask keeping exactly ``edges`` ((sender, receiver, ...) items)."""
+        mask = torch.zeros(len(self.senders), len(self.receivers))
+        for e in edges:
+            mask[self.edge_index(e[0], e[1])] = 1.0
+        return mask
+
+    def edges_of(self, mask: torch.Tensor, scores: torch.Tensor | None = None) -> list[list]:
+        """[sender, receiver, score] for every kept edge of ``mask`` (score 0 without ``scores``)."""
+        keep = (mask > 0) & self.allowed
+        idx = keep.nonzero().tolist()
+        return [[self.senders[i], self.receivers[j], float(scores[i, j]) if scores is not None else 0.0]
+                for i, j in idx]
+
+    def node_of(self, receiver: str) -> str:
+        """The component a receiver belongs to (``a3.h2.q`` → ``a3.h2``; ``a3.kv1.k`` → ``a3.kv1``)."""
+        return receiver.rsplit(".", 1)[0] if receiver.endswith((".q", ".k", ".v")) else receiver
+
+    def prune(self, mask: torch.Tensor) -> torch.Tensor:
+        """Drop edges into components whose output reaches the logits through no kept edge: they
+        cannot change the output (every path out of them is ablated). Returns a new mask."""
+        mask = ((mask > 0) & self.allowed).float()
+        alive_receiver = torch.zeros(len(self.receivers), dtype=torch.bool)
+        alive_receiver[-1] = True
+        # walk receivers from the output back: a component is live when one of its kept out-edges
+        # reaches a live receiver; its own input receivers are then live.
+        sender_of_receiver = [self._sender_index.get(self.node_of(r)) for r in self.receivers]
+        group = self.n_heads // self.n_kv_heads
+        for j in reversed(range(len(self.receivers) - 1)):
+            name = self.receivers[j]
+            if ".kv" in name:  # a shared key/value input serves every head of its group
+                l, g = int(name[1:name.index(".")]), int(name.split(".kv")[1].split(".")[0])
+                owners = [self._sender_index[f"a{l}.h{h}"] for h in range(g * group, (g + 1) * group)]
+            else:
+                owners = [sender_of_receiver[j]]
+            live = False
+            for s in owners:
+                out = mask[s].bool() & alive_receiver
+                live |= bool(out.any())
+            alive_receiver[j] = live
+        return mask * alive_receiver[None, :].float()
