@@ -9,6 +9,7 @@ from mechscope.heads import AttentionPatterns, detect_heads, head_circuits
 from mechscope.lens import direct_logit_attribution, logit_lens
 from mechscope.patching import ablation_scan, activation_patching, attribution_patching, compare_patching, path_patching
 from mechscope.scrubbing import causal_scrubbing
+from mechscope.verify import Box, output_bounds, robustness
 from mechscope.tasks import make_task
 from mechscope.results import NextTokens, Provenance
 from mechscope.steering import SteeredGeneration
@@ -48,7 +49,22 @@ def sample_results(model):
                                              progress=False),
                          attribution_patching(model, make_task("induction", model, n=2, length=4), "heads")),
         *_circuit_samples(model),
+        *_verify_samples(),
     ]
+
+
+def _verify_samples():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    x = torch.tensor([0.5, -0.2, 0.1])
+    flip = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Linear(2, 2))
+    with torch.no_grad():
+        flip[0].weight.copy_(torch.tensor([[1.0, -1.0], [-1.0, 1.0]]))
+        flip[2].weight.copy_(torch.tensor([[1.0, -1.0], [-1.0, 1.0]]))
+        flip[0].bias.zero_()
+        flip[2].bias.zero_()
+    return [output_bounds(net, Box.linf(x, 0.2), "crown", samples=100),
+            robustness(flip, torch.tensor([1.0, 0.0]), 0.6, method="milp")]  # falsified: carries a counterexample
 
 
 def _circuit_samples(model):

@@ -17,7 +17,7 @@ __all__ = [
 ]
 
 _SUBMODULES = {"archive", "attribution", "circuits", "data", "geometry", "heads", "lens", "patching", "report", "results",
-               "scrubbing", "steering", "tasks", "toy", "tuned_lens", "web"}
+               "scrubbing", "steering", "tasks", "toy", "tuned_lens", "verify", "web"}
 
 
 def __getattr__(name: str):

@@ -30,7 +30,7 @@ FORMAT_VERSION = 1
 # server, an importer) can rebuild any saved result without the caller importing them first.
 BUILTIN_RESULT_MODULES = ("mechscope.patching", "mechscope.heads", "mechscope.steering", "mechscope.circuits",
                           "mechscope.lens", "mechscope.attribution", "mechscope.tuned_lens", "mechscope.geometry",
-                          "mechscope.toy", "mechscope.tasks", "mechscope.scrubbing")
+                          "mechscope.toy", "mechscope.tasks", "mechscope.scrubbing", "mechscope.verify")
 
 
 def result_types() -> dict[str, type["Result"]]:
