@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from mechscope.verify import (Box, UnsupportedLayer, as_layers, crown, exact_bounds, ibp, output_bounds,
-                              robustness, run_layers, sample_range)
+from mechscope.verify import (Box, UnsupportedLayer, as_layers, crown, exact_bounds, gradient_bounds, ibp,
+                              monotonicity, output_bounds, robustness, run_layers, sample_range)
 
 
 def _hand_net():
@@ -120,3 +120,44 @@ def test_bounds_result_and_bad_input():
         robustness(net, torch.zeros(shape), 0.1, label=5)
     with pytest.raises(ValueError, match="method='bab'; valid: ibp, crown, milp"):
         output_bounds(net, box, "bab")
+
+
+def _dip():
+    """f(x) = x − 2·relu(x − 0.4) + 2·relu(x − 0.6) on [0, 1]: slope 1, then −1 on (0.4, 0.6), then 1."""
+    net = nn.Sequential(nn.Linear(1, 3), nn.ReLU(), nn.Linear(3, 1))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.ones(3, 1))
+        net[0].bias.copy_(torch.tensor([0.0, -0.4, -0.6]))
+        net[2].weight.copy_(torch.tensor([[1.0, -2.0, 2.0]]))
+        net[2].bias.zero_()
+    return net
+
+
+@pytest.mark.parametrize("act", [nn.ReLU(), nn.Sigmoid()], ids=lambda a: type(a).__name__)
+def test_a_network_built_monotone_is_proved_so(act):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 8), act, nn.Linear(8, 8), act, nn.Linear(8, 1))
+    with torch.no_grad():  # non-negative weights: monotone in every input
+        for m in (net[0], net[2], net[4]):
+            m.weight.abs_()
+    box = Box(-torch.ones(2), torch.ones(2))
+    methods = ("bounds", "milp") if isinstance(act, nn.ReLU) else ("bounds",)
+    for method in methods:
+        v = monotonicity(net, box, input_index=1, method=method)
+        assert v.status == "verified", method
+        assert v.margin >= -1e-9  # MILP: the largest fall is 0 up to solver round-off
+
+
+def test_a_planted_dip_is_refuted_with_a_confirmed_pair():
+    net, box = _dip(), Box(torch.zeros(1), torch.ones(1))
+    lo, hi = gradient_bounds(as_layers(net, 1), box.lower.double(), box.upper.double(), 0)
+    assert float(lo) == pytest.approx(-1.0) and float(hi) == pytest.approx(3.0)  # 1 − 2·[0, 1] + 2·[0, 1]
+    assert monotonicity(net, box, input_index=0, method="bounds").status == "unknown"
+    v = monotonicity(net, box, input_index=0, method="milp")
+    assert v.status == "falsified" and v.margin == pytest.approx(-0.2, abs=1e-7)  # f(0.4) = 0.4 > f(0.6) = 0.2
+    x, x2 = v.counterexample.float()
+    with torch.no_grad():
+        assert float(x2) >= float(x) and float(net(x2[None])) < float(net(x[None]))
+    assert monotonicity(net, Box(torch.tensor([0.6]), torch.ones(1)), input_index=0, method="milp").status == "verified"
+    with pytest.raises(ValueError, match="input index 3 out of range"):
+        monotonicity(net, box, input_index=3)

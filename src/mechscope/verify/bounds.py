@@ -117,3 +117,42 @@ def sample_range(layers: list, lower: torch.Tensor, upper: torch.Tensor, n: int 
     x = lo + (hi - lo) * torch.rand(n, lo.numel(), generator=g, dtype=torch.float64)
     y = run_layers(layers, x)
     return y.min(0).values, y.max(0).values
+
+
+def _slope_range(act: Activation, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[min, max] of act'(z) over z in [l, u] (elementwise)."""
+    if act.kind in ("relu", "leaky_relu"):
+        a = 0.0 if act.kind == "relu" else act.slope
+        lo = torch.where(l >= 0, 1.0, a) * torch.ones_like(l)
+        hi = torch.where(u <= 0, a, 1.0) * torch.ones_like(u)
+        return torch.minimum(lo, hi), torch.maximum(lo, hi)
+
+    def deriv(z):
+        f = act(z)
+        return f * (1 - f) if act.kind == "sigmoid" else 1 - f ** 2
+
+    # act' is unimodal with its peak at 0: largest at the point nearest 0, smallest at an end
+    return torch.minimum(deriv(l), deriv(u)), deriv(torch.clamp(torch.zeros_like(l), l, u))
+
+
+def gradient_bounds(layers: list, lower: torch.Tensor, upper: torch.Tensor, input_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds on ∂f/∂x_i [outputs] over the box: the Jacobian column pushed forward with interval
+    arithmetic, each activation's slope in its range on the CROWN pre-activation interval."""
+    _, _, pre = crown(layers, lower, upper)
+    n = lower.numel()
+    if not 0 <= input_index < n:
+        raise ValueError(f"input index {input_index} out of range: the network has {n} inputs")
+    g_lo = torch.zeros(n, dtype=torch.float64)
+    g_lo[input_index] = 1.0
+    g_hi = g_lo.clone()
+    acts = 0
+    for layer in layers:
+        if isinstance(layer, Affine):
+            Wp, Wn = layer.W.clamp(min=0), layer.W.clamp(max=0)
+            g_lo, g_hi = Wp @ g_lo + Wn @ g_hi, Wp @ g_hi + Wn @ g_lo
+        else:
+            s_lo, s_hi = _slope_range(layer, *pre[acts])
+            acts += 1
+            cands = torch.stack([g_lo * s_lo, g_lo * s_hi, g_hi * s_lo, g_hi * s_hi])
+            g_lo, g_hi = cands.min(0).values, cands.max(0).values
+    return g_lo, g_hi

@@ -46,13 +46,16 @@ class _Program:
         self.rows.append((coef, lo, hi))
 
 
-def _encode(layers: list, lower: torch.Tensor, upper: torch.Tensor) -> tuple[_Program, list[int], list[int]]:
+def _encode(layers: list, lower: torch.Tensor, upper: torch.Tensor,
+            prog: _Program | None = None) -> tuple[_Program, list[int], list[int]]:
+    """Add one copy of the network on the box to ``prog`` (a new one by default): (program, input
+    variables, output variables)."""
     for layer in layers:
         if isinstance(layer, Activation) and layer.kind not in ("relu", "leaky_relu"):
             raise ValueError(f"exact (MILP) verification needs piecewise-linear activations (ReLU, LeakyReLU); "
                              f"this network has {layer.kind}: use method='crown' or 'ibp'")
     _, _, pre = crown(layers, lower, upper)
-    prog = _Program()
+    prog = prog or _Program()
     x = prog.variables(lower.double().flatten().tolist(), upper.double().flatten().tolist())
     current, acts = x, 0
     for layer in layers:
@@ -93,27 +96,51 @@ def _encode(layers: list, lower: torch.Tensor, upper: torch.Tensor) -> tuple[_Pr
     return prog, x, current
 
 
-def optimise(layers: list, lower: torch.Tensor, upper: torch.Tensor, c: torch.Tensor, *,
-             maximise: bool = False, time_limit: float | None = None) -> Optimum:
-    """min (or max) of c · f(x) over the box, exactly."""
-    prog, x, out = _encode(layers, lower, upper)
-    n = len(prog.lo)
-    objective = np.zeros(n)
-    sign = -1.0 if maximise else 1.0
-    for k, v in zip(out, c.double().tolist()):
-        objective[k] = sign * v
-    A = lil_matrix((len(prog.rows), n))
+def _solve(prog: _Program, objective: np.ndarray, time_limit: float | None):
+    A = lil_matrix((len(prog.rows), len(prog.lo)))
     lo, hi = np.empty(len(prog.rows)), np.empty(len(prog.rows))
     for r, (coef, rl, rh) in enumerate(prog.rows):
         for k, v in coef.items():
             A[r, k] = v
         lo[r], hi[r] = rl, rh
-    res = milp(objective, integrality=np.array(prog.integer), bounds=Bounds(prog.lo, prog.hi),
-               constraints=LinearConstraint(A.tocsr(), lo, hi), options={"time_limit": time_limit} if time_limit else {})
+    return milp(objective, integrality=np.array(prog.integer), bounds=Bounds(prog.lo, prog.hi),
+                constraints=LinearConstraint(A.tocsr(), lo, hi), options={"time_limit": time_limit} if time_limit else {})
+
+
+def optimise(layers: list, lower: torch.Tensor, upper: torch.Tensor, c: torch.Tensor, *,
+             maximise: bool = False, time_limit: float | None = None) -> Optimum:
+    """min (or max) of c · f(x) over the box, exactly."""
+    prog, x, out = _encode(layers, lower, upper)
+    objective = np.zeros(len(prog.lo))
+    sign = -1.0 if maximise else 1.0
+    for k, v in zip(out, c.double().tolist()):
+        objective[k] = sign * v
+    res = _solve(prog, objective, time_limit)
     if res.x is None:
         return Optimum(float("nan"), torch.full((len(x),), float("nan")), res.message)
     status = "optimal" if res.status == 0 else res.message
     return Optimum(sign * float(res.fun), torch.tensor(res.x[x], dtype=torch.float64), status)
+
+
+def largest_decrease(layers: list, lower: torch.Tensor, upper: torch.Tensor, input_index: int, output_index: int,
+                     time_limit: float | None = None) -> tuple[float, torch.Tensor, torch.Tensor, str]:
+    """max f_k(x) − f_k(x') over x, x' in the box with x'_i ≥ x_i and x'_j = x_j otherwise: how much
+    output k can fall as input i grows (≤ 0 proves f_k non-decreasing in x_i). Two copies of the
+    network in one MILP. Returns (value, x, x', status)."""
+    prog, x, out = _encode(layers, lower, upper)
+    prog, x2, out2 = _encode(layers, lower, upper, prog)
+    for j, (a, b) in enumerate(zip(x, x2)):
+        prog.row({b: 1.0, a: -1.0}, 0.0, np.inf if j == input_index else 0.0)
+    objective = np.zeros(len(prog.lo))
+    objective[out[output_index]] = -1.0  # maximise f(x) − f(x')
+    objective[out2[output_index]] = 1.0
+    res = _solve(prog, objective, time_limit)
+    if res.x is None:
+        nan = torch.full((len(x),), float("nan"))
+        return float("nan"), nan, nan, res.message
+    status = "optimal" if res.status == 0 else res.message
+    return (-float(res.fun), torch.tensor(res.x[x], dtype=torch.float64), torch.tensor(res.x[x2], dtype=torch.float64),
+            status)
 
 
 def exact_bounds(layers: list, lower: torch.Tensor, upper: torch.Tensor,

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from ..results import Provenance, Result
-from .bounds import crown, ibp, sample_range
-from .milp import exact_bounds, optimise
+from .bounds import crown, gradient_bounds, ibp, sample_range
+from .milp import exact_bounds, largest_decrease, optimise
 from .network import as_layers, run_layers
 
 METHODS = ("ibp", "crown", "milp")
@@ -97,8 +97,9 @@ class Bounds(Result):
 @dataclass
 class Verdict(Result):
     """Whether a property holds over a region: ``verified`` (proved), ``falsified`` (with a
-    counterexample the network confirms) or ``unknown``; ``margin``: the proved lower bound of
-    min_j (y_label − y_j) (verified when > 0), or its exact value under MILP."""
+    counterexample the network confirms) or ``unknown``. ``margin``: how far from failing, as the
+    method sees it — robustness: min_j (y_label − y_j) (a lower bound, exact under MILP);
+    monotonicity: the lower bound of ∂f_k/∂x_i, or minus the largest fall under MILP."""
 
     property: str
     status: str
@@ -192,3 +193,40 @@ def robustness(net: nn.Module, x: torch.Tensor, eps: float, *, label: int | None
     return Verdict(provenance=_provenance(net, region, method=method, eps=eps, label=label), property=prop,
                    status=status, method=method, margin=worst, counterexample=counterexample,
                    seconds=time.perf_counter() - t)
+
+
+def monotonicity(net: nn.Module, region: Box, *, input_index: int, output_index: int = 0, method: str = "bounds",
+                 time_limit: float | None = None) -> Verdict:
+    """Is output k non-decreasing in input i over the box? ``bounds``: interval bounds on ∂f_k/∂x_i
+    (verified when ≥ 0 everywhere, else unknown); ``milp`` (ReLU/LeakyReLU): the largest fall
+    f_k(x) − f_k(x') with x' = x except x'_i ≥ x_i, exactly — verified when ≤ 0, falsified with the
+    pair [x, x'] (confirmed by re-running the network) when > 0."""
+    if method not in ("bounds", "milp"):
+        raise ValueError(f"method={method!r}; valid: 'bounds', 'milp'")
+    layers = _layers(net, region)
+    n_out = layers[-1].W.shape[0]
+    if not 0 <= output_index < n_out:
+        raise ValueError(f"output index {output_index} out of range: the network has {n_out} outputs")
+    prop = f"output {output_index} non-decreasing in input {input_index} over the box"
+    prov = _provenance(net, region, method=method, input_index=input_index, output_index=output_index)
+    t = time.perf_counter()
+    if method == "bounds":
+        g_lo, _ = gradient_bounds(layers, region.lower.double().flatten(), region.upper.double().flatten(), input_index)
+        margin = float(g_lo[output_index])
+        return Verdict(provenance=prov, property=prop, status="verified" if margin >= 0 else "unknown",
+                       method="gradient bounds", margin=margin, counterexample=None, seconds=time.perf_counter() - t)
+    if not 0 <= input_index < region.lower.numel():
+        raise ValueError(f"input index {input_index} out of range: the network has {region.lower.numel()} inputs")
+    fall, x, x2, status = largest_decrease(layers, region.lower, region.upper, input_index, output_index, time_limit)
+    counterexample = None
+    if status != "optimal":
+        status = "unknown"
+    elif fall <= 1e-9:
+        status = "verified"
+    else:
+        ys = run_layers(layers, torch.stack([x, x2]))[:, output_index]
+        status = "unknown"
+        if float(ys[1]) < float(ys[0]):  # the network confirms: input i grew, the output fell
+            status, counterexample = "falsified", torch.stack([x, x2]).reshape(2, *region.shape)
+    return Verdict(provenance=prov, property=prop, status=status, method=method, margin=-fall,
+                   counterexample=counterexample, seconds=time.perf_counter() - t)
