@@ -54,6 +54,7 @@ bench: $(BENCH)/.installed
 	$(BENCH)/bin/python benchmarks/bench_patching_tl.py
 	$(BENCH)/bin/python benchmarks/bench_circuits.py
 	$(BENCH)/bin/python benchmarks/bench_verify.py
+	$(BENCH)/bin/python benchmarks/bench_bab.py
 
 clean:
 	rm -rf $(VENV) $(BENCH) mechscope-demo mechscope-toy .pytest_cache

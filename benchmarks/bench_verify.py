@@ -17,7 +17,7 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(__file__))
 from common import machine, write_section  # noqa: E402
 
-from mechscope.verify import as_layers, crown, exact_bounds, ibp  # noqa: E402
+from mechscope.verify import as_network, crown, exact_bounds, ibp  # noqa: E402
 
 THREADS = 1
 WIDTHS = (8, 16, 32, 64)
@@ -53,7 +53,7 @@ def main() -> None:
         net = trained(width)
         xt, yt = spirals(1000, 2)
         acc = float((net(xt).argmax(1) == yt).float().mean())
-        layers = as_layers(net, 2)
+        layers = as_network(net, 2)
         times = {"IBP": 0.0, "CROWN": 0.0, "MILP": 0.0}
         loose = {"IBP": 0.0, "CROWN": 0.0}
         for p in points:

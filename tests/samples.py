@@ -13,7 +13,7 @@ from mechscope.verify import Box, output_bounds, robustness
 from mechscope.tasks import make_task
 from mechscope.results import NextTokens, Provenance
 from mechscope.steering import SteeredGeneration
-from mechscope.toy import superposition_phases, train_grokking, train_induction, train_superposition
+from mechscope.toy import interference, superposition_phases, train_grokking, train_induction, train_superposition
 from mechscope.tuned_lens import TunedLens, compare_lenses
 
 
@@ -64,7 +64,9 @@ def _verify_samples():
         flip[0].bias.zero_()
         flip[2].bias.zero_()
     return [output_bounds(net, Box.linf(x, 0.2), "crown", samples=100),
-            robustness(flip, torch.tensor([1.0, 0.0]), 0.6, method="milp")]  # falsified: carries a counterexample
+            robustness(flip, torch.tensor([1.0, 0.0]), 0.6, method="milp"),  # falsified: carries a counterexample
+            robustness(net, x, 0.05, method="bab"),  # verified, with the boxes searched
+            interference(train_superposition(steps=50, instances=1, progress=False)[1], -1)]
 
 
 def _circuit_samples(model):
@@ -82,4 +84,9 @@ def _circuit_samples(model):
 def same_result(a, b) -> bool:
     da, ta = a.to_dict()
     db, tb = b.to_dict()
-    return da == db and ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+    def equal(x, y):  # bit for bit, NaN where NaN
+        return x.dtype == y.dtype and x.shape == y.shape and (torch.equal(x, y) or (
+            x.is_floating_point() and bool((torch.isnan(x) == torch.isnan(y)).all())
+            and torch.equal(x.nan_to_num(0.0), y.nan_to_num(0.0))))
+
+    return da == db and ta.keys() == tb.keys() and all(equal(ta[k], tb[k]) for k in ta)

@@ -9,7 +9,7 @@ import torch
 from mechscope import SiteError
 from mechscope.archive import open as open_archive
 from mechscope.toy import (attn_only, embedding_spectrum, feature_dimensionality, fourier_basis, key_frequencies,
-                           repeated_segments, superposition_phases, train_grokking, train_induction,
+                           interference, repeated_segments, superposition_phases, train_grokking, train_induction,
                            train_superposition)
 from mechscope.toy.attn_only import _phase_step
 from mechscope.toy.grokking import _restrict, all_pairs
@@ -43,6 +43,16 @@ def test_superposition_intro_figure():
     assert r.dimensionality[1, :4].sub(0.5).abs().max() < 0.05
     assert r.dimensionality[2].sub(0.4).abs().max() < 0.05
     assert "pentagon" in r.summary()
+    # proved (MILP) bounds on reporting an absent feature, checked against samples of the model
+    pairs, pent = interference(r, 1), interference(r, 2)
+    assert float(pairs.max_false[:, :4].max()) < 0.05  # antipodal pairs: the bias filters the partner out
+    one, two = pent.max_false[0], pent.max_false[1]
+    assert (one < two - 0.1).all() and all(pent.monotone) and all(pairs.monotone)  # pentagon: two neighbours leak
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(20_000, 5, generator=g) * (torch.rand(20_000, 5, generator=g) < 0.4)
+    x[:, 0] = 0
+    y = torch.relu(x @ (r.W[2].T @ r.W[2]).T + r.b[2])[:, 0]
+    assert float(y.max()) <= float(pent.max_false[2, 0]) + 1e-5 and float(y.max()) > float(pent.max_false[2, 0]) - 0.05
 
 
 def test_superposition_phase_diagram_has_all_three_phases():
@@ -186,7 +196,8 @@ def test_toy_cli_trains_stores_and_draws(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "pentagon" in out and "Stored specimen 'toy: superposition'" in out
     pngs = sorted(p.name for p in (tmp_path / "out" / "superposition").glob("*.png"))
-    assert pngs == ["1-Superposition.png", "2-Superposition.png", "3-SuperpositionPhases.png"]
+    assert pngs == ["1-Superposition.png", "2-Superposition.png", "3-SuperpositionPhases.png", "4-Interference.png"]
     assert "Superposition phase diagram" in (tmp_path / "out" / "superposition" / "report.html").read_text()
     spec = open_archive(str(tmp_path / "arch")).get("toy: superposition")
-    assert spec.tags == ["toy"] and len(spec.findings()) == 3
+    assert spec.tags == ["toy"] and len(spec.findings()) == 4
+    assert "largest output for an absent feature" in out

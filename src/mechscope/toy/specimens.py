@@ -10,7 +10,7 @@ KINDS = ("superposition", "induction", "grokking")
 
 
 def _superposition(progress: bool, quick: bool):
-    from .superposition import superposition_phases, train_superposition
+    from .superposition import interference, superposition_phases, train_superposition
 
     toy, intro = train_superposition(progress=progress)
     _, sweep = train_superposition(20, 5, sparsities=(0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99), instances=4,
@@ -23,6 +23,9 @@ def _superposition(progress: bool, quick: bool):
                 "dimensionalities cluster at simple fractions (1, 1/2, 2/5, ...)."),
         (phases, "One extra feature in one dimension: ignored, given the dimension, or stored in superposition "
                  "with the first, depending on its importance and density."),
+        (interference(intro, -1), "Proved, not sampled (exact MILP over input boxes): how far the pentagon model "
+                                  "reports a feature that is absent. The ReLU's negative bias filters part of the "
+                                  "interference of one other feature; two active neighbours get through."),
     ]
     return toy, findings, dict(task="superposition", dataset="synthetic sparse features",
                                description="Toy Models of Superposition (Elhage et al. 2022), trained from scratch.")

@@ -268,3 +268,91 @@ def superposition_phases(importances=None, densities=None, *, instances: int = 4
     return SuperpositionPhases(
         provenance=Provenance.of(toy, dataset="synthetic sparse features", seed=seed, **params),
         importances=importances, densities=densities, phase=phase, W=w)
+
+
+@dataclass
+class Interference(Result):
+    """Proved bounds on how much a toy model of superposition reports an **absent** feature.
+
+    For the model x' = ReLU(WᵀW x + b) on x ∈ [0, 1]^n and each represented feature i, the exact
+    maximum of x'_i (MILP over the input boxes; ``mechscope.verify``) when x_i = 0 and at most
+    ``k`` other features are active, for k = 1, 2 and n − 1 (any); and whether x'_i is proved
+    non-decreasing in x_i. ``max_false``: [3, n] (rows k = 1, 2, any; NaN for features not
+    represented)."""
+
+    sparsity: float
+    features: list
+    max_false: torch.Tensor
+    monotone: list
+    seconds: float
+    title: ClassVar[str] = "Verified interference in superposition"
+
+    def summary(self) -> str:
+        rows = ["one other feature", "two others", "any others"]
+        lines = [f"S={self.sparsity:.3g}, features {self.features}: the largest output for an absent feature "
+                 f"(exact, MILP, {self.seconds:.2f} s):"]
+        for r, name in enumerate(rows):
+            vals = ", ".join(f"x'{i} ≤ {float(self.max_false[r, i]):.3f}" for i in self.features)
+            lines.append(f"  {name} active: {vals}")
+        proved = [i for i, ok in zip(self.features, self.monotone) if ok]
+        lines.append(f"  x'_i proved non-decreasing in x_i for features {proved}")
+        return "\n".join(lines)
+
+    def evidence(self) -> dict:
+        rows = [[None if v != v else round(v, 6) for v in row] for row in self.max_false.tolist()]  # JSON: no NaN
+        return {"sparsity": self.sparsity, "max_false": rows, "monotone": self.monotone}
+
+    def figure(self):
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3))
+        width = 0.27
+        idx = torch.tensor(self.features, dtype=torch.float32)
+        for r, name in enumerate(["1 other active", "2 others", "any"]):
+            ax.bar((idx + (r - 1) * width).numpy(), self.max_false[r, self.features].numpy(), width, label=name)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set(xlabel="feature i (absent)", ylabel="max x'_i (proved)", xticks=idx.numpy(),
+               title="How much an absent feature can be reported")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        return fig
+
+
+def interference(result: Superposition, k: int = -1) -> Interference:
+    """Prove the interference bounds of the model at sparsity index ``k`` (see ``Interference``)."""
+    import itertools
+    import time
+
+    from torch import nn
+
+    from ..verify import Box, as_network, monotonicity, optimise
+
+    W, b = result.W[k].detach().double(), result.b[k].detach().double()
+    m, n = W.shape
+    module = nn.Sequential(nn.Linear(n, m, bias=False), nn.Linear(m, n), nn.ReLU()).double()
+    with torch.no_grad():
+        module[0].weight.copy_(W)
+        module[1].weight.copy_(W.T)
+        module[1].bias.copy_(b)
+    net = as_network(module, n, "superposition toy")
+    features = result.represented(k)
+    max_false = torch.full((3, n), float("nan"), dtype=torch.float64)
+    t = time.perf_counter()
+    for i in features:
+        others = [j for j in range(n) if j != i]
+        for r, size in enumerate((1, 2, n - 1)):
+            best = -float("inf")
+            for active in itertools.combinations(others, min(size, len(others))):
+                upper = torch.zeros(n, dtype=torch.float64)
+                upper[list(active)] = 1.0
+                c = torch.zeros(n, dtype=torch.float64)
+                c[i] = 1.0
+                best = max(best, optimise(net, torch.zeros(n, dtype=torch.float64), upper, c, maximise=True).value)
+            max_false[r, i] = best
+    full = Box(torch.zeros(n), torch.ones(n))
+    monotone = [monotonicity(net, full, input_index=i, output_index=i, method="milp").status == "verified"
+                for i in features]
+    return Interference(provenance=Provenance(model=result.provenance.model, fingerprint=result.provenance.fingerprint,
+                                              dataset="input boxes in [0, 1]^n", params={"k": k}),
+                        sparsity=float(result.sparsities[k]), features=features, max_false=max_false,
+                        monotone=monotone, seconds=time.perf_counter() - t)

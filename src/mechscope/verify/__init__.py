@@ -1,14 +1,17 @@
-"""Proving properties of networks: interval and CROWN bounds, exact MILP checks, robustness,
-monotonicity.
+"""Proving properties of networks: interval and CROWN bounds, exact MILP checks, branch and bound,
+robustness, monotonicity, VNNLIB properties and ONNX networks.
 
-Feed-forward networks (``nn.Sequential`` of Linear, Conv2d, Flatten and ReLU / LeakyReLU /
-Sigmoid / Tanh) over input boxes. Every answer is a result that can be kept in the archive.
+Networks are graphs of affine maps, activations (ReLU, LeakyReLU, Sigmoid, Tanh) and sums (residual
+additions), traced from PyTorch modules or read from ONNX. Every answer is a result that can be
+kept in the archive.
 """
 
+from .bab import Search, branch_and_bound
 from .bounds import crown, gradient_bounds, ibp, sample_range
-from .milp import exact_bounds, largest_decrease, optimise
-from .network import UnsupportedLayer, as_layers, run_layers
-from .properties import Box, Bounds, Verdict, monotonicity, output_bounds, robustness
+from .milp import exact_bounds, largest_decrease, largest_violation, optimise
+from .network import Network, UnsupportedLayer, as_network
+from .properties import Bounds, Box, Property, Verdict, check, monotonicity, output_bounds, robustness
 
-__all__ = ["Box", "Bounds", "UnsupportedLayer", "Verdict", "as_layers", "crown", "exact_bounds", "gradient_bounds", "ibp",
-           "largest_decrease", "monotonicity", "optimise", "output_bounds", "robustness", "run_layers", "sample_range"]
+__all__ = ["Bounds", "Box", "Network", "Property", "Search", "UnsupportedLayer", "Verdict", "as_network",
+           "branch_and_bound", "check", "crown", "exact_bounds", "gradient_bounds", "ibp", "largest_decrease",
+           "largest_violation", "monotonicity", "optimise", "output_bounds", "robustness", "sample_range"]
