@@ -55,6 +55,7 @@ bench: $(BENCH)/.installed
 	$(BENCH)/bin/python benchmarks/bench_circuits.py
 	$(BENCH)/bin/python benchmarks/bench_verify.py
 	$(BENCH)/bin/python benchmarks/bench_bab.py
+	$(BENCH)/bin/python benchmarks/bench_concepts.py
 
 clean:
 	rm -rf $(VENV) $(BENCH) mechscope-demo mechscope-toy .pytest_cache

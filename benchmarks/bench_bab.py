@@ -34,6 +34,8 @@ BLOB_POINTS = 10
 TIMEOUT = 5.0
 CUTOFFS = (0.01, 0.1, 1.0, 5.0)
 METHODS = ("crown", "bab", "milp")
+HEADER = ["| method | verified | falsified | unknown | " + " | ".join(f"solved ≤ {c:g} s" for c in CUTOFFS) + " | total time |",
+          "|---|---:|---:|---:|" + "---:|" * len(CUTOFFS) + "---:|"]
 
 
 def blobs(n: int, seed: int, dim: int = 10, classes: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,18 +119,14 @@ def main() -> None:
         f"{', '.join(map(str, WIDTHS))} (2 hidden ReLU layers) × ε ∈ {{{', '.join(map(str, EPSILONS))}}} × {POINTS} "
         f"points; time limit {TIMEOUT:g} s per instance.",
         "",
-        "| method | verified | falsified | unknown | " + " | ".join(f"solved ≤ {c:g} s" for c in CUTOFFS)
-        + " | total time |",
-        "|---|---:|---:|---:|" + "---:|" * len(CUTOFFS) + "---:|",
+        *HEADER,
         *rows,
         "",
         f"Harder: {n_blob} instances on a 10-input network (3 hidden ReLU layers of 64, 5 overlapping Gaussian "
         f"classes, test accuracy {blob_acc:.2f}), ε ∈ {{{', '.join(map(str, BLOB_EPSILONS))}}} × {BLOB_POINTS} points "
         "(input splitting has 10 dimensions to cut):",
         "",
-        "| method | verified | falsified | unknown | " + " | ".join(f"solved ≤ {c:g} s" for c in CUTOFFS)
-        + " | total time |",
-        "|---|---:|---:|---:|" + "---:|" * len(CUTOFFS) + "---:|",
+        *HEADER,
         *blob_rows,
         "",
         f"Collision-avoidance instance (`mechscope verify --example`: 5 inputs, 6×50 ReLU, 5 scores; accuracy "

@@ -49,6 +49,7 @@ def sample_results(model):
                                              progress=False),
                          attribution_patching(model, make_task("induction", model, n=2, length=4), "heads")),
         *_circuit_samples(model),
+        *_concept_samples(model),
         *_verify_samples(),
     ]
 
@@ -67,6 +68,26 @@ def _verify_samples():
             robustness(flip, torch.tensor([1.0, 0.0]), 0.6, method="milp"),  # falsified: carries a counterexample
             robustness(net, x, 0.05, method="bab"),  # verified, with the boxes searched
             interference(train_superposition(steps=50, instances=1, progress=False)[1], -1)]
+
+
+def _concept_samples(model):
+    from mechscope.probes import ProbeDataset, probe_sweep
+    from mechscope.steering import control_vector, steering_sweep
+
+    from mechscope.geometry import WordVectors, relation_geometry
+    from mechscope.neurons import gating_neurons, neuron_cards
+
+    data = ProbeDataset("s", ["I love it.", "I hate it.", "so good.", "so bad."], [1, 0, 1, 0], ["a", "a", "b", "b"],
+                        types=["love", "hate", "good", "bad"])
+    wv = WordVectors([f"w{i}" for i in range(8)], torch.randn(8, 5, generator=torch.Generator().manual_seed(0)))
+    cv = control_vector(model, [("I love it", "I hate it")], "blocks.0.resid_post")
+    return [probe_sweep(model, data, "blocks.*.resid_post", test_fraction=0.5, progress=False), cv,
+            relation_geometry(wv, {"r": [("w0", "w1"), ("w2", "w3"), ("w4", "w5")]}, vocab=None),
+            neuron_cards(model, 0, [1, 2], blocks=torch.randint(3, 100, (2, 12), generator=torch.Generator().manual_seed(0)),
+                         k=2, progress=False),
+            gating_neurons(model, make_task("induction", model, n=2, length=4), 0, candidates=3, progress=False),
+            steering_sweep(model, cv, ["The cat"], [0.0, 2.0], score=lambda ts: 0.0, neutral=["The cat sat."],
+                           max_new_tokens=2, progress=False)]
 
 
 def _circuit_samples(model):

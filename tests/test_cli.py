@@ -75,3 +75,26 @@ def test_circuit_finds_stores_and_exports_a_circuit(model_dir, capsys, tmp_path,
     assert "<svg" in page.read_text()
     spec = open_archive(arch).search(tag="circuit")[0]
     assert spec.name == f"induction circuit ({method})"
+
+
+def test_probe_and_steer(model_dir, tmp_path, capsys):
+    from mechscope.archive import open as open_archive
+
+    archive = str(tmp_path / "a.db")
+    assert main(["probe", model_dir, "--dataset", "truth", "--site", "blocks.*.resid_post", "--quiet",
+                 "--archive", archive, "--out", str(tmp_path / "p.html")]) == 0
+    out = capsys.readouterr().out
+    assert "logistic probes for 'truth'" in out and "blocks.1.resid_post" in out and "selectivity" in out
+    assert "Probe sweep" in (tmp_path / "p.html").read_text()
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("I love it\tI hate it\nvery good\tvery bad\n")
+    assert main(["steer", model_dir, "The cat", "Paris is", "--pairs", str(pairs), "--site", "blocks.0.resid_post",
+                 "--coef", "8", "--max-new-tokens", "4", "--quiet", "--archive", archive,
+                 "--out", str(tmp_path / "s.html")]) == 0
+    out = capsys.readouterr().out
+    assert "mean-diff control vector from 2 pairs" in out and "coef +8" in out
+    spec = open_archive(archive).get(f"steering: {pairs}")
+    assert [f.kind for f in spec.findings()] == ["ControlVector", "SteeringSweep"]
+    pairs.write_text("only one column\n")
+    assert main(["steer", model_dir, "x", "--pairs", str(pairs), "--archive", archive]) == 2
+    assert "each pair needs a positive and a negative prompt" in capsys.readouterr().err

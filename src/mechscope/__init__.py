@@ -16,7 +16,8 @@ __all__ = [
     "Patch", "ProjectOut", "Replace", "Run", "SiteError", "UnsupportedArchitecture", "load", "__version__",
 ]
 
-_SUBMODULES = {"archive", "attribution", "circuits", "data", "geometry", "heads", "lens", "patching", "report", "results",
+_SUBMODULES = {"archive", "attribution", "circuits", "data", "geometry", "heads", "lens", "neurons", "patching", "probes",
+               "report", "results",
                "scrubbing", "steering", "tasks", "toy", "tuned_lens", "verify", "web"}
 
 

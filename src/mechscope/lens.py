@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .models.model import Model
+from .models.weights import mlp_out_weights
 from .results import Provenance, Result
 
 
@@ -290,9 +291,7 @@ def neuron_attribution(model: Model, prompt: str, layer: int, target: str | int,
     direction, t, f = _logit_direction(model, target, foil)
     apply, _ = frozen_norm(model.hf.get_submodule(model.adapter.final_norm),
                            run.cache[f"blocks.{c.n_layers - 1}.resid_post"][0, pos])
-    down = model.hf.get_submodule(f"{model.adapter.blocks}.{layer}.{model.adapter.mlp_down}")
-    w_down = down.weight.float() if isinstance(down, nn.Linear) else down.weight.float().T  # [d_model, d_mlp]
-    per_unit = apply(w_down.T) @ direction  # logit effect of one unit of each neuron: [d_mlp]
+    per_unit = apply(mlp_out_weights(model, layer)) @ direction  # logit effect of one unit of each neuron: [d_mlp]
     values = run.cache[f"blocks.{layer}.mlp.post"][0, pos].float() * per_unit
     logits = run.cache["logits"][0, pos].float()
     actual = float(logits[t] - (logits[f] if f is not None else 0.0))

@@ -30,7 +30,8 @@ FORMAT_VERSION = 1
 # server, an importer) can rebuild any saved result without the caller importing them first.
 BUILTIN_RESULT_MODULES = ("mechscope.patching", "mechscope.heads", "mechscope.steering", "mechscope.circuits",
                           "mechscope.lens", "mechscope.attribution", "mechscope.tuned_lens", "mechscope.geometry",
-                          "mechscope.toy", "mechscope.tasks", "mechscope.scrubbing", "mechscope.verify")
+                          "mechscope.toy", "mechscope.tasks", "mechscope.scrubbing", "mechscope.verify",
+                          "mechscope.probes", "mechscope.neurons")
 
 
 def result_types() -> dict[str, type["Result"]]:

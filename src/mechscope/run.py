@@ -89,6 +89,14 @@ class Run:
             for prow, irow in zip(values.tolist(), ids.tolist())
         ]
 
+    def token_loss(self) -> torch.Tensor:
+        """Next-token loss −log p(token_{t+1}) at each position t: [batch, pos − 1], NaN where
+        position t or t+1 is padding."""
+        logp = self.logits[:, :-1].float().log_softmax(-1)
+        loss = -logp.gather(-1, self.tokens[:, 1:, None].to(logp.device))[..., 0]
+        real = (self.mask[:, :-1] * self.mask[:, 1:]).bool().to(loss.device)
+        return torch.where(real, loss, torch.full_like(loss, float("nan")))
+
     def __repr__(self) -> str:
         def names(c: Cache) -> str:
             keys = list(c)

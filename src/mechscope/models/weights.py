@@ -46,3 +46,9 @@ def embedding_weights(model: Model) -> tuple[torch.Tensor, torch.Tensor]:
     w_e = model.hf.get_input_embeddings().weight.detach().float()
     w_u = model.hf.get_output_embeddings().weight.detach().float().T
     return w_e, w_u
+
+
+def mlp_out_weights(model: Model, layer: int) -> torch.Tensor:
+    """W_out [d_mlp, d_model]: row n is what one unit of neuron n writes into the residual stream."""
+    down = model.hf.get_submodule(f"{model.adapter.blocks}.{layer}.{model.adapter.mlp_down}")
+    return _in_out(down).detach().float()

@@ -1,0 +1,284 @@
+"""Neurons of an MLP layer: what fires them, what they write, how many things they mean, and which
+ones a behaviour cannot do without.
+
+``neuron_cards(model, layer, neurons)`` runs blocks of the embedded corpus once, caching
+``blocks.{layer}.mlp.post``, and for each neuron keeps:
+
+- the top activating contexts (``window`` tokens up to the peak, every token's activation kept for
+  highlighting) and examples from activation quantiles (what weaker firing looks like);
+- its activation histogram and density (fraction of tokens where it is > 0);
+- its direct logit effect: W_out[n] · W_U, the tokens one unit of it promotes and suppresses (the
+  final norm's scale left out, as in Neuroscope);
+- polysemanticity: the top-activating positions (each as its token's and the previous token's
+  embedding, concatenated and normalised) clustered by average linkage at cosine distance 0.6; the
+  effective number of clusters (exp entropy of their sizes), and the effective number of distinct
+  tokens (exp entropy of the peak tokens).
+
+``gating_neurons(model, task, layer)`` zero-ablates every neuron of the layer, many neurons per
+forward (one row per neuron × prompt), and reports each one's effect on the task metric and the
+fraction of prompts whose behaviour it switches off (metric from > 0 to ≤ 0). ``candidates=N``
+first ranks every neuron by the first-order estimate of its ablation effect, −Σ a·∂M/∂a (one
+backward), and ablates only the N largest |estimates| exactly.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+from dataclasses import dataclass
+from typing import ClassVar, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .interventions import Replace
+from .models.model import Model
+from .models.weights import embedding_weights, mlp_out_weights
+from .results import Provenance, Result
+
+
+@dataclass
+class NeuronCards(Result):
+    """Cards for neurons of one layer (see the module docstring). Per neuron: ``top`` and
+    ``quantile_examples`` are lists of {"tokens", "acts", "peak"}; ``hist`` [neurons, bins] over
+    ``edges`` [bins + 1]."""
+
+    layer: int
+    neurons: list
+    top: list
+    quantile_examples: list
+    edges: torch.Tensor
+    hist: torch.Tensor
+    density: list
+    max_act: list
+    promoted: list  # per neuron: [[token, logit effect], ...]
+    suppressed: list
+    clusters: list
+    effective_tokens: list
+    n_tokens: int
+    title: ClassVar[str] = "Neuron cards"
+
+    def label(self, i: int) -> str:
+        """A short automatic label: the commonest peak tokens and the top promoted token."""
+        peaks = [ex["tokens"][ex["peak"]] for ex in self.top[i]]
+        common = sorted(set(peaks), key=lambda t: -peaks.count(t))[:3]
+        return f"fires on {', '.join(repr(t) for t in common)}; promotes {self.promoted[i][0][0]!r}"
+
+    def summary(self) -> str:
+        rows = [f"  L{self.layer} N{n}: max {self.max_act[i]:.2f}, density {self.density[i]:.1%}, "
+                f"{self.clusters[i]:.1f} context clusters, {self.effective_tokens[i]:.1f} effective tokens — {self.label(i)}"
+                for i, n in enumerate(self.neurons)]
+        return f"{len(self.neurons)} neurons of layer {self.layer} over {self.n_tokens} tokens:\n" + "\n".join(rows)
+
+    def evidence(self) -> dict:
+        return {"layer": self.layer, "neurons": self.neurons, "clusters": self.clusters,
+                "density": [round(d, 5) for d in self.density]}
+
+    def figure(self):
+        import matplotlib.pyplot as plt
+
+        k = len(self.neurons)
+        cols = min(k, 4)
+        rows = (k + cols - 1) // cols
+        fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.2 * rows), squeeze=False)
+        centres = ((self.edges[1:] + self.edges[:-1]) / 2).numpy()
+        for i, ax in enumerate(axes.flat):
+            if i >= k:
+                ax.axis("off")
+                continue
+            ax.bar(centres, self.hist[i].numpy(), width=float(self.edges[1] - self.edges[0]), color="C0")
+            ax.set_yscale("log")
+            ax.set_title(f"L{self.layer} N{self.neurons[i]}", fontsize=8)
+            ax.tick_params(labelsize=6)
+        fig.supxlabel("activation", fontsize=8)
+        fig.tight_layout()
+        return fig
+
+    def html(self, png: bytes | None = None) -> str:
+        e = html_lib.escape
+        parts = [f"<section class='result neurons'><h2>{e(self.title)}</h2><pre>{e(self.summary())}</pre>"]
+        png = png if png is not None else self.png_bytes()
+        if png:
+            import base64
+
+            parts.append(f"<img alt='activation histograms' src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
+
+        def context(ex, scale):
+            spans = []
+            for t, a in zip(ex["tokens"], ex["acts"]):
+                alpha = max(0.0, min(1.0, a / scale)) if scale > 0 else 0.0
+                spans.append(f"<span title='{a:.3f}' style='background: rgba(255,120,0,{alpha:.2f})'>{e(t)}</span>")
+            return "<div class='ctx'>" + "".join(spans) + "</div>"
+
+        for i, n in enumerate(self.neurons):
+            scale = self.max_act[i]
+            promoted = ", ".join(f"{e(repr(t))} {v:+.2f}" for t, v in self.promoted[i][:6])
+            suppressed = ", ".join(f"{e(repr(t))} {v:+.2f}" for t, v in self.suppressed[i][:6])
+            parts.append(
+                f"<div class='card' data-neuron='{n}'><h3>L{self.layer} N{n}: {e(self.label(i))}</h3>"
+                f"<p>max {self.max_act[i]:.2f} · density {self.density[i]:.2%} · {self.clusters[i]:.1f} context "
+                f"clusters · {self.effective_tokens[i]:.1f} effective tokens</p>"
+                f"<p>promotes: {promoted}<br>suppresses: {suppressed}</p><h4>top activating</h4>"
+                + "".join(context(ex, scale) for ex in self.top[i])
+                + "<h4>from activation quantiles</h4>"
+                + "".join(f"<div class='q'>q{ex['quantile']:.2f}</div>" + context(ex, scale)
+                          for ex in self.quantile_examples[i]) + "</div>")
+        return "".join(parts) + "</section>"
+
+
+def _clusters(features: torch.Tensor, distance: float = 0.6) -> float:
+    """Effective number of clusters, exp(entropy of the cluster sizes), of the rows clustered by
+    average linkage cut at cosine distance ``distance`` (1: one kind of context; k equal clusters: k)."""
+    if features.shape[0] < 2:
+        return float(features.shape[0])
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    labels = fcluster(linkage(features.double().numpy(), method="average", metric="cosine"), distance,
+                      criterion="distance")
+    counts = torch.bincount(torch.as_tensor(labels)).double()
+    p = counts[counts > 0] / counts.sum()
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+def neuron_cards(model: Model, layer: int, neurons: Sequence[int], *, blocks: torch.Tensor | None = None,
+                 n_blocks: int = 64, length: int = 64, k: int = 8, window: int = 10, bins: int = 40,
+                 cluster_top: int = 32, batch: int = 16, progress: bool = True) -> NeuronCards:
+    """Cards for ``neurons`` of MLP ``layer`` over ``blocks`` [n, length] of token ids (default:
+    ``n_blocks`` blocks of the embedded Shakespeare corpus)."""
+    d_mlp = model.cfg.d_mlp
+    neurons = list(neurons)
+    bad = [n for n in neurons if not 0 <= n < d_mlp]
+    if bad or not neurons:
+        raise ValueError(f"neurons {bad or neurons} out of range: layer {layer} has neurons 0..{d_mlp - 1}")
+    if blocks is None:
+        from .data import token_blocks
+
+        blocks = token_blocks(model.tokenizer, n_blocks, length)
+    site = f"blocks.{layer}.mlp.post"
+    acts = []
+    for start in tqdm(range(0, len(blocks), batch), desc=f"neurons L{layer}", disable=not progress, leave=False):
+        run = model.run(blocks[start:start + batch], cache=site)
+        acts.append(run.cache[site][..., neurons].float().cpu())
+    A = torch.cat(acts)  # [blocks, pos, neurons]
+    flat = A.reshape(-1, len(neurons))
+    lo, hi = float(flat.min()), float(flat.max())
+    edges = torch.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
+    hist = torch.stack([torch.histc(flat[:, i], bins, edges[0].item(), edges[-1].item()) for i in range(len(neurons))])
+    tok = model.tokenizer
+    E, W_U = embedding_weights(model)
+    effect = mlp_out_weights(model, layer)[neurons] @ W_U  # [neurons, vocab]
+
+    def example(b: int, p: int, i: int) -> dict:
+        s = max(0, p - window + 1)
+        ids = blocks[b, s:p + 1].tolist()
+        return {"tokens": [tok.decode([t]) for t in ids], "acts": A[b, s:p + 1, i].tolist(), "peak": p - s}
+
+    top, quantile_examples, density, max_act, promoted, suppressed, clusters, eff = ([] for _ in range(8))
+    n_pos = A.shape[1]
+    for i in range(len(neurons)):
+        col = flat[:, i]
+        order = col.argsort(descending=True)
+        top.append([example(int(j) // n_pos, int(j) % n_pos, i) for j in order[:k]])
+        qs = []
+        for q in (0.5, 0.9, 0.99):
+            j = int(order[min(len(order) - 1, int((1 - q) * len(order)))])
+            qs.append({**example(j // n_pos, j % n_pos, i), "quantile": q})
+        quantile_examples.append(qs)
+        density.append(float((col > 0).double().mean()))
+        max_act.append(float(col.max()))
+        vals, ids = effect[i].topk(8)
+        promoted.append([[tok.decode([int(t)]), float(v)] for v, t in zip(vals, ids)])
+        vals, ids = (-effect[i]).topk(8)
+        suppressed.append([[tok.decode([int(t)]), -float(v)] for v, t in zip(vals, ids)])
+        peaks = order[:cluster_top]
+        b_idx, p_idx = peaks // n_pos, peaks % n_pos
+        cur = blocks[b_idx, p_idx]
+        prev = blocks[b_idx, (p_idx - 1).clamp(min=0)]
+        feats = torch.cat([E[cur], E[prev]], 1)
+        clusters.append(_clusters(feats / feats.norm(dim=1, keepdim=True)))
+        _, counts = torch.unique(cur, return_counts=True)
+        p = counts.double() / counts.sum()
+        eff.append(float(torch.exp(-(p * p.log()).sum())))
+    return NeuronCards(provenance=Provenance.of(model, dataset="shakespeare blocks", layer=layer, neurons=neurons,
+                                                n_blocks=len(blocks), length=int(blocks.shape[1])),
+                       layer=layer, neurons=neurons, top=top, quantile_examples=quantile_examples, edges=edges,
+                       hist=hist, density=density, max_act=max_act, promoted=promoted, suppressed=suppressed,
+                       clusters=clusters, effective_tokens=eff, n_tokens=int(flat.shape[0]))
+
+
+@dataclass
+class GatingNeurons(Result):
+    """Zero-ablating each neuron of a layer on a task: ``effect`` [d_mlp] (mean metric change) and
+    ``switched`` [d_mlp] (fraction of prompts whose metric goes from > 0 to ≤ 0)."""
+
+    task: str
+    layer: int
+    clean_metric: float
+    effect: torch.Tensor
+    switched: torch.Tensor
+    title: ClassVar[str] = "Gating neurons"
+
+    def gating(self, fraction: float = 0.5) -> list[int]:
+        """Neurons whose ablation switches the behaviour off on at least ``fraction`` of prompts."""
+        return [int(n) for n in (self.switched >= fraction).nonzero().flatten()]
+
+    def summary(self) -> str:
+        order = self.effect.nan_to_num(float("inf")).argsort()[:8].tolist()
+        rows = ", ".join(f"N{n} {float(self.effect[n]):+.3f} (off on {float(self.switched[n]):.0%})" for n in order)
+        gates = self.gating()
+        tested = int((~self.effect.isnan()).sum())
+        return (f"zero-ablating {tested} of {len(self.effect)} neurons of layer {self.layer} on {self.task} (clean metric "
+                f"{self.clean_metric:.3f}): largest drops {rows}; gating neurons (switch ≥ 50 % off): "
+                f"{gates if gates else 'none'}")
+
+    def evidence(self) -> dict:
+        n = int(self.effect.nan_to_num(float("inf")).argmin())
+        return {"layer": self.layer, "top_neuron": n, "effect": float(self.effect[n]), "gating": self.gating()}
+
+    def figure(self):
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 2.6))
+        ax.plot(self.effect.numpy(), lw=0.6)
+        ax.set(xlabel=f"neuron (layer {self.layer})", ylabel="metric change when zeroed", title=self.task)
+        fig.tight_layout()
+        return fig
+
+
+def gating_neurons(model: Model, task, layer: int, *, neurons: Sequence[int] | None = None,
+                   candidates: int | None = None, batch: int = 256, progress: bool = True) -> GatingNeurons:
+    """Zero-ablate each neuron (default: all of the layer; ``candidates``: the N with the largest
+    estimated effect), one row per neuron × prompt. Neurons not ablated get effect NaN."""
+    d_mlp = model.cfg.d_mlp
+    neurons = list(range(d_mlp)) if neurons is None else list(neurons)
+    pairs = len(task)
+    clean = task.run_metric(model, "clean")
+    site = f"blocks.{layer}.mlp.post"
+    if candidates is not None:
+        run = model.run(task.clean, cache=site, grads=site, metric=lambda r: task.score(r.logits[:, -1]).sum())
+        a = run.cache[site].float()
+        estimate = -(a * run.grads[site].float() * run.mask[..., None].to(a.device)).sum((0, 1)).cpu()
+        order = estimate[neurons].abs().argsort(descending=True)[:candidates]
+        neurons = [neurons[i] for i in order.tolist()]
+    effects, switched = [], []
+    per = max(1, batch // pairs)
+    for start in tqdm(range(0, len(neurons), per), desc=f"ablating L{layer} neurons", disable=not progress, leave=False):
+        chunk = neurons[start:start + per]
+        which = torch.tensor(chunk).repeat_interleave(pairs)  # row r zeroes neuron which[r]
+
+        def zero(x: torch.Tensor, which=which) -> torch.Tensor:
+            x = x.clone()
+            x[torch.arange(x.shape[0]), :, which.to(x.device)] = 0.0
+            return x
+
+        with torch.no_grad():
+            run = model.run([c for _ in chunk for c in task.clean], interventions=[Replace(site, zero)])
+        metric = task.score(run.logits[:, -1]).view(len(chunk), pairs).cpu()
+        effects.append((metric - clean.cpu()).mean(1))
+        on = clean.cpu() > 0
+        switched.append(((metric <= 0) & on).double().sum(1) / on.sum().clamp(min=1))
+    effect = torch.full((d_mlp,), float("nan"))
+    off = torch.full((d_mlp,), float("nan"))
+    effect[neurons], off[neurons] = torch.cat(effects).float(), torch.cat(switched).float()
+    return GatingNeurons(provenance=Provenance.of(model, prompts=task.texts or task.clean, task=task.name, layer=layer,
+                                                  candidates=candidates),
+                         task=task.name, layer=layer, clean_metric=float(clean.mean()), effect=effect, switched=off)
