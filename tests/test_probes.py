@@ -116,5 +116,16 @@ def test_sweep_over_a_models_sites_and_embedded_datasets():
     assert float((run.cache["blocks.1.resid_post"] @ sweep.directions[1]).abs().max()) < 1e-4
     with pytest.raises(ValueError, match="no probe at 'embed'"):
         sweep.control_vector("embed")
-    with pytest.raises(ValueError, match="unknown dataset 'pos'; embedded: sentiment, truth"):
+    with pytest.raises(ValueError, match="unknown dataset 'pos'; embedded: sentiment, truth, function-words"):
         probe_sweep(model, "pos")
+
+
+def test_function_word_dataset_from_the_corpus():
+    from mechscope.probes import FUNCTION_WORDS, function_word_dataset
+
+    model = tiny("llama")  # a tiny BPE: few whole-word tokens, but the construction is the same
+    data = function_word_dataset(model.tokenizer, n_blocks=40, per_block=3, length=20)
+    assert 0 < len(data.prompts) <= 120 and all(isinstance(p, list) for p in data.prompts)
+    for ids, label, word, group in zip(data.prompts, data.labels, data.types, data.groups):
+        assert model.tokenizer.decode([ids[-1]]).strip().lower() == word  # probed at the word itself
+        assert label == (1.0 if word in FUNCTION_WORDS else 0.0) and group.startswith("block")

@@ -205,3 +205,16 @@ def test_neuron_cards_and_gating_neurons(smollm):
     gates = gating_neurons(smollm, task, 20, candidates=24, progress=False)
     assert int((~gates.effect.isnan()).sum()) == 24 and gates.gating() == []
     assert float(gates.effect.nan_to_num(0).abs().max()) < 0.1 * gates.clean_metric
+
+
+def test_function_word_probes_need_the_control_task(smollm):
+    """A label that is a function of the word: probes read it everywhere, but so does the control
+    task (random labels per word, words recurring across blocks) — selectivity is what is left."""
+    from mechscope.probes import probe_sweep
+
+    sweep = probe_sweep(smollm, "function-words", "blocks.*.resid_post", progress=False)
+    # measured: test 0.90-0.99 at every layer; control 0.82 at block 0 (the embedding lets a probe memorise words),
+    # 0.66-0.78 later; selectivity 0.14 at block 0, 0.26 at block 20
+    assert min(sweep.test_score) > 0.85
+    assert sweep.control_score[0] > 0.7 and sweep.selectivity[0] < 0.3  # memorising words pays on the control task
+    assert max(sweep.selectivity) > sweep.selectivity[0]

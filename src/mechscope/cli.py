@@ -430,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("probe", help="linear probes at every site, with control tasks and selectivity")
     p.add_argument("model", help=model_help)
-    p.add_argument("--dataset", default="sentiment", choices=["sentiment", "truth"])
+    p.add_argument("--dataset", default="sentiment", choices=["sentiment", "truth", "function-words"])
     p.add_argument("--site", default="blocks.*.resid_post", help="sites to probe (globs allowed)")
     p.add_argument("--kind", default="logistic", choices=["logistic", "mass-mean"])
     p.add_argument("--seed", type=int, default=0)

@@ -154,12 +154,12 @@ class LinearProbe:
 
 @dataclass
 class ProbeDataset:
-    """Labelled prompts. ``groups``: what must not be split across train and test (a template, a
-    word); ``types``: what the control task labels (None: the token at the probed position);
-    ``position``: which token is probed (-1 = last real token)."""
+    """Labelled prompts (strings or token-id lists). ``groups``: what must not be split across
+    train and test (a template, a word); ``types``: what the control task labels (None: the token
+    at the probed position); ``position``: which token is probed (-1 = last real token)."""
 
     name: str
-    prompts: list[str]
+    prompts: list
     labels: list[float]
     groups: list[str]
     types: list[str] | None = None
@@ -229,7 +229,44 @@ def truth_dataset(seed: int = 0) -> ProbeDataset:
     return ProbeDataset("truth", prompts, labels, groups, types=types, position=-1)
 
 
-DATASETS = {"sentiment": sentiment_dataset, "truth": truth_dataset}
+FUNCTION_WORDS = set("""the a an of to and in that is it for with as on at by from this be are was were or but not no nor
+his her my your their our its he she they we you i me him them us if so all any some there what which who whom whose
+when where how than then thou thee thy thine ye hath doth shall will would should may might must can could do does did
+have has had am been being into upon unto o up out too very yet these those such each every both either neither""".split())
+
+
+def function_word_dataset(tokenizer, n_blocks: int = 100, per_block: int = 4, length: int = 24,
+                          seed: int = 0) -> ProbeDataset:
+    """A part-of-speech-like token task on the embedded corpus: is the word just read a function
+    word (closed class: determiners, pronouns, prepositions, auxiliaries, conjunctions — a fixed
+    list) or a content word? Each example is a corpus prefix (token ids) ending at a whole word
+    (one token, after a space); groups = the corpus block (no context on both sides); control
+    types = the word — words recur across blocks, so a probe that memorises words scores on the
+    control task too, which is what selectivity corrects for (Hewitt & Liang's point)."""
+    from .data import token_blocks
+
+    blocks = token_blocks(tokenizer, n_blocks, length)
+    g = torch.Generator().manual_seed(seed)
+    prompts, labels, groups, types = [], [], [], []
+    for b, row in enumerate(blocks.tolist()):
+        cands = []
+        for p in range(4, length - 1):
+            text = tokenizer.decode([row[p]])
+            nxt = tokenizer.decode([row[p + 1]])
+            word = text.strip().lower()
+            if text.startswith(" ") and word.isalpha() and not nxt[:1].isalpha():  # a whole word
+                cands.append((p, word))
+        for k in torch.randperm(len(cands), generator=g)[:per_block].tolist():
+            p, word = cands[k]
+            prompts.append(row[:p + 1])
+            labels.append(1.0 if word in FUNCTION_WORDS else 0.0)
+            groups.append(f"block{b}")
+            types.append(word)
+    return ProbeDataset("function-words", prompts, labels, groups, types=types, position=-1)
+
+
+DATASETS = {"sentiment": lambda model: sentiment_dataset(), "truth": lambda model: truth_dataset(),
+            "function-words": lambda model: function_word_dataset(model.tokenizer)}
 
 
 def group_split(groups: Sequence[str], test_fraction: float = 0.3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -346,7 +383,7 @@ def probe_sweep(model: Model, dataset: ProbeDataset | str, sites: str | Sequence
     if isinstance(dataset, str):
         if dataset not in DATASETS:
             raise ValueError(f"unknown dataset {dataset!r}; embedded: {', '.join(DATASETS)}")
-        dataset = DATASETS[dataset]()
+        dataset = DATASETS[dataset](model)
     acts, tokens = (cached, None) if cached is not None else activations(model, dataset, sites, batch=batch,
                                                                          progress=progress)
     if dataset.types is None and tokens is None:
