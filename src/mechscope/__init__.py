@@ -17,7 +17,7 @@ __all__ = [
 ]
 
 _SUBMODULES = {"archive", "attribution", "circuits", "data", "geometry", "heads", "lens", "neurons", "patching", "probes",
-               "report", "results",
+               "report", "results", "sae",
                "scrubbing", "steering", "tasks", "toy", "tuned_lens", "verify", "web"}
 
 

@@ -1,0 +1,200 @@
+"""An on-disk store of one site's activations over a corpus: sharded safetensors + a manifest.
+
+``harvest(model, site, directory)`` runs token blocks (default: the embedded Shakespeare corpus,
+``n_blocks`` × ``context`` tokens) through the model, caching only ``site``, drops padding and
+BOS positions, and writes rows [tokens, d] into shards of ``shard_tokens`` rows. Each shard is
+written to a temporary name and renamed, *then* listed in ``manifest.json`` (also replaced
+atomically): a crash leaves at most an unlisted file, never a listed corrupt one. Harvesting again
+into the same directory with the same model, site, context, dtype and tokens resumes after the
+last listed shard (an unlisted leftover is overwritten); anything else is refused.
+
+``ActivationStore(directory)`` reads it back: ``len``, ``d``, ``tensor()`` (all rows in order) and
+``batches(size, shuffle=True, seed)``, which streams shards in a random order through a buffer of
+``buffer_shards`` shards whose rows are shuffled together (memory: that many shards).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from ..models.model import Model
+
+MANIFEST = "manifest.json"
+FORMAT = 1
+
+
+class StoreError(ValueError):
+    """A store that cannot be read or resumed (what differs, or what is missing)."""
+
+
+def _write_atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _save_manifest(directory: Path, manifest: dict) -> None:
+    _write_atomic(directory / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=1)))
+
+
+def harvest(model: Model, site: str, directory: str | os.PathLike, *, tokens: torch.Tensor | None = None,
+            n_blocks: int = 256, context: int = 128, shard_tokens: int = 65_536, batch: int = 8,
+            dtype: torch.dtype = torch.float32, progress: bool = True, _stop_after_shards: int | None = None
+            ) -> "ActivationStore":
+    """Harvest ``site`` over ``tokens`` [blocks, context] (default: the corpus) into ``directory``
+    (see the module docstring); returns the store."""
+    from ..models.sites import parse
+
+    parse(site)  # a clear error for an unknown site name
+    if tokens is None:
+        from ..data import token_blocks
+
+        tokens = token_blocks(model.tokenizer, n_blocks, context)
+    if tokens.dim() != 2:
+        raise ValueError(f"tokens must be [blocks, context]; got shape {tuple(tokens.shape)}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    want = {"format": FORMAT, "model": model.name, "fingerprint": model.fingerprint, "site": site,
+            "context": int(tokens.shape[1]), "dtype": str(dtype).replace("torch.", ""),
+            "tokens_hash": hashlib.blake2b(tokens.to(torch.int64).numpy().tobytes(), digest_size=8).hexdigest(),
+            "blocks": int(tokens.shape[0]), "shard_tokens": shard_tokens}
+    manifest = {**want, "d": None, "shards": [], "blocks_done": 0, "n_tokens": 0, "complete": False}
+    if (directory / MANIFEST).exists():
+        old = json.loads((directory / MANIFEST).read_text())
+        differ = [k for k in want if old.get(k) != want[k]]
+        if differ:
+            raise StoreError(f"{directory} holds a store with different {', '.join(differ)} "
+                             f"({', '.join(f'{k}={old.get(k)!r}' for k in differ)}); use another directory")
+        manifest = old
+    if manifest["complete"]:
+        return ActivationStore(directory)
+    bos = model.tokenizer.bos_token_id
+    pending: list[torch.Tensor] = []
+    pending_rows = 0
+    start_block = manifest["blocks_done"]
+    written = 0
+    bar = tqdm(total=len(tokens), initial=start_block, desc=f"harvest {site}", disable=not progress)
+
+    # shards end at batch boundaries (a shard takes whole batches, so ~shard_tokens rows): the manifest's
+    # blocks_done is then exact and a resumed harvest starts at the first block not in a listed shard
+    for b0 in range(start_block, len(tokens), batch):
+        chunk = tokens[b0:b0 + batch]
+        with torch.no_grad():
+            run = model.run(chunk, cache=site)
+        acts = run.cache[site]
+        if acts.dim() != 3:
+            raise ValueError(f"{site} has shape {tuple(acts.shape)}; the store holds [batch, pos, d] sites "
+                             "(residual, attn.out, mlp.pre/post/out)")
+        keep = run.mask.bool().to(acts.device)
+        if bos is not None:
+            keep &= run.tokens.to(acts.device) != bos
+        rows = acts[keep].to(dtype).cpu()
+        manifest["d"] = int(rows.shape[1])
+        pending.append(rows)
+        pending_rows += int(rows.shape[0])
+        bar.update(len(chunk))
+        if pending_rows >= shard_tokens:
+            shard = torch.cat(pending)
+            pending, pending_rows = [], 0
+            _append_shard(directory, manifest, shard, b0 + len(chunk))
+            written += 1
+            if _stop_after_shards is not None and written >= _stop_after_shards:
+                bar.close()
+                return ActivationStore(directory, allow_incomplete=True)
+    if pending_rows:
+        _append_shard(directory, manifest, torch.cat(pending), len(tokens))
+    manifest["blocks_done"] = len(tokens)
+    manifest["complete"] = True
+    _save_manifest(directory, manifest)
+    bar.close()
+    return ActivationStore(directory)
+
+
+def _append_shard(directory: Path, manifest: dict, rows: torch.Tensor, blocks_done: int) -> None:
+    """Write one shard (whole batches of blocks), then list it."""
+    from safetensors.torch import save_file
+
+    name = f"shard_{len(manifest['shards']):05d}.safetensors"
+    _write_atomic(directory / name, lambda p: save_file({"acts": rows.contiguous()}, str(p)))
+    manifest["shards"].append({"file": name, "rows": int(rows.shape[0])})
+    manifest["n_tokens"] += int(rows.shape[0])
+    manifest["blocks_done"] = blocks_done
+    _save_manifest(directory, manifest)
+
+
+class ActivationStore:
+    """A harvested store (see the module docstring)."""
+
+    def __init__(self, directory: str | os.PathLike, allow_incomplete: bool = False):
+        self.directory = Path(directory)
+        path = self.directory / MANIFEST
+        if not path.exists():
+            raise StoreError(f"{self.directory} holds no {MANIFEST}: harvest into it first")
+        try:
+            self.manifest = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise StoreError(f"{path} is not valid JSON ({e})") from e
+        if not self.manifest.get("complete") and not allow_incomplete:
+            raise StoreError(f"{self.directory}: the harvest stopped after {self.manifest.get('blocks_done')} of "
+                             f"{self.manifest.get('blocks')} blocks; run harvest again to resume it")
+        missing = [s["file"] for s in self.manifest["shards"] if not (self.directory / s["file"]).exists()]
+        if missing:
+            raise StoreError(f"{self.directory}: listed shard(s) missing: {', '.join(missing[:3])}")
+
+    def __len__(self) -> int:
+        return int(self.manifest["n_tokens"])
+
+    @property
+    def d(self) -> int:
+        return int(self.manifest["d"])
+
+    @property
+    def site(self) -> str:
+        return self.manifest["site"]
+
+    def shard(self, i: int) -> torch.Tensor:
+        from safetensors.torch import load_file
+
+        entry = self.manifest["shards"][i]
+        try:
+            t = load_file(str(self.directory / entry["file"]))["acts"]
+        except Exception as e:  # noqa: BLE001 - a truncated or foreign file
+            raise StoreError(f"{self.directory / entry['file']} cannot be read ({e})") from e
+        if t.shape != (entry["rows"], self.d):
+            raise StoreError(f"{entry['file']} holds {tuple(t.shape)}; the manifest says ({entry['rows']}, {self.d})")
+        return t
+
+    def tensor(self) -> torch.Tensor:
+        """Every row, in harvest order: [tokens, d]."""
+        return torch.cat([self.shard(i) for i in range(len(self.manifest["shards"]))])
+
+    def batches(self, size: int, *, shuffle: bool = True, seed: int = 0, buffer_shards: int = 2,
+                drop_last: bool = False) -> Iterator[torch.Tensor]:
+        """Batches [size, d]: shards in a random order, rows shuffled across ``buffer_shards`` shards
+        at a time (``shuffle=False``: harvest order)."""
+        g = torch.Generator().manual_seed(seed)
+        n = len(self.manifest["shards"])
+        order = torch.randperm(n, generator=g).tolist() if shuffle else list(range(n))
+        carry = torch.empty(0, self.d)
+        for start in range(0, n, buffer_shards):
+            buf = torch.cat([carry] + [self.shard(i).float() for i in order[start:start + buffer_shards]])
+            if shuffle:
+                buf = buf[torch.randperm(len(buf), generator=g)]
+            full = len(buf) // size * size
+            for b in range(0, full, size):
+                yield buf[b:b + size]
+            carry = buf[full:]
+        if len(carry) and not drop_last:
+            yield carry
+
+    def __repr__(self) -> str:
+        m = self.manifest
+        return (f"ActivationStore({str(self.directory)!r}: {m['model']} {m['site']}, {len(self)} tokens × {m['d']}, "
+                f"{len(m['shards'])} shards, {m['dtype']})")

@@ -1,0 +1,62 @@
+"""The activation store: exact round trip, resuming an interrupted harvest gives the same store,
+shuffled streaming covers every row once, clear errors."""
+
+import json
+
+import pytest
+import torch
+
+from mechscope.models.tiny import tiny
+from mechscope.sae import ActivationStore, StoreError, harvest
+
+SITE = "blocks.1.resid_post"
+
+
+def _tokens(model, n=12, length=10):
+    return torch.randint(3, model.cfg.vocab, (n, length), generator=torch.Generator().manual_seed(0))
+
+
+def test_round_trip_is_exact(tmp_path):
+    model = tiny("llama")
+    tokens = _tokens(model)
+    store = harvest(model, SITE, tmp_path / "s", tokens=tokens, shard_tokens=25, batch=2, progress=False)
+    ref = model.run(tokens, cache=SITE).cache[SITE].reshape(-1, model.cfg.d_model)
+    assert len(store) == 120 and store.d == model.cfg.d_model and len(store.manifest["shards"]) == 3  # whole batches of 20 rows, ≥ 25 per shard
+    assert torch.equal(store.tensor(), ref.float())
+    rows = torch.cat(list(store.batches(16, seed=3)))  # shuffled across shards, every row once
+    assert rows.shape == ref.shape and not torch.equal(rows, ref)
+    assert torch.equal(rows[torch.argsort(rows[:, 0])], ref[torch.argsort(ref[:, 0])])
+    assert [len(b) for b in store.batches(16, shuffle=False, drop_last=True)] == [16] * 7
+    assert "120 tokens" in repr(store)
+
+
+def test_an_interrupted_harvest_resumes_to_the_same_store(tmp_path):
+    model = tiny("llama")
+    tokens = _tokens(model)
+    full = harvest(model, SITE, tmp_path / "full", tokens=tokens, shard_tokens=25, batch=2, progress=False)
+    part = harvest(model, SITE, tmp_path / "part", tokens=tokens, shard_tokens=25, batch=2, progress=False,
+                   _stop_after_shards=2)
+    assert not part.manifest["complete"] and len(part.manifest["shards"]) == 2
+    with pytest.raises(StoreError, match="stopped after 8 of 12 blocks; run harvest again"):
+        ActivationStore(tmp_path / "part")
+    (tmp_path / "part" / "shard_00002.safetensors").write_bytes(b"half a shard")  # a crash mid-write: unlisted
+    resumed = harvest(model, SITE, tmp_path / "part", tokens=tokens, shard_tokens=25, batch=2, progress=False)
+    assert resumed.manifest == {**full.manifest}
+    for i in range(len(full.manifest["shards"])):
+        assert torch.equal(resumed.shard(i), full.shard(i))
+
+
+def test_store_errors(tmp_path):
+    model = tiny("llama")
+    tokens = _tokens(model, n=4)
+    harvest(model, SITE, tmp_path / "s", tokens=tokens, progress=False)
+    with pytest.raises(StoreError, match="different site"):
+        harvest(model, "blocks.0.resid_post", tmp_path / "s", tokens=tokens, progress=False)
+    with pytest.raises(StoreError, match="holds no manifest.json"):
+        ActivationStore(tmp_path / "nothing")
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    (tmp_path / "s" / manifest["shards"][0]["file"]).unlink()
+    with pytest.raises(StoreError, match="listed shard\\(s\\) missing"):
+        ActivationStore(tmp_path / "s")
+    with pytest.raises(ValueError, match="tokens must be \\[blocks, context\\]"):
+        harvest(model, SITE, tmp_path / "t", tokens=tokens[0], progress=False)
