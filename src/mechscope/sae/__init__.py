@@ -1,5 +1,14 @@
-"""Sparse dictionary learning: activation stores (and, to come, SAEs and transcoders)."""
+"""Sparse dictionary learning: activation stores, SAEs and transcoders, training, evaluation,
+features as interventions, dashboards."""
 
+from .dashboard import FeatureCards, feature_cards
+from .dictionary import SAEConfig, SAEError, SparseCoder, load_sae
+from .evaluate import SAEEvaluation, evaluate
+from .features import splice, steer
 from .store import ActivationStore, StoreError, harvest
+from .synthetic import planted
+from .trainer import TrainingLog, geometric_median, train
 
-__all__ = ["ActivationStore", "StoreError", "harvest"]
+__all__ = ["ActivationStore", "FeatureCards", "SAEConfig", "SAEError", "SAEEvaluation", "SparseCoder", "StoreError",
+           "TrainingLog", "evaluate", "feature_cards", "geometric_median", "harvest", "load_sae", "planted", "splice",
+           "steer", "train"]

@@ -2,7 +2,9 @@
 
 ``harvest(model, site, directory)`` runs token blocks (default: the embedded Shakespeare corpus,
 ``n_blocks`` × ``context`` tokens) through the model, caching only ``site``, drops padding and
-BOS positions, and writes rows [tokens, d] into shards of ``shard_tokens`` rows. Each shard is
+BOS positions and (``drop_first``, default) the first position of each block — the attention sink,
+whose norm dwarfs every other (SmolLM2 block 12: 23,198 vs a median of 138) — and writes rows
+[tokens, d] into shards of ``shard_tokens`` rows. Each shard is
 written to a temporary name and renamed, *then* listed in ``manifest.json`` (also replaced
 atomically): a crash leaves at most an unlisted file, never a listed corrupt one. Harvesting again
 into the same directory with the same model, site, context, dtype and tokens resumes after the
@@ -11,6 +13,10 @@ last listed shard (an unlisted leftover is overwritten); anything else is refuse
 ``ActivationStore(directory)`` reads it back: ``len``, ``d``, ``tensor()`` (all rows in order) and
 ``batches(size, shuffle=True, seed)``, which streams shards in a random order through a buffer of
 ``buffer_shards`` shards whose rows are shuffled together (memory: that many shards).
+
+Under an initialised ``torch.distributed`` process group each rank harvests blocks rank::world
+into ``rank_NNN/`` (a store of its own, resumable as above); rank 0 then writes the top manifest
+listing every rank's shards (rank-major order).
 """
 
 from __future__ import annotations
@@ -44,10 +50,19 @@ def _save_manifest(directory: Path, manifest: dict) -> None:
     _write_atomic(directory / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=1)))
 
 
+def rank_world() -> tuple[int, int]:
+    """(rank, world size) of the initialised ``torch.distributed`` process group, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def harvest(model: Model, site: str, directory: str | os.PathLike, *, tokens: torch.Tensor | None = None,
             n_blocks: int = 256, context: int = 128, shard_tokens: int = 65_536, batch: int = 8,
-            dtype: torch.dtype = torch.float32, progress: bool = True, _stop_after_shards: int | None = None
-            ) -> "ActivationStore":
+            dtype: torch.dtype = torch.float32, drop_first: bool = True, progress: bool = True,
+            _stop_after_shards: int | None = None, _split: bool = True) -> "ActivationStore":
     """Harvest ``site`` over ``tokens`` [blocks, context] (default: the corpus) into ``directory``
     (see the module docstring); returns the store."""
     from ..models.sites import parse
@@ -61,10 +76,14 @@ def harvest(model: Model, site: str, directory: str | os.PathLike, *, tokens: to
         raise ValueError(f"tokens must be [blocks, context]; got shape {tuple(tokens.shape)}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    rank, world = rank_world()
+    if world > 1 and _split:
+        return _harvest_ranks(model, site, directory, tokens, rank, world, shard_tokens=shard_tokens, batch=batch,
+                              dtype=dtype, drop_first=drop_first, progress=progress)
     want = {"format": FORMAT, "model": model.name, "fingerprint": model.fingerprint, "site": site,
             "context": int(tokens.shape[1]), "dtype": str(dtype).replace("torch.", ""),
             "tokens_hash": hashlib.blake2b(tokens.to(torch.int64).numpy().tobytes(), digest_size=8).hexdigest(),
-            "blocks": int(tokens.shape[0]), "shard_tokens": shard_tokens}
+            "blocks": int(tokens.shape[0]), "shard_tokens": shard_tokens, "drop_first": drop_first}
     manifest = {**want, "d": None, "shards": [], "blocks_done": 0, "n_tokens": 0, "complete": False}
     if (directory / MANIFEST).exists():
         old = json.loads((directory / MANIFEST).read_text())
@@ -86,15 +105,15 @@ def harvest(model: Model, site: str, directory: str | os.PathLike, *, tokens: to
     # blocks_done is then exact and a resumed harvest starts at the first block not in a listed shard
     for b0 in range(start_block, len(tokens), batch):
         chunk = tokens[b0:b0 + batch]
-        with torch.no_grad():
-            run = model.run(chunk, cache=site)
-        acts = run.cache[site]
+        acts, ids, mask = _site_forward(model, chunk, site)
         if acts.dim() != 3:
             raise ValueError(f"{site} has shape {tuple(acts.shape)}; the store holds [batch, pos, d] sites "
                              "(residual, attn.out, mlp.pre/post/out)")
-        keep = run.mask.bool().to(acts.device)
+        keep = mask.bool().to(acts.device)
         if bos is not None:
-            keep &= run.tokens.to(acts.device) != bos
+            keep &= ids.to(acts.device) != bos
+        if drop_first:
+            keep[:, 0] = False  # blocks are unpadded: column 0 is each block's first token
         rows = acts[keep].to(dtype).cpu()
         manifest["d"] = int(rows.shape[1])
         pending.append(rows)
@@ -114,6 +133,50 @@ def harvest(model: Model, site: str, directory: str | os.PathLike, *, tokens: to
     manifest["complete"] = True
     _save_manifest(directory, manifest)
     bar.close()
+    return ActivationStore(directory)
+
+
+class _Enough(Exception):
+    """Raised inside the forward once the harvested site is computed: later layers are skipped."""
+
+
+@torch.no_grad()
+def _site_forward(model: Model, chunk: torch.Tensor, site: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(activations at ``site``, token ids, mask) of a batch, running the model only up to the site."""
+    from ..interventions import Replace
+
+    got: dict[str, torch.Tensor] = {}
+
+    def take(x: torch.Tensor) -> torch.Tensor:
+        got["x"] = x
+        raise _Enough
+
+    try:
+        model.run(chunk, interventions=[Replace(site, fn=take)])
+    except _Enough:
+        pass
+    if "x" not in got:
+        raise ValueError(f"{site} was not computed by a forward of {model.name}")
+    ids, mask = model.tokenize(chunk)
+    return got["x"], ids, mask
+
+
+def _harvest_ranks(model: Model, site: str, directory: Path, tokens: torch.Tensor, rank: int, world: int,
+                   **options) -> "ActivationStore":
+    import torch.distributed as dist
+
+    sub = harvest(model, site, directory / f"rank_{rank:03d}", tokens=tokens[rank::world], _split=False, **options)
+    dist.barrier()
+    if rank == 0:
+        subs = [ActivationStore(directory / f"rank_{r:03d}") for r in range(world)]
+        m = dict(sub.manifest)
+        m.update(blocks=int(tokens.shape[0]), ranks=world, blocks_done=int(tokens.shape[0]),
+                 tokens_hash=hashlib.blake2b(tokens.to(torch.int64).numpy().tobytes(), digest_size=8).hexdigest(),
+                 shards=[{"file": f"rank_{r:03d}/{s['file']}", "rows": s["rows"]}
+                         for r, st in enumerate(subs) for s in st.manifest["shards"]],
+                 n_tokens=sum(len(st) for st in subs), complete=True)
+        _save_manifest(directory, m)
+    dist.barrier()
     return ActivationStore(directory)
 
 

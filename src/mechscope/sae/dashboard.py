@@ -1,0 +1,98 @@
+"""Feature dashboards: the neuron cards of ``mechscope.neurons``, for dictionary features.
+
+``feature_cards(sae, model, features)`` runs blocks of the embedded corpus, encodes the SAE's
+site (the first position of each block, the attention sink the SAE never saw, gets activation 0),
+and builds per feature: top activating contexts with per-token activations, examples from
+activation quantiles, the histogram and density, the logit effect of the decoder direction
+(W_dec,i / s_out through W_U — for a residual-space target directly, for an MLP-neuron target via
+W_out — the final norm's scale left out), and an automatic label from the peak and promoted tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ..models.model import Model
+from ..models.sites import parse
+from ..models.weights import embedding_weights, mlp_out_weights
+from ..neurons import NeuronCards, card_fields
+from ..results import Provenance
+from .dictionary import SAEError, SparseCoder
+
+
+@dataclass
+class FeatureCards(NeuronCards):
+    """Cards (as ``NeuronCards``) for features of a dictionary at ``site``; ``neurons`` holds the
+    feature indices."""
+
+    site: str
+    arch: str
+    title: ClassVar[str] = "Feature dashboards"
+
+    def name(self, i: int) -> str:
+        return f"F{self.neurons[i]}"
+
+    @property
+    def units(self) -> str:
+        return f"features of the {self.arch} dictionary at {self.site}"
+
+
+def parse_features(spec: str, width: int) -> list[int]:
+    """``"0-99"``, ``"3,17,40-42"`` → feature indices, each checked against the width."""
+    out: list[int] = []
+    try:
+        for part in spec.split(","):
+            a, _, b = part.strip().partition("-")
+            out += list(range(int(a), int(b) + 1)) if b else [int(a)]
+    except ValueError as e:
+        raise SAEError(f"features {spec!r}: write indices and ranges like '0-99' or '3,17,40-42'") from e
+    bad = [i for i in out if not 0 <= i < width]
+    if bad:
+        raise SAEError(f"feature(s) {bad[:5]} out of range: this dictionary has features 0..{width - 1}")
+    return out
+
+
+def logit_effect(sae: SparseCoder, model: Model, features: Sequence[int]) -> torch.Tensor:
+    """[features, vocab]: what one unit of each feature adds to the logits, directly."""
+    site = parse(sae.cfg.target_site or sae.cfg.site)
+    w = (sae.W_dec.detach().float()[list(features)] / sae.scale_out.float())
+    _, W_U = embedding_weights(model)
+    if w.shape[1] == W_U.shape[0]:
+        return w @ W_U
+    if site.layer is not None and w.shape[1] == model.cfg.d_mlp:
+        return w @ mlp_out_weights(model, site.layer) @ W_U
+    raise SAEError(f"cannot read the logit effect of {site.name} features (d={w.shape[1]})")
+
+
+@torch.no_grad()
+def feature_cards(sae: SparseCoder, model: Model, features: Sequence[int], *, blocks: torch.Tensor | None = None,
+                  n_blocks: int = 64, length: int = 64, k: int = 8, window: int = 10, batch: int = 16,
+                  progress: bool = True) -> FeatureCards:
+    """Dashboards for ``features`` of ``sae`` over ``blocks`` [n, length] (default: corpus blocks)."""
+    c = sae.cfg
+    if c.site is None:
+        raise SAEError("this dictionary has no site in its config; give it one to read its features from a model")
+    features = list(features)
+    bad = [f for f in features if not 0 <= f < c.width]
+    if bad or not features:
+        raise SAEError(f"features {bad or features} out of range: this dictionary has features 0..{c.width - 1}")
+    if blocks is None:
+        from ..data import token_blocks
+
+        blocks = token_blocks(model.tokenizer, n_blocks, length)
+    acts = []
+    for start in tqdm(range(0, len(blocks), batch), desc="features", disable=not progress, leave=False):
+        run = model.run(blocks[start:start + batch], cache=c.site)
+        f = sae.encode(run.cache[c.site].to(sae.W_enc.device).float())[..., features].cpu()
+        f[:, 0] = 0.0
+        acts.append(f)
+    fields = card_fields(model, torch.cat(acts), blocks, logit_effect(sae, model, features), k=k, window=window)
+    layer = parse(c.site).layer
+    return FeatureCards(provenance=Provenance.of(model, dataset="shakespeare blocks", site=c.site, arch=c.arch,
+                                                 width=c.width, features=features, n_blocks=len(blocks),
+                                                 length=int(blocks.shape[1])),
+                        layer=-1 if layer is None else layer, neurons=features, site=c.site, arch=c.arch, **fields)

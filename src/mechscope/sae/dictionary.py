@@ -1,0 +1,355 @@
+"""Sparse dictionaries: SAEs and transcoders, four activation rules, one module.
+
+A ``SparseCoder`` maps an input x [n, d_in] to latents f [n, width] and back to a target [n, d_out]:
+
+    x_n  = x · s_in                               (input normalisation: a constant, E‖x_n‖² = d_in)
+    pre  = (x_n − b_in) W_encᵀ + b_enc            (SAE: b_in = b_dec; transcoder: b_in = the input mean)
+    f    = σ(pre)                                 (the architecture's activation rule, below)
+    ŷ_n  = f W_dec + b_dec  (+ x_n W_skip)        (W_enc, W_dec [width, d]: rows are per feature)
+    ŷ    = ŷ_n / s_out                            (SAE: s_out = s_in)
+
+Activation rules and how each treats the decoder's norms:
+
+- ``relu`` (Anthropic, April 2024 update): f = ReLU(pre); sparsity loss λ Σ_i f_i ‖W_dec,i‖ (the
+  L1 weighted by decoder norms, so rescaling a feature cannot dodge it); decoder *unconstrained*.
+- ``topk`` (Gao et al. 2024): f keeps the k largest of ReLU(pre) per row; decoder rows unit-norm
+  (gradient parallel to each row removed before the step, rows renormalised after); AuxK loss:
+  the k_aux largest pre-activations of *dead* latents reconstruct the residual error.
+- ``batchtopk`` (Bussmann et al. 2024): training keeps the k·n largest of ReLU(pre) over the whole
+  batch; inference uses the threshold θ (running mean of the smallest kept activation): f = pre·[pre > θ].
+  Decoder as topk; AuxK as topk.
+- ``jumprelu`` (Rajamanoharan et al. 2024): f = pre·H(pre − θ_i), θ = exp(log θ) per latent;
+  sparsity loss λ Σ_i H(pre_i − θ_i) (L0), gradients to θ by a straight-through estimator with a
+  rectangle kernel of bandwidth ε. Decoder unit-norm, as topk.
+
+TopK trains sparsely: the encoder's backward touches only the k selected latents per row and the
+decoder is a weighted gather of k rows (``embedding_bag``), so a step costs one dense matmul (the
+encoder's forward) instead of five.
+
+Transcoders read one site and predict another (``d_out``, ``target_site``), optionally with a
+linear skip connection W_skip [d_in, d_out] (initialised to zero).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+ARCHS = ("relu", "topk", "batchtopk", "jumprelu")
+UNIT_NORM = ("topk", "batchtopk", "jumprelu")
+CONFIG = "config.json"
+WEIGHTS = "sae.safetensors"
+
+
+class SAEError(ValueError):
+    """A configuration, input or file that a sparse coder cannot use."""
+
+
+@dataclass
+class SAEConfig:
+    """What defines a dictionary. ``k``: latents per row (topk/batchtopk); ``sparsity``: λ of the
+    L1 (relu, default 2) or L0 (jumprelu, default 1) loss; ``bandwidth``/``threshold``: jumprelu's
+    ε (0.1) and initial θ (0.5); ``aux_k``/``aux_coef``: AuxK (default k_aux = d_in // 2,
+    coefficient 1/32). Values are in normalised units (E‖x_n‖² = d_in), so the defaults carry
+    across sites; they are the ones that recover planted dictionaries in the tests (the papers'
+    ε = 0.001, θ₀ = 0.001 need ~10⁵ steps to move θ)."""
+
+    arch: Literal["relu", "topk", "batchtopk", "jumprelu"]
+    d_in: int
+    width: int
+    k: int | None = None
+    d_out: int | None = None
+    skip: bool = False
+    sparsity: float | None = None
+    bandwidth: float = 0.1
+    threshold: float = 0.5
+    aux_k: int | None = None
+    aux_coef: float = 1 / 32
+    site: str | None = None
+    target_site: str | None = None
+    model: str | None = None
+
+    def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise SAEError(f"arch={self.arch!r}; valid: {', '.join(ARCHS)}")
+        for name in ("d_in", "width"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise SAEError(f"{name}={getattr(self, name)!r}; it must be a positive integer")
+        if self.arch in ("topk", "batchtopk"):
+            if self.k is None or not 1 <= self.k <= self.width:
+                raise SAEError(f"{self.arch} needs k in 1..width={self.width}; got k={self.k!r}")
+        elif self.k is not None:
+            raise SAEError(f"k={self.k} is for topk/batchtopk; {self.arch} sets sparsity with sparsity=λ")
+        if self.sparsity is None and self.arch in ("relu", "jumprelu"):
+            self.sparsity = 2.0 if self.arch == "relu" else 1.0
+        if self.d_out is None:
+            self.d_out = self.d_in
+        if self.skip and not self.transcoder:
+            raise SAEError("skip=True is for transcoders (give d_out or a target_site different from site)")
+        if self.aux_k is None:
+            self.aux_k = max(1, min(self.width, self.d_in // 2))
+
+    @property
+    def transcoder(self) -> bool:
+        return self.target_site is not None and self.target_site != self.site or self.d_out != self.d_in
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SAEConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise SAEError(f"unknown SAE config field(s) {unknown}; valid: {sorted(names)}")
+        return cls(**d)
+
+
+class _JumpReLU(torch.autograd.Function):
+    """pre·H(pre − θ); ∂/∂pre = H(pre − θ), ∂/∂θ = −(θ/ε)·K((pre − θ)/ε), K the unit rectangle."""
+
+    @staticmethod
+    def forward(ctx, pre, theta, eps):
+        ctx.save_for_backward(pre, theta)
+        ctx.eps = eps
+        return pre * (pre > theta)
+
+    @staticmethod
+    def backward(ctx, g):
+        pre, theta = ctx.saved_tensors
+        eps = ctx.eps
+        near = ((pre - theta).abs() < eps / 2).to(g.dtype)
+        g_theta = (g * -(theta / eps) * near).sum(0)
+        return g * (pre > theta).to(g.dtype), g_theta, None
+
+
+class _Step(torch.autograd.Function):
+    """H(pre − θ); ∂/∂pre = 0, ∂/∂θ = −(1/ε)·K((pre − θ)/ε)."""
+
+    @staticmethod
+    def forward(ctx, pre, theta, eps):
+        ctx.save_for_backward(pre, theta)
+        ctx.eps = eps
+        return (pre > theta).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        pre, theta = ctx.saved_tensors
+        eps = ctx.eps
+        near = ((pre - theta).abs() < eps / 2).to(g.dtype)
+        return torch.zeros_like(pre), (g * -(1.0 / eps) * near).sum(0), None
+
+
+class _TopKEncode(torch.autograd.Function):
+    """(values [n, k], indices [n, k], pre [n, width]) of ReLU(x W_encᵀ + b) with a sparse backward:
+    the values' gradient reaches W_enc, b and x through the k selected latents only; a gradient
+    on ``pre`` (AuxK's dead latents) is added densely when there is one."""
+
+    @staticmethod
+    def forward(ctx, x, w, b, k):
+        pre = torch.nn.functional.linear(x, w, b)
+        vals, idx = torch.relu(pre).topk(k, dim=-1, sorted=False)
+        ctx.save_for_backward(x, w, idx, vals)
+        ctx.mark_non_differentiable(idx)
+        ctx.set_materialize_grads(False)  # an unused ``pre`` (no AuxK this step) must cost nothing
+        return vals, idx, pre
+
+    @staticmethod
+    def backward(ctx, g_vals, g_idx, g_pre):
+        x, w, idx, vals = ctx.saved_tensors
+        if g_vals is None:
+            g_vals = torch.zeros_like(vals)
+        g_vals = g_vals * (vals > 0)  # ReLU: a selected latent at 0 passes no gradient
+        g_x = torch.nn.functional.embedding_bag(idx, w, per_sample_weights=g_vals, mode="sum") \
+            if ctx.needs_input_grad[0] else None
+        rows = torch.arange(len(x), device=x.device).repeat_interleave(idx.shape[1])
+        selected = torch.sparse_coo_tensor(torch.stack([idx.reshape(-1), rows]), g_vals.reshape(-1),
+                                           (w.shape[0], len(x)), check_invariants=False)
+        g_w = torch.sparse.mm(selected, x)  # Σ over selected (row, latent) of g · x_row: [width, d_in]
+        g_b = torch.zeros(w.shape[0], dtype=w.dtype, device=w.device).index_add_(0, idx.reshape(-1), g_vals.reshape(-1))
+        if g_pre is not None:
+            g_x = g_x + g_pre @ w if g_x is not None else None
+            g_w = g_w + g_pre.T @ x
+            g_b = g_b + g_pre.sum(0)
+        return g_x, g_w, g_b, None
+
+
+class SparseCoder(nn.Module):
+    """An SAE or transcoder (see the module docstring). ``encode`` [n, d_in] → [n, width],
+    ``decode`` [n, width] → [n, d_out], ``forward`` → reconstruction; ``fit``/``transform``/
+    ``score`` in scikit-learn's manner."""
+
+    def __init__(self, cfg: SAEConfig, seed: int = 0):
+        super().__init__()
+        self.cfg = cfg
+        g = torch.Generator().manual_seed(seed)
+        w = torch.randn(cfg.width, cfg.d_out, generator=g)
+        w = w / w.norm(dim=1, keepdim=True)
+        if cfg.arch == "relu":
+            w = w * 0.1  # Anthropic: small decoder norms at the start, free to grow
+        self.W_dec = nn.Parameter(w)
+        enc = w.clone() if cfg.d_out == cfg.d_in else torch.randn(cfg.width, cfg.d_in, generator=g) / math.sqrt(cfg.d_in)
+        self.W_enc = nn.Parameter(enc)
+        self.b_enc = nn.Parameter(torch.zeros(cfg.width))
+        self.b_dec = nn.Parameter(torch.zeros(cfg.d_out))
+        self.W_skip = nn.Parameter(torch.zeros(cfg.d_in, cfg.d_out)) if cfg.skip else None
+        if cfg.arch == "jumprelu":
+            self.log_threshold = nn.Parameter(torch.full((cfg.width,), math.log(cfg.threshold)))
+        self.register_buffer("b_in", torch.zeros(cfg.d_in))  # transcoders: the input mean
+        self.register_buffer("scale_in", torch.tensor(1.0))
+        self.register_buffer("scale_out", torch.tensor(1.0))
+        self.register_buffer("batch_threshold", torch.tensor(0.0))  # batchtopk inference θ
+        self.log_ = None
+
+    # ------------------------------------------------------------------ forward
+    @property
+    def threshold(self) -> torch.Tensor | None:
+        """Per-latent θ [width] (jumprelu) or the batch θ (batchtopk); None otherwise."""
+        if self.cfg.arch == "jumprelu":
+            return self.log_threshold.exp()
+        return self.batch_threshold if self.cfg.arch == "batchtopk" else None
+
+    def _check(self, x: torch.Tensor, d: int, what: str) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.shape[-1] != d:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise SAEError(f"{what} must be [..., {d}]; got {got}")
+        return x
+
+    def normalised(self, x: torch.Tensor) -> torch.Tensor:
+        """x_n [..., d_in] of raw inputs x."""
+        self._check(x, self.cfg.d_in, "input")
+        return x.to(self.W_enc.dtype) * self.scale_in
+
+    def encoder_bias(self) -> torch.Tensor:
+        """b_enc − W_enc b_in [width]: (x_n − b_in) W_encᵀ + b_enc = x_n W_encᵀ + this, so b_dec's
+        gradient is a matrix-vector product instead of a pass back through the batch."""
+        return self.b_enc - self.W_enc @ (self.b_in if self.cfg.transcoder else self.b_dec)
+
+    def preacts(self, x: torch.Tensor) -> torch.Tensor:
+        """pre [..., width] of inputs x [..., d_in] (raw units)."""
+        return torch.nn.functional.linear(self.normalised(x), self.W_enc, self.encoder_bias())
+
+    def activate(self, pre: torch.Tensor, train: bool = False) -> torch.Tensor:
+        """f = σ(pre) [..., width]; ``train`` selects batchtopk's batch rule (else its threshold)."""
+        arch = self.cfg.arch
+        if arch == "relu":
+            return torch.relu(pre)
+        if arch == "jumprelu":
+            return _JumpReLU.apply(pre, self.threshold, self.cfg.bandwidth)
+        if arch == "topk":
+            vals, idx = torch.relu(pre).topk(self.cfg.k, dim=-1, sorted=False)
+            return torch.zeros_like(pre).scatter(-1, idx, vals)
+        if train:  # batchtopk over the whole batch
+            flat = torch.relu(pre).reshape(-1)
+            vals, idx = flat.topk(min(flat.numel(), self.cfg.k * pre[..., 0].numel()), sorted=False)
+            return torch.zeros_like(flat).scatter(0, idx, vals).view_as(pre)
+        return pre * (pre > self.batch_threshold)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Latents f [..., width] of x [..., d_in]."""
+        return self.activate(self.preacts(x))
+
+    def decode(self, f: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        """ŷ [..., d_out] (raw units) from latents f; transcoders with a skip need the input x."""
+        self._check(f, self.cfg.width, "latents")
+        y = f @ self.W_dec + self.b_dec
+        if self.W_skip is not None:
+            if x is None:
+                raise SAEError("this transcoder has a skip connection: decode(f, x) needs the input x")
+            y = y + (x.to(self.W_skip.dtype) * self.scale_in) @ self.W_skip
+        return y / self.scale_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction ŷ [..., d_out] of x [..., d_in]."""
+        return self.decode(self.encode(x), x)
+
+    # ------------------------------------------------------------------ scikit-learn manner
+    def fit(self, data, target=None, **options) -> "SparseCoder":
+        """Train on ``data`` (an ActivationStore or a tensor [n, d_in]; ``target`` for transcoders);
+        options as ``mechscope.sae.trainer.train``. The training log is kept as ``log_``."""
+        from .trainer import train
+
+        self.log_ = train(self, data, target, **options)
+        return self
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """Latents f [n, width] (no gradient)."""
+        with torch.no_grad():
+            return self.encode(x)
+
+    def score(self, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
+        """1 − FVU of the reconstruction (like R²): 1 is perfect."""
+        from .evaluate import fvu
+
+        with torch.no_grad():
+            return 1.0 - float(fvu(self.forward(x), x if y is None else y))
+
+    # ------------------------------------------------------------------ decoder norms
+    @torch.no_grad()
+    def remove_parallel_grads(self) -> None:
+        """Remove the component of ∂L/∂W_dec along each (unit) decoder row (unit-norm archs)."""
+        if self.cfg.arch in UNIT_NORM and self.W_dec.grad is not None:
+            w = self.W_dec / self.W_dec.norm(dim=1, keepdim=True).clamp(min=1e-8)
+            self.W_dec.grad -= (self.W_dec.grad * w).sum(1, keepdim=True) * w
+
+    @torch.no_grad()
+    def normalise_decoder(self) -> None:
+        """Rescale decoder rows to unit norm (unit-norm archs)."""
+        if self.cfg.arch in UNIT_NORM:
+            self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp(min=1e-8)
+
+    @property
+    def directions(self) -> torch.Tensor:
+        """Unit feature directions [width, d_out] in the target's raw space."""
+        w = self.W_dec.detach().float()
+        return w / w.norm(dim=1, keepdim=True).clamp(min=1e-12)
+
+    # ------------------------------------------------------------------ files
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``sae.safetensors`` + ``config.json`` into ``directory`` (each replaced atomically)."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f".{WEIGHTS}.tmp"
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, str(tmp))
+        os.replace(tmp, directory / WEIGHTS)
+        tmp = directory / f".{CONFIG}.tmp"
+        tmp.write_text(json.dumps(asdict(self.cfg), indent=1))
+        os.replace(tmp, directory / CONFIG)
+        return directory
+
+    def extra_repr(self) -> str:
+        c = self.cfg
+        kind = "transcoder" if c.transcoder else "SAE"
+        extra = f", k={c.k}" if c.k else f", sparsity={c.sparsity}"
+        return f"{c.arch} {kind} {c.site or ''}{' → ' + c.target_site if c.transcoder and c.target_site else ''} " \
+               f"{c.d_in}→{c.width}→{c.d_out}{extra}{', skip' if c.skip else ''}"
+
+
+def load_sae(directory: str | os.PathLike, device: str | torch.device = "cpu") -> SparseCoder:
+    """Read a dictionary written by ``SparseCoder.save``."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    for name in (CONFIG, WEIGHTS):
+        if not (directory / name).exists():
+            raise SAEError(f"{directory} holds no {name}: not a saved SAE (expected {CONFIG} and {WEIGHTS})")
+    try:
+        cfg = SAEConfig.from_dict(json.loads((directory / CONFIG).read_text()))
+    except (json.JSONDecodeError, TypeError) as e:
+        raise SAEError(f"{directory / CONFIG} is not a valid SAE config ({e})") from e
+    try:
+        state = load_file(str(directory / WEIGHTS))
+    except Exception as e:  # noqa: BLE001 - truncated or foreign file
+        raise SAEError(f"{directory / WEIGHTS} cannot be read ({e})") from e
+    sae = SparseCoder(cfg)
+    try:
+        sae.load_state_dict(state)
+    except RuntimeError as e:
+        raise SAEError(f"{directory / WEIGHTS} does not match its config ({str(e).splitlines()[0]})") from e
+    return sae.to(device)

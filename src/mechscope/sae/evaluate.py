@@ -1,0 +1,207 @@
+"""How good a dictionary is: reconstruction, sparsity, and what splicing it does to the model.
+
+Over rows y [n, d] (targets), reconstructions ŷ and latents f [n, width]:
+
+    L0          = (1/n) Σ_rows #{i : f_i ≠ 0}
+    MSE         = (1/(n·d)) Σ_rows Σ_j (y_j − ŷ_j)²           (per element, raw units)
+    FVU         = Σ_rows ‖y − ŷ‖² / Σ_rows ‖y − ȳ‖²           (about the mean ȳ; 1 − FVU = explained variance)
+    density_i   = (1/n) #{rows : f_i > 0};  dead: density 0;  dense: density > 0.1
+    MMCS        = (1/m) Σ_true max_learned cos(g_true, d_learned)   (dictionary recovery)
+
+With the dictionary spliced into the model (``splice``, no error term) at every position but the
+first of each block (the attention sink, which stores do not hold), over next-token losses at
+those positions:
+
+    CE recovered = (CE_zero − CE_sae) / (CE_zero − CE_orig)      (1: as good as the model)
+    KL           = mean over positions of KL(p_orig ‖ p_sae)       (nats; also KL(p_orig ‖ p_zero))
+
+where CE_zero zero-ablates the target site at the same positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from tqdm.auto import tqdm
+
+from ..interventions import Ablate
+from ..models.model import Model
+from ..results import Provenance, Result
+from .dictionary import SAEError, SparseCoder
+from .features import splice
+from .store import ActivationStore
+
+
+def fvu(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Fraction of variance unexplained, Σ‖y − ŷ‖² / Σ‖y − ȳ‖², of rows [..., d]."""
+    y, y_hat = y.reshape(-1, y.shape[-1]).double(), y_hat.reshape(-1, y.shape[-1]).double()
+    return (y - y_hat).pow(2).sum() / (y - y.mean(0)).pow(2).sum().clamp(min=1e-30)
+
+
+def mse(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean squared error per element."""
+    return (y.double() - y_hat.double()).pow(2).mean()
+
+
+def l0(f: torch.Tensor) -> torch.Tensor:
+    """Mean number of non-zero latents per row of f [..., width]."""
+    return (f != 0).double().sum(-1).mean()
+
+
+def mmcs(learned: torch.Tensor, true: torch.Tensor) -> float:
+    """Mean over true directions [m, d] of the largest cosine with a learned one [w, d]."""
+    a = true / true.norm(dim=1, keepdim=True)
+    b = learned / learned.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    return float((a.float() @ b.float().T).max(1).values.mean())
+
+
+def ce_recovered(ce_orig: float, ce_sae: float, ce_zero: float) -> float:
+    """(CE_zero − CE_sae) / (CE_zero − CE_orig)."""
+    if ce_zero == ce_orig:
+        raise SAEError(f"zero-ablating the site does not change the loss (CE {ce_orig}); CE recovered is undefined")
+    return (ce_zero - ce_sae) / (ce_zero - ce_orig)
+
+
+@dataclass
+class SAEEvaluation(Result):
+    """A dictionary's scores (formulas in ``mechscope.sae.evaluate``); ``density`` [width];
+    ``hist`` over ``edges`` (log10 density; dead latents counted apart in ``dead``)."""
+
+    arch: str
+    site: str
+    width: int
+    n_tokens: int
+    l0: float
+    mse: float
+    fvu: float
+    ce_orig: float | None
+    ce_sae: float | None
+    ce_zero: float | None
+    ce_recovered: float | None
+    kl_sae: float | None
+    kl_zero: float | None
+    dead: float
+    dense: float
+    density: torch.Tensor
+    edges: torch.Tensor
+    hist: torch.Tensor
+    title: ClassVar[str] = "SAE evaluation"
+
+    def summary(self) -> str:
+        s = (f"{self.arch} × {self.width} at {self.site} over {self.n_tokens:,} tokens: L0 {self.l0:.1f}, "
+             f"FVU {self.fvu:.4f}, MSE {self.mse:.4g}, dead {self.dead:.1%}, dense {self.dense:.1%}")
+        if self.ce_recovered is not None:
+            s += (f"\n  CE: model {self.ce_orig:.4f}, spliced {self.ce_sae:.4f}, zero-ablated {self.ce_zero:.4f} → "
+                  f"CE loss recovered {self.ce_recovered:.3f}; KL(orig‖sae) {self.kl_sae:.4f} (zero: {self.kl_zero:.4f})")
+        return s
+
+    def evidence(self) -> dict:
+        keys = ("l0", "fvu", "ce_recovered", "kl_sae", "dead", "dense")
+        return {k: (round(getattr(self, k), 5) if getattr(self, k) is not None else None) for k in keys}
+
+    def figure(self):
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 2.6))
+        centres = ((self.edges[1:] + self.edges[:-1]) / 2).numpy()
+        ax.bar(centres, self.hist.numpy(), width=float(self.edges[1] - self.edges[0]), color="C0")
+        ax.set(xlabel="log10 feature density", ylabel="features",
+               title=f"{self.arch} × {self.width}: L0 {self.l0:.1f}, dead {self.dead:.1%}")
+        fig.tight_layout()
+        return fig
+
+
+def _density_hist(density: torch.Tensor, bins: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
+    live = density[density > 0].double().log10()
+    lo = float(live.min()) if len(live) else -6.0
+    edges = torch.linspace(min(lo, -6.0), 0.0, bins + 1)
+    return edges, torch.histc(live.float(), bins, float(edges[0]), 0.0) if len(live) else torch.zeros(bins)
+
+
+class _Totals:
+    """Running sums for L0 / MSE / FVU / density over chunks of rows."""
+
+    def __init__(self, width: int):
+        self.n, self.nz, self.sq, self.sy, self.syy, self.fired = 0, 0.0, 0.0, None, 0.0, torch.zeros(width, dtype=torch.float64)
+
+    def add(self, f: torch.Tensor, y: torch.Tensor, y_hat: torch.Tensor) -> None:
+        f, y, y_hat = f.reshape(-1, f.shape[-1]), y.reshape(-1, y.shape[-1]).double(), y_hat.reshape(-1, y.shape[-1]).double()
+        self.n += len(y)
+        self.nz += float((f != 0).sum())
+        self.sq += float((y - y_hat).pow(2).sum())
+        self.sy = y.sum(0) if self.sy is None else self.sy + y.sum(0)
+        self.syy += float(y.pow(2).sum())
+        self.fired += (f > 0).double().sum(0).cpu()
+
+    def scores(self) -> dict:
+        var = self.syy - float(self.sy.pow(2).sum()) / self.n
+        density = (self.fired / self.n).float()
+        return {"n_tokens": self.n, "l0": self.nz / self.n, "mse": self.sq / (self.n * len(self.sy)),
+                "fvu": self.sq / max(var, 1e-30), "density": density, "dead": float((density == 0).float().mean()),
+                "dense": float((density > 0.1).float().mean())}
+
+
+@torch.no_grad()
+def reconstruction(sae: SparseCoder, data, target=None, batch: int = 8192) -> dict:
+    """L0, MSE, FVU, density, dead and dense fractions on stored activations (store or tensor)."""
+    t = _Totals(sae.cfg.width)
+    if isinstance(data, ActivationStore):
+        xs = data.batches(batch, shuffle=False)
+        ys = target.batches(batch, shuffle=False) if target is not None else None
+        pairs = zip(xs, ys) if ys is not None else ((x, x) for x in xs)
+    else:
+        tgt = target if target is not None else data
+        pairs = ((data[i:i + batch], tgt[i:i + batch]) for i in range(0, len(data), batch))
+    for x, y in pairs:
+        x = x.to(sae.W_enc.device, torch.float32)
+        f = sae.encode(x)
+        t.add(f, y.to(x.device), sae.decode(f, x))
+    return t.scores()
+
+
+@torch.no_grad()
+def evaluate(sae: SparseCoder, model: Model, tokens: torch.Tensor | None = None, *, n_blocks: int = 32,
+             context: int = 128, batch: int = 8, progress: bool = True) -> SAEEvaluation:
+    """Score ``sae`` spliced into ``model`` over ``tokens`` [blocks, context] (default: held-out
+    blocks of the embedded corpus, the ``test`` split): reconstruction and CE recovered / KL."""
+    c = sae.cfg
+    if c.site is None:
+        raise SAEError("this dictionary has no site in its config; it cannot be spliced into a model")
+    if tokens is None:
+        from ..data import token_blocks
+
+        tokens = token_blocks(model.tokenizer, n_blocks, context, split="test")
+    positions = list(range(1, tokens.shape[1]))  # every position but the attention sink at 0
+    target = c.target_site or c.site
+    totals = _Totals(c.width)
+    ce = torch.zeros(3, dtype=torch.float64)
+    kl = torch.zeros(2, dtype=torch.float64)
+    count = 0
+    for b0 in tqdm(range(0, len(tokens), batch), desc=f"evaluate {c.arch} SAE", disable=not progress, leave=False):
+        chunk = tokens[b0:b0 + batch]
+        record: dict = {}
+        runs = [model.run(chunk), model.run(chunk, interventions=splice(sae, positions=positions, record=record)),
+                model.run(chunk, interventions=[Ablate(target, how="zero", positions=positions)])]
+        totals.add(record["latents"], record["target"], record["reconstruction"])
+        losses = [r.token_loss()[:, 1:] for r in runs]  # predictions made at spliced positions
+        ce += torch.stack([l.nansum().double() for l in losses]).cpu()
+        count += int((~losses[0].isnan()).sum())
+        logp = [r.logits[:, 1:-1].float().log_softmax(-1) for r in runs]
+        real = (runs[0].mask[:, 1:-1] * runs[0].mask[:, 2:]).bool().to(logp[0].device)
+        for j in (0, 1):
+            kl_pos = (logp[0].exp() * (logp[0] - logp[j + 1])).sum(-1)
+            kl[j] += float(kl_pos[real].sum())
+    ce /= max(count, 1)
+    kl /= max(count, 1)
+    s = totals.scores()
+    edges, hist = _density_hist(s["density"])
+    ce_o, ce_s, ce_z = (float(v) for v in ce)
+    return SAEEvaluation(
+        provenance=Provenance.of(model, dataset="shakespeare test blocks", arch=c.arch, width=c.width, k=c.k,
+                                 site=c.site, target_site=c.target_site, n_blocks=len(tokens), context=int(tokens.shape[1])),
+        arch=c.arch, site=target, width=c.width, n_tokens=s["n_tokens"], l0=s["l0"], mse=s["mse"], fvu=s["fvu"],
+        ce_orig=ce_o, ce_sae=ce_s, ce_zero=ce_z, ce_recovered=ce_recovered(ce_o, ce_s, ce_z),
+        kl_sae=float(kl[0]), kl_zero=float(kl[1]), dead=s["dead"], dense=s["dense"], density=s["density"],
+        edges=edges, hist=hist)

@@ -1,0 +1,275 @@
+"""Sparse dictionaries: every architecture recovers a planted dictionary; the metric formulas on
+hand-computed values; the straight-through gradients; save/load, checkpoints and resuming;
+splicing, clamping, ablating and steering with features; evaluation and dashboards on a tiny model."""
+
+import json
+
+import pytest
+import torch
+
+from mechscope.models.tiny import tiny
+from mechscope.sae import SAEConfig, SAEError, SparseCoder, harvest, load_sae, planted
+import mechscope.sae.trainer as train_module
+from mechscope.sae.dashboard import FeatureCards, feature_cards, parse_features
+from mechscope.sae.dictionary import _JumpReLU, _Step
+from mechscope.sae.evaluate import ce_recovered, evaluate, fvu, l0, mmcs, mse, reconstruction
+from mechscope.sae.features import splice, steer
+from mechscope.sae.trainer import geometric_median
+
+# MMCS reached on 512 planted directions in 64 dims (p = 0.01, ~5 active per row), width 1024,
+# 100k rows × 4 epochs (390 steps of 1024), seed 0: topk 0.994, batchtopk 0.988, jumprelu 0.98,
+# relu 0.97. The bar is the issue's 0.9 for every one.
+RECOVERY = {"topk": {"k": 8}, "batchtopk": {"k": 8}, "jumprelu": {}, "relu": {}}
+
+
+@pytest.fixture(scope="module")
+def planted_data():
+    return planted(512, 64, 0.01, 100_000, seed=0)
+
+
+@pytest.mark.parametrize("arch", list(RECOVERY))
+def test_every_architecture_recovers_a_planted_dictionary(arch, planted_data):
+    x, true = planted_data
+    sae = SparseCoder(SAEConfig(arch, 64, 1024, **RECOVERY[arch]), seed=0).fit(x, batch=1024, epochs=4, progress=False)
+    score = mmcs(sae.W_dec.detach(), true)
+    assert score >= 0.9, f"{arch}: MMCS {score:.3f}"
+    log = sae.log_
+    # sparse and reconstructing; an L1 SAE this short-trained keeps many tiny activations (L0 ~130)
+    assert log.column("l0")[-1] < (200 if arch == "relu" else 40) and log.column("fvu")[-1] < 0.5
+    if arch in ("topk", "batchtopk", "jumprelu"):
+        assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(1024), atol=1e-5)  # unit-norm decoder rows
+    if arch == "batchtopk":  # inference uses the learned threshold: L0 near k on fresh rows
+        assert 4 < float(l0(sae.transform(x[:4000]))) < 16
+    assert sae.score(x[:4000]) > 0.5
+
+
+def test_a_transcoder_recovers_a_planted_map_with_its_skip_connection():
+    g = torch.Generator().manual_seed(1)
+    n_feat, d_in, d_out, n = 256, 48, 32, 60_000
+    G = torch.nn.functional.normalize(torch.randn(n_feat, d_in, generator=g), dim=1)
+    H = torch.nn.functional.normalize(torch.randn(n_feat, d_out, generator=g), dim=1)
+    codes = (torch.rand(n, n_feat, generator=g) < 0.015) * (0.5 + torch.rand(n, n_feat, generator=g))
+    x = codes @ G + 0.05 * torch.randn(n, d_in, generator=g)  # plus dense input noise ...
+    M = torch.randn(d_in, d_out, generator=g) * 0.05
+    y = codes @ H + x @ M  # ... that reaches the target only linearly (the skip path)
+    sae = SparseCoder(SAEConfig("topk", d_in, 512, k=8, d_out=d_out, skip=True), seed=0)
+    sae.fit(x, y, batch=1024, epochs=12, lr=1e-2, progress=False)  # a random encoder: a higher rate
+    assert mmcs(sae.W_dec.detach(), H) >= 0.9
+    assert sae.score(x[:5000], y[:5000]) > 0.7
+    with pytest.raises(SAEError, match="needs target= activations"):
+        SparseCoder(SAEConfig("topk", d_in, 64, k=4, d_out=d_out)).fit(x, progress=False)
+
+
+def test_metric_formulas_on_hand_computed_values():
+    y = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 4.0]])
+    y_hat = torch.tensor([[1.0, 1.0], [0.0, 2.0], [3.0, 2.0]])
+    # squared errors: 1, 0, 4 → 5; mean ȳ = (4/3, 2); Σ‖y − ȳ‖² = (1/9 + 16/9 + 25/9) + (4 + 0 + 4) = 14/3 + 8
+    assert float(fvu(y_hat, y)) == pytest.approx(5 / (14 / 3 + 8))
+    assert float(mse(y_hat, y)) == pytest.approx(5 / 6)
+    assert float(l0(torch.tensor([[0.0, 1.0, 2.0], [0.0, 0.0, 0.5]]))) == pytest.approx(1.5)
+    assert ce_recovered(2.0, 2.5, 4.0) == pytest.approx(0.75)  # (4 − 2.5) / (4 − 2)
+    with pytest.raises(SAEError, match="CE recovered is undefined"):
+        ce_recovered(2.0, 2.5, 2.0)
+    true = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    learned = torch.tensor([[2.0, 0.0], [1.0, 1.0]])
+    assert mmcs(learned, true) == pytest.approx((1.0 + 2 ** -0.5) / 2)
+    pts = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [10.0, 10.0]])
+    med = geometric_median(pts)
+    assert med.norm() < 1.0  # the median ignores the outlier the mean follows
+    assert (pts - med).norm(dim=1).sum() <= (pts - pts.mean(0)).norm(dim=1).sum()
+    # reconstruction() on a dictionary written by hand: features [x₁⁺, x₂⁺] of inputs x ≥ 0
+    sae = SparseCoder(SAEConfig("relu", 2, 3))
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+        sae.W_dec.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]))
+    s = reconstruction(sae, torch.tensor([[1.0, 0.0], [2.0, 3.0]]))
+    assert s["fvu"] == 0.0 and s["l0"] == 1.5 and s["dead"] == pytest.approx(1 / 3)
+    assert s["density"].tolist() == [1.0, 0.5, 0.0]
+
+
+def test_jumprelu_straight_through_gradients():
+    eps = 0.1
+    pre = torch.tensor([[0.52, 0.3, 0.9]], requires_grad=True)
+    theta = torch.tensor([0.5, 0.5, 0.5], requires_grad=True)
+    out = _JumpReLU.apply(pre, theta, eps)
+    assert out.tolist() == [[pytest.approx(0.52), 0.0, pytest.approx(0.9)]]
+    out.sum().backward()
+    assert pre.grad.tolist() == [[1.0, 0.0, 1.0]]  # H(pre − θ)
+    assert theta.grad.tolist() == [pytest.approx(-0.5 / eps), 0.0, 0.0]  # −(θ/ε)K((pre − θ)/ε): only within ε/2
+    theta.grad = None
+    _Step.apply(pre, theta, eps).sum().backward()
+    assert theta.grad.tolist() == [pytest.approx(-1 / eps), 0.0, 0.0]
+
+
+def test_decoder_norm_handling_per_architecture():
+    sae = SparseCoder(SAEConfig("topk", 8, 16, k=2))
+    sae.W_dec.grad = torch.randn(16, 8)
+    sae.remove_parallel_grads()
+    assert (sae.W_dec.grad * sae.W_dec).sum(1).abs().max() < 1e-6  # no component along the rows
+    relu = SparseCoder(SAEConfig("relu", 8, 16))
+    assert torch.allclose(relu.W_dec.norm(dim=1), torch.full((16,), 0.1))  # free norms, small at the start
+    relu.normalise_decoder()
+    assert torch.allclose(relu.W_dec.norm(dim=1), torch.full((16,), 0.1))
+
+
+def test_config_errors():
+    with pytest.raises(SAEError, match="arch='gated'; valid: relu, topk, batchtopk, jumprelu"):
+        SAEConfig("gated", 8, 16)
+    with pytest.raises(SAEError, match="topk needs k in 1..width=16"):
+        SAEConfig("topk", 8, 16)
+    with pytest.raises(SAEError, match="k=4 is for topk/batchtopk"):
+        SAEConfig("relu", 8, 16, k=4)
+    sae = SparseCoder(SAEConfig("topk", 8, 16, k=2))
+    with pytest.raises(SAEError, match=r"input must be \[\.\.\., 8\]; got \(3, 5\)"):
+        sae.encode(torch.zeros(3, 5))
+    with pytest.raises(SAEError, match="data contains NaN"):
+        sae.fit(torch.full((100, 8), float("nan")), batch=10, progress=False)
+    with pytest.raises(SAEError, match="fewer than one batch"):
+        sae.fit(torch.zeros(5, 8), batch=10, progress=False)
+
+
+def test_save_load_round_trip_and_corrupt_files(tmp_path, planted_data):
+    x, _ = planted_data
+    sae = SparseCoder(SAEConfig("jumprelu", 64, 128, site="blocks.0.resid_post")).fit(x[:8192], batch=512, progress=False)
+    sae.save(tmp_path / "s")
+    back = load_sae(tmp_path / "s")
+    assert back.cfg == sae.cfg
+    assert torch.equal(back.encode(x[:100]), sae.encode(x[:100]))
+    assert torch.equal(back.scale_in, sae.scale_in) and back.scale_in != 1.0  # normalisation travels with it
+    with pytest.raises(SAEError, match="holds no config.json"):
+        load_sae(tmp_path / "nothing")
+    (tmp_path / "s" / "sae.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(SAEError, match="sae.safetensors cannot be read"):
+        load_sae(tmp_path / "s")
+    cfg = json.loads((tmp_path / "s" / "config.json").read_text())
+    (tmp_path / "s" / "config.json").write_text(json.dumps({**cfg, "colour": "red"}))
+    with pytest.raises(SAEError, match=r"unknown SAE config field\(s\) \['colour'\]"):
+        load_sae(tmp_path / "s")
+
+
+def test_an_interrupted_training_resumes_to_the_same_dictionary(tmp_path, planted_data, monkeypatch):
+    x, _ = planted_data
+    x = x[:20_000]
+    opts = dict(batch=500, steps=24, checkpoint_every=10, progress=False, log_every=4)
+    whole = SparseCoder(SAEConfig("topk", 64, 128, k=4), seed=3)
+    whole.fit(x, checkpoint=tmp_path / "a", **opts)
+    real_loss = train_module._loss
+
+    def crash(sae, xb, yb, batch, st, *a):
+        if st.step == 13:
+            raise KeyboardInterrupt
+        return real_loss(sae, xb, yb, batch, st, *a)
+
+    monkeypatch.setattr(train_module, "_loss", crash)
+    part = SparseCoder(SAEConfig("topk", 64, 128, k=4), seed=3)
+    with pytest.raises(KeyboardInterrupt):
+        part.fit(x, checkpoint=tmp_path / "b", **opts)
+    monkeypatch.setattr(train_module, "_loss", real_loss)
+    resumed = SparseCoder(SAEConfig("topk", 64, 128, k=4), seed=3)
+    resumed.fit(x, checkpoint=tmp_path / "b", **opts)  # picks up at step 10
+    for name, p in whole.state_dict().items():
+        assert torch.allclose(p, resumed.state_dict()[name], atol=1e-6), name
+    assert torch.equal(resumed.log_.values, whole.log_.values)
+    assert load_sae(tmp_path / "b").cfg == whole.cfg
+    with pytest.raises(SAEError, match="a checkpoint of another run"):
+        SparseCoder(SAEConfig("topk", 64, 128, k=8)).fit(x, checkpoint=tmp_path / "b", **opts)
+
+
+@pytest.fixture(scope="module")
+def tiny_sae(tmp_path_factory):
+    model = tiny("llama")
+    site = "blocks.1.resid_post"
+    tokens = torch.randint(3, model.cfg.vocab, (48, 24), generator=torch.Generator().manual_seed(0))
+    store = harvest(model, site, tmp_path_factory.mktemp("store"), tokens=tokens, progress=False)
+    sae = SparseCoder(SAEConfig("topk", model.cfg.d_model, 128, k=8, site=site, model=model.name))
+    sae.fit(store, batch=256, epochs=10, progress=False)
+    return model, sae, tokens
+
+
+def test_splice_clamp_ablate_and_steer(tiny_sae):
+    model, sae, tokens = tiny_sae
+    clean = model.run(tokens[:4]).logits
+    with_error = model.run(tokens[:4], interventions=splice(sae, error=True)).logits
+    assert torch.allclose(with_error, clean, atol=1e-4)  # the error term restores the activation exactly
+    record: dict = {}
+    spliced = model.run(tokens[:4], interventions=splice(sae, record=record)).logits
+    assert not torch.allclose(spliced, clean, atol=1e-3)
+    assert record["latents"].shape == (4, 24, 128) and float(l0(record["latents"])) <= 8
+    f = int(record["latents"][0, 5].argmax())
+    ablated = model.run(tokens[:4], interventions=splice(sae, error=True, ablate=[f]), cache=sae.cfg.site)
+    x = model.run(tokens[:4], cache=sae.cfg.site).cache[sae.cfg.site]
+    removed = x - ablated.cache[sae.cfg.site]  # exactly the feature's decoder contribution
+    lat = record["latents"][..., f]
+    assert torch.allclose(removed, lat[..., None] * sae.W_dec[f].detach() / sae.scale_out, atol=1e-4)
+    clamped = model.run(tokens[:4], interventions=splice(sae, error=True, clamp={f: 3.0}), cache=sae.cfg.site)
+    added = clamped.cache[sae.cfg.site] - x
+    assert torch.allclose(added, (3.0 - lat)[..., None] * sae.W_dec[f].detach() / sae.scale_out, atol=1e-4)
+    steered = model.run(tokens[:4], interventions=[steer(sae, f, 2.0)], cache=sae.cfg.site).cache[sae.cfg.site]
+    assert torch.allclose(steered - x, 2.0 * sae.W_dec[f].detach() / sae.scale_out, atol=1e-5)
+    with pytest.raises(SAEError, match="feature\\(s\\) \\[999\\] out of range"):
+        splice(sae, ablate=[999])
+
+
+def test_evaluate_against_a_lossless_dictionary():
+    """A hand-made dictionary with f = [x⁺, (−x)⁺] and W_dec = [I; −I] reconstructs exactly:
+    CE recovered 1, KL 0, FVU 0, L0 = d (every coordinate non-zero, once)."""
+    model = tiny("llama")
+    d = model.cfg.d_model
+    site = "blocks.0.resid_post"
+    sae = SparseCoder(SAEConfig("relu", d, 2 * d, site=site))
+    eye = torch.eye(d)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.cat([eye, -eye], 0))
+        sae.W_dec.copy_(torch.cat([eye, -eye], 0))
+    tokens = torch.randint(3, model.cfg.vocab, (6, 16), generator=torch.Generator().manual_seed(0))
+    ev = evaluate(sae, model, tokens, batch=4, progress=False)
+    assert ev.ce_recovered == pytest.approx(1.0, abs=1e-5) and ev.kl_sae == pytest.approx(0.0, abs=1e-6)
+    assert ev.fvu == pytest.approx(0.0, abs=1e-10) and ev.l0 == pytest.approx(d)
+    assert ev.n_tokens == 6 * 15 and ev.kl_zero > 0  # (a random tiny model: zeroing may even help its loss)
+    assert ev.dead == 0.0 and "CE loss recovered 1.000" in ev.summary()
+
+
+def test_evaluate_and_dashboards_of_a_trained_sae(tiny_sae):
+    model, sae, tokens = tiny_sae
+    ev = evaluate(sae, model, tokens[:8], progress=False)
+    assert 0 < ev.l0 <= 8 and 0 < ev.fvu < 1 and ev.ce_recovered is not None
+    assert ev.hist.sum() + ev.dead * 128 == pytest.approx(128)
+    cards = feature_cards(sae, model, [0, 5, 7], blocks=tokens, progress=False)
+    assert isinstance(cards, FeatureCards) and cards.neurons == [0, 5, 7]
+    top = cards.top[1][0]
+    assert top["acts"][top["peak"]] == pytest.approx(cards.max_act[1])
+    html = cards.html(png=b"")
+    assert html.count("class='card'") == 3 and "F5" in html and "promotes" in html
+    assert parse_features("0-2,7", 128) == [0, 1, 2, 7]
+    with pytest.raises(SAEError, match="out of range"):
+        parse_features("120-130", 128)
+
+
+def test_sparse_topk_training_path_equals_dense_autograd():
+    """The TopK step's sparse encoder backward and gathered decoder give the gradients of the
+    dense computation (scatter into [n, width], matmul), AuxK's gradient through pre included."""
+    from torch.nn.functional import embedding_bag
+
+    from mechscope.sae.dictionary import _TopKEncode
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 16, generator=g)
+    W_enc, b, W_dec = (torch.randn(40, 16, generator=g), torch.randn(40, generator=g) - 1.0,
+                       torch.randn(40, 16, generator=g))
+    target, aux_w = torch.randn(50, 16, generator=g), torch.randn(50, 40, generator=g)
+
+    def grads(sparse: bool):
+        leaves = [t.clone().requires_grad_() for t in (x, W_enc, b, W_dec)]
+        xs, we, bs, wd = leaves
+        if sparse:
+            vals, idx, pre = _TopKEncode.apply(xs, we, bs, 6)
+            y = embedding_bag(idx, wd, per_sample_weights=vals, mode="sum")
+        else:
+            pre = torch.nn.functional.linear(xs, we, bs)
+            vals, idx = torch.relu(pre).topk(6, dim=-1)
+            y = torch.zeros_like(pre).scatter(-1, idx, vals) @ wd
+        ((y - target).pow(2).sum() + (pre * aux_w).sum()).backward()
+        return [t.grad for t in leaves]
+
+    for a, d in zip(grads(True), grads(False)):
+        assert torch.allclose(a, d, atol=1e-4)
