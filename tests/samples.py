@@ -52,7 +52,20 @@ def sample_results(model):
         *_concept_samples(model),
         *_verify_samples(),
         *_sae_samples(model),
+        *_vision_samples(),
     ]
+
+
+def _vision_samples():
+    from mechscope.vision import ImageModel, channel_ablation, grad_cam, visualize
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    cnn = ImageModel(net, ["a", "b", "c"], name="cnn", size=8, mean=[0.5] * 3, std=[0.25] * 3)
+    images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    return [grad_cam(cnn, images[:1], site="0"), channel_ablation(cnn, images, "0", progress=False),
+            visualize(cnn, "0:1", steps=2, natural=images, progress=False)]
 
 
 def _sae_samples(model):

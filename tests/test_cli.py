@@ -127,3 +127,28 @@ def test_sae_harvest_train_eval_dashboard(model_dir, tmp_path, capsys):
     assert "at blocks.1.mlp.out" in capsys.readouterr().out
     assert main(["sae", "dashboard", model_dir, "--sae", out, "--features", "60-70", "--archive", archive]) == 2
     assert "out of range: this dictionary has features 0..63" in capsys.readouterr().err
+
+
+def test_vision_gradcam(tmp_path, capsys):
+    from mechscope.archive import open as open_archive
+
+    archive = str(tmp_path / "a.db")
+    assert main(["vision", "gradcam", "chelsea", "--class", "tabby", "--archive", archive,
+                 "--out", str(tmp_path / "g.html")]) == 0
+    out = capsys.readouterr().out
+    assert "Egyptian cat" in out and "Grad-CAM for 'tabby, tabby cat'" in out
+    assert "Image attribution" in (tmp_path / "g.html").read_text()
+    assert [s.tags for s in open_archive(archive).search()] == [["vision"]]
+    assert main(["vision", "gradcam", "no-such.png"]) == 2
+    assert "no image file 'no-such.png'" in capsys.readouterr().err
+    assert main(["vision", "gradcam", "chelsea", "--class", "spaceship", "--archive", archive]) == 2
+    assert "no class named 'spaceship'" in capsys.readouterr().err
+
+
+def test_vision_visualize(tmp_path, capsys):
+    archive = str(tmp_path / "a.db")
+    assert main(["vision", "visualize", "--channel", "_blocks.10:17", "--steps", "3", "--quiet", "--archive", archive,
+                 "--out", str(tmp_path / "v.html")]) == 0
+    assert "_blocks.10:17: " in capsys.readouterr().out and "Feature visualization" in (tmp_path / "v.html").read_text()
+    assert main(["vision", "visualize", "--archive", archive]) == 2
+    assert "needs --channel" in capsys.readouterr().err

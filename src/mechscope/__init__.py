@@ -18,7 +18,7 @@ __all__ = [
 
 _SUBMODULES = {"archive", "attribution", "circuits", "data", "geometry", "heads", "lens", "neurons", "patching", "probes",
                "report", "results", "sae",
-               "scrubbing", "steering", "tasks", "toy", "tuned_lens", "verify", "web"}
+               "scrubbing", "steering", "tasks", "toy", "tuned_lens", "verify", "vision", "web"}
 
 
 def __getattr__(name: str):

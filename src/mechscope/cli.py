@@ -348,6 +348,42 @@ def _sae(args) -> int:
     return 0
 
 
+def _vision(args) -> int:
+    from .vision import grad_cam, load_image_model, prepare, read_image, visualize
+
+    model = load_image_model(args.model)
+    if args.action == "visualize":
+        if not args.channel:
+            raise ValueError("vision visualize needs --channel MODULE:CHANNEL (e.g. _blocks.10:17) or class:NAME")
+        fv = visualize(model, args.channel, steps=args.steps, seed=args.seed, progress=not args.quiet)
+        print(fv.summary())
+        _write_page(fv, args.out)
+        spec = _archive(args).record(f"feature visualization: {args.channel}", [(fv, f"{args.steps} steps")],
+                                     model=model, task="feature visualization", tags=["vision"])
+    elif args.action == "specimen":
+        from .vision.specimen import vision_specimen
+        from .report import write_report
+
+        spec = vision_specimen(model, _archive(args), steps=args.steps, progress=not args.quiet)
+        for f in spec.findings():
+            print(f.result().summary())
+        print(f"wrote {write_report(spec, args.out)[0]}")
+    else:
+        if not args.image:
+            raise ValueError("vision gradcam needs an IMAGE (a file, or a bundled photo: chelsea, coffee, ...)")
+        image = prepare(read_image(args.image), model.size, crop=args.crop)
+        for name, p in model.run(image).top(5)[0]:
+            print(f"  {p:6.3f}  {name}")
+        cam = grad_cam(model, image, args.target if args.target is None or not args.target.isdigit()
+                       else int(args.target), site=args.site)
+        print(cam.summary())
+        _write_page(cam, args.out)
+        spec = _archive(args).record(f"Grad-CAM: {cam.target.split(',')[0]} in {args.image}",
+                                     [(cam, f"at {args.site}")], model=model, task="image classification",
+                                     tags=["vision"])
+    print(f"stored specimen {spec.uid[:8]} {spec.name!r}")
+    return 0
+
 def _archive(args):
     from .archive import open as open_archive
 
@@ -557,6 +593,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--archive", help=archive_help)
     p.set_defaults(fn=_sae)
+
+    p = sub.add_parser("vision", help="image models: Grad-CAM, feature visualization, the EfficientNet specimen")
+    p.add_argument("action", choices=["gradcam", "visualize", "specimen"])
+    p.add_argument("image", nargs="?", help="gradcam: an image file, or a photo bundled with scikit-image (chelsea, "
+                                            "coffee, astronaut, ...)")
+    p.add_argument("--channel", help="visualize: MODULE:CHANNEL (e.g. _blocks.10:17) or class:NAME")
+    p.add_argument("--steps", type=int, default=256, help="visualize / specimen: optimisation steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--class", dest="target", help="class name (e.g. tabby) or index; default: the top class")
+    p.add_argument("--model", default="efficientnet-lite0")
+    p.add_argument("--site", default="_bn1", help="feature maps for Grad-CAM (a module name)")
+    p.add_argument("--crop", action="store_true", help="centre-crop a square instead of resizing the whole image")
+    p.add_argument("--archive", help=archive_help)
+    p.add_argument("--out", default="mechscope-vision.html", help="HTML page to write")
+    p.set_defaults(fn=_vision)
 
     p = sub.add_parser("verify", help="prove or refute VNNLIB properties of an ONNX network")
     p.add_argument("network", nargs="?", help="NET.onnx")

@@ -31,7 +31,8 @@ FORMAT_VERSION = 1
 BUILTIN_RESULT_MODULES = ("mechscope.patching", "mechscope.heads", "mechscope.steering", "mechscope.circuits",
                           "mechscope.lens", "mechscope.attribution", "mechscope.tuned_lens", "mechscope.geometry",
                           "mechscope.toy", "mechscope.tasks", "mechscope.scrubbing", "mechscope.verify",
-                          "mechscope.probes", "mechscope.neurons", "mechscope.sae")
+                          "mechscope.probes", "mechscope.neurons", "mechscope.sae",
+                          "mechscope.vision")
 
 
 def result_types() -> dict[str, type["Result"]]:
