@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.mechscope-installed
 
-.PHONY: demo test test-fast bench bench-sae clean chromium
+.PHONY: demo test test-fast bench bench-sae clean chromium datasets
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,9 +21,12 @@ demo: $(STAMP)
 
 # Everything: fast tests (tiny random models) and slow ones (the embedded SmolLM2). Browser tests
 # need Chromium: installed from Debian when running as root, otherwise they are skipped.
-test: $(STAMP) chromium
+test: $(STAMP) chromium datasets
 	$(VENV)/bin/mechscope info smollm2-135m > /dev/null  # dequantise the GGUF once, before the workers start
 	$(PY) -m pytest -n 2 --run-slow -q --durations=25
+
+datasets:  # Debian's Fashion-MNIST for the small CNN (tests skip without it)
+	@test -d /usr/share/datasets/fashion-mnist || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null; } || echo "no Fashion-MNIST: its tests will be skipped"
 
 chromium:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; } || echo "no Chromium: browser tests will be skipped"

@@ -122,6 +122,8 @@ print("ready", flush=True)
 i = 0
 while True:
     spec.add(NextTokens.of(run, ["The cat"], k=2), notes=f"write {i}", figure=(i % 2 == 0))
+    if i == 0:
+        print("committed", flush=True)  # the parent kills only after one write is in (a loaded machine is slow)
     i += 1
 """
 
@@ -130,10 +132,11 @@ def test_a_killed_writer_leaves_a_consistent_archive(tmp_path):
     location = str(tmp_path / "crash")
     mechscope.archive.open(location).create("crash")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    for delay in (0.3, 0.7, 1.1):
+    for delay in (0.05, 0.3, 0.7):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, location], stdout=subprocess.PIPE, env=env)
         assert proc.stdout.readline().strip() == b"ready"
-        time.sleep(delay)
+        assert proc.stdout.readline().strip() == b"committed"
+        time.sleep(delay)  # then killed somewhere inside a later write
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         arch = mechscope.archive.open(location)

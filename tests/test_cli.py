@@ -152,3 +152,8 @@ def test_vision_visualize(tmp_path, capsys):
     assert "_blocks.10:17: " in capsys.readouterr().out and "Feature visualization" in (tmp_path / "v.html").read_text()
     assert main(["vision", "visualize", "--archive", archive]) == 2
     assert "needs --channel" in capsys.readouterr().err
+
+
+def test_vision_fashion_model_errors(capsys):
+    assert main(["vision", "gradcam", "chelsea", "--model", "fashion-cnn"]) == 2
+    assert "fashion-cnn takes 28-px grey images" in capsys.readouterr().err

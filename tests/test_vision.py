@@ -153,3 +153,37 @@ def test_channel_ablation_examples_and_weights(cnn):
     assert w[0][0] == int(full.abs().argmax()) and w[0][1] == pytest.approx(float(full[w[0][0]]))
     with pytest.raises(VisionSiteError, match="is not a Conv2d"):
         channel_weights(cnn, "1", 0)
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    from mechscope.vision.fashion import fashion_cnn, fashion_dir
+
+    try:
+        fashion_dir()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    return fashion_cnn(n_train=12_000, progress=False)  # ~5 s on one thread
+
+
+def test_a_small_cnn_trained_on_fashion_mnist(fashion):
+    from captum.attr import IntegratedGradients
+
+    from mechscope.vision import channel_ablation, image_ig, visualize
+    from mechscope.vision.fashion import fashion_mnist
+
+    model, acc = fashion
+    assert acc >= 0.78  # measured 0.806 after one epoch over 12k images (the full 60k: see the README)
+    x, y = fashion_mnist("test", 200)
+    assert float((model.run(x).logits.argmax(-1) == y).float().mean()) >= 0.75
+    cam = grad_cam(model, x[:1], int(y[0]), site="conv2")
+    assert cam.heatmap.shape == (28, 28) and cam.png_bytes()
+    ig = image_ig(model, x[:1], int(y[0]), steps=16)  # IG on this CNN equals Captum's
+    f = lambda im: model.module(model.normalise(im))  # noqa: E731
+    ref = IntegratedGradients(f).attribute(x[:1], baselines=torch.zeros_like(x[:1]), target=int(y[0]), n_steps=16,
+                                           method="gausslegendre")
+    assert torch.allclose(ig.attributions, ref[0], atol=1e-4)
+    fv = visualize(model, "conv2:5", steps=100, lr=0.2, natural=x, progress=False)  # measured 1.6×
+    assert tuple(fv.image.shape) == (1, 28, 28) and fv.ratio > 1.2, fv.summary()
+    abl = channel_ablation(model, x[:20], "conv2", progress=False)
+    assert abl.effect.shape == (32,) and float(abl.effect.min()) < 0

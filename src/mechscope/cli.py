@@ -351,11 +351,20 @@ def _sae(args) -> int:
 def _vision(args) -> int:
     from .vision import grad_cam, load_image_model, prepare, read_image, visualize
 
-    model = load_image_model(args.model)
+    if args.model == "fashion-cnn" and args.action != "visualize":
+        raise ValueError("fashion-cnn takes 28-px grey images: `vision visualize --model fashion-cnn --channel conv2:5`; "
+                         "gradcam and specimen use EfficientNet on colour photos")
+    if args.action == "visualize" and not args.channel:
+        raise ValueError("vision visualize needs --channel MODULE:CHANNEL (e.g. _blocks.10:17) or class:NAME")
+    model = load_image_model(args.model, progress=not args.quiet)
     if args.action == "visualize":
-        if not args.channel:
-            raise ValueError("vision visualize needs --channel MODULE:CHANNEL (e.g. _blocks.10:17) or class:NAME")
-        fv = visualize(model, args.channel, steps=args.steps, seed=args.seed, progress=not args.quiet)
+        natural = None
+        if args.model == "fashion-cnn":
+            from .vision.fashion import fashion_mnist
+
+            natural = fashion_mnist("test", 1000)[0]
+        fv = visualize(model, args.channel, steps=args.steps, seed=args.seed, natural=natural,
+                       progress=not args.quiet)
         print(fv.summary())
         _write_page(fv, args.out)
         spec = _archive(args).record(f"feature visualization: {args.channel}", [(fv, f"{args.steps} steps")],
@@ -603,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--class", dest="target", help="class name (e.g. tabby) or index; default: the top class")
-    p.add_argument("--model", default="efficientnet-lite0")
+    p.add_argument("--model", default="efficientnet-lite0", choices=["efficientnet-lite0", "fashion-cnn"])
     p.add_argument("--site", default="_bn1", help="feature maps for Grad-CAM (a module name)")
     p.add_argument("--crop", action="store_true", help="centre-crop a square instead of resizing the whole image")
     p.add_argument("--archive", help=archive_help)

@@ -59,9 +59,11 @@ class ImageAttribution(Result):
 
         fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.2))
         img = self.image.permute(1, 2, 0).numpy()
-        axes[0].imshow(img)
+        img = img[..., 0] if img.shape[-1] == 1 else img
+        cmap = "gray" if img.ndim == 2 else None
+        axes[0].imshow(img, cmap=cmap)
         axes[0].set_title("image", fontsize=9)
-        axes[1].imshow(img)
+        axes[1].imshow(img, cmap=cmap)
         signed = self.heatmap.min() < 0
         lim = float(self.heatmap.abs().max()) or 1.0
         axes[1].imshow(self.heatmap.numpy(), cmap="bwr" if signed else "jet", alpha=0.55 if signed else 0.45,

@@ -8,7 +8,8 @@ The image is not optimised pixel by pixel but through a decorrelated parameteris
   covariance (Lucid's matrix, normalised), then squashed to [0, 1] by a sigmoid.
 
 Each step applies random transformations before the model sees the image (transformation
-robustness): pad 12 px, jitter ±8 px, scale ×{0.95 … 1.05}, rotate ±5°, jitter ±4 px, resize back.
+robustness): pad 12 px, jitter ±8 px, scale ×{0.95 … 1.05}, rotate ±5°, jitter ±4 px, resize back
+(pixel sizes for 224 px images, scaled for smaller ones).
 The objective is a channel's mean activation over space (``"_blocks.10:17"``), one channel at the
 centre position (``neuron=True``) or a class logit (``"class:tabby"``); Adam at ``lr`` for
 ``steps``; the forward stops at the objective's module. A seed makes the run reproducible.
@@ -32,38 +33,44 @@ COLOR = COLOR_SQRT / COLOR_SQRT.norm(dim=0).max()
 
 
 class FourierImage(torch.nn.Module):
-    """A [1, 3, size, size] image in [0, 1] from a scaled spectrum [3, size, size // 2 + 1] (complex)."""
+    """A [1, C, size, size] image in [0, 1] from a scaled spectrum [C, size, size // 2 + 1]
+    (complex); colour images (C = 3) are decorrelated, grey ones (C = 1) only squashed."""
 
-    def __init__(self, size: int, decay: float = 1.0, sd: float = 0.01, generator: torch.Generator | None = None):
+    def __init__(self, size: int, decay: float = 1.0, sd: float = 0.01, generator: torch.Generator | None = None,
+                 channels: int = 3):
         super().__init__()
         fy = torch.fft.fftfreq(size)[:, None]
         fx = torch.fft.rfftfreq(size)[None, :]
         freq = (fx ** 2 + fy ** 2).sqrt()
         self.register_buffer("scale", (1.0 / freq.clamp(min=1.0 / size) ** decay) * size ** 0.5)
-        self.spectrum = torch.nn.Parameter(sd * torch.randn(3, size, size // 2 + 1, 2, generator=generator))
+        self.spectrum = torch.nn.Parameter(sd * torch.randn(channels, size, size // 2 + 1, 2, generator=generator))
         self.size = size
 
     def forward(self) -> torch.Tensor:
         spec = torch.view_as_complex(self.spectrum) * self.scale
         img = torch.fft.irfft2(spec, s=(self.size, self.size)) / 4.0  # unnormalised inverse ÷ N, as Lucid
-        img = torch.einsum("chw,dc->dhw", img, COLOR.to(img))
+        if img.shape[0] == 3:
+            img = torch.einsum("chw,dc->dhw", img, COLOR.to(img))
         return torch.sigmoid(img)[None]
 
 
 def transform(img: torch.Tensor, size: int, g: torch.Generator) -> torch.Tensor:
-    """Lucid's standard robustness transforms on [1, 3, H, W], resized back to ``size``."""
+    """Lucid's standard robustness transforms on [1, C, H, W] (pads and jitters scaled from 224 px),
+    resized back to ``size``."""
     def rnd(lo: int, hi: int) -> int:
         return int(torch.randint(lo, hi + 1, (1,), generator=g))
 
-    x = torch.nn.functional.pad(img, (12, 12, 12, 12), value=0.5)
-    x = torch.roll(x, (rnd(-8, 8), rnd(-8, 8)), dims=(2, 3))
+    p = max(2, 12 * size // 224)  # Lucid's 12 px at 224, scaled to the image
+    x = torch.nn.functional.pad(img, (p, p, p, p), value=0.5)
+    j1, j2 = max(1, 8 * size // 224), max(1, 4 * size // 224)
+    x = torch.roll(x, (rnd(-j1, j1), rnd(-j1, j1)), dims=(2, 3))
     scale = [0.95, 0.975, 1.0, 1.025, 1.05][rnd(0, 4)]
     angle = math.radians(rnd(-5, 5))
     theta = torch.tensor([[math.cos(angle) / scale, -math.sin(angle) / scale, 0.0],
                           [math.sin(angle) / scale, math.cos(angle) / scale, 0.0]], dtype=x.dtype)[None]
     grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
     x = torch.nn.functional.grid_sample(x, grid, padding_mode="border", align_corners=False)
-    x = torch.roll(x, (rnd(-4, 4), rnd(-4, 4)), dims=(2, 3))
+    x = torch.roll(x, (rnd(-j2, j2), rnd(-j2, j2)), dims=(2, 3))
     return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
 
 
@@ -162,7 +169,7 @@ def visualize(model: ImageModel, target: str, *, steps: int = 256, lr: float = 0
     with (default: scikit-image's bundled photos)."""
     site, f = objective(model, target, neuron)
     g = torch.Generator().manual_seed(seed)
-    param = FourierImage(model.size, decay=decay, generator=g)
+    param = FourierImage(model.size, decay=decay, generator=g, channels=model.mean.shape[1])
     opt = torch.optim.Adam(param.parameters(), lr=lr)
     curve = []
     for _ in tqdm(range(steps), desc=f"visualize {target}", disable=not progress, leave=False):
@@ -176,6 +183,8 @@ def visualize(model: ImageModel, target: str, *, steps: int = 256, lr: float = 0
     if natural is None:
         from .images import PHOTOS, photo, prepare
 
+        if model.mean.shape[1] != 3:
+            raise ValueError(f"{model.name} takes {model.mean.shape[1]}-channel images: give natural= images to compare")
         natural = torch.cat([prepare(photo(p), model.size) for p in PHOTOS])
     return FeatureVisualization(
         provenance=Provenance(model=model.name, fingerprint=model.fingerprint, seed=seed,

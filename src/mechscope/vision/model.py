@@ -62,8 +62,9 @@ class ImageRun:
 
 
 class ImageModel:
-    """An image classifier (``module``: images [batch, 3, H, W] → logits [batch, classes]) with
-    its class names and input normalisation (``mean``/``std`` per channel, on images in [0, 1])."""
+    """An image classifier (``module``: images [batch, C, H, W] → logits [batch, classes]) with
+    its class names and input normalisation (``mean``/``std`` per colour channel, on images in
+    [0, 1]; C = len(mean): 3 for colour, 1 for grey)."""
 
     def __init__(self, module: nn.Module, classes: Sequence[str], *, name: str, size: int,
                  mean: Sequence[float], std: Sequence[float]):
@@ -140,9 +141,10 @@ class ImageModel:
             interventions: Sequence[Intervention] = (), grads: str | Iterable[str] | None = None,
             metric: Callable[[ImageRun], torch.Tensor] | None = None) -> ImageRun:
         """One forward over ``images`` [batch, 3, H, W] in [0, 1] (see the module docstring)."""
-        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+        c = self.mean.shape[1]
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != c:
             got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise ValueError(f"images must be [batch, 3, H, W] in [0, 1]; got {got}")
+            raise ValueError(f"images must be [batch, {c}, H, W] in [0, 1]; got {got}")
         if not torch.isfinite(images).all():
             raise ValueError("images contain NaN or infinite values")
         if grads is not None and metric is None:
