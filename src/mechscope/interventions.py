@@ -356,3 +356,26 @@ __all__ = [
     "InterventionError",
     "Selection",
 ]
+
+
+class _Enough(Exception):
+    """Raised inside a forward once the wanted site is computed: the later layers are skipped."""
+
+
+def forward_until(model: Any, inputs: Any, site: str) -> torch.Tensor:
+    """The output of ``site`` for ``inputs``, running ``model`` (a language or image model) only
+    until that site is computed; gradients flow when they are enabled and the inputs need them."""
+    got: dict[str, torch.Tensor] = {}
+
+    def take(x: torch.Tensor) -> torch.Tensor:
+        got["x"] = x
+        raise _Enough
+
+    try:
+        model.run(inputs, interventions=[Replace(site, fn=take)])
+    except _Enough:
+        pass
+    if "x" not in got:
+        raise ValueError(f"{site} was not computed by a forward of {model.name}")
+    return got["x"]
+

@@ -136,29 +136,14 @@ def harvest(model: Model, site: str, directory: str | os.PathLike, *, tokens: to
     return ActivationStore(directory)
 
 
-class _Enough(Exception):
-    """Raised inside the forward once the harvested site is computed: later layers are skipped."""
-
-
 @torch.no_grad()
 def _site_forward(model: Model, chunk: torch.Tensor, site: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(activations at ``site``, token ids, mask) of a batch, running the model only up to the site."""
-    from ..interventions import Replace
+    from ..interventions import forward_until
 
-    got: dict[str, torch.Tensor] = {}
-
-    def take(x: torch.Tensor) -> torch.Tensor:
-        got["x"] = x
-        raise _Enough
-
-    try:
-        model.run(chunk, interventions=[Replace(site, fn=take)])
-    except _Enough:
-        pass
-    if "x" not in got:
-        raise ValueError(f"{site} was not computed by a forward of {model.name}")
+    acts = forward_until(model, chunk, site)
     ids, mask = model.tokenize(chunk)
-    return got["x"], ids, mask
+    return acts, ids, mask
 
 
 def _harvest_ranks(model: Model, site: str, directory: Path, tokens: torch.Tensor, rank: int, world: int,

@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..results import Provenance, Result
-from ..interventions import Replace
+from ..interventions import forward_until
 from .model import ImageModel, VisionSiteError
 
 COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
@@ -114,10 +114,6 @@ class FeatureVisualization(Result):
         return fig
 
 
-class _Enough(Exception):
-    """Raised inside the forward once the objective's site is computed: later layers are skipped."""
-
-
 def objective(model: ImageModel, target: str, neuron: bool = False):
     """(site or None, f: tensor → [batch]) for ``"module:channel"`` (f of the module's output) or
     ``"class:NAME"`` (f of the logits)."""
@@ -140,19 +136,7 @@ def objective(model: ImageModel, target: str, neuron: bool = False):
 
 def _forward(model: ImageModel, images: torch.Tensor, site: str | None) -> torch.Tensor:
     """The site's output (the forward stops there) or, for site None, the logits."""
-    if site is None:
-        return model.run(images).logits
-    got: dict[str, torch.Tensor] = {}
-
-    def take(x: torch.Tensor) -> torch.Tensor:
-        got["x"] = x
-        raise _Enough
-
-    try:
-        model.run(images, interventions=[Replace(site, fn=take)])
-    except _Enough:
-        pass
-    return got["x"]
+    return model.run(images).logits if site is None else forward_until(model, images, site)
 
 
 def value_on(model: ImageModel, images: torch.Tensor, target: str, neuron: bool = False) -> torch.Tensor:
