@@ -54,6 +54,7 @@ def served(llama, tmp_path):
 
 
 def test_browse_hover_an_edge_and_a_token(browser_page, served):
+    sync_api = pytest.importorskip("playwright.sync_api")
     page, errors = browser_page
     base, spec = served
     page.goto(base + "/")
@@ -70,11 +71,12 @@ def test_browse_hover_an_edge_and_a_token(browser_page, served):
         const m = e.getScreenCTM(); return [p.x * m.a + p.y * m.c + m.e, p.x * m.b + p.y * m.d + m.f]; }""")
     page.mouse.move(*mid)  # the middle of the curve itself, as a person would point at it
     info = page.locator("div.graph", has=edge).locator(".graph-info")
-    assert info.inner_text() == "a1.h3 → logits: +1.2"
+    sync_api.expect(info).to_have_text("a1.h3 → logits: +1.2")  # waits for the hover handler
 
     attention = page.locator("section.attention")
     attention.locator("button.head[data-head='2']").click()
     attention.locator("span.tok").last.hover()
+    sync_api.expect(attention.locator(".attn-info")).to_contain_text("attends most to")
     text = attention.locator(".attn-info").inner_text()
     assert text.startswith("head 2: ") and "attends most to" in text
     weights = attention.locator("span.tok").evaluate_all("els => els.map(e => e.style.background)")
@@ -88,11 +90,14 @@ def test_search_and_compare_in_the_browser(browser_page, served):
     page.goto(base + "/")
     page.fill("input[name=tag]", "circuit")
     page.click("form.search button")
+    page.wait_for_url("**tag=circuit*")  # count() does not wait for the navigation a click starts
     assert page.locator("tr.specimen-row").count() == 1
     page.goto(base + "/")
     other = page.locator("tr.specimen-row a").nth(0).get_attribute("href").rsplit("/", 1)[1]
     page.fill("input[name=a]", spec.uid)
     page.fill("input[name=b]", other)
     page.click("text=compare >> nth=-1")
+    page.wait_for_url("**/compare?*")
+    page.locator(".cols h1.specimen-name").nth(1).wait_for()
     assert page.locator(".cols h1.specimen-name").count() == 2
     assert not errors, errors

@@ -108,6 +108,35 @@ def test_batched_masks_equal_one_at_a_time(family):
         torch.testing.assert_close(batched, single, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_copies_share_the_blocks_where_their_masks_agree(family):
+    """Masks that differ only from block L on run blocks < L once and tile the rows there; the
+    logits equal one mask at a time (prompts of different lengths: masks and positions tile too)."""
+    m = tiny(family)
+    g = Graph.of(m)
+    clean, corrupted = _pairs(2, n=3, length=7)
+    clean = [c[:7 - i] for i, c in enumerate(clean)]
+    corrupted = [c[:7 - i] for i, c in enumerate(corrupted)]
+    abl = sender_outputs(m, g, corrupted)
+    block0 = m.hf.get_submodule(f"{m.adapter.blocks}.0")
+    per = len(g.attn_receivers[0]) + int(g.has_mlp)
+    torch.manual_seed(0)
+    for first in (0, 1, per, g.n_layers * per, None):  # first receiver that differs (None: the copies are equal)
+        base = (torch.rand(len(g.senders), len(g.receivers)) < 0.5).float()
+        keep = base.repeat(3, 1, 1)
+        if first is not None:
+            keep[1:, :, first:] = (torch.rand(2, len(g.senders), len(g.receivers) - first) < 0.5).float()
+        rows = []
+        handle = block0.register_forward_pre_hook(lambda _m, args, kwargs: rows.append(
+            (args[0] if args else kwargs["hidden_states"]).shape[0]), with_kwargs=True)
+        batched = edge_run(m, g, clean, keep=keep, ablated=abl).logits
+        handle.remove()
+        single = torch.cat([edge_run(m, g, clean, keep=keep[i], ablated=abl).logits for i in range(3)])
+        torch.testing.assert_close(batched, single, atol=1e-6, rtol=0)
+        assert rows[0] == (9 if first in (0, 1) else 3)  # block 0 ran once per prompt when it could
+    assert _no_hooks(m)
+
+
 def test_cutting_one_edge_into_the_logits_matches_a_hand_computation():
     m = tiny("llama")
     g = Graph.of(m)
@@ -206,6 +235,10 @@ def test_minimal_circuit_finds_the_planted_circuit_and_keeps_the_curve(planted):
     assert sizes == sorted(sizes) and circuit.extra["curve"][-1][1] == pytest.approx(1.0, abs=1e-5)
     signed = minimal_circuit(model, task, scores, target=0.99, progress=False)
     assert len(signed.edges) > 6 and signed.extra["ranking"] == "score"
+    again = evaluate(model, task, signed)  # the evidence minimal_circuit reuses from its curve is evaluate's
+    for key in ("metric_circuit", "metric_empty", "complement_faithfulness"):
+        assert signed.extra[key] == pytest.approx(again.extra[key], abs=1e-6)
+    assert (signed.faithfulness, signed.completeness) == pytest.approx((again.faithfulness, again.completeness), abs=1e-6)
     assert circuit.png_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="no circuit reaches faithfulness 1.5"):
         minimal_circuit(model, task, scores, target=1.5, progress=False)

@@ -26,6 +26,28 @@ def test_batched_rows_equal_one_at_a_time(model):
         torch.testing.assert_close(run.logits[i, -n:], alone.logits[0], atol=2e-5, rtol=1e-5)
 
 
+def test_copies_sharing_early_blocks_equal_the_repeated_batch(model):
+    """run(prompts, copies=3, shared_blocks=L) runs blocks < L once and tiles the rows there (with
+    the left-padded masks and positions); per-copy edits after L give what the repeated batch gives."""
+    L = model.cfg.n_layers
+    for shared in range(L + 1):
+        rows = [len(PROMPTS) * c + i for c in (1, 2) for i in range(len(PROMPTS))]  # copies 1 and 2 only
+        late = f"blocks.{shared}.resid_post" if shared < L else "final_norm"
+        iv = ms.Add(late, torch.ones(model.cfg.d_model), coef=0.5, rows=rows)
+        seen = []
+        block0 = model.hf.get_submodule(f"{model.adapter.blocks}.0")
+        handle = block0.register_forward_hook(lambda _m, _a, out: seen.append((out[0] if isinstance(out, tuple) else out).shape[0]))
+        got = model.run(PROMPTS, copies=3, shared_blocks=shared, interventions=[iv], cache=late)
+        handle.remove()
+        assert seen == [len(PROMPTS) * (1 if shared else 3)]
+        ref = model.run(PROMPTS * 3, interventions=[iv], cache=late)
+        torch.testing.assert_close(got.logits, ref.logits, atol=1e-5, rtol=1e-5)
+        assert torch.equal(got.mask, ref.mask) and got.cache[late].shape == ref.cache[late].shape
+    with pytest.raises(ValueError, match="shared_blocks"):
+        model.run(PROMPTS, copies=2, shared_blocks=L + 1)
+    assert_no_hooks(model)
+
+
 def test_cached_patterns_equal_hf_eager_output_attentions(model):
     run = model.run(PROMPTS, cache="blocks.*.attn.pattern")
     eager = hf_forward(model, PROMPTS, impl="eager", output_attentions=True)

@@ -16,6 +16,7 @@ from mechscope.web import create_app
 from mechscope.web.server import running_server
 
 EVIL = "<script>alert('x')</script>"
+SEEDED = 9  # NextTokens … SiteAttribution (samples.py), the Circuit among them
 
 
 def archive_model(spec):
@@ -27,11 +28,14 @@ def archive_model(spec):
 
 @pytest.fixture
 def seeded(llama, archive):
+    """Two specimens; the first holds the first nine sample kinds (every kind's figure is stored
+    and drawn in test_results: storing all ~40 here cost ~8 s per test)."""
     spec = archive.create(f"IOI {EVIL}", model=llama, task="ioi", tags=["circuit", EVIL], description=f"desc {EVIL}")
-    for r in sample_results(llama):
+    results = sample_results(llama)[:SEEDED]
+    for r in results:
         spec.add(r, notes=f"note {EVIL}")
     other = archive.create("induction heads", task="induction", tags=["heads"])
-    other.add(sample_results(llama)[0])
+    other.add(results[0])
     return archive, spec, other
 
 
@@ -65,7 +69,7 @@ def test_pages_and_api(seeded):
     listing = client.get("/api/specimens", params={"task": "ioi"}).json()
     assert [s["uid"] for s in listing] == [spec.uid]
     detail = client.get(f"/api/specimens/{spec.uid}").json()
-    assert [f["kind"] for f in detail["findings"]] == [type(r).__name__ for r in sample_results(archive_model(spec))]
+    assert [f["kind"] for f in detail["findings"]] == [type(r).__name__ for r in sample_results(archive_model(spec))[:SEEDED]]
     circuit = next(f for f in detail["findings"] if f["kind"] == "Circuit")
     assert circuit["evidence"]["faithfulness"] == 0.91
     data = client.get(f"/api/specimens/{spec.uid}/findings/{circuit['uid']}").json()["data"]

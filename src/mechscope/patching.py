@@ -259,7 +259,8 @@ def activation_patching(model: Model, task, sweep: str = "heads", *, direction: 
 
     Batched: a forward carries up to ``batch_size`` rows — ⌊batch_size / pairs⌋ patched copies of
     the whole task, each copy with its own patch (one masked edit per site) — instead of one
-    forward per patched index. Position sweeps need pairs of one token length (``task.one_length()``).
+    forward per patched index; the blocks before a forward's first patched layer run once for all
+    its copies. Position sweeps need pairs of one token length (``task.one_length()``).
     """
     per_head, per_pos, target_ids, sites, clean_m, corrupted_m, source = _prepare(model, task, sweep, direction)
     n = len(task)
@@ -286,8 +287,8 @@ def activation_patching(model: Model, task, sweep: str = "heads", *, direction: 
             else:
                 block[:, pos, h] = True
         ivs = [_MaskedPatch(site, source=src, where=where) for site, (src, where) in edits.items()]
-        with torch.no_grad():
-            run = model.run(target_ids * len(chunk), interventions=ivs)  # copy j = rows j·n … (j+1)·n − 1
+        with torch.no_grad():  # copy j = rows j·n … (j+1)·n − 1; blocks before the first patched one run once
+            run = model.run(target_ids, interventions=ivs, copies=len(chunk), shared_blocks=chunk[0][0])
         values.append(task.score(run.logits[:, -1]).view(len(chunk), n).mean(1).cpu())
     effect = (torch.cat(values) - corrupted_m) / span
     first = model.tokenizer.convert_ids_to_tokens(task.clean[0]) if per_pos else []

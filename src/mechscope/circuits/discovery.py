@@ -304,17 +304,23 @@ def evaluate(model: Model, task, circuit: Circuit, *, ablation: str = "corrupted
     mask = g.mask_of(circuit.edges)
     masks = torch.stack([mask, g.allowed.float() - mask, torch.zeros_like(mask)])
     values, _ = _masks_metric(model, task, prep, masks, _ablated(prep, ablation), batch_rows)
-    full, empty = prep.clean_metric, float(values[2])
-    if abs(full - empty) < 1e-9:
-        raise ValueError(f"the full model and the empty circuit score the same ({full:.4g}) on {task.name}")
-    faith = (float(values[0]) - empty) / (full - empty)
-    complement = (float(values[1]) - empty) / (full - empty)
-    extra = {**circuit.extra, "ablation": ablation, "metric_full": full, "metric_empty": empty,
-             "metric_circuit": float(values[0]), "complement_faithfulness": complement}
+    return _with_evidence(circuit, task, prep, ablation, *values.tolist())
+
+
+def _with_evidence(circuit: Circuit, task, prep: _Prepared, ablation: str, kept: float, complement: float,
+                   empty: float) -> Circuit:
+    """``circuit`` with faithfulness and completeness from the task metric with only its edges
+    (``kept``), all but its edges (``complement``) and no edges (``empty``)."""
     from dataclasses import replace
 
-    return replace(circuit, faithfulness=faith, completeness=1.0 - complement, extra=extra,
-                   metric=circuit.metric or task.metric)
+    full = prep.clean_metric
+    if abs(full - empty) < 1e-9:
+        raise ValueError(f"the full model and the empty circuit score the same ({full:.4g}) on {task.name}")
+    faith = (kept - empty) / (full - empty)
+    rest = (complement - empty) / (full - empty)
+    extra = {**circuit.extra, "ablation": ablation, "metric_full": full, "metric_empty": empty,
+             "metric_circuit": kept, "complement_faithfulness": rest}
+    return replace(circuit, faithfulness=faith, completeness=1.0 - rest, extra=extra, metric=circuit.metric or task.metric)
 
 
 def faithfulness(model: Model, task, masks: torch.Tensor, *, ablation: str = "corrupted",
@@ -351,44 +357,53 @@ def minimal_circuit(model: Model, task, scores: EdgeScores, *, target: float = 0
     sizes = sorted(set(sizes))
     ablated = _ablated(prep, ablation)
     full = prep.clean_metric
-    empty_mask = torch.zeros(1, len(g.senders), len(g.receivers))
-    empty = float(_masks_metric(model, task, prep, empty_mask, ablated, batch_rows)[0][0])
-    forwards = 1
+    metric: dict[int, float] = {}  # circuit size asked for -> mean task metric
+    masks: dict[int, torch.Tensor] = {}
+    forwards = 0
 
-    def measure(ns: list[int]) -> list[tuple[int, float]]:
+    def measure(ns: list[int], also: list[torch.Tensor] = ()) -> list[float]:
+        """Measure the top-n circuits (and the masks ``also``, whose values are returned)."""
         nonlocal forwards
-        masks = torch.stack([scores.top_mask(k, absolute) for k in ns])
-        values, f = _masks_metric(model, task, prep, masks, ablated, batch_rows)
+        masks.update((k, scores.top_mask(k, absolute)) for k in ns)
+        values, f = _masks_metric(model, task, prep, torch.stack([*also, *(masks[k] for k in ns)]), ablated, batch_rows)
         forwards += f
-        return [(int(m.sum()), (float(v) - empty) / (full - empty)) for m, v in zip(masks, values)]
+        metric.update(zip(ns, values[len(also):].tolist()))
+        return values[:len(also)].tolist()
 
-    # sizes in increasing order, a forward's worth at a time, until one reaches the target
-    curve: dict[int, tuple[int, float]] = {}
+    # sizes in increasing order, a forward's worth at a time (the empty circuit with the first),
+    # until one reaches the target
     per = max(1, batch_rows // len(task))
     bar = tqdm(total=len(sizes), desc="faithfulness curve", disable=not progress)
-    for i in range(0, len(sizes), per):
-        chunk = sizes[i:i + per]
-        curve.update(zip(chunk, measure(chunk)))
+    empty, i = None, 0
+    while i < len(sizes):
+        chunk = sizes[i:i + (per if empty is not None else max(1, per - 1))]
+        got = measure(chunk, [] if empty is not None else [torch.zeros_like(g.allowed, dtype=torch.float32)])
+        if empty is None and abs(full - got[0]) < 1e-9:
+            raise ValueError(f"the full model and the empty circuit score the same ({full:.4g}) on {task.name}")
+        empty = got[0] if empty is None else empty
+        i += len(chunk)
         bar.update(len(chunk))
-        if any(curve[k][1] >= target for k in chunk):
+        if any((metric[k] - empty) / (full - empty) >= target for k in chunk):
             break
     bar.close()
-    reached = [k for k in sorted(curve) if curve[k][1] >= target]
+    faith = lambda k: (metric[k] - empty) / (full - empty)  # noqa: E731
+    reached = [k for k in sorted(metric) if faith(k) >= target]
     if not reached:
-        best = max(curve, key=lambda k: curve[k][1])
-        raise ValueError(f"no circuit reaches faithfulness {target} (best {curve[best][1]:.3f} at {best} edges "
+        best = max(metric, key=faith)
+        raise ValueError(f"no circuit reaches faithfulness {target} (best {faith(best):.3f} at {best} edges "
                          f"of {total}); lower the target or try another ablation")
     hi = reached[0]
-    lo = max([k for k in curve if k < hi], default=0)
+    lo = max([k for k in metric if k < hi], default=0)
     while hi - lo > max(1, hi // 50):  # bisect to within 2 % of the size
         mids = sorted({lo + (hi - lo) * j // (per + 1) for j in range(1, per + 1)} - {lo, hi})
-        for k, v in zip(mids, measure(mids)):
-            curve[k] = v
-        above = [k for k in mids if curve[k][1] >= target]
+        measure(mids)
+        above = [k for k in mids if faith(k) >= target]
         hi = above[0] if above else hi
         lo = max([k for k in mids if k < hi], default=lo)
     circuit = scores.circuit(hi, absolute)
-    circuit = evaluate(model, task, circuit, ablation=ablation, batch_rows=batch_rows)
+    (complement,) = measure([], [g.allowed.float() - masks[hi]])
+    circuit = _with_evidence(circuit, task, prep, ablation, metric[hi], complement, empty)
+    curve = {k: (int(masks[k].sum()), faith(k)) for k in metric}
     pts = sorted((n_kept, f) for n_kept, f in curve.values())
     circuit.extra.update({"curve": [list(p) for p in pts], "target": target, "forwards": forwards,
                           "top_n": hi, "scored_by": scores.method, "ranking": "|score|" if absolute else "score"})

@@ -12,20 +12,22 @@ module and projection weights, so nothing is re-implemented and an all-kept mask
 output bit for bit. MLPs and the logits read through a pre-hook on their norm.
 
 One forward carries ``copies`` different masks (rows ``c·n … (c+1)·n − 1`` for copy c): the
-faithfulness curve and ACDC's speculative steps are batched. With ``grad=True`` the engine adds a
+faithfulness curve and ACDC's speculative steps are batched. Copies whose masks agree on every
+receiver of the first L blocks are identical there, so those blocks run once (n rows) and the rows
+are tiled at block L: path patching into a late head costs a fraction of full forwards. With ``grad=True`` the engine adds a
 zero leaf to every receiver's input and returns ∂metric/∂input_r — what EAP needs.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import torch
 from torch import nn
 
-from ..models.hooks import _first_input, _output, _with_first_input
+from ..models.hooks import _first_input, _output, _with_first_input, tiled
 from ..models.model import Model
 from .graph import Graph
 
@@ -79,12 +81,14 @@ class _State:
         self.extra = [(w[None] if w.dim() == 2 else w, src) for w, src in (extra or [])]
         self.keep, self.ablated, self.grad, self.embed = keep, ablated, grad, embed
         self.recording = record or keep is not None or bool(self.extra)
-        self.current: torch.Tensor | None = None  # [rows, pos, senders, d] sender outputs of this run
+        self.current: torch.Tensor | None = None  # [rows, pos, senders − offset, d] sender outputs of this run
+        self.offset, self.early = 0, None  # senders before offset: [prompts, pos, offset, d], the same in every copy
         self.leaves: list[tuple[torch.Tensor, list[int]]] = []
         self.x: torch.Tensor | None = None  # the block's residual input (what its attention norm reads)
         self.norm: nn.Module | None = None
         self.delta: torch.Tensor | None = None  # [rows, pos, R_attn, d] for the current block
         self.totals: dict[int, torch.Tensor] = {}
+        self.tiles = 1  # > 1 while the copies still share their rows (see ``tile``)
         self.ablated_totals = None
         if ablated is not None:  # [n or 1, pos, senders + 1, d]: running sums over senders
             z = torch.zeros_like(ablated[:, :, :1], dtype=torch.float32)
@@ -96,12 +100,26 @@ class _State:
         if not self.recording:
             return
         if self.current is None:
-            self.current = torch.zeros(*out.shape[:2], len(self.graph.senders), out.shape[-1], dtype=torch.float32,
-                                       device=out.device)
-            self.totals = {0: torch.zeros(*out.shape[:2], out.shape[-1], device=out.device)}
+            self.current = torch.zeros(*out.shape[:2], len(self.graph.senders) - self.offset, out.shape[-1],
+                                       dtype=torch.float32, device=out.device)
+            self.totals = self.totals or {0: torch.zeros(*out.shape[:2], out.shape[-1], device=out.device)}
         out = out.detach().to(torch.float32)
-        self.current[:, :, start:start + out.shape[2]] = out
+        self.current[:, :, start - self.offset:start - self.offset + out.shape[2]] = out
         self.totals[start + out.shape[2]] = self.totals[start] + out.sum(2)
+
+    def share_until(self, layer: int, keep: torch.Tensor) -> None:
+        """Run one copy's rows until block ``layer``, where ``tile`` makes the copies."""
+        self.tiles, self.split, self.full_keep = keep.shape[0], layer, keep
+        self.keep, self.rows = keep[:1], self.rows // keep.shape[0]
+
+    def tile(self, _prompts: int) -> None:
+        """The rows were just repeated once per copy: switch to every copy's mask; the senders
+        recorded so far stay shared by the copies (``early``)."""
+        g = self.graph
+        self.keep, self.rows = self.full_keep, self.rows * self.tiles
+        self.offset = g.sender_start[self.split] if self.split < g.n_layers else len(g.senders)
+        self.early, self.current = self.current[:, :, :self.offset], None
+        self.totals = {self.offset: self.totals[self.offset].repeat(self.tiles, 1, 1)}
 
     def delta_for(self, receivers: list[int], like: torch.Tensor) -> torch.Tensor | None:
         """[rows, pos, len(receivers), d]: ablation shift (+ a zero leaf for gradients) per
@@ -132,19 +150,31 @@ class _State:
         the cut or the kept senders are fewer: Σ_cut = Σ_all − Σ_kept, and Σ_all is a difference of
         running sums (sparse circuits cost little, dense ones too)."""
         copies, n = keep.shape[0], self.rows // keep.shape[0]
-        cur = self.current.view(copies, n, *self.current.shape[1:])
-        abl = (self.ablated if source is None else source).to(cur.device, torch.float32)  # [n or 1, pos, senders, d]
+        dev = keep.device
+        abl = (self.ablated if source is None else source).to(dev, torch.float32)  # [n or 1, pos, senders, d]
         kept_any, cut_any = keep.amax((0, 2)) > 0, cut.amax((0, 2)) > 0
         use_kept = int(kept_any.sum()) < int(cut_any.sum()) and not force_cut
         idx = (kept_any if use_kept else cut_any).nonzero().flatten()
         w = (keep if use_kept else cut)[:, idx]  # [copies, k, R]
-        part = (torch.einsum("npkd,ckr->cnprd", abl[:, :, idx], w)
-                - torch.einsum("cnpkd,ckr->cnprd", cur[:, :, :, idx], w))
+        part = torch.einsum("npkd,ckr->cnprd", abl[:, :, idx], w) - self._weighted_current(idx, w, n)
         if use_kept:
-            every = (self.ablated_totals[:, :, up].to(cur.device) - self.totals[up].view(copies, n, *cur.shape[2:3], -1))
+            every = self.ablated_totals[:, :, up].to(dev) - self.totals[up].view(copies, n, *self.totals[up].shape[1:])
             part = every[:, :, :, None] - part
         part = part.expand(copies, n, *part.shape[2:])
         return part.reshape(self.rows, part.shape[2], part.shape[3], -1)
+
+
+    def _weighted_current(self, idx: torch.Tensor, w: torch.Tensor, n: int) -> torch.Tensor | float:
+        """Σ_k w[c, k, r] · current[c, n, pos, idx_k, d] -> [copies, n, pos, R, d] (0 if no k);
+        senders before ``offset`` are read once for all copies."""
+        out: torch.Tensor | float = 0.0
+        early = idx < self.offset
+        if bool(early.any()):
+            out = torch.einsum("npkd,ckr->cnprd", self.early[:, :, idx[early]], w[:, early])
+        if not bool(early.all()):
+            cur = self.current.view(w.shape[0], n, *self.current.shape[1:])
+            out = out + torch.einsum("cnpkd,ckr->cnprd", cur[:, :, :, idx[~early] - self.offset], w[:, ~early])
+        return out
 
 
 @contextmanager
@@ -222,7 +252,8 @@ def _edge_hooks(state: _State) -> Iterator[None]:
                 handles.append(block(l, a.mid_norm).register_forward_pre_hook(on_mid(l), with_kwargs=True))
                 handles.append(block(l, a.mlp).register_forward_hook(on_mlp(l)))
         handles.append(hf.get_submodule(a.final_norm).register_forward_pre_hook(on_final, with_kwargs=True))
-        yield
+        with tiled(model, state.tiles, state.split, state.tile) if state.tiles > 1 else nullcontext():
+            yield
     finally:
         for h in handles:
             h.remove()
@@ -231,6 +262,15 @@ def _edge_hooks(state: _State) -> Iterator[None]:
 def tokens_of(model: Model, prompts: list[list[int]], copies: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids, mask) [copies · n, pos] for ``prompts`` tiled ``copies`` times (left-padded)."""
     return model.tokenize(list(prompts) * copies)
+
+
+def _shared_blocks(graph: Graph, keep: torch.Tensor) -> int:
+    """How many leading blocks read the same edges in every copy of ``keep`` [copies, S, R]."""
+    differs = (keep != keep[:1]).any(0).any(0).nonzero()  # receivers whose edges differ between copies
+    if len(differs) == 0:
+        return graph.n_layers
+    per = len(graph.attn_receivers[0]) + int(graph.has_mlp)
+    return int(differs[0]) // per if int(differs[0]) < len(graph.receivers) - 1 else graph.n_layers
 
 
 def edge_run(model: Model, graph: Graph, prompts: list[list[int]], *, keep: torch.Tensor | None = None,
@@ -255,9 +295,14 @@ def edge_run(model: Model, graph: Graph, prompts: list[list[int]], *, keep: torc
     copies = 1 if keep is None else keep.shape[0]
     if embed is not None:
         copies = embed.shape[0] // len(prompts)
-    ids, mask = tokens_of(model, prompts, copies)
-    state = _State(model, graph, ids.shape[0], keep=keep, ablated=ablated, grad=grad_metric is not None, embed=embed,
-                   extra=list(extra))
+    shared = 0
+    if copies > 1 and embed is None and grad_metric is None and not extra:
+        shared = _shared_blocks(graph, keep)
+    ids, mask = tokens_of(model, prompts, 1 if shared else copies)
+    state = _State(model, graph, len(prompts) * copies, keep=keep, ablated=ablated, grad=grad_metric is not None,
+                   embed=embed, extra=list(extra))
+    if shared:
+        state.share_until(shared, keep)
     with torch.set_grad_enabled(grad_metric is not None), _edge_hooks(state):
         out = model.hf(**model.hf_inputs(ids, mask), use_cache=False, logits_to_keep=1)
     logits = out.logits[:, -1]

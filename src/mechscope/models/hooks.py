@@ -172,6 +172,40 @@ def hooked(model: "Model", state: HookState) -> Iterator[None]:
             handle.remove()
 
 
+def repeat_rows(value: Any, rows: int, copies: int) -> Any:
+    """``value`` with every tensor of ≥ 2 dims and ``rows`` rows (also inside tuples) repeated
+    ``copies`` times along dim 0: copy c holds rows c·rows … (c+1)·rows − 1."""
+    if isinstance(value, torch.Tensor) and value.dim() >= 2 and value.shape[0] == rows:
+        return value.repeat(copies, *([1] * (value.dim() - 1)))
+    return tuple(repeat_rows(v, rows, copies) for v in value) if isinstance(value, tuple) else value
+
+
+@contextmanager
+def tiled(model: "Model", copies: int, layer: int, on_tile: Callable[[int], None] | None = None) -> Iterator[None]:
+    """Blocks before ``layer`` run once per prompt; from block ``layer`` on (the final norm when
+    ``layer`` = n_layers) every per-prompt input — hidden states, attention mask, positions — is
+    repeated ``copies`` times, so the forward returns copies · prompts rows. ``on_tile(prompts)``
+    is called once, when the rows are first repeated. The hooks go first on their modules."""
+    hf, a = model.hf, model.adapter
+    seen: dict[str, int] = {}
+
+    def hook(_m, args, kwargs):
+        rows = seen.get("rows")
+        if rows is None:
+            seen["rows"] = rows = _first_input(args, kwargs).shape[0]
+            if on_tile is not None:
+                on_tile(rows)
+        return repeat_rows(args, rows, copies), {k: repeat_rows(v, rows, copies) for k, v in kwargs.items()}
+
+    mods = [hf.get_submodule(f"{a.blocks}.{l}") for l in range(layer, model.cfg.n_layers)] or [hf.get_submodule(a.final_norm)]
+    handles = [m.register_forward_pre_hook(hook, with_kwargs=True, prepend=True) for m in mods]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def _probe(state: HookState, sites: dict[str, Site]) -> Callable[[str, torch.Tensor], torch.Tensor]:
     def probe(kind: str, x: torch.Tensor) -> torch.Tensor:
         site = sites.get(kind)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from typing import Any, Callable, Iterable, Sequence
@@ -17,7 +18,7 @@ from torch import nn
 from ..interventions import Ablate, Intervention, InterventionError, Patch, site_mean, source_of
 from ..run import Cache, Run
 from .adapters import Adapter, adapter_for, is_parallel
-from .hooks import HookState, SiteAction, hooked
+from .hooks import HookState, SiteAction, hooked, tiled
 from .sites import Site, all_sites, expand, parse
 
 Inputs = str | Sequence[str] | torch.Tensor | Sequence[Sequence[int]]
@@ -207,6 +208,8 @@ class Model:
         cache_device: torch.device | str | None = None,
         cache_dtype: torch.dtype | None = None,
         cache_positions: Sequence[int] | None = None,
+        copies: int = 1,
+        shared_blocks: int = 0,
     ) -> Run:
         """One forward pass over a left-padded batch.
 
@@ -214,16 +217,33 @@ class Model:
         cache_positions shrink what is kept. interventions: applied in forward order.
         grads: sites whose gradient of ``metric(run)`` (a scalar; summed if not) to return in
         ``run.grads``; the metric sees ``run.logits`` and ``run.cache`` with their graph.
+        copies: run the batch this many times (copy c = rows c·n … (c+1)·n − 1), for sweeps
+        whose interventions differ per copy. shared_blocks: blocks before this one run once for
+        all copies, which is exact when nothing differs between copies there (sites cached or
+        edited before it see one copy's n rows).
         """
         if grads is not None and metric is None:
             raise ValueError("grads=[...] needs metric=fn(run) -> scalar to differentiate")
+        if copies < 1 or not 0 <= shared_blocks <= self.cfg.n_layers:
+            raise ValueError(f"copies={copies}, shared_blocks={shared_blocks}: need copies ≥ 1 and "
+                             f"0 ≤ shared_blocks ≤ {self.cfg.n_layers} (the number of blocks)")
         ids, mask = self.tokenize(inputs)
+        share = copies > 1 and shared_blocks > 0
+        if copies > 1 and not share:
+            ids, mask = ids.repeat(copies, 1), mask.repeat(copies, 1)
         actions = self._plan(cache, interventions, grads)
         state = HookState(actions, cache_device=cache_device, cache_dtype=cache_dtype,
                           cache_positions=cache_positions)
+
+        def on_tile(_rows: int) -> None:
+            state.mask = None if state.mask is None else state.mask.repeat(copies, 1)
+
         want_grad = metric is not None
-        with torch.set_grad_enabled(want_grad), hooked(self, state):
+        with torch.set_grad_enabled(want_grad), hooked(self, state), \
+                (tiled(self, copies, shared_blocks, on_tile) if share else nullcontext()):
             out = self.hf(**self.hf_inputs(ids, mask), use_cache=False)
+        if share:
+            ids, mask = ids.repeat(copies, 1), mask.repeat(copies, 1)
         logits = out.logits
         run = Run(self, ids, mask, logits, Cache(state.cache, cache_positions), Cache({}, what="kept for gradients"))
         if want_grad:
