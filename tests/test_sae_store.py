@@ -51,6 +51,33 @@ def test_an_interrupted_harvest_resumes_to_the_same_store(tmp_path):
         assert torch.equal(resumed.shard(i), full.shard(i))
 
 
+def test_several_sites_come_from_one_forward_and_resume_together(tmp_path):
+    """A transcoder's input and target: one forward per batch (stopped at the later site) fills a
+    store per site, equal to harvesting each alone. A crash can leave one store a shard ahead; the
+    resumed harvest (here with another batch size) fills each from where it stopped."""
+    model = tiny("llama")
+    tokens = _tokens(model)
+    mid, out = "blocks.0.resid_mid", "blocks.1.mlp.out"
+    alone = [harvest(model, s, tmp_path / f"alone{i}", tokens=tokens, progress=False).tensor() for i, s in enumerate((mid, out))]
+    calls = []
+    last = model.hf.get_submodule(f"{model.adapter.blocks}.1")
+    handle = last.register_forward_pre_hook(lambda *_: calls.append(1))
+    both = harvest(model, [mid, out], [tmp_path / "a", tmp_path / "b"], tokens=tokens, batch=4, progress=False)
+    handle.remove()
+    assert len(calls) == 3 and [s.site for s in both] == [mid, out]  # 12 blocks / 4: one forward per batch
+    assert all(torch.equal(s.tensor(), ref) for s, ref in zip(both, alone))
+
+    ahead = harvest(model, out, tmp_path / "d", tokens=tokens, shard_tokens=25, batch=2, progress=False,
+                    _stop_after_shards=2)  # the target store holds 8 blocks, the input store none
+    assert ahead.manifest["blocks_done"] == 8
+    resumed = harvest(model, [mid, out], [tmp_path / "c", tmp_path / "d"], tokens=tokens, shard_tokens=25, batch=3,
+                      progress=False)
+    assert all(torch.equal(s.tensor(), ref) for s, ref in zip(resumed, alone))
+    with pytest.raises(ValueError, match="2 sites need as many directories"):
+        harvest(model, [mid, out], tmp_path / "e", tokens=tokens, progress=False)
+    assert_no_hooks(model)
+
+
 def test_store_errors(tmp_path):
     model = tiny("llama")
     tokens = _tokens(model, n=4)

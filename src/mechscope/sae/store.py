@@ -8,7 +8,9 @@ whose norm dwarfs every other (SmolLM2 block 12: 23,198 vs a median of 138) — 
 written to a temporary name and renamed, *then* listed in ``manifest.json`` (also replaced
 atomically): a crash leaves at most an unlisted file, never a listed corrupt one. Harvesting again
 into the same directory with the same model, site, context, dtype and tokens resumes after the
-last listed shard (an unlisted leftover is overwritten); anything else is refused.
+last listed shard (an unlisted leftover is overwritten); anything else is refused. Several sites
+(a transcoder's input and target) with one directory each are filled from the same forwards; after
+a crash each store resumes from its own last shard.
 
 ``ActivationStore(directory)`` reads it back: ``len``, ``d``, ``tensor()`` (all rows in order) and
 ``batches(size, shuffle=True, seed)``, which streams shards in a random order through a buffer of
@@ -25,7 +27,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -59,110 +61,142 @@ def rank_world() -> tuple[int, int]:
     return 0, 1
 
 
-def harvest(model: Model, site: str, directory: str | os.PathLike, *, tokens: torch.Tensor | None = None,
-            n_blocks: int = 256, context: int = 128, shard_tokens: int = 65_536, batch: int = 8,
-            dtype: torch.dtype = torch.float32, drop_first: bool = True, progress: bool = True,
-            _stop_after_shards: int | None = None, _split: bool = True) -> "ActivationStore":
+def harvest(model: Model, site: str | Sequence[str], directory: str | os.PathLike | Sequence[str | os.PathLike], *,
+            tokens: torch.Tensor | None = None, n_blocks: int = 256, context: int = 128, shard_tokens: int = 65_536,
+            batch: int = 8, dtype: torch.dtype = torch.float32, drop_first: bool = True, progress: bool = True,
+            _stop_after_shards: int | None = None, _split: bool = True) -> "ActivationStore | list[ActivationStore]":
     """Harvest ``site`` over ``tokens`` [blocks, context] (default: the corpus) into ``directory``
-    (see the module docstring); returns the store."""
+    (see the module docstring); returns the store. Several sites (a transcoder's input and
+    target) with one directory each come from the same forwards; returns one store per site."""
     from ..models.sites import parse
 
-    parse(site)  # a clear error for an unknown site name
+    several = not isinstance(site, str)
+    sites = list(site) if several else [site]
+    dirs = [Path(d) for d in directory] if several and not isinstance(directory, (str, os.PathLike)) else None
+    if several and (dirs is None or len(dirs) != len(sites)):
+        raise ValueError(f"{len(sites)} sites need as many directories (one store each); got {directory!r}")
+    dirs = dirs or [Path(directory)]
+    for s in sites:
+        parse(s)  # a clear error for an unknown site name
     if tokens is None:
         from ..data import token_blocks
 
         tokens = token_blocks(model.tokenizer, n_blocks, context)
     if tokens.dim() != 2:
         raise ValueError(f"tokens must be [blocks, context]; got shape {tuple(tokens.shape)}")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     rank, world = rank_world()
     if world > 1 and _split:
-        return _harvest_ranks(model, site, directory, tokens, rank, world, shard_tokens=shard_tokens, batch=batch,
-                              dtype=dtype, drop_first=drop_first, progress=progress)
-    want = {"format": FORMAT, "model": model.name, "fingerprint": model.fingerprint, "site": site,
-            "context": int(tokens.shape[1]), "dtype": str(dtype).replace("torch.", ""),
-            "tokens_hash": hashlib.blake2b(tokens.to(torch.int64).numpy().tobytes(), digest_size=8).hexdigest(),
-            "blocks": int(tokens.shape[0]), "shard_tokens": shard_tokens, "drop_first": drop_first}
-    manifest = {**want, "d": None, "shards": [], "blocks_done": 0, "n_tokens": 0, "complete": False}
-    if (directory / MANIFEST).exists():
-        old = json.loads((directory / MANIFEST).read_text())
-        differ = [k for k in want if old.get(k) != want[k]]
-        if differ:
-            raise StoreError(f"{directory} holds a store with different {', '.join(differ)} "
-                             f"({', '.join(f'{k}={old.get(k)!r}' for k in differ)}); use another directory")
-        manifest = old
-    if manifest["complete"]:
-        return ActivationStore(directory)
+        stores = _harvest_ranks(model, sites, dirs, tokens, rank, world, shard_tokens=shard_tokens, batch=batch,
+                                dtype=dtype, drop_first=drop_first, progress=progress)
+        return stores if several else stores[0]
+    common = {"format": FORMAT, "model": model.name, "fingerprint": model.fingerprint, "context": int(tokens.shape[1]),
+              "dtype": str(dtype).replace("torch.", ""),
+              "tokens_hash": hashlib.blake2b(tokens.to(torch.int64).numpy().tobytes(), digest_size=8).hexdigest(),
+              "blocks": int(tokens.shape[0]), "shard_tokens": shard_tokens, "drop_first": drop_first}
+    writers = [_StoreWriter(d, {**common, "site": s}) for s, d in zip(sites, dirs)]
     bos = model.tokenizer.bos_token_id
-    pending: list[torch.Tensor] = []
-    pending_rows = 0
-    start_block = manifest["blocks_done"]
-    written = 0
-    bar = tqdm(total=len(tokens), initial=start_block, desc=f"harvest {site}", disable=not progress)
+    start_block = min(w.blocks_done for w in writers)
+    bar = tqdm(total=len(tokens), initial=start_block, desc=f"harvest {', '.join(sites)}", disable=not progress)
 
-    # shards end at batch boundaries (a shard takes whole batches, so ~shard_tokens rows): the manifest's
-    # blocks_done is then exact and a resumed harvest starts at the first block not in a listed shard
+    # shards end at batch boundaries (a shard takes whole batches, so ~shard_tokens rows): each manifest's
+    # blocks_done is then exact, and a resumed harvest starts at the first block some store lacks
     for b0 in range(start_block, len(tokens), batch):
         chunk = tokens[b0:b0 + batch]
-        acts, ids, mask = _site_forward(model, chunk, site)
-        if acts.dim() != 3:
-            raise ValueError(f"{site} has shape {tuple(acts.shape)}; the store holds [batch, pos, d] sites "
-                             "(residual, attn.out, mlp.pre/post/out)")
-        keep = mask.bool().to(acts.device)
+        todo = [w for w in writers if w.blocks_done < b0 + len(chunk)]  # after a crash a store may be ahead
+        acts, ids, mask = _site_forward(model, chunk, [w.site for w in todo])
+        keep = mask.bool().to(acts[0].device)
         if bos is not None:
-            keep &= ids.to(acts.device) != bos
+            keep &= ids.to(keep.device) != bos
         if drop_first:
             keep[:, 0] = False  # blocks are unpadded: column 0 is each block's first token
-        rows = acts[keep].to(dtype).cpu()
-        manifest["d"] = int(rows.shape[1])
-        pending.append(rows)
-        pending_rows += int(rows.shape[0])
+        for w, a in zip(todo, acts):
+            if a.dim() != 3:
+                raise ValueError(f"{w.site} has shape {tuple(a.shape)}; the store holds [batch, pos, d] sites "
+                                 "(residual, attn.out, mlp.pre/post/out)")
+            first = max(0, w.blocks_done - b0)  # the blocks this store already holds
+            w.add(a[first:][keep[first:]].to(dtype).cpu(), b0 + len(chunk), shard_tokens)
         bar.update(len(chunk))
-        if pending_rows >= shard_tokens:
-            shard = torch.cat(pending)
-            pending, pending_rows = [], 0
-            _append_shard(directory, manifest, shard, b0 + len(chunk))
-            written += 1
-            if _stop_after_shards is not None and written >= _stop_after_shards:
-                bar.close()
-                return ActivationStore(directory, allow_incomplete=True)
-    if pending_rows:
-        _append_shard(directory, manifest, torch.cat(pending), len(tokens))
-    manifest["blocks_done"] = len(tokens)
-    manifest["complete"] = True
-    _save_manifest(directory, manifest)
+        if _stop_after_shards is not None and max(w.written for w in writers) >= _stop_after_shards:
+            bar.close()
+            stores = [ActivationStore(w.directory, allow_incomplete=True) for w in writers]
+            return stores if several else stores[0]
     bar.close()
-    return ActivationStore(directory)
+    stores = [w.finish(len(tokens)) for w in writers]
+    return stores if several else stores[0]
+
+
+class _StoreWriter:
+    """One store being harvested: its manifest (new, or resumed if it matches ``want``) and the
+    rows waiting for the next shard."""
+
+    def __init__(self, directory: Path, want: dict):
+        self.directory, self.site = directory, want["site"]
+        directory.mkdir(parents=True, exist_ok=True)
+        self.manifest = {**want, "d": None, "shards": [], "blocks_done": 0, "n_tokens": 0, "complete": False}
+        if (directory / MANIFEST).exists():
+            old = json.loads((directory / MANIFEST).read_text())
+            differ = [k for k in want if old.get(k) != want[k]]
+            if differ:
+                raise StoreError(f"{directory} holds a store with different {', '.join(differ)} "
+                                 f"({', '.join(f'{k}={old.get(k)!r}' for k in differ)}); use another directory")
+            self.manifest = old
+        self.pending: list[torch.Tensor] = []
+        self.rows = self.written = 0
+
+    @property
+    def blocks_done(self) -> int:
+        return self.manifest["blocks"] if self.manifest["complete"] else self.manifest["blocks_done"]
+
+    def add(self, rows: torch.Tensor, blocks_done: int, shard_tokens: int) -> None:
+        """Rows [n, d] of the batches up to ``blocks_done``; a shard is written once enough wait."""
+        self.manifest["d"] = int(rows.shape[1])
+        self.pending.append(rows)
+        self.rows += int(rows.shape[0])
+        if self.rows >= shard_tokens:
+            _append_shard(self.directory, self.manifest, torch.cat(self.pending), blocks_done)
+            self.pending, self.rows = [], 0
+            self.written += 1
+
+    def finish(self, blocks: int) -> "ActivationStore":
+        if not self.manifest["complete"]:
+            if self.rows:
+                _append_shard(self.directory, self.manifest, torch.cat(self.pending), blocks)
+            self.manifest.update(blocks_done=blocks, complete=True)
+            _save_manifest(self.directory, self.manifest)
+        return ActivationStore(self.directory)
 
 
 @torch.no_grad()
-def _site_forward(model: Model, chunk: torch.Tensor, site: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(activations at ``site``, token ids, mask) of a batch, running the model only up to the site."""
+def _site_forward(model: Model, chunk: torch.Tensor, sites: list[str]) -> tuple[list[torch.Tensor], torch.Tensor,
+                                                                              torch.Tensor]:
+    """([activations at each site], token ids, mask) of a batch, running the model only as far
+    as the sites need."""
     from ..interventions import forward_until
 
-    acts = forward_until(model, chunk, site)
+    acts = forward_until(model, chunk, sites)
     ids, mask = model.tokenize(chunk)
     return acts, ids, mask
 
 
-def _harvest_ranks(model: Model, site: str, directory: Path, tokens: torch.Tensor, rank: int, world: int,
-                   **options) -> "ActivationStore":
+def _harvest_ranks(model: Model, sites: list[str], dirs: list[Path], tokens: torch.Tensor, rank: int, world: int,
+                   **options) -> "list[ActivationStore]":
     import torch.distributed as dist
 
-    sub = harvest(model, site, directory / f"rank_{rank:03d}", tokens=tokens[rank::world], _split=False, **options)
+    subs = harvest(model, sites, [d / f"rank_{rank:03d}" for d in dirs], tokens=tokens[rank::world], _split=False,
+                   **options)
     dist.barrier()
     if rank == 0:
-        subs = [ActivationStore(directory / f"rank_{r:03d}") for r in range(world)]
-        m = dict(sub.manifest)
-        m.update(blocks=int(tokens.shape[0]), ranks=world, blocks_done=int(tokens.shape[0]),
-                 tokens_hash=hashlib.blake2b(tokens.to(torch.int64).numpy().tobytes(), digest_size=8).hexdigest(),
-                 shards=[{"file": f"rank_{r:03d}/{s['file']}", "rows": s["rows"]}
-                         for r, st in enumerate(subs) for s in st.manifest["shards"]],
-                 n_tokens=sum(len(st) for st in subs), complete=True)
-        _save_manifest(directory, m)
+        for d, sub in zip(dirs, subs):
+            parts = [ActivationStore(d / f"rank_{r:03d}") for r in range(world)]
+            m = dict(sub.manifest)
+            m.update(blocks=int(tokens.shape[0]), ranks=world, blocks_done=int(tokens.shape[0]),
+                     tokens_hash=hashlib.blake2b(tokens.to(torch.int64).numpy().tobytes(), digest_size=8).hexdigest(),
+                     shards=[{"file": f"rank_{r:03d}/{s['file']}", "rows": s["rows"]}
+                             for r, st in enumerate(parts) for s in st.manifest["shards"]],
+                     n_tokens=sum(len(st) for st in parts), complete=True)
+            _save_manifest(d, m)
     dist.barrier()
-    return ActivationStore(directory)
+    return [ActivationStore(d) for d in dirs]
 
 
 def _append_shard(directory: Path, manifest: dict, rows: torch.Tensor, blocks_done: int) -> None:

@@ -1,0 +1,110 @@
+"""Commands that find circuits on a task: patch, circuit."""
+
+from __future__ import annotations
+
+from .common import ARCHIVE_HELP, MODEL_HELP, open_archive, write_page
+
+
+def _patch(args) -> int:
+    from ..models.load import load
+    from ..patching import activation_patching, attribution_patching, compare_patching
+    from ..tasks import make_task
+
+    model = load(args.model)
+    kwargs = {"seed": args.seed} | ({"n": args.n} if args.task != "factual" else {})
+    task = make_task(args.task, model, **kwargs).solved_by(model)
+    if args.sweep in ("resid", "attn", "mlp", "head_pos"):
+        task = task.one_length()
+    print(task.evaluate(model).summary())
+    if args.method == "attribution":
+        result = attribution_patching(model, task, args.sweep, direction=args.direction)
+    else:
+        result = activation_patching(model, task, args.sweep, direction=args.direction, batch_size=args.batch,
+                                     progress=not args.quiet)
+    print(result.summary())
+    if args.method == "both":
+        result = compare_patching(result, attribution_patching(model, task, args.sweep, direction=args.direction))
+        print(result.summary())
+    write_page(result, args.out)
+    return 0
+
+
+def _circuit(args) -> int:
+    from ..circuits import discover
+    from ..models.load import load
+    from ..report.page import page
+    from ..tasks import make_task
+
+    model = load(args.model)
+    kwargs = {"seed": args.seed} | ({"n": args.n} if args.task != "factual" else {})
+    task = make_task(args.task, model, **kwargs).solved_by(model)
+    print(task.evaluate(model).summary())
+    circuit, scores = discover(model, task, args.method, faithfulness=args.faithfulness, ablation=args.ablation,
+                               steps=args.steps, threshold=args.threshold, measure=args.measure,
+                               candidates=args.candidates,
+                               progress=not args.quiet)
+    if scores is not None:
+        print(scores.summary())
+    print(circuit.summary())
+    total = circuit.extra.get("total_edges")
+    if total:
+        print(f"{len(circuit.edges)} of {total} edges ({len(circuit.edges) / total:.2%}), "
+              f"{len(circuit.nodes)} components; {circuit.extra.get('ablation')} ablation")
+    with open(args.out, "w", encoding="utf-8") as f:
+        body = circuit.html() + (scores.html() if scores is not None else "")
+        f.write(page(f"{args.method} circuit: {args.task}", body))
+    print(f"wrote {args.out}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            f.write(circuit.to_json())
+        print(f"wrote {args.json}")
+    notes = f"{args.method} circuit of {args.task}, smallest reaching faithfulness {args.faithfulness}" \
+        if args.method != "acdc" else f"ACDC circuit of {args.task}, threshold {args.threshold}"
+    findings = [(circuit, notes)] + ([(scores, f"{args.method} score of every edge")] if scores is not None else [])
+    spec = open_archive(args).record(f"{args.task} circuit ({args.method})", findings, model=model, task=args.task,
+                                 tags=["circuit"])
+    print(f"stored specimen {spec.uid[:8]} {spec.name!r}")
+    return 0
+
+
+def add(sub) -> None:
+    """Declare this module's commands and their arguments on the subparsers ``sub``."""
+    p = sub.add_parser("patch", help="activation patching of every component on a task (batched)")
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("--task", default="ioi", choices=["ioi", "greater-than", "induction", "factual"])
+    p.add_argument("--sweep", default="heads", choices=["resid", "attn", "mlp", "heads", "head_pos", "q", "k", "v"])
+    p.add_argument("--direction", default="denoising", choices=["denoising", "noising"],
+                   help="denoising: clean activations into the corrupted run; noising: the reverse")
+    p.add_argument("--method", default="activation", choices=["activation", "attribution", "both"],
+                   help="activation patching (batched forwards), attribution patching (gradient estimate: 2 "
+                        "forwards + 1 backward), or both with their correlation")
+    p.add_argument("-n", type=int, default=16, help="prompt pairs to generate (those the model solves are kept)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=256, help="rows per forward pass")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--out", default="mechscope-patch.html", help="HTML page to write")
+    p.set_defaults(fn=_patch)
+
+    p = sub.add_parser("circuit", help="discover a circuit on a task: EAP, EAP-IG or ACDC, with its faithfulness")
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("--task", default="ioi", choices=["ioi", "greater-than", "induction", "factual"])
+    p.add_argument("--method", default="eap-ig", choices=["eap", "eap-ig", "acdc"])
+    p.add_argument("--faithfulness", type=float, default=0.8,
+                   help="EAP / EAP-IG: keep the smallest circuit reaching this faithfulness")
+    p.add_argument("--ablation", default="corrupted", choices=["corrupted", "mean", "resample"],
+                   help="what an edge outside the circuit carries")
+    p.add_argument("--steps", type=int, default=5, help="EAP-IG integration steps")
+    p.add_argument("--threshold", type=float, default=0.01,
+                   help="ACDC: cut an edge whose removal moves the measure less than this")
+    p.add_argument("--measure", default="kl", choices=["kl", "task"],
+                   help="ACDC: KL from the full model's last-token distribution, or the task metric's drop as a "
+                        "fraction of clean − corrupted")
+    p.add_argument("--candidates", type=int, help="ACDC: prune EAP-IG's best N edges instead of every edge "
+                                                  "(the full graph of a real model takes hours on a CPU)")
+    p.add_argument("-n", type=int, default=16, help="prompt pairs to generate (those the model solves are kept)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="also write the circuit as JSON here")
+    p.add_argument("--archive", help=ARCHIVE_HELP)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--out", default="mechscope-circuit.html", help="HTML page to write")
+    p.set_defaults(fn=_circuit)

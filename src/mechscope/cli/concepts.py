@@ -1,0 +1,73 @@
+"""Commands that read and write concepts: probe, steer."""
+
+from __future__ import annotations
+
+from .common import ARCHIVE_HELP, MODEL_HELP, open_archive, write_page
+
+
+def _probe(args) -> int:
+    from ..models.load import load
+    from ..probes import probe_sweep
+
+    model = load(args.model)
+    sweep = probe_sweep(model, args.dataset, args.site, kind=args.kind, seed=args.seed, progress=not args.quiet)
+    print(sweep.summary())
+    for site, te, co in zip(sweep.sites, sweep.test_score, sweep.control_score):
+        print(f"  {site:28s} test {te:.3f}  control {co:.3f}  selectivity {te - co:+.3f}")
+    write_page(sweep, args.out)
+    spec = open_archive(args).record(f"probes: {args.dataset}", [(sweep, f"{args.kind} probes of {args.dataset}")],
+                                 model=model, task=args.dataset, tags=["probe"])
+    print(f"stored specimen {spec.uid[:8]} {spec.name!r}")
+    return 0
+
+
+def _steer(args) -> int:
+    from ..models.load import load
+    from ..probes import NEGATIVE_WORDS, POSITIVE_WORDS
+    from ..steering import NEUTRAL, control_vector, read_pairs, steering_sweep, word_score
+
+    model = load(args.model)
+    pairs = read_pairs(args.pairs)
+    cv = control_vector(model, pairs, args.site, method=args.method)
+    print(cv.summary())
+    score = (lambda texts: word_score(texts, POSITIVE_WORDS, NEGATIVE_WORDS)) if args.pairs == "sentiment" \
+        else (lambda texts: 0.0)
+    sweep = steering_sweep(model, cv, args.prompts, [0.0, args.coef], score=score,
+                           score_name="sentiment words" if args.pairs == "sentiment" else "none", neutral=NEUTRAL,
+                           max_new_tokens=args.max_new_tokens, after_prompt=args.after_prompt, progress=not args.quiet)
+    print(sweep.summary())
+    write_page(sweep, args.out)
+    spec = open_archive(args).record(f"steering: {args.pairs}", [(cv, f"{args.method} vector at {args.site}"),
+                                                             (sweep, f"coefficient {args.coef}")],
+                                 model=model, task="steering", tags=["steering"])
+    print(f"stored specimen {spec.uid[:8]} {spec.name!r}")
+    return 0
+
+
+def add(sub) -> None:
+    """Declare this module's commands and their arguments on the subparsers ``sub``."""
+    p = sub.add_parser("probe", help="linear probes at every site, with control tasks and selectivity")
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("--dataset", default="sentiment", choices=["sentiment", "truth", "function-words"])
+    p.add_argument("--site", default="blocks.*.resid_post", help="sites to probe (globs allowed)")
+    p.add_argument("--kind", default="logistic", choices=["logistic", "mass-mean"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--archive", help=ARCHIVE_HELP)
+    p.add_argument("--out", default="mechscope-probe.html", help="HTML page to write")
+    p.set_defaults(fn=_probe)
+
+    p = sub.add_parser("steer", help="a control vector from contrastive pairs, and generation steered by it")
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("prompts", nargs="+", help="prompts to continue")
+    p.add_argument("--pairs", default="sentiment", help="'sentiment' (embedded) or a file of positive<TAB>negative "
+                                                          "lines / a JSON list of pairs")
+    p.add_argument("--site", default="blocks.12.resid_post", help="where the vector is read and added (globs allowed)")
+    p.add_argument("--method", default="mean-diff", choices=["mean-diff", "pca"])
+    p.add_argument("--coef", type=float, default=4.0)
+    p.add_argument("--after-prompt", action="store_true", help="steer only the generated tokens")
+    p.add_argument("--max-new-tokens", type=int, default=24)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--archive", help=ARCHIVE_HELP)
+    p.add_argument("--out", default="mechscope-steer.html", help="HTML page to write")
+    p.set_defaults(fn=_steer)
