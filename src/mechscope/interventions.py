@@ -372,7 +372,7 @@ def forward_until(model: Any, inputs: Any, site: str | list[str]) -> torch.Tenso
     def take(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
         def fn(x: torch.Tensor) -> torch.Tensor:
             got[name] = x
-            if len(got) == len(sites):
+            if len(got) == len(set(sites)):
                 raise _Enough
             return x
         return fn

@@ -2,66 +2,90 @@
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
 from .common import ARCHIVE_HELP, MODEL_HELP, open_archive, write_page
 
 
-def _distributed(device: str | None) -> str | None:
-    """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on GPUs, gloo on CPU) and
-    return this rank's device."""
-    import os
-
+@contextmanager
+def _distributed(device: str | None) -> Iterator[str | None]:
+    """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on GPUs, gloo on CPU) for the
+    command, yield this rank's device, and leave the group after it (a rank that exits with its
+    group still open can abort in gloo's threads)."""
     import torch
     import torch.distributed as dist
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+    joined = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+    if joined:
         if device and device.startswith("cuda"):
             local = int(os.environ.get("LOCAL_RANK", "0"))
             torch.cuda.set_device(local)
             device = f"cuda:{local}"
         dist.init_process_group("nccl" if device and device.startswith("cuda") else "gloo")
-    return device
+    try:
+        yield device
+    finally:
+        if joined:
+            dist.destroy_process_group()
 
 
 def _sae(args) -> int:
+    if args.action in ("harvest", "train"):
+        with _distributed(args.device) as device:
+            return (_harvest if args.action == "harvest" else _train)(args, device)
+    return _inspect(args)
+
+
+def _harvest(args, device: str | None) -> int:
     import torch
 
     from ..models.load import load
-    from ..sae import ActivationStore, SAEConfig, SparseCoder, harvest, load_sae
+    from ..sae import harvest
 
-    blocks = args.blocks or {"harvest": 256, "eval": 32, "dashboard": 64, "train": 0}[args.action]
-    device = _distributed(args.device) if args.action in ("harvest", "train") else args.device
-    batch = args.batch or (8 if args.action == "harvest" else 4096)
-    if args.action == "harvest":
-        if not args.model:
-            raise ValueError("sae harvest needs a MODEL (e.g. smollm2-135m)")
-        model = load(args.model, device=device)
-        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
-        if args.target_site and args.target is None:
-            raise ValueError("--target-site needs --target DIR for the target store")
-        sites, dirs = [args.site], [args.store]
-        if args.target_site:  # a transcoder's input and target, from the same forwards
-            sites, dirs = sites + [args.target_site], dirs + [args.target]
-        for store in harvest(model, sites, dirs, n_blocks=blocks, context=args.context, batch=batch,
-                             shard_tokens=args.shard_tokens, dtype=dtype, progress=not args.quiet):
-            print(store)
-        return 0
-    if args.action == "train":
-        store = ActivationStore(args.store)
-        target = ActivationStore(args.target) if args.target else None
-        cfg = SAEConfig(args.arch, store.d, args.width, k=args.k if args.arch in ("topk", "batchtopk") else None,
-                        d_out=target.d if target else None, skip=args.skip, sparsity=args.sparsity, site=store.site,
-                        target_site=target.site if target else None, model=store.manifest["model"])
-        sae = SparseCoder(cfg, seed=args.seed)
-        sae.fit(store, target, batch=batch, steps=args.steps, epochs=args.epochs, lr=args.lr, seed=args.seed,
-                checkpoint=args.out, progress=not args.quiet, device=device)
-        print(sae.log_.summary())
-        print(f"wrote {args.out} (config.json, sae.safetensors; checkpoint.pt resumes an interrupted run)")
-        return 0
+    if not args.model:
+        raise ValueError("sae harvest needs a MODEL (e.g. smollm2-135m)")
+    if args.target_site and args.target is None:
+        raise ValueError("--target-site needs --target DIR for the target store")
+    model = load(args.model, device=device)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    sites, dirs = [args.site], [args.store]
+    if args.target_site:  # a transcoder's input and target, from the same forwards
+        sites, dirs = sites + [args.target_site], dirs + [args.target]
+    for store in harvest(model, sites, dirs, n_blocks=args.blocks or 256, context=args.context, batch=args.batch or 8,
+                         shard_tokens=args.shard_tokens, dtype=dtype, progress=not args.quiet):
+        print(store)
+    return 0
+
+
+def _train(args, device: str | None) -> int:
+    from ..sae import ActivationStore, SAEConfig, SparseCoder
+
+    store = ActivationStore(args.store)
+    target = ActivationStore(args.target) if args.target else None
+    cfg = SAEConfig(args.arch, store.d, args.width, k=args.k if args.arch in ("topk", "batchtopk") else None,
+                    d_out=target.d if target else None, skip=args.skip, sparsity=args.sparsity, site=store.site,
+                    target_site=target.site if target else None, model=store.manifest["model"])
+    sae = SparseCoder(cfg, seed=args.seed)
+    sae.fit(store, target, batch=args.batch or 4096, steps=args.steps, epochs=args.epochs, lr=args.lr, seed=args.seed,
+            checkpoint=args.out, progress=not args.quiet, device=device)
+    print(sae.log_.summary())
+    print(f"wrote {args.out} (config.json, sae.safetensors; checkpoint.pt resumes an interrupted run)")
+    return 0
+
+
+def _inspect(args) -> int:
+    """eval or dashboard of a trained SAE: a page, printed summary and a specimen."""
+    from ..models.load import load
+    from ..sae import load_sae
+
     sae = load_sae(args.sae)
     if not sae.cfg.model:
         raise ValueError(f"{args.sae}: the dictionary's config names no model; it was not trained on a harvested store")
-    model = load(args.model or sae.cfg.model, device=device)
+    model = load(args.model or sae.cfg.model, device=args.device)
     sae.to(model.device)
+    blocks = args.blocks or {"eval": 32, "dashboard": 64}[args.action]
     if args.action == "eval":
         from ..sae.evaluate import evaluate
 

@@ -64,7 +64,7 @@ def rank_world() -> tuple[int, int]:
 def harvest(model: Model, site: str | Sequence[str], directory: str | os.PathLike | Sequence[str | os.PathLike], *,
             tokens: torch.Tensor | None = None, n_blocks: int = 256, context: int = 128, shard_tokens: int = 65_536,
             batch: int = 8, dtype: torch.dtype = torch.float32, drop_first: bool = True, progress: bool = True,
-            _stop_after_shards: int | None = None, _split: bool = True) -> "ActivationStore | list[ActivationStore]":
+            _stop_after_shards: int | None = None) -> "ActivationStore | list[ActivationStore]":
     """Harvest ``site`` over ``tokens`` [blocks, context] (default: the corpus) into ``directory``
     (see the module docstring); returns the store. Several sites (a transcoder's input and
     target) with one directory each come from the same forwards; returns one store per site."""
@@ -84,14 +84,21 @@ def harvest(model: Model, site: str | Sequence[str], directory: str | os.PathLik
         tokens = token_blocks(model.tokenizer, n_blocks, context)
     if tokens.dim() != 2:
         raise ValueError(f"tokens must be [blocks, context]; got shape {tuple(tokens.shape)}")
+    options = dict(shard_tokens=shard_tokens, batch=batch, dtype=dtype, drop_first=drop_first, progress=progress)
     rank, world = rank_world()
-    if world > 1 and _split:
-        stores = _harvest_ranks(model, sites, dirs, tokens, rank, world, shard_tokens=shard_tokens, batch=batch,
-                                dtype=dtype, drop_first=drop_first, progress=progress)
-        return stores if several else stores[0]
+    if world > 1:
+        stores = _harvest_ranks(model, sites, dirs, tokens, rank, world, **options)
+    else:
+        stores = _harvest(model, sites, dirs, tokens, stop_after_shards=_stop_after_shards, **options)
+    return stores if several else stores[0]
+
+
+def _harvest(model: Model, sites: list[str], dirs: list[Path], tokens: torch.Tensor, *, shard_tokens: int, batch: int,
+             dtype: torch.dtype, drop_first: bool, progress: bool,
+             stop_after_shards: int | None = None) -> "list[ActivationStore]":
+    """One process's harvest of each site into its directory (validated arguments)."""
     common = {"format": FORMAT, "model": model.name, "fingerprint": model.fingerprint, "context": int(tokens.shape[1]),
-              "dtype": str(dtype).replace("torch.", ""),
-              "tokens_hash": hashlib.blake2b(tokens.to(torch.int64).numpy().tobytes(), digest_size=8).hexdigest(),
+              "dtype": str(dtype).replace("torch.", ""), "tokens_hash": _tokens_hash(tokens),
               "blocks": int(tokens.shape[0]), "shard_tokens": shard_tokens, "drop_first": drop_first}
     writers = [_StoreWriter(d, {**common, "site": s}) for s, d in zip(sites, dirs)]
     bos = model.tokenizer.bos_token_id
@@ -116,13 +123,16 @@ def harvest(model: Model, site: str | Sequence[str], directory: str | os.PathLik
             first = max(0, w.blocks_done - b0)  # the blocks this store already holds
             w.add(a[first:][keep[first:]].to(dtype).cpu(), b0 + len(chunk), shard_tokens)
         bar.update(len(chunk))
-        if _stop_after_shards is not None and max(w.written for w in writers) >= _stop_after_shards:
+        if stop_after_shards is not None and max(w.written for w in writers) >= stop_after_shards:
             bar.close()
-            stores = [ActivationStore(w.directory, allow_incomplete=True) for w in writers]
-            return stores if several else stores[0]
+            return [ActivationStore(w.directory, allow_incomplete=True) for w in writers]
     bar.close()
-    stores = [w.finish(len(tokens)) for w in writers]
-    return stores if several else stores[0]
+    return [w.finish(len(tokens)) for w in writers]
+
+
+def _tokens_hash(tokens: torch.Tensor) -> str:
+    """Short blake2b of the token ids [blocks, context]: a resumed harvest must see the same tokens."""
+    return hashlib.blake2b(tokens.to(torch.int64).numpy().tobytes(), digest_size=8).hexdigest()
 
 
 class _StoreWriter:
@@ -182,15 +192,14 @@ def _harvest_ranks(model: Model, sites: list[str], dirs: list[Path], tokens: tor
                    **options) -> "list[ActivationStore]":
     import torch.distributed as dist
 
-    subs = harvest(model, sites, [d / f"rank_{rank:03d}" for d in dirs], tokens=tokens[rank::world], _split=False,
-                   **options)
+    subs = _harvest(model, sites, [d / f"rank_{rank:03d}" for d in dirs], tokens[rank::world], **options)
     dist.barrier()
     if rank == 0:
         for d, sub in zip(dirs, subs):
             parts = [ActivationStore(d / f"rank_{r:03d}") for r in range(world)]
             m = dict(sub.manifest)
             m.update(blocks=int(tokens.shape[0]), ranks=world, blocks_done=int(tokens.shape[0]),
-                     tokens_hash=hashlib.blake2b(tokens.to(torch.int64).numpy().tobytes(), digest_size=8).hexdigest(),
+                     tokens_hash=_tokens_hash(tokens),
                      shards=[{"file": f"rank_{r:03d}/{s['file']}", "rows": s["rows"]}
                              for r, st in enumerate(parts) for s in st.manifest["shards"]],
                      n_tokens=sum(len(st) for st in parts), complete=True)
