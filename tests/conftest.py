@@ -8,7 +8,9 @@ import torch
 
 os.environ.setdefault("MECHSCOPE_ARCHIVE", os.path.join(tempfile.mkdtemp(), "archive"))  # never a user's archive
 
-torch.set_num_threads(1)  # parallel workers must not fight over OpenMP threads (see DEVELOPERS.md)
+# Parallel workers must not fight over OpenMP threads: one each. MECHSCOPE_TEST_THREADS changes it, to check
+# that no test rides on one thread count's float summation order (`make robustness`).
+torch.set_num_threads(int(os.environ.get("MECHSCOPE_TEST_THREADS", "1")))
 
 from mechscope.models.attention import active_probes  # noqa: E402
 from mechscope.models.tiny import FAMILIES, tiny  # noqa: E402

@@ -111,11 +111,11 @@ def test_smollm2_tasks_and_ioi_patching(smollm):
     assert float(gt.clean.mean()) > 0.2 > float(gt.corrupted.mean())
     facts = make_task("factual", smollm).solved_by(smollm)
     assert len(facts) >= 40
-    r = activation_patching(smollm, ioi.subset(range(4)), "heads", progress=False)
+    r = activation_patching(smollm, ioi.subset(range(2)), "heads", progress=False)
     name, value = r.top(1)[0]
     assert int(name[1:name.index("H")]) >= 15 and abs(value) > 0.2  # IOI heads sit in the upper half
-    # measured: r = 0.997, top head L23H3 +0.53 estimated vs +0.45 patched; 1.8 s vs 57 s (1 thread)
-    cmp = compare_patching(r, attribution_patching(smollm, ioi.subset(range(4)), "heads"))
+    # measured on 4 pairs: r = 0.997, top head L23H3 +0.53 estimated vs +0.45 patched; 1.8 s vs 57 s (1 thread)
+    cmp = compare_patching(r, attribution_patching(smollm, ioi.subset(range(2)), "heads"))
     assert cmp.correlation > 0.9, cmp.summary()
 
 

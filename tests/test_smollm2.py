@@ -78,8 +78,7 @@ def test_demo_stores_a_specimen_and_writes_its_report(tmp_path, capsys):
     import mechscope.archive
     from mechscope.demo import run_demo
 
-    report = run_demo("smollm2-135m", tmp_path / "demo", progress=False, archive=str(tmp_path / "arch"),
-                      circuit=False, concepts=False)
+    report = run_demo("smollm2-135m", tmp_path / "demo", progress=False, archive=str(tmp_path / "arch"))
     text = report.read_text()
     for kind in ("NextTokens", "AblationScan", "AttentionPatterns", "SteeredGeneration", "LogitLens",
                  "LogitAttribution", "Attribution", "HeadScores", "WeightTying"):
@@ -94,13 +93,14 @@ def test_demo_stores_a_specimen_and_writes_its_report(tmp_path, capsys):
 
 def test_demo_ioi_circuit_section(smollm, tmp_path, capsys):
     """The issue's bar: EAP-IG finds a circuit of at most 5% of the edges with faithfulness ≥ 0.8
-    under corrupted ablation, and keeps the faithfulness-vs-size curve."""
+    under corrupted ablation, and keeps the faithfulness-vs-size curve. On 16 pairs (the demo's
+    `--full` uses 32; `make reproduce` records that size)."""
     import mechscope.archive
     from mechscope.demo import ioi_circuit
     from mechscope.report.page import write_report
 
     arch = mechscope.archive.open(tmp_path / "arch")
-    write_report(ioi_circuit(smollm, arch, progress=False), tmp_path / "ioi-circuit.html")
+    write_report(ioi_circuit(smollm, arch, progress=False, pairs=16), tmp_path / "ioi-circuit.html")
     ioi = arch.search(tag="circuit")[0]
     circuit = next(f.result() for f in ioi.findings() if f.kind == "Circuit")
     assert circuit.faithfulness >= 0.8 and len(circuit.edges) <= 0.05 * circuit.extra["total_edges"]

@@ -115,7 +115,7 @@ def _heads(args) -> int:
 def _demo(args) -> int:
     from ..demo import run_demo
 
-    run_demo(args.model, args.out, progress=not args.quiet, archive=args.archive)
+    run_demo(args.model, args.out, progress=not args.quiet, archive=args.archive, full=args.full)
     return 0
 
 
@@ -179,6 +179,8 @@ def add(sub) -> None:
     p.add_argument("--out", default="mechscope-demo", help="output directory (default ./mechscope-demo)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--archive", help=ARCHIVE_HELP)
+    p.add_argument("--full", action="store_true",
+                   help="also find the IOI circuit (~4 min) and read/write sentiment (~1 min), two more specimens")
     p.set_defaults(fn=_demo)
 
     p = sub.add_parser("toy", help="train a toy specimen from scratch: superposition, induction heads, grokking")

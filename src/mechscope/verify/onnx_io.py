@@ -27,8 +27,8 @@ def _onnx():
     try:
         import onnx
         from onnx import numpy_helper
-    except ImportError as e:  # pragma: no cover - onnx is a dependency
-        raise ImportError("reading ONNX needs the onnx package: pip install onnx") from e
+    except ImportError as e:
+        raise ImportError("reading and writing ONNX needs the onnx package: pip install 'mechscope[verify]'") from e
     return onnx, numpy_helper
 
 
