@@ -57,7 +57,7 @@ TRAINING_TESTS := tests/test_toy.py tests/test_sae.py tests/test_probes.py tests
 robustness: $(TEST_STAMP)
 	$(VENV)/bin/mechscope info smollm2-135m > /dev/null
 	for i in $$(seq $(ROUNDS)); do \
-	  MECHSCOPE_TEST_THREADS=2 $(PY) -m pytest -n 1 --run-slow -q -p no:cacheprovider $(TRAINING_TESTS) && \
+	  MECHSCOPE_TEST_THREADS=2 $(PY) -m pytest -n 2 --run-slow -q -p no:cacheprovider $(TRAINING_TESTS) && \
 	  ATEN_CPU_CAPABILITY=default $(PY) -m pytest -n 2 --run-slow -q -p no:cacheprovider $(TRAINING_TESTS) && \
 	  ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
 	    $(PY) -m pytest -n 2 --run-slow -q -p no:cacheprovider $(TRAINING_TESTS) || exit 1; \

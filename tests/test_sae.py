@@ -175,6 +175,30 @@ def test_an_interrupted_training_resumes_to_the_same_dictionary(tmp_path, plante
         SparseCoder(SAEConfig("topk", 64, 128, k=8)).fit(x, checkpoint=tmp_path / "b", **opts)
 
 
+class _RunsCode:
+    """Unpickling this calls os.system: what a hostile checkpoint would hold."""
+
+    def __reduce__(self):
+        import os
+
+        return os.system, ("touch ran-code",)
+
+
+def test_a_checkpoint_that_holds_code_is_refused_and_never_run(tmp_path, monkeypatch):
+    from mechscope.sae.trainer import CHECKPOINT
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ck").mkdir()
+    torch.save({"config": _RunsCode()}, tmp_path / "ck" / CHECKPOINT)
+    x = torch.randn(1000, 16)
+    with pytest.raises(SAEError, match="not a checkpoint this trainer wrote"):
+        SparseCoder(SAEConfig("topk", 16, 32, k=2)).fit(x, batch=100, steps=2, checkpoint=tmp_path / "ck", progress=False)
+    assert not (tmp_path / "ran-code").exists()
+    (tmp_path / "ck" / CHECKPOINT).write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(SAEError, match="not a checkpoint this trainer wrote"):
+        SparseCoder(SAEConfig("topk", 16, 32, k=2)).fit(x, batch=100, steps=2, checkpoint=tmp_path / "ck", progress=False)
+
+
 @pytest.fixture(scope="module")
 def tiny_sae(tmp_path_factory):
     model = tiny("llama")

@@ -92,3 +92,9 @@ def test_store_errors(tmp_path):
         ActivationStore(tmp_path / "s")
     with pytest.raises(ValueError, match="tokens must be \\[blocks, context\\]"):
         harvest(model, SITE, tmp_path / "t", tokens=tokens[0], progress=False)
+    (tmp_path / "secret.safetensors").write_bytes(b"not yours")
+    for outside in ("../secret.safetensors", str(tmp_path / "secret.safetensors"), None):
+        manifest["shards"][0]["file"] = outside
+        (tmp_path / "s" / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(StoreError, match="outside the store"):
+            ActivationStore(tmp_path / "s")

@@ -235,6 +235,12 @@ class ActivationStore:
         if not self.manifest.get("complete") and not allow_incomplete:
             raise StoreError(f"{self.directory}: the harvest stopped after {self.manifest.get('blocks_done')} of "
                              f"{self.manifest.get('blocks')} blocks; run harvest again to resume it")
+        root = self.directory.resolve()
+        for entry in self.manifest.get("shards", []):  # a manifest names files inside its store, nothing else
+            file = entry.get("file") if isinstance(entry, dict) else None
+            if not isinstance(file, str) or not (root / file).resolve().is_relative_to(root):
+                raise StoreError(f"{path} lists shard {file!r} outside the store {self.directory}; "
+                                 "shards are files inside it (shard_NNNNN.safetensors or rank_NNN/...)")
         missing = [s["file"] for s in self.manifest["shards"] if not (self.directory / s["file"]).exists()]
         if missing:
             raise StoreError(f"{self.directory}: listed shard(s) missing: {', '.join(missing[:3])}")

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Iterator
@@ -220,7 +221,11 @@ def train(sae: SparseCoder, data, target=None, *, batch: int = 4096, steps: int 
     st = _State(since_fired=torch.zeros(c.width, dtype=torch.long, device=dev))
     path = Path(checkpoint) / CHECKPOINT if checkpoint is not None else None
     if path is not None and path.exists():
-        ck = torch.load(path, map_location=dev, weights_only=False)
+        try:  # tensors and plain containers only: a checkpoint never runs code when it is read
+            ck = torch.load(path, map_location=dev, weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+            raise SAEError(f"{path} is not a checkpoint this trainer wrote (it may hold code, which is never "
+                           f"run, or be truncated): {str(e).splitlines()[0]}; delete it to start afresh") from None
         if ck["config"] != c.__dict__ or ck["steps"] != steps or ck["batch"] != batch:
             raise SAEError(f"{path} is a checkpoint of another run (config, steps or batch differ); "
                            "use another directory or delete it")
