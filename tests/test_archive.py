@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import torch
 from samples import same_result, sample_results
 from sqlalchemy import inspect, text
 
@@ -153,6 +154,82 @@ def test_a_killed_writer_leaves_a_consistent_archive(tmp_path):
             assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
         arch.close()
     assert len(found) > 0
+
+
+def _forked(fault, fn, *args) -> int:
+    """Run ``fn(*args)`` in a forked child with ``MECHSCOPE_FAULT=fault``; its exit code (0 when
+    it returned). Forking keeps the imports: a crash point costs milliseconds, not a new interpreter."""
+    import multiprocessing
+
+    def child():
+        if fault:
+            os.environ["MECHSCOPE_FAULT"] = fault
+        fn(*args)
+
+    proc = multiprocessing.get_context("fork").Process(target=child)
+    proc.start()
+    proc.join(120)
+    return proc.exitcode
+
+
+def _record(location, notes):
+    from mechscope.results import NextTokens, Provenance
+
+    arch = mechscope.archive.open(location)
+    made = [NextTokens(provenance=Provenance(model="m", fingerprint="f" * 32), prompts=["a"], tokens=[[str(k)]],
+                       probs=torch.tensor([[0.5]])) for k in (1, 2, 3)]
+    arch.record("rec", [(r, f"{notes} {k}") for k, r in enumerate(made, 1)], task="t")
+    arch.close()
+
+
+def test_record_is_all_or_nothing_at_every_step(tmp_path):
+    """A writer ended (os._exit, as by SIGKILL) at each named step of ``record`` leaves the
+    specimen with exactly its old findings or exactly its new ones, the archive opens, and the files
+    of the lost write are swept (no orphans). Steps: 3 files written, specimen found, 3 old
+    findings removed, 3 new added, committed — 11 points; the 12th call never comes."""
+    from mechscope.archive.faults import EXIT_CODE
+
+    location = str(tmp_path / "arch")
+    _record(location, "old")
+    outcomes = []
+    for n in range(1, 13):
+        assert _forked(f"record:{n}", _record, location, f"new{n}") == (0 if n == 12 else EXIT_CODE), n
+        arch = mechscope.archive.open(location)
+        arch.collect_garbage(grace=0)
+        spec = arch.get("rec")
+        notes = [f.notes for f in spec.findings()]
+        assert notes in (["old 1", "old 2", "old 3"], [f"new{n} 1", f"new{n} 2", f"new{n} 3"]), (n, notes)
+        outcomes.append(notes[0].split()[0])
+        history = spec.history()
+        assert spec.version == history[-1].version == len(history)
+        with arch.engine.connect() as conn:
+            used = set(conn.execute(text("SELECT hash FROM finding_files")).scalars())
+        assert arch.blobs.all() == used, n  # no orphans once swept
+        for f in spec.findings():
+            f.result()
+        arch.close()
+        if notes[0].startswith("new"):  # back to the old state for the next step
+            _record(location, "old")
+    assert outcomes[:10] == ["old"] * 10 and outcomes[10:] == ["new11", "new12"]
+    from mechscope.cli import main
+
+    orphan, _ = mechscope.archive.open(location).blobs.put(b"written, never committed")
+    assert main(["specimens", "gc", "--archive", location]) == 0  # young: a running writer's, kept
+    assert mechscope.archive.open(location).blobs.exists(orphan)
+    assert main(["specimens", "gc", "--grace", "0", "--archive", location]) == 0
+    assert not mechscope.archive.open(location).blobs.exists(orphan)
+
+
+def test_a_first_open_killed_while_building_the_schema_can_be_opened_again(tmp_path):
+    from mechscope.archive.faults import EXIT_CODE
+
+    for n in (1, 2):
+        location = str(tmp_path / f"fresh{n}")
+        assert _forked(f"migrate:{n}", mechscope.archive.open, location) == EXIT_CODE
+        arch = mechscope.archive.open(location)  # used to fail: "table specimens already exists"
+        arch.create("after")
+        assert [s.name for s in arch.specimens()] == ["after"]
+        arch.close()
 
 
 def test_export_is_atomic_and_import_refuses_duplicates(llama, archive, tmp_path):

@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 
 HASH_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -64,6 +65,25 @@ class BlobStore:
     def all(self) -> set[str]:
         return {p.name for p in self.root.glob("??/*") if HASH_RE.match(p.name)}
 
+    def age(self, digest: str) -> float:
+        """Seconds since ``digest`` was written (0 when it is gone)."""
+        try:
+            return time.time() - self.path(digest).stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
+
     def remove(self, digests: set[str]) -> None:
         for digest in digests:
             self.path(digest).unlink(missing_ok=True)
+
+    def remove_temporary(self, grace: float) -> int:
+        """Remove the temporary files of interrupted writes older than ``grace`` seconds; returns how many."""
+        removed = 0
+        for tmp in self.root.glob("??/.tmp-*"):
+            try:
+                if time.time() - tmp.stat().st_mtime >= grace:
+                    tmp.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        return removed

@@ -4,9 +4,14 @@ A *specimen* is one model studied for one behaviour; its *findings* are saved re
 evidence, notes and provenance. Every change bumps the specimen's version and logs an event, and
 removed findings stay in the database, so ``findings(version=k)`` shows the specimen as it was.
 
-Crash safety: a finding's files are written (atomically) before the database transaction that
-references them commits, so a committed finding always has its files; an interrupted write leaves
-at worst an unreferenced file, never a half-written finding.
+Crash safety: every write is one database transaction (on SQLite too: pysqlite's own transaction
+handling, which runs DDL outside any transaction, is switched off and transactions are begun
+explicitly, so creating the schema rolls back as a whole). A finding's files are written
+(atomically) before the transaction that references them commits, so a committed finding always
+has its files; an interrupted write leaves at worst unreferenced files, which ``collect_garbage``
+(run on open, and by ``mechscope specimens gc``) removes once they are older than a grace period
+(a concurrent writer's files are unreferenced until it commits). ``faults.crash_point`` marks the
+steps that the crash tests interrupt.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ from sqlalchemy import Engine, create_engine, delete, event, func, insert, or_, 
 
 from ..results import Result
 from .blobs import BlobStore
+from .faults import crash_point
 from .schema import events, finding_files, findings, specimens
 from .schema import tags as tag_table
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+GRACE_SECONDS = 3600.0  # unreferenced files younger than this may be a running writer's: kept
 
 
 class ArchiveError(RuntimeError):
@@ -92,6 +99,7 @@ class Archive:
         self.engine = _engine(url)
         self.blobs = BlobStore(files)
         migrate(self.engine)
+        self.collect_garbage()
 
     def __repr__(self) -> str:
         return f"Archive({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -110,38 +118,65 @@ class Archive:
                dataset_hash: str = "", description: str = "", tags: Iterable[str] = ()) -> "Specimen":
         """A new specimen. ``model`` is a mechscope Model or a toy model (name, fingerprint and
         config are kept)."""
+        with self.engine.begin() as conn:
+            uid = self._create(conn, name, model=model, task=task, dataset=dataset, seed=seed,
+                               dataset_hash=dataset_hash, description=description, tags=tags)
+        return self.get(uid)
+
+    def _create(self, conn, name: str, *, model: Any = None, task: str = "", dataset: str = "",
+                seed: int | None = None, dataset_hash: str = "", description: str = "", tags: Iterable[str] = ()) -> str:
+        """Insert a specimen inside the transaction ``conn``; returns its uid."""
         if not name or not name.strip():
             raise ArchiveError("a specimen needs a non-empty name")
         model_name, fingerprint, config = "", "", {}
         if model is not None:
             cfg = model.cfg
             model_name, fingerprint, config = model.name, model.fingerprint, asdict(cfg) if is_dataclass(cfg) else dict(cfg)
+        tags = [_clean_tag(tag) for tag in tags]
         now, uid = _now(), _uid()
-        with self.engine.begin() as conn:
-            sid = conn.execute(insert(specimens).values(
-                uid=uid, name=name.strip(), description=description, model_name=model_name,
-                model_fingerprint=fingerprint, model_config=json.dumps(config), task=task, dataset=dataset,
-                dataset_seed=seed, dataset_hash=dataset_hash, version=1, created=now, updated=now,
-            )).inserted_primary_key[0]
-            conn.execute(insert(events).values(specimen_id=sid, version=1, time=now, action="created", detail=name))
-            for tag in sorted(set(tags)):
-                conn.execute(insert(tag_table).values(specimen_id=sid, tag=_clean_tag(tag)))
-        return self.get(uid)
+        sid = conn.execute(insert(specimens).values(
+            uid=uid, name=name.strip(), description=description, model_name=model_name,
+            model_fingerprint=fingerprint, model_config=json.dumps(config), task=task, dataset=dataset,
+            dataset_seed=seed, dataset_hash=dataset_hash, version=1, created=now, updated=now,
+        )).inserted_primary_key[0]
+        conn.execute(insert(events).values(specimen_id=sid, version=1, time=now, action="created", detail=name))
+        for tag in sorted(set(tags)):
+            conn.execute(insert(tag_table).values(specimen_id=sid, tag=tag))
+        return uid
 
     def record(self, name: str, results: Iterable[tuple[Result, str]], *, model: Any = None,
                **create: Any) -> "Specimen":
         """Store ``results`` ((result, notes) pairs) as the current findings of the specimen
         called ``name`` for ``model`` (matched by fingerprint), created with ``create`` (task,
         dataset, description, tags, ...) when missing. Earlier findings are soft-removed: the
-        history keeps them."""
-        fingerprint = model.fingerprint if model is not None else None
-        spec = next((s for s in self.search(model=fingerprint) if s.name == name), None)
-        spec = spec or self.create(name, model=model, **create)
-        for old in spec.findings():
-            spec.remove_finding(old.uid)
+        history keeps them. All or nothing: the files are written first, then one transaction
+        creates the specimen if needed, removes the old findings and adds the new ones — a crash
+        at any point leaves the specimen with exactly its old findings or exactly its new ones."""
+        prepared = []
         for result, notes in results:
-            spec.add(result, notes=notes)
-        return spec.refresh()
+            prepared.append(_prepare_finding(self.blobs, result, notes))
+            crash_point("record")
+        fingerprint = model.fingerprint if model is not None else None
+        with self.engine.begin() as conn:
+            q = select(specimens.c.id, specimens.c.uid).where(specimens.c.name == name.strip())
+            if fingerprint is not None:
+                q = q.where(specimens.c.model_fingerprint.startswith(fingerprint, autoescape=True))
+            found = conn.execute(q.order_by(specimens.c.id.desc())).first()
+            uid = found.uid if found else self._create(conn, name, model=model, **create)
+            crash_point("record")
+            sid = found.id if found else conn.execute(select(specimens.c.id).where(specimens.c.uid == uid)).scalar_one()
+            old = conn.execute(select(findings.c.id, findings.c.uid, findings.c.kind, findings.c.title)
+                               .where(findings.c.specimen_id == sid).where(findings.c.removed_in.is_(None))
+                               .order_by(findings.c.id)).all()
+            for row in old:
+                version = _bump(conn, sid, "removed", f"{row.kind} {row.uid[:8]}: {row.title}")
+                conn.execute(update(findings).where(findings.c.id == row.id).values(removed_in=version))
+                crash_point("record")
+            for row, files in prepared:
+                _insert_finding(conn, sid, row, files)
+                crash_point("record")
+        crash_point("record")
+        return self.get(uid)
 
     def get(self, key: str) -> "Specimen":
         """The specimen with this uid (or unique uid prefix, or unique name)."""
@@ -187,15 +222,22 @@ class Archive:
         """Delete a specimen with its findings and history; files no longer referenced are removed."""
         spec = self.get(key)
         with self.engine.begin() as conn:
+            own = set(conn.execute(select(finding_files.c.hash).join(findings, findings.c.id == finding_files.c.finding_id)
+                                   .where(findings.c.specimen_id == spec.id)).scalars())
             conn.execute(delete(specimens).where(specimens.c.uid == spec.uid))
-        self.collect_garbage()
+        with self.engine.connect() as conn:
+            used = set(conn.execute(select(finding_files.c.hash).where(finding_files.c.hash.in_(own))).scalars())
+        self.blobs.remove(own - used)
 
-    def collect_garbage(self) -> set[str]:
-        """Remove files that no finding references; returns their hashes."""
+    def collect_garbage(self, grace: float = GRACE_SECONDS) -> set[str]:
+        """Remove files that no finding references and that are older than ``grace`` seconds
+        (younger ones may belong to a write that has not committed yet), and temporary files left
+        by interrupted writes; returns the hashes removed."""
         with self.engine.connect() as conn:
             used = set(conn.execute(select(finding_files.c.hash)).scalars())
-        orphans = self.blobs.all() - used
+        orphans = {h for h in self.blobs.all() - used if self.blobs.age(h) >= grace}
         self.blobs.remove(orphans)
+        self.blobs.remove_temporary(grace)
         return orphans
 
     def export(self, key: str, path: str | os.PathLike) -> Path:
@@ -215,6 +257,50 @@ class Archive:
         return Specimen(self, row["id"], row["uid"], row["name"], row["description"], row["model_name"],
                         row["model_fingerprint"], json.loads(row["model_config"] or "{}"), row["task"], row["dataset"],
                         row["dataset_seed"], row["dataset_hash"], row["version"], row["created"], row["updated"], tag_list)
+
+
+def _bump(conn, specimen_id: int, action: str, detail: str) -> int:
+    """Increment a specimen's version (the first statement of a write: takes the write lock) and
+    log the event; returns the new version."""
+    now = _now()
+    conn.execute(update(specimens).where(specimens.c.id == specimen_id)
+                 .values(version=specimens.c.version + 1, updated=now))
+    version = conn.execute(select(specimens.c.version).where(specimens.c.id == specimen_id)).scalar_one()
+    conn.execute(insert(events).values(specimen_id=specimen_id, version=version, time=now, action=action, detail=detail))
+    return version
+
+
+def _prepare_finding(blobs: BlobStore, result: Result, notes: str = "",
+                     figure: bool = True) -> tuple[dict, dict[str, tuple[str, int]]]:
+    """Write a result's files (tensors, figure) and return its finding row and {role: (hash, size)}:
+    everything a transaction needs to add it, nothing in the database yet."""
+    from safetensors.torch import save as save_tensors
+
+    if not isinstance(result, Result):
+        raise ArchiveError(f"a finding takes a mechscope result, not {type(result).__name__}")
+    data, tensors = result.to_dict()
+    files: dict[str, tuple[str, int]] = {}
+    if tensors:
+        files["tensors"] = blobs.put(save_tensors(tensors))
+    if figure:
+        png = result.png_bytes()
+        if png is not None:
+            files["figure.png"] = blobs.put(png)
+        if callable(getattr(result, "svg", None)):
+            files["figure.svg"] = blobs.put(result.svg().encode())
+    row = dict(uid=_uid(), kind=type(result).__name__, title=result.title, summary=result.summary(),
+               data=json.dumps(data, default=str), evidence=json.dumps(result.evidence(), default=str),
+               notes=notes, created=_now())
+    return row, files
+
+
+def _insert_finding(conn, specimen_id: int, row: dict, files: dict[str, tuple[str, int]]) -> int:
+    """Add a prepared finding inside the transaction ``conn`` (one version bump); returns its version."""
+    version = _bump(conn, specimen_id, "added", f"{row['kind']} {row['uid'][:8]}: {row['title']}")
+    fid = conn.execute(insert(findings).values(specimen_id=specimen_id, added_in=version, **row)).inserted_primary_key[0]
+    for role, (digest, size) in files.items():
+        conn.execute(insert(finding_files).values(finding_id=fid, role=role, hash=digest, size=size))
+    return version
 
 
 def _clean_tag(tag: str) -> str:
@@ -292,28 +378,9 @@ class Specimen:
     def add(self, result: Result, *, notes: str = "", figure: bool = True) -> Finding:
         """Store ``result`` as a finding: JSON in the database, tensors (safetensors) and the
         figure (PNG) as content-addressed files."""
-        from safetensors.torch import save as save_tensors
-
-        if not isinstance(result, Result):
-            raise ArchiveError(f"specimen.add takes a mechscope result, not {type(result).__name__}")
-        data, tensors = result.to_dict()
-        files: dict[str, tuple[str, int]] = {}
-        if tensors:
-            files["tensors"] = self.archive.blobs.put(save_tensors(tensors))
-        if figure:
-            png = result.png_bytes()
-            if png is not None:
-                files["figure.png"] = self.archive.blobs.put(png)
-            if callable(getattr(result, "svg", None)):
-                files["figure.svg"] = self.archive.blobs.put(result.svg().encode())
-        row = dict(uid=_uid(), kind=type(result).__name__, title=result.title, summary=result.summary(),
-                   data=json.dumps(data, default=str), evidence=json.dumps(result.evidence(), default=str),
-                   notes=notes, created=_now())
+        row, files = _prepare_finding(self.archive.blobs, result, notes, figure)
         with self.archive.engine.begin() as conn:
-            version = self._bump(conn, "added", f"{row['kind']} {row['uid'][:8]}: {row['title']}")
-            fid = conn.execute(insert(findings).values(specimen_id=self.id, added_in=version, **row)).inserted_primary_key[0]
-            for role, (digest, size) in files.items():
-                conn.execute(insert(finding_files).values(finding_id=fid, role=role, hash=digest, size=size))
+            _insert_finding(conn, self.id, row, files)
         self.refresh()
         return self.finding(row["uid"])
 
@@ -381,13 +448,7 @@ class Specimen:
         return self
 
     def _bump(self, conn, action: str, detail: str) -> int:
-        """Increment the version (the first statement of a write: takes the write lock) and log it."""
-        now = _now()
-        conn.execute(update(specimens).where(specimens.c.id == self.id)
-                     .values(version=specimens.c.version + 1, updated=now))
-        version = conn.execute(select(specimens.c.version).where(specimens.c.id == self.id)).scalar_one()
-        conn.execute(insert(events).values(specimen_id=self.id, version=version, time=now, action=action, detail=detail))
-        return version
+        return _bump(conn, self.id, action, detail)
 
     def _finding(self, conn, row) -> Finding:
         files = {r.role: (r.hash, r.size) for r in conn.execute(
@@ -405,11 +466,16 @@ def _engine(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):
+            dbapi_conn.isolation_level = None  # pysqlite's transaction handling off: DDL too runs in ours
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):
+            conn.exec_driver_sql("BEGIN")
 
         return engine
     return create_engine(url, pool_pre_ping=True)
@@ -437,7 +503,9 @@ def migrate(engine: Engine) -> None:
                 f"(up to {head!r}); upgrade mechscope to open it"
             )
         cfg.attributes["connection"] = conn
+        crash_point("migrate")
         command.upgrade(cfg, "head")
+        crash_point("migrate")  # the schema is built but not committed
 
 
 def schema_revision() -> str:

@@ -22,7 +22,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
-    if args.command == "specimens" and args.action != "list" and not args.key:
+    if args.command == "specimens" and args.action not in ("list", "gc") and not args.key:
         p.error(f"specimens {args.action} needs a specimen (or, for import, a file)")
     from ..archive import ArchiveError
 

@@ -33,6 +33,9 @@ def _specimens(args) -> int:
         s = arch.get(args.key)
         arch.remove(s.uid)
         print(f"removed {s.name!r} ({s.uid[:8]})")
+    elif args.action == "gc":
+        removed = arch.collect_garbage(grace=args.grace)
+        print(f"removed {len(removed)} unreferenced file(s) older than {args.grace:g} s from {arch.blobs.root}")
     return 0
 
 
@@ -54,8 +57,8 @@ def _serve(args) -> int:
 
 def add(sub) -> None:
     """Declare this module's commands and their arguments on the subparsers ``sub``."""
-    p = sub.add_parser("specimens", help="the specimen archive: list, show, export, import, rm")
-    p.add_argument("action", choices=["list", "show", "export", "import", "rm"])
+    p = sub.add_parser("specimens", help="the specimen archive: list, show, export, import, rm, gc")
+    p.add_argument("action", choices=["list", "show", "export", "import", "rm", "gc"])
     p.add_argument("key", nargs="?", help="specimen uid/name (show, export, rm) or file (import)")
     p.add_argument("path", nargs="?", help="export: output file (default <uid>.mscope)")
     p.add_argument("--archive", help=ARCHIVE_HELP)
@@ -64,6 +67,8 @@ def add(sub) -> None:
     p.add_argument("--task", help="list: task")
     p.add_argument("--tag", help="list: tag")
     p.add_argument("--replace", action="store_true", help="import: overwrite a specimen with the same uid")
+    p.add_argument("--grace", type=float, default=3600.0,
+                   help="gc: keep unreferenced files younger than this many seconds (a running writer's; default 3600)")
     p.set_defaults(fn=_specimens)
 
     p = sub.add_parser("report", help="write a specimen's self-contained HTML report")
