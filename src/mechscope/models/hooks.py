@@ -1,5 +1,10 @@
 """Hook lifetime: every hook of a run lives inside ``hooked(...)`` and is removed on exit, error or not.
 
+Threads: hooks and the attention switch live on the shared HF modules, so every context that
+installs them holds the module's re-entrant lock (``model_lock``) from install to removal. Calls on
+one model from several threads then run one forward at a time and give the results of sequential
+calls; different models run in parallel.
+
 A run is described by a ``HookState``: for each concrete site, the interventions to apply (with
 their bound data), whether to cache it and whether to keep it for gradients. ``hooked`` places
 plain PyTorch forward hooks / pre-hooks on the HF modules named by the adapter, and, only when an
@@ -8,6 +13,8 @@ attention-internal site is involved, switches on the mechscope attention functio
 
 from __future__ import annotations
 
+import threading
+import weakref
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
@@ -21,6 +28,20 @@ from .sites import Site
 
 if TYPE_CHECKING:
     from .model import Model
+
+
+_LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(module: nn.Module) -> threading.RLock:
+    """The re-entrant lock of an HF module (one per module, shared by every ``Model`` wrapping it):
+    held by whatever installs hooks on it or switches its attention."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(module)
+        if lock is None:
+            lock = _LOCKS[module] = threading.RLock()
+        return lock
 
 
 @dataclass
@@ -127,6 +148,8 @@ def hooked(model: "Model", state: HookState) -> Iterator[None]:
 
     probes: dict[nn.Module, dict[str, Site]] = {}
     mid_layers: list[Site] = []
+    lock = model_lock(hf)
+    lock.acquire()
     try:
         handles.append(hf.register_forward_pre_hook(track_mask, with_kwargs=True))
         for name, action in sorted(state.actions.items(), key=lambda kv: kv[1].site.order):
@@ -170,6 +193,7 @@ def hooked(model: "Model", state: HookState) -> Iterator[None]:
     finally:
         for handle in handles:
             handle.remove()
+        lock.release()
 
 
 def repeat_rows(value: Any, rows: int, copies: int) -> Any:
@@ -198,12 +222,13 @@ def tiled(model: "Model", copies: int, layer: int, on_tile: Callable[[int], None
         return repeat_rows(args, rows, copies), {k: repeat_rows(v, rows, copies) for k, v in kwargs.items()}
 
     mods = [hf.get_submodule(f"{a.blocks}.{l}") for l in range(layer, model.cfg.n_layers)] or [hf.get_submodule(a.final_norm)]
-    handles = [m.register_forward_pre_hook(hook, with_kwargs=True, prepend=True) for m in mods]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
+    with model_lock(hf):
+        handles = [m.register_forward_pre_hook(hook, with_kwargs=True, prepend=True) for m in mods]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
 
 
 def _probe(state: HookState, sites: dict[str, Site]) -> Callable[[str, torch.Tensor], torch.Tensor]:

@@ -97,6 +97,12 @@ def fingerprint_of(module: nn.Module, config: dict[str, Any]) -> str:
 class Model:
     """A causal LM with canonical sites.
 
+    Safe to share between threads: every call that installs hooks or switches the attention
+    function (``run``, ``generate``, gradients, splices, edge runs, harvests) holds the HF model's
+    re-entrant lock (``models.hooks.model_lock``) while it does, so concurrent calls give the
+    results of sequential ones (they run one forward at a time; use one model per thread for
+    parallel forwards).
+
     >>> model = ms.Model(hf_model, tokenizer)          # or ms.load("smollm2-135m")
     >>> run = model.run(["The cat sat", "Paris is in"], cache=["blocks.*.attn.pattern"])
     """

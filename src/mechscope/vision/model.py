@@ -199,14 +199,17 @@ class ImageModel:
 
     @contextmanager
     def _hooks(self, plan: dict, cache_out: dict, kept: dict):
+        from ..models.hooks import model_lock
+
         handles = []
-        try:
-            for name, actions in plan.items():
-                handles.append(self.modules[name].register_forward_hook(self._hook(name, actions, cache_out, kept)))
-            yield
-        finally:
-            for h in handles:
-                h.remove()
+        with model_lock(self.module):
+            try:
+                for name, actions in plan.items():
+                    handles.append(self.modules[name].register_forward_hook(self._hook(name, actions, cache_out, kept)))
+                yield
+            finally:
+                for h in handles:
+                    h.remove()
 
     @staticmethod
     def _hook(name: str, actions: list, cache_out: dict, kept: dict):
