@@ -16,6 +16,7 @@ from mechscope.web import create_app
 from mechscope.web.server import running_server
 
 EVIL = "<script>alert('x')</script>"
+LOCAL = "http://127.0.0.1"  # the Host a browser on this machine sends; others are refused
 SEEDED = 9  # NextTokens … SiteAttribution (samples.py), the Circuit among them
 
 
@@ -54,7 +55,7 @@ def test_report_is_self_contained_and_escaped(seeded, tmp_path):
 
 def test_pages_and_api(seeded):
     archive, spec, other = seeded
-    client = TestClient(create_app(archive))
+    client = TestClient(create_app(archive), base_url=LOCAL)
     index = client.get("/")
     assert index.status_code == 200 and "induction heads" in index.text and EVIL not in index.text
     assert "induction heads" not in client.get("/", params={"tag": "circuit"}).text
@@ -87,17 +88,17 @@ def test_pages_and_api(seeded):
 @pytest.mark.parametrize("path", ["/files/../archive.db", "/files/..%2F..%2Fetc%2Fpasswd", "/files/" + "0" * 64,
                                   "/files/archive.db", "/files/%2e%2e/archive.db"])
 def test_no_path_outside_the_archive_is_served(seeded, path):
-    client = TestClient(create_app(seeded[0]))
+    client = TestClient(create_app(seeded[0]), base_url=LOCAL)
     response = client.get(path)
     assert response.status_code == 404 and b"CREATE TABLE" not in response.content and b"SQLite" not in response.content
 
 
 def test_read_only_unless_writable(seeded):
     archive, spec, _ = seeded
-    ro = TestClient(create_app(archive))
+    ro = TestClient(create_app(archive), base_url=LOCAL)
     assert ro.post(f"/api/specimens/{spec.uid}/tags", json={"tag": "new"}).status_code == 403
     assert ro.delete(f"/api/specimens/{spec.uid}").status_code == 403
-    rw = TestClient(create_app(archive, writable=True))
+    rw = TestClient(create_app(archive, writable=True), base_url=LOCAL)
     assert "new" in rw.post(f"/api/specimens/{spec.uid}/tags", json={"tag": "new"}).json()["tags"]
     fid = spec.findings()[0].uid
     assert rw.post(f"/api/specimens/{spec.uid}/findings/{fid}/notes", json={"notes": "edited"}).json()["notes"] == "edited"
@@ -136,3 +137,29 @@ def test_concurrent_readers_and_a_writer_on_loopback(seeded, llama):
             served = {f["uid"] for f in client.get(f"/api/specimens/{other.uid}").json()["findings"]}
     assert set(written) <= served and len(written) == 8  # writes while serving lose nothing
     assert threading.active_count() < 50
+
+
+@pytest.mark.parametrize("writable", [False, True])
+def test_foreign_hosts_and_cross_site_writes_are_refused(seeded, writable):
+    """DNS rebinding (a page on evil.example resolved to 127.0.0.1 sends Host: evil.example) is
+    refused by every server; a writable one also refuses changes whose Origin is another site."""
+    archive, spec, _ = seeded
+    app = create_app(archive, writable=writable)
+    local = TestClient(app, base_url=LOCAL)
+    for host in ("evil.example", "evil.example:8765", "127.0.0.1.evil.example"):
+        foreign = TestClient(app, base_url=f"http://{host}")
+        assert foreign.get("/").status_code == 400
+        assert foreign.delete(f"/api/specimens/{spec.uid}").status_code == 400
+    assert TestClient(app, base_url="http://localhost:8765").get("/").status_code == 200
+    page = local.get(f"/specimens/{spec.uid}")
+    assert page.status_code == 200 and page.headers["x-content-type-options"] == "nosniff"
+    assert page.headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert "object-src 'none'" in page.headers["content-security-policy"]
+    digest = spec.findings()[0].files["figure.png"][0]
+    assert "sandbox" in local.get(f"/files/{digest}").headers["content-security-policy"]
+    cross = local.post(f"/api/specimens/{spec.uid}/tags", json={"tag": "x"}, headers={"Origin": "https://evil.example"})
+    assert cross.status_code == 403
+    same = local.post(f"/api/specimens/{spec.uid}/tags", json={"tag": "x"}, headers={"Origin": "http://127.0.0.1:8765"})
+    assert same.status_code == (200 if writable else 403)
+    assert ("x" in archive.get(spec.uid).tags) == writable
+    assert TestClient(create_app(archive, hosts=["lab-box"]), base_url="http://lab-box:8765").get("/").status_code == 200

@@ -51,7 +51,7 @@ def _report(args) -> int:
 def _serve(args) -> int:
     from ..web import serve
 
-    serve(open_archive(args), host=args.host, port=args.port, writable=args.writable)
+    serve(open_archive(args), host=args.host, port=args.port, writable=args.writable, hosts=args.allow_host)
     return 0
 
 
@@ -82,4 +82,7 @@ def add(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--writable", action="store_true", help="allow changes (tags, notes, deletion) through the API")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="a name clients reach this server by, besides loopback and --host (repeatable); "
+                        "requests naming any other Host are refused")
     p.set_defaults(fn=_serve)

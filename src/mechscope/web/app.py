@@ -3,18 +3,34 @@
 Pages use the report's renderers; ``/api/...`` is a JSON API described by ``/openapi.json``.
 Read-only unless created with ``writable=True``. Files are served only by their sha256 from the
 archive's content-addressed store, so no path outside the archive can be reached.
+
+Requests must name this server in their ``Host`` header (loopback names, the bound host and any
+``hosts`` given), which defeats DNS rebinding; on a writable server a request that changes
+something and carries an ``Origin`` must come from one of those hosts too (no cross-site writes).
+Every response carries a Content-Security-Policy, ``nosniff`` and frame denial; stored files are
+served under a sandboxing policy, so an SVG that holds a script cannot run it.
 """
 
 from __future__ import annotations
 
-from fastapi import Body, FastAPI, HTTPException
-from fastapi.responses import HTMLResponse, Response
+from typing import Iterable
+from urllib.parse import urlsplit
+
+from fastapi import Body, FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ..archive.blobs import HASH_RE, BlobError
 from ..archive.store import Archive, ArchiveError, Specimen
 from ..report.page import esc, page, specimen_body, specimen_rows
 
 MEDIA = {"tensors": "application/octet-stream", "figure.png": "image/png", "figure.svg": "image/svg+xml"}
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+# Pages still carry their small viewer scripts inline ('unsafe-inline'); nothing may load from elsewhere.
+PAGE_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+               "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+FILE_POLICY = "default-src 'none'; style-src 'unsafe-inline'; sandbox"  # stored files: never a script
+HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"}
 
 
 def nav(writable: bool) -> str:
@@ -23,10 +39,27 @@ def nav(writable: bool) -> str:
             "<a class='meta' href='/openapi.json'>API</a></header>")
 
 
-def create_app(archive: Archive, writable: bool = False) -> FastAPI:
+def create_app(archive: Archive, writable: bool = False, hosts: Iterable[str] = ()) -> FastAPI:
+    """The app. ``hosts``: names besides the loopback ones that requests may give in ``Host``
+    (the address a server bound to a non-loopback interface is reached by)."""
     app = FastAPI(title="mechscope", version="1", docs_url=None, redoc_url=None,
                   description="Browse the mechscope specimen archive.")
     top = nav(writable)
+    allowed = sorted({*LOOPBACK, *(h for h in hosts if h not in ("0.0.0.0", "::", ""))})
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        origin = request.headers.get("origin")
+        if writable and request.method not in ("GET", "HEAD", "OPTIONS") and origin is not None \
+                and urlsplit(origin).hostname not in {h.strip("[]") for h in allowed}:
+            return PlainTextResponse(f"refused: a change requested from {origin!r}, not from this server", 403)
+        response = await call_next(request)
+        response.headers.update(HEADERS)
+        files = request.url.path.startswith("/files/")
+        response.headers["Content-Security-Policy"] = FILE_POLICY if files else PAGE_POLICY
+        return response
+
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed)  # outermost: checked first
 
     def get(uid: str) -> Specimen:
         try:
@@ -151,10 +184,12 @@ def finding_json(f) -> dict:
             "files": {role: {"hash": h, "size": n, "url": f"/files/{h}"} for role, (h, n) in f.files.items()}}
 
 
-def serve(archive: Archive, host: str = "127.0.0.1", port: int = 8765, writable: bool = False) -> None:
+def serve(archive: Archive, host: str = "127.0.0.1", port: int = 8765, writable: bool = False,
+          hosts: Iterable[str] = ()) -> None:
+    """Serve until Ctrl-C. ``hosts``: further names clients may use to reach it (see ``create_app``)."""
     import uvicorn
 
     print(f"Serving {archive!r} on http://{host}:{port}/ ({'read-write' if writable else 'read-only'}); Ctrl-C stops.")
-    uvicorn.run(create_app(archive, writable), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(archive, writable, hosts=[host, *hosts]), host=host, port=port, log_level="warning")
 
 

@@ -24,7 +24,7 @@ def running_server(archive: Archive, writable: bool = False, host: str = "127.0.
     import uvicorn
 
     port = free_port(host)
-    server = uvicorn.Server(uvicorn.Config(create_app(archive, writable), host=host, port=port, log_level="error"))
+    server = uvicorn.Server(uvicorn.Config(create_app(archive, writable, hosts=[host]), host=host, port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
