@@ -86,3 +86,53 @@ def test_unsupported_architecture_names_the_supported_ones():
 def test_unknown_model_name():
     with pytest.raises(ValueError, match="unknown model 'gpt-17'.*smollm2-135m"):
         ms.load("gpt-17")
+
+
+def _planted_sae_dir(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from mechscope.sae import SAEConfig, SparseCoder
+
+    SparseCoder(SAEConfig("topk", 16, 32, k=2)).save(tmp_path / "sae")
+    weights = tmp_path / "sae" / "sae.safetensors"
+    if not weights.exists():
+        weights = next((tmp_path / "sae").glob("*.safetensors"))
+    state = load_file(str(weights))
+    name = sorted(state)[0]
+    state[name][0, 0] = float("nan")
+    save_file(state, str(weights))
+    return tmp_path / "sae"
+
+
+def _bad_input_cases():
+    """(id, call(model, tmp_path), error type, text that names the value): the cases that used to be
+    silently wrong or to fail with another library's message."""
+    from mechscope.attribution import integrated_gradients, token_ig
+    from mechscope.sae import SAEConfig, SAEError, load_sae
+
+    f = lambda x: x.sum(-1)  # noqa: E731
+    return [
+        ("fractional head", lambda m, p: m.run(PROMPTS, interventions=[ms.Ablate("blocks.0.attn.z", heads=[1.5])]),
+         ms.InterventionError, "1.5"),
+        ("boolean head", lambda m, p: ms.Ablate("blocks.0.attn.z", heads=[True]), ms.InterventionError, "True"),
+        ("string positions", lambda m, p: ms.Ablate("blocks.0.resid_post", positions="-1"), ms.InterventionError, "'-1'"),
+        ("integer patch source", lambda m, p: ms.Patch("blocks.0.resid_post", source=torch.ones(3, 5, 64, dtype=torch.long)),
+         ms.InterventionError, "torch.int64"),
+        ("complex steering vector", lambda m, p: ms.Add("blocks.0.resid_post", torch.ones(64, dtype=torch.complex64)),
+         ms.InterventionError, "torch.complex64"),
+        ("prompt longer than the context", lambda m, p: m.run([list(range(3, 203))]), ValueError, "200 tokens"),
+        ("zero IG steps", lambda m, p: integrated_gradients(f, torch.ones(4), steps=0), ValueError, "steps=0"),
+        ("zero IG batch", lambda m, p: integrated_gradients(f, torch.ones(4), batch_size=0), ValueError, "batch_size=0"),
+        ("unknown IG rule", lambda m, p: token_ig(m, "The cat", 5, method="simpson"), ValueError, "'simpson'"),
+        ("a dictionary too big for memory", lambda m, p: SAEConfig("topk", 10**6, 10**6, k=8), SAEError, "GiB"),
+        ("a dictionary with NaN weights", lambda m, p: load_sae(_planted_sae_dir(p)), SAEError, "NaN"),
+    ]
+
+
+@pytest.mark.parametrize("case", _bad_input_cases(), ids=lambda c: c[0])
+def test_bad_input_table(llama, tmp_path, case):
+    _, call, error, named = case
+    with pytest.raises(error) as err:
+        call(llama, tmp_path)
+    assert named in str(err.value), str(err.value)
+    assert_no_hooks(llama)

@@ -10,6 +10,8 @@ Interventions compose: several at one site apply in list order, sites apply in f
 
 from __future__ import annotations
 
+import numbers
+
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Sequence
 
@@ -151,6 +153,20 @@ class Intervention:
     positions: Sequence[int] | None = field(default=None, kw_only=True)
     rows: Sequence[int] | None = field(default=None, kw_only=True)  # batch rows (for batched sweeps)
 
+    def __post_init__(self):
+        for what in ("heads", "positions", "rows"):
+            values = getattr(self, what)
+            if values is None:
+                continue
+            if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+                raise InterventionError(f"{type(self).__name__} at {self.site}: {what}={values!r} must be a list of ints")
+            values = values.tolist() if isinstance(values, torch.Tensor) else list(values)
+            bad = [v for v in values if isinstance(v, bool) or not isinstance(v, numbers.Integral)]
+            if bad:
+                raise InterventionError(f"{type(self).__name__} at {self.site}: {what} must be ints, got {bad[0]!r} "
+                                        f"in {what}={values!r}")
+            setattr(self, what, [int(v) for v in values])
+
     def edit(self, selected: torch.Tensor, e: Edit) -> torch.Tensor:
         """New values for ``selected`` (same shape, or broadcastable to it)."""
         raise NotImplementedError
@@ -177,6 +193,7 @@ class Ablate(Intervention):
     seed: int = 0
 
     def __post_init__(self):
+        super().__post_init__()
         if self.how not in ("zero", "mean", "resample"):
             raise InterventionError(f"Ablate how={self.how!r}; valid: 'zero', 'mean', 'resample'")
         if self.over not in ("tokens", "batch"):
@@ -207,6 +224,11 @@ class Patch(Intervention):
 
     source: Any = None
 
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.source, torch.Tensor):
+            _floating(self, self.source, "source")
+
     def needs_source(self) -> bool:
         return True
 
@@ -233,7 +255,8 @@ class Add(Intervention):
     coef: float = 1.0
 
     def __post_init__(self):
-        self.vector = torch.as_tensor(self.vector)
+        super().__post_init__()
+        self.vector = _floating(self, torch.as_tensor(self.vector), "vector")
         if not torch.isfinite(self.vector).all():
             raise InterventionError(f"Add at {self.site}: the vector contains NaN or infinite values")
         if not torch.isfinite(torch.tensor(float(self.coef))):
@@ -252,7 +275,8 @@ class ProjectOut(Intervention):
     direction: torch.Tensor = None
 
     def __post_init__(self):
-        self.direction = torch.as_tensor(self.direction)
+        super().__post_init__()
+        self.direction = _floating(self, torch.as_tensor(self.direction), "direction")
         if not torch.isfinite(self.direction).all():
             raise InterventionError(f"ProjectOut at {self.site}: the direction contains NaN or inf")
         if float(self.direction.norm()) == 0.0:
@@ -283,6 +307,15 @@ class Replace(Intervention):
 
 # ----------------------------------------------------------------------------------------------
 # Helpers shared by the interventions above
+
+
+def _floating(iv: Intervention, t: torch.Tensor, what: str) -> torch.Tensor:
+    """``t`` if it is a real floating-point tensor; an integer, boolean or complex one would be
+    silently truncated or lose its imaginary part when cast to the site's dtype."""
+    if not t.is_floating_point():
+        raise InterventionError(f"{type(iv).__name__} at {iv.site}: the {what} has dtype {t.dtype}; it must be a real "
+                                "floating-point tensor (float32, float16, bfloat16, float64: use .float())")
+    return t
 
 
 def site_mean(x: torch.Tensor, mask: torch.Tensor | None, site: Site, over: str) -> torch.Tensor:

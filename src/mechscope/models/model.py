@@ -125,6 +125,18 @@ class Model:
     def device(self) -> torch.device:
         return next(self.hf.parameters()).device
 
+    @property
+    def max_positions(self) -> int | None:
+        """The context length the config declares (``n_positions`` / ``max_position_embeddings``),
+        or None when it declares none. Learned position tables cannot go past it; rotary models
+        could, off their training distribution, so mechscope refuses longer inputs for both."""
+        config = self.hf.config
+        for key in ("n_positions", "max_position_embeddings", "n_ctx"):
+            value = getattr(config, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
     @cached_property
     def fingerprint(self) -> str:
         """See ``fingerprint_of``; computed once (re-wrap a model whose weights changed)."""
@@ -190,6 +202,11 @@ class Model:
         if bad:
             raise ValueError(f"token id {bad[0]} out of range for vocab {self.cfg.vocab}")
         width = max(map(len, rows))
+        limit = self.max_positions
+        if limit is not None and width > limit:
+            longest = max(range(len(rows)), key=lambda i: len(rows[i]))
+            raise ValueError(f"input {longest} has {width} tokens; {self.name} takes at most {limit} positions "
+                             f"(its config's context length). Shorten it, e.g. keep the last {limit} tokens")
         ids = torch.tensor([[self.pad_id] * (width - len(r)) + r for r in rows], dtype=torch.long)
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
         return ids, mask

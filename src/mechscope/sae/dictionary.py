@@ -95,6 +95,11 @@ class SAEConfig:
             raise SAEError("skip=True is for transcoders (give d_out or a target_site different from site)")
         if self.aux_k is None:
             self.aux_k = max(1, min(self.width, self.d_in // 2))
+        need = 4 * self.width * (self.d_in + self.d_out + (self.d_in if self.skip else 0))  # float32 bytes
+        have = _memory_bytes()
+        if have and need > have:
+            raise SAEError(f"d_in={self.d_in}, width={self.width}, d_out={self.d_out} needs {need / 2**30:.1f} GiB of "
+                           f"weights; this machine has {have / 2**30:.1f} GiB of memory")
 
     @property
     def transcoder(self) -> bool:
@@ -331,6 +336,14 @@ class SparseCoder(nn.Module):
                f"{c.d_in}→{c.width}→{c.d_out}{extra}{', skip' if c.skip else ''}"
 
 
+def _memory_bytes() -> int | None:
+    """Physical memory of this machine in bytes (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return None
+
+
 def load_sae(directory: str | os.PathLike, device: str | torch.device = "cpu") -> SparseCoder:
     """Read a dictionary written by ``SparseCoder.save``."""
     from safetensors.torch import load_file
@@ -347,6 +360,9 @@ def load_sae(directory: str | os.PathLike, device: str | torch.device = "cpu") -
         state = load_file(str(directory / WEIGHTS))
     except Exception as e:  # noqa: BLE001 - truncated or foreign file
         raise SAEError(f"{directory / WEIGHTS} cannot be read ({e})") from e
+    bad = [name for name, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise SAEError(f"{directory / WEIGHTS}: {', '.join(bad)} hold NaN or infinite values; refusing a broken dictionary")
     sae = SparseCoder(cfg)
     try:
         sae.load_state_dict(state)
