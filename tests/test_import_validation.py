@@ -141,10 +141,50 @@ def _mutations(rng, data: bytes, manifest: dict):
         at = rng.randrange(len(data))
         return kind, data[:at] + bytes(rng.randrange(256) for _ in range(rng.randint(1, 64))) + data[at:]
     m = json.loads(json.dumps(manifest))
-    target = rng.choice([m, m["specimen"], rng.choice(m["findings"]), rng.choice(m["findings"])["data"]])
+    target = rng.choice([m, m["specimen"], rng.choice(m["findings"]), rng.choice(m["findings"])["data"],
+                         rng.choice(m["findings"])["data"].get("provenance", m), rng.choice(m["events"])])
     key = rng.choice(sorted(target))
-    target[key] = rng.choice([None, -1, 2**70, "", "../../x", [], {}, "x" * 5000, True, 3.5, {"__tensor__": "nope"}])
+    target[key] = rng.choice([None, -1, 2**70, "", "../../x", [], {}, "x" * 5000, True, 3.5, {"__tensor__": "nope"},
+                              "<script>alert(1)</script>", float("nan"), [[1, 2], [3]], {"a": {"b": [None]}}])
     return kind, m
+
+
+def _zip_tricks(rng, src, dst):
+    """Entries that a careful reader must refuse: duplicates, zip-slip and absolute names, a link,
+    a small deflated entry that declares a huge size, a figure that is not a PNG."""
+    trick = rng.choice(["duplicate", "slip", "absolute", "symlink", "bomb", "fake-png"])
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        infos = zin.infolist()
+        for info in infos:
+            zout.writestr(info, zin.read(info.filename))
+        blob = next(i for i in infos if i.filename.startswith("blobs/"))
+        if trick == "duplicate":
+            zout.writestr(blob.filename, b"other bytes")
+        elif trick in ("slip", "absolute"):
+            zout.writestr("../../evil" if trick == "slip" else "/tmp/evil", b"x")
+        elif trick == "symlink":
+            link = zipfile.ZipInfo("blobs/" + "0" * 64)
+            link.external_attr = 0o120777 << 16
+            zout.writestr(link, "/etc/passwd")
+        elif trick == "bomb":
+            zout.writestr(zipfile.ZipInfo("blobs/" + "f" * 64), b"\0" * (8 << 20), compress_type=zipfile.ZIP_DEFLATED)
+    if trick == "fake-png":  # a declared figure.png whose bytes (and hash) are not an image
+        m = load_manifest(src)
+        f = next(f for f in m["findings"] if "figure.png" in f["files"])
+        fake = b"<svg onload='alert(1)'/>"
+        import hashlib
+
+        digest = hashlib.sha256(fake).hexdigest()
+        old = f["files"]["figure.png"]["hash"]
+        f["files"]["figure.png"] = {"hash": digest, "size": len(fake)}
+        still = any(g["files"].get(r, {}).get("hash") == old for g in m["findings"] for r in g["files"])
+        m["blobs"] = {**({k: v for k, v in m["blobs"].items() if k != old or still}), digest: len(fake)}
+        with zipfile.ZipFile(src) as zin:
+            entries = {i.filename: zin.read(i.filename) for i in zin.infolist()
+                       if i.filename != f"blobs/{old}" or still}
+        entries[f"blobs/{digest}"] = fake
+        rewrite(src, dst, manifest=m, entries=entries)
+    return trick
 
 
 def test_fuzzed_exports_are_refused_cleanly_or_imported_whole(exported, new_archive, tmp_path):
@@ -153,13 +193,16 @@ def test_fuzzed_exports_are_refused_cleanly_or_imported_whole(exported, new_arch
     data = exported.read_bytes()
     manifest = load_manifest(exported)
     outcomes = {"refused": 0, "imported": 0}
-    for i in range(120):
-        kind, mutated = _mutations(rng, data, manifest)
+    for i in range(300):
         path = tmp_path / f"fuzz{i}.mscope"
-        if kind == "field":
-            rewrite(exported, path, manifest=mutated)
+        if i % 5 == 4:
+            kind = _zip_tricks(rng, exported, path)
         else:
-            path.write_bytes(mutated)
+            kind, mutated = _mutations(rng, data, manifest)
+            if kind == "field":
+                rewrite(exported, path, manifest=mutated)
+            else:
+                path.write_bytes(mutated)
         before = snapshot(target)
         try:
             spec = target.import_file(path)
@@ -169,7 +212,8 @@ def test_fuzzed_exports_are_refused_cleanly_or_imported_whole(exported, new_arch
             continue
         # a mutation that kept the file valid (e.g. in zip padding): the import must be whole
         outcomes["imported"] += 1
+        assert kind not in ("duplicate", "slip", "absolute", "symlink", "bomb", "fake-png"), kind
         for f in spec.findings():
             f.result()
         target.remove(spec.uid)
-    assert outcomes["refused"] > 80, outcomes
+    assert outcomes["refused"] > 200, outcomes

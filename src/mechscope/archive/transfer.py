@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..results import Result, result_types
 from .blobs import HASH_RE
+from .faults import crash_point
 from .schema import events, finding_files, findings, specimens, tags
 from .store import Archive, ArchiveError, Specimen, schema_revision
 
@@ -26,7 +28,8 @@ FORMAT = "mechscope-specimen"
 FORMAT_VERSION = 1
 MAX_MANIFEST = 64 << 20  # bytes
 MAX_BLOB = 4 << 30
-MAX_TOTAL = 16 << 30
+MAX_TOTAL = 512 << 20  # default bound on an import's files together; $MECHSCOPE_IMPORT_LIMIT (bytes) changes it
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ROLES = {"tensors", "figure.png", "figure.svg"}
 UID_RE = HASH_RE.pattern.replace("64", "32")
 
@@ -82,23 +85,56 @@ def import_specimen(archive: Archive, path: Path, *, replace: bool = False) -> S
         clash = [u for u, sid in clash if sid != existing]
         if clash:
             raise ArchiveImportError(f"{path}: finding {clash[0][:8]} already belongs to another specimen")
-    for digest, data in blob_data.items():
-        archive.blobs.put(data)
-    with archive.engine.begin() as conn:
-        if existing is not None:
-            conn.execute(delete(specimens).where(specimens.c.id == existing))
-        sid = conn.execute(insert(specimens).values(**{**spec, "model_config": json.dumps(spec["model_config"])})).inserted_primary_key[0]
-        for tag in manifest["tags"]:
-            conn.execute(insert(tags).values(specimen_id=sid, tag=tag))
-        for e in manifest["events"]:
-            conn.execute(insert(events).values(specimen_id=sid, **e))
-        for f in manifest["findings"]:
-            row = {k: f[k] for k in ("uid", "kind", "title", "summary", "notes", "created", "added_in", "removed_in")}
-            fid = conn.execute(insert(findings).values(
-                specimen_id=sid, data=json.dumps(f["data"]), evidence=json.dumps(f["evidence"]), **row)).inserted_primary_key[0]
-            for role, meta in f["files"].items():
-                conn.execute(insert(finding_files).values(finding_id=fid, role=role, hash=meta["hash"], size=meta["size"]))
+    new_files = [d for d in blob_data if not archive.blobs.exists(d)]
+    try:
+        for digest, data in blob_data.items():
+            archive.blobs.put(data)
+            crash_point("import")
+        with archive.engine.begin() as conn:
+            if existing is not None:
+                conn.execute(delete(specimens).where(specimens.c.id == existing))
+            sid = conn.execute(insert(specimens).values(**{**spec, "model_config": json.dumps(spec["model_config"])})).inserted_primary_key[0]
+            for tag in manifest["tags"]:
+                conn.execute(insert(tags).values(specimen_id=sid, tag=tag))
+            for e in manifest["events"]:
+                conn.execute(insert(events).values(specimen_id=sid, **e))
+            crash_point("import")
+            for f in manifest["findings"]:
+                row = {k: f[k] for k in ("uid", "kind", "title", "summary", "notes", "created", "added_in", "removed_in")}
+                fid = conn.execute(insert(findings).values(
+                    specimen_id=sid, data=json.dumps(f["data"]), evidence=json.dumps(f["evidence"]), **row)).inserted_primary_key[0]
+                for role, meta in f["files"].items():
+                    conn.execute(insert(finding_files).values(finding_id=fid, role=role, hash=meta["hash"], size=meta["size"]))
+                crash_point("import")
+    except SQLAlchemyError as err:  # e.g. duplicate versions or tags the checks above did not catch
+        _forget(archive, new_files)
+        raise ArchiveImportError(f"{path}: the archive refused its contents ({type(err.orig or err).__name__}: "
+                                 f"{str(err.orig or err).splitlines()[0]}); nothing was imported") from None
+    except BaseException:
+        _forget(archive, new_files)
+        raise
+    crash_point("import")
     return archive.get(spec["uid"])
+
+
+def _forget(archive: Archive, digests: list[str]) -> None:
+    """Remove files an import wrote, where no finding references them (a refused import leaves
+    the archive as it was)."""
+    if not digests:
+        return
+    with archive.engine.connect() as conn:
+        used = set(conn.execute(select(finding_files.c.hash).where(finding_files.c.hash.in_(digests))).scalars())
+    archive.blobs.remove(set(digests) - used)
+
+
+def import_limit() -> int:
+    """Bytes an import's files may hold together: $MECHSCOPE_IMPORT_LIMIT, else ``MAX_TOTAL``."""
+    raw = os.environ.get("MECHSCOPE_IMPORT_LIMIT")
+    if raw is None:
+        return MAX_TOTAL
+    if not raw.isdigit() or int(raw) < 1:
+        raise ArchiveImportError(f"MECHSCOPE_IMPORT_LIMIT={raw!r}: give a number of bytes ≥ 1")
+    return int(raw)
 
 
 def read_export(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
@@ -126,8 +162,10 @@ def read_export(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
         if entries != set(declared):
             missing, extra = set(declared) - entries, entries - set(declared)
             raise fail(f"files {'missing' if missing else 'not declared'}: {sorted(missing or extra)[0][:12]}...")
-        if sum(declared.values()) > MAX_TOTAL:
-            raise fail(f"declared total size {sum(declared.values())} exceeds the limit {MAX_TOTAL}")
+        limit = import_limit()
+        if sum(declared.values()) > limit:
+            raise fail(f"its files declare {sum(declared.values())} bytes together, over the import limit of {limit} "
+                       "(set MECHSCOPE_IMPORT_LIMIT to allow more)")
         blob_data = {}
         for digest, size in declared.items():
             info = zf.getinfo(f"blobs/{digest}")
@@ -138,6 +176,12 @@ def read_export(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
                 raise fail(f"file {digest[:12]} does not match its sha256 (corrupted or tampered)")
             blob_data[digest] = data
     for f in manifest["findings"]:
+        png = f["files"].get("figure.png")
+        if png is not None and not blob_data[png["hash"]].startswith(PNG_SIGNATURE):
+            raise fail(f"finding {f['uid'][:8]}'s figure.png is not a PNG image")
+        svg = f["files"].get("figure.svg")
+        if svg is not None and b"<svg" not in blob_data[svg["hash"]][:4096]:
+            raise fail(f"finding {f['uid'][:8]}'s figure.svg is not an SVG image")
         _check_result_rebuilds(f, blob_data, fail)
     return manifest, blob_data
 
@@ -207,8 +251,13 @@ def _expect(obj: Any, fields: dict[str, Any], what: str, fail) -> None:
     for name, typ in fields.items():
         if name not in obj:
             raise fail(f"{what} is missing {name!r}")
-        if not isinstance(obj[name], typ) or (typ is int and isinstance(obj[name], bool)):
-            raise fail(f"{what} field {name!r} has the wrong type")
+        value = obj[name]
+        if not isinstance(value, typ) or (isinstance(value, bool) and bool not in (typ if isinstance(typ, tuple) else (typ,))):
+            raise fail(f"{what} field {name!r} has the wrong type ({type(value).__name__})")
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+            raise fail(f"{what} field {name!r} = {value} does not fit a 64-bit integer")
+        if isinstance(value, int) and name in ("version", "added_in", "removed_in") and value < 1:
+            raise fail(f"{what} field {name!r} = {value} must be a version ≥ 1")
 
 
 def _check_result_rebuilds(f: dict[str, Any], blob_data: dict[str, bytes], fail) -> None:
