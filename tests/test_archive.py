@@ -232,6 +232,39 @@ def test_a_first_open_killed_while_building_the_schema_can_be_opened_again(tmp_p
         arch.close()
 
 
+def test_import_is_all_or_nothing_at_every_step(tmp_path):
+    """An importer ended at each named step (files written one by one, specimen and history
+    inserted, each finding inserted, committed) leaves the archive without the specimen or with
+    all of it, always openable, with no orphans once swept."""
+    from mechscope.archive.faults import EXIT_CODE
+
+    source = str(tmp_path / "source")
+    _record(source, "exported")
+    export = mechscope.archive.open(source).export("rec", tmp_path / "rec.mscope")
+    target = str(tmp_path / "target")
+    mechscope.archive.open(target).close()
+    outcomes = []
+    for n in range(1, 20):
+        code = _forked(f"import:{n}", lambda: mechscope.archive.open(target).import_file(export))
+        arch = mechscope.archive.open(target)
+        arch.collect_garbage(grace=0)
+        specs = arch.specimens()
+        if specs:
+            assert [f.notes for f in specs[0].findings()] == ["exported 1", "exported 2", "exported 3"]
+            for f in specs[0].findings():
+                f.result()
+            arch.remove(specs[0].uid)
+        with arch.engine.connect() as conn:
+            used = set(conn.execute(text("SELECT hash FROM finding_files")).scalars())
+        assert arch.blobs.all() == used, n
+        arch.close()
+        outcomes.append((code, bool(specs)))
+        if code == 0:
+            break
+    assert outcomes[-1] == (0, True) and outcomes[-2] == (EXIT_CODE, True)  # killed after the commit: all there
+    assert len(outcomes) > 6 and all(o == (EXIT_CODE, False) for o in outcomes[:-2]), outcomes
+
+
 def test_export_is_atomic_and_import_refuses_duplicates(llama, archive, tmp_path):
     spec = archive.create("dup")
     spec.add(sample_results(llama)[0])
