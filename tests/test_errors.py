@@ -104,11 +104,17 @@ def _planted_sae_dir(tmp_path):
     return tmp_path / "sae"
 
 
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
 def _bad_input_cases():
     """(id, call(model, tmp_path), error type, text that names the value): the cases that used to be
     silently wrong or to fail with another library's message."""
     from mechscope.attribution import integrated_gradients, token_ig
     from mechscope.sae import SAEConfig, SAEError, load_sae
+    from mechscope.verify.vnnlib import VNNLibError, read_vnnlib
 
     f = lambda x: x.sum(-1)  # noqa: E731
     return [
@@ -126,6 +132,12 @@ def _bad_input_cases():
         ("unknown IG rule", lambda m, p: token_ig(m, "The cat", 5, method="simpson"), ValueError, "'simpson'"),
         ("a dictionary too big for memory", lambda m, p: SAEConfig("topk", 10**6, 10**6, k=8), SAEError, "GiB"),
         ("a dictionary with NaN weights", lambda m, p: load_sae(_planted_sae_dir(p)), SAEError, "NaN"),
+        ("a VNNLIB variable index of two billion", lambda m, p: read_vnnlib("(declare-const X_2000000000 Real)"),
+         VNNLibError, "X_2000000000"),
+        ("VNNLIB nested 10,000 deep", lambda m, p: read_vnnlib("(assert " + "(and " * 10_000 + ")" * 10_001),
+         VNNLibError, "nested deeper than 200"),
+        ("a VNNLIB file that is not UTF-8", lambda m, p: read_vnnlib(_write(p / "x.vnnlib", b"(assert \xff\xfe)")),
+         VNNLibError, "not UTF-8"),
     ]
 
 

@@ -21,6 +21,8 @@ from .properties import Box, Property
 _TOKEN = re.compile(r";[^\n]*|\(|\)|[^\s()]+")
 _VAR = re.compile(r"^([XY])_(\d+)$")
 MAX_TERMS = 100_000
+MAX_VARIABLES = 1_000_000  # inputs or outputs: an index past this is a typo or a hostile file, not a network
+MAX_DEPTH = 200  # nesting of ( ... ): the reader recurses on it
 
 
 class VNNLibError(ValueError):
@@ -35,6 +37,9 @@ def _parse(text: str) -> list:
         if tok.startswith(";"):
             continue
         if tok == "(":
+            if len(stack) > MAX_DEPTH:
+                raise VNNLibError(f"expressions nested deeper than {MAX_DEPTH} levels at line "
+                                  f"{text.count(chr(10), 0, m.start()) + 1}")
             stack.append([])
         elif tok == ")":
             if len(stack) == 1:
@@ -119,7 +124,13 @@ def _dnf(expr, declared: set[str]) -> list[list[dict[str, float]]]:
 
 def read_vnnlib(source: str | Path, name: str | None = None) -> Property:
     """The property in a VNNLIB file (a path) or string (text containing '(')."""
-    text = source if isinstance(source, str) and "(" in source else Path(source).read_text()
+    if isinstance(source, str) and "(" in source:
+        text = source
+    else:
+        try:
+            text = Path(source).read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise VNNLibError(f"{source} is not UTF-8 text (byte {e.start}): not a VNNLIB file") from None
     name = name or (Path(source).stem if not (isinstance(source, str) and "(" in source) else "vnnlib property")
     declared: dict[str, tuple[str, int]] = {}
     terms: list[list] = [[]]
@@ -130,6 +141,8 @@ def read_vnnlib(source: str | Path, name: str | None = None) -> Property:
             if len(cmd) != 3 or not isinstance(cmd[1], str) or not _VAR.match(cmd[1]):
                 raise VNNLibError(f"{_show(cmd)}: variables are X_<i> (inputs) or Y_<j> (outputs)")
             kind, i = _VAR.match(cmd[1]).groups()
+            if int(i) >= MAX_VARIABLES:
+                raise VNNLibError(f"{cmd[1]}: variable indices go up to {MAX_VARIABLES - 1}")
             declared[cmd[1]] = (kind, int(i))
         elif cmd[0] == "assert":
             if len(cmd) != 2:
