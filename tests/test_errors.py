@@ -115,6 +115,7 @@ def _bad_input_cases():
     from mechscope.attribution import integrated_gradients, token_ig
     from mechscope.sae import SAEConfig, SAEError, load_sae
     from mechscope.verify.vnnlib import VNNLibError, read_vnnlib
+    from mechscope.vision.images import read_image
 
     f = lambda x: x.sum(-1)  # noqa: E731
     return [
@@ -138,6 +139,8 @@ def _bad_input_cases():
          VNNLibError, "nested deeper than 200"),
         ("a VNNLIB file that is not UTF-8", lambda m, p: read_vnnlib(_write(p / "x.vnnlib", b"(assert \xff\xfe)")),
          VNNLibError, "not UTF-8"),
+        ("a text file as an image", lambda m, p: read_image(_write(p / "notes.png", b"just text")), ValueError,
+         "notes.png"),
     ]
 
 

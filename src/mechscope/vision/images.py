@@ -33,11 +33,16 @@ def read_image(path_or_photo: str | os.PathLike) -> torch.Tensor:
         return photo(str(path_or_photo))
     if not os.path.exists(path_or_photo):
         raise FileNotFoundError(f"no image file {path_or_photo!r} (bundled photos: {', '.join(PHOTOS)})")
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(path_or_photo) as im:
-        img = torch.as_tensor(bytearray(im.convert("RGB").tobytes()), dtype=torch.uint8)
-        return img.view(im.height, im.width, 3).permute(2, 0, 1).float() / 255.0
+    Image.MAX_IMAGE_PIXELS = 100_000_000  # a decompression bomb is refused, not allocated
+    try:
+        with Image.open(path_or_photo) as im:
+            img = torch.as_tensor(bytearray(im.convert("RGB").tobytes()), dtype=torch.uint8)
+            return img.view(im.height, im.width, 3).permute(2, 0, 1).float() / 255.0
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as e:
+        raise ValueError(f"{path_or_photo!r} is not an image file PIL can read (PNG, JPEG, ...): "
+                         f"{str(e).splitlines()[0]}") from None
 
 
 def prepare(image: torch.Tensor, size: int, crop: bool = True) -> torch.Tensor:
