@@ -119,13 +119,14 @@ class Archive:
         """A new specimen. ``model`` is a mechscope Model or a toy model (name, fingerprint and
         config are kept)."""
         with self.engine.begin() as conn:
-            uid = self._create(conn, name, model=model, task=task, dataset=dataset, seed=seed,
-                               dataset_hash=dataset_hash, description=description, tags=tags)
+            _, uid = self._create(conn, name, model=model, task=task, dataset=dataset, seed=seed,
+                                  dataset_hash=dataset_hash, description=description, tags=tags)
         return self.get(uid)
 
     def _create(self, conn, name: str, *, model: Any = None, task: str = "", dataset: str = "",
-                seed: int | None = None, dataset_hash: str = "", description: str = "", tags: Iterable[str] = ()) -> str:
-        """Insert a specimen inside the transaction ``conn``; returns its uid."""
+                seed: int | None = None, dataset_hash: str = "", description: str = "",
+                tags: Iterable[str] = ()) -> tuple[int, str]:
+        """Insert a specimen inside the transaction ``conn``; returns its (id, uid)."""
         if not name or not name.strip():
             raise ArchiveError("a specimen needs a non-empty name")
         model_name, fingerprint, config = "", "", {}
@@ -142,7 +143,7 @@ class Archive:
         conn.execute(insert(events).values(specimen_id=sid, version=1, time=now, action="created", detail=name))
         for tag in sorted(set(tags)):
             conn.execute(insert(tag_table).values(specimen_id=sid, tag=tag))
-        return uid
+        return sid, uid
 
     def record(self, name: str, results: Iterable[tuple[Result, str]], *, model: Any = None,
                **create: Any) -> "Specimen":
@@ -162,9 +163,8 @@ class Archive:
             if fingerprint is not None:
                 q = q.where(specimens.c.model_fingerprint.startswith(fingerprint, autoescape=True))
             found = conn.execute(q.order_by(specimens.c.id.desc())).first()
-            uid = found.uid if found else self._create(conn, name, model=model, **create)
+            sid, uid = (found.id, found.uid) if found else self._create(conn, name, model=model, **create)
             crash_point("record")
-            sid = found.id if found else conn.execute(select(specimens.c.id).where(specimens.c.uid == uid)).scalar_one()
             old = conn.execute(select(findings.c.id, findings.c.uid, findings.c.kind, findings.c.title)
                                .where(findings.c.specimen_id == sid).where(findings.c.removed_in.is_(None))
                                .order_by(findings.c.id)).all()
@@ -225,9 +225,17 @@ class Archive:
             own = set(conn.execute(select(finding_files.c.hash).join(findings, findings.c.id == finding_files.c.finding_id)
                                    .where(findings.c.specimen_id == spec.id)).scalars())
             conn.execute(delete(specimens).where(specimens.c.uid == spec.uid))
+        self.drop_unreferenced(own)
+
+    def drop_unreferenced(self, digests: Iterable[str]) -> None:
+        """Remove the files among ``digests`` that no finding references (whatever their age: the
+        caller knows they were its own — a removed specimen's, a refused import's)."""
+        digests = set(digests)
+        if not digests:
+            return
         with self.engine.connect() as conn:
-            used = set(conn.execute(select(finding_files.c.hash).where(finding_files.c.hash.in_(own))).scalars())
-        self.blobs.remove(own - used)
+            used = set(conn.execute(select(finding_files.c.hash).where(finding_files.c.hash.in_(digests))).scalars())
+        self.blobs.remove(digests - used)
 
     def collect_garbage(self, grace: float = GRACE_SECONDS) -> set[str]:
         """Remove files that no finding references and that are older than ``grace`` seconds

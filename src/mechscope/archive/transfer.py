@@ -106,25 +106,15 @@ def import_specimen(archive: Archive, path: Path, *, replace: bool = False) -> S
                 for role, meta in f["files"].items():
                     conn.execute(insert(finding_files).values(finding_id=fid, role=role, hash=meta["hash"], size=meta["size"]))
                 crash_point("import")
-    except SQLAlchemyError as err:  # e.g. duplicate versions or tags the checks above did not catch
-        _forget(archive, new_files)
-        raise ArchiveImportError(f"{path}: the archive refused its contents ({type(err.orig or err).__name__}: "
-                                 f"{str(err.orig or err).splitlines()[0]}); nothing was imported") from None
-    except BaseException:
-        _forget(archive, new_files)
+    except BaseException as err:  # a refused import leaves the archive as it was
+        archive.drop_unreferenced(new_files)
+        if isinstance(err, SQLAlchemyError):  # e.g. duplicate versions or tags the checks above did not catch
+            cause = err.orig or err
+            raise ArchiveImportError(f"{path}: the archive refused its contents ({type(cause).__name__}: "
+                                     f"{str(cause).splitlines()[0]}); nothing was imported") from None
         raise
     crash_point("import")
     return archive.get(spec["uid"])
-
-
-def _forget(archive: Archive, digests: list[str]) -> None:
-    """Remove files an import wrote, where no finding references them (a refused import leaves
-    the archive as it was)."""
-    if not digests:
-        return
-    with archive.engine.connect() as conn:
-        used = set(conn.execute(select(finding_files.c.hash).where(finding_files.c.hash.in_(digests))).scalars())
-    archive.blobs.remove(set(digests) - used)
 
 
 def import_limit() -> int:
@@ -252,7 +242,7 @@ def _expect(obj: Any, fields: dict[str, Any], what: str, fail) -> None:
         if name not in obj:
             raise fail(f"{what} is missing {name!r}")
         value = obj[name]
-        if not isinstance(value, typ) or (isinstance(value, bool) and bool not in (typ if isinstance(typ, tuple) else (typ,))):
+        if not isinstance(value, typ) or isinstance(value, bool):  # no manifest field is a boolean
             raise fail(f"{what} field {name!r} has the wrong type ({type(value).__name__})")
         if isinstance(value, int) and not -(2**63) <= value < 2**63:
             raise fail(f"{what} field {name!r} = {value} does not fit a 64-bit integer")
