@@ -42,10 +42,11 @@ chromium:
 test-fast: $(TEST_STAMP)
 	$(PY) -m pytest -n 2 -q
 
-# Long reproductions of papers over several seeds (grokking, induction-head formation, the full-size
-# IOI circuit): figures and tables go to benchmarks/ and RESULTS.md. Runs alone, ~1 hour.
+# Long reproductions over several seeds (random SIGKILLs of archive writers, grokking, induction-head
+# formation, the full-size IOI circuit): figures and tables go to benchmarks/ and RESULTS.md. Runs
+# alone, ~1 hour; WHICH=crashes (or grokking, induction, ioi) runs only those.
 reproduce: $(TEST_STAMP)
-	$(PY) benchmarks/reproduce.py
+	$(PY) benchmarks/reproduce.py $(WHICH)
 
 # The tests that train something, run as other CPUs would run them: 1 and 2 threads, ATen's portable
 # and AVX2 kernels, oneDNN and MKL held to AVX2. A test that passes only on one float summation

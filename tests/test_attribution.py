@@ -112,7 +112,7 @@ def test_adaptive_ig_refines_until_converged_or_says_budget():
 def test_unconverged_token_ig_warns_everywhere(llama):
     result = token_ig(llama, "The cat sat on the mat", " the", steps=2, method="riemann_left", tol=1e-9)
     assert result.converged is False and result.warnings and "not converged" in result.warnings[0]
-    assert "NOT converged" in result.summary() and "class='warning'" in result.html()
+    assert "NOT converged" in result.summary() and 'class="warning"' in result.html()
     held = token_ig(llama, "The cat sat on the mat", " the", hold=[0, -1], steps=8)
     assert held.scores[0] == 0 and held.scores[-1] == 0
     assert held.details["hold"] == [0, len(held.labels) - 1]

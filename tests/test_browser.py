@@ -101,3 +101,117 @@ def test_search_and_compare_in_the_browser(browser_page, served):
     page.locator(".cols h1.specimen-name").nth(1).wait_for()
     assert page.locator(".cols h1.specimen-name").count() == 2
     assert not errors, errors
+
+
+# -- nothing injected runs ---------------------------------------------------------------------
+MARK = "window.__pwned = (window.__pwned || 0) + 1"
+PAYLOADS = [f"<script>{MARK}</script>", f"\"><img src=x onerror=\"{MARK}\">", f"'><svg onload='{MARK}'>",
+            f"</script><script>{MARK}</script>", f"<iframe srcdoc=\"<script>parent.{MARK}</script>\"></iframe>"]
+
+
+def poison(value, counter=[0]):  # noqa: B006 - a running count, so each string gets the next payload
+    """Every string of a result's data (not its type, tensor names or keys) with a payload appended."""
+    if isinstance(value, str):
+        counter[0] += 1
+        return value + PAYLOADS[counter[0] % len(PAYLOADS)]
+    if isinstance(value, list):
+        return [poison(v) for v in value]
+    if isinstance(value, dict):
+        if "__tensor__" in value:
+            return value
+        return {k: (v if k in ("type", "format") else poison(v)) for k, v in value.items()}
+    return value
+
+
+def hostile_specimen(archive, llama, tmp_path):
+    """A specimen whose every text field holds a script payload: its name, description, tags,
+    task, dataset, model (name, fingerprint, config keys and values), notes, and every string of
+    every finding's result; plus, through an import, a figure.svg that carries a script."""
+    from types import SimpleNamespace
+
+    from mechscope.results import Result
+
+    p = PAYLOADS
+    model = SimpleNamespace(name="m" + p[0], fingerprint="f" + p[1], cfg={"family": p[2], p[3]: p[4]})
+    spec = archive.create("evil" + p[0], model=model, task="t" + p[1], dataset="d" + p[2], dataset_hash="h" + p[3],
+                          description="desc" + p[4], tags=[p[0], p[1]], seed=1)
+    kept = 0
+    for r in sample_results(llama):
+        data, tensors = r.to_dict()
+        try:
+            bad = Result.from_dict(poison(data), tensors)
+            bad.html(draw=False)
+        except Exception:  # a field the result parses (a site name): refused on the way in, not shown
+            continue
+        spec.add(bad, notes="note" + p[1], figure=hasattr(bad, "svg"))
+        kept += 1
+    assert kept >= 30, kept
+    spec.tag(p[2])
+    return spec
+
+
+def svg_import(archive, llama, tmp_path):
+    """Import an export whose circuit figure.svg was replaced by one that runs a script."""
+    import hashlib
+    import json
+    import zipfile
+
+    from mechscope.circuits import Circuit
+    from mechscope.results import Provenance
+
+    spec = archive.create("svg carrier", model=llama)
+    spec.add(Circuit(provenance=Provenance.of(llama), nodes=["embed", "logits"], edges=[["embed", "logits", 1.0]]))
+    src = archive.export(spec.uid, tmp_path / "svg.mscope")
+    archive.remove(spec.uid)
+    evil = (f"<svg xmlns='http://www.w3.org/2000/svg' onload='{MARK}'><script>{MARK}</script>"
+            f"<foreignObject><iframe srcdoc='<script>parent.{MARK}</script>'/></foreignObject></svg>").encode()
+    digest = hashlib.sha256(evil).hexdigest()
+    with zipfile.ZipFile(src) as zin:
+        m = json.loads(zin.read("manifest.json"))
+        entries = {i.filename: zin.read(i.filename) for i in zin.infolist()}
+    f = m["findings"][0]
+    old = f["files"]["figure.svg"]["hash"]
+    f["files"]["figure.svg"] = {"hash": digest, "size": len(evil)}
+    m["blobs"] = {**{k: v for k, v in m["blobs"].items() if k != old}, digest: len(evil)}
+    entries = {k: v for k, v in entries.items() if k != f"blobs/{old}"} | {f"blobs/{digest}": evil,
+                                                                          "manifest.json": json.dumps(m).encode()}
+    dst = tmp_path / "evil-svg.mscope"
+    with zipfile.ZipFile(dst, "w") as zout:
+        for name, data in entries.items():
+            zout.writestr(name, data)
+    return archive.import_file(dst), digest
+
+
+def test_script_payloads_in_every_field_never_run(browser_page, llama, tmp_path):
+    import mechscope.archive
+    from mechscope.report import write_report
+
+    page, errors = browser_page
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    archive = mechscope.archive.open(tmp_path / "archive")
+    spec = hostile_specimen(archive, llama, tmp_path)
+    carrier, svg_digest = svg_import(archive, llama, tmp_path)
+    report, _ = write_report(spec, tmp_path / "report.html")
+
+    def injected() -> dict:
+        return page.evaluate("""() => ({pwned: window.__pwned || 0,
+            inline: document.querySelectorAll('script:not([src]):not([type="application/json"])').length,
+            handlers: document.querySelectorAll('[onerror],[onload],[onclick],[onmouseover],[srcdoc]').length,
+            frames: document.querySelectorAll('iframe').length})""")
+
+    with running_server(archive) as base:
+        urls = [base + "/", base + "/?q=" + PAYLOADS[0], base + f"/specimens/{spec.uid}",
+                base + f"/specimens/{spec.uid}?version=2", base + f"/compare?a={spec.uid}&b={carrier.uid}",
+                base + f"/specimens/{carrier.uid}", report.as_uri()]
+        for url in urls:
+            page.goto(url)
+            page.wait_for_load_state("load")
+            seen = injected()
+            assert seen == {"pwned": 0, "inline": 1 if url.startswith("file:") else 0, "handlers": 0, "frames": 0}, (url, seen)
+        assert page.locator("article.finding").count() >= 30  # the report: every hostile finding shown
+        page.goto(f"{base}/files/{svg_digest}")  # the stored SVG opened by itself: sandboxed, its script inert
+        page.wait_for_timeout(300)
+        assert page.evaluate("window.__pwned || 0") == 0
+    assert not dialogs, dialogs
+    assert not errors, errors

@@ -259,7 +259,7 @@ def test_circuit_json_round_trip_and_bad_documents(planted):
     with pytest.raises(ValueError, match="is not \\[sender, receiver, score\\]"):
         Circuit.from_json('{"type": "Circuit", "edges": [["embed"]]}')
     svg = back.svg()
-    assert svg.count("class='edge'") == 6 and "a1.h0" in svg
+    assert svg.count('class="edge"') == 6 and "a1.h0" in svg
 
 
 # ------------------------------------------------------------------------------------------------

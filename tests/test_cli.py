@@ -41,7 +41,7 @@ def test_lens_and_attribute_print_tables_and_write_pages(model_dir, capsys, tmp_
     out = tmp_path / "lens.html"
     assert main(["lens", model_dir, "The cat sat", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "layer" in text and "L2" in text and "DLA of logit" in text and out.read_text().count("lens-grid") == 1
+    assert "layer" in text and "L2" in text and "DLA of logit" in text and out.read_text().count('<table class="lens-grid"') == 1
     for method in ("ig", "shap", "lime", "occlusion", "saliency", "gradxinput"):
         page = tmp_path / f"{method}.html"
         assert main(["attribute", model_dir, "The cat sat", "--method", method, "--out", str(page)]) == 0
@@ -117,7 +117,7 @@ def test_sae_harvest_train_eval_dashboard(model_dir, tmp_path, capsys):
     assert "CE loss recovered" in text and "L0 4.0" in text
     assert main(["sae", "dashboard", model_dir, "--sae", out, "--features", "0-3", "--blocks", "4", "--quiet",
                  "--archive", archive, "--page", str(tmp_path / "d.html")]) == 0
-    assert (tmp_path / "d.html").read_text().count("class='card'") == 4
+    assert (tmp_path / "d.html").read_text().count('class="card"') == 4
     assert [s.tags for s in open_archive(archive).search()] == [["sae"], ["sae"]]
     tc = str(tmp_path / "tc")
     assert main(["sae", "train", "--store", store, "--target", target, "--arch", "topk", "--k", "4", "--width", "64",

@@ -115,7 +115,15 @@ def _bad_input_cases():
     from mechscope.attribution import integrated_gradients, token_ig
     from mechscope.sae import SAEConfig, SAEError, load_sae
     from mechscope.verify.vnnlib import VNNLibError, read_vnnlib
+    from mechscope.geometry import WordVectors
+    from mechscope.heads import detect_heads
+    from mechscope.probes import ProbeDataset, activations
+    from mechscope.sae import SparseCoder
+    from mechscope.sae.store import harvest
+    from mechscope.toy import train_induction, train_superposition
     from mechscope.vision.images import read_image
+
+    data = ProbeDataset("s", ["I love it.", "I hate it."], [1, 0], ["a", "a"])
 
     f = lambda x: x.sum(-1)  # noqa: E731
     return [
@@ -141,6 +149,19 @@ def _bad_input_cases():
          VNNLibError, "not UTF-8"),
         ("a text file as an image", lambda m, p: read_image(_write(p / "notes.png", b"just text")), ValueError,
          "notes.png"),
+        ("zero probe batch", lambda m, p: activations(m, data, "blocks.0.resid_post", batch=0), ValueError, "batch=0"),
+        ("negative probe batch", lambda m, p: activations(m, data, "blocks.0.resid_post", batch=-1), ValueError,
+         "batch=-1"),
+        ("zero head-detector batch", lambda m, p: detect_heads(m, batch=0), ValueError, "batch=0"),
+        ("zero induction-training batch", lambda m, p: train_induction(1, batch=0, progress=False), ValueError, "batch=0"),
+        ("zero superposition batch", lambda m, p: train_superposition(batch=0, progress=False), ValueError, "batch=0"),
+        ("zero analogy chunk", lambda m, p: WordVectors(["a", "b", "c"], torch.eye(3)).analogies([("a", "b", "c")], chunk=0,
+                                                                                              vocab=None),
+         ValueError, "chunk=0"),
+        ("zero SAE batch", lambda m, p: SparseCoder(SAEConfig("topk", 16, 32, k=2)).fit(torch.ones(8, 16), batch=0),
+         ValueError, "batch=0"),
+        ("zero harvest batch", lambda m, p: harvest(m, "blocks.0.resid_post", p / "store", batch=0), ValueError,
+         "batch=0"),
     ]
 
 

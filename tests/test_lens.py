@@ -27,7 +27,7 @@ def test_logit_lens_normalises_each_layer_with_its_own_statistics(llama):
     norm = llama.hf.get_submodule("model.norm")
     by_hand = llama.hf.get_output_embeddings()(norm(x)).softmax(-1)[:, 7]
     torch.testing.assert_close(lens.target_prob[1], by_hand, atol=1e-6, rtol=1e-5)
-    assert "<table class='lens-grid'" in lens.html()
+    assert '<table class="lens-grid"' in lens.html()
 
 
 def test_dla_sums_to_the_logit_and_the_logit_difference(model):

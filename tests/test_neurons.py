@@ -25,7 +25,7 @@ def test_cards_match_the_cache():
         assert cards.density[i] == pytest.approx(float((flat[:, i] > 0).double().mean()))
         assert cards.promoted[i][0][1] >= cards.promoted[i][-1][1] and cards.suppressed[i][0][1] <= cards.suppressed[i][-1][1]
     html = cards.html()
-    assert html.count("class='card'") == 3 and "top activating" in html and "rgba(255,120,0," in html
+    assert html.count('class="card"') == 3 and "top activating" in html and "data-rgb=\"255,120,0\"" in html
     assert "fires on" in cards.summary()
     d = model.cfg.d_mlp
     with pytest.raises(ValueError, match=f"out of range: layer 1 has neurons 0..{d - 1}"):

@@ -44,6 +44,39 @@ def test_bad_saved_results_are_refused(llama, tmp_path):
         load_result(tmp_path / "missing")
 
 
+def test_every_result_declares_the_type_of_every_field():
+    """The schemas that check saved results come from the dataclasses' type hints: a bare ``list``
+    or ``dict`` would let anything through, so each field names its element types (free-form
+    details are ``dict[str, Any]``)."""
+    import dataclasses
+    import typing
+
+    from mechscope.results import result_schema, result_types
+
+    for name, cls in result_types().items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            hint = hints[f.name]
+            assert hint not in (list, dict, tuple, typing.Any), f"{name}.{f.name}: {hint}"
+            assert typing.get_args(hint) or not typing.get_origin(hint), f"{name}.{f.name}: {hint}"
+        schema = result_schema(cls)
+        assert set(schema["required"]) == {"type", "format", *(f.name for f in dataclasses.fields(cls))}, name
+
+
+def test_saved_results_are_checked_field_by_field(llama, tmp_path):
+    d = NextTokens.of(llama.run(["The cat"]), ["The cat"]).save(tmp_path / "r")
+    data = json.loads((d / "result.json").read_text())
+    for bad, match in [({"prompts": "The cat"}, r"NextTokens.prompts: input should be a valid array, got 'The cat'"),
+                       ({"tokens": [["a", 1]]}, r"NextTokens.tokens.0.1: input should be a valid string, got 1"),
+                       ({"probs": [0.5]}, r"NextTokens.probs: input should be an object, got \[0.5\]"),
+                       ({"extra": 1}, r"NextTokens.extra: extra inputs are not permitted"),
+                       ({"provenance": {**data["provenance"], "seed": "1"}},
+                        r"NextTokens.provenance.seed: input should be a valid integer, got '1'")]:
+        (d / "result.json").write_text(json.dumps({**data, **bad}))
+        with pytest.raises(ResultFormatError, match=match):
+            load_result(d)
+
+
 def test_ablation_scan_is_batched_and_matches_single_runs(llama, tmp_path):
     prompt, target = "When Mary and John went to the store", " the"
     scan = ablation_scan(llama, prompt, target, components="heads", batch_size=5, progress=False)

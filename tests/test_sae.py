@@ -263,7 +263,7 @@ def test_evaluate_and_dashboards_of_a_trained_sae(tiny_sae):
     top = cards.top[1][0]
     assert top["acts"][top["peak"]] == pytest.approx(cards.max_act[1])
     html = cards.html(png=b"")
-    assert html.count("class='card'") == 3 and "F5" in html and "promotes" in html
+    assert html.count('class="card"') == 3 and "F5" in html and "promotes" in html
     assert parse_features("0-2,7", 128) == [0, 1, 2, 7]
     with pytest.raises(SAEError, match="out of range"):
         parse_features("120-130", 128)

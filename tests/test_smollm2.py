@@ -82,7 +82,7 @@ def test_demo_stores_a_specimen_and_writes_its_report(tmp_path, capsys):
     text = report.read_text()
     for kind in ("NextTokens", "AblationScan", "AttentionPatterns", "SteeredGeneration", "LogitLens",
                  "LogitAttribution", "Attribution", "HeadScores", "WeightTying"):
-        assert f"data-kind='{kind}'" in text
+        assert f'data-kind="{kind}"' in text
     out = capsys.readouterr().out
     assert "Largest drops in log p" in out and "mechscope serve --archive" in out
     arch = mechscope.archive.open(tmp_path / "arch")
@@ -138,7 +138,7 @@ def test_an_sae_on_a_middle_layer_recovers_the_loss_and_its_dashboard_renders(sm
     assert ev.l0 <= 64 and ev.ce_recovered >= 0.8, ev.summary()
     assert ev.kl_sae < ev.kl_zero / 5
     cards = feature_cards(sae, smollm, list(range(8)), n_blocks=16, progress=False)
-    assert cards.html(png=b"").count("class='card'") == 8
+    assert cards.html(png=b"").count('class="card"') == 8
 
 
 def test_optional_qwen_loads_when_installed():
@@ -231,7 +231,7 @@ def test_neuron_cards_and_gating_neurons(smollm):
     from mechscope.tasks import make_task
 
     cards = neuron_cards(smollm, 10, [0, 500], n_blocks=8, progress=False)
-    assert cards.n_tokens == 8 * 64 and cards.html().count("class='card'") == 2
+    assert cards.n_tokens == 8 * 64 and cards.html().count('class="card"') == 2
     task = make_task("ioi", smollm, n=8).solved_by(smollm)
     gates = gating_neurons(smollm, task, 20, candidates=24, progress=False)
     assert int((~gates.effect.isnan()).sum()) == 24 and gates.gating() == []

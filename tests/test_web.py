@@ -46,10 +46,10 @@ def test_report_is_self_contained_and_escaped(seeded, tmp_path):
     text = path.read_text()
     for kind in ("NextTokens", "AblationScan", "AttentionPatterns", "Circuit", "SteeredGeneration", "LogitLens",
                  "LogitAttribution", "Attribution", "SiteAttribution"):
-        assert f"data-kind='{kind}'" in text
-    assert EVIL not in text and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in text
+        assert f'data-kind="{kind}"' in text
+    assert EVIL not in text and "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in text
     assert "src='http" not in text and 'src="http' not in text  # nothing fetched from elsewhere
-    assert "<svg" in text and "class='tok'" in text and "data:image/png;base64," in text
+    assert "<svg" in text and 'class="tok"' in text and "data:image/png;base64," in text
     assert text == specimen_report(spec)
 
 
@@ -62,7 +62,7 @@ def test_pages_and_api(seeded):
     assert "induction heads" in client.get("/", params={"q": "INDUCTION"}).text
     page = client.get(f"/specimens/{spec.uid}")
     assert page.status_code == 200 and "Circuit" in page.text and EVIL not in page.text
-    assert client.get(f"/specimens/{spec.uid}", params={"version": 2}).text.count("class='finding'") == 1
+    assert client.get(f"/specimens/{spec.uid}", params={"version": 2}).text.count('class="finding"') == 1
     assert client.get(f"/specimens/{spec.uid}", params={"version": 99}).status_code == 404
     cmp = client.get("/compare", params={"a": spec.uid, "b": other.uid})
     assert cmp.status_code == 200 and "induction heads" in cmp.text and "Circuit" in cmp.text
@@ -154,7 +154,8 @@ def test_foreign_hosts_and_cross_site_writes_are_refused(seeded, writable):
     page = local.get(f"/specimens/{spec.uid}")
     assert page.status_code == 200 and page.headers["x-content-type-options"] == "nosniff"
     assert page.headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in page.headers["content-security-policy"]
-    assert "object-src 'none'" in page.headers["content-security-policy"]
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "script-src 'self';" in policy and "unsafe" not in policy
     digest = spec.findings()[0].files["figure.png"][0]
     assert "sandbox" in local.get(f"/files/{digest}").headers["content-security-policy"]
     cross = local.post(f"/api/specimens/{spec.uid}/tags", json={"tag": "x"}, headers={"Origin": "https://evil.example"})

@@ -23,6 +23,7 @@ from typing import ClassVar
 
 import torch
 
+from .checks import positive_int
 from .lens import token_id
 from .models.model import Model
 from .models.weights import embedding_weights
@@ -57,7 +58,7 @@ class WeightTying(Result):
     self_top1: float
     self_rank_median: float
     symmetry: float
-    neighbours: dict
+    neighbours: dict[str, dict[str, list[tuple[str, float]]]]
     title: ClassVar[str] = "Weight tying and embedding geometry"
 
     def summary(self) -> str:
@@ -185,7 +186,7 @@ class WordVectors:
         """``analogy`` for many (a, b, c) at once (matrix products in chunks)."""
         unit = self._unit(vocab)
         out = []
-        for start in range(0, len(queries), chunk):
+        for start in range(0, len(queries), positive_int(chunk, "chunk", "queries per product")):
             part = queries[start:start + chunk]
             target = torch.stack([self[b] - self[a] + self[c] for a, b, c in part]).float()
             sims = (target / target.norm(dim=1, keepdim=True).clamp(min=1e-8)) @ unit.T
@@ -254,14 +255,14 @@ class RelationGeometry(Result):
     3CosAdd analogy accuracy over all ordered pairs of pairs, and a 2-D PCA of the words."""
 
     vectors_name: str
-    relations: list
-    consistency: list  # mean pairwise cosine of the differences, per relation
-    accuracy: list  # analogy accuracy, per relation
-    n_analogies: list
-    pairs: list  # per relation: [[a, b], ...] (those present)
+    relations: list[str]
+    consistency: list[float]  # mean pairwise cosine of the differences, per relation
+    accuracy: list[float]  # analogy accuracy, per relation
+    n_analogies: list[int]
+    pairs: list[list[tuple[str, str]]]  # per relation: [[a, b], ...] (those present)
     coords: torch.Tensor  # [words, 2]: PCA of all relation words, per relation in order
     relation_cosine: torch.Tensor  # [relations, relations]: cosine between the mean differences
-    examples: list  # per relation: one analogy and the answer given
+    examples: list[str]  # per relation: one analogy and the answer given
     title: ClassVar[str] = "Linear relations"
 
     def summary(self) -> str:

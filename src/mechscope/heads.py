@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import html
-import json
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
+from .checks import positive_int
 from .results import Provenance, Result
 from .run import Run
 
@@ -64,37 +63,12 @@ class AttentionPatterns(Result):
         fig.tight_layout()
         return fig
 
-    def html(self, png: bytes | None = None) -> str:
-        """Hover a token to see where the selected head attends from it; click a head to switch."""
-        data = json.dumps({"pattern": [[[round(float(v), 4) for v in row] for row in head] for head in self.pattern],
-                           "tokens": self.tokens}).replace("</", "<\\/")
-        buttons = "".join(f"<button type='button' class='head' data-head='{h}'>{h}</button>"
-                          for h in range(self.pattern.shape[0]))
-        toks = "".join(f"<span class='tok' data-i='{i}'>{html.escape(t)}</span>" for i, t in enumerate(self.tokens))
-        return f"""<section class='result attention'><h2>{html.escape(self.title)}: layer {self.layer}</h2>
-<pre>{html.escape(self.summary())}</pre>
-<div class='heads'>head: {buttons} (showing head <b class='cur'>0</b>)</div>
-<div class='tokens' style='line-height:2;font-family:monospace;white-space:pre-wrap'>{toks}</div>
-<div class='attn-info'>Hover a token to see where the head attends from it.</div>
-<script type='application/json' class='attn-data'>{data}</script>
-<script>(function(){{
-  var root = document.currentScript.parentElement;
-  var d = JSON.parse(root.querySelector('.attn-data').textContent), head = 0;
-  var toks = root.querySelectorAll('.tok'), info = root.querySelector('.attn-info');
-  function show(i) {{
-    var row = d.pattern[head][i], best = 0;
-    toks.forEach(function(t, j) {{
-      var w = j < row.length ? row[j] : 0; if (w > row[best]) best = j;
-      t.style.background = 'rgba(220,60,40,' + w + ')'; t.style.outline = j == i ? '1px solid #333' : '';
-    }});
-    info.textContent = 'head ' + head + ': ' + JSON.stringify(d.tokens[i]) + ' attends most to '
-      + JSON.stringify(d.tokens[best]) + ' (' + row[best].toFixed(2) + ')';
-  }}
-  toks.forEach(function(t) {{ t.addEventListener('mouseenter', function() {{ show(+t.dataset.i); }}); }});
-  root.querySelectorAll('button.head').forEach(function(b) {{
-    b.addEventListener('click', function() {{ head = +b.dataset.head; root.querySelector('.cur').textContent = head; }});
-  }});
-}})();</script></section>"""
+    def html(self, png: bytes | None = None, *, draw: bool = True) -> str:
+        """Hover a token to see where the selected head attends from it; click a head to switch
+        (the page's static script reads the pattern from a JSON block)."""
+        data = {"pattern": [[[round(float(v), 4) for v in row] for row in head] for head in self.pattern],
+                "tokens": self.tokens}
+        return self._render("results/attention.html", heads=self.pattern.shape[0], data=data)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -141,12 +115,12 @@ class HeadScores(Result):
     random heads of the same layers "random zero" / "random mean" as [seeds] tensors.
     """
 
-    scores: dict
-    top_heads: list
+    scores: dict[str, list[list[float]]]
+    top_heads: list[str]
     k: int
     clean_loss: float
-    ablated: dict
-    random_ablated: dict
+    ablated: dict[str, float]
+    random_ablated: dict[str, list[float]]
     icl_score: float | None
     title: ClassVar[str] = "Attention head detectors"
 
@@ -217,6 +191,8 @@ def detect_heads(model, *, batch: int = 8, length: int = 50, k: int = 5, seeds: 
     ``text_blocks`` ([n, ≥ 510] natural-text token ids) adds the in-context-learning score.
     """
     c = model.cfg
+    for value, name in ((batch, "batch"), (length, "length"), (k, "k"), (seeds, "seeds")):
+        positive_int(value, name)
     tokens = repeated_random_tokens(model, batch, length, seed)
     run = model.run(tokens, cache="blocks.*.attn.pattern", interventions=list(interventions))
     scores = pattern_scores({l: run.cache[f"blocks.{l}.attn.pattern"] for l in range(c.n_layers)}, length)
@@ -266,7 +242,7 @@ class HeadCircuits(Result):
 
     n_heads: int
     copying: torch.Tensor
-    composition: dict
+    composition: dict[str, list[list[float]]]
     title: ClassVar[str] = "Head circuits: copying and composition"
 
     def name(self, i: int) -> str:

@@ -12,7 +12,6 @@ norm's bias term and the unembedding bias, to the actual logit exactly.
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
@@ -86,22 +85,14 @@ class LogitLens(Result):
         fig.tight_layout()
         return fig
 
-    def html(self, png: bytes | None = None) -> str:
+    def html(self, png: bytes | None = None, *, draw: bool = True) -> str:
         """A grid: one row per layer, one column per position, the top token in each cell,
         shaded by the target's probability (hover a cell for numbers)."""
-        e = html.escape
-        head = "".join(f"<th>{e(t)}</th>" for t in self.tokens)
-        body = []
-        for r, row in enumerate(self.rows):
-            cells = "".join(
-                f"<td style='background:rgba(43,108,176,{float(self.target_prob[r, i]):.3f})' "
-                f"title='p({e(self.target)})={float(self.target_prob[r, i]):.3f}, rank {int(self.target_rank[r, i])}; "
-                f"top {e(repr(self.top_tokens[r][i]))} {float(self.top_prob[r, i]):.2f}'>{e(self.top_tokens[r][i])}</td>"
-                for i in range(len(self.tokens)))
-            body.append(f"<tr><th>{e(row)}</th>{cells}</tr>")
-        return (f"<section class='result lens'><h2>{e(self.title)}</h2><pre>{e(self.summary())}</pre>"
-                f"<table class='lens-grid' style='font-family:monospace;font-size:11px'><tr><th></th>{head}</tr>"
-                f"{''.join(body)}</table></section>")
+        grid = [{"name": row, "cells": [{"p": float(self.target_prob[r, i]), "rank": int(self.target_rank[r, i]),
+                                         "top": self.top_tokens[r][i], "top_p": float(self.top_prob[r, i])}
+                                        for i in range(len(self.tokens))]}
+                for r, row in enumerate(self.rows)]
+        return self._render("results/lens.html", grid=grid)
 
 
 @torch.no_grad()

@@ -23,17 +23,31 @@ backward), and ablates only the N largest |estimates| exactly.
 
 from __future__ import annotations
 
-import html as html_lib
 from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
 import torch
 from tqdm.auto import tqdm
+from typing_extensions import TypedDict
 
 from .interventions import Replace
 from .models.model import Model
 from .models.weights import embedding_weights, mlp_out_weights
 from .results import Provenance, Result
+
+
+class Example(TypedDict):
+    """One context of a card: its tokens, the unit's activation on each, and the peak's index."""
+
+    tokens: list[str]
+    acts: list[float]
+    peak: int
+
+
+class QuantileExample(Example):
+    """A context sampled from one activation quantile (``quantile``: its lower edge)."""
+
+    quantile: float
 
 
 @dataclass
@@ -43,17 +57,17 @@ class NeuronCards(Result):
     ``edges`` [bins + 1]."""
 
     layer: int
-    neurons: list
-    top: list
-    quantile_examples: list
+    neurons: list[int]
+    top: list[list[Example]]
+    quantile_examples: list[list[QuantileExample]]
     edges: torch.Tensor
     hist: torch.Tensor
-    density: list
-    max_act: list
-    promoted: list  # per neuron: [[token, logit effect], ...]
-    suppressed: list
-    clusters: list
-    effective_tokens: list
+    density: list[float]
+    max_act: list[float]
+    promoted: list[list[tuple[str, float]]]  # per neuron: [[token, logit effect], ...]
+    suppressed: list[list[tuple[str, float]]]
+    clusters: list[float]
+    effective_tokens: list[float]
     n_tokens: int
     title: ClassVar[str] = "Neuron cards"
 
@@ -101,36 +115,8 @@ class NeuronCards(Result):
         fig.tight_layout()
         return fig
 
-    def html(self, png: bytes | None = None) -> str:
-        e = html_lib.escape
-        parts = [f"<section class='result neurons'><h2>{e(self.title)}</h2><pre>{e(self.summary())}</pre>"]
-        png = png if png is not None else self.png_bytes()
-        if png:
-            import base64
-
-            parts.append(f"<img alt='activation histograms' src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
-
-        def context(ex, scale):
-            spans = []
-            for t, a in zip(ex["tokens"], ex["acts"]):
-                alpha = max(0.0, min(1.0, a / scale)) if scale > 0 else 0.0
-                spans.append(f"<span title='{a:.3f}' style='background: rgba(255,120,0,{alpha:.2f})'>{e(t)}</span>")
-            return "<div class='ctx'>" + "".join(spans) + "</div>"
-
-        for i, n in enumerate(self.neurons):
-            scale = self.max_act[i]
-            promoted = ", ".join(f"{e(repr(t))} {v:+.2f}" for t, v in self.promoted[i][:6])
-            suppressed = ", ".join(f"{e(repr(t))} {v:+.2f}" for t, v in self.suppressed[i][:6])
-            parts.append(
-                f"<div class='card' data-unit='{n}'><h3>{e(self.name(i))}: {e(self.label(i))}</h3>"
-                f"<p>max {self.max_act[i]:.2f} · density {self.density[i]:.2%} · {self.clusters[i]:.1f} context "
-                f"clusters · {self.effective_tokens[i]:.1f} effective tokens</p>"
-                f"<p>promotes: {promoted}<br>suppresses: {suppressed}</p><h4>top activating</h4>"
-                + "".join(context(ex, scale) for ex in self.top[i])
-                + "<h4>from activation quantiles</h4>"
-                + "".join(f"<div class='q'>q{ex['quantile']:.2f}</div>" + context(ex, scale)
-                          for ex in self.quantile_examples[i]) + "</div>")
-        return "".join(parts) + "</section>"
+    def html(self, png: bytes | None = None, *, draw: bool = True) -> str:
+        return self._render("results/neurons.html", png=png, draw=draw)
 
 
 def _clusters(features: torch.Tensor, distance: float = 0.6) -> float:

@@ -169,7 +169,7 @@ class PatchingSweep(Result):
     metric: str
     clean_metric: float
     corrupted_metric: float
-    positions: list
+    positions: list[str]
     effect: torch.Tensor
     method: str = "activation"
     title: ClassVar[str] = "Activation patching"
@@ -337,7 +337,7 @@ class PatchingComparison(Result):
     task: str
     sweep: str
     direction: str
-    names: list
+    names: list[str]
     actual: torch.Tensor
     estimate: torch.Tensor
     correlation: float
@@ -397,12 +397,12 @@ class PathPatching(Result):
     """
 
     task: str
-    receivers: list
+    receivers: list[str]
     direction: str
     metric: str
     clean_metric: float
     corrupted_metric: float
-    senders: list
+    senders: list[str]
     effect: torch.Tensor
     n_heads: int
     title: ClassVar[str] = "Path patching"

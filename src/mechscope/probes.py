@@ -30,6 +30,7 @@ from typing import ClassVar, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .checks import positive_int
 from .models.model import Model
 from .results import Provenance, Result
 
@@ -301,7 +302,7 @@ def activations(model: Model, dataset: ProbeDataset, sites: str | Sequence[str],
     forward per batch, caching only that position of only those sites."""
     out: dict[str, list[torch.Tensor]] = {}
     tokens: list[int] = []
-    steps = range(0, len(dataset.prompts), batch)
+    steps = range(0, len(dataset.prompts), positive_int(batch, "batch", "prompts per forward"))
     for start in tqdm(steps, desc=f"activations: {dataset.name}", disable=not progress, leave=False):
         chunk = dataset.prompts[start:start + batch]
         run = model.run(chunk, cache=sites, cache_positions=[dataset.position])
@@ -317,10 +318,10 @@ class ProbeSweep(Result):
 
     dataset: str
     kind: str
-    sites: list
-    train_score: list
-    test_score: list
-    control_score: list
+    sites: list[str]
+    train_score: list[float]
+    test_score: list[float]
+    control_score: list[float]
     n_train: int
     n_test: int
     directions: torch.Tensor  # [sites, d]: each probe's unit direction

@@ -4,24 +4,30 @@ A result summarises itself in text (``summary``), draws itself (``figure`` with 
 ``html`` for reports), serialises to a directory (``save``: ``result.json`` with the tensors in
 ``tensors.safetensors`` beside it; ``load`` reads it back), and carries its ``provenance``.
 Subclasses are dataclasses whose fields are JSON values or tensors; they register themselves by
-class name so ``load`` can rebuild any of them.
+class name so ``load`` can rebuild any of them. A saved result is read back through a schema
+derived from its dataclass's type hints (``result_schema``): every field's type is checked
+(strictly: no string for a number, no extra or missing field), so a tampered or foreign file is
+refused with the path of the bad value instead of breaking whatever draws it later.
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
-import html as html_lib
 import io
 import json
 import os
 import tempfile
+import types
+import typing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
+import pydantic
 import torch
 
 RESULT_TYPES: dict[str, type["Result"]] = {}
@@ -105,14 +111,17 @@ class Result:
     def __str__(self) -> str:
         return self.summary()
 
-    def html(self, png: bytes | None = None) -> str:
-        """An HTML fragment: title, summary and the figure (inline PNG; ``png`` skips re-rendering)."""
-        parts = [f"<section class='result'><h2>{html_lib.escape(self.title)}</h2>",
-                 f"<pre>{html_lib.escape(self.summary())}</pre>"]
-        png = png if png is not None else self.png_bytes()
-        if png is not None:
-            parts.append(f"<img alt='{html_lib.escape(self.title)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
-        return "".join(parts) + "</section>"
+    def html(self, png: bytes | None = None, *, draw: bool = True) -> str:
+        """An HTML fragment (autoescaped, no script): title, summary and the figure — ``png`` if
+        given, else drawn now unless ``draw=False`` (pages show stored figures, never draw)."""
+        return self._render("results/base.html", png=png, draw=draw)
+
+    def _render(self, template: str, png: bytes | None = None, draw: bool = False, **context: Any) -> str:
+        from .report.render import render
+
+        if png is None and draw:
+            png = self.png_bytes()
+        return render(template, result=self, png=png, **context)
 
     def png_bytes(self) -> bytes | None:
         """The figure as PNG bytes (None for results without a figure)."""
@@ -146,7 +155,9 @@ class Result:
         return data, tensors
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], tensors: dict[str, torch.Tensor]) -> "Result":
+    def from_dict(cls, data: dict[str, Any], tensors: dict[str, torch.Tensor], check: bool = True) -> "Result":
+        """Rebuild a result; ``check`` validates ``data`` against its type's schema first (skip it
+        only for data this mechscope wrote and checked itself, e.g. an archive's rows)."""
         kind = data.get("type")
         if data.get("format") != FORMAT_VERSION:
             raise ResultFormatError(f"result format {data.get('format')!r} is not {FORMAT_VERSION}")
@@ -154,10 +165,10 @@ class Result:
         if kind not in types:
             raise ResultFormatError(f"unknown result type {kind!r}; known: {', '.join(sorted(types))}")
         rcls = types[kind]
+        if check:
+            check_result_data(rcls, data)
         kwargs = {}
         for f in dataclasses.fields(rcls):
-            if f.name not in data:
-                raise ResultFormatError(f"{kind} is missing field {f.name!r}")
             value = data[f.name]
             if isinstance(value, dict) and "__tensor__" in value:
                 if value["__tensor__"] not in tensors:
@@ -189,6 +200,82 @@ class Result:
         else:
             os.replace(tmp, directory)
         return directory
+
+
+class TensorRef(pydantic.BaseModel):
+    """How a tensor field appears in ``result.json``: the name of its entry in the tensors file."""
+
+    model_config = pydantic.ConfigDict(strict=True, extra="forbid")
+    ref: str = pydantic.Field(alias="__tensor__")
+
+
+INT64 = Annotated[int, pydantic.Field(ge=-(2**63), le=2**63 - 1)]  # what a database column holds
+
+
+def _json_type(hint: Any) -> Any:
+    """The type a field takes in JSON: tensors become ``TensorRef``, dataclasses their own
+    schema, integers 64-bit."""
+    if hint is torch.Tensor:
+        return TensorRef
+    if hint is int:
+        return INT64
+    if dataclasses.is_dataclass(hint):
+        return dataclass_schema(hint)
+    args = typing.get_args(hint)
+    if args and typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return typing.Union[tuple(_json_type(a) for a in args)]
+    return hint
+
+
+@functools.cache
+def dataclass_schema(cls: type, exclude: tuple[str, ...] = (),
+                     override: tuple[tuple[str, Any], ...] = ()) -> type[pydantic.BaseModel]:
+    """A strict pydantic model of ``cls``'s JSON form, derived from the dataclass's type hints
+    (``exclude``: fields that are not part of it; ``override``: (field, type) pairs where the JSON
+    form differs). A ``Result`` also carries its ``type`` and ``format``."""
+    hints = typing.get_type_hints(cls)
+    replaced = dict(override)
+    fields: dict[str, Any] = {}
+    if issubclass(cls, Result):
+        fields = {"type": (Literal[cls.__name__], ...), "format": (Literal[FORMAT_VERSION], ...)}
+    for f in dataclasses.fields(cls):
+        if f.name in exclude:
+            continue
+        hint = replaced.get(f.name) or _json_type(hints[f.name])
+        if f.name.startswith("model_") or hasattr(pydantic.BaseModel, f.name):  # a name pydantic reserves
+            fields[f"field_{f.name}"] = (hint, pydantic.Field(alias=f.name))
+        else:
+            fields[f.name] = (hint, ...)
+    config = pydantic.ConfigDict(strict=True, extra="forbid", protected_namespaces=())
+    return pydantic.create_model(f"{cls.__name__}JSON", __config__=config, **fields)
+
+
+def validation_message(err: pydantic.ValidationError, what: str) -> str:
+    """'what.loc: message, got value (and n more)' for the first error of ``err``."""
+    first = err.errors()[0]
+    where = ".".join(str(x) for x in first["loc"])
+    given = repr(first.get("input"))
+    given = given if len(given) <= 60 else given[:57] + "..."
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{what}{'.' + where if where else ''}: {first['msg'][0].lower() + first['msg'][1:]}, got {given}{more}"
+
+
+def result_schema(cls: type["Result"]) -> dict[str, Any]:
+    """The JSON Schema of ``cls``'s ``result.json``, derived from the dataclass's type hints."""
+    return dataclass_schema(cls).model_json_schema(by_alias=True)
+
+
+def check_result_data(cls: type["Result"], data: dict[str, Any]) -> None:
+    """Raise ``ResultFormatError`` naming the first bad value unless ``data`` has exactly the
+    fields of ``cls`` with values of their declared types (strict: ``"1"`` is not a number)."""
+    try:
+        text = json.dumps(data, allow_nan=True)
+    except (TypeError, ValueError, RecursionError) as err:
+        raise ResultFormatError(f"{cls.__name__}: data is not JSON ({err})") from None
+    try:
+        dataclass_schema(cls).model_validate_json(text)
+    except pydantic.ValidationError as err:
+        raise ResultFormatError(validation_message(err, cls.__name__)) from None
 
 
 def load_result(directory: str | os.PathLike) -> Result:

@@ -34,11 +34,11 @@ Hypothesis = dict[str, Feature | None]
 class Scrubbing(Result):
     """Loss recovered by each hypothesis (``hypotheses``: name -> the claims as text)."""
 
-    hypotheses: dict
+    hypotheses: dict[str, dict[str, str]]
     loss_model: float
     loss_random: float
-    loss_scrubbed: list
-    recovered: list
+    loss_scrubbed: list[float]
+    recovered: list[float]
     resamples: int
     title: ClassVar[str] = "Causal scrubbing"
 

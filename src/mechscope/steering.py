@@ -3,7 +3,6 @@ generation and its behaviour-vs-cost sweep, directional ablation."""
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -50,12 +49,8 @@ class SteeredGeneration(Result):
     def evidence(self) -> dict:
         return {"changed": self.plain != self.steered, "vector_norm": float(self.vector.norm())}
 
-    def html(self, png: bytes | None = None) -> str:
-        e = html.escape
-        return (f"<section class='result steering'><h2>{e(self.title)}</h2>"
-                f"<p>Add {e(repr(self.contrast[0]))} − {e(repr(self.contrast[1]))} at <code>{e(self.site)}</code> × {self.coef}</p>"
-                f"<table><tr><th>plain</th><td>{e(self.prompt)}<b>{e(self.plain)}</b></td></tr>"
-                f"<tr><th>steered</th><td>{e(self.prompt)}<b>{e(self.steered)}</b></td></tr></table></section>")
+    def html(self, png: bytes | None = None, *, draw: bool = True) -> str:
+        return self._render("results/steering.html")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -94,9 +89,9 @@ class ControlVector(Result):
     Save and load it like any result (``save(dir)``, ``mechscope.results.load_result(dir)``)."""
 
     method: str
-    sites: list
+    sites: list[str]
     vectors: torch.Tensor
-    pairs: list  # [[positive, negative], ...]
+    pairs: list[tuple[str, str]]  # [[positive, negative], ...]
     title: ClassVar[str] = "Control vector"
 
     @property
@@ -202,12 +197,12 @@ class SteeringSweep(Result):
     """Behaviour vs cost over steering coefficients: ``behaviour`` (the score of the steered
     continuations), ``perplexity`` (of neutral text under the same steering), a sample each."""
 
-    sites: list
+    sites: list[str]
     method: str
-    coefs: list
-    behaviour: list
-    perplexity: list
-    samples: list
+    coefs: list[float]
+    behaviour: list[float]
+    perplexity: list[float]
+    samples: list[str]
     prompt: str
     score_name: str
     title: ClassVar[str] = "Steering sweep"

@@ -8,8 +8,10 @@ import re
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterable
 
 HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+STAGING = "staging"  # where streamed files wait for their hash to be known (not a hex prefix)
 
 
 class BlobError(RuntimeError):
@@ -48,6 +50,35 @@ class BlobStore:
             raise
         return digest, len(data)
 
+    def stage(self, chunks: Iterable[bytes], limit: int) -> tuple[Path, str, int]:
+        """Write ``chunks`` to a temporary file of the store, hashing as they stream by (nothing
+        held in memory); returns (its path, sha256, size). ``BlobError`` past ``limit`` bytes. The
+        caller ``adopt``s the file or unlinks it; an interrupted one is swept by ``remove_temporary``."""
+        folder = self.root / STAGING
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        h, size = hashlib.sha256(), 0
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for chunk in chunks:
+                    size += len(chunk)
+                    if size > limit:
+                        raise BlobError(f"more than {limit} bytes")
+                    h.update(chunk)
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return Path(tmp), h.hexdigest(), size
+
+    def adopt(self, staged: Path, digest: str) -> None:
+        """Move a file written by ``stage`` in under its ``digest`` (atomic rename)."""
+        path = self.path(digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, path)
+
     def get(self, digest: str) -> bytes:
         """The bytes of ``digest``, verified against their hash."""
         path = self.path(digest)
@@ -79,7 +110,7 @@ class BlobStore:
     def remove_temporary(self, grace: float) -> int:
         """Remove the temporary files of interrupted writes older than ``grace`` seconds; returns how many."""
         removed = 0
-        for tmp in self.root.glob("??/.tmp-*"):
+        for tmp in [*self.root.glob("??/.tmp-*"), *self.root.glob(f"{STAGING}/.tmp-*")]:
             try:
                 if time.time() - tmp.stat().st_mtime >= grace:
                     tmp.unlink()

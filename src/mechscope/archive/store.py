@@ -16,11 +16,12 @@ steps that the crash tests interrupt.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import uuid
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
@@ -34,6 +35,7 @@ from .schema import events, finding_files, findings, specimens
 from .schema import tags as tag_table
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+ROW = [c for c in findings.c if c.name != "data"]  # a finding's columns but its (large) result data
 GRACE_SECONDS = 3600.0  # unreferenced files younger than this may be a running writer's: kept
 
 
@@ -237,6 +239,12 @@ class Archive:
             used = set(conn.execute(select(finding_files.c.hash).where(finding_files.c.hash.in_(digests))).scalars())
         self.blobs.remove(digests - used)
 
+    def file_role(self, digest: str) -> str | None:
+        """The role (``figure.png``, ``tensors``, ...) a finding gives the file ``digest``; None
+        when no finding references it."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(finding_files.c.role).where(finding_files.c.hash == digest).limit(1)).scalar()
+
     def collect_garbage(self, grace: float = GRACE_SECONDS) -> set[str]:
         """Remove files that no finding references and that are older than ``grace`` seconds
         (younger ones may belong to a write that has not committed yet), and temporary files left
@@ -320,15 +328,21 @@ def _clean_tag(tag: str) -> str:
 
 @dataclass
 class Event:
+    """One change of a specimen: the version it made, when, what, and a line about it."""
+
     version: int
     time: str
     action: str
     detail: str
 
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
 
 @dataclass
 class Finding:
-    """One saved result of a specimen. ``result()`` rebuilds it (files checked by hash)."""
+    """One saved result of a specimen. ``result()`` rebuilds it (files checked by hash); ``data``
+    (the result's JSON, possibly megabytes) is read from the database when first used."""
 
     archive: Archive = field(repr=False)
     id: int = field(repr=False)
@@ -342,10 +356,22 @@ class Finding:
     added_in: int
     removed_in: int | None
     files: dict[str, tuple[str, int]]
-    data: dict = field(repr=False, default_factory=dict)
 
     def __repr__(self) -> str:
         return f"Finding({self.kind}, uid {self.uid[:8]}, {self.title!r})"
+
+    @functools.cached_property
+    def data(self) -> dict[str, Any]:
+        """The result's JSON (``Result.to_dict``'s first half)."""
+        with self.archive.engine.connect() as conn:
+            return json.loads(conn.execute(select(findings.c.data).where(findings.c.id == self.id)).scalar_one())
+
+    def to_json(self, data: bool = False) -> dict[str, Any]:
+        """The finding as JSON (what export writes, import reads and the web API returns); files as
+        {role: {"hash", "size"}}; the result's ``data`` only when asked."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("archive", "id", "files")}
+        out["files"] = {role: {"hash": h, "size": n} for role, (h, n) in self.files.items()}
+        return out | ({"data": self.data} if data else {})
 
     def result(self) -> Result:
         from safetensors.torch import load as load_tensors
@@ -353,7 +379,7 @@ class Finding:
         tensors = {}
         if "tensors" in self.files:
             tensors = load_tensors(self.archive.blobs.get(self.files["tensors"][0]))
-        return Result.from_dict(self.data, tensors)
+        return Result.from_dict(self.data, tensors, check=False)  # rows are checked when written (import validates)
 
     def file(self, role: str) -> bytes | None:
         return self.archive.blobs.get(self.files[role][0]) if role in self.files else None
@@ -383,6 +409,10 @@ class Specimen:
     def __repr__(self) -> str:
         return f"Specimen({self.name!r}, uid {self.uid[:8]}, v{self.version}, model {self.model_name!r}, tags {self.tags})"
 
+    def to_json(self) -> dict[str, Any]:
+        """The specimen's own fields as JSON (what export writes, import reads and the web API returns)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("archive", "id")}
+
     def add(self, result: Result, *, notes: str = "", figure: bool = True) -> Finding:
         """Store ``result`` as a finding: JSON in the database, tensors (safetensors) and the
         figure (PNG) as content-addressed files."""
@@ -392,10 +422,13 @@ class Specimen:
         self.refresh()
         return self.finding(row["uid"])
 
-    def findings(self, version: int | None = None) -> list[Finding]:
-        """The findings present now, or at ``version`` of the specimen."""
-        q = select(findings).where(findings.c.specimen_id == self.id)
-        if version is None:
+    def findings(self, version: int | None = None, *, removed: bool = False) -> list[Finding]:
+        """The findings present now, or at ``version`` of the specimen; ``removed=True``: every
+        finding it ever had."""
+        q = select(*ROW).where(findings.c.specimen_id == self.id)
+        if removed:
+            pass
+        elif version is None:
             q = q.where(findings.c.removed_in.is_(None))
         else:
             q = q.where(findings.c.added_in <= version).where(
@@ -406,7 +439,7 @@ class Specimen:
 
     def finding(self, uid: str) -> Finding:
         with self.archive.engine.connect() as conn:
-            row = conn.execute(select(findings).where(findings.c.specimen_id == self.id)
+            row = conn.execute(select(*ROW).where(findings.c.specimen_id == self.id)
                                .where(findings.c.uid.startswith(uid, autoescape=True))).mappings().all()
             if len(row) != 1:
                 raise ArchiveError(f"{'no' if not row else 'several'} findings {uid!r} in specimen {self.name!r}")
@@ -463,7 +496,7 @@ class Specimen:
             select(finding_files).where(finding_files.c.finding_id == row["id"]))}
         return Finding(self.archive, row["id"], row["uid"], row["kind"], row["title"], row["summary"],
                        json.loads(row["evidence"]), row["notes"], row["created"], row["added_in"], row["removed_in"],
-                       files, json.loads(row["data"]))
+                       files)
 
 
 # -- engine and migrations ---------------------------------------------------------------------

@@ -13,6 +13,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..checks import positive_int
+
 RULES = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
 
 
@@ -20,8 +22,7 @@ def rule(method: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(alphas, weights), both [n], of an n-point rule on [0, 1]."""
     if method not in RULES:
         raise ValueError(f"method={method!r}; valid: {', '.join(RULES)}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"steps={n!r}: the number of integration points must be an integer ≥ 1")
+    positive_int(n, "steps", "the number of integration points")
     if n < 2 and method == "riemann_trapezoid":
         raise ValueError("riemann_trapezoid needs at least 2 steps")
     if method == "gausslegendre":
@@ -115,8 +116,7 @@ def integrated_gradients(
     the new midpoints) and doubles until the completeness gap is ≤ ``tol`` · |F(x) − F(baseline)|
     or ``max_steps`` points were spent; ``stop`` says which. ``batch_size`` bounds memory.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r}: points per forward must be an integer ≥ 1")
+    positive_int(batch_size, "batch_size", "points per forward")
     if baseline is None:
         baseline = torch.zeros_like(x)
     if baseline.shape != x.shape:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -25,7 +24,7 @@ class Attribution(Result):
     f_baseline: float | None = None
     gap: float | None = None
     converged: bool | None = None
-    details: dict = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     title: ClassVar[str] = "Attribution"
 
@@ -68,18 +67,10 @@ class Attribution(Result):
         fig.tight_layout()
         return fig
 
-    def html(self, png: bytes | None = None) -> str:
+    def html(self, png: bytes | None = None, *, draw: bool = True) -> str:
         """The input with each token shaded by its score (blue positive, red negative); a warning
         banner when the attribution is not converged."""
-        e = html.escape
-        top = float(self.scores.abs().max()) or 1.0
-        spans = []
-        for label, score in zip(self.labels, self.scores.tolist()):
-            a = min(1.0, abs(score) / top)
-            colour = f"rgba(43,108,176,{a:.3f})" if score >= 0 else f"rgba(197,48,48,{a:.3f})"
-            spans.append(f"<span class='attr' style='background:{colour}' title='{score:+.4g}'>{e(label)}</span>")
-        warn = "".join(f"<div class='warning' style='background:#fde8e8;border:1px solid #c53030;padding:.4em'>"
-                       f"⚠ {e(w)}</div>" for w in self.warnings)
-        return (f"<section class='result attribution'><h2>{e(self.title)}: {e(self.method)}</h2>{warn}"
-                f"<div class='attr-text' style='font-family:monospace;line-height:2;white-space:pre-wrap'>{''.join(spans)}</div>"
-                f"<pre>{e(self.summary())}</pre></section>")
+        scores = self.scores.float().tolist()
+        top = max((abs(s) for s in scores), default=0.0) or 1.0
+        cells = [(label, s, min(1.0, abs(s) / top)) for label, s in zip(self.labels, scores)]
+        return self._render("results/attribution.html", cells=cells)

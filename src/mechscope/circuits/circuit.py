@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ..report.graph import graph_html, graph_svg
 from ..results import Result
@@ -20,12 +20,12 @@ from ..results import Result
 @dataclass
 class Circuit(Result):
     nodes: list[str]
-    edges: list[list]  # [sender, receiver, score]
+    edges: list[tuple[str, str, float]]  # [sender, receiver, score]
     metric: str = ""
     faithfulness: float | None = None
     completeness: float | None = None
     method: str = ""
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
     title: ClassVar[str] = "Circuit"
 
     def evidence(self) -> dict:
@@ -79,15 +79,9 @@ class Circuit(Result):
         fig.tight_layout()
         return fig
 
-    def html(self, png: bytes | None = None) -> str:
-        import base64
-        import html
-
-        png = png if png is not None else self.png_bytes()
-        img = (f"<img alt='faithfulness curve' src='data:image/png;base64,{base64.b64encode(png).decode()}'/>"
-               if png else "")
-        return (f"<section class='result circuit'><h2>{html.escape(self.title)}</h2><pre>{html.escape(self.summary())}</pre>"
-                f"{graph_html(self.nodes, [tuple(e) for e in self.edges])}{img}</section>")
+    def html(self, png: bytes | None = None, *, draw: bool = True) -> str:
+        return self._render("results/circuit.html", png=png, draw=draw,
+                            graph=graph_html(self.nodes, [tuple(e) for e in self.edges]))
 
     def svg(self) -> str:
         """The circuit diagram as a standalone SVG (stored beside the finding in the archive)."""

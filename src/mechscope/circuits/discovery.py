@@ -72,11 +72,11 @@ class EdgeScores(Result):
     task: str
     metric: str
     method: str
-    graph_shape: list  # [layers, heads, kv heads, has MLPs, parallel blocks]: see Graph
+    graph_shape: tuple[int, int, int, bool, bool]  # [layers, heads, kv heads, has MLPs, parallel blocks]: see Graph
     scores: torch.Tensor
     clean_metric: float
     corrupted_metric: float
-    passes: dict
+    passes: dict[str, int]
     seconds: float
     title: ClassVar[str] = "Edge attribution"
 

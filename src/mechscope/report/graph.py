@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-import html
 import re
+
+from markupsafe import Markup
+
+from .render import render
 
 
 def node_rank(name: str) -> float:
@@ -23,7 +26,7 @@ def _to_node(name: str) -> str:
     return name.rsplit(".", 1)[0] if name.endswith((".q", ".k", ".v")) else name
 
 
-def graph_svg(nodes: list[str], edges: list[tuple[str, str, float]], width: int = 900) -> str:
+def graph_svg(nodes: list[str], edges: list[tuple[str, str, float]], width: int = 900) -> Markup:
     """An SVG with one row per rank; each edge carries its label (title and data-label). Edges
     into a head's query/key/value input (``a3.h2.q``) are drawn into the head."""
     ranks = sorted({node_rank(n) for n in nodes})
@@ -38,36 +41,20 @@ def graph_svg(nodes: list[str], edges: list[tuple[str, str, float]], width: int 
         for i, n in enumerate(members):
             pos[n] = (width * (i + 1) / (len(members) + 1), height - gap * (row_of[rank] + 1))
     top = max((abs(s) for _, _, s in edges), default=1.0) or 1.0
-    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 {width} {height}' width='100%' class='circuit'>"]
+    drawn = []
     for src, dst, score in sorted(edges, key=lambda e: abs(e[2])):
         if src not in pos or _to_node(dst) not in pos:
             continue
         (x1, y1), (x2, y2) = pos[src], pos[_to_node(dst)]
-        label = f"{src} → {dst}: {score:+.3g}"
-        colour = "#2b6cb0" if score >= 0 else "#c53030"
-        w = 0.6 + 7 * abs(score) / top
         bulge = 28.0 if abs(x1 - x2) < 1 else 0.0  # vertical edges bow out around the nodes between
         ym = (y1 + y2) / 2
-        d = f"M{x1:.1f},{y1:.1f} C{x1 + bulge:.1f},{ym:.1f} {x2 + bulge:.1f},{ym:.1f} {x2:.1f},{y2:.1f}"
-        lab = html.escape(label, quote=True)
-        parts.append(
-            f"<g class='edge-group'><path class='edge-line' d='{d}' stroke='{colour}' stroke-width='{w:.2f}' "
-            f"stroke-opacity='0.7' fill='none'/><path class='edge' d='{d}' stroke='transparent' "
-            f"stroke-width='{max(w, 14):.1f}' fill='none' pointer-events='stroke' data-label='{lab}'>"
-            f"<title>{html.escape(label)}</title></path></g>")
-    for n, (x, y) in pos.items():
-        parts.append(f"<g class='node' data-name='{html.escape(n, quote=True)}'><circle cx='{x:.1f}' cy='{y:.1f}' r='13' "
-                     f"fill='#fff' stroke='#333'/><text x='{x:.1f}' y='{y + 4:.1f}' font-size='9' text-anchor='middle'>"
-                     f"{html.escape(n)}</text></g>")
-    parts.append("</svg>")
-    return "".join(parts)
+        drawn.append({"d": f"M{x1:.1f},{y1:.1f} C{x1 + bulge:.1f},{ym:.1f} {x2 + bulge:.1f},{ym:.1f} {x2:.1f},{y2:.1f}",
+                      "label": f"{src} → {dst}: {score:+.3g}", "colour": "#2b6cb0" if score >= 0 else "#c53030",
+                      "w": 0.6 + 7 * abs(score) / top})
+    return render("graph.svg", width=width, height=height, edges=drawn,
+                  nodes=[{"name": n, "x": x, "y": y} for n, (x, y) in pos.items()])
 
 
-def graph_html(nodes: list[str], edges: list[tuple[str, str, float]], width: int = 900) -> str:
-    """The SVG plus an info line that hovering an edge fills (self-contained, inline script)."""
-    return (f"<div class='graph'>{graph_svg(nodes, edges, width)}<div class='graph-info'>Hover an edge to see its score.</div>"
-            "<script>(function(){var r=document.currentScript.parentElement,i=r.querySelector('.graph-info');"
-            "r.querySelectorAll('.edge').forEach(function(e){e.addEventListener('mouseenter',function(){"
-            "i.textContent=e.dataset.label;e.previousSibling.setAttribute('stroke-opacity','1');});"
-            "e.addEventListener('mouseleave',function(){e.previousSibling.setAttribute('stroke-opacity','0.7');});"
-            "});})();</script></div>")
+def graph_html(nodes: list[str], edges: list[tuple[str, str, float]], width: int = 900) -> Markup:
+    """The SVG plus an info line that hovering an edge fills (by the page's static script)."""
+    return render("graph.html", svg=graph_svg(nodes, edges, width))

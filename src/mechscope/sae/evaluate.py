@@ -26,6 +26,7 @@ from typing import ClassVar
 import torch
 from tqdm.auto import tqdm
 
+from ..checks import positive_int
 from ..interventions import Ablate
 from ..models.model import Model
 from ..results import Provenance, Result
@@ -146,6 +147,7 @@ class _Totals:
 @torch.no_grad()
 def reconstruction(sae: SparseCoder, data, target=None, batch: int = 8192) -> dict:
     """L0, MSE, FVU, density, dead and dense fractions on stored activations (store or tensor)."""
+    positive_int(batch, "batch", "rows per pass")
     t = _Totals(sae.cfg.width)
     if isinstance(data, ActivationStore):
         xs = data.batches(batch, shuffle=False)

@@ -32,6 +32,7 @@ from typing import Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from ..checks import positive_int
 from ..models.model import Model
 
 MANIFEST = "manifest.json"
@@ -78,6 +79,8 @@ def harvest(model: Model, site: str | Sequence[str], directory: str | os.PathLik
     dirs = dirs or [Path(directory)]
     for s in sites:
         parse(s)  # a clear error for an unknown site name
+    for value, name in ((batch, "batch"), (shard_tokens, "shard_tokens"), (n_blocks, "n_blocks"), (context, "context")):
+        positive_int(value, name)
     if tokens is None:
         from ..data import token_blocks
 

@@ -42,6 +42,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from ..checks import positive_int
 from ..results import Provenance, Result
 from .dictionary import SAEError, SparseCoder
 from .store import ActivationStore, rank_world
@@ -62,7 +63,7 @@ class TrainingLog(Result):
 
     arch: str
     width: int
-    columns: list
+    columns: list[str]
     values: torch.Tensor
     title: ClassVar[str] = "SAE training"
 
@@ -203,6 +204,7 @@ def train(sae: SparseCoder, data, target=None, *, batch: int = 4096, steps: int 
     for ``steps`` (default ``epochs`` passes) of ``batch`` rows; see the module docstring. With
     ``checkpoint`` (a directory) the run saves every ``checkpoint_every`` steps and resumes from it."""
     _validate(sae, data, target)
+    positive_int(batch, "batch", "rows per step")
     rank, world = rank_world()
     if batch % world:
         raise SAEError(f"batch={batch} must be divisible by the world size {world}")

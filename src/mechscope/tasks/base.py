@@ -100,7 +100,7 @@ class TaskEval(Result):
 
     task: str
     metric: str
-    texts: list
+    texts: list[str]
     clean: torch.Tensor
     corrupted: torch.Tensor
     title: ClassVar[str] = "Task evaluation"

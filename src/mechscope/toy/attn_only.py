@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..checks import positive_int
 from ..heads import _repeat_loss, icl_score, pattern_scores, repeated_random_tokens
 from ..models.model import Model
 from ..results import Provenance, Result
@@ -87,9 +88,9 @@ class InductionFormation(Result):
     """
 
     n_layers: int
-    steps: list
-    loss: list
-    icl: list
+    steps: list[int]
+    loss: list[float]
+    icl: list[float]
     induction: torch.Tensor
     previous: torch.Tensor
     phase_step: int | None
@@ -166,6 +167,8 @@ def train_induction(n_layers: int = 2, *, steps: int = 1600, batch: int = 32, co
     ICL score on a fixed held-out batch (loss around position 7/8·context minus around 1/8·context),
     and per-head scores on repeated random tokens (half-length context/2). Returns the trained
     model (weights in eval mode) and its ``InductionFormation``."""
+    for value, name in ((steps, "steps"), (batch, "batch"), (context, "context"), (eval_every, "eval_every")):
+        positive_int(value, name)
     model = attn_only(n_layers, n_heads=n_heads, d_model=d_model, vocab=vocab, context=context, seed=seed)
     hf = model.hf
     gen = torch.Generator().manual_seed(seed)

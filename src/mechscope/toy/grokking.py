@@ -111,15 +111,15 @@ class Grokking(Result):
 
     p: int
     train_fraction: float
-    steps: list
-    train_loss: list
-    test_loss: list
-    train_acc: list
-    test_acc: list
-    restricted_loss: list
-    excluded_loss: list
+    steps: list[int]
+    train_loss: list[float]
+    test_loss: list[float]
+    train_acc: list[float]
+    test_acc: list[float]
+    restricted_loss: list[float]
+    excluded_loss: list[float]
     spectrum: torch.Tensor
-    key_frequencies: list
+    key_frequencies: list[int]
     memorised_step: int | None
     grokked_step: int | None
     title: ClassVar[str] = "Grokking modular addition"

@@ -17,6 +17,7 @@ from typing import ClassVar
 import torch
 from tqdm.auto import tqdm
 
+from ..checks import positive_int
 from ..results import Provenance, Result
 from .common import ToyModel
 
@@ -71,8 +72,8 @@ class Superposition(Result):
     loss: [sparsities]; importance: [n]. A feature is *represented* when ‖W_i‖ > 0.5.
     """
 
-    sparsities: list
-    importance: list
+    sparsities: list[float]
+    importance: list[float]
     W: torch.Tensor
     b: torch.Tensor
     loss: torch.Tensor
@@ -183,6 +184,8 @@ def train_superposition(n: int = 5, m: int = 2, sparsities=(0.0, 0.75, 0.9), *, 
     bad = [s for s in sparsities if not 0 <= s < 1]
     if bad:
         raise ValueError(f"sparsity must be in [0, 1), got {bad[0]}")
+    for value, name in ((steps, "steps"), (batch, "batch"), (instances, "instances")):
+        positive_int(value, name)
     gen = torch.Generator().manual_seed(seed)
     importance = importance_decay ** torch.arange(n, dtype=torch.float32)
     density = (1 - torch.tensor(sparsities, dtype=torch.float32)).repeat_interleave(instances)[:, None].expand(-1, n)
@@ -210,8 +213,8 @@ class SuperpositionPhases(Result):
     alone (feature 0 dropped), 2 both stored, antipodally, in superposition. W: [R, D, 2].
     """
 
-    importances: list
-    densities: list
+    importances: list[float]
+    densities: list[float]
     phase: torch.Tensor
     W: torch.Tensor
     title: ClassVar[str] = "Superposition phase diagram"
@@ -281,9 +284,9 @@ class Interference(Result):
     represented)."""
 
     sparsity: float
-    features: list
+    features: list[int]
     max_false: torch.Tensor
-    monotone: list
+    monotone: list[bool]
     seconds: float
     title: ClassVar[str] = "Verified interference in superposition"
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -159,7 +159,7 @@ class Verdict(Result):
     margin: float
     counterexample: torch.Tensor | None
     seconds: float
-    detail: dict = field(default_factory=dict)  # e.g. boxes searched, cases, the network
+    detail: dict[str, Any] = field(default_factory=dict)  # e.g. boxes searched, cases, the network
     title: ClassVar[str] = "Verification"
 
     def summary(self) -> str:

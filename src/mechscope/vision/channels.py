@@ -20,6 +20,7 @@ from typing import ClassVar
 import torch
 from tqdm.auto import tqdm
 
+from ..checks import positive_int
 from ..interventions import Replace
 from ..results import Provenance, Result
 from .model import ImageModel, VisionSiteError
@@ -31,7 +32,7 @@ class ChannelAblation(Result):
     class's log-probability) and ``flips`` [channels] (fraction of images whose top class changes)."""
 
     site: str
-    classes: list
+    classes: list[str]
     effect: torch.Tensor
     flips: torch.Tensor
     title: ClassVar[str] = "Channel ablation"
@@ -64,6 +65,7 @@ class ChannelAblation(Result):
 def channel_ablation(model: ImageModel, images: torch.Tensor, site: str, *, batch: int = 64,
                      progress: bool = True) -> ChannelAblation:
     """Zero-ablate every channel of ``site`` on ``images`` [n, 3, H, W] (see the module docstring)."""
+    positive_int(batch, "batch", "images × channels per forward")
     [(name, ch)] = model.resolve(site)
     if ch is not None:
         raise VisionSiteError(f"channel_ablation ablates every channel of a module; give {name!r} without channels")

@@ -7,8 +7,11 @@ archive's content-addressed store, so no path outside the archive can be reached
 Requests must name this server in their ``Host`` header (loopback names, the bound host and any
 ``hosts`` given), which defeats DNS rebinding; on a writable server a request that changes
 something and carries an ``Origin`` must come from one of those hosts too (no cross-site writes).
-Every response carries a Content-Security-Policy, ``nosniff`` and frame denial; stored files are
-served under a sandboxing policy, so an SVG that holds a script cannot run it.
+Every response carries a strict Content-Security-Policy (scripts and styles only from this
+server's ``/static``, which holds the package's own viewer files; no inline script or style),
+``nosniff`` and frame denial; stored files are served under a sandboxing policy, so an SVG that
+holds a script cannot run it. Pages show the figures stored with each finding; none is drawn per
+request.
 """
 
 from __future__ import annotations
@@ -22,21 +25,16 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ..archive.blobs import HASH_RE, BlobError
 from ..archive.store import Archive, ArchiveError, Specimen
-from ..report.page import esc, page, specimen_body, specimen_rows
+from ..report.page import page, specimen_body, specimen_rows
+from ..report.render import render, static_text
 
 MEDIA = {"tensors": "application/octet-stream", "figure.png": "image/png", "figure.svg": "image/svg+xml"}
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
-# Pages still carry their small viewer scripts inline ('unsafe-inline'); nothing may load from elsewhere.
-PAGE_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-               "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+STATIC = {"mechscope.js": "text/javascript", "mechscope.css": "text/css"}
+PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+               "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 FILE_POLICY = "default-src 'none'; style-src 'unsafe-inline'; sandbox"  # stored files: never a script
 HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"}
-
-
-def nav(writable: bool) -> str:
-    mode = "read-write" if writable else "read-only"
-    return (f"<header class='top'><a href='/'>mechscope specimens</a><span class='meta'>{mode}</span>"
-            "<a class='meta' href='/openapi.json'>API</a></header>")
 
 
 def create_app(archive: Archive, writable: bool = False, hosts: Iterable[str] = ()) -> FastAPI:
@@ -44,7 +42,6 @@ def create_app(archive: Archive, writable: bool = False, hosts: Iterable[str] = 
     (the address a server bound to a non-loopback interface is reached by)."""
     app = FastAPI(title="mechscope", version="1", docs_url=None, redoc_url=None,
                   description="Browse the mechscope specimen archive.")
-    top = nav(writable)
     allowed = sorted({*LOOPBACK, *(h for h in hosts if h not in ("0.0.0.0", "::", ""))})
 
     @app.middleware("http")
@@ -72,36 +69,40 @@ def create_app(archive: Archive, writable: bool = False, hosts: Iterable[str] = 
             raise HTTPException(403, "this server is read-only; start it with --writable to allow changes")
 
     # -- pages ------------------------------------------------------------------------------------
+    def show(title: str, body) -> str:
+        return page(title, body, served=True, writable=writable)
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index(q: str = "", model: str = "", task: str = "", tag: str = ""):
         specs = archive.search(q or None, model=model or None, task=task or None, tag=tag or None)
-        form = (f"<form class='search' method='get'><input name='q' placeholder='search' value='{esc(q)}'>"
-                f"<input name='model' placeholder='model' value='{esc(model)}'><input name='task' placeholder='task' "
-                f"value='{esc(task)}'><input name='tag' placeholder='tag' value='{esc(tag)}'><button>search</button></form>")
-        compare = ("<form method='get' action='/compare'>compare <input name='a' placeholder='uid'> with "
-                   "<input name='b' placeholder='uid'><button>compare</button></form>")
-        body = f"<h1>Specimens ({len(specs)})</h1>{form}{specimen_rows(specs)}{compare}"
-        return page("mechscope specimens", body, top)
+        body = render("index.html", specs=specs, rows=specimen_rows(specs), q=q, model=model, task=task, tag=tag)
+        return show("mechscope specimens", body)
 
     @app.get("/specimens/{uid}", response_class=HTMLResponse, include_in_schema=False)
     def specimen_page(uid: str, version: int | None = None):
         spec = get(uid)
         if version is not None and not 1 <= version <= spec.version:
             raise HTTPException(404, f"version {version} does not exist (1..{spec.version})")
-        return page(spec.name, specimen_body(spec, version), top)
+        return show(spec.name, specimen_body(spec, version))
 
     @app.get("/compare", response_class=HTMLResponse, include_in_schema=False)
     def compare(a: str, b: str):
         left, right = get(a), get(b)
-        body = (f"<h1>Compare</h1><div class='cols'><div>{specimen_body(left, link='/specimens/' + left.uid)}</div>"
-                f"<div>{specimen_body(right, link='/specimens/' + right.uid)}</div></div>")
-        return page(f"{left.name} vs {right.name}", body, top)
+        body = render("compare.html", left=specimen_body(left, link="/specimens/" + left.uid),
+                      right=specimen_body(right, link="/specimens/" + right.uid))
+        return show(f"{left.name} vs {right.name}", body)
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str):
+        if name not in STATIC:
+            raise HTTPException(404, "no such file")
+        return Response(static_text(name), media_type=STATIC[name], headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/files/{digest}", include_in_schema=False)
     def file(digest: str):
         if not HASH_RE.match(digest):
             raise HTTPException(404, "not a file of this archive")
-        role = archive_role(archive, digest)
+        role = archive.file_role(digest)
         if role is None:
             raise HTTPException(404, "not a file of this archive")
         try:
@@ -112,13 +113,13 @@ def create_app(archive: Archive, writable: bool = False, hosts: Iterable[str] = 
     # -- JSON API ---------------------------------------------------------------------------------
     @app.get("/api/specimens", summary="List or search specimens")
     def api_list(q: str | None = None, model: str | None = None, task: str | None = None, tag: str | None = None):
-        return [spec_json(s) for s in archive.search(q, model=model, task=task, tag=tag)]
+        return [s.to_json() for s in archive.search(q, model=model, task=task, tag=tag)]
 
     @app.get("/api/specimens/{uid}", summary="A specimen with its findings and history")
     def api_specimen(uid: str, version: int | None = None):
         spec = get(uid)
-        return {**spec_json(spec), "findings": [finding_json(f) for f in spec.findings(version)],
-                "history": [e.__dict__ for e in spec.history()]}
+        return {**spec.to_json(), "findings": [finding_json(f) for f in spec.findings(version)],
+                "history": [e.to_json() for e in spec.history()]}
 
     @app.get("/api/specimens/{uid}/findings/{fid}", summary="One finding's full result data")
     def api_finding(uid: str, fid: str):
@@ -127,7 +128,7 @@ def create_app(archive: Archive, writable: bool = False, hosts: Iterable[str] = 
             f = spec.finding(fid)
         except ArchiveError as err:
             raise HTTPException(404, str(err)) from None
-        return {**finding_json(f), "data": f.data}
+        return finding_json(f, data=True)
 
     @app.post("/api/specimens/{uid}/tags", summary="Add a tag (writable servers only)")
     def api_tag(uid: str, tag: str = Body(..., embed=True)):
@@ -137,7 +138,7 @@ def create_app(archive: Archive, writable: bool = False, hosts: Iterable[str] = 
             spec.tag(tag)
         except ArchiveError as err:
             raise HTTPException(422, str(err)) from None
-        return spec_json(spec)
+        return spec.to_json()
 
     @app.post("/api/specimens/{uid}/findings/{fid}/notes", summary="Replace a finding's notes (writable only)")
     def api_notes(uid: str, fid: str, notes: str = Body(..., embed=True)):
@@ -163,25 +164,12 @@ def create_app(archive: Archive, writable: bool = False, hosts: Iterable[str] = 
     return app
 
 
-def archive_role(archive: Archive, digest: str) -> str | None:
-    from sqlalchemy import select
-
-    from ..archive.schema import finding_files
-
-    with archive.engine.connect() as conn:
-        return conn.execute(select(finding_files.c.role).where(finding_files.c.hash == digest).limit(1)).scalar()
-
-
-def spec_json(s: Specimen) -> dict:
-    return {k: getattr(s, k) for k in ("uid", "name", "description", "model_name", "model_fingerprint", "model_config",
-                                        "task", "dataset", "dataset_seed", "dataset_hash", "version", "created",
-                                        "updated", "tags")}
-
-
-def finding_json(f) -> dict:
-    return {"uid": f.uid, "kind": f.kind, "title": f.title, "summary": f.summary, "evidence": f.evidence,
-            "notes": f.notes, "created": f.created, "added_in": f.added_in, "removed_in": f.removed_in,
-            "files": {role: {"hash": h, "size": n, "url": f"/files/{h}"} for role, (h, n) in f.files.items()}}
+def finding_json(f, data: bool = False) -> dict:
+    """``Finding.to_json`` with each file's URL on this server."""
+    out = f.to_json(data)
+    for meta in out["files"].values():
+        meta["url"] = f"/files/{meta['hash']}"
+    return out
 
 
 def serve(archive: Archive, host: str = "127.0.0.1", port: int = 8765, writable: bool = False,
