@@ -24,7 +24,6 @@ from typing import ClassVar
 import torch
 
 from .checks import positive_int
-from .lens import token_id
 from .models.model import Model
 from .models.weights import embedding_weights
 from .results import Provenance, Result
@@ -34,11 +33,10 @@ def _direct_path_logits(model: Model, ids: torch.Tensor) -> torch.Tensor:
     """[len(ids), vocab] logits of the direct path (embedding → final norm → unembedding) for
     single tokens: the model's own final-norm and unembedding modules, blocks skipped. For
     absolute-position models (GPT-2) the position embedding is left out."""
-    hf = model.hf
     with torch.no_grad():
-        x = hf.get_input_embeddings()(ids.to(model.device))
-        x = hf.get_submodule(model.adapter.final_norm)(x)
-        return hf.get_output_embeddings()(x).float().cpu()
+        x = model.embed(ids.to(model.device))
+        x = model.final_norm(x)
+        return model.unembed(x).float().cpu()
 
 
 @dataclass
@@ -102,7 +100,7 @@ def weight_tying(model: Model, tokens=(" king", " Paris", " red"), *, k: int = 8
     logits = torch.cat([_direct_path_logits(model, chunk) for chunk in ids.split(512)])
     self_logit = logits.gather(1, ids[:, None])
     ranks = (logits > self_logit).sum(1).float()
-    norm = model.hf.get_submodule(model.adapter.final_norm)
+    norm = model.final_norm
     gamma = getattr(norm, "weight", None)
     gamma = torch.ones(w_e.shape[1]) if gamma is None else gamma.detach().float().cpu()
     if "Gemma" in type(norm).__name__:
@@ -115,7 +113,7 @@ def weight_tying(model: Model, tokens=(" king", " Paris", " red"), *, k: int = 8
     decode = model.tokenizer.decode
     neighbours = {}
     for tok in tokens:
-        t = token_id(model, tok)
+        t = model.token_id(tok)
         cos = unit @ unit[t]
         cos[t] = -2
         near = cos.topk(k)

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import torch
 
+from . import names
 from .checks import positive_int
 from .results import Provenance, Result
 from .run import Run
@@ -59,7 +60,7 @@ class AttentionPatterns(Result):
             ax.axis("off")
             if h < n:
                 ax.imshow(self.pattern[h].numpy(), cmap="Blues", vmin=0, vmax=1)
-                ax.set_title(f"L{self.layer}H{h}", fontsize=8)
+                ax.set_title(names.head(self.layer, h).label, fontsize=8)
         fig.tight_layout()
         return fig
 
@@ -128,7 +129,7 @@ class HeadScores(Result):
         s = torch.as_tensor(self.scores[kind])
         flat = s.flatten()
         order = flat.argsort(descending=True)[:k].tolist()
-        return [(f"L{i // s.shape[1]}H{i % s.shape[1]}", float(flat[i])) for i in order]
+        return [(names.head(*divmod(i, s.shape[1])).label, float(flat[i])) for i in order]
 
     def summary(self) -> str:
         lines = [f"{kind}: " + ", ".join(f"{n} {v:.2f}" for n, v in self.top(kind, 4))
@@ -224,7 +225,7 @@ def detect_heads(model, *, batch: int = 8, length: int = 50, k: int = 5, seeds: 
     return HeadScores(
         provenance=Provenance.of(model, dataset="repeated random tokens", seed=seed, batch=batch, length=length, k=k,
                                  seeds=seeds),
-        scores={kind: v.tolist() for kind, v in scores.items()}, top_heads=[f"L{l}H{h}" for l, h in top], k=k,
+        scores={kind: v.tolist() for kind, v in scores.items()}, top_heads=[names.head(l, h).label for l, h in top], k=k,
         clean_loss=clean, ablated=ablated, random_ablated=random_ablated, icl_score=icl,
     )
 
@@ -246,7 +247,7 @@ class HeadCircuits(Result):
     title: ClassVar[str] = "Head circuits: copying and composition"
 
     def name(self, i: int) -> str:
-        return f"L{i // self.n_heads}H{i % self.n_heads}"
+        return names.head(*divmod(i, self.n_heads)).label
 
     def top_pairs(self, kind: str, k: int = 5) -> list[tuple[str, str, float]]:
         s = torch.as_tensor(self.composition[kind])

@@ -18,22 +18,15 @@ from typing import Callable, ClassVar
 import torch
 from torch import nn
 
+from . import names
 from .models.model import Model
 from .models.weights import mlp_out_weights
 from .results import Provenance, Result
 
 
 def token_id(model: Model, token: str | int) -> int:
-    """A single token's id; a clear error for strings that are several tokens."""
-    if isinstance(token, int):
-        if not 0 <= token < model.cfg.vocab:
-            raise ValueError(f"token id {token} out of range for vocab {model.cfg.vocab}")
-        return token
-    ids = model.tokenizer(token, add_special_tokens=False)["input_ids"]
-    if len(ids) != 1:
-        pieces = [model.tokenizer.decode([i]) for i in ids]
-        raise ValueError(f"{token!r} is {len(ids)} tokens {pieces}; give a single-token target (mind the leading space)")
-    return ids[0]
+    """``model.token_id(token)`` (kept here for callers of the former helper)."""
+    return model.token_id(token)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -105,12 +98,12 @@ def logit_lens(model: Model, prompt: str, target: str | int | None = None) -> Lo
     run = model.run(prompt, cache=sites)
     if target is None:
         target = int(run.logits[0, -1].argmax())
-    tid = token_id(model, target)
-    norm = model.hf.get_submodule(model.adapter.final_norm)
-    unembed = model.hf.get_output_embeddings()
-    names = ["embed"] + [f"blocks.{l}.resid_post" for l in range(model.cfg.n_layers)]
+    tid = model.token_id(target)
+    norm = model.final_norm
+    unembed = model.unembed
+    sites = ["embed"] + [f"blocks.{l}.resid_post" for l in range(model.cfg.n_layers)]
     probs, ranks, tops, top_p = [], [], [], []
-    for name in names:
+    for name in sites:
         logits = unembed(norm(run.cache[name][0])).float()  # [pos, vocab]
         p = logits.softmax(-1)
         probs.append(p[:, tid])
@@ -215,9 +208,9 @@ class LogitAttribution(Result):
 
 
 def _logit_direction(model: Model, target: str | int, foil: str | int | None) -> tuple[torch.Tensor, int, int | None]:
-    w_u = model.hf.get_output_embeddings().weight
-    t = token_id(model, target)
-    f = token_id(model, foil) if foil is not None else None
+    w_u = model.unembed.weight
+    t = model.token_id(target)
+    f = model.token_id(foil) if foil is not None else None
     direction = w_u[t].float() - (w_u[f].float() if f is not None else 0.0)
     return direction, t, f
 
@@ -235,28 +228,28 @@ def direct_logit_attribution(model: Model, prompt: str, target: str | int, foil:
         raise ValueError(f"position {position} out of range for {n_tok} tokens")
     pos = position % n_tok
     direction, t, f = _logit_direction(model, target, foil)
-    apply, norm_bias = frozen_norm(model.hf.get_submodule(model.adapter.final_norm),
+    apply, norm_bias = frozen_norm(model.final_norm,
                                    run.cache[f"blocks.{c.n_layers - 1}.resid_post"][0, pos])
     dev = direction.device
 
     def logit_of(component: torch.Tensor) -> torch.Tensor:  # [..., d] -> [...]
         return apply(component.to(dev)) @ direction
 
-    names, values = ["embed"], [logit_of(run.cache["embed"][0, pos])]
+    labels, values = ["embed"], [logit_of(run.cache["embed"][0, pos])]
     grid = torch.zeros(c.n_layers, c.n_heads)
     for layer in range(c.n_layers):
         heads = model.head_outputs(run.cache[f"blocks.{layer}.attn.z"][:, pos:pos + 1], layer)[0, 0]  # [head, d]
         contrib = logit_of(heads)
         grid[layer] = contrib.cpu()
-        names += [f"L{layer}H{h}" for h in range(c.n_heads)]
+        labels += [names.head(layer, h).label for h in range(c.n_heads)]
         values += list(contrib)
         _, bias = model.out_proj(layer)
         if bias is not None:
-            names.append(f"L{layer} attn bias")
+            labels.append(f"L{layer} attn bias")
             values.append(logit_of(bias.float()))
-        names.append(f"MLP{layer}")
+        labels.append(names.mlp(layer).label)
         values.append(logit_of(run.cache[f"blocks.{layer}.mlp.out"][0, pos]))
-    unembed_bias = model.hf.get_output_embeddings().bias
+    unembed_bias = model.unembed.bias
     rest = float(norm_bias.to(dev) @ direction)
     if unembed_bias is not None:
         rest += float(unembed_bias[t] - (unembed_bias[f] if f is not None else 0.0))
@@ -265,7 +258,7 @@ def direct_logit_attribution(model: Model, prompt: str, target: str | int, foil:
     return LogitAttribution(
         provenance=Provenance.of(model, prompts=[prompt], target=t, foil=f, position=position),
         tokens=run.str_tokens[0], position=pos, target=model.tokenizer.decode([t]),
-        foil=model.tokenizer.decode([f]) if f is not None else None, components=names,
+        foil=model.tokenizer.decode([f]) if f is not None else None, components=labels,
         values=torch.stack([v.float().cpu() for v in values]), rest=rest, actual=actual, heads_grid=grid,
     )
 
@@ -280,7 +273,7 @@ def neuron_attribution(model: Model, prompt: str, layer: int, target: str | int,
     n_tok = run.tokens.shape[1]
     pos = position % n_tok
     direction, t, f = _logit_direction(model, target, foil)
-    apply, _ = frozen_norm(model.hf.get_submodule(model.adapter.final_norm),
+    apply, _ = frozen_norm(model.final_norm,
                            run.cache[f"blocks.{c.n_layers - 1}.resid_post"][0, pos])
     per_unit = apply(mlp_out_weights(model, layer)) @ direction  # logit effect of one unit of each neuron: [d_mlp]
     values = run.cache[f"blocks.{layer}.mlp.post"][0, pos].float() * per_unit
@@ -290,6 +283,6 @@ def neuron_attribution(model: Model, prompt: str, layer: int, target: str | int,
         provenance=Provenance.of(model, prompts=[prompt], target=t, foil=f, position=position, layer=layer),
         tokens=run.str_tokens[0], position=pos, target=model.tokenizer.decode([t]),
         foil=model.tokenizer.decode([f]) if f is not None else None,
-        components=[f"L{layer} N{n}" for n in range(values.shape[0])], values=values.cpu(),
+        components=[names.neuron(layer, n).label for n in range(values.shape[0])], values=values.cpu(),
         rest=actual - float(values.sum()), actual=actual,
     )

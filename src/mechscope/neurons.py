@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 from typing_extensions import TypedDict
 
+from . import names
 from .interventions import Replace
 from .models.model import Model
 from .models.weights import embedding_weights, mlp_out_weights
@@ -79,7 +80,7 @@ class NeuronCards(Result):
 
     def name(self, i: int) -> str:
         """The i-th unit's name (``L3 N17``)."""
-        return f"L{self.layer} N{self.neurons[i]}"
+        return names.neuron(self.layer, self.neurons[i]).label
 
     def summary(self) -> str:
         rows = [f"  {self.name(i)}: max {self.max_act[i]:.2f}, density {self.density[i]:.1%}, "

@@ -12,6 +12,7 @@ from typing import ClassVar, Literal
 import torch
 from tqdm.auto import tqdm
 
+from . import names
 from .interventions import Ablate, Intervention
 from .models.model import Model
 from .results import Provenance, Result
@@ -43,8 +44,8 @@ class AblationScan(Result):
         rows, cols = self.effect.shape
         r, c = divmod(flat_index, cols)
         if self.components == "heads":
-            return f"L{r}H{c}"
-        return f"{'attn' if r == 0 else 'mlp'}{c}"
+            return names.head(r, c).label
+        return names.layer_part("attn" if r == 0 else "mlp", c).label
 
     def evidence(self) -> dict:
         return {"clean_logprob": self.clean_logprob, "largest_drops": self.top(5)}
@@ -177,9 +178,9 @@ class PatchingSweep(Result):
     def name(self, index: tuple[int, ...]) -> str:
         l, *rest = index
         if self.sweep in ("heads", "q", "k", "v"):
-            return f"L{l}H{rest[0]}" + (f".{self.sweep}" if self.sweep in "qkv" else "")
+            return names.head(l, rest[0], self.sweep if self.sweep in ("q", "k", "v") else None).label
         if self.sweep == "head_pos":
-            return f"L{l}H{rest[0]}@{rest[1]}"
+            return f"{names.head(l, rest[0]).label}@{rest[1]}"
         return f"{self.sweep}{l}@{rest[0]}"
 
     def top(self, k: int = 5) -> list[tuple[str, float]]:
@@ -376,10 +377,10 @@ def compare_patching(actual: PatchingSweep, estimate: PatchingSweep) -> Patching
                          f"{tuple(estimate.effect.shape)}")
     a, e = actual.effect.flatten().float(), estimate.effect.flatten().float()
     r = float(torch.corrcoef(torch.stack([a, e]))[0, 1]) if a.std() > 0 and e.std() > 0 else float("nan")
-    names = [actual.name(tuple(int(i) for i in torch.unravel_index(torch.tensor(j), actual.effect.shape)))
-             for j in range(a.numel())]
+    labels = [actual.name(tuple(int(i) for i in torch.unravel_index(torch.tensor(j), actual.effect.shape)))
+              for j in range(a.numel())]
     return PatchingComparison(provenance=estimate.provenance, task=actual.task, sweep=actual.sweep,
-                              direction=actual.direction, names=names, actual=a, estimate=e, correlation=r)
+                              direction=actual.direction, names=labels, actual=a, estimate=e, correlation=r)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -465,10 +466,10 @@ def path_patching(model: Model, task, receivers: str | list[str], senders: list[
     up = max(g.upstream(j) for j in recv)
     if senders is None:
         groups = [[i] for i in range(up)]
-        names = g.senders[:up]
+        sender_names = g.senders[:up]
     else:
         groups = [[g.sender_index(s) for s in senders]]
-        names = ["+".join(senders)]
+        sender_names = ["+".join(senders)]
         late = [s for s in senders if g.sender_index(s) >= up]
         if late:
             raise ValueError(f"sender {late[0]} writes after every receiver in {receivers} reads: no path to patch")
@@ -496,4 +497,4 @@ def path_patching(model: Model, task, receivers: str | list[str], senders: list[
         provenance=Provenance.of(model, prompts=task.texts or task.clean, dataset=f"{task.name} v{task.version}",
                                  seed=task.seed, receivers=receivers, direction=direction, pairs=n),
         task=task.name, receivers=receivers, direction=direction, metric=task.metric, clean_metric=clean_m,
-        corrupted_metric=corrupted_m, senders=names, effect=effect, n_heads=model.cfg.n_heads)
+        corrupted_metric=corrupted_m, senders=sender_names, effect=effect, n_heads=model.cfg.n_heads)

@@ -39,8 +39,8 @@ class TunedLens(nn.Module):
         return h + t(h)
 
     def decode(self, model: Model, h: torch.Tensor, layer: int) -> torch.Tensor:
-        norm = model.hf.get_submodule(model.adapter.final_norm)
-        return model.hf.get_output_embeddings()(norm(self.translate(h, layer)))
+        norm = model.final_norm
+        return model.unembed(norm(self.translate(h, layer)))
 
     def save(self, path: str | os.PathLike) -> Path:
         from safetensors.torch import save_file
@@ -152,8 +152,8 @@ def compare_lenses(model: Model, lens: TunedLens, blocks: torch.Tensor, train_lo
                    batch_blocks: int = 4) -> LensComparison:
     """Held-out KL per layer of the logit lens and of ``lens`` on ``blocks``."""
     logit, tuned = torch.zeros(len(lens.layers)), torch.zeros(len(lens.layers))
-    norm = model.hf.get_submodule(model.adapter.final_norm)
-    unembed = model.hf.get_output_embeddings()
+    norm = model.final_norm
+    unembed = model.unembed
     n = 0
     for start in range(0, len(blocks), batch_blocks):
         chunk = blocks[start:start + batch_blocks]

@@ -15,7 +15,6 @@ from typing import Callable, ClassVar, Literal, Sequence
 import torch
 
 from ..interventions import Patch
-from ..lens import token_id
 from ..models.model import Model
 from ..results import Provenance, Result
 from ..run import Run
@@ -28,8 +27,8 @@ Output = Literal["logit", "logprob", "prob"]
 def objective(model: Model, target: str | int, foil: str | int | None = None, output: Output = "logit",
               position: int = -1) -> tuple[Callable[[Run], torch.Tensor], str]:
     """(F: run -> [batch], description): the target's logit / log-prob / prob (minus the foil's)."""
-    t = token_id(model, target)
-    f = token_id(model, foil) if foil is not None else None
+    t = model.token_id(target)
+    f = model.token_id(foil) if foil is not None else None
     if output not in ("logit", "logprob", "prob"):
         raise ValueError(f"output={output!r}; valid: 'logit', 'logprob', 'prob'")
 
@@ -77,14 +76,14 @@ def embedding_parts(model: Model, ids: torch.Tensor) -> tuple[torch.Tensor, torc
     """(embed-site activation [pos, d], token-embedding part of it [pos, d]) for one prompt."""
     run = model.run(ids, cache="embed")
     with torch.no_grad():
-        tok = model.hf.get_input_embeddings()(ids.to(model.device))[0]
+        tok = model.embed(ids.to(model.device))[0]
     return run.cache["embed"][0], tok
 
 
 def token_baseline(model: Model, ids: torch.Tensor, kind: str | torch.Tensor) -> torch.Tensor:
     """Baseline token embeddings [pos, d]: "pad" (the pad token everywhere), "zero", "mean" (mean
     embedding of the vocabulary), or a user tensor [pos, d] / [d]."""
-    emb = model.hf.get_input_embeddings()
+    emb = model.embed
     n = ids.shape[1]
     with torch.no_grad():
         if isinstance(kind, torch.Tensor):

@@ -20,7 +20,6 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..lens import token_id
 from ..models.model import Model
 from ..results import Provenance
 from .gradients import Output, objective
@@ -208,7 +207,7 @@ def token_perturbation(model: Model, prompt: str, target: str | int, *, method: 
             raise ValueError("this tokenizer has no unk token; use mask='pad' or an id")
         mask_id = model.tokenizer.unk_token_id
     else:
-        mask_id = token_id(model, mask)
+        mask_id = model.token_id(mask)
     free = [i for i in range(len(tokens)) if i not in {h % len(tokens) for h in hold}]
     base_v = token_value_fn(model, ids, F, mask_id)
 

@@ -24,6 +24,7 @@ from typing import ClassVar, Literal
 import torch
 from tqdm.auto import tqdm
 
+from .. import names
 from ..models.model import Model
 from ..results import Provenance, Result
 from .circuit import Circuit
@@ -169,11 +170,11 @@ def _greedy_order(g: Graph, key: torch.Tensor) -> list[tuple[int, int]]:
     inputs: dict[str, list[int]] = {}  # component -> its receivers
     for j, name in enumerate(g.receivers):
         node = g.node_of(name)
-        if ".kv" in node:  # a shared key/value serves each head of its group
-            l, grp = int(node[1:node.index(".")]), int(node.split(".kv")[1])
+        c = names.parse(node) if node not in ("logits", "embed") else None
+        if c is not None and c.kind == "kv":  # a shared key/value serves each head of its group
             size = g.n_heads // g.n_kv_heads
-            for h in range(grp * size, (grp + 1) * size):
-                inputs.setdefault(f"a{l}.h{h}", []).append(j)
+            for h in range(c.index * size, (c.index + 1) * size):
+                inputs.setdefault(names.head(c.layer, h).node, []).append(j)
         else:
             inputs.setdefault(node, []).append(j)
     keys = key.tolist()

@@ -5,7 +5,8 @@ Receivers (inputs that read): each head's query ``a{l}.h{h}.q``, each key/value 
 value (``a{l}.h{h}.k`` / ``.v``; with grouped-query attention the shared ``a{l}.kv{g}.k`` /
 ``.v``), each MLP's input ``m{l}`` and the ``logits``. An edge sender → receiver exists when the
 sender writes before the receiver reads: the receiver's input is the sum of its senders' outputs
-(plus constant biases), so an edge can be cut or patched on its own.
+(plus constant biases), so an edge can be cut or patched on its own. Names are written and read by
+``mechscope.names`` (so ``L3H2`` works wherever ``a3.h2`` does).
 
 Edge masks are float tensors [senders, receivers]: 1 keeps an edge, 0 ablates it; entries that are
 not edges (``Graph.allowed`` false) are ignored.
@@ -18,6 +19,7 @@ from functools import cached_property
 
 import torch
 
+from .. import names
 from ..models.model import Model
 
 
@@ -50,9 +52,9 @@ class Graph:
     def senders(self) -> list[str]:
         out = ["embed"]
         for l in range(self.n_layers):
-            out += [f"a{l}.h{h}" for h in range(self.n_heads)]
+            out += [names.head(l, h).node for h in range(self.n_heads)]
             if self.has_mlp:
-                out.append(f"m{l}")
+                out.append(names.mlp(l).node)
         return out
 
     @cached_property
@@ -60,18 +62,22 @@ class Graph:
         per = self.n_heads + int(self.has_mlp)
         return [1 + l * per for l in range(self.n_layers)]
 
+    def kv(self, layer: int, group: int, input: str | None = None) -> names.Component:
+        """The component reading key/value group ``group``: the head itself without grouped-query attention."""
+        return names.head(layer, group, input) if self.n_kv_heads == self.n_heads else names.kv_head(layer, group, input)
+
     def kv_name(self, layer: int, group: int) -> str:
-        return f"a{layer}.h{group}" if self.n_kv_heads == self.n_heads else f"a{layer}.kv{group}"
+        return self.kv(layer, group).node
 
     @cached_property
     def receivers(self) -> list[str]:
         out = []
         for l in range(self.n_layers):
-            out += [f"a{l}.h{h}.q" for h in range(self.n_heads)]
-            out += [f"{self.kv_name(l, g)}.k" for g in range(self.n_kv_heads)]
-            out += [f"{self.kv_name(l, g)}.v" for g in range(self.n_kv_heads)]
+            out += [names.head(l, h, "q").node for h in range(self.n_heads)]
+            out += [self.kv(l, g, "k").node for g in range(self.n_kv_heads)]
+            out += [self.kv(l, g, "v").node for g in range(self.n_kv_heads)]
             if self.has_mlp:
-                out.append(f"m{l}")
+                out.append(names.mlp(l).node)
         return out + ["logits"]
 
     @cached_property
@@ -109,6 +115,8 @@ class Graph:
         """(sender index, receiver index) of an edge; a clear error for unknown names or non-edges."""
         r_of = self._receiver_index
         i = self.sender_index(sender)
+        c = _component(receiver)
+        receiver = c.node if c is not None else receiver
         if receiver not in r_of:
             raise KeyError(f"unknown receiver {receiver!r}; e.g. {self.receivers[0]!r}, "
                            f"{self.receivers[self.n_heads]!r}, 'logits'")
@@ -129,22 +137,24 @@ class Graph:
         """Receiver indices a name stands for: an input (``a3.h2.q``, ``a3.kv1.k``, ``m3``,
         ``logits``) or a head (``a3.h2``: its query, key and value — with grouped-query attention
         the key and value its group shares)."""
-        if name in self._receiver_index:
-            return [self._receiver_index[name]]
-        if name in self._sender_index and name.startswith("a"):
-            l, h = int(name[1:name.index(".")]), int(name.split(".h")[1])
-            kv = self.kv_name(l, h // (self.n_heads // self.n_kv_heads))
-            return [self._receiver_index[f"{name}.q"], self._receiver_index[f"{kv}.k"], self._receiver_index[f"{kv}.v"]]
-        if name.endswith(".k") or name.endswith(".v"):  # a head's key/value under grouped-query attention
-            head = name[:-2]
-            if head in self._sender_index and head.startswith("a"):
-                l, h = int(head[1:head.index(".")]), int(head.split(".h")[1])
-                return [self._receiver_index[f"{self.kv_name(l, h // (self.n_heads // self.n_kv_heads))}{name[-2:]}"]]
+        c = _component(name)
+        if c is not None and c.node in self._receiver_index:
+            return [self._receiver_index[c.node]]
+        if c is not None and c.kind == "head" and c.owner.node in self._sender_index:
+            group = c.index // (self.n_heads // self.n_kv_heads)
+            if c.input is None:  # the whole head: its query, and the key and value it reads
+                return [self._receiver_index[names.head(c.layer, c.index, "q").node],
+                        self._receiver_index[self.kv(c.layer, group, "k").node],
+                        self._receiver_index[self.kv(c.layer, group, "v").node]]
+            if c.input in ("k", "v"):  # a head's key/value under grouped-query attention
+                return [self._receiver_index[self.kv(c.layer, group, c.input).node]]
         raise KeyError(f"unknown receiver {name!r}; give a head (a{{l}}.h{{h}}), one of its inputs "
                        f"(a{{l}}.h{{h}}.q/.k/.v), an MLP (m{{l}}) or 'logits' "
                        f"(layers 0..{self.n_layers - 1}, heads 0..{self.n_heads - 1})")
 
     def sender_index(self, name: str) -> int:
+        c = _component(name)
+        name = c.node if c is not None else name
         if name not in self._sender_index:
             raise KeyError(f"unknown sender {name!r}; senders are embed, a{{l}}.h{{h}} and m{{l}} "
                            f"(layers 0..{self.n_layers - 1}, heads 0..{self.n_heads - 1})")
@@ -166,7 +176,8 @@ class Graph:
 
     def node_of(self, receiver: str) -> str:
         """The component a receiver belongs to (``a3.h2.q`` → ``a3.h2``; ``a3.kv1.k`` → ``a3.kv1``)."""
-        return receiver.rsplit(".", 1)[0] if receiver.endswith((".q", ".k", ".v")) else receiver
+        c = _component(receiver)
+        return c.owner.node if c is not None else receiver
 
     def prune(self, mask: torch.Tensor) -> torch.Tensor:
         """Drop edges into components whose output reaches the logits through no kept edge: they
@@ -191,3 +202,10 @@ class Graph:
                 live |= bool(out.any())
             alive_receiver[j] = live
         return mask * alive_receiver[None, :].float()
+
+
+def _component(name: str) -> names.Component | None:
+    try:
+        return names.parse(name)
+    except names.ComponentNameError:
+        return None

@@ -162,8 +162,38 @@ class Model:
         w_o, _ = self.out_proj(layer)
         return torch.einsum("bphd,hdm->bphm", z.to(w_o.dtype), w_o)
 
+    @property
+    def embed(self) -> nn.Module:
+        """The token embedding (ids → [.., d_model])."""
+        return self.hf.get_input_embeddings()
+
+    @property
+    def unembed(self) -> nn.Module:
+        """The unembedding (the LM head: [.., d_model] → logits)."""
+        return self.hf.get_output_embeddings()
+
+    @property
+    def final_norm(self) -> nn.Module:
+        """The norm applied to the last residual before the unembedding."""
+        return self.hf.get_submodule(self.adapter.final_norm)
+
     # ------------------------------------------------------------------------------------------
     # Tokens
+
+    def token_id(self, token: str | int) -> int:
+        """A single token's id (an int is range-checked); a clear error for a string that is
+        several tokens."""
+        if isinstance(token, bool) or not isinstance(token, (str, int)):
+            raise ValueError(f"token {token!r}: give a string of one token or an id")
+        if isinstance(token, int):
+            if not 0 <= token < self.cfg.vocab:
+                raise ValueError(f"token id {token} out of range for vocab {self.cfg.vocab}")
+            return token
+        ids = self.tokenizer(token, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            pieces = [self.tokenizer.decode([i]) for i in ids]
+            raise ValueError(f"{token!r} is {len(ids)} tokens {pieces}; give a single-token target (mind the leading space)")
+        return ids[0]
 
     @property
     def pad_id(self) -> int:

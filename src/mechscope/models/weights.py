@@ -43,8 +43,8 @@ def attention_weights(model: Model, layer: int) -> tuple[torch.Tensor, torch.Ten
 
 def embedding_weights(model: Model) -> tuple[torch.Tensor, torch.Tensor]:
     """(W_E [vocab, d_model], W_U [d_model, vocab])."""
-    w_e = model.hf.get_input_embeddings().weight.detach().float()
-    w_u = model.hf.get_output_embeddings().weight.detach().float().T
+    w_e = model.embed.weight.detach().float()
+    w_u = model.unembed.weight.detach().float().T
     return w_e, w_u
 
 

@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-import re
-
 from markupsafe import Markup
 
+from .. import names
 from .render import render
 
 
 def node_rank(name: str) -> float:
-    """Vertical order of a node: embed < a{l}.* < m{l} < a{l+1}.* < ... < logits."""
-    if name == "embed":
-        return -1.0
-    if name == "logits":
-        return 1e9
-    m = re.match(r"^(a|m)(\d+)", name)
-    if not m:
-        return 1e8
-    return int(m.group(2)) + (0.5 if m.group(1) == "m" else 0.0)
+    """Vertical order of a node: embed < a{l}.* < m{l} < a{l+1}.* < ... < logits (``names.rank``)."""
+    return names.rank(name)
 
 
 def _to_node(name: str) -> str:
     """Where an edge into a component's input is drawn: ``a3.h2.q`` → ``a3.h2``."""
-    return name.rsplit(".", 1)[0] if name.endswith((".q", ".k", ".v")) else name
+    try:
+        is_input = names.parse(name).input is not None
+    except names.ComponentNameError:
+        return name
+    return name.rsplit(".", 1)[0] if is_input else name  # in the spelling the circuit uses
 
 
 def graph_svg(nodes: list[str], edges: list[tuple[str, str, float]], width: int = 900) -> Markup:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import names
 from ..checks import positive_int
 from ..heads import _repeat_loss, icl_score, pattern_scores, repeated_random_tokens
 from ..models.model import Model
@@ -102,7 +103,7 @@ class InductionFormation(Result):
         """The head with the highest final score of ``kind`` ('induction' or 'previous')."""
         final = getattr(self, kind)[-1]
         i = int(final.argmax())
-        return f"L{i // final.shape[1]}H{i % final.shape[1]}", float(final.flatten()[i])
+        return names.head(*divmod(i, final.shape[1])).label, float(final.flatten()[i])
 
     def summary(self) -> str:
         head, score = self.best("induction")
@@ -130,7 +131,7 @@ class InductionFormation(Result):
         for l in range(layers):
             for h in range(heads):
                 style = dict(color=plt.cm.tab10((l * heads + h) % 10), lw=1.2)
-                axes[2].plot(self.steps, self.induction[:, l, h], label=f"L{l}H{h} induction", **style)
+                axes[2].plot(self.steps, self.induction[:, l, h], label=f"{names.head(l, h).label} induction", **style)
                 axes[2].plot(self.steps, self.previous[:, l, h], ls=":", **style)
         axes[2].set(title="per-head induction (solid), previous-token (dotted)", xlabel="step", ylim=(0, 1))
         axes[2].legend(fontsize=6, ncol=2)

@@ -1,0 +1,151 @@
+"""Component names: the one place that formats and parses them.
+
+A component has two spellings, both accepted everywhere a name is read:
+
+| component | in results and summaries | as a graph node (circuits, attribution graphs) |
+|---|---|---|
+| head h of layer l | ``L3H2`` | ``a3.h2`` (its inputs ``a3.h2.q`` / ``.k`` / ``.v``) |
+| key/value head g (grouped-query attention) | ``L3KV1`` | ``a3.kv1`` (``a3.kv1.k`` / ``.v``) |
+| MLP of layer l | ``MLP3`` | ``m3`` |
+| expert e of layer l's MLP (mixtures of experts) | ``MLP3E5`` | ``m3.e5`` |
+| neuron n of layer l | ``L3 N17`` | ``m3.n17`` |
+| attention / MLP layer as a whole (layer ablations) | ``attn3`` / ``mlp3`` | |
+| embeddings, logits | ``embed``, ``logits`` | ``embed``, ``logits`` |
+
+``parse`` reads either spelling into a ``Component``; ``Component.label`` and ``Component.node``
+write them, and ``Component.site`` gives the site (with its head or neuron selection) that holds the
+component's output. A name that parses as nothing gets an error showing the spellings.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["embed", "logits", "head", "kv", "mlp", "expert", "neuron", "attn_layer", "mlp_layer"]
+
+
+class ComponentNameError(ValueError):
+    """A component name in no known spelling."""
+
+
+@dataclass(frozen=True)
+class Component:
+    """One component: ``kind``, its ``layer`` (None for embed/logits), ``index`` (head, kv head,
+    expert or neuron) and, for a graph node's input, ``input`` ("q", "k", "v")."""
+
+    kind: Kind
+    layer: int | None = None
+    index: int | None = None
+    input: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The spelling in results and summaries (``L3H2``, ``MLP3``, ``L3 N17``)."""
+        l, i = self.layer, self.index
+        return {"embed": "embed", "logits": "logits", "head": f"L{l}H{i}", "kv": f"L{l}KV{i}", "mlp": f"MLP{l}",
+                "expert": f"MLP{l}E{i}", "neuron": f"L{l} N{i}", "attn_layer": f"attn{l}",
+                "mlp_layer": f"mlp{l}"}[self.kind] + (f".{self.input}" if self.input else "")
+
+    @property
+    def node(self) -> str:
+        """The graph-node spelling (``a3.h2``, ``a3.h2.q``, ``m3``, ``m3.e5``)."""
+        l, i = self.layer, self.index
+        base = {"embed": "embed", "logits": "logits", "head": f"a{l}.h{i}", "kv": f"a{l}.kv{i}", "mlp": f"m{l}",
+                "expert": f"m{l}.e{i}", "neuron": f"m{l}.n{i}", "attn_layer": f"a{l}", "mlp_layer": f"m{l}"}[self.kind]
+        return base + (f".{self.input}" if self.input else "")
+
+    @property
+    def owner(self) -> "Component":
+        """The component whose input this is (``a3.h2.q`` → ``a3.h2``); itself when it is no input."""
+        return Component(self.kind, self.layer, self.index) if self.input else self
+
+    @property
+    def site(self) -> tuple[str, dict[str, list[int]]]:
+        """(site, selection) holding the component's output: a head is ``blocks.l.attn.z`` with
+        ``heads=[h]``, a neuron ``blocks.l.mlp.post`` with ``neurons=[n]``, an MLP ``blocks.l.mlp.out``."""
+        l, i = self.layer, self.index
+        if self.kind == "head":
+            return f"blocks.{l}.attn.{self.input or 'z'}", {"heads": [i]}
+        if self.kind == "kv":
+            return f"blocks.{l}.attn.{self.input or 'k'}", {"heads": [i]}
+        if self.kind in ("mlp", "mlp_layer"):
+            return f"blocks.{l}.mlp.out", {}
+        if self.kind == "attn_layer":
+            return f"blocks.{l}.attn.out", {}
+        if self.kind == "neuron":
+            return f"blocks.{l}.mlp.post", {"neurons": [i]}
+        if self.kind == "embed":
+            return "embed", {}
+        if self.kind == "logits":
+            return "logits", {}
+        raise ComponentNameError(f"{self.label} has no site of its own")
+
+
+def head(layer: int, h: int, input: str | None = None) -> Component:
+    return Component("head", layer, h, input)
+
+
+def kv_head(layer: int, g: int, input: str | None = None) -> Component:
+    return Component("kv", layer, g, input)
+
+
+def mlp(layer: int) -> Component:
+    return Component("mlp", layer)
+
+
+def expert(layer: int, e: int) -> Component:
+    return Component("expert", layer, e)
+
+
+def neuron(layer: int, n: int) -> Component:
+    return Component("neuron", layer, n)
+
+
+def layer_part(part: str, layer: int) -> Component:
+    """A whole attention or MLP layer (``part``: "attn" or "mlp")."""
+    return Component("attn_layer" if part == "attn" else "mlp_layer", layer)
+
+
+EMBED, LOGITS = Component("embed"), Component("logits")
+
+_FORMS = [  # (pattern, kind); groups: layer, index, input
+    (r"L(\d+)H(\d+)(?:\.([qkv]))?", "head"), (r"a(\d+)\.h(\d+)(?:\.([qkv]))?", "head"),
+    (r"L(\d+)KV(\d+)(?:\.([kv]))?", "kv"), (r"a(\d+)\.kv(\d+)(?:\.([kv]))?", "kv"),
+    (r"MLP(\d+)E(\d+)()", "expert"), (r"m(\d+)\.e(\d+)()", "expert"),
+    (r"L(\d+) N(\d+)()", "neuron"), (r"m(\d+)\.n(\d+)()", "neuron"),
+    (r"MLP(\d+)()()", "mlp"), (r"m(\d+)()()", "mlp"),
+    (r"attn(\d+)()()", "attn_layer"), (r"mlp(\d+)()()", "mlp_layer"),
+]
+_COMPILED = [(re.compile(p), k) for p, k in _FORMS]
+SPELLINGS = ("heads L3H2 or a3.h2 (inputs a3.h2.q/.k/.v), key/value heads L3KV1 or a3.kv1, MLPs MLP3 or m3, "
+             "experts MLP3E5 or m3.e5, neurons 'L3 N17' or m3.n17, layers attn3 / mlp3, embed, logits")
+
+
+def parse(name: str) -> Component:
+    """The component ``name`` spells (either spelling; see the module docstring)."""
+    if not isinstance(name, str):
+        raise ComponentNameError(f"component name {name!r} is not a string; write {SPELLINGS}")
+    if name in ("embed", "logits"):
+        return Component(name)
+    for pattern, kind in _COMPILED:
+        m = pattern.fullmatch(name)
+        if m:
+            layer, index, inp = m.groups()
+            return Component(kind, int(layer), int(index) if index else None, inp or None)
+    raise ComponentNameError(f"unknown component {name!r}; write {SPELLINGS}")
+
+
+def rank(name: str) -> float:
+    """Depth order of a graph node: embed < a{l}.* < m{l} < a{l+1}.* < … < logits (unknown names last
+    but one)."""
+    try:
+        c = parse(name)
+    except ComponentNameError:
+        return 1e8
+    if c.kind == "embed":
+        return -1.0
+    if c.kind == "logits":
+        return 1e9
+    return c.layer + (0.5 if c.kind in ("mlp", "expert", "neuron", "mlp_layer") else 0.0)
