@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import machine, reset_peak_rss, status_kb, write_section  # noqa: E402
 
 import mechscope as ms  # noqa: E402
-from mechscope.attribution import exact_shapley, kernel_shap, tabular_value_fn, token_ig  # noqa: E402
+from mechscope.attribution import kernel_shap_values, shapley_values, tabular_value_fn, token_ig  # noqa: E402
 
 PROMPT, TARGET = "The capital of France is", " Paris"
 
@@ -74,12 +74,12 @@ def shap_vs_kernelexplainer(budget: int, repeats: int) -> list[str]:
     f = lambda r: np.tanh(r @ w1) @ w2  # noqa: E731
     x, bg = rng.normal(size=12), rng.normal(size=(1, 12))
     v = tabular_value_fn(f, x, bg)
-    exact, *_ = exact_shapley(v, 12)
+    exact, *_ = shapley_values(v, 12)
     scale = np.abs(exact).max()
     explainer = shap.KernelExplainer(f, bg)
-    ours_t = timed(lambda: kernel_shap(v, 12, budget=budget), repeats)
+    ours_t = timed(lambda: kernel_shap_values(v, 12, budget=budget), repeats)
     theirs_t = timed(lambda: explainer.shap_values(x, nsamples=budget, l1_reg=False, silent=True), repeats)
-    errs_ours = [np.abs(kernel_shap(v, 12, budget=budget, seed=s)[0] - exact).max() / scale for s in range(5)]
+    errs_ours = [np.abs(kernel_shap_values(v, 12, budget=budget, seed=s)[0] - exact).max() / scale for s in range(5)]
     errs_theirs = []
     for s in range(5):
         np.random.seed(s)

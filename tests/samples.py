@@ -2,19 +2,19 @@
 
 import torch
 
-from mechscope.attribution import layer_attribution, token_ig
+from mechscope.attribution import integrated_gradients, layer_attribution, token_ig
 from mechscope.circuits import Circuit, eap_ig, minimal_circuit
 from mechscope.geometry import weight_tying
 from mechscope.heads import AttentionPatterns, detect_heads, head_circuits
 from mechscope.lens import direct_logit_attribution, logit_lens
 from mechscope.patching import ablation_scan, activation_patching, attribution_patching, compare_patching, path_patching
 from mechscope.scrubbing import causal_scrubbing
-from mechscope.verify import Box, output_bounds, robustness
+from mechscope.verify import Box, as_network, branch_and_bound, output_bounds, robustness
 from mechscope.tasks import make_task
 from mechscope.results import NextTokens, Provenance
 from mechscope.steering import SteeredGeneration
 from mechscope.toy import interference, superposition_phases, train_grokking, train_induction, train_superposition
-from mechscope.tuned_lens import TunedLens, compare_lenses
+from mechscope.tuned_lens import TunedLens, compare_lenses, train_tuned_lens
 
 
 def sample_results(model):
@@ -34,8 +34,11 @@ def sample_results(model):
         direct_logit_attribution(model, "The cat sat", " the"),
         token_ig(model, "The cat sat", " the", steps=8),
         layer_attribution(model, "The cat sat", "blocks.1.attn.z", " the", steps=8),
+        integrated_gradients(lambda p: (p ** 2).sum(-1), torch.tensor([1.0, -2.0, 0.5]), steps=4),
         compare_lenses(model, TunedLens(model.cfg.d_model, [0, 1]), model.tokenize(["The cat sat on the mat"] * 2)[0],
                        train_loss=[1.0, 0.5]),
+        train_tuned_lens(model, model.tokenize(["The cat sat on the mat"] * 2)[0], layers=[0], steps=2, batch_blocks=1,
+                         progress=False),
         detect_heads(model, batch=2, length=8, k=2, seeds=2),
         head_circuits(model),
         weight_tying(model, tokens=(5,), k=3, sample=64),
@@ -95,7 +98,9 @@ def _verify_samples():
     return [output_bounds(net, Box.linf(x, 0.2), "crown", samples=100),
             robustness(flip, torch.tensor([1.0, 0.0]), 0.6, method="milp"),  # falsified: carries a counterexample
             robustness(net, x, 0.05, method="bab"),  # verified, with the boxes searched
-            interference(train_superposition(steps=50, instances=1, progress=False)[1], -1)]
+            interference(train_superposition(steps=50, instances=1, progress=False)[1], -1),
+            branch_and_bound(as_network(net, (3,)), x - 0.05, x + 0.05, [(torch.tensor([[1.0, -1.0]]), torch.tensor([-100.0]))],
+                             timeout=10)]
 
 
 def _concept_samples(model):

@@ -126,15 +126,18 @@ def test_kernel_shap_is_exact_with_full_enumeration_and_efficient_always():
         return np.tanh(rows @ w).sum(1) + rows[:, 0] * rows[:, 1]
 
     v = tabular_value_fn(f, rng.normal(size=6), rng.normal(size=(3, 6)))
-    exact, v0, v1 = exact_shapley(v, 6)
+    r = exact_shapley(v, 6)
+    exact, v0, v1 = r.scores.numpy(), r.f_baseline, r.f_input
     assert exact.sum() == pytest.approx(v1 - v0, abs=1e-12)
-    ks, k0, k1, evals = kernel_shap(v, 6, budget=100)
+    r = kernel_shap(v, 6, budget=100)
+    ks, evals = r.scores.numpy(), r.details["evaluations"]
     np.testing.assert_allclose(ks, exact, atol=1e-10)
     assert evals == 64
 
     w14 = rng.normal(size=14)
     v14 = tabular_value_fn(lambda r: np.tanh(r @ w14) + r[:, 2] * r[:, 3], rng.normal(size=14), np.zeros((1, 14)))
-    phi, a, b, evals = kernel_shap(v14, 14, budget=600, seed=1)
+    with pytest.warns(DeprecationWarning, match="unpacking Attribution as a tuple"):  # the former tuple, one release
+        phi, a, b, evals = kernel_shap(v14, 14, budget=600, seed=1)
     assert phi.sum() == pytest.approx(b - a, abs=1e-10) and evals <= 602  # efficiency holds exactly
 
 
@@ -148,8 +151,8 @@ def test_kernel_shap_matches_the_shap_library():
 
     x, background = rng.normal(size=8), rng.normal(size=(4, 8))
     v = tabular_value_fn(f, x, background)
-    exact, *_ = exact_shapley(v, 8)
-    ours, *_ = kernel_shap(v, 8, budget=1000)
+    exact = exact_shapley(v, 8).scores.numpy()
+    ours = kernel_shap(v, 8, budget=1000).scores.numpy()
     ref = shap.KernelExplainer(f, background).shap_values(x, nsamples=1000, l1_reg=False, silent=True)
     np.testing.assert_allclose(ours, exact, atol=1e-9)
     np.testing.assert_allclose(ref, exact, atol=1e-6)  # shap also enumerates every coalition here
@@ -159,8 +162,8 @@ def test_kernel_shap_matches_the_shap_library():
     f12 = lambda r: np.tanh(r @ w3).sum(1)  # noqa: E731
     x12, bg12 = rng.normal(size=12), rng.normal(size=(2, 12))
     v12 = tabular_value_fn(f12, x12, bg12)
-    exact12, *_ = exact_shapley(v12, 12)
-    ours12, *_ = kernel_shap(v12, 12, budget=2000, seed=0)
+    exact12 = exact_shapley(v12, 12).scores.numpy()
+    ours12 = kernel_shap(v12, 12, budget=2000, seed=0).scores.numpy()
     ref12 = shap.KernelExplainer(f12, bg12).shap_values(x12, nsamples=2000, l1_reg=False, silent=True)
     scale = np.abs(exact12).max()
     ours_err, ref_err = np.abs(ours12 - exact12).max() / scale, np.abs(ref12 - exact12).max() / scale
@@ -173,13 +176,15 @@ def test_lime_and_occlusion_on_an_additive_model():
     def v(masks):
         return masks.astype(float) @ contrib + 1.0
 
-    occ, full = occlusion(v, 5)
+    r = occlusion(v, 5)
+    occ, full = r.scores.numpy(), r.f_input
     np.testing.assert_allclose(occ, contrib)
     assert full == pytest.approx(5.5)
-    coef, r2 = lime(v, 5, samples=2000, alpha=1e-6)
+    r = lime(v, 5, samples=2000, alpha=1e-6)
+    coef, r2 = r.scores.numpy(), r.details["r2"]
     np.testing.assert_allclose(coef, contrib, atol=1e-6)
     assert r2 == pytest.approx(1.0)
-    exact, *_ = exact_shapley(v, 5)
+    exact = exact_shapley(v, 5).scores.numpy()
     np.testing.assert_allclose(exact, contrib, atol=1e-12)
 
 

@@ -38,7 +38,9 @@ def test_detectors_find_hand_built_heads(llama):
         others = s[kind].clone()
         others[layer, head] = 0
         assert others.max() < 0.6, (kind, others.max())
-    assert result.top_heads == ["L2H3"] and result.top("induction", 1)[0][0] == "L2H3"
+    assert result.top_heads == ["L2H3"] and result.top(1, kind="induction")[0][0] == "L2H3"
+    with pytest.warns(DeprecationWarning, match=r"top\(k, kind=...\)"):  # the former argument order, one release
+        assert result.top("induction", 1) == result.top(1)
     assert "random heads" in result.summary() and result.png_bytes()[:4] == b"\x89PNG"
 
 

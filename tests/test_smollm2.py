@@ -180,7 +180,8 @@ def test_tuned_lens_beats_the_logit_lens_on_held_out_shakespeare(smollm):
     from mechscope.tuned_lens import compare_lenses, train_tuned_lens
 
     train = token_blocks(smollm.tokenizer, 400, 64, "train")
-    lens, losses = train_tuned_lens(smollm, train, layers=[5, 15, 25], steps=15, batch_blocks=2, progress=False)
+    fit = train_tuned_lens(smollm, train, layers=[5, 15, 25], steps=15, batch_blocks=2, progress=False)
+    lens, losses = fit.lens, fit.losses
     result = compare_lenses(smollm, lens, token_blocks(smollm.tokenizer, 4, 64, "test"), losses)
     # measured (20 steps): 14.6 / 16.2 / 6.5 nats (logit lens) vs 5.0 / 4.6 / 3.4 (tuned)
     assert (result.tuned_kl < 0.7 * result.logit_kl).all(), (result.logit_kl, result.tuned_kl)
@@ -190,7 +191,7 @@ def test_induction_heads_matter_more_than_random_heads(smollm):
     from mechscope.heads import detect_heads
 
     result = detect_heads(smollm, batch=8, length=50, k=5, seeds=5)
-    assert result.top("induction", 1)[0][1] > 0.8  # measured: L18H6 0.91
+    assert result.top(1, kind="induction")[0][1] > 0.8  # measured: L18H6 0.91
     for how in ("zero", "mean"):
         random = torch.tensor(result.random_ablated[how])
         # measured: zero 2.60 -> 11.47 vs random 4.21 ± 1.19; mean 2.60 -> 10.24 vs 3.91 ± 1.06

@@ -125,7 +125,14 @@ class HeadScores(Result):
     icl_score: float | None
     title: ClassVar[str] = "Attention head detectors"
 
-    def top(self, kind: str = "induction", k: int = 5) -> list[tuple[str, float]]:
+    def top(self, k: int | str = 5, kind: str = "induction") -> list[tuple[str, float]]:
+        """The ``k`` heads with the highest ``kind`` score (as ``top(k)`` everywhere; the former
+        order ``top(kind, k)`` still works for one release, with a DeprecationWarning)."""
+        if isinstance(k, str):
+            import warnings
+
+            warnings.warn("HeadScores.top(kind, k) is deprecated; call top(k, kind=...)", DeprecationWarning, stacklevel=2)
+            k, kind = (kind if isinstance(kind, int) else 5), k
         s = torch.as_tensor(self.scores[kind])
         flat = s.flatten()
         order = flat.argsort(descending=True)[:k].tolist()
@@ -144,7 +151,7 @@ class HeadScores(Result):
         return "\n".join(lines)
 
     def evidence(self) -> dict:
-        return {"top_induction": self.top("induction", self.k), "clean_loss": self.clean_loss, "ablated": self.ablated,
+        return {"top_induction": self.top(self.k, kind="induction"), "clean_loss": self.clean_loss, "ablated": self.ablated,
                 "random_mean": {h: float(torch.tensor(v).mean()) for h, v in self.random_ablated.items()},
                 "icl_score": self.icl_score}
 

@@ -75,11 +75,54 @@ def _activations(model: Model, blocks: torch.Tensor, layers: Sequence[int]) -> t
     return hs, run.logits.flatten(0, 1).float().log_softmax(-1)
 
 
+@dataclass
+class TunedLensFit(Result):
+    """A trained tuned lens: its translators (``weight`` [layers, d, d], ``bias`` [layers, d]) and the
+    training loss (mean KL over the layers) at every step. ``lens`` is the ``TunedLens`` module."""
+
+    layers: list[int]
+    weight: torch.Tensor
+    bias: torch.Tensor
+    losses: list[float]
+    title: ClassVar[str] = "Tuned lens training"
+
+    @property
+    def lens(self) -> TunedLens:
+        if "_lens" not in self.__dict__:
+            lens = TunedLens(self.weight.shape[-1], self.layers)
+            with torch.no_grad():
+                for t, w, b in zip(lens.translators, self.weight, self.bias):
+                    t.weight.copy_(w)
+                    t.bias.copy_(b)
+            self.__dict__["_lens"] = lens
+        return self.__dict__["_lens"]
+
+    def summary(self) -> str:
+        if not self.losses:
+            return f"tuned lens for layers {self.layers}: not trained"
+        return (f"tuned lens for layers {self.layers}: training KL {self.losses[0]:.3f} → {self.losses[-1]:.3f} nats "
+                f"over {len(self.losses)} steps")
+
+    def evidence(self) -> dict:
+        return {"layers": self.layers, "first_kl": self.losses[0] if self.losses else None,
+                "final_kl": self.losses[-1] if self.losses else None}
+
+    def figure(self):
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(4.5, 2.6))
+        ax.plot(self.losses)
+        ax.set(xlabel="step", ylabel="KL(final ‖ lens), nats", title="tuned lens training")
+        fig.tight_layout()
+        return fig
+
+
 def train_tuned_lens(model: Model, blocks: torch.Tensor, *, layers: Sequence[int] | None = None, steps: int = 100,
                      batch_blocks: int = 4, lr: float = 1.0, momentum: float = 0.9, clip: float = 1.0, seed: int = 0,
-                     progress: bool = True) -> tuple[TunedLens, list[float]]:
-    """Train on ``blocks`` [n, length] of token ids (e.g. ``data.token_blocks``); returns the lens
-    and the training loss (mean KL over the layers) at every step."""
+                     progress: bool = True) -> TunedLensFit:
+    """Train on ``blocks`` [n, length] of token ids (e.g. ``data.token_blocks``); returns the fit:
+    ``.lens`` (the module) and ``.losses`` (the training loss, mean KL over the layers, at every
+    step). Unpacks as the former (lens, losses) for one release."""
     layers = list(range(model.cfg.n_layers - 1)) if layers is None else list(layers)
     lens = TunedLens(model.cfg.d_model, layers).to(model.device)
     opt = torch.optim.SGD(lens.parameters(), lr=lr, momentum=momentum, nesterov=True)
@@ -104,7 +147,13 @@ def train_tuned_lens(model: Model, blocks: torch.Tensor, *, layers: Sequence[int
     finally:
         for p in model.hf.parameters():
             p.requires_grad_(True)
-    return lens, losses
+    fit = TunedLensFit(
+        provenance=Provenance.of(model, prompts=blocks.tolist(), dataset="token blocks", layers=layers, steps=steps,
+                                 batch_blocks=batch_blocks, lr=lr, momentum=momentum, clip=clip, seed=seed),
+        layers=layers, weight=torch.stack([t.weight.detach().cpu() for t in lens.translators]),
+        bias=torch.stack([t.bias.detach().cpu() for t in lens.translators]), losses=losses)
+    fit.__dict__["_lens"] = lens  # the trained module itself (on the model's device)
+    return fit.with_tuple(lens=lens, losses=losses)
 
 
 @dataclass

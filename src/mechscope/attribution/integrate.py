@@ -8,12 +8,13 @@ gausslegendre (Gauss–Legendre nodes mapped to [0, 1]).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
 
 from ..checks import positive_int
+from ..results import Provenance, Result
 
 RULES = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
 
@@ -44,8 +45,10 @@ def rule(method: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @dataclass
-class IGOutput:
-    """attributions: like x; f_path: F at each sampled alpha (sorted); stop: why sampling stopped."""
+class IGOutput(Result):
+    """Integrated gradients of a function at one input. attributions: like x; f_path: F at each
+    sampled alpha (sorted); stop: why sampling stopped. (``Attribution`` is the labelled result of
+    the token and site methods built on it.)"""
 
     attributions: torch.Tensor
     f_input: float
@@ -60,6 +63,28 @@ class IGOutput:
     max_jump: float  # largest |F(a_i+1) − F(a_i)| between neighbouring samples, / |F(x) − F(b)|
     variation: float  # total variation of F along the samples, / |F(x) − F(b)| (1.0 = monotone)
     stop: str
+    title: ClassVar[str] = "Integrated gradients"
+
+    def summary(self) -> str:
+        return (f"integrated gradients ({self.method}, {self.steps} points): sum {float(self.attributions.sum()):.4g} vs "
+                f"F(x)−F(baseline) {self.f_input - self.f_baseline:.4g} (gap {self.gap:+.3g}, {100 * self.rel_gap:.2g}%) — "
+                f"{'converged' if self.converged else 'NOT converged'} ({self.stop}); path variation "
+                f"{self.variation:.2f}, largest jump {self.max_jump:.2f}")
+
+    def evidence(self) -> dict:
+        return {"gap": self.gap, "rel_gap": self.rel_gap, "converged": self.converged, "steps": self.steps,
+                "variation": self.variation, "max_jump": self.max_jump}
+
+    def figure(self):
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(4.5, 2.6))
+        ax.plot(self.alphas.numpy(), self.f_path.numpy(), ".-", color="#2b6cb0")
+        ax.axhline(self.f_baseline, color="#999", lw=0.8, ls=":")
+        ax.axhline(self.f_input, color="#999", lw=0.8, ls=":")
+        ax.set(xlabel="α (baseline → input)", ylabel="F", title=f"F along the path ({self.method})")
+        fig.tight_layout()
+        return fig
 
 
 ValueAndGrad = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
@@ -164,7 +189,10 @@ def integrated_gradients(
     order = alphas.argsort()
     path = torch.cat([torch.tensor([f_b], dtype=torch.float64), values[order], torch.tensor([f_x], dtype=torch.float64)])
     jumps = path.diff().abs()
+    name = getattr(f, "__name__", type(f).__name__) if f is not None else "value_and_grad"
     return IGOutput(
+        provenance=Provenance(model=name, fingerprint="", params={"steps": steps, "method": method, "adaptive": adaptive,
+                                                                  "tol": tol, "max_steps": max_steps}),
         attributions=attributions, f_input=f_x, f_baseline=f_b, gap=gap, rel_gap=abs(gap) / scale,
         converged=bool(converged), steps=len(alphas), method=method, alphas=alphas[order], f_path=values[order],
         max_jump=float(jumps.max()) / scale, variation=float(jumps.sum()) / scale, stop=stop,

@@ -29,8 +29,9 @@ ValueFn = Callable[[np.ndarray], np.ndarray]  # masks [B, n] bool -> values [B]
 MAX_EXACT = 12
 
 
-def exact_shapley(v: ValueFn, n: int) -> tuple[np.ndarray, float, float]:
-    """(φ [n], v(none), v(all)) by enumerating all 2^n coalitions (n ≤ 12)."""
+def shapley_values(v: ValueFn, n: int) -> tuple[np.ndarray, float, float]:
+    """(φ [n], v(none), v(all)) by enumerating all 2^n coalitions (n ≤ 12). Numeric helper of
+    ``exact_shapley``."""
     if n > MAX_EXACT:
         raise ValueError(f"exact Shapley values enumerate 2^n coalitions; n={n} > {MAX_EXACT}")
     masks = np.array(list(itertools.product([False, True], repeat=n)), dtype=bool)
@@ -98,8 +99,9 @@ def shapley_kernel_samples(n: int, budget: int, seed: int = 0) -> tuple[np.ndarr
     return np.array(masks, dtype=bool), np.array(weights)
 
 
-def kernel_shap(v: ValueFn, n: int, budget: int = 2048, seed: int = 0) -> tuple[np.ndarray, float, float, int]:
-    """(φ [n], v(none), v(all), evaluations). Efficiency Σφ = v(all) − v(none) holds exactly."""
+def kernel_shap_values(v: ValueFn, n: int, budget: int = 2048, seed: int = 0) -> tuple[np.ndarray, float, float, int]:
+    """(φ [n], v(none), v(all), evaluations). Efficiency Σφ = v(all) − v(none) holds exactly.
+    Numeric helper of ``kernel_shap``."""
     masks, weights = shapley_kernel_samples(n, budget, seed)
     ends = np.asarray(v(np.array([np.zeros(n, bool), np.ones(n, bool)])), dtype=np.float64)
     v0, v1 = float(ends[0]), float(ends[1])
@@ -121,8 +123,8 @@ def kernel_shap(v: ValueFn, n: int, budget: int = 2048, seed: int = 0) -> tuple[
     return phi, v0, v1, len(masks) + 2
 
 
-def lime(v: ValueFn, n: int, samples: int = 1000, seed: int = 0, kernel_width: float = 25.0,
-         alpha: float = 1.0) -> tuple[np.ndarray, float]:
+def lime_weights(v: ValueFn, n: int, samples: int = 1000, seed: int = 0, kernel_width: float = 25.0,
+                 alpha: float = 1.0) -> tuple[np.ndarray, float]:
     """LIME (as lime's text explainer): random masks keeping a uniform number of features, weights
     from the cosine distance to the full input (×100, kernel width 25), weighted ridge with an
     intercept. Returns (coefficients [n], weighted R²)."""
@@ -148,12 +150,59 @@ def lime(v: ValueFn, n: int, samples: int = 1000, seed: int = 0, kernel_width: f
     return coef[:-1], float(r2)
 
 
-def occlusion(v: ValueFn, n: int) -> tuple[np.ndarray, float]:
-    """v(all) − v(all but feature i), per feature; and v(all)."""
+def occlusion_values(v: ValueFn, n: int) -> tuple[np.ndarray, float]:
+    """(v(all) − v(all but feature i) per feature, v(all)). Numeric helper of ``occlusion``."""
     masks = np.ones((n + 1, n), dtype=bool)
     masks[np.arange(1, n + 1), np.arange(n)] = False
     vals = np.asarray(v(masks), dtype=np.float64)
     return vals[0] - vals[1:], float(vals[0])
+
+
+# ----------------------------------------------------------------------------------------------
+# The same on any value function, as results
+
+
+def _of_value_fn(v: ValueFn, n: int, method: str, phi: np.ndarray, f_input: float | None, f_baseline: float | None,
+                 details: dict, **params) -> Attribution:
+    name = getattr(v, "__name__", type(v).__name__)
+    gap = float(np.sum(phi) - (f_input - f_baseline)) if f_input is not None and f_baseline is not None else None
+    return Attribution(provenance=Provenance(model=name, fingerprint="", params={"n": n, **params}),
+                       labels=[f"x{i}" for i in range(n)], scores=torch.as_tensor(np.asarray(phi, dtype=np.float64)),
+                       method=method, target=f"v = {name}", f_input=f_input, f_baseline=f_baseline, gap=gap,
+                       details=details)
+
+
+def exact_shapley(v: ValueFn, n: int) -> Attribution:
+    """Exact Shapley values of the n features of ``v`` (all 2^n coalitions; n ≤ 12). Unpacks as the
+    former (φ, v(none), v(all)) for one release."""
+    phi, v0, v1 = shapley_values(v, n)
+    return _of_value_fn(v, n, "Shapley values (exact)", phi, v1, v0, {"evaluations": 2 ** n}).with_tuple(
+        phi=phi, v_none=v0, v_all=v1)
+
+
+def kernel_shap(v: ValueFn, n: int, budget: int = 2048, seed: int = 0) -> Attribution:
+    """KernelSHAP estimates for the n features of ``v`` with ``budget`` evaluations (see the module
+    docstring). Unpacks as the former (φ, v(none), v(all), evaluations) for one release."""
+    phi, v0, v1, evals = kernel_shap_values(v, n, budget, seed)
+    return _of_value_fn(v, n, "KernelSHAP", phi, v1, v0, {"evaluations": evals}, budget=budget, seed=seed).with_tuple(
+        phi=phi, v_none=v0, v_all=v1, evaluations=evals)
+
+
+def lime(v: ValueFn, n: int, samples: int = 1000, seed: int = 0, kernel_width: float = 25.0,
+         alpha: float = 1.0) -> Attribution:
+    """LIME coefficients of the n features of ``v`` (see ``lime_weights``); ``details["r2"]`` is the
+    weighted fit. Unpacks as the former (coefficients, R²) for one release."""
+    coef, r2 = lime_weights(v, n, samples, seed, kernel_width, alpha)
+    return _of_value_fn(v, n, "LIME", coef, None, None, {"r2": r2}, samples=samples, seed=seed,
+                        kernel_width=kernel_width, alpha=alpha).with_tuple(coefficients=coef, r2=r2)
+
+
+def occlusion(v: ValueFn, n: int) -> Attribution:
+    """v(all) − v(all but feature i) for each of the n features of ``v``. Unpacks as the former
+    (differences, v(all)) for one release."""
+    diff, v_all = occlusion_values(v, n)
+    return _of_value_fn(v, n, "occlusion", diff, v_all, None, {"evaluations": n + 1}).with_tuple(
+        differences=diff, v_all=v_all)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,18 +269,18 @@ def token_perturbation(model: Model, prompt: str, target: str | int, *, method: 
     details = {"mask_id": mask_id, "hold": sorted(set(range(len(tokens))) - set(free)), "output": output}
     f_in = f_base = gap = None
     if method == "occlusion":
-        phi, f_in = occlusion(v, n)
+        phi, f_in = occlusion_values(v, n)
         label = "occlusion"
     elif method == "shap":
         if n <= MAX_EXACT and 2 ** n <= budget:
-            phi, f_base, f_in = exact_shapley(v, n)
+            phi, f_base, f_in = shapley_values(v, n)
             label, details["evaluations"] = "Shapley values (exact)", 2 ** n
         else:
-            phi, f_base, f_in, evals = kernel_shap(v, n, budget, seed)
+            phi, f_base, f_in, evals = kernel_shap_values(v, n, budget, seed)
             label, details["evaluations"] = "KernelSHAP", evals
         gap = float(phi.sum() - (f_in - f_base))
     elif method == "lime":
-        phi, r2 = lime(v, n, samples=budget, seed=seed)
+        phi, r2 = lime_weights(v, n, samples=budget, seed=seed)
         label, details["r2"] = "LIME", r2
     else:
         raise ValueError(f"method={method!r}; valid: 'occlusion', 'shap', 'lime'")

@@ -20,20 +20,36 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
+from ..results import Provenance, Result
 from .bounds import crown_lower
 from .network import Network
 
 
 @dataclass
-class Search:
-    status: str  # verified | falsified | unknown
-    margin: float  # verified: the smallest proof margin of any leaf; else the worst open lower bound
-    counterexample: torch.Tensor | None  # [in]
-    boxes: int  # boxes bounded
+class Search(Result):
+    """What a branch-and-bound search found: ``status`` (verified | falsified | unknown), ``margin``
+    (verified: the smallest proof margin of any leaf; else the worst open lower bound), a confirmed
+    ``counterexample`` [in] when falsified, the ``boxes`` bounded and the ``seconds`` spent."""
+
+    status: str
+    margin: float
+    counterexample: torch.Tensor | None
+    boxes: int
     seconds: float
+    title: ClassVar[str] = "Branch and bound"
+
+    def summary(self) -> str:
+        found = "; counterexample confirmed by the network" if self.counterexample is not None else ""
+        return (f"branch and bound on {self.provenance.model}: {self.status.upper()} after {self.boxes} boxes in "
+                f"{self.seconds:.3f} s (margin {self.margin:+.4g}){found}")
+
+    def evidence(self) -> dict:
+        margin = self.margin if abs(self.margin) < float("inf") else None  # JSON has no inf
+        return {"status": self.status, "margin": margin, "boxes": self.boxes}
 
 
 def _stack(disjuncts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -59,6 +75,8 @@ def branch_and_bound(net: Network, lower: torch.Tensor, upper: torch.Tensor,
                      batch: int = 256, max_open: int = 2_000_000) -> Search:
     """Search the box [lower, upper] (see the module docstring)."""
     t0 = time.perf_counter()
+    prov = Provenance(model=net.name, fingerprint=net.fingerprint(), dataset="input box",
+                      params={"disjuncts": len(disjuncts), "timeout": timeout, "batch": batch, "max_open": max_open})
     A, b, group = _stack(disjuncts)
     n_groups = int(group.max()) + 1
     L, U = lower.double().reshape(1, -1), upper.double().reshape(1, -1)
@@ -68,7 +86,7 @@ def branch_and_bound(net: Network, lower: torch.Tensor, upper: torch.Tensor,
         if timeout is not None and time.perf_counter() - t0 > timeout or L.shape[0] > max_open:
             lb, _ = crown_lower(net, L[-batch:], U[-batch:], A)
             open_margin = _margin(lb - b, group, n_groups).min()
-            return Search("unknown", float(open_margin), None, bounded, time.perf_counter() - t0)
+            return Search(prov, "unknown", float(open_margin), None, bounded, time.perf_counter() - t0)
         Lb, Ub, L, U = L[-batch:], U[-batch:], L[:-batch], U[:-batch]
         lb, coef = crown_lower(net, Lb, Ub, A)  # [B, m], [B, m, in]
         bounded += Lb.shape[0]
@@ -82,7 +100,7 @@ def branch_and_bound(net: Network, lower: torch.Tensor, upper: torch.Tensor,
         if hit.any():
             x = points[hit.nonzero()[0, 0]]
             at_x = float(_margin(net(x[None]) @ A.T - b, group, n_groups)[0])  # ≤ 0: how far it violates
-            return Search("falsified", at_x, x, bounded, time.perf_counter() - t0)
+            return Search(prov, "falsified", at_x, x, bounded, time.perf_counter() - t0)
         done = margin > 0
         if done.any():
             proved = min(proved, float(margin[done].min()))
@@ -97,7 +115,7 @@ def branch_and_bound(net: Network, lower: torch.Tensor, upper: torch.Tensor,
         left_U[rows, dim] = mid
         right_L[rows, dim] = mid
         L, U = torch.cat([L, Lb, right_L]), torch.cat([U, left_U, Ub])
-    return Search("verified", proved, None, bounded, time.perf_counter() - t0)
+    return Search(prov, "verified", proved, None, bounded, time.perf_counter() - t0)
 
 
 def _margin(slack: torch.Tensor, group: torch.Tensor, n_groups: int) -> torch.Tensor:
