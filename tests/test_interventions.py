@@ -253,3 +253,18 @@ def test_two_threads_on_one_model_equal_sequential_calls(llama):
         t.join()
     assert not errors and not wrong, (errors, wrong)
     assert_no_hooks(llama)
+
+
+def test_any_module_is_a_site_by_its_path(llama):
+    """The engine's module sites (``<path>.output`` / ``.input``), beside the canonical names an
+    adapter resolves: they hold the same tensors, and interventions apply there too."""
+    prompts = ["The cat sat on the mat", "Paris is"]
+    down = "model.layers.1.mlp.down_proj"
+    run = llama.run(prompts, cache=[f"{down}.output", f"{down}.input", "blocks.1.mlp.out", "blocks.1.mlp.post"])
+    assert torch.equal(run.cache[f"{down}.output"], run.cache["blocks.1.mlp.out"])
+    assert torch.equal(run.cache[f"{down}.input"], run.cache["blocks.1.mlp.post"])
+    a = llama.run(prompts, interventions=[ms.Ablate(f"{down}.output")])
+    b = llama.run(prompts, interventions=[ms.Ablate("blocks.1.mlp.out")])
+    assert torch.equal(a.logits, b.logits)
+    with pytest.raises(ms.SiteError, match="unknown site 'model.layers.1.mlp.nope.output'"):
+        llama.run(prompts, cache="model.layers.1.mlp.nope.output")

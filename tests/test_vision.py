@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from mechscope import Ablate, Add, Patch, Replace
+from mechscope import Ablate, Add, Patch, ProjectOut, Replace
 from mechscope.interventions import InterventionError
 from mechscope.vision import ImageModel, VisionSiteError, efficientnet_lite0, grad_cam, photo, prepare
 
@@ -88,8 +88,19 @@ def test_interventions_on_channels(cnn, effnet):
     assert torch.equal(same.logits, base.logits)
     with pytest.raises(InterventionError, match="heads= does not apply to image sites"):
         cnn.run(image, interventions=[Ablate("2", heads=[0])])
-    with pytest.raises(InterventionError, match="resample"):
-        cnn.run(image, interventions=[Ablate("2", how="resample")])
+    # the language models' engine applies every intervention to channels (viewed channels-last):
+    # resampling gives each image another image's channel, a projection acts across channels
+    resampled = cnn.run(image, cache="2", interventions=[Ablate("2:1", how="resample")]).cache["2"]
+    for i in range(3):
+        assert any(torch.equal(resampled[i, 1], base.cache["2"][j, 1]) for j in range(3) if j != i)
+        assert torch.equal(resampled[i, 0], base.cache["2"][i, 0])
+    d = torch.randn(6, generator=g)
+    projected = cnn.run(image, cache="2", interventions=[ProjectOut("2", direction=d)]).cache["2"]
+    assert (projected.movedim(1, -1) @ (d / d.norm())).abs().max() < 1e-5
+    one = cnn.run(image, cache="2", interventions=[Patch("2:1", source=src)]).cache["2"]
+    assert torch.equal(one[:, 1], src.cache["2"][:, 1]) and torch.equal(one[:, 0], base.cache["2"][:, 0])
+    with pytest.raises(InterventionError, match="positions= does not apply to image sites"):
+        cnn.run(image, interventions=[Ablate("2", positions=[0])])
     # on EfficientNet: patching the last block's output carries another image's prediction over
     cat, coffee = prepare(photo("chelsea"), 224), prepare(photo("coffee"), 224)
     src = effnet.run(coffee, cache="_blocks.15")

@@ -32,7 +32,10 @@ class Selection:
     """Row/head/position selection of one site tensor, as gather (``get``) and scatter (``put``).
 
     Works on a canonical view ``[batch, pos, (head,) ...]``: pattern-layout tensors
-    ``[batch, head, q, k]`` are transposed to ``[batch, q, head, k]`` and back.
+    ``[batch, head, q, k]`` are transposed to ``[batch, q, head, k]`` and back. Channel-layout
+    tensors (an image model's ``[batch, channel, h, w]``) are viewed channels-last,
+    ``[batch, h, w, channel]``, and ``heads`` selects channels: so a vector or direction over the
+    channels adds, projects and averages as one over a residual's features does.
     """
 
     def __init__(
@@ -46,6 +49,15 @@ class Selection:
     ):
         self.site, self.shape, self.heads, self.positions, self.rows = site, shape, heads, positions, rows
         self.transposed = site.layout == "pattern"
+        self.channels_last = site.layout == "channel" and len(shape) > 2
+        if site.layout == "channel":
+            if positions is not None:
+                raise InterventionError(f"positions={list(positions)} given for {site.name}, an image model's module: "
+                                        "positions do not apply; select channels in the site name (e.g. '_blocks.4:17')")
+            self.row_idx = _checked_index(rows, shape[0], "row", site.name, "rows in the batch") if rows is not None else None
+            self.head_idx = _checked_index(heads, shape[1], "channel", site.name, "channels") if heads is not None else None
+            self.pos_idx = None
+            return
         canon = (shape[0], shape[2], shape[1], *shape[3:]) if self.transposed else tuple(shape)
         batch, n_pos = canon[0], canon[1]
         self.row_idx = _checked_index(rows, batch, "row", site.name, "rows in the batch") if rows is not None else None
@@ -68,6 +80,22 @@ class Selection:
         return Selection(self.site, self.shape, self.heads, self.positions, mask, self.rows)
 
     def _canon(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            return x.movedim(1, -1)
+        return x.transpose(1, 2) if self.transposed else x
+
+    def natural(self, selected: torch.Tensor) -> torch.Tensor:
+        """A selected slice in the layout an image module gives ([rows, channels, ...]); other
+        layouts are returned as they are."""
+        return selected.movedim(-1, 1) if self.channels_last else selected
+
+    def canonical(self, selected: torch.Tensor) -> torch.Tensor:
+        """The inverse of ``natural``."""
+        return selected.movedim(1, -1) if self.channels_last else selected
+
+    def _uncanon(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            return x.movedim(-1, 1)
         return x.transpose(1, 2) if self.transposed else x
 
     def _index(self, xc: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -82,8 +110,13 @@ class Selection:
         return rows[:, None, None], pos[:, :, None], self.head_idx.to(dev)[None, None, :]
 
     def get(self, x: torch.Tensor) -> torch.Tensor:
-        """Selected slice: [rows, positions, (heads,) ...] in canonical order."""
+        """Selected slice: [rows, positions, (heads,) ...] in canonical order (channel layout:
+        [rows, ..., channels])."""
         xc = self._canon(x)
+        if self.site.layout == "channel":
+            if self.row_idx is not None:
+                xc = xc[self.row_idx.to(xc.device)]
+            return xc[..., self.head_idx.to(xc.device)] if self.head_idx is not None else xc
         return xc[self._index(xc)] if self.selects else xc
 
     def put(self, x: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
@@ -92,10 +125,19 @@ class Selection:
         new = new.to(x.dtype)
         if not self.selects:
             out = new if new.shape == xc.shape else torch.broadcast_to(new, xc.shape).contiguous()
+        elif self.site.layout == "channel":
+            rows = self.row_idx.to(xc.device) if self.row_idx is not None else None
+            part = xc[rows] if rows is not None else xc
+            if self.head_idx is not None:
+                ch = self.head_idx.to(xc.device)
+                part = part.index_copy(-1, ch, new.expand(part[..., ch].shape).contiguous())
+            else:
+                part = new.expand(part.shape).contiguous()
+            out = xc.index_copy(0, rows, part) if rows is not None else part
         else:
             index = self._index(xc)
             out = xc.index_put(index, new.expand(xc[index].shape))
-        return out.transpose(1, 2) if self.transposed else out
+        return self._uncanon(out)
 
 
 def _checked_index(values: Sequence[int], size: int, what: str, site_name: str, plural: str) -> torch.Tensor:
@@ -291,18 +333,21 @@ class ProjectOut(Intervention):
 
 @dataclass(eq=False)
 class Replace(Intervention):
-    """Replace the selected slice by ``fn(selected)``, which must keep its shape."""
+    """Replace the selected slice by ``fn(selected)``, which must keep its shape. ``fn`` sees the
+    slice in canonical order; on an image model's module, as the module gives it ([rows,
+    channels, ...])."""
 
     fn: Callable[[torch.Tensor], torch.Tensor] = None
 
     def edit(self, selected: torch.Tensor, e: Edit) -> torch.Tensor:
-        new = self.fn(selected)
-        if not isinstance(new, torch.Tensor) or new.shape != selected.shape:
+        given = e.sel.natural(selected)
+        new = self.fn(given)
+        if not isinstance(new, torch.Tensor) or new.shape != given.shape:
             got = tuple(new.shape) if isinstance(new, torch.Tensor) else type(new).__name__
             raise InterventionError(
-                f"Replace at {e.sel.site.name}: fn returned {got}, expected shape {tuple(selected.shape)}"
+                f"Replace at {e.sel.site.name}: fn returned {got}, expected shape {tuple(given.shape)}"
             )
-        return new
+        return e.sel.canonical(new)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -319,7 +364,10 @@ def _floating(iv: Intervention, t: torch.Tensor, what: str) -> torch.Tensor:
 
 
 def site_mean(x: torch.Tensor, mask: torch.Tensor | None, site: Site, over: str) -> torch.Tensor:
-    """Mean activation: over real tokens ([d] / [head, d]) or over rows ([1, ...])."""
+    """Mean activation: over real tokens ([d] / [head, d]) or over rows ([1, ...]); for an image
+    model's module, per channel over the batch and every spatial place ([1, C, 1, 1])."""
+    if site.layout == "channel":
+        return x.mean([0, *range(2, x.dim())], keepdim=True) if over == "tokens" else x.mean(0, keepdim=True)
     if over == "batch":
         return x.mean(0, keepdim=True)
     if site.layout == "pattern":
@@ -348,7 +396,7 @@ def check_aligned(iv: Intervention, e: Edit, src: torch.Tensor, src_mask: torch.
             f"{name}: source shape {tuple(src.shape)} does not match the run's {tuple(e.x.shape)}; "
             "prompts of different lengths need positions=[...] (counted from the right, e.g. [-1])"
         )
-    canon = (lambda t: t.transpose(1, 2)) if e.sel.transposed else (lambda t: t)
+    canon = e.sel._canon
     if canon(src).shape[2:] != canon(e.x).shape[2:]:
         raise InterventionError(f"{name}: source shape {tuple(src.shape)} does not match the run's {tuple(e.x.shape)}")
     if iv.positions is None and src_mask is not None and e.mask is not None:

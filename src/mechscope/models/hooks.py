@@ -24,7 +24,7 @@ from torch import nn
 
 from ..interventions import Edit, Intervention, Selection, position_index
 from .attention import use_mechscope_attention
-from .sites import Site
+from .sites import Site, SiteError
 
 if TYPE_CHECKING:
     from .model import Model
@@ -65,12 +65,21 @@ class HookState:
     cache_device: torch.device | str | None = None
     cache_dtype: torch.dtype | None = None
     cache_positions: Sequence[int] | None = None
+    keep_graph: bool = False  # cache tensors keep their graph (inputs that require grad: feature visualization)
 
     def process(self, site: Site, x: torch.Tensor) -> torch.Tensor:
         """Apply interventions, then record the value the model actually uses."""
+        if not isinstance(x, torch.Tensor):
+            raise SiteError(f"{site.module or site.name} does not output a tensor ({type(x).__name__})")
+        if site.channels is not None:
+            n = x.shape[1] if x.dim() > 1 else 0
+            bad = [c for c in site.channels if not 0 <= c < n]
+            if bad:
+                raise SiteError(f"{site.module} has {n} channels; channel {bad[0]} is out of range")
         action = self.actions[site.name]
         for iv, data in action.interventions:
-            sel = Selection(site, x.shape, iv.heads, iv.positions, self.mask, iv.rows)
+            heads = site.channels if site.layout == "channel" else iv.heads  # an image site selects channels
+            sel = Selection(site, x.shape, heads, iv.positions, self.mask, iv.rows)
             x = sel.put(x, iv.edit(sel.get(x), Edit(x, sel, self.mask, data)))
         if action.grad:
             if not x.requires_grad:
@@ -81,7 +90,9 @@ class HookState:
         return x
 
     def _stored(self, site: Site, x: torch.Tensor) -> torch.Tensor:
-        value = x.detach()
+        value = x if self.keep_graph else x.detach()
+        if site.channels is not None:
+            value = value[:, list(site.channels)]
         if self.cache_positions is not None:
             canon = value.transpose(1, 2) if site.layout == "pattern" else value
             idx = position_index(self.cache_positions, self.mask, canon.shape[0], canon.shape[1], site.name)
@@ -113,7 +124,8 @@ def _with_output(out: Any, x: torch.Tensor) -> Any:
 @contextmanager
 def hooked(model: "Model", state: HookState) -> Iterator[None]:
     """Install the hooks ``state`` needs on ``model``; all are removed on exit."""
-    hf, adapter, cfg = model.hf, model.adapter, model.cfg
+    hf = model.module
+    adapter, cfg = getattr(model, "adapter", None), model.cfg  # an image model has no adapter: module sites only
     handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def module(path: str) -> nn.Module:
@@ -142,6 +154,22 @@ def hooked(model: "Model", state: HookState) -> Iterator[None]:
 
         handles.append(mod.register_forward_pre_hook(hook, with_kwargs=True))
 
+    def once(mod: nn.Module, site: Site) -> None:
+        """A module that runs twice per forward (a shared activation) has no single value to name."""
+        calls = [0]
+
+        def count(_m, _args):
+            calls[0] += 1
+            if calls[0] > 1:
+                raise SiteError(f"{site.module} runs more than once per forward (a shared module, like EfficientNet's "
+                                "_swish); its output is not one site: pick a module that runs once")
+
+        def reset(_m, _args, _kwargs):
+            calls[0] = 0
+
+        handles.append(mod.register_forward_pre_hook(count, prepend=True))
+        handles.append(hf.register_forward_pre_hook(reset, with_kwargs=True))
+
     def track_mask(_m, _args, kwargs):
         mask = kwargs.get("attention_mask")
         state.mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
@@ -152,10 +180,15 @@ def hooked(model: "Model", state: HookState) -> Iterator[None]:
     lock.acquire()
     try:
         handles.append(hf.register_forward_pre_hook(track_mask, with_kwargs=True))
-        for name, action in sorted(state.actions.items(), key=lambda kv: kv[1].site.order):
+        # forward order; at one point (several channel selections of one module) edits before the
+        # records, so a cache or gradient sees every edit made there
+        for name, action in sorted(state.actions.items(), key=lambda kv: (kv[1].site.order, not kv[1].interventions)):
             site = action.site
             kind = site.kind
-            if kind == "embed":
+            if kind == "module":
+                (on_output if site.io == "output" else on_input)(module(site.module), site)
+                once(module(site.module), site)
+            elif kind == "embed":
                 on_output(module(adapter.embed), site)
             elif kind == "final_norm":
                 on_output(module(adapter.final_norm), site)

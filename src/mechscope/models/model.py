@@ -5,8 +5,6 @@ Wraps, never re-implements: with no intervention a run returns the HF model's ow
 
 from __future__ import annotations
 
-import hashlib
-import json
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
@@ -15,11 +13,13 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from ..interventions import Ablate, Intervention, InterventionError, Patch, site_mean, source_of
+from ..fingerprint import fingerprint_of  # noqa: F401 - re-exported: its former home
+from ..interventions import Ablate, Intervention, InterventionError, Patch, source_of
 from ..run import Cache, Run
 from .adapters import Adapter, adapter_for, is_parallel
-from .hooks import HookState, SiteAction, hooked, tiled
-from .sites import Site, all_sites, expand, parse
+from .engine import Engine
+from .hooks import HookState, hooked, tiled
+from .sites import Site, all_sites, expand, module_site, parse
 
 Inputs = str | Sequence[str] | torch.Tensor | Sequence[Sequence[int]]
 Metric = Callable[[Run], torch.Tensor]
@@ -72,30 +72,8 @@ def _model_config(hf: nn.Module, adapter: Adapter) -> ModelConfig:
     )
 
 
-_VOLATILE_CONFIG_KEYS = {
-    "transformers_version", "quantization_config", "architectures", "dtype", "torch_dtype",
-    "use_cache", "output_attentions", "output_hidden_states", "return_dict",
-}
-
-
-def fingerprint_of(module: nn.Module, config: dict[str, Any]) -> str:
-    """blake2b of ``config`` (volatile and private keys dropped) and every distinct weight of
-    ``module``, in name order: equal for equal models, whatever process built them."""
-    h = hashlib.blake2b(digest_size=16)
-    config = {k: v for k, v in config.items() if not k.startswith("_") and k not in _VOLATILE_CONFIG_KEYS}
-    h.update(json.dumps(config, sort_keys=True, default=str).encode())
-    seen: set[int] = set()
-    for name, tensor in sorted(module.state_dict().items()):
-        if tensor.data_ptr() in seen and tensor.numel():
-            continue
-        seen.add(tensor.data_ptr())
-        h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-class Model:
-    """A causal LM with canonical sites.
+class Model(Engine):
+    """A causal LM with canonical sites (and every submodule's ``<path>.output`` / ``.input``).
 
     Safe to share between threads: every call that installs hooks or switches the attention
     function (``run``, ``generate``, gradients, splices, edge runs, harvests) holds the HF model's
@@ -120,6 +98,11 @@ class Model:
 
     def __repr__(self) -> str:
         return f"Model({self.name!r}, {self.cfg.summary()})"
+
+    @property
+    def module(self) -> nn.Module:
+        """The wrapped torch module (``hf``), under the name every model kind shares."""
+        return self.hf
 
     @property
     def device(self) -> torch.device:
@@ -300,42 +283,28 @@ class Model:
         logits = out.logits
         run = Run(self, ids, mask, logits, Cache(state.cache, cache_positions), Cache({}, what="kept for gradients"))
         if want_grad:
-            value = metric(run)
-            if value.dim():
-                value = value.sum()
-            names = list(state.grad_at)
-            got = torch.autograd.grad(value, [state.grad_at[n] for n in names], allow_unused=True) if names else []
-            run.grads = Cache(
-                {n: (g if g is not None else torch.zeros_like(state.grad_at[n])).detach() for n, g in zip(names, got)},
-                what="kept for gradients",
-            )
-            run.metric = value.detach()
-            run.logits = logits.detach()
+            self._gradients(run, state, metric)
         return run
 
     def _sites(self, names: str | Iterable[str] | None) -> list[Site]:
-        return [] if names is None else [parse(n) for n in expand(names, self.sites)]
+        """Canonical sites (names and globs), and any submodule's ``<path>.output`` / ``<path>.input``."""
+        if names is None:
+            return []
+        names = [names] if isinstance(names, str) else list(names)
+        out, canonical = [], []
+        for name in names:
+            site = module_site(name, self._module_names) if isinstance(name, str) and not any(c in name for c in "*?[") else None
+            if site is not None:
+                out.append(site)
+            else:
+                canonical.append(name)
+        return out + ([parse(n) for n in expand(canonical, self.sites)] if canonical else [])
 
-    def _plan(self, cache, interventions: Sequence[Intervention], grads) -> dict[str, SiteAction]:
-        actions: dict[str, SiteAction] = {}
+    @cached_property
+    def _module_names(self) -> frozenset[str]:
+        return frozenset(n for n, _ in self.hf.named_modules() if n)
 
-        def action(site: Site) -> SiteAction:
-            return actions.setdefault(site.name, SiteAction(site))
-
-        for site in self._sites(cache):
-            action(site).cache = True
-        for site in self._sites(grads):
-            action(site).grad = True
-        for iv in interventions:
-            if not isinstance(iv, Intervention):
-                raise TypeError(f"not an intervention: {iv!r} (use ms.Ablate, ms.Patch, ms.Add, ...)")
-            sites = self._sites(iv.site)
-            source = self._source_run(iv, [s.name for s in sites])
-            for site in sites:
-                action(site).interventions.append((iv, self._bind(iv, site, source)))
-        return actions
-
-    def _source_run(self, iv: Intervention, sites: list[str]) -> Any:
+    def _source_run(self, iv: Intervention, sites: list[Site]) -> Any:
         """The run an intervention reads from; prompts are run here, caching the sites it needs."""
         if not iv.needs_source():
             return None
@@ -344,23 +313,7 @@ class Model:
             return source
         if source is None:
             raise InterventionError(f"{type(iv).__name__} at {iv.site} needs a source run or prompts")
-        return self.run(source, cache=sites)
-
-    def _bind(self, iv: Intervention, site: Site, source: Any) -> Any:
-        """Per-site data for ``iv``: a reference mean, or (source tensor, source mask)."""
-        if source is None:
-            return None
-        if isinstance(source, torch.Tensor):
-            return source, None
-        if source.cache.positions is not None:
-            raise InterventionError(
-                f"{type(iv).__name__} at {site.name}: the source run cached only positions "
-                f"{source.cache.positions}; run it without cache_positions"
-            )
-        tensor = source.cache[site.name]
-        if isinstance(iv, Ablate) and iv.how == "mean":
-            return site_mean(tensor, source.mask, site, iv.over)
-        return tensor, source.mask
+        return self.run(source, cache=[s.name for s in sites])
 
     # ------------------------------------------------------------------------------------------
     # Generation

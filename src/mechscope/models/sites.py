@@ -34,7 +34,8 @@ ATTN_INTERNAL = frozenset({"attn.q", "attn.k", "attn.v", "attn.scores", "attn.pa
 #   "resid":   [batch, pos, d]              positions on dim 1, no heads
 #   "head":    [batch, pos, head, d_head]   positions on dim 1, heads on dim 2
 #   "pattern": [batch, head, q_pos, k_pos]  positions (queries) on dim 2, heads on dim 1
-Layout = Literal["resid", "head", "pattern"]
+#   "channel": [batch, channel, ...]         an image model's module: channels on dim 1, selected by index
+Layout = Literal["resid", "head", "pattern", "channel"]
 _LAYOUT: dict[str, Layout] = {
     "attn.q": "head",
     "attn.k": "head",
@@ -54,15 +55,24 @@ class SiteError(KeyError):
 
 @dataclass(frozen=True)
 class Site:
-    """One parsed site name. ``layer`` is None for ``embed``, ``final_norm`` and ``logits``."""
+    """One parsed site name. ``layer`` is None for ``embed``, ``final_norm`` and ``logits``.
+
+    A *module site* (kind ``"module"``) is any submodule's output or input, named by its module
+    path (``model.layers.3.mlp.down_proj.output``; an image model's ``_blocks.4`` is its output):
+    ``module`` is the path, ``io`` "output" or "input" (the first positional input), ``channels``
+    the channels an image site selects (``_blocks.4:17``), ``module_layout`` its tensor layout."""
 
     name: str
     layer: int | None
-    kind: str  # "embed", "final_norm", "logits", or a BLOCK_SITES entry
+    kind: str  # "embed", "final_norm", "logits", a BLOCK_SITES entry, or "module"
+    module: str | None = None
+    io: Literal["output", "input"] = "output"
+    channels: tuple[int, ...] | None = None
+    module_layout: Layout | None = None
 
     @property
     def layout(self) -> Layout:
-        return _LAYOUT.get(self.kind, "resid")
+        return self.module_layout or _LAYOUT.get(self.kind, "resid")
 
     @property
     def is_attn_internal(self) -> bool:
@@ -74,6 +84,8 @@ class Site:
         """Sort key: the order in which a forward pass produces the site."""
         if self.kind == "embed":
             return (-1, 0)
+        if self.kind == "module":
+            return (-1, 1)  # hooks on a module run in the order the forward reaches it
         if self.layer is None:
             return (1 << 30, 0 if self.kind == "final_norm" else 1)
         return (self.layer, BLOCK_SITES.index(self.kind))
@@ -87,6 +99,20 @@ def parse(name: str) -> Site:
     if len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit() and parts[2] in BLOCK_SITES:
         return Site(name, int(parts[1]), parts[2])
     raise ValueError(f"malformed site name {name!r}")
+
+
+def module_site(name: str, modules: Iterable[str], layout: Layout = "resid",
+                default_io: Literal["output", "input"] | None = None) -> Site | None:
+    """The module site ``name`` names among ``modules`` (module paths), or None: ``path.output`` /
+    ``path.input``, or — with ``default_io`` — a bare module path. A module literally called
+    ``output`` (as in BERT) is its own output site."""
+    modules = modules if isinstance(modules, (set, dict, frozenset)) else set(modules)
+    if default_io is not None and name in modules:
+        return Site(name, None, "module", module=name, io=default_io, module_layout=layout)
+    path, _, io = name.rpartition(".")
+    if io in ("output", "input") and path in modules:
+        return Site(name, None, "module", module=path, io=io, module_layout=layout)
+    return None
 
 
 def all_sites(n_layers: int, exclude: Iterable[str] = ()) -> list[str]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..models.model import fingerprint_of
+from ..fingerprint import fingerprint_of
 
 
 @dataclass
@@ -23,10 +23,7 @@ class ToyModel:
 
     @cached_property
     def fingerprint(self) -> str:
-        module = torch.nn.Module()
-        for key, value in self.tensors.items():
-            module.register_buffer(key, value.detach().contiguous())
-        return fingerprint_of(module, self.params)
+        return fingerprint_of(self.tensors, self.params)
 
     @property
     def cfg(self) -> dict[str, Any]:

@@ -18,7 +18,6 @@ All arithmetic is float64.
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import operator
 from dataclasses import dataclass, field
@@ -26,6 +25,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.fx
 from torch import nn
+
+from ..fingerprint import fingerprint_of
 
 SUPPORTED = ("Linear, Conv1d/Conv2d, Flatten/Unflatten, reshape/view, BatchNorm (eval), AvgPool, Dropout (eval), "
              "Identity, ReLU, LeakyReLU, Sigmoid, Tanh, and +, −, × or ÷ by constants or between branches")
@@ -133,17 +134,11 @@ class Network:
         return Network(self.nodes[: node + 1], self.input_shape, f"{self.name}[:{node}]")
 
     def fingerprint(self) -> str:
-        """blake2b of the graph and its weights: equal for equal networks, however they were loaded."""
-        h = hashlib.blake2b(digest_size=16)
-        h.update(repr(self.input_shape).encode())
-        for node in self.nodes:
-            op = node.op
-            h.update(f"{type(op).__name__}{node.inputs}{node.size}".encode())
-            if isinstance(op, Affine):
-                h.update(op.W.contiguous().numpy().tobytes() + op.b.contiguous().numpy().tobytes())
-            elif op is not None:
-                h.update(repr(op).encode())
-        return h.hexdigest()
+        """``fingerprint_of`` the graph and its weights: equal for equal networks, however they were loaded."""
+        graph = [f"{type(n.op).__name__}{n.inputs}{n.size}" + ("" if isinstance(n.op, Affine) or n.op is None else repr(n.op))
+                 for n in self.nodes]
+        weights = {f"{i}.{k}": getattr(n.op, k) for i, n in enumerate(self.nodes) if isinstance(n.op, Affine) for k in "Wb"}
+        return fingerprint_of(weights, {"input_shape": list(self.input_shape), "graph": graph})
 
     def describe(self) -> str:
         names = {Affine: "affine", Activation: "act", Sum: "sum"}

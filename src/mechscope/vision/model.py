@@ -5,30 +5,36 @@ A site is a module's dotted name as PyTorch names it (``_blocks.4``, ``_blocks.4
 ``_conv_head:0-15`` (channels are dim 1 of the output: [batch, channels, (h, w)]). Globs
 (``_blocks.*``) match module names.
 
-``model.run(images, cache=..., interventions=..., grads=..., metric=...)`` works as for language
-models (images that require grad keep the graph through logits and cache, for optimising inputs): the same ``Ablate`` (zero, or the mean over batch and space per channel), ``Patch`` (from
-another ``ImageRun`` or images), ``Add`` (a vector over the selected channels) and ``Replace``
-apply at sites, selected channels only; ``heads``/``positions``/``rows`` do not apply to images.
+``model.run(images, cache=..., interventions=..., grads=..., metric=...)`` is the language
+models' engine (``models.engine``: the same planning, hooks, ``Selection``, ``Cache`` and
+gradients; images that require grad keep the graph through logits and cache, for optimising
+inputs). A site is a module path (its output; ``path.output`` / ``path.input`` also work) in the
+"channel" layout, viewed channels-last, so every intervention applies to the selected channels as
+to a residual's features: ``Ablate`` (zero; mean over batch and space per channel; resample
+another image's), ``Patch`` (from another ``ImageRun`` caching the module, or images),
+``Add`` (a vector over the selected channels), ``ProjectOut`` (a direction over them) and
+``Replace``. Channels are chosen in the site name; ``heads``/``positions`` do not apply.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
-from ..interventions import Ablate, Add, Intervention, InterventionError, Patch, Replace
+from ..interventions import Intervention, InterventionError, source_of
+from ..models.engine import Engine, whole
+from ..models.hooks import HookState, hooked
+from ..fingerprint import fingerprint_of
+from ..models.sites import Site, SiteError, module_site
+from ..run import Cache
 
 
-class VisionSiteError(KeyError):
-    """A site that names no module of the image model, or channels it does not have."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
+VisionSiteError = SiteError  # a site that names no module of the image model, or channels it lacks (the engine's error)
 
 
 def parse_channels(spec: str) -> list[int]:
@@ -45,14 +51,16 @@ def parse_channels(spec: str) -> list[int]:
 @dataclass
 class ImageRun:
     """The result of ``ImageModel.run``: ``images`` [batch, 3, H, W] (model input), ``logits``
-    [batch, classes], ``cache``/``grads``: site → tensor (channel-selected sites as selected)."""
+    [batch, classes], ``cache``/``grads``: ``Cache`` of site → tensor (channel-selected sites as
+    selected)."""
 
     model: "ImageModel" = field(repr=False)
     images: torch.Tensor
     logits: torch.Tensor
-    cache: dict
-    grads: dict = field(default_factory=dict)
+    cache: Cache
+    grads: Cache = field(default_factory=lambda: Cache({}, what="kept for gradients"))
     metric: torch.Tensor | None = None
+    mask = None  # no padding: what the engine reads of a source run
 
     def top(self, k: int = 5) -> list[list[tuple[str, float]]]:
         """Top-k classes of each image, as (class name, probability)."""
@@ -61,7 +69,7 @@ class ImageRun:
         return [[(self.model.classes[int(c)], float(q)) for q, c in zip(vr, ir)] for vr, ir in zip(v, i)]
 
 
-class ImageModel:
+class ImageModel(Engine):
     """An image classifier (``module``: images [batch, C, H, W] → logits [batch, classes]) with
     its class names and input normalisation (``mean``/``std`` per colour channel, on images in
     [0, 1]; C = len(mean): 3 for colour, 1 for grey)."""
@@ -74,7 +82,6 @@ class ImageModel:
         self.mean = torch.tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
         self.modules = {n: m for n, m in module.named_modules() if n}
-        self._fingerprint: str | None = None
 
     @property
     def cfg(self) -> dict:
@@ -82,18 +89,10 @@ class ImageModel:
         return {"kind": "image classifier", "size": self.size, "classes": len(self.classes),
                 "modules": len(self.modules), "mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist()}
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
-        """A hash of the weights (provenance of every result)."""
-        if self._fingerprint is None:
-            import hashlib
-
-            h = hashlib.blake2b(digest_size=16)
-            for k, v in self.module.state_dict().items():
-                h.update(k.encode())
-                h.update(v.detach().cpu().contiguous().numpy().tobytes())
-            self._fingerprint = h.hexdigest()
-        return self._fingerprint
+        """``fingerprint_of`` the weights and ``cfg`` (provenance of every result)."""
+        return fingerprint_of(self.module, self.cfg)
 
     def __repr__(self) -> str:
         return f"ImageModel({self.name!r}: {len(self.modules)} modules, {len(self.classes)} classes, {self.size}px)"
@@ -123,19 +122,55 @@ class ImageModel:
 
     def resolve(self, spec: str | Iterable[str] | None) -> list[tuple[str, list[int] | None]]:
         """Sites (globs, ``name:channels``) → [(module name, channels or None)]."""
+        return [(s.module, list(s.channels) if s.channels is not None else None) for s in self._sites(spec)]
+
+    def _sites(self, spec: str | Iterable[str] | None) -> list[Site]:
         if spec is None:
             return []
         specs = [spec] if isinstance(spec, str) else list(spec)
         out = []
         for s in specs:
+            if not isinstance(s, str):
+                raise TypeError(f"a site name must be a string, got {s!r}")
             name, _, ch = s.partition(":")
-            names = fnmatch.filter(self.modules, name) if any(c in name for c in "*?[") else [name]
-            if not names or names[0] not in self.modules:
+            channels = tuple(parse_channels(ch)) if ch else None
+            if any(c in name for c in "*?["):
+                found = [module_site(n, self.modules, "channel", default_io="output") for n in fnmatch.filter(self.modules, name)]
+            else:
+                found = [module_site(name, self.modules, "channel", default_io="output")]
+            if not found or found[0] is None:
                 close = [n for n in self.modules if n.count(".") <= 1][:8]
                 raise VisionSiteError(f"no module {name!r} in {self.name}; modules are named like "
                                       f"{', '.join(close)}, ... (model.sites lists all {len(self.modules)})")
-            out += [(n, parse_channels(ch) if ch else None) for n in names]
+            for site in found:
+                if channels is not None:
+                    site = replace(site, name=f"{site.name}:{','.join(map(str, channels))}", channels=channels)
+                out.append(site)
         return out
+
+    def _check_intervention(self, iv: Intervention) -> None:
+        super()._check_intervention(iv)
+        for field_name in ("heads", "positions"):
+            if getattr(iv, field_name) is not None:
+                raise InterventionError(f"{type(iv).__name__} at {iv.site}: {field_name}= does not apply to image "
+                                        "sites; select channels in the site name (e.g. '_blocks.4:17')")
+
+    def _source_run(self, iv: Intervention, sites: list[Site]) -> "ImageRun | None":
+        """The run an intervention reads from: an ``ImageRun`` that cached the modules, or images
+        [batch, C, H, W] run here."""
+        if not iv.needs_source():
+            return None
+        src = source_of(iv)
+        wanted = sorted({whole(s) for s in sites})
+        if isinstance(src, ImageRun):
+            missing = [n for n in wanted if n not in src.cache]
+            if missing:
+                raise InterventionError(f"{type(iv).__name__} at {missing[0]}: the source run did not cache {missing[0]}")
+            return src
+        if isinstance(src, torch.Tensor) and src.dim() == 4:
+            return self.run(src, cache=wanted)
+        raise InterventionError(f"{type(iv).__name__} at {iv.site}: the source must be an ImageRun caching the site, "
+                                "or images [batch, 3, H, W]")
 
     def run(self, images: torch.Tensor, *, cache: str | Iterable[str] | None = None,
             interventions: Sequence[Intervention] = (), grads: str | Iterable[str] | None = None,
@@ -149,129 +184,15 @@ class ImageModel:
             raise ValueError("images contain NaN or infinite values")
         if grads is not None and metric is None:
             raise ValueError("grads=[...] needs metric=fn(run) -> scalar to differentiate")
-        plan: dict[str, list] = {}
-        for name, ch in self.resolve(cache):
-            plan.setdefault(name, []).append(("cache", ch, None))
-        for name, ch in self.resolve(grads):
-            plan.setdefault(name, []).append(("grad", ch, None))
-        for iv in interventions:
-            if not isinstance(iv, Intervention):
-                raise TypeError(f"not an intervention: {iv!r} (use ms.Ablate, ms.Patch, ms.Add, ms.Replace)")
-            for field_name in ("heads", "positions", "rows"):
-                if getattr(iv, field_name) is not None:
-                    raise InterventionError(f"{type(iv).__name__} at {iv.site}: {field_name}= does not apply to image "
-                                            "sites; select channels in the site name (e.g. '_blocks.4:17')")
-            for name, ch in self.resolve(iv.site):
-                plan.setdefault(name, []).append(("edit", ch, (iv, self._source(iv, name))))
-        cache_out: dict[str, torch.Tensor] = {}
-        kept: dict[str, torch.Tensor] = {}
-        x = self.normalise(images if images.dtype == torch.float32 else images.float())
         # gradients flow when a metric asks for them, or when the images themselves require grad
         # (feature visualization: then logits and cache keep their graph)
-        with torch.set_grad_enabled(metric is not None or images.requires_grad), self._hooks(plan, cache_out, kept):
+        keep_graph = metric is not None or images.requires_grad
+        state = HookState(self._plan(cache, interventions, grads), keep_graph=keep_graph)
+        x = self.normalise(images if images.dtype == torch.float32 else images.float())
+        with torch.set_grad_enabled(keep_graph), hooked(self, state):
             logits = self.module(x)
-        run = ImageRun(self, images, logits, cache_out)
+        run = ImageRun(self, images, logits, Cache(state.cache))
         if metric is not None:
-            value = metric(run)
-            value = value.sum() if value.dim() else value
-            names = list(kept)
-            gs = torch.autograd.grad(value, [kept[n] for n in names], allow_unused=True) if names else []
-            run.grads = {n: (g if g is not None else torch.zeros_like(kept[n])).detach() for n, g in zip(names, gs)}
-            run.metric = value.detach()
-            run.logits = run.logits.detach()
-            run.cache = {k: v.detach() for k, v in cache_out.items()}
+            self._gradients(run, state, metric)
+            run.cache = Cache({k: v.detach() for k, v in state.cache.items()})
         return run
-
-    def _source(self, iv: Intervention, name: str):
-        if isinstance(iv, Patch) or (isinstance(iv, Ablate) and iv.how == "mean" and iv.reference is not None):
-            src = iv.source if isinstance(iv, Patch) else iv.reference
-            if isinstance(src, ImageRun):
-                if name not in src.cache:
-                    raise InterventionError(f"{type(iv).__name__} at {name}: the source run did not cache {name}")
-                return src.cache[name]
-            if isinstance(src, torch.Tensor) and src.dim() == 4:
-                return self.run(src, cache=name).cache[name]
-            raise InterventionError(f"{type(iv).__name__} at {name}: the source must be an ImageRun caching the site, "
-                                    "or images [batch, 3, H, W]")
-        if isinstance(iv, Ablate) and iv.how == "resample":
-            raise InterventionError("Ablate how='resample' is for token models; use 'zero' or 'mean' on images")
-        return None
-
-    @contextmanager
-    def _hooks(self, plan: dict, cache_out: dict, kept: dict):
-        from ..models.hooks import model_lock
-
-        handles = []
-        with model_lock(self.module):
-            try:
-                for name, actions in plan.items():
-                    handles.append(self.modules[name].register_forward_hook(self._hook(name, actions, cache_out, kept)))
-                yield
-            finally:
-                for h in handles:
-                    h.remove()
-
-    @staticmethod
-    def _hook(name: str, actions: list, cache_out: dict, kept: dict):
-        calls = [0]
-
-        def hook(module, inputs, y):
-            calls[0] += 1
-            if calls[0] > 1:
-                raise VisionSiteError(f"{name} runs more than once per forward (a shared module, like EfficientNet's "
-                                      "_swish); its output is not one site: pick a module that runs once")
-            if not isinstance(y, torch.Tensor):
-                raise VisionSiteError(f"{name} does not output a tensor ({type(y).__name__})")
-            for kind, ch, payload in actions:
-                if ch is not None and (y.dim() < 2 or max(ch) >= y.shape[1]):
-                    raise VisionSiteError(f"{name} has {y.shape[1] if y.dim() > 1 else 0} channels; "
-                                          f"channel {max(ch)} is out of range")
-                if kind == "edit":
-                    y = _edit(y, ch, *payload, name)
-            if any(kind == "grad" for kind, _, _ in actions):
-                if not y.requires_grad:
-                    y = y.detach().requires_grad_()
-                kept[name] = y
-            for kind, ch, _ in actions:
-                if kind in ("cache", "grad") and name not in cache_out:
-                    cache_out[name] = y if kind == "grad" or torch.is_grad_enabled() else y.detach()
-            for kind, ch, _ in actions:
-                if kind == "cache" and ch is not None:
-                    cache_out[f"{name}:{','.join(map(str, ch))}"] = y[:, ch]
-            return y
-        return hook
-
-
-def _edit(y: torch.Tensor, ch: list[int] | None, iv: Intervention, source, name: str) -> torch.Tensor:
-    idx = slice(None) if ch is None else torch.tensor(ch, device=y.device)
-    sel = y[:, idx]
-    if isinstance(iv, Ablate):
-        if iv.how == "zero":
-            new = torch.zeros_like(sel)
-        else:
-            ref = source if source is not None else y
-            dims = [0] + list(range(2, ref.dim()))
-            mean = ref[:, idx].mean(dims, keepdim=True)
-            new = mean.expand_as(sel).to(sel)
-    elif isinstance(iv, Patch):
-        src = source[:, idx]
-        if src.shape[0] == 1:
-            src = src.expand_as(sel)
-        if src.shape != sel.shape:
-            raise InterventionError(f"Patch at {name}: source {tuple(src.shape)} vs run {tuple(sel.shape)}")
-        new = src.to(sel)
-    elif isinstance(iv, Add):
-        v = iv.vector.to(sel)
-        v = v.reshape(1, -1, *([1] * (sel.dim() - 2))) if v.dim() == 1 and sel.dim() > 2 else v
-        new = sel + iv.coef * v
-    elif isinstance(iv, Replace):
-        new = iv.fn(sel)
-        if not isinstance(new, torch.Tensor) or new.shape != sel.shape:
-            raise InterventionError(f"Replace at {name}: fn returned a different shape than {tuple(sel.shape)}")
-    else:
-        raise InterventionError(f"{type(iv).__name__} is not supported on image models")
-    if ch is None:
-        return new
-    out = y.clone()
-    out[:, idx] = new
-    return out
