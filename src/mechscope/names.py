@@ -19,6 +19,7 @@ component's output. A name that parses as nothing gets an error showing the spel
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -43,18 +44,12 @@ class Component:
     @property
     def label(self) -> str:
         """The spelling in results and summaries (``L3H2``, ``MLP3``, ``L3 N17``)."""
-        l, i = self.layer, self.index
-        return {"embed": "embed", "logits": "logits", "head": f"L{l}H{i}", "kv": f"L{l}KV{i}", "mlp": f"MLP{l}",
-                "expert": f"MLP{l}E{i}", "neuron": f"L{l} N{i}", "attn_layer": f"attn{l}",
-                "mlp_layer": f"mlp{l}"}[self.kind] + (f".{self.input}" if self.input else "")
+        return _LABEL[self.kind].format(l=self.layer, i=self.index) + (f".{self.input}" if self.input else "")
 
     @property
     def node(self) -> str:
         """The graph-node spelling (``a3.h2``, ``a3.h2.q``, ``m3``, ``m3.e5``)."""
-        l, i = self.layer, self.index
-        base = {"embed": "embed", "logits": "logits", "head": f"a{l}.h{i}", "kv": f"a{l}.kv{i}", "mlp": f"m{l}",
-                "expert": f"m{l}.e{i}", "neuron": f"m{l}.n{i}", "attn_layer": f"a{l}", "mlp_layer": f"m{l}"}[self.kind]
-        return base + (f".{self.input}" if self.input else "")
+        return _NODE[self.kind].format(l=self.layer, i=self.index) + (f".{self.input}" if self.input else "")
 
     @property
     def owner(self) -> "Component":
@@ -81,6 +76,12 @@ class Component:
         if self.kind == "logits":
             return "logits", {}
         raise ComponentNameError(f"{self.label} has no site of its own")
+
+
+_LABEL = {"embed": "embed", "logits": "logits", "head": "L{l}H{i}", "kv": "L{l}KV{i}", "mlp": "MLP{l}",
+          "expert": "MLP{l}E{i}", "neuron": "L{l} N{i}", "attn_layer": "attn{l}", "mlp_layer": "mlp{l}"}
+_NODE = {"embed": "embed", "logits": "logits", "head": "a{l}.h{i}", "kv": "a{l}.kv{i}", "mlp": "m{l}",
+         "expert": "m{l}.e{i}", "neuron": "m{l}.n{i}", "attn_layer": "a{l}", "mlp_layer": "m{l}"}
 
 
 def head(layer: int, h: int, input: str | None = None) -> Component:
@@ -123,6 +124,7 @@ SPELLINGS = ("heads L3H2 or a3.h2 (inputs a3.h2.q/.k/.v), key/value heads L3KV1 
              "experts MLP3E5 or m3.e5, neurons 'L3 N17' or m3.n17, layers attn3 / mlp3, embed, logits")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def parse(name: str) -> Component:
     """The component ``name`` spells (either spelling; see the module docstring)."""
     if not isinstance(name, str):

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -82,7 +83,7 @@ class EdgeScores(Result):
     title: ClassVar[str] = "Edge attribution"
 
     def graph(self) -> Graph:
-        return Graph(*self.graph_shape)
+        return _graph(tuple(self.graph_shape))
 
     @property
     def senders(self) -> list[str]:
@@ -98,9 +99,9 @@ class EdgeScores(Result):
         key = self.scores.abs() if absolute else self.scores
         key = torch.where(g.allowed, key, torch.full_like(key, -math.inf))
         order = key.flatten().argsort(descending=True)[: g.n_edges]
-        n_r = len(self.receivers)
-        return [(self.senders[i // n_r], self.receivers[i % n_r], float(self.scores.flatten()[i]))
-                for i in order.tolist()]
+        senders, receivers, flat = g.senders, g.receivers, self.scores.flatten().tolist()
+        n_r = len(receivers)
+        return [(senders[i // n_r], receivers[i % n_r], flat[i]) for i in order.tolist()]
 
     def top_mask(self, n: int, absolute: bool = False, select: str = "greedy") -> torch.Tensor:
         """[senders, receivers] mask of n edges chosen by score (signed: the edges that carry the
@@ -512,3 +513,9 @@ def discover(model: Model, task, method: str = "eap-ig", *, faithfulness: float 
     scores = eap(model, task, progress=progress) if method == "eap" else eap_ig(model, task, steps=steps,
                                                                                   progress=progress)
     return minimal_circuit(model, task, scores, target=faithfulness, ablation=ablation, progress=progress), scores
+
+
+@functools.lru_cache(maxsize=16)
+def _graph(shape: tuple) -> Graph:
+    """One ``Graph`` per shape, so its name lists and masks are built once."""
+    return Graph(*shape)

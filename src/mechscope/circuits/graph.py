@@ -115,8 +115,9 @@ class Graph:
         """(sender index, receiver index) of an edge; a clear error for unknown names or non-edges."""
         r_of = self._receiver_index
         i = self.sender_index(sender)
-        c = _component(receiver)
-        receiver = c.node if c is not None else receiver
+        if receiver not in r_of:
+            c = _component(receiver)
+            receiver = c.node if c is not None else receiver
         if receiver not in r_of:
             raise KeyError(f"unknown receiver {receiver!r}; e.g. {self.receivers[0]!r}, "
                            f"{self.receivers[self.n_heads]!r}, 'logits'")
@@ -153,6 +154,8 @@ class Graph:
                        f"(layers 0..{self.n_layers - 1}, heads 0..{self.n_heads - 1})")
 
     def sender_index(self, name: str) -> int:
+        if name in self._sender_index:  # the node spelling: no parsing on the hot path
+            return self._sender_index[name]
         c = _component(name)
         name = c.node if c is not None else name
         if name not in self._sender_index:
@@ -176,6 +179,8 @@ class Graph:
 
     def node_of(self, receiver: str) -> str:
         """The component a receiver belongs to (``a3.h2.q`` → ``a3.h2``; ``a3.kv1.k`` → ``a3.kv1``)."""
+        if not receiver.endswith((".q", ".k", ".v")):
+            return receiver
         c = _component(receiver)
         return c.owner.node if c is not None else receiver
 
