@@ -11,7 +11,7 @@ from mechscope.models.tiny import tiny
 from mechscope.sae import SAEConfig, SAEError, SparseCoder, harvest, load_sae, planted
 import mechscope.sae.trainer as train_module
 from mechscope.sae.dashboard import FeatureCards, feature_cards, parse_features
-from mechscope.sae.dictionary import _JumpReLU, _Step
+from mechscope.sae.kernels import JumpReLU, Step
 from mechscope.sae.evaluate import ce_recovered, evaluate, fvu, l0, mmcs, mse, reconstruction
 from mechscope.sae.features import splice, steer
 from mechscope.sae.trainer import geometric_median
@@ -91,13 +91,13 @@ def test_jumprelu_straight_through_gradients():
     eps = 0.1
     pre = torch.tensor([[0.52, 0.3, 0.9]], requires_grad=True)
     theta = torch.tensor([0.5, 0.5, 0.5], requires_grad=True)
-    out = _JumpReLU.apply(pre, theta, eps)
+    out = JumpReLU.apply(pre, theta, eps)
     assert out.tolist() == [[pytest.approx(0.52), 0.0, pytest.approx(0.9)]]
     out.sum().backward()
     assert pre.grad.tolist() == [[1.0, 0.0, 1.0]]  # H(pre − θ)
     assert theta.grad.tolist() == [pytest.approx(-0.5 / eps), 0.0, 0.0]  # −(θ/ε)K((pre − θ)/ε): only within ε/2
     theta.grad = None
-    _Step.apply(pre, theta, eps).sum().backward()
+    Step.apply(pre, theta, eps).sum().backward()
     assert theta.grad.tolist() == [pytest.approx(-1 / eps), 0.0, 0.0]
 
 
@@ -274,7 +274,7 @@ def test_sparse_topk_training_path_equals_dense_autograd():
     dense computation (scatter into [n, width], matmul), AuxK's gradient through pre included."""
     from torch.nn.functional import embedding_bag
 
-    from mechscope.sae.dictionary import _TopKEncode
+    from mechscope.sae.kernels import TopKEncode
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(50, 16, generator=g)
@@ -286,7 +286,7 @@ def test_sparse_topk_training_path_equals_dense_autograd():
         leaves = [t.clone().requires_grad_() for t in (x, W_enc, b, W_dec)]
         xs, we, bs, wd = leaves
         if sparse:
-            vals, idx, pre = _TopKEncode.apply(xs, we, bs, 6)
+            vals, idx, pre = TopKEncode.apply(xs, we, bs, 6)
             y = embedding_bag(idx, wd, per_sample_weights=vals, mode="sum")
         else:
             pre = torch.nn.functional.linear(xs, we, bs)

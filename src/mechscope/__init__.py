@@ -6,8 +6,8 @@
 """
 
 from .models import EMBEDDED, Model, ModelConfig, SiteError, UnsupportedArchitecture, load  # first: no cycles
-from .interventions import Ablate, Add, Intervention, InterventionError, Patch, ProjectOut, Replace
-from .run import Cache, Run
+from .models.interventions import Ablate, Add, Intervention, InterventionError, Patch, ProjectOut, Replace
+from .models.run import Cache, Run
 
 __version__ = "0.1.0"
 
@@ -16,9 +16,9 @@ __all__ = [
     "Patch", "ProjectOut", "Replace", "Run", "SiteError", "UnsupportedArchitecture", "load", "__version__",
 ]
 
-_SUBMODULES = {"archive", "attribution", "circuits", "data", "geometry", "heads", "lens", "neurons", "patching", "probes",
-               "report", "results", "sae",
-               "scrubbing", "steering", "tasks", "toy", "tuned_lens", "verify", "vision", "web"}
+_SUBMODULES = {"archive", "attribution", "circuits", "concepts", "data", "geometry", "heads", "lens", "names", "neurons",
+               "patching", "probes", "report", "results", "sae", "scrubbing", "specimens", "steering", "tasks", "toy",
+               "tuned_lens", "verify", "vision", "web"}
 
 
 def __getattr__(name: str):

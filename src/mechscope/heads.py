@@ -10,7 +10,7 @@ import torch
 from . import names
 from .checks import positive_int
 from .results import Provenance, Result
-from .run import Run
+from .models.run import Run
 
 
 @dataclass
@@ -212,7 +212,7 @@ def detect_heads(model, *, batch: int = 8, length: int = 50, k: int = 5, seeds: 
         by_layer: dict[int, list[int]] = {}
         for layer, head in heads:
             by_layer.setdefault(layer, []).append(head)
-        from .interventions import Ablate
+        from .models.interventions import Ablate
 
         return [*interventions, *(Ablate(f"blocks.{l}.attn.z", heads=hs, how=how) for l, hs in by_layer.items())]
 

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from typing_extensions import TypedDict
 
 from . import names
-from .interventions import Replace
+from .models.interventions import Replace
 from .models.model import Model
 from .models.weights import embedding_weights, mlp_out_weights
 from .results import Provenance, Result

@@ -1,4 +1,4 @@
-"""Results: small dataclasses every analysis returns (DESIGN.md, "Results").
+"""Results: small dataclasses every analysis returns (docs/architecture.md, "Results").
 
 A result summarises itself in text (``summary``), draws itself (``figure`` with matplotlib,
 ``html`` for reports), serialises to a directory (``save``: ``result.json`` with the tensors in
@@ -34,10 +34,10 @@ RESULT_TYPES: dict[str, type["Result"]] = {}
 FORMAT_VERSION = 1
 # Modules that define result types; imported on first lookup so that a fresh process (the web
 # server, an importer) can rebuild any saved result without the caller importing them first.
-BUILTIN_RESULT_MODULES = ("mechscope.patching", "mechscope.heads", "mechscope.steering", "mechscope.circuits",
-                          "mechscope.lens", "mechscope.attribution", "mechscope.tuned_lens", "mechscope.geometry",
-                          "mechscope.toy", "mechscope.tasks", "mechscope.scrubbing", "mechscope.verify",
-                          "mechscope.probes", "mechscope.neurons", "mechscope.sae",
+BUILTIN_RESULT_MODULES = ("mechscope.patching", "mechscope.heads", "mechscope.concepts.steering", "mechscope.circuits",
+                          "mechscope.lens", "mechscope.attribution", "mechscope.tuned_lens", "mechscope.concepts.geometry",
+                          "mechscope.toy", "mechscope.tasks", "mechscope.circuits.scrubbing", "mechscope.verify",
+                          "mechscope.concepts.probes", "mechscope.neurons", "mechscope.sae",
                           "mechscope.vision")
 
 

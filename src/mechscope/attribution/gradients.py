@@ -14,10 +14,10 @@ from typing import Callable, ClassVar, Literal, Sequence
 
 import torch
 
-from ..interventions import Patch
+from ..models.interventions import Patch
 from ..models.model import Model
 from ..results import Provenance, Result
-from ..run import Run
+from ..models.run import Run
 from .integrate import IGOutput, integrated_gradients
 from .result import Attribution
 

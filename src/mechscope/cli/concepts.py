@@ -7,7 +7,7 @@ from .common import ARCHIVE_HELP, MODEL_HELP, open_archive, write_page
 
 def _probe(args) -> int:
     from ..models.load import load
-    from ..probes import probe_sweep
+    from ..concepts.probes import probe_sweep
 
     model = load(args.model)
     sweep = probe_sweep(model, args.dataset, args.site, kind=args.kind, seed=args.seed, progress=not args.quiet)
@@ -23,8 +23,8 @@ def _probe(args) -> int:
 
 def _steer(args) -> int:
     from ..models.load import load
-    from ..probes import NEGATIVE_WORDS, POSITIVE_WORDS
-    from ..steering import NEUTRAL, control_vector, read_pairs, steering_sweep, word_score
+    from ..concepts.probes import NEGATIVE_WORDS, POSITIVE_WORDS
+    from ..concepts.steering import NEUTRAL, control_vector, read_pairs, steering_sweep, word_score
 
     model = load(args.model)
     pairs = read_pairs(args.pairs)

@@ -113,14 +113,14 @@ def _heads(args) -> int:
 
 
 def _demo(args) -> int:
-    from ..demo import run_demo
+    from ..specimens.demo import run_demo
 
     run_demo(args.model, args.out, progress=not args.quiet, archive=args.archive, full=args.full)
     return 0
 
 
 def _toy(args) -> int:
-    from ..toy.specimens import run_toy
+    from ..specimens.toy import run_toy
 
     run_toy(args.kind, args.out, archive=args.archive, progress=not args.quiet, quick=args.quick)
     return 0

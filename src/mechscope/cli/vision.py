@@ -27,7 +27,7 @@ def _vision(args) -> int:
         spec = open_archive(args).record(f"feature visualization: {args.channel}", [(fv, f"{args.steps} steps")],
                                      model=model, task="feature visualization", tags=["vision"])
     elif args.action == "specimen":
-        from ..vision.specimen import vision_specimen
+        from ..specimens.vision import vision_specimen
         from ..report import write_report
 
         spec = vision_specimen(model, open_archive(args), steps=args.steps, progress=not args.quiet)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
-from ..interventions import Ablate, Intervention, InterventionError, site_mean
+from .interventions import Ablate, Intervention, InterventionError, site_mean
 from .hooks import HookState, SiteAction
 from .sites import Site
 
@@ -73,7 +73,7 @@ class Engine:
     def _gradients(run: Any, state: HookState, metric: Callable[[Any], torch.Tensor]) -> None:
         """Differentiate ``metric(run)`` (summed if not a scalar) at the sites kept for gradients;
         fills ``run.grads`` and ``run.metric`` and detaches what the run returns."""
-        from ..run import Cache
+        from .run import Cache
 
         value = metric(run)
         if value.dim():

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from ..interventions import Edit, Intervention, Selection, position_index
+from .interventions import Edit, Intervention, Selection, position_index
 from .attention import use_mechscope_attention
 from .sites import Site, SiteError
 

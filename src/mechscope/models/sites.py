@@ -1,4 +1,4 @@
-"""Canonical site names: the same for every architecture (see DESIGN.md, "Models and sites").
+"""Canonical site names: the same for every architecture (docs/architecture.md, "The data path of one run").
 
 A *site* is a named activation inside the model, e.g. ``blocks.3.attn.pattern``. Globs select many
 (``blocks.*.resid_post``). This module only knows names and layouts; which module a site lives on

@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..checks import positive_int
-from ..interventions import Ablate
+from ..models.interventions import Ablate
 from ..models.model import Model
 from ..results import Provenance, Result
 from .dictionary import SAEError, SparseCoder

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import torch
 
-from ..interventions import Add, Intervention, Replace
+from ..models.interventions import Add, Intervention, Replace
 from .dictionary import SAEError, SparseCoder
 
 

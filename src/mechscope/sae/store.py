@@ -184,7 +184,7 @@ def _site_forward(model: Model, chunk: torch.Tensor, sites: list[str]) -> tuple[
                                                                               torch.Tensor]:
     """([activations at each site], token ids, mask) of a batch, running the model only as far
     as the sites need."""
-    from ..interventions import forward_until
+    from ..models.interventions import forward_until
 
     acts = forward_until(model, chunk, sites)
     ids, mask = model.tokenize(chunk)

@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 from ..checks import positive_int
 from ..results import Provenance, Result
 from .dictionary import SAEError, SparseCoder
+from .kernels import Step, TopKEncode
 from .store import ActivationStore, rank_world
 
 CHECKPOINT = "checkpoint.pt"
@@ -292,13 +293,11 @@ def _loss(sae: SparseCoder, x: torch.Tensor, y: torch.Tensor, batch: int, st: _S
     """One step's loss (sums over this rank's rows / the global batch) and its statistics."""
     from torch.nn.functional import embedding_bag
 
-    from .dictionary import _Step, _TopKEncode
-
     c = sae.cfg
     yn = y * sae.scale_out
     skip = (x * sae.scale_in) @ sae.W_skip if sae.W_skip is not None else 0.0
     if c.arch == "topk":  # sparse: k latents per row, gathered decoder rows
-        vals, idx, pre = _TopKEncode.apply(sae.normalised(x), sae.W_enc, sae.encoder_bias(), c.k)
+        vals, idx, pre = TopKEncode.apply(sae.normalised(x), sae.W_enc, sae.encoder_bias(), c.k)
         y_hat = embedding_bag(idx, sae.W_dec, per_sample_weights=vals, mode="sum") + sae.b_dec + skip
         on = vals > 0
         fired = torch.bincount(idx[on], minlength=c.width) > 0
@@ -319,7 +318,7 @@ def _loss(sae: SparseCoder, x: torch.Tensor, y: torch.Tensor, batch: int, st: _S
     if c.arch == "relu":
         return err / batch + lam * (f @ sae.W_dec.norm(dim=1)).sum() / batch, stats
     if c.arch == "jumprelu":
-        return err / batch + lam * _Step.apply(pre, sae.threshold, c.bandwidth).sum() / batch, stats
+        return err / batch + lam * Step.apply(pre, sae.threshold, c.bandwidth).sum() / batch, stats
     if c.arch == "batchtopk":
         with torch.no_grad():
             kept = f[on]

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..fingerprint import fingerprint_of
+from ..models.fingerprint import fingerprint_of
 
 
 @dataclass

@@ -26,7 +26,7 @@ import torch
 import torch.fx
 from torch import nn
 
-from ..fingerprint import fingerprint_of
+from ..models.fingerprint import fingerprint_of
 
 SUPPORTED = ("Linear, Conv1d/Conv2d, Flatten/Unflatten, reshape/view, BatchNorm (eval), AvgPool, Dropout (eval), "
              "Identity, ReLU, LeakyReLU, Sigmoid, Tanh, and +, −, × or ÷ by constants or between branches")

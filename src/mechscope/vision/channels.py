@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..checks import positive_int
-from ..interventions import Replace
+from ..models.interventions import Replace
 from ..results import Provenance, Result
 from .model import ImageModel, VisionSiteError
 

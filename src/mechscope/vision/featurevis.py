@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..results import Provenance, Result
-from ..interventions import forward_until
+from ..models.interventions import forward_until
 from .model import ImageModel, VisionSiteError
 
 COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])

@@ -26,12 +26,12 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from ..interventions import Intervention, InterventionError, source_of
+from ..models.interventions import Intervention, InterventionError, source_of
 from ..models.engine import Engine, whole
 from ..models.hooks import HookState, hooked
-from ..fingerprint import fingerprint_of
+from ..models.fingerprint import fingerprint_of
 from ..models.sites import Site, SiteError, module_site
-from ..run import Cache
+from ..models.run import Cache
 
 
 VisionSiteError = SiteError  # a site that names no module of the image model, or channels it lacks (the engine's error)
