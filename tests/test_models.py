@@ -7,6 +7,7 @@ from helpers import hf_forward
 
 import mechscope as ms
 from mechscope.models.sites import BLOCK_SITES, all_sites, expand, parse
+from mechscope.models.tiny import FAMILIES, tiny
 
 
 def test_logits_equal_hf_exactly_on_a_left_padded_batch(model):
@@ -198,3 +199,20 @@ def test_head_outputs_sum_to_the_attention_output(model):
     _, bias = model.out_proj(1)
     total = per_head.sum(2) + (bias if bias is not None else 0)
     torch.testing.assert_close(total, run.cache["blocks.1.attn.out"], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_adapter_places_every_site_on_a_module_of_the_model(family):
+    """Canonical sites are names the adapter resolves to module sites (path, input or output); the
+    paths it gives are the model's modules, the unembedding its output embeddings."""
+    model = tiny(family)
+    hf, adapter = model.hf, model.adapter
+    assert hf.get_submodule(adapter.unembed) is hf.get_output_embeddings()
+    for name in model.sites:
+        site = parse(name)
+        if site.is_attn_internal:
+            with pytest.raises(KeyError, match="inside attention"):
+                adapter.place(site.kind, site.layer)
+            continue
+        path, io = adapter.place(site.kind, site.layer)
+        assert io in ("input", "output") and isinstance(hf.get_submodule(path), torch.nn.Module), name

@@ -47,6 +47,8 @@ def test_sites_and_channels(effnet, cnn):
     assert run.cache["0"].shape == (2, 8, 16, 16) and run.cache["2:1,4"].shape == (2, 2, 8, 8)
     assert torch.equal(run.cache["6"], run.logits) and len(run.top(2)[0]) == 2
     assert [n for n in cnn.resolve("*")] == [(str(i), None) for i in range(7)]
+    io = cnn.run(image, cache=["2.output", "3.input", "3.input:1"])  # module sites, as for language models
+    assert torch.equal(io.cache["3.input"], io.cache["2.output"]) and torch.equal(io.cache["3.input:1"], io.cache["2.output"][:, [1]])
     with pytest.raises(VisionSiteError, match="no module 'blocks.4' in cnn"):
         cnn.run(image, cache="blocks.4")
     with pytest.raises(VisionSiteError, match="2 has 6 channels; channel 9 is out of range"):

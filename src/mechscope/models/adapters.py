@@ -20,8 +20,8 @@ class Adapter:
     ``out_proj`` (viewed per head); ``attn.out`` → output of ``attn``; ``resid_mid`` → input of
     ``mid_norm``; ``mlp.pre`` → output of ``mlp_in``; ``mlp.post`` → input of ``mlp_down``;
     ``mlp.out`` → output of ``mlp``; ``resid_post`` → output of the block; ``final_norm`` → output of
-    ``final_norm``; ``logits`` → output of the model's output embeddings (the unembedding). q/k/v/scores/pattern come from the
-    mechscope attention function. ``attn_norm`` and ``qkv`` let the circuit engine give each
+    ``final_norm``; ``logits`` → output of ``unembed`` (``place`` gives these as module sites).
+    q/k/v/scores/pattern come from the mechscope attention function. ``attn_norm`` and ``qkv`` let the circuit engine give each
     head's query, key and value its own residual input (``circuits/edges.py``).
     """
 
@@ -39,6 +39,24 @@ class Adapter:
     qkv: tuple[str, ...]  # the q, k, v projections (three paths), or one fused projection
     qkv_layout: str = "separate"  # "separate" | "fused" ([q | k | v]) | "per_head" ([q_h k_h v_h] per head)
     parallel_flag: str | None = None  # config attribute that, when true, makes attn and MLP parallel
+    unembed: str = "lm_head"  # the output embeddings (the LM head)
+
+    def place(self, kind: str, layer: int | None) -> tuple[str, str]:
+        """Where a canonical site lives: (module path, "output" | "input"). Every site but the
+        attention internals (q, k, v, scores, pattern: the mechscope attention function) is a
+        module site this way; ``attn.z`` is the output projection's input viewed per head."""
+        block = f"{self.blocks}.{layer}"
+        places = {
+            "embed": (self.embed, "output"), "final_norm": (self.final_norm, "output"),
+            "logits": (self.unembed, "output"), "resid_pre": (block, "input"),
+            "attn.z": (f"{block}.{self.out_proj}", "input"), "attn.out": (f"{block}.{self.attn}", "output"),
+            "resid_mid": (f"{block}.{self.mid_norm}", "input"), "mlp.pre": (f"{block}.{self.mlp_in}", "output"),
+            "mlp.post": (f"{block}.{self.mlp_down}", "input"), "mlp.out": (f"{block}.{self.mlp}", "output"),
+            "resid_post": (block, "output"),
+        }
+        if kind not in places:
+            raise KeyError(f"{kind} is computed inside attention, not at a module's input or output")
+        return places[kind]
 
 
 LLAMA = Adapter(

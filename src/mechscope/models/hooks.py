@@ -135,13 +135,13 @@ def hooked(model: "Model", state: HookState) -> Iterator[None]:
         base = f"{adapter.blocks}.{site.layer}"
         return module(f"{base}.{rel}" if rel else base)
 
-    def on_output(mod: nn.Module, site: Site, prepend: bool = False) -> None:
+    def on_output(mod: nn.Module, site: Site) -> None:
         def hook(_m, _args, out):
             x = _output(out)
             new = state.process(site, x)
             return None if new is x else _with_output(out, new)
 
-        handles.append(mod.register_forward_hook(hook, prepend=prepend))
+        handles.append(mod.register_forward_hook(hook))
 
     def on_input(mod: nn.Module, site: Site, view: Callable | None = None) -> None:
         def hook(_m, args, kwargs):
@@ -185,37 +185,17 @@ def hooked(model: "Model", state: HookState) -> Iterator[None]:
         for name, action in sorted(state.actions.items(), key=lambda kv: (kv[1].site.order, not kv[1].interventions)):
             site = action.site
             kind = site.kind
-            if kind == "module":
-                (on_output if site.io == "output" else on_input)(module(site.module), site)
-                once(module(site.module), site)
-            elif kind == "embed":
-                on_output(module(adapter.embed), site)
-            elif kind == "final_norm":
-                on_output(module(adapter.final_norm), site)
-            elif kind == "logits":
-                on_output(hf.get_output_embeddings(), site)
-            elif kind == "resid_pre":
-                on_input(block(site), site)
-            elif site.is_attn_internal:
+            if site.is_attn_internal:
                 probes.setdefault(block(site, adapter.attn), {})[kind.split(".")[1]] = site
-            elif kind == "attn.z":
-                heads = cfg.n_heads
-                on_input(block(site, adapter.out_proj), site, lambda t, h=heads: t.unflatten(-1, (h, -1)))
-            elif kind == "attn.out":
-                on_output(block(site, adapter.attn), site)
-            elif kind == "resid_mid":
-                on_input(block(site, adapter.mid_norm), site)
+                continue
+            # every other site is a module's output or input: its own path, or where the adapter puts it
+            path, io = (site.module, site.io) if kind == "module" else adapter.place(kind, site.layer)
+            view = (lambda t, h=cfg.n_heads: t.unflatten(-1, (h, -1))) if kind == "attn.z" else None
+            (on_output if io == "output" else on_input)(module(path), site, *([view] if view else []))
+            if kind == "module":
+                once(module(path), site)
+            if kind == "resid_mid":
                 mid_layers.append(site)
-            elif kind == "mlp.pre":
-                on_output(block(site, adapter.mlp_in), site)
-            elif kind == "mlp.post":
-                on_input(block(site, adapter.mlp_down), site)
-            elif kind == "mlp.out":
-                on_output(block(site, adapter.mlp), site)
-            elif kind == "resid_post":
-                on_output(block(site), site)
-            else:  # pragma: no cover - sites.parse admits nothing else
-                raise AssertionError(kind)
         for site in mid_layers:
             if state.actions[site.name].interventions:
                 _carry_resid_mid(block(site), block(site, adapter.mlp), block(site, adapter.mid_norm), handles)
