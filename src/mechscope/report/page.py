@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ..archive.store import Finding, Specimen
 
 MAX_CACHED = 256  # rendered finding fragments kept per process (oldest dropped first)
-_BODIES: dict[tuple[str, str], tuple[object, Markup]] = {}
+_BODIES: dict[tuple, tuple[object, Markup]] = {}
 _LOCK = threading.Lock()
 
 
@@ -46,7 +46,7 @@ def specimen_body(spec: "Specimen", version: int | None = None, link: str | None
 def finding_view(f: "Finding") -> dict:
     """What the specimen template shows of one finding: its result's fragment (with the stored
     figure, never a fresh drawing), notes, evidence and provenance."""
-    key = (f.archive.url, f.uid)
+    key = (f.archive.url, f.id, f.uid, f.created, tuple(sorted(f.files.items())))  # a re-import makes a new row
     cached = _BODIES.get(key)
     if cached is None:  # a finding's result and files never change once stored: render it once
         result = f.result()
