@@ -20,7 +20,7 @@ def model_dir(tmp_path_factory):
 def test_info(model_dir, capsys):
     assert main(["info", model_dir]) == 0
     out = capsys.readouterr().out
-    assert "gpt2: 3 layers, 4 heads" in out and "fingerprint" in out and "42 sites" in out
+    assert "gpt2: 3 layers, 4 heads" in out and "fingerprint" in out and "45 sites" in out  # 3 × 14 block sites + embed, final_norm, logits
     assert main(["info", model_dir, "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["n_layers"] == 3 and "blocks.2.attn.pattern" in info["sites"]

@@ -81,6 +81,7 @@ def test_every_site_has_its_documented_shape(model):
         "attn.k": (b, p, c.n_kv_heads, c.d_head), "attn.v": (b, p, c.n_kv_heads, c.d_head),
         "attn.scores": (b, c.n_heads, p, p), "attn.pattern": (b, c.n_heads, p, p),
         "attn.z": (b, p, c.n_heads, c.d_head), "attn.out": (b, p, c.d_model), "resid_mid": (b, p, c.d_model),
+        "mlp.in": (b, p, c.d_model),
         "mlp.pre": (b, p, c.d_mlp), "mlp.post": (b, p, c.d_mlp), "mlp.out": (b, p, c.d_model),
         "resid_post": (b, p, c.d_model),
     }
@@ -216,3 +217,17 @@ def test_the_adapter_places_every_site_on_a_module_of_the_model(family):
             continue
         path, io = adapter.place(site.kind, site.layer)
         assert io in ("input", "output") and isinstance(hf.get_submodule(path), torch.nn.Module), name
+
+
+def test_mlp_in_is_what_the_mlp_reads(model):
+    """``mlp.in``: the MLP's input — the pre-MLP norm's output with its gain (what transcoders read);
+    the MLP applied to it is ``mlp.out``, and patching it changes the MLP's output only."""
+    into_site = "blocks.1.resid_pre" if model.cfg.parallel_blocks else "blocks.1.resid_mid"
+    run = model.run(PROMPTS, cache=["blocks.1.mlp.in", "blocks.1.mlp.out", into_site])
+    block = model.hf.get_submodule(f"{model.adapter.blocks}.1")
+    mlp = block.get_submodule(model.adapter.mlp)
+    torch.testing.assert_close(mlp(run.cache["blocks.1.mlp.in"]), run.cache["blocks.1.mlp.out"])
+    norm = block.get_submodule(model.adapter.mid_norm)
+    torch.testing.assert_close(norm(run.cache[into_site]), run.cache["blocks.1.mlp.in"])
+    zero_in = model.run(PROMPTS, cache="blocks.1.mlp.out", interventions=[ms.Ablate("blocks.1.mlp.in")])
+    torch.testing.assert_close(zero_in.cache["blocks.1.mlp.out"], mlp(torch.zeros_like(run.cache["blocks.1.mlp.in"])))

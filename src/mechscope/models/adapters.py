@@ -18,7 +18,8 @@ class Adapter:
     Block-relative paths (``attn``, ``out_proj``, ...) are joined to ``blocks.{l}``. A site maps to:
     ``embed`` → output of ``embed``; ``resid_pre`` → input of the block; ``attn.z`` → input of
     ``out_proj`` (viewed per head); ``attn.out`` → output of ``attn``; ``resid_mid`` → input of
-    ``mid_norm``; ``mlp.pre`` → output of ``mlp_in``; ``mlp.post`` → input of ``mlp_down``;
+    ``mid_norm``; ``mlp.in`` → input of ``mlp`` (the pre-MLP norm's output, gain applied: what
+    transcoders read); ``mlp.pre`` → output of ``mlp_in``; ``mlp.post`` → input of ``mlp_down``;
     ``mlp.out`` → output of ``mlp``; ``resid_post`` → output of the block; ``final_norm`` → output of
     ``final_norm``; ``logits`` → output of ``unembed`` (``place`` gives these as module sites).
     q/k/v/scores/pattern come from the mechscope attention function. ``attn_norm`` and ``qkv`` let the circuit engine give each
@@ -50,7 +51,8 @@ class Adapter:
             "embed": (self.embed, "output"), "final_norm": (self.final_norm, "output"),
             "logits": (self.unembed, "output"), "resid_pre": (block, "input"),
             "attn.z": (f"{block}.{self.out_proj}", "input"), "attn.out": (f"{block}.{self.attn}", "output"),
-            "resid_mid": (f"{block}.{self.mid_norm}", "input"), "mlp.pre": (f"{block}.{self.mlp_in}", "output"),
+            "resid_mid": (f"{block}.{self.mid_norm}", "input"), "mlp.in": (f"{block}.{self.mlp}", "input"),
+            "mlp.pre": (f"{block}.{self.mlp_in}", "output"),
             "mlp.post": (f"{block}.{self.mlp_down}", "input"), "mlp.out": (f"{block}.{self.mlp}", "output"),
             "resid_post": (block, "output"),
         }

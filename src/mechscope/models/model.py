@@ -93,7 +93,7 @@ class Model(Engine):
         self.name = name or getattr(hf_model.config, "_name_or_path", "") or type(hf_model).__name__
         skip = ["resid_mid"] if self.cfg.parallel_blocks else []
         if self.cfg.d_mlp == 0:  # attention-only: no neurons (mlp.out stays, and is zero)
-            skip += ["mlp.pre", "mlp.post"]
+            skip += ["mlp.in", "mlp.pre", "mlp.post"]
         self.sites: list[str] = all_sites(self.cfg.n_layers, exclude=skip)
 
     def __repr__(self) -> str:

@@ -23,6 +23,7 @@ BLOCK_SITES: tuple[str, ...] = (
     "attn.z",
     "attn.out",
     "resid_mid",
+    "mlp.in",
     "mlp.pre",
     "mlp.post",
     "mlp.out",
