@@ -1,0 +1,92 @@
+"""mechscope's SAELens reader and writer against SAELens's own code (run in the SAE benchmark
+environment, where sae-lens installs: `make .venv-bench-sae/.installed`, then
+`.venv-bench-sae/bin/python benchmarks/saelens_formats.py`).
+
+For standard, topk and jumprelu SAEs (with and without apply_b_dec_to_input) with random weights:
+files written by SAELens's `save_model` are read by `mechscope.sae.formats.load_dictionary`, and
+mechscope's encode/decode/forward are compared with SAELens's on the same rows; files written by
+`save_saelens` are opened by SAELens's `SAE.load_from_disk` and compared the same way. Writes a
+section to RESULTS.md; exits non-zero when any relative difference exceeds 1e-5.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import machine, write_section  # noqa: E402
+
+from mechscope.sae import SAEConfig, SparseCoder  # noqa: E402
+from mechscope.sae.formats import load_dictionary, save_saelens  # noqa: E402
+
+TOL = 1e-5
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp(min=1e-12))
+
+
+def main() -> None:
+    import sae_lens
+    from sae_lens import SAE
+    from sae_lens.saes import (JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig, TopKSAE,
+                               TopKSAEConfig)
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    d_in, d_sae, n = 64, 512, 256
+    x = torch.randn(n, d_in) * 3
+    rows = []
+    peers = [("standard", StandardSAE, StandardSAEConfig, {}), ("topk", TopKSAE, TopKSAEConfig, {"k": 16}),
+             ("jumprelu", JumpReLUSAE, JumpReLUSAEConfig, {})]
+    for name, cls, cfg_cls, extra in peers:
+        for b_dec_in in (True, False):
+            peer = cls(cfg_cls(d_in=d_in, d_sae=d_sae, apply_b_dec_to_input=b_dec_in, **extra))
+            with torch.no_grad():
+                for p in peer.parameters():
+                    p.copy_(torch.randn_like(p) * 0.2)
+                if name == "jumprelu":
+                    peer.threshold.copy_(torch.rand(d_sae) * 0.5)
+            folder = tempfile.mkdtemp()
+            peer.save_model(folder)
+            ours = load_dictionary(folder)
+            with torch.no_grad():
+                f_peer, f_ours = peer.encode(x), ours.encode(x)
+                diffs = [rel(f_ours, f_peer), rel(ours.decode(f_peer), peer.decode(f_peer)), rel(ours(x), peer(x))]
+            rows.append((f"{name}, apply_b_dec_to_input={b_dec_in}", "SAELens save_model → mechscope", *diffs))
+    for arch, kw in (("relu", {}), ("topk", {"k": 16}), ("jumprelu", {}), ("batchtopk", {"k": 16})):
+        sae = SparseCoder(SAEConfig(arch, d_in, d_sae, **kw))
+        with torch.no_grad():
+            for p in sae.parameters():
+                p.add_(torch.randn_like(p) * 0.2)
+            sae.scale_in.fill_(0.37)
+            sae.scale_out.fill_(0.37)
+            sae.batch_threshold.fill_(0.3)
+        folder = save_saelens(sae, tempfile.mkdtemp())
+        peer = SAE.load_from_disk(folder)
+        with torch.no_grad():
+            f_peer, f_ours = peer.encode(x), sae.encode(x)
+            diffs = [rel(f_peer, f_ours), rel(peer.decode(f_ours), sae.decode(f_ours)), rel(peer(x), sae(x))]
+        rows.append((f"{arch}", "mechscope save_saelens → SAELens load_from_disk", *diffs))
+    worst = max(max(r[2:]) for r in rows)
+    table = ["| dictionary | direction | encode | decode | forward |", "|---|---|---:|---:|---:|"]
+    table += [f"| {a} | {b} | {c:.1e} | {d:.1e} | {e:.1e} |" for a, b, c, d, e in rows]
+    md = "\n".join([
+        "## Dictionaries: SAELens files, read and written (cpu)", "",
+        f"`.venv-bench-sae/bin/python benchmarks/saelens_formats.py`: sae-lens {sae_lens.__version__}, d_in {d_in}, "
+        f"{d_sae} latents, {n} rows; largest |difference| / largest |value| of mechscope's against SAELens's own "
+        f"outputs (tolerance {TOL}). {machine(1, 'cpu')}.", "", *table, "",
+        f"**{'all within tolerance' if worst <= TOL else 'FAILED'}** (worst {worst:.1e}).",
+    ])
+    write_section("saelens_formats", md)
+    print(md)
+    if worst > TOL:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""Dictionaries from elsewhere: one reader that recognises the format from the files, and writers.
+
+Supported so far (the rest of the formats issue — Gemma Scope, sparsify, circuit-tracer, gated
+and transcoder SAELens files — is refused by name until it lands):
+
+- mechscope's own folders (``config.json`` + ``sae.safetensors``, ``SparseCoder.save``);
+- SAELens 6.x folders (``cfg.json`` + ``sae_weights.safetensors``, ``SAE.save_model``) of the
+  ``standard``, ``topk`` and ``jumprelu`` architectures, with or without ``apply_b_dec_to_input``,
+  ``normalize_activations: none``, ``reshape_activations: none``. SAELens keeps ``W_enc`` as
+  [d_in, d_sae]; mechscope keeps it [width, d_in] and subtracts ``b_dec`` from its input, so a
+  file without ``apply_b_dec_to_input`` has ``W_enc b_dec`` folded into the encoder bias.
+
+``save_saelens`` writes any mechscope SAE (not transcoders yet) so that SAELens, and what reads its
+files, opens it: mechscope's input scaling is folded into the weights, a ``batchtopk`` dictionary is
+written as ``jumprelu`` with its inference threshold (as SAELens itself saves BatchTopK).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .dictionary import CONFIG, WEIGHTS, SAEConfig, SAEError, SparseCoder, load_sae
+
+SAELENS_CONFIG = "cfg.json"
+SAELENS_WEIGHTS = "sae_weights.safetensors"
+SAELENS_ARCHS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}
+# TransformerLens hook names (what SAELens files carry) → mechscope sites
+_TL_HOOKS = {"hook_resid_pre": "resid_pre", "hook_resid_mid": "resid_mid", "hook_resid_post": "resid_post",
+             "hook_attn_out": "attn.out", "hook_mlp_out": "mlp.out", "mlp.hook_post": "mlp.post",
+             "mlp.hook_pre": "mlp.pre", "attn.hook_z": "attn.z"}
+
+
+def site_from_hook(hook: str) -> str:
+    """The mechscope site of a TransformerLens hook name (``blocks.8.hook_resid_pre`` →
+    ``blocks.8.resid_pre``); ``SAEError`` for hooks with no equal site."""
+    parts = hook.split(".", 2)
+    if len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit() and parts[2] in _TL_HOOKS:
+        return f"blocks.{parts[1]}.{_TL_HOOKS[parts[2]]}"
+    if hook == "hook_embed":
+        return "embed"
+    if len(parts) == 3 and parts[2] == "ln2.hook_normalized":
+        raise SAEError(f"hook {hook!r} is the pre-MLP norm's output without its gain; mechscope's "
+                       f"blocks.{parts[1]}.mlp.in has the gain applied, so this dictionary would read other values")
+    raise SAEError(f"hook {hook!r} has no mechscope site; known: blocks.L.{{{', '.join(_TL_HOOKS)}}}, hook_embed")
+
+
+def load_dictionary(path: str | os.PathLike, device: str | torch.device = "cpu") -> SparseCoder:
+    """A ``SparseCoder`` from a folder in any supported format (see the module docstring)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise SAEError(f"{path} is not a folder; a dictionary is a folder with {CONFIG} + {WEIGHTS} (mechscope) "
+                       f"or {SAELENS_CONFIG} + {SAELENS_WEIGHTS} (SAELens)")
+    if (path / CONFIG).exists():
+        return load_sae(path, device)
+    if (path / SAELENS_CONFIG).exists():
+        return _from_saelens(path, device)
+    raise SAEError(f"{path} holds neither {CONFIG} + {WEIGHTS} (mechscope) nor {SAELENS_CONFIG} + {SAELENS_WEIGHTS} "
+                   f"(SAELens 6); found: {', '.join(sorted(p.name for p in path.iterdir())[:8]) or 'nothing'}")
+
+
+def _from_saelens(path: Path, device: str | torch.device) -> SparseCoder:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        cfg: dict[str, Any] = json.loads((path / SAELENS_CONFIG).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SAEError(f"{path / SAELENS_CONFIG} cannot be read as JSON ({err})") from None
+    arch = cfg.get("architecture", "standard")
+    if arch not in SAELENS_ARCHS:
+        raise SAEError(f"{path}: SAELens architecture {arch!r} is not supported yet; supported: "
+                       f"{', '.join(SAELENS_ARCHS)}")
+    for key, allowed in (("normalize_activations", ("none", None)), ("reshape_activations", ("none", None))):
+        if cfg.get(key) not in allowed:
+            raise SAEError(f"{path}: {key}={cfg.get(key)!r} is not supported yet (only 'none')")
+    if cfg.get("rescale_acts_by_decoder_norm"):
+        raise SAEError(f"{path}: rescale_acts_by_decoder_norm=true is not supported yet")
+    try:
+        w = load_file(str(path / SAELENS_WEIGHTS))
+    except (OSError, SafetensorError) as err:
+        raise SAEError(f"{path / SAELENS_WEIGHTS} cannot be read ({err})") from None
+    need = ["W_enc", "b_enc", "W_dec", "b_dec"] + (["threshold"] if arch == "jumprelu" else [])
+    missing = [k for k in need if k not in w]
+    if missing:
+        raise SAEError(f"{path / SAELENS_WEIGHTS} lacks {missing} (has {sorted(w)})")
+    d_in, d_sae = w["W_enc"].shape
+    if (w["W_dec"].shape != (d_sae, d_in) or w["b_enc"].shape != (d_sae,) or w["b_dec"].shape != (d_in,)
+            or cfg.get("d_in", d_in) != d_in or cfg.get("d_sae", d_sae) != d_sae):
+        raise SAEError(f"{path}: shapes disagree — W_enc {tuple(w['W_enc'].shape)}, W_dec {tuple(w['W_dec'].shape)}, "
+                       f"b_enc {tuple(w['b_enc'].shape)}, b_dec {tuple(w['b_dec'].shape)}, cfg d_in={cfg.get('d_in')} "
+                       f"d_sae={cfg.get('d_sae')}")
+    for name, t in w.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise SAEError(f"{path / SAELENS_WEIGHTS}: {name} contains NaN or infinite values")
+    if arch == "jumprelu" and (w["threshold"].shape != (d_sae,) or (w["threshold"] < 0).any()):
+        raise SAEError(f"{path}: threshold must be [d_sae] = [{d_sae}] and ≥ 0")
+    meta = cfg.get("metadata") or {}
+    hook = meta.get("hook_name") or cfg.get("hook_name") or cfg.get("hook_point")
+    ours = SparseCoder(SAEConfig(SAELENS_ARCHS[arch], int(d_in), int(d_sae), k=cfg.get("k") if arch == "topk" else None,
+                                 site=site_from_hook(hook) if hook else None,
+                                 model=meta.get("model_name") or cfg.get("model_name")))
+    with torch.no_grad():
+        W_enc = w["W_enc"].T.double()
+        b_enc = w["b_enc"].double()
+        if not cfg.get("apply_b_dec_to_input", True):  # SAELens reads x, mechscope reads x − b_dec: fold it
+            b_enc = b_enc + W_enc @ w["b_dec"].double()
+        ours.W_enc.copy_(W_enc)
+        ours.b_enc.copy_(b_enc)
+        ours.W_dec.copy_(w["W_dec"])
+        ours.b_dec.copy_(w["b_dec"])
+        if arch == "jumprelu":
+            ours.log_threshold.copy_(w["threshold"].double().log())
+    return ours.to(device).eval()
+
+
+def save_saelens(sae: SparseCoder, directory: str | os.PathLike, *, hook_name: str | None = None,
+                 model_name: str | None = None) -> Path:
+    """Write ``sae`` as a SAELens 6 folder (``cfg.json`` + ``sae_weights.safetensors``) that
+    ``SAE.load_from_disk`` opens; ``hook_name`` is the TransformerLens hook it reads (default: the
+    one matching its site, when there is one)."""
+    from safetensors.torch import save_file
+
+    c = sae.cfg
+    if c.transcoder:
+        raise SAEError("writing transcoders as SAELens files is not supported yet")
+    arch = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "jumprelu"}[c.arch]
+    with torch.no_grad():
+        s_in, s_out = float(sae.scale_in), float(sae.scale_out)
+        W_enc = (sae.W_enc.double() * s_in).T  # [d_in, d_sae]: x ↦ x·s_in W_encᵀ
+        W_dec = sae.W_dec.double() / s_out
+        b_dec = sae.b_dec.double() / s_out
+        # SAELens: (x − b_dec') W_enc' + b_enc' must equal mechscope's x·s_in W_encᵀ + (b_enc − W_enc b_dec)
+        b_enc = sae.encoder_bias().double() + b_dec @ W_enc
+        tensors = {"W_enc": W_enc, "b_enc": b_enc, "W_dec": W_dec, "b_dec": b_dec}
+        if arch == "jumprelu":
+            tensors["threshold"] = (sae.threshold if c.arch == "jumprelu"
+                                    else sae.batch_threshold.expand(c.width)).double()
+    if hook_name is None and c.site is not None:
+        tl = {v: k for k, v in _TL_HOOKS.items()}
+        layer, _, kind = c.site.partition(".")[2].partition(".")
+        hook_name = f"blocks.{layer}.{tl[kind]}" if c.site.startswith("blocks.") and kind in tl else None
+    cfg = {"architecture": arch, "d_in": c.d_in, "d_sae": c.width, "dtype": "float32", "device": "cpu",
+           "apply_b_dec_to_input": True, "normalize_activations": "none", "reshape_activations": "none",
+           "metadata": {"hook_name": hook_name, "model_name": model_name or c.model}}
+    if arch == "topk":
+        cfg["k"] = c.k
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{SAELENS_WEIGHTS}.tmp"
+    save_file({k: v.float().contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, directory / SAELENS_WEIGHTS)
+    tmp = directory / f".{SAELENS_CONFIG}.tmp"
+    tmp.write_text(json.dumps(cfg, indent=1))
+    os.replace(tmp, directory / SAELENS_CONFIG)
+    return directory
+
+
+__all__ = ["load_dictionary", "save_saelens", "site_from_hook"]
