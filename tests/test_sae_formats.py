@@ -1,9 +1,9 @@
-"""Dictionaries in SAELens's file format: read, written, round-tripped; bad files refused clearly.
+"""Dictionaries in SAELens and sparsify files: read, written, round-tripped; bad files refused clearly.
 
-The comparison with SAELens's own `save_model` / `load_from_disk` / forward runs where sae-lens
-installs (its pins clash with the test environment's): `benchmarks/saelens_formats.py` in
-`.venv-bench-sae` (worst relative difference 5.1e-07 over standard/topk/jumprelu, both ways). Here the
-files are laid out as SAELens 6 documents them, and the expected outputs are its formulas."""
+The comparison with SAELens's and sparsify's own save / load / forward runs where they install
+(their pins clash with the test environment's): `benchmarks/dictionary_formats.py` in
+`.venv-bench-sae` (worst relative difference 5.1e-07 over 12 cases, both ways). Here the files are
+laid out as the two libraries write them, and the expected outputs are their formulas."""
 
 import json
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from mechscope.sae import SAEConfig, SAEError, SparseCoder, load_dictionary, save_saelens, site_from_hook
+from mechscope.sae import SAEConfig, SAEError, SparseCoder, load_dictionary, save_saelens, save_sparsify, site_from_hook
 
 D_IN, D_SAE = 16, 48
 
@@ -104,3 +104,38 @@ def test_bad_dictionary_files_are_refused_by_name(tmp_path):
     with pytest.raises(SAEError, match="without its gain"):
         site_from_hook("blocks.4.ln2.hook_normalized")
     assert site_from_hook("blocks.4.attn.hook_z") == "blocks.4.attn.z"
+
+
+def sparsify_folder(path, k=5):
+    """A sparsify folder (one per hookpoint: cfg.json + sae.safetensors, encoder.weight [latents, d_in])."""
+    g = torch.Generator().manual_seed(3)
+    w = {"encoder.weight": torch.randn(D_SAE, D_IN, generator=g) * 0.3, "encoder.bias": torch.randn(D_SAE, generator=g) * 0.1,
+         "W_dec": torch.randn(D_SAE, D_IN, generator=g) * 0.3, "b_dec": torch.randn(D_IN, generator=g) * 0.1}
+    cfg = {"activation": "topk", "expansion_factor": 3, "normalize_decoder": True, "num_latents": D_SAE, "k": k,
+           "multi_topk": False, "skip_connection": False, "transcode": False, "d_in": D_IN}
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(w, str(path / "sae.safetensors"))
+    (path / "cfg.json").write_text(json.dumps(cfg))
+    return path, w, cfg
+
+
+def test_a_sparsify_folder_reads_as_the_same_dictionary(tmp_path):
+    path, w, cfg = sparsify_folder(tmp_path / "layers.6.mlp")
+    sae = load_dictionary(path)
+    assert sae.cfg.arch == "topk" and sae.cfg.k == 5 and sae.cfg.site == "blocks.6.mlp.out"
+    x = torch.randn(64, D_IN, generator=torch.Generator().manual_seed(4))
+    pre = ((x - w["b_dec"]) @ w["encoder.weight"].T + w["encoder.bias"]).relu()  # sparsify's encode
+    top = pre.topk(5, dim=-1)
+    f = torch.zeros_like(pre).scatter(-1, top.indices, top.values)
+    with torch.no_grad():
+        torch.testing.assert_close(sae.encode(x), f, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(sae(x), f @ w["W_dec"] + w["b_dec"], rtol=1e-5, atol=1e-5)
+    back = load_dictionary(save_sparsify(sae, tmp_path / "again"))  # and out again
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), sae(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(SAEError, match="sparsify files hold TopK dictionaries only; this one is 'jumprelu'"):
+        save_sparsify(SparseCoder(SAEConfig("jumprelu", D_IN, D_SAE)), tmp_path / "no")
+    path, w, cfg = sparsify_folder(tmp_path / "groupmax")
+    (path / "cfg.json").write_text(json.dumps({**cfg, "activation": "groupmax"}))
+    with pytest.raises(SAEError, match="activation 'groupmax' is not supported"):
+        load_dictionary(path)

@@ -5,11 +5,11 @@ from .dashboard import FeatureCards, feature_cards
 from .dictionary import SAEConfig, SAEError, SparseCoder, load_sae
 from .evaluate import SAEEvaluation, evaluate
 from .features import splice, steer
-from .formats import load_dictionary, save_saelens, site_from_hook
+from .formats import load_dictionary, save_saelens, save_sparsify, site_from_hook
 from .store import ActivationStore, StoreError, harvest
 from .synthetic import planted
 from .trainer import TrainingLog, geometric_median, train
 
 __all__ = ["ActivationStore", "FeatureCards", "SAEConfig", "SAEError", "SAEEvaluation", "SparseCoder", "StoreError",
            "TrainingLog", "evaluate", "feature_cards", "geometric_median", "harvest", "load_dictionary", "load_sae",
-           "planted", "save_saelens", "site_from_hook", "splice", "steer", "train"]
+           "planted", "save_saelens", "save_sparsify", "site_from_hook", "splice", "steer", "train"]

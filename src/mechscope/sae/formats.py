@@ -1,9 +1,11 @@
 """Dictionaries from elsewhere: one reader that recognises the format from the files, and writers.
 
-Supported so far (the rest of the formats issue — Gemma Scope, sparsify, circuit-tracer, gated
+Supported so far (the rest of the formats issue — Gemma Scope, circuit-tracer, sparsify transcoders, gated
 and transcoder SAELens files — is refused by name until it lands):
 
 - mechscope's own folders (``config.json`` + ``sae.safetensors``, ``SparseCoder.save``);
+- EleutherAI sparsify folders (one per hookpoint: ``cfg.json`` + ``sae.safetensors``, TopK SAEs;
+  the folder name gives the site);
 - SAELens 6.x folders (``cfg.json`` + ``sae_weights.safetensors``, ``SAE.save_model``) of the
   ``standard``, ``topk`` and ``jumprelu`` architectures, with or without ``apply_b_dec_to_input``,
   ``normalize_activations: none``, ``reshape_activations: none``. SAELens keeps ``W_enc`` as
@@ -13,6 +15,7 @@ and transcoder SAELens files — is refused by name until it lands):
 ``save_saelens`` writes any mechscope SAE (not transcoders yet) so that SAELens, and what reads its
 files, opens it: mechscope's input scaling is folded into the weights, a ``batchtopk`` dictionary is
 written as ``jumprelu`` with its inference threshold (as SAELens itself saves BatchTopK).
+``save_sparsify`` writes TopK SAEs for sparsify (its format holds nothing else).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from .dictionary import CONFIG, WEIGHTS, SAEConfig, SAEError, SparseCoder, load_
 SAELENS_CONFIG = "cfg.json"
 SAELENS_WEIGHTS = "sae_weights.safetensors"
 SAELENS_ARCHS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}
+SPARSIFY_CONFIG, SPARSIFY_WEIGHTS = "cfg.json", "sae.safetensors"
 # TransformerLens hook names (what SAELens files carry) → mechscope sites
 _TL_HOOKS = {"hook_resid_pre": "resid_pre", "hook_resid_mid": "resid_mid", "hook_resid_post": "resid_post",
              "hook_attn_out": "attn.out", "hook_mlp_out": "mlp.out", "mlp.hook_post": "mlp.post",
@@ -57,10 +61,94 @@ def load_dictionary(path: str | os.PathLike, device: str | torch.device = "cpu")
                        f"or {SAELENS_CONFIG} + {SAELENS_WEIGHTS} (SAELens)")
     if (path / CONFIG).exists():
         return load_sae(path, device)
-    if (path / SAELENS_CONFIG).exists():
+    if (path / SAELENS_CONFIG).exists() and (path / SAELENS_WEIGHTS).exists():
         return _from_saelens(path, device)
-    raise SAEError(f"{path} holds neither {CONFIG} + {WEIGHTS} (mechscope) nor {SAELENS_CONFIG} + {SAELENS_WEIGHTS} "
-                   f"(SAELens 6); found: {', '.join(sorted(p.name for p in path.iterdir())[:8]) or 'nothing'}")
+    if (path / SPARSIFY_CONFIG).exists() and (path / SPARSIFY_WEIGHTS).exists():
+        return _from_sparsify(path, device)
+    raise SAEError(f"{path} holds neither {CONFIG} + {WEIGHTS} (mechscope), {SAELENS_CONFIG} + {SAELENS_WEIGHTS} "
+                   f"(SAELens 6) nor {SPARSIFY_CONFIG} + {SPARSIFY_WEIGHTS} (sparsify); found: "
+                   f"{', '.join(sorted(p.name for p in path.iterdir())[:8]) or 'nothing'}")
+
+
+def site_from_hookpoint(hookpoint: str) -> str | None:
+    """The mechscope site of a sparsify hookpoint (its folder name): ``layers.5`` (a decoder layer's
+    output) → ``blocks.5.resid_post``, ``layers.5.mlp`` → ``blocks.5.mlp.out``; None when unknown."""
+    parts = hookpoint.split(".")
+    if len(parts) >= 2 and parts[-2].isdigit() and parts[-1] == "mlp":
+        return f"blocks.{parts[-2]}.mlp.out"
+    if parts and parts[-1].isdigit():
+        return f"blocks.{parts[-1]}.resid_post"
+    return None
+
+
+def _from_sparsify(path: Path, device: str | torch.device) -> SparseCoder:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        cfg: dict[str, Any] = json.loads((path / SPARSIFY_CONFIG).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SAEError(f"{path / SPARSIFY_CONFIG} cannot be read as JSON ({err})") from None
+    if cfg.get("activation", "topk") != "topk":
+        raise SAEError(f"{path}: sparsify activation {cfg.get('activation')!r} is not supported (only 'topk')")
+    if cfg.get("transcode") or cfg.get("skip_connection"):
+        raise SAEError(f"{path}: sparsify transcoders (transcode / skip_connection) are not supported yet")
+    try:
+        w = load_file(str(path / SPARSIFY_WEIGHTS))
+    except (OSError, SafetensorError) as err:
+        raise SAEError(f"{path / SPARSIFY_WEIGHTS} cannot be read ({err})") from None
+    need = ["encoder.weight", "encoder.bias", "W_dec", "b_dec"]
+    missing = [k for k in need if k not in w]
+    if missing:
+        raise SAEError(f"{path / SPARSIFY_WEIGHTS} lacks {missing} (has {sorted(w)})")
+    width, d_in = w["encoder.weight"].shape
+    if (w["W_dec"].shape != (width, d_in) or w["encoder.bias"].shape != (width,) or w["b_dec"].shape != (d_in,)
+            or cfg.get("d_in", d_in) != d_in):
+        raise SAEError(f"{path}: shapes disagree — encoder.weight {tuple(w['encoder.weight'].shape)}, W_dec "
+                       f"{tuple(w['W_dec'].shape)}, encoder.bias {tuple(w['encoder.bias'].shape)}, b_dec "
+                       f"{tuple(w['b_dec'].shape)}, cfg d_in={cfg.get('d_in')}")
+    for name, t in w.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise SAEError(f"{path / SPARSIFY_WEIGHTS}: {name} contains NaN or infinite values")
+    ours = SparseCoder(SAEConfig("topk", int(d_in), int(width), k=int(cfg.get("k", 32)),
+                                 site=site_from_hookpoint(path.name)))
+    with torch.no_grad():  # sparsify reads x − b_dec, as mechscope does: the weights carry over as they are
+        ours.W_enc.copy_(w["encoder.weight"])
+        ours.b_enc.copy_(w["encoder.bias"])
+        ours.W_dec.copy_(w["W_dec"])
+        ours.b_dec.copy_(w["b_dec"])
+    return ours.to(device).eval()
+
+
+def save_sparsify(sae: SparseCoder, directory: str | os.PathLike) -> Path:
+    """Write a TopK ``sae`` as a sparsify folder (``cfg.json`` + ``sae.safetensors``) that
+    ``sparsify.SparseCoder.load_from_disk`` opens; sparsify's format is TopK-only, so other
+    architectures are refused by name."""
+    from safetensors.torch import save_file
+
+    c = sae.cfg
+    if c.arch != "topk":
+        raise SAEError(f"sparsify files hold TopK dictionaries only; this one is {c.arch!r} (use save_saelens)")
+    if c.transcoder:
+        raise SAEError("writing transcoders as sparsify files is not supported yet")
+    with torch.no_grad():
+        s_in, s_out = float(sae.scale_in), float(sae.scale_out)
+        W_enc = sae.W_enc.double() * s_in
+        W_dec, b_dec = sae.W_dec.double() / s_out, sae.b_dec.double() / s_out
+        b_enc = sae.encoder_bias().double() + W_enc @ b_dec  # sparsify: (x − b_dec') W_encᵀ + b_enc'
+        tensors = {"encoder.weight": W_enc, "encoder.bias": b_enc, "W_dec": W_dec, "b_dec": b_dec}
+    cfg = {"activation": "topk", "expansion_factor": max(1, c.width // c.d_in), "normalize_decoder": True,
+           "num_latents": c.width, "k": c.k, "multi_topk": False, "skip_connection": False, "transcode": False,
+           "d_in": c.d_in}
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{SPARSIFY_WEIGHTS}.tmp"
+    save_file({k: v.float().contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, directory / SPARSIFY_WEIGHTS)
+    tmp = directory / f".{SPARSIFY_CONFIG}.tmp"
+    tmp.write_text(json.dumps(cfg, indent=1))
+    os.replace(tmp, directory / SPARSIFY_CONFIG)
+    return directory
 
 
 def _from_saelens(path: Path, device: str | torch.device) -> SparseCoder:
@@ -160,4 +248,4 @@ def save_saelens(sae: SparseCoder, directory: str | os.PathLike, *, hook_name: s
     return directory
 
 
-__all__ = ["load_dictionary", "save_saelens", "site_from_hook"]
+__all__ = ["load_dictionary", "save_saelens", "save_sparsify", "site_from_hook", "site_from_hookpoint"]

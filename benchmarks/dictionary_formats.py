@@ -1,12 +1,13 @@
-"""mechscope's SAELens reader and writer against SAELens's own code (run in the SAE benchmark
-environment, where sae-lens installs: `make .venv-bench-sae/.installed`, then
-`.venv-bench-sae/bin/python benchmarks/saelens_formats.py`).
+"""mechscope's readers and writers of SAELens and sparsify files against those libraries' own code
+(run in the SAE benchmark environment, where both install: `make .venv-bench-sae/.installed`, then
+`.venv-bench-sae/bin/python benchmarks/dictionary_formats.py`).
 
 For standard, topk and jumprelu SAEs (with and without apply_b_dec_to_input) with random weights:
 files written by SAELens's `save_model` are read by `mechscope.sae.formats.load_dictionary`, and
 mechscope's encode/decode/forward are compared with SAELens's on the same rows; files written by
-`save_saelens` are opened by SAELens's `SAE.load_from_disk` and compared the same way. Writes a
-section to RESULTS.md; exits non-zero when any relative difference exceeds 1e-5.
+`save_saelens` are opened by SAELens's `SAE.load_from_disk` and compared the same way; the same for
+TopK SAEs through sparsify's `save_to_disk` / `load_from_disk` / `encode` / `decode`. Writes a section
+to RESULTS.md; exits non-zero when any relative difference exceeds 1e-5.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from pathlib import Path
 
 import torch
 
@@ -21,9 +23,15 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import machine, write_section  # noqa: E402
 
 from mechscope.sae import SAEConfig, SparseCoder  # noqa: E402
-from mechscope.sae.formats import load_dictionary, save_saelens  # noqa: E402
+from mechscope.sae.formats import load_dictionary, save_saelens, save_sparsify  # noqa: E402
 
 TOL = 1e-5
+
+
+def sparse_of(f: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices, values) of the k largest latents per row (sparsify's decode takes them)."""
+    v, i = f.topk(k, dim=-1)
+    return i, v
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -72,17 +80,48 @@ def main() -> None:
             f_peer, f_ours = peer.encode(x), sae.encode(x)
             diffs = [rel(f_peer, f_ours), rel(peer.decode(f_ours), sae.decode(f_ours)), rel(peer(x), sae(x))]
         rows.append((f"{arch}", "mechscope save_saelens → SAELens load_from_disk", *diffs))
+    import sparsify
+    from sparsify import SparseCoder as PeerCoder, SparseCoderConfig
+
+    def sparsify_dense(peer, x):  # (latents [n, width], reconstruction) through sparsify's own encode/decode
+        acts, idx, _ = peer.encode(x)
+        return torch.zeros(len(x), peer.num_latents).scatter(-1, idx, acts), peer.decode(acts, idx)
+
+    peer = PeerCoder(d_in, SparseCoderConfig(num_latents=d_sae, k=16))
+    with torch.no_grad():
+        for p in peer.parameters():
+            p.copy_(torch.randn_like(p) * 0.2)
+    folder = Path(tempfile.mkdtemp()) / "layers.3"
+    peer.save_to_disk(folder)
+    ours = load_dictionary(folder)
+    with torch.no_grad():
+        f_peer, y_peer = sparsify_dense(peer, x)
+        rows.append(("topk (sparsify)", "sparsify save_to_disk → mechscope", rel(ours.encode(x), f_peer),
+                     rel(ours.decode(f_peer), y_peer), rel(ours(x), y_peer)))
+    sae = SparseCoder(SAEConfig("topk", d_in, d_sae, k=16))
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+        sae.scale_in.fill_(0.37)
+        sae.scale_out.fill_(0.37)
+    peer = PeerCoder.load_from_disk(save_sparsify(sae, tempfile.mkdtemp()))
+    with torch.no_grad():
+        f_peer, y_peer = sparsify_dense(peer, x)
+        rows.append(("topk", "mechscope save_sparsify → sparsify load_from_disk", rel(f_peer, sae.encode(x)),
+                     rel(peer.decode(*reversed(sparse_of(sae.encode(x), 16))), sae.decode(sae.encode(x))),
+                     rel(y_peer, sae(x))))
     worst = max(max(r[2:]) for r in rows)
     table = ["| dictionary | direction | encode | decode | forward |", "|---|---|---:|---:|---:|"]
     table += [f"| {a} | {b} | {c:.1e} | {d:.1e} | {e:.1e} |" for a, b, c, d, e in rows]
     md = "\n".join([
-        "## Dictionaries: SAELens files, read and written (cpu)", "",
-        f"`.venv-bench-sae/bin/python benchmarks/saelens_formats.py`: sae-lens {sae_lens.__version__}, d_in {d_in}, "
-        f"{d_sae} latents, {n} rows; largest |difference| / largest |value| of mechscope's against SAELens's own "
+        "## Dictionaries: SAELens and sparsify files, read and written (cpu)", "",
+        f"`.venv-bench-sae/bin/python benchmarks/dictionary_formats.py`: sae-lens {sae_lens.__version__}, "
+        f"eai-sparsify {getattr(sparsify, '__version__', '1.3.3')}, d_in {d_in}, "
+        f"{d_sae} latents, {n} rows; largest |difference| / largest |value| of mechscope's against the peer library's own "
         f"outputs (tolerance {TOL}). {machine(1, 'cpu')}.", "", *table, "",
         f"**{'all within tolerance' if worst <= TOL else 'FAILED'}** (worst {worst:.1e}).",
     ])
-    write_section("saelens_formats", md)
+    write_section("dictionary_formats", md)
     print(md)
     if worst > TOL:
         raise SystemExit(1)
