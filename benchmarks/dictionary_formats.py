@@ -1,6 +1,7 @@
 """mechscope's readers and writers of SAELens and sparsify files against those libraries' own code
 (run in the SAE benchmark environment, where both install: `make .venv-bench-sae/.installed`, then
-`.venv-bench-sae/bin/python benchmarks/dictionary_formats.py`).
+`.venv-bench-sae/bin/python benchmarks/dictionary_formats.py`). Gemma Scope's params.npz is read and
+compared with SAELens's JumpReLU SAE holding the same arrays.
 
 For standard, topk and jumprelu SAEs (with and without apply_b_dec_to_input) with random weights:
 files written by SAELens's `save_model` are read by `mechscope.sae.formats.load_dictionary`, and
@@ -80,6 +81,25 @@ def main() -> None:
             f_peer, f_ours = peer.encode(x), sae.encode(x)
             diffs = [rel(f_peer, f_ours), rel(peer.decode(f_ours), sae.decode(f_ours)), rel(peer(x), sae(x))]
         rows.append((f"{arch}", "mechscope save_saelens → SAELens load_from_disk", *diffs))
+    # Gemma Scope: params.npz as its releases hold it, into SAELens's own JumpReLU SAE (its Gemma Scope
+    # loader maps the same keys into a JumpReLU SAE that does not subtract b_dec from its input)
+    import numpy as np
+
+    g = np.random.default_rng(0)
+    arrays = {"W_enc": g.normal(size=(d_in, d_sae)) * 0.2, "W_dec": g.normal(size=(d_sae, d_in)) * 0.2,
+              "b_enc": g.normal(size=d_sae) * 0.2, "b_dec": g.normal(size=d_in) * 0.2, "threshold": g.random(d_sae) * 0.5}
+    arrays = {k: v.astype(np.float32) for k, v in arrays.items()}
+    folder = Path(tempfile.mkdtemp()) / "layer_3" / "width_512" / "average_l0_20"
+    folder.mkdir(parents=True)
+    np.savez(folder / "params.npz", **arrays)
+    peer = JumpReLUSAE(JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae, apply_b_dec_to_input=False))
+    peer.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items()})
+    ours = load_dictionary(folder, site="blocks.3.resid_post")
+    with torch.no_grad():
+        f_peer = peer.encode(x)
+        rows.append(("jumprelu (Gemma Scope params.npz)", "params.npz → mechscope vs SAELens JumpReLU", rel(ours.encode(x), f_peer),
+                     rel(ours.decode(f_peer), peer.decode(f_peer)), rel(ours(x), peer(x))))
+
     import sparsify
     from sparsify import SparseCoder as PeerCoder, SparseCoderConfig
 

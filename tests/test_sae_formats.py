@@ -139,3 +139,30 @@ def test_a_sparsify_folder_reads_as_the_same_dictionary(tmp_path):
     (path / "cfg.json").write_text(json.dumps({**cfg, "activation": "groupmax"}))
     with pytest.raises(SAEError, match="activation 'groupmax' is not supported"):
         load_dictionary(path)
+
+
+def test_a_gemma_scope_folder_reads_with_the_site_named(tmp_path):
+    """Gemma Scope's params.npz: JumpReLU whose encoder reads x itself (no b_dec subtraction);
+    the folder gives the layer, not the site, so the caller names it."""
+    import numpy as np
+
+    g = np.random.default_rng(5)
+    w = {"W_enc": g.normal(size=(D_IN, D_SAE)) * 0.3, "W_dec": g.normal(size=(D_SAE, D_IN)) * 0.3,
+         "b_enc": g.normal(size=D_SAE) * 0.1, "b_dec": g.normal(size=D_IN) * 0.1, "threshold": g.random(D_SAE) * 0.2}
+    w = {k: torch.from_numpy(v.astype(np.float32)) for k, v in w.items()}
+    folder = tmp_path / "layer_7" / "width_16k" / "average_l0_40"
+    folder.mkdir(parents=True)
+    np.savez(folder / "params.npz", **{k: v.numpy() for k, v in w.items()})
+    with pytest.raises(SAEError, match=r"does not say which site it reads; give site= \(e.g. blocks.7.resid_post"):
+        load_dictionary(folder)
+    sae = load_dictionary(folder / "params.npz", site="blocks.7.mlp.out")
+    assert sae.cfg.arch == "jumprelu" and sae.cfg.site == "blocks.7.mlp.out"
+    x = torch.randn(64, D_IN, generator=torch.Generator().manual_seed(6))
+    pre = x @ w["W_enc"] + w["b_enc"]
+    f = pre.relu() * (pre > w["threshold"])
+    with torch.no_grad():
+        torch.testing.assert_close(sae.encode(x), f, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(sae(x), f @ w["W_dec"] + w["b_dec"], rtol=1e-5, atol=1e-5)
+    np.savez(folder / "params.npz", **{k: v.numpy() for k, v in w.items() if k != "threshold"})
+    with pytest.raises(SAEError, match=r"lacks \['threshold'\]"):
+        load_dictionary(folder, site="blocks.7.mlp.out")

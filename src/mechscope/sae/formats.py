@@ -1,9 +1,11 @@
 """Dictionaries from elsewhere: one reader that recognises the format from the files, and writers.
 
-Supported so far (the rest of the formats issue — Gemma Scope, circuit-tracer, sparsify transcoders, gated
+Supported so far (the rest of the formats issue — circuit-tracer, sparsify transcoders, gated
 and transcoder SAELens files — is refused by name until it lands):
 
 - mechscope's own folders (``config.json`` + ``sae.safetensors``, ``SparseCoder.save``);
+- Gemma Scope folders (``params.npz``: JumpReLU; the caller names the site, which the folder does
+  not say — ``layer_L`` gives only the layer);
 - EleutherAI sparsify folders (one per hookpoint: ``cfg.json`` + ``sae.safetensors``, TopK SAEs;
   the folder name gives the site);
 - SAELens 6.x folders (``cfg.json`` + ``sae_weights.safetensors``, ``SAE.save_model``) of the
@@ -33,6 +35,7 @@ SAELENS_CONFIG = "cfg.json"
 SAELENS_WEIGHTS = "sae_weights.safetensors"
 SAELENS_ARCHS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}
 SPARSIFY_CONFIG, SPARSIFY_WEIGHTS = "cfg.json", "sae.safetensors"
+GEMMA_SCOPE_WEIGHTS = "params.npz"
 # TransformerLens hook names (what SAELens files carry) → mechscope sites
 _TL_HOOKS = {"hook_resid_pre": "resid_pre", "hook_resid_mid": "resid_mid", "hook_resid_post": "resid_post",
              "hook_attn_out": "attn.out", "hook_mlp_out": "mlp.out", "mlp.hook_post": "mlp.post",
@@ -53,9 +56,14 @@ def site_from_hook(hook: str) -> str:
     raise SAEError(f"hook {hook!r} has no mechscope site; known: blocks.L.{{{', '.join(_TL_HOOKS)}}}, hook_embed")
 
 
-def load_dictionary(path: str | os.PathLike, device: str | torch.device = "cpu") -> SparseCoder:
-    """A ``SparseCoder`` from a folder in any supported format (see the module docstring)."""
+def load_dictionary(path: str | os.PathLike, device: str | torch.device = "cpu", *, site: str | None = None) -> SparseCoder:
+    """A ``SparseCoder`` from a folder in any supported format (see the module docstring).
+    ``site``: the site it reads, where the files do not say (Gemma Scope)."""
     path = Path(path)
+    if path.name == GEMMA_SCOPE_WEIGHTS and path.is_file():
+        path = path.parent
+    if path.is_dir() and (path / GEMMA_SCOPE_WEIGHTS).exists():
+        return _from_gemma_scope(path, device, site)
     if not path.is_dir():
         raise SAEError(f"{path} is not a folder; a dictionary is a folder with {CONFIG} + {WEIGHTS} (mechscope) "
                        f"or {SAELENS_CONFIG} + {SAELENS_WEIGHTS} (SAELens)")
@@ -68,6 +76,53 @@ def load_dictionary(path: str | os.PathLike, device: str | torch.device = "cpu")
     raise SAEError(f"{path} holds neither {CONFIG} + {WEIGHTS} (mechscope), {SAELENS_CONFIG} + {SAELENS_WEIGHTS} "
                    f"(SAELens 6) nor {SPARSIFY_CONFIG} + {SPARSIFY_WEIGHTS} (sparsify); found: "
                    f"{', '.join(sorted(p.name for p in path.iterdir())[:8]) or 'nothing'}")
+
+
+def _from_gemma_scope(path: Path, device: str | torch.device, site: str | None) -> SparseCoder:
+    """Gemma Scope's ``params.npz``: a JumpReLU SAE (W_enc [d_in, d_sae], W_dec, b_enc, b_dec, threshold)
+    whose encoder reads x itself (no b_dec subtraction: folded into the encoder bias)."""
+    import re
+    import zipfile
+
+    import numpy as np
+
+    layer = re.search(r"layer_(\d+)", str(path))
+    if site is None:
+        hint = f"e.g. blocks.{layer.group(1)}.resid_post, .mlp.out or .attn.out" if layer else "e.g. blocks.L.resid_post"
+        raise SAEError(f"{path}: a Gemma Scope folder does not say which site it reads; give site= ({hint})")
+    if "embedding" in str(path):
+        raise SAEError(f"{path}: Gemma Scope's embedding SAEs are trained on rescaled embeddings; not supported yet")
+    try:
+        with np.load(path / GEMMA_SCOPE_WEIGHTS, allow_pickle=False) as data:
+            w = {("W_" + k[2:] if k.startswith("w_") else k): torch.from_numpy(np.asarray(data[k], dtype=np.float32))
+                 for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise SAEError(f"{path / GEMMA_SCOPE_WEIGHTS} cannot be read ({err})") from None
+    missing = [k for k in ("W_enc", "W_dec", "b_enc", "b_dec", "threshold") if k not in w]
+    if missing:
+        raise SAEError(f"{path / GEMMA_SCOPE_WEIGHTS} lacks {missing} (has {sorted(w)})")
+    if "scaling_factor" in w and not torch.allclose(w["scaling_factor"], torch.ones_like(w["scaling_factor"])):
+        raise SAEError(f"{path}: a scaling_factor other than 1 is not supported yet")
+    d_in, d_sae = w["W_enc"].shape
+    if (w["W_dec"].shape != (d_sae, d_in) or w["b_enc"].shape != (d_sae,) or w["b_dec"].shape != (d_in,)
+            or w["threshold"].shape != (d_sae,)):
+        raise SAEError(f"{path}: shapes disagree — W_enc {tuple(w['W_enc'].shape)}, W_dec {tuple(w['W_dec'].shape)}, "
+                       f"b_enc {tuple(w['b_enc'].shape)}, b_dec {tuple(w['b_dec'].shape)}, "
+                       f"threshold {tuple(w['threshold'].shape)}")
+    for name, t in w.items():
+        if not torch.isfinite(t).all():
+            raise SAEError(f"{path / GEMMA_SCOPE_WEIGHTS}: {name} contains NaN or infinite values")
+    if (w["threshold"] < 0).any():
+        raise SAEError(f"{path}: threshold must be ≥ 0")
+    ours = SparseCoder(SAEConfig("jumprelu", int(d_in), int(d_sae), site=site, model="gemma-2"))
+    with torch.no_grad():
+        W_enc = w["W_enc"].T.double()
+        ours.W_enc.copy_(W_enc)
+        ours.b_enc.copy_(w["b_enc"].double() + W_enc @ w["b_dec"].double())  # it reads x, mechscope x − b_dec
+        ours.W_dec.copy_(w["W_dec"])
+        ours.b_dec.copy_(w["b_dec"])
+        ours.log_threshold.copy_(w["threshold"].double().log())
+    return ours.to(device).eval()
 
 
 def site_from_hookpoint(hookpoint: str) -> str | None:
