@@ -42,6 +42,49 @@ _TL_HOOKS = {"hook_resid_pre": "resid_pre", "hook_resid_mid": "resid_mid", "hook
              "mlp.hook_pre": "mlp.pre", "attn.hook_z": "attn.z"}
 
 
+def _read_config(file: Path) -> dict[str, Any]:
+    try:
+        return json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SAEError(f"{file} cannot be read as JSON ({err})") from None
+
+
+def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(file))
+    except (OSError, SafetensorError) as err:
+        raise SAEError(f"{file} cannot be read ({err})") from None
+
+
+def _check_weights(w: dict[str, torch.Tensor], need: list[str], file: Path) -> None:
+    """Every tensor ``need`` names is there, and no tensor holds NaN or inf."""
+    missing = [k for k in need if k not in w]
+    if missing:
+        raise SAEError(f"{file} lacks {missing} (has {sorted(w)})")
+    for name, t in w.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise SAEError(f"{file}: {name} contains NaN or infinite values")
+
+
+def _write_folder(directory: str | os.PathLike, config_name: str, cfg: dict[str, Any], weights_name: str,
+                  tensors: dict[str, torch.Tensor]) -> Path:
+    """Write the weights (float32) and the config into ``directory``, each replaced atomically."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{weights_name}.tmp"
+    save_file({k: v.float().contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, directory / weights_name)
+    tmp = directory / f".{config_name}.tmp"
+    tmp.write_text(json.dumps(cfg, indent=1))
+    os.replace(tmp, directory / config_name)
+    return directory
+
+
 def site_from_hook(hook: str) -> str:
     """The mechscope site of a TransformerLens hook name (``blocks.8.hook_resid_pre`` →
     ``blocks.8.resid_pre``); ``SAEError`` for hooks with no equal site."""
@@ -98,9 +141,7 @@ def _from_gemma_scope(path: Path, device: str | torch.device, site: str | None) 
                  for k in data.files}
     except (OSError, ValueError, zipfile.BadZipFile) as err:
         raise SAEError(f"{path / GEMMA_SCOPE_WEIGHTS} cannot be read ({err})") from None
-    missing = [k for k in ("W_enc", "W_dec", "b_enc", "b_dec", "threshold") if k not in w]
-    if missing:
-        raise SAEError(f"{path / GEMMA_SCOPE_WEIGHTS} lacks {missing} (has {sorted(w)})")
+    _check_weights(w, ["W_enc", "W_dec", "b_enc", "b_dec", "threshold"], path / GEMMA_SCOPE_WEIGHTS)
     if "scaling_factor" in w and not torch.allclose(w["scaling_factor"], torch.ones_like(w["scaling_factor"])):
         raise SAEError(f"{path}: a scaling_factor other than 1 is not supported yet")
     d_in, d_sae = w["W_enc"].shape
@@ -109,9 +150,6 @@ def _from_gemma_scope(path: Path, device: str | torch.device, site: str | None) 
         raise SAEError(f"{path}: shapes disagree — W_enc {tuple(w['W_enc'].shape)}, W_dec {tuple(w['W_dec'].shape)}, "
                        f"b_enc {tuple(w['b_enc'].shape)}, b_dec {tuple(w['b_dec'].shape)}, "
                        f"threshold {tuple(w['threshold'].shape)}")
-    for name, t in w.items():
-        if not torch.isfinite(t).all():
-            raise SAEError(f"{path / GEMMA_SCOPE_WEIGHTS}: {name} contains NaN or infinite values")
     if (w["threshold"] < 0).any():
         raise SAEError(f"{path}: threshold must be ≥ 0")
     ours = SparseCoder(SAEConfig("jumprelu", int(d_in), int(d_sae), site=site, model="gemma-2"))
@@ -137,34 +175,19 @@ def site_from_hookpoint(hookpoint: str) -> str | None:
 
 
 def _from_sparsify(path: Path, device: str | torch.device) -> SparseCoder:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        cfg: dict[str, Any] = json.loads((path / SPARSIFY_CONFIG).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise SAEError(f"{path / SPARSIFY_CONFIG} cannot be read as JSON ({err})") from None
+    cfg = _read_config(path / SPARSIFY_CONFIG)
     if cfg.get("activation", "topk") != "topk":
         raise SAEError(f"{path}: sparsify activation {cfg.get('activation')!r} is not supported (only 'topk')")
     if cfg.get("transcode") or cfg.get("skip_connection"):
         raise SAEError(f"{path}: sparsify transcoders (transcode / skip_connection) are not supported yet")
-    try:
-        w = load_file(str(path / SPARSIFY_WEIGHTS))
-    except (OSError, SafetensorError) as err:
-        raise SAEError(f"{path / SPARSIFY_WEIGHTS} cannot be read ({err})") from None
-    need = ["encoder.weight", "encoder.bias", "W_dec", "b_dec"]
-    missing = [k for k in need if k not in w]
-    if missing:
-        raise SAEError(f"{path / SPARSIFY_WEIGHTS} lacks {missing} (has {sorted(w)})")
+    w = _read_safetensors(path / SPARSIFY_WEIGHTS)
+    _check_weights(w, ["encoder.weight", "encoder.bias", "W_dec", "b_dec"], path / SPARSIFY_WEIGHTS)
     width, d_in = w["encoder.weight"].shape
     if (w["W_dec"].shape != (width, d_in) or w["encoder.bias"].shape != (width,) or w["b_dec"].shape != (d_in,)
             or cfg.get("d_in", d_in) != d_in):
         raise SAEError(f"{path}: shapes disagree — encoder.weight {tuple(w['encoder.weight'].shape)}, W_dec "
                        f"{tuple(w['W_dec'].shape)}, encoder.bias {tuple(w['encoder.bias'].shape)}, b_dec "
                        f"{tuple(w['b_dec'].shape)}, cfg d_in={cfg.get('d_in')}")
-    for name, t in w.items():
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            raise SAEError(f"{path / SPARSIFY_WEIGHTS}: {name} contains NaN or infinite values")
     ours = SparseCoder(SAEConfig("topk", int(d_in), int(width), k=int(cfg.get("k", 32)),
                                  site=site_from_hookpoint(path.name)))
     with torch.no_grad():  # sparsify reads x − b_dec, as mechscope does: the weights carry over as they are
@@ -179,8 +202,6 @@ def save_sparsify(sae: SparseCoder, directory: str | os.PathLike) -> Path:
     """Write a TopK ``sae`` as a sparsify folder (``cfg.json`` + ``sae.safetensors``) that
     ``sparsify.SparseCoder.load_from_disk`` opens; sparsify's format is TopK-only, so other
     architectures are refused by name."""
-    from safetensors.torch import save_file
-
     c = sae.cfg
     if c.arch != "topk":
         raise SAEError(f"sparsify files hold TopK dictionaries only; this one is {c.arch!r} (use save_saelens)")
@@ -195,25 +216,11 @@ def save_sparsify(sae: SparseCoder, directory: str | os.PathLike) -> Path:
     cfg = {"activation": "topk", "expansion_factor": max(1, c.width // c.d_in), "normalize_decoder": True,
            "num_latents": c.width, "k": c.k, "multi_topk": False, "skip_connection": False, "transcode": False,
            "d_in": c.d_in}
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{SPARSIFY_WEIGHTS}.tmp"
-    save_file({k: v.float().contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, directory / SPARSIFY_WEIGHTS)
-    tmp = directory / f".{SPARSIFY_CONFIG}.tmp"
-    tmp.write_text(json.dumps(cfg, indent=1))
-    os.replace(tmp, directory / SPARSIFY_CONFIG)
-    return directory
+    return _write_folder(directory, SPARSIFY_CONFIG, cfg, SPARSIFY_WEIGHTS, tensors)
 
 
 def _from_saelens(path: Path, device: str | torch.device) -> SparseCoder:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        cfg: dict[str, Any] = json.loads((path / SAELENS_CONFIG).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise SAEError(f"{path / SAELENS_CONFIG} cannot be read as JSON ({err})") from None
+    cfg = _read_config(path / SAELENS_CONFIG)
     arch = cfg.get("architecture", "standard")
     if arch not in SAELENS_ARCHS:
         raise SAEError(f"{path}: SAELens architecture {arch!r} is not supported yet; supported: "
@@ -223,23 +230,15 @@ def _from_saelens(path: Path, device: str | torch.device) -> SparseCoder:
             raise SAEError(f"{path}: {key}={cfg.get(key)!r} is not supported yet (only 'none')")
     if cfg.get("rescale_acts_by_decoder_norm"):
         raise SAEError(f"{path}: rescale_acts_by_decoder_norm=true is not supported yet")
-    try:
-        w = load_file(str(path / SAELENS_WEIGHTS))
-    except (OSError, SafetensorError) as err:
-        raise SAEError(f"{path / SAELENS_WEIGHTS} cannot be read ({err})") from None
-    need = ["W_enc", "b_enc", "W_dec", "b_dec"] + (["threshold"] if arch == "jumprelu" else [])
-    missing = [k for k in need if k not in w]
-    if missing:
-        raise SAEError(f"{path / SAELENS_WEIGHTS} lacks {missing} (has {sorted(w)})")
+    w = _read_safetensors(path / SAELENS_WEIGHTS)
+    _check_weights(w, ["W_enc", "b_enc", "W_dec", "b_dec"] + (["threshold"] if arch == "jumprelu" else []),
+                   path / SAELENS_WEIGHTS)
     d_in, d_sae = w["W_enc"].shape
     if (w["W_dec"].shape != (d_sae, d_in) or w["b_enc"].shape != (d_sae,) or w["b_dec"].shape != (d_in,)
             or cfg.get("d_in", d_in) != d_in or cfg.get("d_sae", d_sae) != d_sae):
         raise SAEError(f"{path}: shapes disagree — W_enc {tuple(w['W_enc'].shape)}, W_dec {tuple(w['W_dec'].shape)}, "
                        f"b_enc {tuple(w['b_enc'].shape)}, b_dec {tuple(w['b_dec'].shape)}, cfg d_in={cfg.get('d_in')} "
                        f"d_sae={cfg.get('d_sae')}")
-    for name, t in w.items():
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            raise SAEError(f"{path / SAELENS_WEIGHTS}: {name} contains NaN or infinite values")
     if arch == "jumprelu" and (w["threshold"].shape != (d_sae,) or (w["threshold"] < 0).any()):
         raise SAEError(f"{path}: threshold must be [d_sae] = [{d_sae}] and ≥ 0")
     meta = cfg.get("metadata") or {}
@@ -266,8 +265,6 @@ def save_saelens(sae: SparseCoder, directory: str | os.PathLike, *, hook_name: s
     """Write ``sae`` as a SAELens 6 folder (``cfg.json`` + ``sae_weights.safetensors``) that
     ``SAE.load_from_disk`` opens; ``hook_name`` is the TransformerLens hook it reads (default: the
     one matching its site, when there is one)."""
-    from safetensors.torch import save_file
-
     c = sae.cfg
     if c.transcoder:
         raise SAEError("writing transcoders as SAELens files is not supported yet")
@@ -292,15 +289,7 @@ def save_saelens(sae: SparseCoder, directory: str | os.PathLike, *, hook_name: s
            "metadata": {"hook_name": hook_name, "model_name": model_name or c.model}}
     if arch == "topk":
         cfg["k"] = c.k
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{SAELENS_WEIGHTS}.tmp"
-    save_file({k: v.float().contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, directory / SAELENS_WEIGHTS)
-    tmp = directory / f".{SAELENS_CONFIG}.tmp"
-    tmp.write_text(json.dumps(cfg, indent=1))
-    os.replace(tmp, directory / SAELENS_CONFIG)
-    return directory
+    return _write_folder(directory, SAELENS_CONFIG, cfg, SAELENS_WEIGHTS, tensors)
 
 
 __all__ = ["load_dictionary", "save_saelens", "save_sparsify", "site_from_hook", "site_from_hookpoint"]
