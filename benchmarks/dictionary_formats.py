@@ -3,12 +3,16 @@
 `.venv-bench-sae/bin/python benchmarks/dictionary_formats.py`). Gemma Scope's params.npz is read and
 compared with SAELens's JumpReLU SAE holding the same arrays.
 
-For standard, topk and jumprelu SAEs (with and without apply_b_dec_to_input) with random weights:
-files written by SAELens's `save_model` are read by `mechscope.sae.formats.load_dictionary`, and
-mechscope's encode/decode/forward are compared with SAELens's on the same rows; files written by
-`save_saelens` are opened by SAELens's `SAE.load_from_disk` and compared the same way; the same for
-TopK SAEs through sparsify's `save_to_disk` / `load_from_disk` / `encode` / `decode`. Writes a section
-to RESULTS.md; exits non-zero when any relative difference exceeds 1e-5.
+For every architecture in SAELens's class registry that mechscope reads (standard, gated, topk incl.
+rescale_acts_by_decoder_norm, jumprelu, the four transcoders; with and without apply_b_dec_to_input;
+constant_norm_rescale and layer_norm inputs) with random weights: files written by SAELens's
+`save_model` are read by `mechscope.sae.formats.load_dictionary`, and mechscope's encode/decode/forward
+are compared with SAELens's on the same rows; files written by `save_saelens` are opened by SAELens's
+`SAE.load_from_disk` and compared the same way; the same for TopK SAEs through sparsify's
+`save_to_disk` / `load_from_disk` / `encode` / `decode`. Dictionaries on TransformerLens's
+`ln2.hook_normalized` (no gain) are run by SAELens on TransformerLens's activations of a tiny llama and
+gemma, and by mechscope on its own `mlp.in` (gain folded in at load). Writes a section to RESULTS.md;
+exits non-zero when any relative difference exceeds 1e-5.
 """
 
 from __future__ import annotations
@@ -39,48 +43,142 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp(min=1e-12))
 
 
+def transformer_lens_model(model):
+    """A HookedTransformer holding ``model``'s weights (tiny llama or gemma), unprocessed — as SAELens
+    loads models (``from_pretrained_no_processing``). Built from TransformerLens's own config fields and
+    weight converters, since its ``from_pretrained`` accepts only hub names."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformer_lens.pretrained.weight_conversions.gemma import convert_gemma_weights
+    from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
+
+    c = model.hf.config
+    gemma = c.model_type == "gemma"
+    cfg = HookedTransformerConfig(
+        d_model=c.hidden_size, d_head=model.cfg.d_head, n_heads=c.num_attention_heads, d_mlp=c.intermediate_size,
+        n_layers=c.num_hidden_layers, n_ctx=c.max_position_embeddings, eps=c.rms_norm_eps, d_vocab=c.vocab_size,
+        act_fn="gelu_pytorch_tanh" if gemma else c.hidden_act, normalization_type="RMS", positional_embedding_type="rotary",
+        rotary_dim=model.cfg.d_head, rotary_base=10000, rotary_adjacent_pairs=False, final_rms=True, gated_mlp=True,
+        n_key_value_heads=c.num_key_value_heads, original_architecture=type(model.hf).__name__,
+        use_attn_scale=True, dtype=torch.float32, device="cpu")
+    tl = HookedTransformer(cfg)
+    state = (convert_gemma_weights if gemma else convert_llama_weights)(model.hf, cfg)
+    tl.load_and_process_state_dict(state, fold_ln=False, center_writing_weights=False, center_unembed=False,
+                                   fold_value_biases=False, refactor_factored_attn_matrices=False)
+    return tl.eval()
+
+
+def transformer_lens_rows(n: int) -> list[tuple]:
+    """A dictionary on TransformerLens's ``blocks.1.ln2.hook_normalized`` (SAELens's own SAE and
+    transcoder) loaded by mechscope with the model given reads mechscope's ``mlp.in`` instead: its
+    latents on the same tokens equal SAELens's on TransformerLens's activations."""
+    from sae_lens.registry import SAE_CLASS_REGISTRY
+
+    from mechscope.models.tiny import tiny
+
+    rows = []
+    for family in ("llama", "gemma"):
+        model = tiny(family)
+        g = torch.Generator().manual_seed(5)
+        with torch.no_grad():  # gains far from 1 (gemma's stored weight is gain − 1)
+            for name, p in model.hf.named_parameters():
+                if "post_attention_layernorm" in name:
+                    p.copy_(torch.rand(p.shape, generator=g) + (0.5 if family == "llama" else -0.5))
+        tl = transformer_lens_model(model)
+        tokens = torch.randint(3, 300, (4, 32), generator=g)
+        logits_tl, cache = tl.run_with_cache(tokens, names_filter="blocks.1.ln2.hook_normalized")
+        ours = model.run(tokens, cache="blocks.1.mlp.in")
+        x_tl = cache["blocks.1.ln2.hook_normalized"].reshape(-1, model.cfg.d_model)
+        x_ours = ours.cache["blocks.1.mlp.in"].reshape(-1, model.cfg.d_model)
+        rows.append((f"TransformerLens {family} logits", "no processing vs mechscope (sanity)",
+                     0.0, 0.0, rel(ours.logits, logits_tl)))
+        for arch, extra in (("standard", {}), ("jumprelu_skip_transcoder", {"d_out": model.cfg.d_model})):
+            cls, cfg_cls = SAE_CLASS_REGISTRY[arch]
+            meta = {"hook_name": "blocks.1.ln2.hook_normalized", "model_name": model.name}
+            if extra:
+                meta["hook_name_out"] = "blocks.1.hook_mlp_out"
+            peer = cls(cfg_cls(d_in=model.cfg.d_model, d_sae=256, apply_b_dec_to_input=not extra, **extra))
+            with torch.no_grad():
+                for p in peer.parameters():
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+                if hasattr(peer, "threshold"):
+                    peer.threshold.copy_(torch.rand(256, generator=g) * 0.3)
+            for k, v in meta.items():
+                peer.cfg.metadata[k] = v
+            folder = tempfile.mkdtemp()
+            peer.save_model(folder)
+            sae = load_dictionary(folder, model=model)
+            gain = model.hf.model.layers[1].post_attention_layernorm.weight.detach() + (family == "gemma")
+            with torch.no_grad():
+                want = peer(x_tl) * (1 if extra else gain)  # an SAE's reconstruction lives in mlp.in's units
+                rows.append((f"{arch} on ln2.hook_normalized ({family})", "SAELens on TransformerLens → mechscope on mlp.in",
+                             rel(sae.encode(x_ours), peer.encode(x_tl)), 0.0, rel(sae(x_ours), want)))
+    return rows
+
+
 def main() -> None:
     import sae_lens
     from sae_lens import SAE
-    from sae_lens.saes import (JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig, TopKSAE,
-                               TopKSAEConfig)
+    from sae_lens.saes import JumpReLUSAE, JumpReLUSAEConfig
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
     d_in, d_sae, n = 64, 512, 256
     x = torch.randn(n, d_in) * 3
     rows = []
-    peers = [("standard", StandardSAE, StandardSAEConfig, {}), ("topk", TopKSAE, TopKSAEConfig, {"k": 16}),
-             ("jumprelu", JumpReLUSAE, JumpReLUSAEConfig, {})]
-    for name, cls, cfg_cls, extra in peers:
-        for b_dec_in in (True, False):
-            peer = cls(cfg_cls(d_in=d_in, d_sae=d_sae, apply_b_dec_to_input=b_dec_in, **extra))
-            with torch.no_grad():
-                for p in peer.parameters():
-                    p.copy_(torch.randn_like(p) * 0.2)
-                if name == "jumprelu":
-                    peer.threshold.copy_(torch.rand(d_sae) * 0.5)
-            folder = tempfile.mkdtemp()
-            peer.save_model(folder)
-            ours = load_dictionary(folder)
-            with torch.no_grad():
-                f_peer, f_ours = peer.encode(x), ours.encode(x)
-                diffs = [rel(f_ours, f_peer), rel(ours.decode(f_peer), peer.decode(f_peer)), rel(ours(x), peer(x))]
-            rows.append((f"{name}, apply_b_dec_to_input={b_dec_in}", "SAELens save_model → mechscope", *diffs))
-    for arch, kw in (("relu", {}), ("topk", {"k": 16}), ("jumprelu", {}), ("batchtopk", {"k": 16})):
+    from sae_lens.registry import SAE_CLASS_REGISTRY
+
+    d_out = d_in + 16  # transcoders write a wider site
+    peers = [(arch, {}) for arch in ("standard", "gated", "jumprelu")] + [
+        ("topk", {"k": 16}), ("topk", {"k": 16, "rescale_acts_by_decoder_norm": True}),
+        ("standard", {"normalize_activations": "constant_norm_rescale"}), ("topk", {"k": 16, "normalize_activations": "layer_norm"})]
+    cases = [(arch, {**extra, "apply_b_dec_to_input": b}) for arch, extra in peers for b in (True, False)]
+    cases += [(arch, {"d_out": d_out, "apply_b_dec_to_input": False}) for arch in
+              ("transcoder", "skip_transcoder", "jumprelu_transcoder", "jumprelu_skip_transcoder")]
+    cases += [("jumprelu_transcoder", {"d_out": d_out, "apply_b_dec_to_input": False, "normalize_activations": "layer_norm"})]
+    for name, extra in cases:
+        cls, cfg_cls = SAE_CLASS_REGISTRY[name]
+        peer = cls(cfg_cls(d_in=d_in, d_sae=d_sae, **extra))
+        with torch.no_grad():
+            for p in peer.parameters():
+                p.copy_(torch.randn_like(p) * 0.2)
+            if hasattr(peer, "threshold"):
+                peer.threshold.copy_(torch.rand(d_sae) * 0.5)
+            if extra.get("rescale_acts_by_decoder_norm"):
+                peer.W_dec.mul_(torch.rand(d_sae, 1) * 3 + 0.2)
+        folder = tempfile.mkdtemp()
+        peer.save_model(folder)
+        ours = load_dictionary(folder)
+        with torch.no_grad():
+            f_peer, f_ours = peer.encode(x), ours.encode(x)
+            y_peer = peer(x)
+            dec_peer = peer(x) - (x @ peer.W_skip.T if "skip" in name else 0)  # decode(f), with the row statistics of x
+            dec_ours = ours.decode(f_peer, x) - (x @ ours.W_skip if "skip" in name else 0)
+            diffs = [rel(f_ours, f_peer), rel(dec_ours, dec_peer), rel(ours(x), y_peer)]
+        label = ", ".join([name] + [f"{k}={v}" for k, v in extra.items() if k not in ("d_out",)])
+        rows.append((label, "SAELens save_model → mechscope", *diffs))
+    mine = [("relu", {}), ("topk", {"k": 16}), ("jumprelu", {}), ("batchtopk", {"k": 16}), ("gated", {}),
+            ("relu", {"input_norm": "layer_norm"}), ("topk", {"k": 16, "input_norm": "rescale"}),
+            ("relu", {"d_out": d_out, "site": "blocks.1.mlp.in", "target_site": "blocks.1.mlp.out"}),
+            ("jumprelu", {"d_out": d_out, "skip": True, "site": "blocks.1.mlp.in", "target_site": "blocks.1.mlp.out"})]
+    for arch, kw in mine:
         sae = SparseCoder(SAEConfig(arch, d_in, d_sae, **kw))
         with torch.no_grad():
             for p in sae.parameters():
                 p.add_(torch.randn_like(p) * 0.2)
             sae.scale_in.fill_(0.37)
-            sae.scale_out.fill_(0.37)
+            sae.scale_out.fill_(0.37 if not sae.cfg.transcoder else 1.7)
+            sae.b_in.normal_()
             sae.batch_threshold.fill_(0.3)
         folder = save_saelens(sae, tempfile.mkdtemp())
         peer = SAE.load_from_disk(folder)
         with torch.no_grad():
             f_peer, f_ours = peer.encode(x), sae.encode(x)
-            diffs = [rel(f_peer, f_ours), rel(peer.decode(f_ours), sae.decode(f_ours)), rel(peer(x), sae(x))]
-        rows.append((f"{arch}", "mechscope save_saelens → SAELens load_from_disk", *diffs))
+            skip_ours = (x * sae.scale_in) @ sae.W_skip / sae.scale_out if sae.W_skip is not None else 0
+            dec_peer = peer(x) - (x @ peer.W_skip.T if sae.W_skip is not None else 0)
+            diffs = [rel(f_peer, f_ours), rel(dec_peer, sae.decode(f_ours, x) - skip_ours), rel(peer(x), sae(x))]
+        label = ", ".join([arch] + [f"{k}={v}" for k, v in kw.items() if k not in ("d_out", "site", "target_site")]
+                          + (["transcoder"] if sae.cfg.transcoder else []))
+        rows.append((label, f"mechscope save_saelens → SAELens load_from_disk ({type(peer).__name__})", *diffs))
     # Gemma Scope: params.npz as its releases hold it, into SAELens's own JumpReLU SAE (its Gemma Scope
     # loader maps the same keys into a JumpReLU SAE that does not subtract b_dec from its input)
     import numpy as np
@@ -130,6 +228,7 @@ def main() -> None:
         rows.append(("topk", "mechscope save_sparsify → sparsify load_from_disk", rel(f_peer, sae.encode(x)),
                      rel(peer.decode(*reversed(sparse_of(sae.encode(x), 16))), sae.decode(sae.encode(x))),
                      rel(y_peer, sae(x))))
+    rows += transformer_lens_rows(x.shape[0])
     worst = max(max(r[2:]) for r in rows)
     table = ["| dictionary | direction | encode | decode | forward |", "|---|---|---:|---:|---:|"]
     table += [f"| {a} | {b} | {c:.1e} | {d:.1e} | {e:.1e} |" for a, b, c, d, e in rows]

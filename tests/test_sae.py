@@ -113,8 +113,14 @@ def test_decoder_norm_handling_per_architecture():
 
 
 def test_config_errors():
-    with pytest.raises(SAEError, match="arch='gated'; valid: relu, topk, batchtopk, jumprelu"):
-        SAEConfig("gated", 8, 16)
+    with pytest.raises(SAEError, match="arch='matryoshka'; valid: relu, topk, batchtopk, jumprelu, gated"):
+        SAEConfig("matryoshka", 8, 16)
+    with pytest.raises(SAEError, match="gated dictionaries are read from files, not trained here"):
+        SparseCoder(SAEConfig("gated", 8, 16)).fit(torch.zeros(100, 8), batch=10, progress=False)
+    with pytest.raises(SAEError, match="input_norm='layer_norm' is for dictionaries read from files"):
+        SparseCoder(SAEConfig("relu", 8, 16, input_norm="layer_norm")).fit(torch.zeros(100, 8), batch=10, progress=False)
+    with pytest.raises(SAEError, match="input_norm='rms'; valid: none, center, rescale, layer_norm"):
+        SAEConfig("relu", 8, 16, input_norm="rms")
     with pytest.raises(SAEError, match="topk needs k in 1..width=16"):
         SAEConfig("topk", 8, 16)
     with pytest.raises(SAEError, match="k=4 is for topk/batchtopk"):

@@ -2,7 +2,8 @@
 
 The comparison with SAELens's and sparsify's own save / load / forward runs where they install
 (their pins clash with the test environment's): `benchmarks/dictionary_formats.py` in
-`.venv-bench-sae` (worst relative difference 5.1e-07 over 12 cases, both ways). Here the files are
+`.venv-bench-sae` (worst relative difference 4.9e-07 over 36 cases, both ways, and against TransformerLens's
+ln2.hook_normalized on a tiny llama and gemma). Here the files are
 laid out as the two libraries write them, and the expected outputs are their formulas."""
 
 import json
@@ -16,16 +17,34 @@ from mechscope.sae import SAEConfig, SAEError, SparseCoder, load_dictionary, sav
 D_IN, D_SAE = 16, 48
 
 
-def saelens_folder(path, arch="standard", apply_b_dec_to_input=True, k=5, **cfg_extra):
-    """A SAELens 6 folder (cfg.json + sae_weights.safetensors, W_enc [d_in, d_sae]) with random weights."""
+ARCHS = ["standard", "gated", "topk", "jumprelu", "transcoder", "skip_transcoder", "jumprelu_transcoder",
+         "jumprelu_skip_transcoder"]
+
+
+def saelens_folder(path, arch="standard", apply_b_dec_to_input=True, k=5, d_out=D_IN + 4, meta=None, **cfg_extra):
+    """A SAELens 6 folder (cfg.json + sae_weights.safetensors, W_enc [d_in, d_sae], W_skip [d_out, d_in])
+    with random weights, laid out as SAE.save_model writes each architecture."""
     g = torch.Generator().manual_seed(0)
+    transcoder = "transcoder" in arch
+    d_out = d_out if transcoder else D_IN
     w = {"W_enc": torch.randn(D_IN, D_SAE, generator=g) * 0.3, "b_enc": torch.randn(D_SAE, generator=g) * 0.1,
-         "W_dec": torch.randn(D_SAE, D_IN, generator=g) * 0.3, "b_dec": torch.randn(D_IN, generator=g) * 0.1}
-    if arch == "jumprelu":
+         "W_dec": torch.randn(D_SAE, d_out, generator=g) * 0.3, "b_dec": torch.randn(d_out, generator=g) * 0.1}
+    if "jumprelu" in arch:
         w["threshold"] = torch.rand(D_SAE, generator=g) * 0.3
+    if "skip" in arch:
+        w["W_skip"] = torch.randn(d_out, D_IN, generator=g) * 0.2
+    if arch == "gated":
+        w["b_gate"] = w.pop("b_enc")
+        w["b_mag"], w["r_mag"] = torch.randn(D_SAE, generator=g) * 0.1, torch.randn(D_SAE, generator=g) * 0.2
+    hooks = {"hook_name": "blocks.3.ln2.hook_normalized" if transcoder else "blocks.3.hook_resid_post"}
+    if transcoder:
+        hooks["hook_name_out"] = "blocks.3.hook_mlp_out"
     cfg = {"architecture": arch, "d_in": D_IN, "d_sae": D_SAE, "dtype": "float32", "device": "cpu",
-           "apply_b_dec_to_input": apply_b_dec_to_input, "normalize_activations": "none", "reshape_activations": "none",
-           "metadata": {"hook_name": "blocks.3.hook_resid_post", "model_name": "tiny"}, **cfg_extra}
+           "apply_b_dec_to_input": apply_b_dec_to_input and not transcoder, "normalize_activations": "none",
+           "reshape_activations": "none", "metadata": {**hooks, "model_name": "tiny", **(meta or {})}, **cfg_extra}
+    if transcoder:
+        cfg["d_out"] = d_out
+        cfg["metadata"]["hook_name"] = "blocks.3.hook_resid_mid"  # a site mechscope has without a model
     if arch == "topk":
         cfg["k"] = k
     path.mkdir(parents=True, exist_ok=True)
@@ -34,57 +53,164 @@ def saelens_folder(path, arch="standard", apply_b_dec_to_input=True, k=5, **cfg_
     return path, w, cfg
 
 
-def saelens_encode(w, cfg, x):
-    """SAELens's encode, written from its definition."""
-    pre = (x - w["b_dec"] * cfg["apply_b_dec_to_input"]) @ w["W_enc"] + w["b_enc"]
-    if cfg["architecture"] == "standard":
-        return pre.relu()
-    if cfg["architecture"] == "jumprelu":
-        return pre.relu() * (pre > w["threshold"])
-    top = pre.topk(cfg["k"], dim=-1)
-    return torch.zeros_like(pre).scatter(-1, top.indices, top.values.relu())
+def saelens_forward(w, cfg, x):
+    """SAELens's encode and forward, written from its definitions: (latents, output)."""
+    arch, norm = cfg["architecture"], cfg.get("normalize_activations", "none")
+    x_in = x
+    if norm == "constant_norm_rescale":
+        coeff = D_IN ** 0.5 / x.norm(dim=-1, keepdim=True)
+        x_in = x * coeff
+    elif norm == "layer_norm":
+        mu = x.mean(-1, keepdim=True)
+        std = (x - mu).std(dim=-1, keepdim=True)
+        x_in = (x - mu) / (std + 1e-5)
+    sae_in = x_in - w["b_dec"] if cfg["apply_b_dec_to_input"] else x_in
+    if arch == "gated":
+        f = (sae_in @ w["W_enc"] + w["b_gate"] > 0) * (sae_in @ (w["W_enc"] * w["r_mag"].exp()) + w["b_mag"]).relu()
+    else:
+        pre = sae_in @ w["W_enc"] + w["b_enc"]
+        if cfg.get("rescale_acts_by_decoder_norm"):
+            pre = pre * w["W_dec"].norm(dim=-1)
+        if arch == "topk":
+            top = pre.topk(cfg["k"], dim=-1)
+            f = torch.zeros_like(pre).scatter(-1, top.indices, top.values.relu())
+        else:
+            f = pre.relu() * (pre > w["threshold"]) if "jumprelu" in arch else pre.relu()
+    acts = f / w["W_dec"].norm(dim=-1) if cfg.get("rescale_acts_by_decoder_norm") else f
+    out = acts @ w["W_dec"] + w["b_dec"]
+    if "skip" in arch:
+        out = out + x @ w["W_skip"].T
+    if norm == "constant_norm_rescale" and "transcoder" not in arch:
+        out = out / coeff
+    elif norm == "layer_norm" and "transcoder" not in arch:
+        out = out * std + mu
+    return f, out
 
 
-@pytest.mark.parametrize("arch", ["standard", "topk", "jumprelu"])
-@pytest.mark.parametrize("b_dec_in", [True, False])
+X = torch.randn(64, D_IN, generator=torch.Generator().manual_seed(1)) * 2
+
+
+def assert_same(sae, w, cfg, x=X):
+    f, out = saelens_forward(w, cfg, x)
+    with torch.no_grad():  # float32 sums in another order, weights refolded in float64 once
+        torch.testing.assert_close(sae.encode(x), f, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(sae(x), out, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch,b_dec_in", [(a, b) for a in ARCHS for b in (True, False)
+                                            if b or "transcoder" not in a])  # transcoders never subtract b_dec
 def test_a_saelens_folder_reads_as_the_same_dictionary(tmp_path, arch, b_dec_in):
     path, w, cfg = saelens_folder(tmp_path / "sae", arch, b_dec_in)
     sae = load_dictionary(path)
-    x = torch.randn(64, D_IN, generator=torch.Generator().manual_seed(1)) * 2
-    f = saelens_encode(w, cfg, x)
-    with torch.no_grad():
-        torch.testing.assert_close(sae.encode(x), f, rtol=1e-5, atol=1e-5)  # float32 sums in another order
-        torch.testing.assert_close(sae(x), f @ w["W_dec"] + w["b_dec"], rtol=1e-5, atol=1e-5)
-    assert sae.cfg.site == "blocks.3.resid_post" and sae.cfg.model == "tiny" and sae.cfg.width == D_SAE
+    assert_same(sae, w, cfg)
+    assert sae.cfg.model == "tiny" and sae.cfg.width == D_SAE
+    if "transcoder" in arch:
+        assert (sae.cfg.site, sae.cfg.target_site, sae.cfg.d_out, sae.cfg.skip) == \
+            ("blocks.3.resid_mid", "blocks.3.mlp.out", D_IN + 4, "skip" in arch)
+    else:
+        assert sae.cfg.site == "blocks.3.resid_post" and not sae.cfg.transcoder
 
 
-@pytest.mark.parametrize("arch,kw", [("relu", {}), ("topk", {"k": 4}), ("jumprelu", {}), ("batchtopk", {"k": 4})])
-def test_mechscope_to_saelens_and_back(tmp_path, arch, kw):
+@pytest.mark.parametrize("norm", ["constant_norm_rescale", "layer_norm"])
+@pytest.mark.parametrize("arch", ["standard", "topk", "jumprelu_transcoder"])
+def test_saelens_row_normalisations(tmp_path, norm, arch):
+    path, w, cfg = saelens_folder(tmp_path / "sae", arch, normalize_activations=norm)
+    sae = load_dictionary(path)
+    assert sae.cfg.input_norm == {"constant_norm_rescale": "rescale", "layer_norm": "layer_norm"}[norm]
+    assert_same(sae, w, cfg, X * 3 + 0.5)
+    if arch != "jumprelu_transcoder":  # and out again
+        back = load_dictionary(save_saelens(sae, tmp_path / "again"))
+        assert_same(back, w, cfg, X * 3 + 0.5)
+
+
+def test_saelens_topk_rescaled_by_decoder_norm(tmp_path):
+    path, w, cfg = saelens_folder(tmp_path / "sae", "topk", rescale_acts_by_decoder_norm=True)
+    w["W_dec"] *= torch.rand(D_SAE, 1, generator=torch.Generator().manual_seed(9)) * 3 + 0.2  # norms far from 1
+    save_file(w, str(path / "sae_weights.safetensors"))
+    assert_same(load_dictionary(path), w, cfg)
+
+
+def test_saelens_configs_before_6(tmp_path):
+    """A 5.x-style config: hook_point, activation_fn_kwargs, boolean normalize_activations, metadata
+    at the top level — read as SAELens's handle_pre_6_0_config reads it."""
+    path, w, cfg = saelens_folder(tmp_path / "old", "standard")
+    old = {"d_in": D_IN, "d_sae": D_SAE, "dtype": "float32", "device": "cpu", "hook_point": "blocks.2.hook_mlp_out",
+           "hook_point_layer": 2, "hook_point_head_index": None, "model_name": "gpt2-small", "activation_fn_str": "topk",
+           "activation_fn_kwargs": {"k": 7}, "normalize_activations": False, "sae_lens_version": "3.12.0",
+           "context_size": 128, "prepend_bos": True, "finetuning_scaling_factor": False}
+    (path / "cfg.json").write_text(json.dumps(old))
+    sae = load_dictionary(path)
+    assert (sae.cfg.arch, sae.cfg.k, sae.cfg.site, sae.cfg.model) == ("topk", 7, "blocks.2.mlp.out", "gpt2-small")
+    assert_same(sae, w, {"architecture": "topk", "k": 7, "apply_b_dec_to_input": True})
+    w["scaling_factor"] = torch.rand(D_SAE, generator=torch.Generator().manual_seed(3)) + 0.5
+    save_file(w, str(path / "sae_weights.safetensors"))
+    with pytest.raises(SAEError, match="scaling_factor is present but finetuning_scaling_factor is false"):
+        load_dictionary(path)
+    (path / "cfg.json").write_text(json.dumps({**old, "finetuning_scaling_factor": True}))
+    f, _ = saelens_forward(w, {"architecture": "topk", "k": 7, "apply_b_dec_to_input": True}, X)
+    with torch.no_grad():  # old SAELens decoded f·scaling_factor: folded into W_dec's rows
+        torch.testing.assert_close(load_dictionary(path)(X), (f * w["scaling_factor"]) @ w["W_dec"] + w["b_dec"],
+                                   rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch,kw,saelens_arch", [
+    ("relu", {}, "standard"), ("topk", {"k": 4}, "topk"), ("jumprelu", {}, "jumprelu"), ("batchtopk", {"k": 4}, "jumprelu"),
+    ("gated", {}, "gated"), ("relu", {"input_norm": "layer_norm"}, "standard"),
+    ("relu", {"d_out": 20, "target_site": "blocks.2.mlp.out", "site": "blocks.2.mlp.in"}, "transcoder"),
+    ("jumprelu", {"d_out": 20, "skip": True, "target_site": "blocks.2.mlp.out", "site": "blocks.2.mlp.in"},
+     "jumprelu_skip_transcoder")])
+def test_mechscope_to_saelens_and_back(tmp_path, arch, kw, saelens_arch):
     torch.manual_seed(0)
-    sae = SparseCoder(SAEConfig(arch, D_IN, D_SAE, site="blocks.2.mlp.out", **kw))
+    sae = SparseCoder(SAEConfig(arch, D_IN, D_SAE, **{"site": "blocks.2.mlp.out", **kw}))
     with torch.no_grad():
         for p in sae.parameters():
             p.add_(torch.randn_like(p) * 0.2)
         sae.scale_in.fill_(1.9)  # the input normalisation mechscope trains with is folded into the weights
-        sae.scale_out.fill_(1.9)
+        sae.scale_out.fill_(1.9 if not sae.cfg.transcoder else 0.7)
+        sae.b_in.normal_()  # a transcoder's input centring is folded into b_enc
         sae.batch_threshold.fill_(0.1)
     folder = save_saelens(sae, tmp_path / "out")
     cfg = json.loads((folder / "cfg.json").read_text())
-    assert cfg["architecture"] == {"relu": "standard", "batchtopk": "jumprelu"}.get(arch, arch)
-    assert cfg["metadata"]["hook_name"] == "blocks.2.hook_mlp_out"
-    back = load_dictionary(folder)
+    assert cfg["architecture"] == saelens_arch
+    assert cfg["metadata"]["hook_name"] == ("blocks.2.hook_mlp_out" if not sae.cfg.transcoder else None)
+    back = load_dictionary(folder, site=sae.cfg.site)
     x = torch.randn(64, D_IN, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():  # float32 weights rescaled once each way: equal to rounding
         torch.testing.assert_close(back.encode(x), sae.encode(x), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(back(x), sae(x), rtol=1e-5, atol=1e-5)
 
 
+def test_head_dictionaries_read_one_head_or_all_heads_flattened(tmp_path):
+    """SAELens hook_z (reshape_activations, [.., head·d_head]) and hook_head_index (one head)."""
+    path, w, cfg = saelens_folder(tmp_path / "z", reshape_activations="hook_z",
+                                  meta={"hook_name": "blocks.1.attn.hook_z"})
+    sae = load_dictionary(path)
+    assert (sae.cfg.site, sae.cfg.head) == ("blocks.1.attn.z", None)
+    assert json.loads((save_saelens(sae, tmp_path / "z2") / "cfg.json").read_text())["reshape_activations"] == "hook_z"
+    path, w, cfg = saelens_folder(tmp_path / "h", meta={"hook_name": "blocks.1.attn.hook_z", "hook_head_index": 2})
+    sae = load_dictionary(path)
+    assert (sae.cfg.site, sae.cfg.head) == ("blocks.1.attn.z", 2)
+    cfg2 = json.loads((save_saelens(sae, tmp_path / "h2") / "cfg.json").read_text())
+    assert (cfg2["metadata"]["hook_head_index"], cfg2["reshape_activations"]) == (2, "none")
+
+
 def test_bad_dictionary_files_are_refused_by_name(tmp_path):
-    path, w, cfg = saelens_folder(tmp_path / "gated", "gated")
-    with pytest.raises(SAEError, match="architecture 'gated' is not supported yet; supported: standard, topk, jumprelu"):
+    path, w, cfg = saelens_folder(tmp_path / "abstopk", "abstopk")
+    with pytest.raises(SAEError, match="architecture 'abstopk': not supported; supported: standard, gated, topk"):
+        load_dictionary(path)
+    path, w, cfg = saelens_folder(tmp_path / "batchtopk", "batchtopk")
+    with pytest.raises(SAEError, match="saves BatchTopK and Matryoshka SAEs as jumprelu"):
         load_dictionary(path)
     path, _, _ = saelens_folder(tmp_path / "norm", normalize_activations="expected_average_only_in")
-    with pytest.raises(SAEError, match="normalize_activations='expected_average_only_in'"):
+    with pytest.warns(UserWarning, match="was not folded into these weights"):
+        load_dictionary(path)
+    path, _, _ = saelens_folder(tmp_path / "norm2", normalize_activations="whitened_twice")
+    with pytest.raises(SAEError, match="normalize_activations='whitened_twice'; known: none"):
+        load_dictionary(path)
+    path, w, cfg = saelens_folder(tmp_path / "gated", "gated")
+    del w["r_mag"]
+    save_file(w, str(path / "sae_weights.safetensors"))
+    with pytest.raises(SAEError, match=r"lacks \['r_mag'\]"):
         load_dictionary(path)
     path, w, cfg = saelens_folder(tmp_path / "nan")
     w["W_dec"][0, 0] = float("nan")
@@ -166,3 +292,117 @@ def test_a_gemma_scope_folder_reads_with_the_site_named(tmp_path):
     np.savez(folder / "params.npz", **{k: v.numpy() for k, v in w.items() if k != "threshold"})
     with pytest.raises(SAEError, match=r"lacks \['threshold'\]"):
         load_dictionary(folder, site="blocks.7.mlp.out")
+
+
+def model_with_random_norms(family):
+    """A tiny model whose pre-MLP norms have gains (and, for LayerNorm, biases) far from 1 and 0."""
+    from mechscope.models.tiny import tiny
+
+    model = tiny(family)
+    g = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        for name, p in model.hf.named_parameters():
+            if any(n in name for n in ("post_attention_layernorm", "ln_2")):
+                p.copy_(torch.rand(p.shape, generator=g) + 0.5 if name.endswith("weight") else torch.randn(p.shape, generator=g) * 0.2)
+    return model
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma", "gpt2"])
+@pytest.mark.parametrize("arch", ["standard", "jumprelu_skip_transcoder"])
+def test_ln2_hook_normalized_is_folded_into_mlp_in(tmp_path, family, arch):
+    """TransformerLens's ln2.hook_normalized is the pre-MLP norm's output without gain g (and bias b);
+    with the model given, the dictionary reads mechscope's mlp.in = g·x̂ + b instead (gemma's gain is
+    1 + weight). Checked here against the definitions; against TransformerLens itself in
+    benchmarks/dictionary_formats.py."""
+    model = model_with_random_norms(family)
+    d = model.cfg.d_model
+    path, w, cfg = saelens_folder(tmp_path / "sae", arch, d_out=d)
+    g = torch.Generator().manual_seed(12)
+    w = {k: torch.randn(v.shape[:-1] + (d,) if k in ("W_dec", "b_dec") else v.shape, generator=g) * 0.2
+         if k in ("W_dec", "b_dec") else v for k, v in w.items()}
+    w["W_enc"] = torch.randn(d, D_SAE, generator=g) * 0.3
+    if "W_skip" in w:
+        w["W_skip"] = torch.randn(d, d, generator=g) * 0.1
+    save_file(w, str(path / "sae_weights.safetensors"))
+    cfg.update(d_in=d, d_out=d)
+    cfg["metadata"].update(hook_name="blocks.1.ln2.hook_normalized", model_name=model.name)
+    if "transcoder" in arch:
+        cfg["metadata"]["hook_name_out"] = "blocks.1.hook_mlp_out"
+    (path / "cfg.json").write_text(json.dumps(cfg))
+    with pytest.raises(SAEError, match="without its gain.*give model="):
+        load_dictionary(path)
+    sae = load_dictionary(path, model=model)
+    assert sae.cfg.site == "blocks.1.mlp.in"
+    mlp_in = model.run(torch.arange(3, 40).view(1, -1), cache="blocks.1.mlp.in").cache["blocks.1.mlp.in"][0]
+    norm = model.hf.get_submodule(f"{model.adapter.blocks}.1.{model.adapter.mid_norm}")
+    gain = norm.weight + 1 if family == "gemma" else norm.weight
+    bias = norm.bias if family == "gpt2" else 0.0
+    x_hat = ((mlp_in - bias) / gain).detach()
+    f, out = saelens_forward(w, cfg, x_hat)
+    want = out if "transcoder" in arch else out * gain + bias
+    with torch.no_grad():  # float32 activations through weights refolded in float64
+        torch.testing.assert_close(sae.encode(mlp_in), f, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(sae(mlp_in), want.detach(), rtol=1e-4, atol=1e-4)
+
+
+def test_a_dictionary_for_another_model_or_site_is_refused(tmp_path):
+    from mechscope.models.tiny import tiny
+
+    llama, gpt2 = tiny("llama"), tiny("gpt2")
+    path, w, cfg = saelens_folder(tmp_path / "narrow")  # d_in 16; the tiny models are 64 wide
+    cfg["metadata"].update(model_name="tiny-llama", hook_name="blocks.2.hook_resid_post")
+    (path / "cfg.json").write_text(json.dumps(cfg))
+    with pytest.raises(SAEError, match="has width 16 at blocks.2.resid_post; tiny-llama's blocks.2.resid_post is 64"):
+        load_dictionary(path, model=llama)
+    cfg["metadata"].update(model_name="gpt2-small", hook_name="blocks.1.hook_resid_post")
+    cfg["d_in"] = 64
+    w = {"W_enc": torch.randn(64, D_SAE) * 0.1, "b_enc": torch.zeros(D_SAE), "W_dec": torch.randn(D_SAE, 64) * 0.1,
+         "b_dec": torch.zeros(64)}
+    save_file(w, str(path / "sae_weights.safetensors"))
+    (path / "cfg.json").write_text(json.dumps(cfg))
+    with pytest.raises(SAEError, match="is a dictionary for 'gpt2-small', not 'tiny-llama'"):
+        load_dictionary(path, model=llama)
+    assert load_dictionary(path, model=llama, other_model=True).cfg.site == "blocks.1.resid_post"
+    cfg["metadata"]["hook_name"] = "blocks.7.hook_resid_post"
+    (path / "cfg.json").write_text(json.dumps(cfg))
+    with pytest.raises(SAEError, match="reads site 'blocks.7.resid_post', which tiny-llama does not have"):
+        load_dictionary(path, model=llama, other_model=True)
+    # TransformerLens's centred residual stream: a view of LayerNorm models only
+    cfg["metadata"].update(hook_name="blocks.1.hook_resid_post", model_from_pretrained_kwargs={"center_writing_weights": True})
+    (path / "cfg.json").write_text(json.dumps(cfg))
+    assert load_dictionary(path, model=gpt2, other_model=True).cfg.input_norm == "center"
+    assert load_dictionary(path, model=llama, other_model=True).cfg.input_norm == "none"
+    sae = load_dictionary(path, model=gpt2, other_model=True)
+    x = torch.randn(5, 64)
+    with torch.no_grad():  # reads x − mean(x), gives the mean back
+        f = ((x - x.mean(-1, keepdim=True) - w["b_dec"]) @ w["W_enc"] + w["b_enc"]).relu()
+        torch.testing.assert_close(sae(x), f @ w["W_dec"] + w["b_dec"] + x.mean(-1, keepdim=True), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("head", [None, 1])
+def test_head_dictionaries_splice_into_attn_z(head):
+    """An exact dictionary (f = ReLU([x, −x]), decoded as f₊ − f₋) spliced at attn.z leaves the run as
+    it was; a zero decoder empties its head (or all heads) and nothing else."""
+    from mechscope.models.tiny import tiny
+    from mechscope.sae import splice
+
+    model = tiny("llama")
+    d = model.cfg.d_head if head is not None else model.cfg.n_heads * model.cfg.d_head
+    sae = SparseCoder(SAEConfig("relu", d, 2 * d, site="blocks.1.attn.z", head=head))
+    eye = torch.eye(d)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.cat([eye, -eye]))
+        sae.W_dec.copy_(torch.cat([eye, -eye]))
+        sae.b_enc.zero_(), sae.b_dec.zero_()
+    tokens = torch.arange(3, 30).view(1, -1)
+    clean = model.run(tokens, cache="blocks.1.attn.z")
+    spliced = model.run(tokens, interventions=splice(sae), cache="blocks.1.attn.z")
+    torch.testing.assert_close(spliced.logits, clean.logits, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        sae.W_dec.zero_()
+    z = model.run(tokens, interventions=splice(sae), cache="blocks.1.attn.z").cache["blocks.1.attn.z"]
+    z0 = clean.cache["blocks.1.attn.z"]
+    emptied = [head] if head is not None else list(range(model.cfg.n_heads))
+    assert z[..., emptied, :].abs().max() == 0
+    kept = [h for h in range(model.cfg.n_heads) if h not in emptied]
+    torch.testing.assert_close(z[..., kept, :], z0[..., kept, :])

@@ -65,6 +65,11 @@ def logit_effect(sae: SparseCoder, model: Model, features: Sequence[int]) -> tor
         return w @ W_U
     if site.layer is not None and w.shape[1] == model.cfg.d_mlp:
         return w @ mlp_out_weights(model, site.layer) @ W_U
+    if site.kind == "attn.z":  # through W_O: one head's [d_head, d_model] or all heads' [head·d_head, d_model]
+        w_o = model.out_proj(site.layer)[0].detach().float()
+        w_o = w_o[sae.cfg.head] if sae.cfg.head is not None else w_o.reshape(-1, w_o.shape[-1])
+        if w.shape[1] == w_o.shape[0]:
+            return w @ w_o @ W_U
     raise SAEError(f"cannot read the logit effect of {site.name} features (d={w.shape[1]})")
 
 
@@ -87,7 +92,7 @@ def feature_cards(sae: SparseCoder, model: Model, features: Sequence[int], *, bl
     acts = []
     for start in tqdm(range(0, len(blocks), batch), desc="features", disable=not progress, leave=False):
         run = model.run(blocks[start:start + batch], cache=c.site)
-        f = sae.encode(run.cache[c.site].to(sae.W_enc.device).float())[..., features].cpu()
+        f = sae.encode(sae.site_rows(run.cache[c.site]).to(sae.W_enc.device).float())[..., features].cpu()
         f[:, 0] = 0.0
         acts.append(f)
     fields = card_fields(model, torch.cat(acts), blocks, logit_effect(sae, model, features), k=k, window=window)

@@ -21,6 +21,18 @@ Activation rules and how each treats the decoder's norms:
 - ``jumprelu`` (Rajamanoharan et al. 2024): f = pre·H(pre − θ_i), θ = exp(log θ) per latent;
   sparsity loss λ Σ_i H(pre_i − θ_i) (L0), gradients to θ by a straight-through estimator with a
   rectangle kernel of bandwidth ε. Decoder unit-norm, as topk.
+- ``gated`` (Rajamanoharan et al., April 2024), read from files (SAELens), not trained here: pre is
+  the gate, f = H(pre)·ReLU(exp(r_mag)·(pre − b_enc) + b_mag) — the magnitude path shares W_enc,
+  rescaled per latent by exp(r_mag) [width], with its own bias b_mag [width].
+
+Dictionaries read from elsewhere may normalise each input row (``input_norm``, before the
+constant scale): ``center`` subtracts the row's mean over d_in (TransformerLens's
+``center_writing_weights`` view of the residual stream), ``rescale`` multiplies the row by
+√d_in/‖x‖ (SAELens ``constant_norm_rescale``), ``layer_norm`` maps it to (x − μ)/(σ + 10⁻⁵)
+(SAELens ``layer_norm``, σ with Bessel's correction). An SAE's reconstruction is mapped back with the
+same row's statistics (÷ the rescale factor; ·σ + μ; + μ); a transcoder's output is not. ``head``:
+the dictionary reads one head of a [..., head, d_head] site (SAELens ``hook_head_index``); without
+it a head-layout site is read flattened, [..., head·d_head] (SAELens ``hook_z``).
 
 TopK trains sparsely: the encoder's backward touches only the k selected latents per row and the
 decoder is a weighted gather of k rows (``embedding_bag``), so a step costs one dense matmul (the
@@ -44,7 +56,10 @@ from torch import nn
 
 from .kernels import JumpReLU, Step, TopKEncode
 
-ARCHS = ("relu", "topk", "batchtopk", "jumprelu")
+ARCHS = ("relu", "topk", "batchtopk", "jumprelu", "gated")
+TRAINABLE = ("relu", "topk", "batchtopk", "jumprelu")
+INPUT_NORMS = ("none", "center", "rescale", "layer_norm")
+LN_EPS = 1e-5  # SAELens layer_norm
 UNIT_NORM = ("topk", "batchtopk", "jumprelu")
 CONFIG = "config.json"
 WEIGHTS = "sae.safetensors"
@@ -63,7 +78,7 @@ class SAEConfig:
     across sites; they are the ones that recover planted dictionaries in the tests (the papers'
     ε = 0.001, θ₀ = 0.001 need ~10⁵ steps to move θ)."""
 
-    arch: Literal["relu", "topk", "batchtopk", "jumprelu"]
+    arch: Literal["relu", "topk", "batchtopk", "jumprelu", "gated"]
     d_in: int
     width: int
     k: int | None = None
@@ -77,10 +92,16 @@ class SAEConfig:
     site: str | None = None
     target_site: str | None = None
     model: str | None = None
+    input_norm: Literal["none", "center", "rescale", "layer_norm"] = "none"
+    head: int | None = None
 
     def __post_init__(self):
         if self.arch not in ARCHS:
             raise SAEError(f"arch={self.arch!r}; valid: {', '.join(ARCHS)}")
+        if self.input_norm not in INPUT_NORMS:
+            raise SAEError(f"input_norm={self.input_norm!r}; valid: {', '.join(INPUT_NORMS)}")
+        if self.head is not None and (not isinstance(self.head, int) or self.head < 0):
+            raise SAEError(f"head={self.head!r}; it must be a head index ≥ 0 or None")
         for name in ("d_in", "width"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise SAEError(f"{name}={getattr(self, name)!r}; it must be a positive integer")
@@ -137,6 +158,9 @@ class SparseCoder(nn.Module):
         self.W_skip = nn.Parameter(torch.zeros(cfg.d_in, cfg.d_out)) if cfg.skip else None
         if cfg.arch == "jumprelu":
             self.log_threshold = nn.Parameter(torch.full((cfg.width,), math.log(cfg.threshold)))
+        if cfg.arch == "gated":
+            self.r_mag = nn.Parameter(torch.zeros(cfg.width))
+            self.b_mag = nn.Parameter(torch.zeros(cfg.width))
         self.register_buffer("b_in", torch.zeros(cfg.d_in))  # transcoders: the input mean
         self.register_buffer("scale_in", torch.tensor(1.0))
         self.register_buffer("scale_out", torch.tensor(1.0))
@@ -158,9 +182,33 @@ class SparseCoder(nn.Module):
         return x
 
     def normalised(self, x: torch.Tensor) -> torch.Tensor:
-        """x_n [..., d_in] of raw inputs x."""
+        """x_n [..., d_in] of raw inputs x (the row normalisation ``input_norm``, then the scale)."""
         self._check(x, self.cfg.d_in, "input")
-        return x.to(self.W_enc.dtype) * self.scale_in
+        x = x.to(self.W_enc.dtype)
+        mode = self.cfg.input_norm
+        if mode == "center":
+            x = x - x.mean(-1, keepdim=True)
+        elif mode == "rescale":
+            x = x * (self.cfg.d_in ** 0.5 / x.norm(dim=-1, keepdim=True))
+        elif mode == "layer_norm":
+            x = x - x.mean(-1, keepdim=True)
+            x = x / (x.std(dim=-1, keepdim=True) + LN_EPS)
+        return x * self.scale_in
+
+    def _row_inverse(self, y: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor:
+        """An SAE's reconstruction y mapped back through the row normalisation of its input x."""
+        mode = self.cfg.input_norm
+        if mode == "none" or self.cfg.transcoder:
+            return y
+        if x is None:
+            raise SAEError(f"this dictionary normalises each input row (input_norm={mode!r}): decode(f, x) needs x")
+        x = x.to(y.dtype)
+        if mode == "center":
+            return y + x.mean(-1, keepdim=True)
+        if mode == "rescale":
+            return y * (x.norm(dim=-1, keepdim=True) / self.cfg.d_in ** 0.5)
+        mu = x.mean(-1, keepdim=True)
+        return y * (x - mu).std(dim=-1, keepdim=True) + mu
 
     def encoder_bias(self) -> torch.Tensor:
         """b_enc − W_enc b_in [width]: (x_n − b_in) W_encᵀ + b_enc = x_n W_encᵀ + this, so b_dec's
@@ -181,6 +229,8 @@ class SparseCoder(nn.Module):
         if arch == "topk":
             vals, idx = torch.relu(pre).topk(self.cfg.k, dim=-1, sorted=False)
             return torch.zeros_like(pre).scatter(-1, idx, vals)
+        if arch == "gated":
+            return (pre > 0) * torch.relu(self.r_mag.exp() * (pre - self.b_enc) + self.b_mag)
         if train:  # batchtopk over the whole batch
             flat = torch.relu(pre).reshape(-1)
             vals, idx = flat.topk(min(flat.numel(), self.cfg.k * pre[..., 0].numel()), sorted=False)
@@ -199,11 +249,29 @@ class SparseCoder(nn.Module):
             if x is None:
                 raise SAEError("this transcoder has a skip connection: decode(f, x) needs the input x")
             y = y + (x.to(self.W_skip.dtype) * self.scale_in) @ self.W_skip
-        return y / self.scale_out
+        return self._row_inverse(y / self.scale_out, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction ŷ [..., d_out] of x [..., d_in]."""
         return self.decode(self.encode(x), x)
+
+    def site_rows(self, a: torch.Tensor) -> torch.Tensor:
+        """The dictionary's input [batch, pos, d_in] from a site's activation: a head-layout site
+        [batch, pos, head, d_head] gives its ``head`` or, without one, all heads flattened."""
+        if a.dim() == 4:
+            return a[..., self.cfg.head, :] if self.cfg.head is not None else a.flatten(-2)
+        return a
+
+    def into_site(self, rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """``rows`` [batch, pos, d] put back in the shape of the site activation ``like`` (the
+        inverse of ``site_rows``; other heads keep their values)."""
+        if like.dim() != 4:
+            return rows
+        if self.cfg.head is None:
+            return rows.reshape(like.shape)
+        out = like.clone()
+        out[..., self.cfg.head, :] = rows.to(out.dtype)
+        return out
 
     # ------------------------------------------------------------------ scikit-learn manner
     def fit(self, data, target=None, **options) -> "SparseCoder":

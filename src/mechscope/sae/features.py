@@ -48,8 +48,9 @@ def splice(sae: SparseCoder, *, error: bool = False, clamp: dict[int, float] | N
         held["x"] = x
         return x
 
-    def replace(y: torch.Tensor) -> torch.Tensor:
-        x = held.pop("x", y) if c.transcoder else y
+    def replace(site_y: torch.Tensor) -> torch.Tensor:
+        x = sae.site_rows(held.pop("x", site_y) if c.transcoder else site_y)
+        y = site_y if c.transcoder else x  # a transcoder writes a whole [batch, pos, d_out] site
         xs = x.to(sae.W_enc.device, sae.W_enc.dtype)
         f = sae.encode(xs)
         y_hat = sae.decode(f, xs)
@@ -67,7 +68,8 @@ def splice(sae: SparseCoder, *, error: bool = False, clamp: dict[int, float] | N
             record["latents"] = f.detach()
             record["target"] = y.detach()
             record["reconstruction"] = y_hat.detach()
-        return new.to(y.device, y.dtype)
+        new = new.to(y.device, y.dtype)
+        return new if c.transcoder else sae.into_site(new, site_y)
 
     out: list[Intervention] = []
     if c.transcoder:
@@ -83,4 +85,7 @@ def steer(sae: SparseCoder, feature: int, coef: float, *, positions: Sequence[in
     if not 0 <= feature < c.width:
         raise SAEError(f"feature {feature} out of range: this dictionary has features 0..{c.width - 1}")
     _, target = _sites(sae, site, None)
+    if target.endswith(".attn.z"):
+        raise SAEError(f"steering adds a vector at a [batch, pos, d] site; {target} is per head — "
+                       "clamp the feature with splice(sae, clamp={feature: value}) instead")
     return Add(target, vector=(sae.W_dec[feature].detach() / sae.scale_out).float().cpu(), coef=coef, positions=positions)

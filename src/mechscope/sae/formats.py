@@ -1,23 +1,24 @@
 """Dictionaries from elsewhere: one reader that recognises the format from the files, and writers.
 
-Supported so far (the rest of the formats issue — circuit-tracer, sparsify transcoders, gated
-and transcoder SAELens files — is refused by name until it lands):
-
 - mechscope's own folders (``config.json`` + ``sae.safetensors``, ``SparseCoder.save``);
+- SAELens folders (``cfg.json`` + ``sae_weights.safetensors``, ``SAE.save_model``): every
+  architecture of SAELens 6's registry but the experimental ones (standard, gated, topk incl.
+  ``rescale_acts_by_decoder_norm``, jumprelu, transcoder, skip_transcoder, jumprelu_transcoder,
+  jumprelu_skip_transcoder; abstopk, temporal, matching_pursuit are refused by name), with or without
+  ``apply_b_dec_to_input``, every ``normalize_activations``, ``reshape_activations: hook_z``,
+  ``hook_head_index``, and configs older than 6.0. SAELens keeps ``W_enc`` as [d_in, d_sae] and
+  ``W_skip`` as [d_out, d_in]; mechscope keeps [width, d_in] and [d_in, d_out] and subtracts ``b_dec``
+  from an SAE's input, so a file without ``apply_b_dec_to_input`` has ``W_enc b_dec`` folded into the
+  encoder bias. A dictionary on TransformerLens's ``ln2.hook_normalized`` (the pre-MLP norm's output
+  without its gain) is rewritten to read ``mlp.in`` when the model is given; one trained on
+  TransformerLens's ``center_writing_weights`` view reads the centred residual (``input_norm="center"``);
 - Gemma Scope folders (``params.npz``: JumpReLU; the caller names the site, which the folder does
   not say — ``layer_L`` gives only the layer);
 - EleutherAI sparsify folders (one per hookpoint: ``cfg.json`` + ``sae.safetensors``, TopK SAEs;
-  the folder name gives the site);
-- SAELens 6.x folders (``cfg.json`` + ``sae_weights.safetensors``, ``SAE.save_model``) of the
-  ``standard``, ``topk`` and ``jumprelu`` architectures, with or without ``apply_b_dec_to_input``,
-  ``normalize_activations: none``, ``reshape_activations: none``. SAELens keeps ``W_enc`` as
-  [d_in, d_sae]; mechscope keeps it [width, d_in] and subtracts ``b_dec`` from its input, so a
-  file without ``apply_b_dec_to_input`` has ``W_enc b_dec`` folded into the encoder bias.
+  the folder name gives the site).
 
-``save_saelens`` writes any mechscope SAE (not transcoders yet) so that SAELens, and what reads its
-files, opens it: mechscope's input scaling is folded into the weights, a ``batchtopk`` dictionary is
-written as ``jumprelu`` with its inference threshold (as SAELens itself saves BatchTopK).
-``save_sparsify`` writes TopK SAEs for sparsify (its format holds nothing else).
+``save_saelens`` writes any mechscope dictionary so that SAELens, and what reads its files, opens
+it; ``save_sparsify`` writes TopK SAEs for sparsify (its format holds nothing else).
 """
 
 from __future__ import annotations
@@ -85,40 +86,69 @@ def _write_folder(directory: str | os.PathLike, config_name: str, cfg: dict[str,
     return directory
 
 
+def _hook_site(hook: str) -> tuple[str, bool]:
+    """(mechscope site, whether the dictionary reads it without the norm's gain) of a TransformerLens
+    hook name; ``ln2.hook_normalized`` is ``mlp.in`` before the gain (and bias) of the pre-MLP norm."""
+    parts = hook.split(".", 2)
+    if len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit():
+        if parts[2] in _TL_HOOKS:
+            return f"blocks.{parts[1]}.{_TL_HOOKS[parts[2]]}", False
+        if parts[2] == "ln2.hook_normalized":
+            return f"blocks.{parts[1]}.mlp.in", True
+    if hook == "hook_embed":
+        return "embed", False
+    raise SAEError(f"hook {hook!r} has no mechscope site; known: blocks.L.{{{', '.join(_TL_HOOKS)}, "
+                   f"ln2.hook_normalized}}, hook_embed")
+
+
 def site_from_hook(hook: str) -> str:
     """The mechscope site of a TransformerLens hook name (``blocks.8.hook_resid_pre`` →
-    ``blocks.8.resid_pre``); ``SAEError`` for hooks with no equal site."""
-    parts = hook.split(".", 2)
-    if len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit() and parts[2] in _TL_HOOKS:
-        return f"blocks.{parts[1]}.{_TL_HOOKS[parts[2]]}"
-    if hook == "hook_embed":
-        return "embed"
-    if len(parts) == 3 and parts[2] == "ln2.hook_normalized":
-        raise SAEError(f"hook {hook!r} is the pre-MLP norm's output without its gain; mechscope's "
-                       f"blocks.{parts[1]}.mlp.in has the gain applied, so this dictionary would read other values")
-    raise SAEError(f"hook {hook!r} has no mechscope site; known: blocks.L.{{{', '.join(_TL_HOOKS)}}}, hook_embed")
+    ``blocks.8.resid_pre``); ``SAEError`` for hooks with no equal site. ``ln2.hook_normalized`` is
+    refused: it is ``mlp.in`` divided by the norm's gain (``load_dictionary(..., model=)`` folds it)."""
+    site, without_gain = _hook_site(hook)
+    if without_gain:
+        raise SAEError(f"hook {hook!r} is the pre-MLP norm's output without its gain; mechscope's {site} has the "
+                       "gain applied (load_dictionary(path, model=...) folds the gain into the dictionary)")
+    return site
 
 
-def load_dictionary(path: str | os.PathLike, device: str | torch.device = "cpu", *, site: str | None = None) -> SparseCoder:
+def load_dictionary(path: str | os.PathLike, device: str | torch.device = "cpu", *, model: Any = None,
+                    site: str | None = None, target_site: str | None = None, other_model: bool = False) -> SparseCoder:
     """A ``SparseCoder`` from a folder in any supported format (see the module docstring).
-    ``site``: the site it reads, where the files do not say (Gemma Scope)."""
+
+    ``model``: the Model it will be used with — the dictionary is checked against it (model name,
+    site, width; ``other_model=True`` skips the name) and, for TransformerLens hooks that mechscope
+    sees differently (``ln2.hook_normalized``), rewritten to read mechscope's site. ``site`` /
+    ``target_site``: what it reads / writes, where the files do not say (Gemma Scope, some
+    transcoders) or to override them."""
     path = Path(path)
     if path.name == GEMMA_SCOPE_WEIGHTS and path.is_file():
         path = path.parent
-    if path.is_dir() and (path / GEMMA_SCOPE_WEIGHTS).exists():
-        return _from_gemma_scope(path, device, site)
     if not path.is_dir():
-        raise SAEError(f"{path} is not a folder; a dictionary is a folder with {CONFIG} + {WEIGHTS} (mechscope) "
-                       f"or {SAELENS_CONFIG} + {SAELENS_WEIGHTS} (SAELens)")
-    if (path / CONFIG).exists():
-        return load_sae(path, device)
-    if (path / SAELENS_CONFIG).exists() and (path / SAELENS_WEIGHTS).exists():
-        return _from_saelens(path, device)
-    if (path / SPARSIFY_CONFIG).exists() and (path / SPARSIFY_WEIGHTS).exists():
-        return _from_sparsify(path, device)
-    raise SAEError(f"{path} holds neither {CONFIG} + {WEIGHTS} (mechscope), {SAELENS_CONFIG} + {SAELENS_WEIGHTS} "
-                   f"(SAELens 6) nor {SPARSIFY_CONFIG} + {SPARSIFY_WEIGHTS} (sparsify); found: "
-                   f"{', '.join(sorted(p.name for p in path.iterdir())[:8]) or 'nothing'}")
+        raise SAEError(f"{path} is not a folder; a dictionary is a folder with {CONFIG} + {WEIGHTS} (mechscope), "
+                       f"{SAELENS_CONFIG} + {SAELENS_WEIGHTS} (SAELens), {SPARSIFY_CONFIG} + {SPARSIFY_WEIGHTS} "
+                       f"(sparsify) or {GEMMA_SCOPE_WEIGHTS} (Gemma Scope)")
+    if (path / GEMMA_SCOPE_WEIGHTS).exists():
+        sae = _from_gemma_scope(path, device, site)
+    elif (path / CONFIG).exists():
+        sae = load_sae(path, device)
+    elif (path / SAELENS_CONFIG).exists() and (path / SAELENS_WEIGHTS).exists():
+        return _from_saelens(path, device, model, site, target_site, other_model)
+    elif (path / SPARSIFY_CONFIG).exists() and (path / SPARSIFY_WEIGHTS).exists():
+        sae = _from_sparsify(path, device)
+    else:
+        raise SAEError(f"{path} holds neither {CONFIG} + {WEIGHTS} (mechscope), {SAELENS_CONFIG} + {SAELENS_WEIGHTS} "
+                       f"(SAELens 6) nor {SPARSIFY_CONFIG} + {SPARSIFY_WEIGHTS} (sparsify); found: "
+                       f"{', '.join(sorted(p.name for p in path.iterdir())[:8]) or 'nothing'}")
+    if site is not None:
+        sae.cfg.site = site
+    if target_site is not None:
+        if not sae.cfg.transcoder:
+            raise SAEError(f"{path} is an SAE (it reads and writes one site); target_site= is for transcoders")
+        sae.cfg.target_site = target_site
+    if model is not None:
+        check_against_model(sae, model, path, other_model=other_model)
+    return sae
 
 
 def _from_gemma_scope(path: Path, device: str | torch.device, site: str | None) -> SparseCoder:
@@ -219,74 +249,281 @@ def save_sparsify(sae: SparseCoder, directory: str | os.PathLike) -> Path:
     return _write_folder(directory, SPARSIFY_CONFIG, cfg, SPARSIFY_WEIGHTS, tensors)
 
 
-def _from_saelens(path: Path, device: str | torch.device) -> SparseCoder:
-    cfg = _read_config(path / SAELENS_CONFIG)
-    arch = cfg.get("architecture", "standard")
-    if arch not in SAELENS_ARCHS:
-        raise SAEError(f"{path}: SAELens architecture {arch!r} is not supported yet; supported: "
-                       f"{', '.join(SAELENS_ARCHS)}")
-    for key, allowed in (("normalize_activations", ("none", None)), ("reshape_activations", ("none", None))):
-        if cfg.get(key) not in allowed:
-            raise SAEError(f"{path}: {key}={cfg.get(key)!r} is not supported yet (only 'none')")
-    if cfg.get("rescale_acts_by_decoder_norm"):
-        raise SAEError(f"{path}: rescale_acts_by_decoder_norm=true is not supported yet")
+def _saelens_v6(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A SAELens config in the 6.x layout: older files (before 6.0: ``hook_point``,
+    ``activation_fn_kwargs``, a boolean ``normalize_activations``, metadata at the top level) are
+    translated the way SAELens's own ``handle_pre_6_0_config`` does."""
+    version = cfg.get("sae_lens_version") or (cfg.get("metadata") or {}).get("sae_lens_version")
+    major = str(version).split(".")[0] if version else ""
+    cfg = dict(cfg)
+    if not major.isdigit() or int(major) < 6:
+        for old, new in (("hook_point", "hook_name"), ("hook_point_head_index", "hook_head_index"),
+                         ("activation_fn_str", "activation_fn")):
+            if old in cfg:
+                cfg.setdefault(new, cfg.pop(old))
+        cfg.setdefault("apply_b_dec_to_input", True)
+        cfg.setdefault("architecture", "standard")
+        cfg.setdefault("reshape_activations", "hook_z" if "hook_z" in str(cfg.get("hook_name", "")) else "none")
+        k = (cfg.get("activation_fn_kwargs") or {}).get("k")
+        if cfg.get("activation_fn") == "topk" and k is not None:
+            cfg["architecture"], cfg["k"] = "topk", k
+        if isinstance(cfg.get("normalize_activations"), bool):
+            cfg["normalize_activations"] = "expected_average_only_in" if cfg["normalize_activations"] else "none"
+    cfg["normalize_activations"] = cfg.get("normalize_activations") or "none"
+    meta = {k: cfg[k] for k in ("hook_name", "hook_name_out", "hook_head_index", "model_name",
+                                "model_from_pretrained_kwargs") if k in cfg}
+    cfg["metadata"] = {**meta, **(cfg.get("metadata") or {})}
+    return cfg
+
+
+def _transformer_lens_centres(meta: dict[str, Any]) -> bool:
+    """Whether the model the dictionary was trained on was loaded with TransformerLens's
+    ``center_writing_weights`` (SAELens loads models with ``from_pretrained_no_processing`` plus these
+    keywords, so only an explicit ``true`` centres)."""
+    kwargs = meta.get("model_from_pretrained_kwargs") or {}
+    return bool(kwargs.get("center_writing_weights", False))
+
+
+def _pre_mlp_norm(model: Any, layer: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """(gain [d], bias [d], is LayerNorm) of ``model``'s pre-MLP norm in ``layer``."""
+    from ..models.weights import norm_affine
+
+    return norm_affine(model, layer)
+
+
+def _site_width(model: Any, site: str, head: int | None) -> int:
+    """The width of ``site`` in ``model`` as a dictionary reads it (head-layout sites flattened)."""
+    from ..models.sites import parse
+
+    c = model.cfg
+    kind = parse(site).kind
+    if kind in ("attn.q", "attn.z"):
+        return c.d_head if head is not None else c.n_heads * c.d_head
+    if kind in ("attn.k", "attn.v"):
+        return c.d_head if head is not None else c.n_kv_heads * c.d_head
+    return c.d_mlp if kind in ("mlp.pre", "mlp.post") else c.d_model
+
+
+def _same_model(theirs: str, ours: str) -> bool:
+    norm = lambda name: "".join(ch for ch in name.lower().rsplit("/", 1)[-1] if ch.isalnum())  # noqa: E731
+    a, b = norm(theirs), norm(ours)
+    return bool(a) and bool(b) and (a in b or b in a)
+
+
+def check_against_model(sae: SparseCoder, model: Any, path: Path | str, *, other_model: bool = False) -> None:
+    """Refuse ``sae`` for ``model`` when the file names another model (unless ``other_model``), when
+    its site is not one of the model's, or when its input width differs from the site's."""
+    c = sae.cfg
+    if c.model and not other_model and not _same_model(c.model, model.name):
+        raise SAEError(f"{path} is a dictionary for {c.model!r}, not {model.name!r} (other_model=True loads it anyway)")
+    for verb, site, d in (("reads", c.site, c.d_in), ("writes", c.target_site if c.transcoder else None, c.d_out)):
+        if site is None:
+            continue
+        if site not in model.sites:
+            raise SAEError(f"{path} {verb} site {site!r}, which {model.name} does not have")
+        want = _site_width(model, site, c.head)
+        if want != d:
+            raise SAEError(f"{path} has width {d} at {site}; {model.name}'s {site} is {want} wide — a dictionary "
+                           f"for another model or site")
+
+
+# SAELens architecture → (mechscope arch, transcoder, skip); others are refused by name
+SAELENS_ARCHS = {"standard": ("relu", False, False), "gated": ("gated", False, False), "topk": ("topk", False, False),
+                 "jumprelu": ("jumprelu", False, False), "transcoder": ("relu", True, False),
+                 "skip_transcoder": ("relu", True, True), "jumprelu_transcoder": ("jumprelu", True, False),
+                 "jumprelu_skip_transcoder": ("jumprelu", True, True)}
+_SAELENS_NORMS = {"none": "none", "expected_average_only_in": "none", "covariance_whitening": "none",
+                  "constant_norm_rescale": "rescale", "layer_norm": "layer_norm"}
+_WRITTEN_SITES = ("resid_pre", "resid_mid", "resid_post", "attn.out", "mlp.out")  # what centring changes
+
+
+def _from_saelens(path: Path, device: str | torch.device, model: Any = None, site: str | None = None,
+                  target_site: str | None = None, other_model: bool = False) -> SparseCoder:
+    """A SAELens folder (any 6.x architecture, or an older config) as a ``SparseCoder`` whose encode
+    and forward equal SAELens's ``SAE.load_from_disk(path)`` ones."""
+    import warnings
+
+    cfg = _saelens_v6(_read_config(path / SAELENS_CONFIG))
+    arch_name = cfg.get("architecture", "standard")
+    if arch_name not in SAELENS_ARCHS:
+        why = ("SAELens saves BatchTopK and Matryoshka SAEs as jumprelu (SAE.save_inference_model); this file holds "
+               "the training form" if arch_name in ("batchtopk", "matryoshka_batchtopk") else "not supported")
+        raise SAEError(f"{path}: SAELens architecture {arch_name!r}: {why}; supported: {', '.join(SAELENS_ARCHS)}")
+    arch, transcoder, skip = SAELENS_ARCHS[arch_name]
+    norm = cfg["normalize_activations"]
+    if norm not in _SAELENS_NORMS:
+        raise SAEError(f"{path}: normalize_activations={norm!r}; known: {', '.join(_SAELENS_NORMS)}")
+    if norm in ("expected_average_only_in", "covariance_whitening"):
+        warnings.warn(f"{path}: normalize_activations={norm!r} was not folded into these weights; like SAELens's "
+                      "load_from_disk, mechscope applies no normalisation (SAELens's from_pretrained folds a "
+                      "registry constant that the files do not hold)", stacklevel=3)
+    if cfg.get("reshape_activations", "none") not in ("none", "hook_z"):
+        raise SAEError(f"{path}: reshape_activations={cfg['reshape_activations']!r}; known: 'none', 'hook_z'")
     w = _read_safetensors(path / SAELENS_WEIGHTS)
-    _check_weights(w, ["W_enc", "b_enc", "W_dec", "b_dec"] + (["threshold"] if arch == "jumprelu" else []),
-                   path / SAELENS_WEIGHTS)
+    need = ["W_enc", "W_dec", "b_dec"] + (["b_gate", "b_mag", "r_mag"] if arch == "gated" else ["b_enc"])
+    need += (["threshold"] if arch == "jumprelu" else []) + (["W_skip"] if skip else [])
+    _check_weights(w, need, path / SAELENS_WEIGHTS)
+    if arch == "gated":
+        w["b_enc"] = w["b_gate"]
     d_in, d_sae = w["W_enc"].shape
-    if (w["W_dec"].shape != (d_sae, d_in) or w["b_enc"].shape != (d_sae,) or w["b_dec"].shape != (d_in,)
-            or cfg.get("d_in", d_in) != d_in or cfg.get("d_sae", d_sae) != d_sae):
-        raise SAEError(f"{path}: shapes disagree — W_enc {tuple(w['W_enc'].shape)}, W_dec {tuple(w['W_dec'].shape)}, "
-                       f"b_enc {tuple(w['b_enc'].shape)}, b_dec {tuple(w['b_dec'].shape)}, cfg d_in={cfg.get('d_in')} "
-                       f"d_sae={cfg.get('d_sae')}")
-    if arch == "jumprelu" and (w["threshold"].shape != (d_sae,) or (w["threshold"] < 0).any()):
-        raise SAEError(f"{path}: threshold must be [d_sae] = [{d_sae}] and ≥ 0")
-    meta = cfg.get("metadata") or {}
-    hook = meta.get("hook_name") or cfg.get("hook_name") or cfg.get("hook_point")
-    ours = SparseCoder(SAEConfig(SAELENS_ARCHS[arch], int(d_in), int(d_sae), k=cfg.get("k") if arch == "topk" else None,
-                                 site=site_from_hook(hook) if hook else None,
-                                 model=meta.get("model_name") or cfg.get("model_name")))
+    d_out = w["W_dec"].shape[1] if w["W_dec"].dim() == 2 else -1
+    shapes = {"W_dec": (d_sae, d_out), "b_enc": (d_sae,), "b_dec": (d_out,), "threshold": (d_sae,), "W_skip": (d_out, d_in),
+              "b_mag": (d_sae,), "r_mag": (d_sae,)}
+    bad = [f"{k} {tuple(w[k].shape)} (want {v})" for k, v in shapes.items() if k in w and tuple(w[k].shape) != v]
+    if bad or cfg.get("d_in", d_in) != d_in or cfg.get("d_sae", d_sae) != d_sae or (not transcoder and d_out != d_in) \
+            or cfg.get("d_out", d_out) != d_out:
+        raise SAEError(f"{path}: shapes disagree — W_enc {tuple(w['W_enc'].shape)}, {', '.join(bad) or 'W_dec ' + str(tuple(w['W_dec'].shape))}; "
+                       f"cfg d_in={cfg.get('d_in')} d_sae={cfg.get('d_sae')} d_out={cfg.get('d_out')}")
+    if arch == "jumprelu" and (w["threshold"] < 0).any():
+        raise SAEError(f"{path}: threshold must be ≥ 0")
+    if "scaling_factor" in w and not torch.allclose(w["scaling_factor"], torch.ones_like(w["scaling_factor"])):
+        if not cfg.get("finetuning_scaling_factor"):  # as SAELens refuses it
+            raise SAEError(f"{path}: a scaling_factor is present but finetuning_scaling_factor is false")
+        if w["scaling_factor"].shape != (d_sae,):
+            raise SAEError(f"{path}: scaling_factor must be [{d_sae}]")
+        w["W_dec"] = w["W_dec"] * w["scaling_factor"][:, None]  # old SAELens: f·s before W_dec
+
+    meta = cfg["metadata"]
+    hook, hook_out, head = meta.get("hook_name"), meta.get("hook_name_out"), meta.get("hook_head_index")
+    without_gain = False
+    if site is None and hook:
+        site, without_gain = _hook_site(hook)
+    if target_site is None and hook_out:
+        target_site, _ = _hook_site(hook_out)
+    if transcoder and target_site is None and site and site.endswith(".mlp.in"):
+        target_site = site.rsplit(".", 1)[0] + ".out"  # the standard MLP transcoder
+    if transcoder and d_out == d_in and (site is None or target_site is None or target_site == site):
+        raise SAEError(f"{path}: a transcoder that does not name what it reads and writes; give site= and target_site=")
+    centre = not transcoder and _transformer_lens_centres(meta) and site is not None \
+        and site.split(".", 2)[-1] in _WRITTEN_SITES
+    row_norm = _SAELENS_NORMS[norm]
+    if centre and model is not None and not _pre_mlp_norm(model, 0)[2]:
+        centre = False  # TransformerLens centres only LayerNorm models
+    if centre and row_norm in ("none",):
+        row_norm = "center"
+        if model is None:
+            warnings.warn(f"{path}: trained on TransformerLens's center_writing_weights view; mechscope reads it "
+                          "through the same centring (give model= to check the model has LayerNorms, which "
+                          "TransformerLens requires to centre)", stacklevel=3)
+    if without_gain and row_norm != "none":
+        raise SAEError(f"{path}: normalize_activations={norm!r} on {hook} (the norm's output without its gain) "
+                       "is not supported")
+    ours = SparseCoder(SAEConfig(arch, int(d_in), int(d_sae), k=int(cfg["k"]) if arch == "topk" else None,
+                                 d_out=int(d_out), skip=skip, site=site, target_site=target_site if transcoder else None,
+                                 model=meta.get("model_name"), input_norm=row_norm,
+                                 head=int(head) if head is not None else None))
     with torch.no_grad():
-        W_enc = w["W_enc"].T.double()
-        b_enc = w["b_enc"].double()
-        if not cfg.get("apply_b_dec_to_input", True):  # SAELens reads x, mechscope reads x − b_dec: fold it
-            b_enc = b_enc + W_enc @ w["b_dec"].double()
+        W_enc, b_enc = w["W_enc"].T.double(), w["b_enc"].double()
+        W_dec, b_dec = w["W_dec"].double(), w["b_dec"].double()
+        if arch == "topk" and cfg.get("rescale_acts_by_decoder_norm"):
+            # SAELens ranks pre·‖W_dec,i‖ and decodes f/‖W_dec,i‖: the same as rows rescaled once here
+            n = W_dec.norm(dim=1)
+            W_enc, b_enc, W_dec = W_enc * n[:, None], b_enc * n, W_dec / n[:, None]
+        if not transcoder and not cfg.get("apply_b_dec_to_input", True):  # SAELens reads x, mechscope x − b_dec
+            b_enc = b_enc + W_enc @ b_dec
+            if arch == "gated":
+                w["b_mag"] = w["b_mag"].double() + w["r_mag"].double().exp() * (W_enc @ b_dec)
+        W_skip = w["W_skip"].double().T if skip else None  # SAELens [d_out, d_in], mechscope [d_in, d_out]
+        if without_gain:
+            W_enc, b_enc, W_dec, b_dec, W_skip = _fold_norm_gain(model, site, path, hook, transcoder,
+                                                                 W_enc, b_enc, W_dec, b_dec, W_skip)
         ours.W_enc.copy_(W_enc)
         ours.b_enc.copy_(b_enc)
-        ours.W_dec.copy_(w["W_dec"])
-        ours.b_dec.copy_(w["b_dec"])
+        ours.W_dec.copy_(W_dec)
+        ours.b_dec.copy_(b_dec)
+        if skip:
+            ours.W_skip.copy_(W_skip)
         if arch == "jumprelu":
             ours.log_threshold.copy_(w["threshold"].double().log())
+        if arch == "gated":
+            ours.b_mag.copy_(w["b_mag"])
+            ours.r_mag.copy_(w["r_mag"])
+    if model is not None:
+        check_against_model(ours, model, path, other_model=other_model)
     return ours.to(device).eval()
+
+
+def _fold_norm_gain(model: Any, site: str, path: Path, hook: str, transcoder: bool, W_enc, b_enc, W_dec, b_dec, W_skip):
+    """Weights reading TransformerLens's ``ln2.hook_normalized`` (the norm's output x̂ without its gain g
+    and bias b) rewritten to read mechscope's ``mlp.in`` = g·x̂ + b: the encoder sees (x − b)/g; an
+    SAE's reconstruction is mapped back by g·ŷ + b."""
+    if model is None:
+        raise SAEError(f"{path} reads {hook}: the pre-MLP norm's output without its gain; mechscope's "
+                       f"{site} has the gain applied — give model= so the gain can be folded into the weights")
+    g, b, _ = _pre_mlp_norm(model, int(site.split(".")[1]))
+    g, b = g.double(), b.double()
+    if (g == 0).any():
+        raise SAEError(f"{path}: the norm gain of {site} has zeros; the dictionary's input cannot be recovered")
+    shift = W_enc @ (b / g)  # [width]
+    W_enc = W_enc / g
+    if transcoder:
+        b_enc = b_enc - shift
+        if W_skip is not None:
+            b_dec = b_dec - (b / g) @ W_skip
+            W_skip = W_skip / g[:, None]
+    else:  # b_enc − W_enc'·b_dec' must equal b_enc − W_enc·b_dec − W_enc·(b/g): b_enc stays
+        W_dec, b_dec = W_dec * g, g * b_dec + b
+    return W_enc, b_enc, W_dec, b_dec, W_skip
 
 
 def save_saelens(sae: SparseCoder, directory: str | os.PathLike, *, hook_name: str | None = None,
                  model_name: str | None = None) -> Path:
     """Write ``sae`` as a SAELens 6 folder (``cfg.json`` + ``sae_weights.safetensors``) that
     ``SAE.load_from_disk`` opens; ``hook_name`` is the TransformerLens hook it reads (default: the
-    one matching its site, when there is one)."""
+    one matching its site, when there is one). mechscope's input scaling is folded into the
+    weights; a batchtopk dictionary is written as jumprelu with its inference threshold, as SAELens
+    saves BatchTopK; transcoders as (skip_)transcoder or jumprelu_(skip_)transcoder with the input
+    centring folded into ``b_enc``."""
     c = sae.cfg
+    if c.transcoder and c.arch not in ("relu", "jumprelu"):
+        raise SAEError(f"SAELens transcoders are ReLU or JumpReLU; this one is {c.arch!r}")
+    if c.input_norm == "center":
+        raise SAEError("SAELens has no centring normalisation; this dictionary reads a centred view "
+                       "(TransformerLens's center_writing_weights) and cannot be written as SAELens files")
+    if c.transcoder and c.input_norm != "none":
+        raise SAEError(f"input_norm={c.input_norm!r} transcoders cannot be written as SAELens files")
+    arch = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "jumprelu", "gated": "gated"}[c.arch]
     if c.transcoder:
-        raise SAEError("writing transcoders as SAELens files is not supported yet")
-    arch = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "jumprelu"}[c.arch]
+        arch = {"standard": "", "jumprelu": "jumprelu_"}[arch] + ("skip_" if c.skip else "") + "transcoder"
     with torch.no_grad():
         s_in, s_out = float(sae.scale_in), float(sae.scale_out)
         W_enc = (sae.W_enc.double() * s_in).T  # [d_in, d_sae]: x ↦ x·s_in W_encᵀ
         W_dec = sae.W_dec.double() / s_out
         b_dec = sae.b_dec.double() / s_out
-        # SAELens: (x − b_dec') W_enc' + b_enc' must equal mechscope's x·s_in W_encᵀ + (b_enc − W_enc b_dec)
-        b_enc = sae.encoder_bias().double() + b_dec @ W_enc
-        tensors = {"W_enc": W_enc, "b_enc": b_enc, "W_dec": W_dec, "b_dec": b_dec}
-        if arch == "jumprelu":
+        if c.transcoder:  # SAELens: x W_enc' + b_enc' must equal x·s_in W_encᵀ + (b_enc − W_enc b_in)
+            b_enc = sae.encoder_bias().double()
+        else:  # SAELens: (x − b_dec') W_enc' + b_enc' must equal x·s_in W_encᵀ + (b_enc − W_enc b_dec)
+            b_enc = sae.encoder_bias().double() + b_dec @ W_enc
+        tensors = {"W_enc": W_enc, "W_dec": W_dec, "b_dec": b_dec}
+        if c.arch == "gated":  # magnitude: e^r·(pre − b_gate) + b_mag, pre − b_gate unchanged by the fold
+            tensors.update(b_gate=b_enc, r_mag=sae.r_mag.double(), b_mag=sae.b_mag.double())
+        else:
+            tensors["b_enc"] = b_enc
+        if c.skip:
+            tensors["W_skip"] = (sae.W_skip.double() * s_in / s_out).T  # [d_out, d_in]
+        if "jumprelu" in arch:
             tensors["threshold"] = (sae.threshold if c.arch == "jumprelu"
                                     else sae.batch_threshold.expand(c.width)).double()
-    if hook_name is None and c.site is not None:
-        tl = {v: k for k, v in _TL_HOOKS.items()}
-        layer, _, kind = c.site.partition(".")[2].partition(".")
-        hook_name = f"blocks.{layer}.{tl[kind]}" if c.site.startswith("blocks.") and kind in tl else None
+    tl = {v: k for k, v in _TL_HOOKS.items()}
+
+    def hook_of(site: str | None) -> str | None:
+        if site is None or not site.startswith("blocks."):
+            return "hook_embed" if site == "embed" else None
+        layer, _, kind = site.partition(".")[2].partition(".")
+        return f"blocks.{layer}.{tl[kind]}" if kind in tl else None
+
+    meta = {"hook_name": hook_name or hook_of(c.site), "model_name": model_name or c.model}
+    if c.transcoder:
+        meta["hook_name_out"] = hook_of(c.target_site)
+    if c.head is not None:
+        meta["hook_head_index"] = c.head
     cfg = {"architecture": arch, "d_in": c.d_in, "d_sae": c.width, "dtype": "float32", "device": "cpu",
-           "apply_b_dec_to_input": True, "normalize_activations": "none", "reshape_activations": "none",
-           "metadata": {"hook_name": hook_name, "model_name": model_name or c.model}}
+           "apply_b_dec_to_input": not c.transcoder,
+           "normalize_activations": {"none": "none", "rescale": "constant_norm_rescale", "layer_norm": "layer_norm"}[c.input_norm],
+           "reshape_activations": "hook_z" if c.site and c.site.endswith(".attn.z") and c.head is None else "none",
+           "metadata": meta}
+    if c.transcoder:
+        cfg["d_out"] = c.d_out
     if arch == "topk":
         cfg["k"] = c.k
     return _write_folder(directory, SAELENS_CONFIG, cfg, SAELENS_WEIGHTS, tensors)

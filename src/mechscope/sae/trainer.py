@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from ..checks import positive_int
 from ..results import Provenance, Result
-from .dictionary import SAEError, SparseCoder
+from .dictionary import TRAINABLE, SAEError, SparseCoder
 from .kernels import Step, TopKEncode
 from .store import ActivationStore, rank_world
 
@@ -137,6 +137,11 @@ def geometric_median(x: torch.Tensor, iters: int = 100, tol: float = 1e-6) -> to
 
 def _validate(sae: SparseCoder, data, target) -> None:
     c = sae.cfg
+    if c.arch not in TRAINABLE:
+        raise SAEError(f"{c.arch} dictionaries are read from files, not trained here; trainable: {', '.join(TRAINABLE)}")
+    if c.input_norm != "none":
+        raise SAEError(f"input_norm={c.input_norm!r} is for dictionaries read from files; training normalises by a "
+                       "constant (input_norm='none')")
     if target is None and c.transcoder:
         raise SAEError(f"a transcoder ({c.site} → {c.target_site}) needs target= activations")
     for what, src, d in (("data", data, c.d_in), ("target", target, c.d_out)):
