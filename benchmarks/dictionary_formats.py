@@ -216,6 +216,30 @@ def main() -> None:
         f_peer, y_peer = sparsify_dense(peer, x)
         rows.append(("topk (sparsify)", "sparsify save_to_disk → mechscope", rel(ours.encode(x), f_peer),
                      rel(ours.decode(f_peer), y_peer), rel(ours(x), y_peer)))
+    peer = PeerCoder(d_in, SparseCoderConfig(num_latents=d_sae, k=16, transcode=True, skip_connection=True))
+    with torch.no_grad():
+        for p in peer.parameters():
+            p.copy_(torch.randn_like(p) * 0.2)
+    folder = Path(tempfile.mkdtemp()) / "layers.3.mlp"
+    peer.save_to_disk(folder)
+    ours = load_dictionary(folder)
+    with torch.no_grad():
+        f_peer, y_peer = sparsify_dense(peer, x)
+        y_peer = y_peer + x @ peer.W_skip.mT  # sparsify's forward adds the skip after decode
+        rows.append(("topk skip transcoder (sparsify)", "sparsify save_to_disk → mechscope", rel(ours.encode(x), f_peer),
+                     rel(ours.decode(f_peer, x), y_peer), rel(ours(x), y_peer)))
+        sae = SparseCoder(SAEConfig("topk", d_in, d_sae, k=16, skip=True, site="blocks.3.mlp.in",
+                                    target_site="blocks.3.mlp.out"))
+        for p in sae.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+        sae.scale_in.fill_(0.37)
+        sae.scale_out.fill_(1.3)
+        sae.b_in.normal_()
+        peer = PeerCoder.load_from_disk(save_sparsify(sae, Path(tempfile.mkdtemp()) / "layers.3.mlp"))
+        f_peer, y_peer = sparsify_dense(peer, x)
+        y_peer = y_peer + x @ peer.W_skip.mT
+        rows.append(("topk skip transcoder", "mechscope save_sparsify → sparsify load_from_disk", rel(f_peer, sae.encode(x)),
+                     rel(y_peer, sae.decode(sae.encode(x), x)), rel(y_peer, sae(x))))
     sae = SparseCoder(SAEConfig("topk", d_in, d_sae, k=16))
     with torch.no_grad():
         for p in sae.parameters():

@@ -2,7 +2,7 @@
 
 The comparison with SAELens's and sparsify's own save / load / forward runs where they install
 (their pins clash with the test environment's): `benchmarks/dictionary_formats.py` in
-`.venv-bench-sae` (worst relative difference 4.9e-07 over 36 cases, both ways, and against TransformerLens's
+`.venv-bench-sae` (worst relative difference 4.9e-07 over 38 cases, both ways, and against TransformerLens's
 ln2.hook_normalized on a tiny llama and gemma). Here the files are
 laid out as the two libraries write them, and the expected outputs are their formulas."""
 
@@ -406,3 +406,30 @@ def test_head_dictionaries_splice_into_attn_z(head):
     assert z[..., emptied, :].abs().max() == 0
     kept = [h for h in range(model.cfg.n_heads) if h not in emptied]
     torch.testing.assert_close(z[..., kept, :], z0[..., kept, :])
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_a_sparsify_transcoder_reads_and_writes(tmp_path, skip):
+    """sparsify transcoders: the encoder reads x itself (no b_dec subtraction); W_skip [d_in, d_in]
+    is applied as x W_skipᵀ; the hookpoint layers.N.mlp reads mlp.in and writes mlp.out."""
+    path, w, cfg = sparsify_folder(tmp_path / "layers.2.mlp")
+    cfg.update(transcode=True, skip_connection=skip)
+    if skip:
+        w["W_skip"] = torch.randn(D_IN, D_IN, generator=torch.Generator().manual_seed(8)) * 0.2
+        save_file(w, str(path / "sae.safetensors"))
+    (path / "cfg.json").write_text(json.dumps(cfg))
+    sae = load_dictionary(path)
+    assert (sae.cfg.site, sae.cfg.target_site, sae.cfg.skip) == ("blocks.2.mlp.in", "blocks.2.mlp.out", skip)
+    x = torch.randn(64, D_IN, generator=torch.Generator().manual_seed(4))
+    top = (x @ w["encoder.weight"].T + w["encoder.bias"]).relu().topk(5, dim=-1)
+    f = torch.zeros(64, D_SAE).scatter(-1, top.indices, top.values)
+    y = f @ w["W_dec"] + w["b_dec"] + (x @ w["W_skip"].T if skip else 0)
+    with torch.no_grad():
+        torch.testing.assert_close(sae.encode(x), f, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(sae(x), y, rtol=1e-5, atol=1e-5)
+        back = load_dictionary(save_sparsify(sae, tmp_path / "out" / "layers.2.mlp"))
+        torch.testing.assert_close(back(x), y, rtol=1e-5, atol=1e-5)
+    cfg.update(transcode=False, skip_connection=True)
+    (path / "cfg.json").write_text(json.dumps(cfg))
+    with pytest.raises(SAEError, match="skip connection on an autoencoder"):
+        load_dictionary(path)

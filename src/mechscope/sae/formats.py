@@ -14,8 +14,8 @@
   TransformerLens's ``center_writing_weights`` view reads the centred residual (``input_norm="center"``);
 - Gemma Scope folders (``params.npz``: JumpReLU; the caller names the site, which the folder does
   not say — ``layer_L`` gives only the layer);
-- EleutherAI sparsify folders (one per hookpoint: ``cfg.json`` + ``sae.safetensors``, TopK SAEs;
-  the folder name gives the site).
+- EleutherAI sparsify folders (one per hookpoint: ``cfg.json`` + ``sae.safetensors``, TopK SAEs
+  and transcoders with or without a skip connection; the folder name gives the sites).
 
 ``save_saelens`` writes any mechscope dictionary so that SAELens, and what reads its files, opens
 it; ``save_sparsify`` writes TopK SAEs for sparsify (its format holds nothing else).
@@ -193,58 +193,79 @@ def _from_gemma_scope(path: Path, device: str | torch.device, site: str | None) 
     return ours.to(device).eval()
 
 
-def site_from_hookpoint(hookpoint: str) -> str | None:
-    """The mechscope site of a sparsify hookpoint (its folder name): ``layers.5`` (a decoder layer's
-    output) → ``blocks.5.resid_post``, ``layers.5.mlp`` → ``blocks.5.mlp.out``; None when unknown."""
+def site_from_hookpoint(hookpoint: str, transcoder: bool = False) -> tuple[str | None, str | None]:
+    """(site read, site written) of a sparsify hookpoint (its folder name): ``layers.5`` is a decoder
+    layer — its output ``blocks.5.resid_post`` for an SAE, resid_pre → resid_post for a transcoder;
+    ``layers.5.mlp`` the MLP — ``blocks.5.mlp.out``, or mlp.in → mlp.out. (None, None) when unknown."""
     parts = hookpoint.split(".")
     if len(parts) >= 2 and parts[-2].isdigit() and parts[-1] == "mlp":
-        return f"blocks.{parts[-2]}.mlp.out"
+        block = f"blocks.{parts[-2]}"
+        return (f"{block}.mlp.in", f"{block}.mlp.out") if transcoder else (f"{block}.mlp.out", None)
     if parts and parts[-1].isdigit():
-        return f"blocks.{parts[-1]}.resid_post"
-    return None
+        block = f"blocks.{parts[-1]}"
+        return (f"{block}.resid_pre", f"{block}.resid_post") if transcoder else (f"{block}.resid_post", None)
+    return None, None
 
 
 def _from_sparsify(path: Path, device: str | torch.device) -> SparseCoder:
+    """A sparsify folder: a TopK SAE or transcoder (``transcode``: the encoder reads x itself, not
+    x − b_dec), optionally with a skip connection (``W_skip`` [d_in, d_in], applied as x W_skipᵀ)."""
     cfg = _read_config(path / SPARSIFY_CONFIG)
     if cfg.get("activation", "topk") != "topk":
         raise SAEError(f"{path}: sparsify activation {cfg.get('activation')!r} is not supported (only 'topk')")
-    if cfg.get("transcode") or cfg.get("skip_connection"):
-        raise SAEError(f"{path}: sparsify transcoders (transcode / skip_connection) are not supported yet")
+    transcoder, skip = bool(cfg.get("transcode")), bool(cfg.get("skip_connection"))
+    if skip and not transcoder:
+        raise SAEError(f"{path}: a skip connection on an autoencoder (skip_connection without transcode) is not supported")
     w = _read_safetensors(path / SPARSIFY_WEIGHTS)
-    _check_weights(w, ["encoder.weight", "encoder.bias", "W_dec", "b_dec"], path / SPARSIFY_WEIGHTS)
+    _check_weights(w, ["encoder.weight", "encoder.bias", "W_dec", "b_dec"] + (["W_skip"] if skip else []),
+                   path / SPARSIFY_WEIGHTS)
     width, d_in = w["encoder.weight"].shape
     if (w["W_dec"].shape != (width, d_in) or w["encoder.bias"].shape != (width,) or w["b_dec"].shape != (d_in,)
-            or cfg.get("d_in", d_in) != d_in):
+            or cfg.get("d_in", d_in) != d_in or (skip and w["W_skip"].shape != (d_in, d_in))):
         raise SAEError(f"{path}: shapes disagree — encoder.weight {tuple(w['encoder.weight'].shape)}, W_dec "
                        f"{tuple(w['W_dec'].shape)}, encoder.bias {tuple(w['encoder.bias'].shape)}, b_dec "
                        f"{tuple(w['b_dec'].shape)}, cfg d_in={cfg.get('d_in')}")
-    ours = SparseCoder(SAEConfig("topk", int(d_in), int(width), k=int(cfg.get("k", 32)),
-                                 site=site_from_hookpoint(path.name)))
-    with torch.no_grad():  # sparsify reads x − b_dec, as mechscope does: the weights carry over as they are
+    site, target = site_from_hookpoint(path.name, transcoder)
+    if transcoder and target is None:
+        raise SAEError(f"{path}: a sparsify transcoder whose folder name ({path.name!r}) is not a hookpoint "
+                       "mechscope knows (layers.N or layers.N.mlp); give site= and target_site=")
+    ours = SparseCoder(SAEConfig("topk", int(d_in), int(width), k=int(cfg.get("k", 32)), site=site,
+                                 target_site=target, skip=skip))
+    with torch.no_grad():  # an SAE reads x − b_dec as mechscope does; a transcoder reads x (b_in = 0)
         ours.W_enc.copy_(w["encoder.weight"])
         ours.b_enc.copy_(w["encoder.bias"])
         ours.W_dec.copy_(w["W_dec"])
         ours.b_dec.copy_(w["b_dec"])
+        if skip:
+            ours.W_skip.copy_(w["W_skip"].T)
     return ours.to(device).eval()
 
 
 def save_sparsify(sae: SparseCoder, directory: str | os.PathLike) -> Path:
     """Write a TopK ``sae`` as a sparsify folder (``cfg.json`` + ``sae.safetensors``) that
     ``sparsify.SparseCoder.load_from_disk`` opens; sparsify's format is TopK-only, so other
-    architectures are refused by name."""
+    architectures are refused by name. Transcoders must write a site as wide as they read (sparsify's
+    W_dec is [latents, d_in]); name the folder after the hookpoint (``layers.5.mlp``)."""
     c = sae.cfg
     if c.arch != "topk":
         raise SAEError(f"sparsify files hold TopK dictionaries only; this one is {c.arch!r} (use save_saelens)")
-    if c.transcoder:
-        raise SAEError("writing transcoders as sparsify files is not supported yet")
+    if c.transcoder and c.d_out != c.d_in:
+        raise SAEError(f"sparsify transcoders write as many dimensions as they read; this one maps {c.d_in} → {c.d_out}")
+    if c.input_norm != "none":
+        raise SAEError(f"sparsify has no input normalisation; this dictionary has input_norm={c.input_norm!r}")
     with torch.no_grad():
         s_in, s_out = float(sae.scale_in), float(sae.scale_out)
         W_enc = sae.W_enc.double() * s_in
         W_dec, b_dec = sae.W_dec.double() / s_out, sae.b_dec.double() / s_out
-        b_enc = sae.encoder_bias().double() + W_enc @ b_dec  # sparsify: (x − b_dec') W_encᵀ + b_enc'
+        if c.transcoder:  # sparsify: x W_encᵀ + b_enc'
+            b_enc = sae.encoder_bias().double()
+        else:  # sparsify: (x − b_dec') W_encᵀ + b_enc'
+            b_enc = sae.encoder_bias().double() + W_enc @ b_dec
         tensors = {"encoder.weight": W_enc, "encoder.bias": b_enc, "W_dec": W_dec, "b_dec": b_dec}
+        if c.skip:
+            tensors["W_skip"] = (sae.W_skip.double() * s_in / s_out).T  # sparsify applies x W_skipᵀ
     cfg = {"activation": "topk", "expansion_factor": max(1, c.width // c.d_in), "normalize_decoder": True,
-           "num_latents": c.width, "k": c.k, "multi_topk": False, "skip_connection": False, "transcode": False,
+           "num_latents": c.width, "k": c.k, "multi_topk": False, "skip_connection": c.skip, "transcode": c.transcoder,
            "d_in": c.d_in}
     return _write_folder(directory, SPARSIFY_CONFIG, cfg, SPARSIFY_WEIGHTS, tensors)
 
