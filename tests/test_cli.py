@@ -127,6 +127,22 @@ def test_sae_harvest_train_eval_dashboard(model_dir, tmp_path, capsys):
     assert "at blocks.1.mlp.out" in capsys.readouterr().out
     assert main(["sae", "dashboard", model_dir, "--sae", out, "--features", "60-70", "--archive", archive]) == 2
     assert "out of range: this dictionary has features 0..63" in capsys.readouterr().err
+    # the same dictionaries as SAELens and sparsify files: described, converted, evaluated
+    for src, fmt in ((out, "saelens"), (out, "sparsify"), (tc, "sparsify")):
+        dest = str(tmp_path / f"{fmt}-{len(src)}" / "layers.1.mlp")
+        assert main(["sae", "convert", src, dest, "--to", fmt]) == 0
+        assert f"({fmt}); read back, its outputs on 256 random rows differ by" in capsys.readouterr().out
+    assert main(["sae", "info", dest]) == 0
+    info = capsys.readouterr().out
+    assert "format     sparsify" in info and "topk transcoder with a skip connection" in info
+    assert "reads      blocks.1.resid_mid, d_in 64" in info and "writes     blocks.1.mlp.out, d_out 64" in info
+    assert main(["sae", "eval", model_dir, "--sae", dest, "--blocks", "2", "--context", "16", "--quiet",
+                 "--archive", archive, "--page", str(tmp_path / "s.html")]) == 0
+    assert "topk × 64 at blocks.1.mlp.out" in capsys.readouterr().out
+    assert main(["sae", "convert", tc, str(tmp_path / "x"), "--to", "saelens"]) == 2
+    assert "SAELens transcoders are ReLU or JumpReLU; this one is 'topk'" in capsys.readouterr().err
+    assert main(["sae", "info", str(tmp_path / "nowhere")]) == 2
+    assert "is not a folder; a dictionary is a folder with" in capsys.readouterr().err
 
 
 def test_vision_gradcam(tmp_path, capsys):

@@ -1,4 +1,5 @@
-"""The `sae` command: harvest activations, train, evaluate, feature dashboards (torchrun-aware)."""
+"""The `sae` command: harvest activations, train, evaluate, feature dashboards (torchrun-aware); read
+and convert dictionaries from SAELens, sparsify and Gemma Scope."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ def _distributed(device: str | None) -> Iterator[str | None]:
 
 
 def _sae(args) -> int:
+    if args.action in ("info", "convert"):
+        return (_info if args.action == "info" else _convert)(args)
     if args.action in ("harvest", "train"):
         with _distributed(args.device) as device:
             return (_harvest if args.action == "harvest" else _train)(args, device)
@@ -50,7 +53,7 @@ def _harvest(args, device: str | None) -> int:
         raise ValueError("--target-site needs --target DIR for the target store")
     model = load(args.model, device=device)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
-    sites, dirs = [args.site], [args.store]
+    sites, dirs = [args.site or "blocks.12.resid_post"], [args.store]
     if args.target_site:  # a transcoder's input and target, from the same forwards
         sites, dirs = sites + [args.target_site], dirs + [args.target]
     for store in harvest(model, sites, dirs, n_blocks=args.blocks or 256, context=args.context, batch=args.batch or 8,
@@ -78,13 +81,15 @@ def _train(args, device: str | None) -> int:
 def _inspect(args) -> int:
     """eval or dashboard of a trained SAE: a page, printed summary and a specimen."""
     from ..models.load import load
-    from ..sae import load_sae
+    from ..sae import load_dictionary
 
-    sae = load_sae(args.sae)
-    if not sae.cfg.model:
-        raise ValueError(f"{args.sae}: the dictionary's config names no model; it was not trained on a harvested store")
+    sae = load_dictionary(args.sae, site=args.site, target_site=args.target_site)
+    if not (args.model or sae.cfg.model):
+        raise ValueError(f"{args.sae}: the dictionary's config names no model; give MODEL")
     model = load(args.model or sae.cfg.model, device=args.device)
-    sae.to(model.device)
+    # read again against the model: checked (name, site, width) and, where needed, rewritten for its sites
+    sae = load_dictionary(args.sae, model.device, model=model, site=args.site, target_site=args.target_site,
+                          other_model=args.other_model)
     blocks = args.blocks or {"eval": 32, "dashboard": 64}[args.action]
     if args.action == "eval":
         from ..sae.evaluate import evaluate
@@ -105,13 +110,83 @@ def _inspect(args) -> int:
     return 0
 
 
+def _path_arg(args) -> str:
+    if not args.model:
+        raise ValueError(f"sae {args.action} needs the dictionary's folder: mechscope sae {args.action} PATH")
+    return args.model
+
+
+def _info(args) -> int:
+    """Format, architecture, sites and sizes of a dictionary folder."""
+    from pathlib import Path
+
+    from ..sae.formats import dictionary_format, load_dictionary
+
+    path = _path_arg(args)
+    sae = load_dictionary(path, site=args.site, target_site=args.target_site)
+    c = sae.cfg
+    kind = ("transcoder" + (" with a skip connection" if c.skip else "")) if c.transcoder else "SAE"
+    if c.k:
+        rule = f"k = {c.k} per row"
+    elif sae.threshold is not None:
+        rule = f"threshold median {float(sae.threshold.detach().median()):.4g}"
+    else:
+        rule = "ReLU"
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    size = lambda n: f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"  # noqa: E731
+    files = ", ".join(f"{f.name} {size(f.stat().st_size)}" for f in sorted(folder.iterdir()) if f.is_file())
+    head = f", head {c.head}" if c.head is not None else ""
+    rows = [("format", dictionary_format(path)), ("dictionary", f"{c.arch} {kind}"),
+            ("reads", f"{c.site or '(not named: give --site)'}{head}, d_in {c.d_in}"),
+            *([("writes", f"{c.target_site}, d_out {c.d_out}")] if c.transcoder else []),
+            ("latents", f"{c.width:,} ({rule})"), ("input", {"none": "as it is", "center": "centred per row",
+                                                         "rescale": "rescaled to norm √d_in per row",
+                                                         "layer_norm": "layer-normalised per row"}[c.input_norm]),
+            ("model", c.model or "(not named)"), ("files", files)]
+    for key, value in rows:
+        print(f"{key:<11}{value}")
+    return 0
+
+
+def _convert(args) -> int:
+    """Write a dictionary in another format, then read the copy back and compare outputs."""
+    import torch
+
+    from ..sae.formats import load_dictionary, save_saelens, save_sparsify
+
+    path = _path_arg(args)
+    if not args.out_path:
+        raise ValueError("sae convert needs where to write: mechscope sae convert PATH OUT --to saelens|sparsify|mechscope")
+    sae = load_dictionary(path, site=args.site, target_site=args.target_site)
+    writer = {"saelens": save_saelens, "sparsify": save_sparsify, "mechscope": lambda d, out: d.save(out)}[args.to]
+    out = writer(sae, args.out_path)
+    back = load_dictionary(out, site=sae.cfg.site, target_site=sae.cfg.target_site if sae.cfg.transcoder else None)
+    x = torch.randn(256, sae.cfg.d_in, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y, y2 = sae(x), back(x)
+        diff = float((y - y2).abs().max() / y.abs().max().clamp(min=1e-12))
+    print(f"wrote {out} ({args.to}); read back, its outputs on 256 random rows differ by {diff:.1e} (relative)")
+    if diff > 1e-5:
+        raise ValueError(f"the converted dictionary's outputs differ by {diff:.1e} (relative) from the original")
+    return 0
+
+
 def add(sub) -> None:
     """Declare this module's commands and their arguments on the subparsers ``sub``."""
-    p = sub.add_parser("sae", help="sparse autoencoders: harvest activations, train, evaluate, feature dashboards")
-    p.add_argument("action", choices=["harvest", "train", "eval", "dashboard"])
-    p.add_argument("model", nargs="?", help=MODEL_HELP + " (harvest; eval/dashboard default to the SAE's own)")
-    p.add_argument("--site", default="blocks.12.resid_post", help="harvest: the site to store")
-    p.add_argument("--target-site", help="harvest: also store this site (a transcoder's target)")
+    p = sub.add_parser("sae", help="sparse autoencoders: harvest activations, train, evaluate, feature dashboards; "
+                                   "info and convert for SAELens, sparsify and Gemma Scope files")
+    p.add_argument("action", choices=["harvest", "train", "eval", "dashboard", "info", "convert"])
+    p.add_argument("model", nargs="?", metavar="MODEL|PATH",
+                   help=MODEL_HELP + " (harvest; eval/dashboard default to the SAE's own); info/convert: the "
+                                     "dictionary's folder (mechscope, SAELens, sparsify or Gemma Scope)")
+    p.add_argument("out_path", nargs="?", metavar="OUT", help="convert: the folder to write")
+    p.add_argument("--to", default="saelens", choices=["saelens", "sparsify", "mechscope"], help="convert: the format")
+    p.add_argument("--site", help="harvest: the site to store (default blocks.12.resid_post); otherwise the site "
+                                  "a dictionary reads, where its files do not say (Gemma Scope)")
+    p.add_argument("--target-site", help="harvest: also store this site (a transcoder's target); otherwise the site "
+                                         "a transcoder writes, where its files do not say")
+    p.add_argument("--other-model", action="store_true",
+                   help="eval/dashboard: use a dictionary whose files name another model")
     p.add_argument("--store", default="sae-store", help="the activation store directory")
     p.add_argument("--target", help="a second store: the transcoder's target activations")
     p.add_argument("--blocks", type=int, default=None, help="corpus blocks (harvest: 256; eval/dashboard: 32/64)")
@@ -130,7 +205,7 @@ def add(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="run on this device (cpu, cuda); under torchrun, cuda means each rank's own GPU")
     p.add_argument("--out", default="sae", help="train: where the SAE and its checkpoint go")
-    p.add_argument("--sae", default="sae", help="eval/dashboard: the trained SAE's directory")
+    p.add_argument("--sae", default="sae", help="eval/dashboard: the dictionary's folder (any format `sae info` reads)")
     p.add_argument("--features", default="0-19", help="dashboard: features, e.g. 0-99 or 3,17,40-42")
     p.add_argument("--page", help="HTML page to write (eval/dashboard)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -112,6 +112,29 @@ def site_from_hook(hook: str) -> str:
     return site
 
 
+def dictionary_format(path: str | os.PathLike) -> str:
+    """Which format the folder ``path`` holds: "mechscope", "saelens", "sparsify" or "gemma-scope";
+    ``SAEError`` naming what was found otherwise."""
+    path = Path(path)
+    if path.name == GEMMA_SCOPE_WEIGHTS and path.is_file():
+        path = path.parent
+    if not path.is_dir():
+        raise SAEError(f"{path} is not a folder; a dictionary is a folder with {CONFIG} + {WEIGHTS} (mechscope), "
+                       f"{SAELENS_CONFIG} + {SAELENS_WEIGHTS} (SAELens), {SPARSIFY_CONFIG} + {SPARSIFY_WEIGHTS} "
+                       f"(sparsify) or {GEMMA_SCOPE_WEIGHTS} (Gemma Scope)")
+    if (path / GEMMA_SCOPE_WEIGHTS).exists():
+        return "gemma-scope"
+    if (path / CONFIG).exists():
+        return "mechscope"
+    if (path / SAELENS_CONFIG).exists() and (path / SAELENS_WEIGHTS).exists():
+        return "saelens"
+    if (path / SPARSIFY_CONFIG).exists() and (path / SPARSIFY_WEIGHTS).exists():
+        return "sparsify"
+    raise SAEError(f"{path} holds neither {CONFIG} + {WEIGHTS} (mechscope), {SAELENS_CONFIG} + {SAELENS_WEIGHTS} "
+                   f"(SAELens) nor {SPARSIFY_CONFIG} + {SPARSIFY_WEIGHTS} (sparsify); found: "
+                   f"{', '.join(sorted(p.name for p in path.iterdir())[:8]) or 'nothing'}")
+
+
 def load_dictionary(path: str | os.PathLike, device: str | torch.device = "cpu", *, model: Any = None,
                     site: str | None = None, target_site: str | None = None, other_model: bool = False) -> SparseCoder:
     """A ``SparseCoder`` from a folder in any supported format (see the module docstring).
@@ -121,25 +144,14 @@ def load_dictionary(path: str | os.PathLike, device: str | torch.device = "cpu",
     sees differently (``ln2.hook_normalized``), rewritten to read mechscope's site. ``site`` /
     ``target_site``: what it reads / writes, where the files do not say (Gemma Scope, some
     transcoders) or to override them."""
+    kind = dictionary_format(path)
     path = Path(path)
-    if path.name == GEMMA_SCOPE_WEIGHTS and path.is_file():
+    if path.is_file():
         path = path.parent
-    if not path.is_dir():
-        raise SAEError(f"{path} is not a folder; a dictionary is a folder with {CONFIG} + {WEIGHTS} (mechscope), "
-                       f"{SAELENS_CONFIG} + {SAELENS_WEIGHTS} (SAELens), {SPARSIFY_CONFIG} + {SPARSIFY_WEIGHTS} "
-                       f"(sparsify) or {GEMMA_SCOPE_WEIGHTS} (Gemma Scope)")
-    if (path / GEMMA_SCOPE_WEIGHTS).exists():
-        sae = _from_gemma_scope(path, device, site)
-    elif (path / CONFIG).exists():
-        sae = load_sae(path, device)
-    elif (path / SAELENS_CONFIG).exists() and (path / SAELENS_WEIGHTS).exists():
+    if kind == "saelens":
         return _from_saelens(path, device, model, site, target_site, other_model)
-    elif (path / SPARSIFY_CONFIG).exists() and (path / SPARSIFY_WEIGHTS).exists():
-        sae = _from_sparsify(path, device)
-    else:
-        raise SAEError(f"{path} holds neither {CONFIG} + {WEIGHTS} (mechscope), {SAELENS_CONFIG} + {SAELENS_WEIGHTS} "
-                       f"(SAELens 6) nor {SPARSIFY_CONFIG} + {SPARSIFY_WEIGHTS} (sparsify); found: "
-                       f"{', '.join(sorted(p.name for p in path.iterdir())[:8]) or 'nothing'}")
+    sae = {"gemma-scope": lambda: _from_gemma_scope(path, device, site), "mechscope": lambda: load_sae(path, device),
+           "sparsify": lambda: _from_sparsify(path, device)}[kind]()
     if site is not None:
         sae.cfg.site = site
     if target_site is not None:
@@ -226,11 +238,12 @@ def _from_sparsify(path: Path, device: str | torch.device) -> SparseCoder:
                        f"{tuple(w['W_dec'].shape)}, encoder.bias {tuple(w['encoder.bias'].shape)}, b_dec "
                        f"{tuple(w['b_dec'].shape)}, cfg d_in={cfg.get('d_in')}")
     site, target = site_from_hookpoint(path.name, transcoder)
+    site, target = cfg.get("mechscope_site") or site, cfg.get("mechscope_target_site") or target
     if transcoder and target is None:
         raise SAEError(f"{path}: a sparsify transcoder whose folder name ({path.name!r}) is not a hookpoint "
                        "mechscope knows (layers.N or layers.N.mlp); give site= and target_site=")
     ours = SparseCoder(SAEConfig("topk", int(d_in), int(width), k=int(cfg.get("k", 32)), site=site,
-                                 target_site=target, skip=skip))
+                                 target_site=target if transcoder else None, skip=skip, model=cfg.get("model")))
     with torch.no_grad():  # an SAE reads x − b_dec as mechscope does; a transcoder reads x (b_in = 0)
         ours.W_enc.copy_(w["encoder.weight"])
         ours.b_enc.copy_(w["encoder.bias"])
@@ -266,7 +279,8 @@ def save_sparsify(sae: SparseCoder, directory: str | os.PathLike) -> Path:
             tensors["W_skip"] = (sae.W_skip.double() * s_in / s_out).T  # sparsify applies x W_skipᵀ
     cfg = {"activation": "topk", "expansion_factor": max(1, c.width // c.d_in), "normalize_decoder": True,
            "num_latents": c.width, "k": c.k, "multi_topk": False, "skip_connection": c.skip, "transcode": c.transcoder,
-           "d_in": c.d_in}
+           "d_in": c.d_in, "mechscope_site": c.site, "mechscope_target_site": c.target_site, "model": c.model}
+    # sparsify drops fields it does not know; mechscope's sites and model travel with the file
     return _write_folder(directory, SPARSIFY_CONFIG, cfg, SPARSIFY_WEIGHTS, tensors)
 
 
@@ -407,6 +421,8 @@ def _from_saelens(path: Path, device: str | torch.device, model: Any = None, sit
     meta = cfg["metadata"]
     hook, hook_out, head = meta.get("hook_name"), meta.get("hook_name_out"), meta.get("hook_head_index")
     without_gain = False
+    site = site or meta.get("mechscope_site")
+    target_site = target_site or meta.get("mechscope_target_site")
     if site is None and hook:
         site, without_gain = _hook_site(hook)
     if target_site is None and hook_out:
@@ -533,9 +549,11 @@ def save_saelens(sae: SparseCoder, directory: str | os.PathLike, *, hook_name: s
         layer, _, kind = site.partition(".")[2].partition(".")
         return f"blocks.{layer}.{tl[kind]}" if kind in tl else None
 
-    meta = {"hook_name": hook_name or hook_of(c.site), "model_name": model_name or c.model}
+    # SAELens keeps unknown metadata keys: mechscope's own site names travel with the file, for sites
+    # TransformerLens has no hook for (mlp.in is the norm's output *with* its gain)
+    meta = {"hook_name": hook_name or hook_of(c.site), "model_name": model_name or c.model, "mechscope_site": c.site}
     if c.transcoder:
-        meta["hook_name_out"] = hook_of(c.target_site)
+        meta.update(hook_name_out=hook_of(c.target_site), mechscope_target_site=c.target_site)
     if c.head is not None:
         meta["hook_head_index"] = c.head
     cfg = {"architecture": arch, "d_in": c.d_in, "d_sae": c.width, "dtype": "float32", "device": "cpu",
@@ -550,4 +568,4 @@ def save_saelens(sae: SparseCoder, directory: str | os.PathLike, *, hook_name: s
     return _write_folder(directory, SAELENS_CONFIG, cfg, SAELENS_WEIGHTS, tensors)
 
 
-__all__ = ["load_dictionary", "save_saelens", "save_sparsify", "site_from_hook", "site_from_hookpoint"]
+__all__ = ["check_against_model", "dictionary_format", "load_dictionary", "save_saelens", "save_sparsify", "site_from_hook", "site_from_hookpoint"]
