@@ -168,7 +168,12 @@ def main() -> None:
             sae.scale_in.fill_(0.37)
             sae.scale_out.fill_(0.37 if not sae.cfg.transcoder else 1.7)
             sae.b_in.normal_()
-            sae.batch_threshold.fill_(0.3)
+            # batchtopk's one θ: put it midway in a gap of the pre-activations near 0.3, so that no latent
+            # sits within float rounding of it (summation order may differ between the libraries)
+            pre = sae.preacts(x).flatten().sort().values
+            i = int(torch.searchsorted(pre, torch.tensor(0.3)))
+            j = i - 50 + int((pre[i - 49:i + 51] - pre[i - 50:i + 50]).argmax())
+            sae.batch_threshold.fill_(float(pre[j] + pre[j + 1]) / 2)
         folder = save_saelens(sae, tempfile.mkdtemp())
         peer = SAE.load_from_disk(folder)
         with torch.no_grad():

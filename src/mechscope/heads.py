@@ -139,7 +139,7 @@ class HeadScores(Result):
         return [(names.head(*divmod(i, s.shape[1])).label, float(flat[i])) for i in order]
 
     def summary(self) -> str:
-        lines = [f"{kind}: " + ", ".join(f"{n} {v:.2f}" for n, v in self.top(kind, 4))
+        lines = [f"{kind}: " + ", ".join(f"{n} {v:.2f}" for n, v in self.top(4, kind=kind))
                  for kind in ("induction", "previous", "duplicate")]
         for how in ("zero", "mean"):
             rnd = torch.tensor(self.random_ablated[how])

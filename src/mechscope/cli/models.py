@@ -98,7 +98,7 @@ def _heads(args) -> int:
         blocks = token_blocks(model.tokenizer, args.icl, 512, "test")
     result = detect_heads(model, batch=args.batch, length=args.length, k=args.k, seeds=args.seeds, text_blocks=blocks)
     print(f"{'rank':<5}" + "".join(f"{kind:>20}" for kind in ("induction", "previous", "duplicate")))
-    tops = {kind: result.top(kind, args.top) for kind in ("induction", "previous", "duplicate")}
+    tops = {kind: result.top(args.top, kind=kind) for kind in ("induction", "previous", "duplicate")}
     for i in range(args.top):
         print(f"{i + 1:<5}" + "".join(f"{tops[kind][i][0]:>12} {tops[kind][i][1]:>7.2f}" for kind in tops))
     print(result.summary().split("\n", 3)[3])

@@ -142,30 +142,65 @@ class SparseCoder(nn.Module):
     ``decode`` [n, width] → [n, d_out], ``forward`` → reconstruction; ``fit``/``transform``/
     ``score`` in scikit-learn's manner."""
 
-    def __init__(self, cfg: SAEConfig, seed: int = 0):
+    def __init__(self, cfg: SAEConfig, seed: int = 0, *, weights: dict[str, torch.Tensor] | None = None):
+        """A fresh dictionary initialised from ``seed``, or — with ``weights`` (parameter and buffer
+        names as in ``state_dict``) — one holding copies of those tensors with their strides kept
+        (a transposed view stays transposed: no reordering). Copies, because a memory-mapped file's
+        tensors can be misaligned, and BLAS then sums in another order: a saved and reloaded
+        dictionary must give the same bits."""
         super().__init__()
         self.cfg = cfg
+        shapes = self.shapes(cfg)
+        if weights is None:
+            weights = self._initial(cfg, seed)
+        unknown = sorted(set(weights) - set(shapes))
+        missing = sorted(k for k in shapes if k not in weights and k not in _DEFAULTS)
+        wrong = [f"{k} {tuple(v.shape)} (want {shapes[k]})" for k, v in weights.items()
+                 if k in shapes and tuple(v.shape) != shapes[k]]
+        if unknown or missing or wrong:
+            raise SAEError(f"weights do not fit the {cfg.arch} dictionary {cfg.d_in}→{cfg.width}→{cfg.d_out}: "
+                           + "; ".join(x for x in (f"unknown {unknown}" if unknown else "",
+                                                   f"missing {missing}" if missing else "", ", ".join(wrong)) if x))
+        for name in shapes:
+            value = weights.get(name)
+            value = value.detach().clone() if value is not None else _DEFAULTS[name](cfg)
+            if name in _DEFAULTS:
+                self.register_buffer(name, value)
+            else:
+                setattr(self, name, nn.Parameter(value))
+        if not cfg.skip:
+            self.W_skip = None
+        self.log_ = None
+
+    @staticmethod
+    def shapes(cfg: SAEConfig) -> dict[str, tuple[int, ...]]:
+        """Every parameter and buffer of a dictionary with ``cfg``, by name: its shape."""
+        shapes = {"W_enc": (cfg.width, cfg.d_in), "b_enc": (cfg.width,), "W_dec": (cfg.width, cfg.d_out),
+                  "b_dec": (cfg.d_out,)}
+        if cfg.skip:
+            shapes["W_skip"] = (cfg.d_in, cfg.d_out)
+        if cfg.arch == "jumprelu":
+            shapes["log_threshold"] = (cfg.width,)
+        if cfg.arch == "gated":
+            shapes.update(r_mag=(cfg.width,), b_mag=(cfg.width,))
+        return {**shapes, "b_in": (cfg.d_in,), "scale_in": (), "scale_out": (), "batch_threshold": ()}
+
+    @staticmethod
+    def _initial(cfg: SAEConfig, seed: int) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(seed)
         w = torch.randn(cfg.width, cfg.d_out, generator=g)
         w = w / w.norm(dim=1, keepdim=True)
         if cfg.arch == "relu":
             w = w * 0.1  # Anthropic: small decoder norms at the start, free to grow
-        self.W_dec = nn.Parameter(w)
         enc = w.clone() if cfg.d_out == cfg.d_in else torch.randn(cfg.width, cfg.d_in, generator=g) / math.sqrt(cfg.d_in)
-        self.W_enc = nn.Parameter(enc)
-        self.b_enc = nn.Parameter(torch.zeros(cfg.width))
-        self.b_dec = nn.Parameter(torch.zeros(cfg.d_out))
-        self.W_skip = nn.Parameter(torch.zeros(cfg.d_in, cfg.d_out)) if cfg.skip else None
+        out = {"W_dec": w, "W_enc": enc, "b_enc": torch.zeros(cfg.width), "b_dec": torch.zeros(cfg.d_out)}
+        if cfg.skip:
+            out["W_skip"] = torch.zeros(cfg.d_in, cfg.d_out)
         if cfg.arch == "jumprelu":
-            self.log_threshold = nn.Parameter(torch.full((cfg.width,), math.log(cfg.threshold)))
+            out["log_threshold"] = torch.full((cfg.width,), math.log(cfg.threshold))
         if cfg.arch == "gated":
-            self.r_mag = nn.Parameter(torch.zeros(cfg.width))
-            self.b_mag = nn.Parameter(torch.zeros(cfg.width))
-        self.register_buffer("b_in", torch.zeros(cfg.d_in))  # transcoders: the input mean
-        self.register_buffer("scale_in", torch.tensor(1.0))
-        self.register_buffer("scale_out", torch.tensor(1.0))
-        self.register_buffer("batch_threshold", torch.tensor(0.0))  # batchtopk inference θ
-        self.log_ = None
+            out.update(r_mag=torch.zeros(cfg.width), b_mag=torch.zeros(cfg.width))
+        return out
 
     # ------------------------------------------------------------------ forward
     @property
@@ -226,9 +261,9 @@ class SparseCoder(nn.Module):
             return torch.relu(pre)
         if arch == "jumprelu":
             return JumpReLU.apply(pre, self.threshold, self.cfg.bandwidth)
-        if arch == "topk":
-            vals, idx = torch.relu(pre).topk(self.cfg.k, dim=-1, sorted=False)
-            return torch.zeros_like(pre).scatter(-1, idx, vals)
+        if arch == "topk":  # the k largest, then ReLU on those alone (not a pass over all of pre)
+            vals, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
+            return torch.zeros_like(pre).scatter(-1, idx, torch.relu(vals))
         if arch == "gated":
             return (pre > 0) * torch.relu(self.r_mag.exp() * (pre - self.b_enc) + self.b_mag)
         if train:  # batchtopk over the whole batch
@@ -337,6 +372,18 @@ class SparseCoder(nn.Module):
                f"{c.d_in}→{c.width}→{c.d_out}{extra}{', skip' if c.skip else ''}"
 
 
+# buffers: the input mean (transcoders), the normalisation constants, batchtopk's inference θ
+_DEFAULTS = {"b_in": lambda c: torch.zeros(c.d_in), "scale_in": lambda c: torch.tensor(1.0),
+             "scale_out": lambda c: torch.tensor(1.0), "batch_threshold": lambda c: torch.tensor(0.0)}
+
+
+def nonfinite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding NaN or ±inf. One pass each without a mask: a NaN
+    or inf makes the sum non-finite (the mask only confirms, for sums that overflow)."""
+    return [name for name, t in tensors.items() if t.is_floating_point()
+            and not torch.isfinite(t.sum()) and not torch.isfinite(t).all()]
+
+
 def _memory_bytes() -> int | None:
     """Physical memory of this machine in bytes (None where the OS does not say)."""
     try:
@@ -361,12 +408,11 @@ def load_sae(directory: str | os.PathLike, device: str | torch.device = "cpu") -
         state = load_file(str(directory / WEIGHTS))
     except Exception as e:  # noqa: BLE001 - truncated or foreign file
         raise SAEError(f"{directory / WEIGHTS} cannot be read ({e})") from e
-    bad = [name for name, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    bad = nonfinite(state)
     if bad:
         raise SAEError(f"{directory / WEIGHTS}: {', '.join(bad)} hold NaN or infinite values; refusing a broken dictionary")
-    sae = SparseCoder(cfg)
     try:
-        sae.load_state_dict(state)
-    except RuntimeError as e:
-        raise SAEError(f"{directory / WEIGHTS} does not match its config ({str(e).splitlines()[0]})") from e
+        sae = SparseCoder(cfg, weights=state)
+    except SAEError as e:
+        raise SAEError(f"{directory / WEIGHTS} does not match its config ({e})") from None
     return sae.to(device)

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from .dictionary import CONFIG, WEIGHTS, SAEConfig, SAEError, SparseCoder, load_sae
+from .dictionary import CONFIG, WEIGHTS, SAEConfig, SAEError, SparseCoder, load_sae, nonfinite
 
 SAELENS_CONFIG = "cfg.json"
 SAELENS_WEIGHTS = "sae_weights.safetensors"
@@ -65,9 +65,9 @@ def _check_weights(w: dict[str, torch.Tensor], need: list[str], file: Path) -> N
     missing = [k for k in need if k not in w]
     if missing:
         raise SAEError(f"{file} lacks {missing} (has {sorted(w)})")
-    for name, t in w.items():
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            raise SAEError(f"{file}: {name} contains NaN or infinite values")
+    bad = nonfinite(w)
+    if bad:
+        raise SAEError(f"{file}: {', '.join(bad)} contains NaN or infinite values")
 
 
 def _write_folder(directory: str | os.PathLike, config_name: str, cfg: dict[str, Any], weights_name: str,
@@ -194,15 +194,11 @@ def _from_gemma_scope(path: Path, device: str | torch.device, site: str | None) 
                        f"threshold {tuple(w['threshold'].shape)}")
     if (w["threshold"] < 0).any():
         raise SAEError(f"{path}: threshold must be ≥ 0")
-    ours = SparseCoder(SAEConfig("jumprelu", int(d_in), int(d_sae), site=site, model="gemma-2"))
-    with torch.no_grad():
-        W_enc = w["W_enc"].T.double()
-        ours.W_enc.copy_(W_enc)
-        ours.b_enc.copy_(w["b_enc"].double() + W_enc @ w["b_dec"].double())  # it reads x, mechscope x − b_dec
-        ours.W_dec.copy_(w["W_dec"])
-        ours.b_dec.copy_(w["b_dec"])
-        ours.log_threshold.copy_(w["threshold"].double().log())
-    return ours.to(device).eval()
+    W_enc = w["W_enc"].T  # [d_sae, d_in], a view
+    weights = {"W_enc": W_enc, "b_enc": w["b_enc"] + W_enc @ w["b_dec"],  # it reads x, mechscope x − b_dec
+               "W_dec": w["W_dec"], "b_dec": w["b_dec"], "log_threshold": w["threshold"].log()}
+    return SparseCoder(SAEConfig("jumprelu", int(d_in), int(d_sae), site=site, model="gemma-2"),
+                       weights=weights).to(device).eval()
 
 
 def site_from_hookpoint(hookpoint: str, transcoder: bool = False) -> tuple[str | None, str | None]:
@@ -242,16 +238,13 @@ def _from_sparsify(path: Path, device: str | torch.device) -> SparseCoder:
     if transcoder and target is None:
         raise SAEError(f"{path}: a sparsify transcoder whose folder name ({path.name!r}) is not a hookpoint "
                        "mechscope knows (layers.N or layers.N.mlp); give site= and target_site=")
-    ours = SparseCoder(SAEConfig("topk", int(d_in), int(width), k=int(cfg.get("k", 32)), site=site,
-                                 target_site=target if transcoder else None, skip=skip, model=cfg.get("model")))
-    with torch.no_grad():  # an SAE reads x − b_dec as mechscope does; a transcoder reads x (b_in = 0)
-        ours.W_enc.copy_(w["encoder.weight"])
-        ours.b_enc.copy_(w["encoder.bias"])
-        ours.W_dec.copy_(w["W_dec"])
-        ours.b_dec.copy_(w["b_dec"])
-        if skip:
-            ours.W_skip.copy_(w["W_skip"].T)
-    return ours.to(device).eval()
+    weights = {"W_enc": w["encoder.weight"].float(), "b_enc": w["encoder.bias"].float(), "W_dec": w["W_dec"].float(),
+               "b_dec": w["b_dec"].float()}  # an SAE reads x − b_dec as mechscope does; a transcoder x (b_in = 0)
+    if skip:
+        weights["W_skip"] = w["W_skip"].float().T
+    return SparseCoder(SAEConfig("topk", int(d_in), int(width), k=int(cfg.get("k", 32)), site=site,
+                                 target_site=target if transcoder else None, skip=skip, model=cfg.get("model")),
+                       weights=weights).to(device).eval()
 
 
 def save_sparsify(sae: SparseCoder, directory: str | os.PathLike) -> Path:
@@ -445,36 +438,34 @@ def _from_saelens(path: Path, device: str | torch.device, model: Any = None, sit
     if without_gain and row_norm != "none":
         raise SAEError(f"{path}: normalize_activations={norm!r} on {hook} (the norm's output without its gain) "
                        "is not supported")
-    ours = SparseCoder(SAEConfig(arch, int(d_in), int(d_sae), k=int(cfg["k"]) if arch == "topk" else None,
-                                 d_out=int(d_out), skip=skip, site=site, target_site=target_site if transcoder else None,
-                                 model=meta.get("model_name"), input_norm=row_norm,
-                                 head=int(head) if head is not None else None))
-    with torch.no_grad():
-        W_enc, b_enc = w["W_enc"].T.double(), w["b_enc"].double()
-        W_dec, b_dec = w["W_dec"].double(), w["b_dec"].double()
-        if arch == "topk" and cfg.get("rescale_acts_by_decoder_norm"):
-            # SAELens ranks pre·‖W_dec,i‖ and decodes f/‖W_dec,i‖: the same as rows rescaled once here
-            n = W_dec.norm(dim=1)
-            W_enc, b_enc, W_dec = W_enc * n[:, None], b_enc * n, W_dec / n[:, None]
-        if not transcoder and not cfg.get("apply_b_dec_to_input", True):  # SAELens reads x, mechscope x − b_dec
-            b_enc = b_enc + W_enc @ b_dec
-            if arch == "gated":
-                w["b_mag"] = w["b_mag"].double() + w["r_mag"].double().exp() * (W_enc @ b_dec)
-        W_skip = w["W_skip"].double().T if skip else None  # SAELens [d_out, d_in], mechscope [d_in, d_out]
-        if without_gain:
-            W_enc, b_enc, W_dec, b_dec, W_skip = _fold_norm_gain(model, site, path, hook, transcoder,
-                                                                 W_enc, b_enc, W_dec, b_dec, W_skip)
-        ours.W_enc.copy_(W_enc)
-        ours.b_enc.copy_(b_enc)
-        ours.W_dec.copy_(W_dec)
-        ours.b_dec.copy_(b_dec)
-        if skip:
-            ours.W_skip.copy_(W_skip)
-        if arch == "jumprelu":
-            ours.log_threshold.copy_(w["threshold"].double().log())
+    config = SAEConfig(arch, int(d_in), int(d_sae), k=int(cfg["k"]) if arch == "topk" else None, d_out=int(d_out),
+                       skip=skip, site=site, target_site=target_site if transcoder else None,
+                       model=meta.get("model_name"), input_norm=row_norm, head=int(head) if head is not None else None)
+    # float32 throughout: the folds below are elementwise or matrix-vector (one rounding per entry, or
+    # a sum of d_in terms), far inside the 1e-5 the peer comparison holds them to
+    W_enc, b_enc = w["W_enc"].float().T, w["b_enc"].float()  # a transposed view: [d_sae, d_in], no copy
+    W_dec, b_dec = w["W_dec"].float(), w["b_dec"].float()
+    if arch == "topk" and cfg.get("rescale_acts_by_decoder_norm"):
+        # SAELens ranks pre·‖W_dec,i‖ and decodes f/‖W_dec,i‖: the same as rows rescaled once here
+        n = W_dec.norm(dim=1)
+        W_enc, b_enc, W_dec = W_enc * n[:, None], b_enc * n, W_dec / n[:, None]
+    if not transcoder and not cfg.get("apply_b_dec_to_input", True):  # SAELens reads x, mechscope x − b_dec
+        shift = W_enc @ b_dec
+        b_enc = b_enc + shift
         if arch == "gated":
-            ours.b_mag.copy_(w["b_mag"])
-            ours.r_mag.copy_(w["r_mag"])
+            w["b_mag"] = w["b_mag"].float() + w["r_mag"].float().exp() * shift
+    W_skip = w["W_skip"].float().T if skip else None  # SAELens [d_out, d_in], mechscope [d_in, d_out]
+    if without_gain:
+        W_enc, b_enc, W_dec, b_dec, W_skip = _fold_norm_gain(model, site, path, hook, transcoder,
+                                                             W_enc, b_enc, W_dec, b_dec, W_skip)
+    weights = {"W_enc": W_enc, "b_enc": b_enc, "W_dec": W_dec, "b_dec": b_dec}
+    if skip:
+        weights["W_skip"] = W_skip
+    if arch == "jumprelu":
+        weights["log_threshold"] = w["threshold"].float().log()
+    if arch == "gated":
+        weights.update(b_mag=w["b_mag"].float(), r_mag=w["r_mag"].float())
+    ours = SparseCoder(config, weights=weights)
     if model is not None:
         check_against_model(ours, model, path, other_model=other_model)
     return ours.to(device).eval()
@@ -488,7 +479,6 @@ def _fold_norm_gain(model: Any, site: str, path: Path, hook: str, transcoder: bo
         raise SAEError(f"{path} reads {hook}: the pre-MLP norm's output without its gain; mechscope's "
                        f"{site} has the gain applied — give model= so the gain can be folded into the weights")
     g, b, _ = _pre_mlp_norm(model, int(site.split(".")[1]))
-    g, b = g.double(), b.double()
     if (g == 0).any():
         raise SAEError(f"{path}: the norm gain of {site} has zeros; the dictionary's input cannot be recovered")
     shift = W_enc @ (b / g)  # [width]
