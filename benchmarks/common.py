@@ -68,3 +68,29 @@ def reset_peak_rss() -> int:
     is ``status_kb("VmHWM") - returned``."""
     Path("/proc/self/clear_refs").write_text("5")
     return status_kb("VmRSS")
+
+
+def transformer_lens_model(model):
+    """A HookedTransformer holding ``model``'s weights (a llama or gemma mechscope Model), unprocessed —
+    as SAELens loads models (``from_pretrained_no_processing``). Built from TransformerLens's own
+    config fields and weight converters, since its ``from_pretrained`` accepts only hub names."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformer_lens.loading_from_pretrained import _get_rope_theta
+    from transformer_lens.pretrained.weight_conversions.gemma import convert_gemma_weights
+    from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
+
+    c = model.hf.config
+    gemma = c.model_type == "gemma"
+    cfg = HookedTransformerConfig(
+        d_model=c.hidden_size, d_head=model.cfg.d_head, n_heads=c.num_attention_heads, d_mlp=c.intermediate_size,
+        n_layers=c.num_hidden_layers, n_ctx=c.max_position_embeddings, eps=c.rms_norm_eps, d_vocab=c.vocab_size,
+        act_fn="gelu_pytorch_tanh" if gemma else c.hidden_act, normalization_type="RMS",
+        positional_embedding_type="rotary", rotary_dim=model.cfg.d_head, rotary_base=_get_rope_theta(c),
+        rotary_adjacent_pairs=False, final_rms=True, gated_mlp=True,
+        n_key_value_heads=c.num_key_value_heads, original_architecture=type(model.hf).__name__,
+        use_attn_scale=True, dtype=torch.float32, device="cpu")
+    tl = HookedTransformer(cfg)
+    state = (convert_gemma_weights if gemma else convert_llama_weights)(model.hf, cfg)
+    tl.load_and_process_state_dict(state, fold_ln=False, center_writing_weights=False, center_unembed=False,
+                                   fold_value_biases=False, refactor_factored_attn_matrices=False)
+    return tl.eval()

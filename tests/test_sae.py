@@ -257,6 +257,9 @@ def test_evaluate_against_a_lossless_dictionary():
     assert ev.fvu == pytest.approx(0.0, abs=1e-10) and ev.l0 == pytest.approx(d)
     assert ev.n_tokens == 6 * 15 and ev.kl_zero > 0  # (a random tiny model: zeroing may even help its loss)
     assert ev.dead == 0.0 and "CE loss recovered 1.000" in ev.summary()
+    every = evaluate(sae, model, tokens, batch=4, drop_first=False, progress=False)  # as SAELens scores
+    assert every.n_tokens == 6 * 16 and every.ce_recovered == pytest.approx(1.0, abs=1e-5)
+    assert every.ce_orig != pytest.approx(ev.ce_orig)  # the first prediction is scored too
 
 
 def test_evaluate_and_dashboards_of_a_trained_sae(tiny_sae):

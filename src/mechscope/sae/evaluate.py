@@ -165,9 +165,12 @@ def reconstruction(sae: SparseCoder, data, target=None, batch: int = 8192) -> di
 
 @torch.no_grad()
 def evaluate(sae: SparseCoder, model: Model, tokens: torch.Tensor | None = None, *, n_blocks: int = 32,
-             context: int = 128, batch: int = 8, progress: bool = True) -> SAEEvaluation:
+             context: int = 128, batch: int = 8, drop_first: bool = True, progress: bool = True) -> SAEEvaluation:
     """Score ``sae`` spliced into ``model`` over ``tokens`` [blocks, context] (default: held-out
-    blocks of the embedded corpus, the ``test`` split): reconstruction and CE recovered / KL."""
+    blocks of the embedded corpus, the ``test`` split): reconstruction and CE recovered / KL.
+    ``drop_first``: leave each block's first position (the attention sink) alone and score the
+    predictions made after it; False splices and zero-ablates every position and scores every
+    prediction (as SAELens's ``get_recons_loss`` does)."""
     c = sae.cfg
     if c.site is None:
         raise SAEError("this dictionary has no site in its config; it cannot be spliced into a model")
@@ -175,7 +178,8 @@ def evaluate(sae: SparseCoder, model: Model, tokens: torch.Tensor | None = None,
         from ..data import token_blocks
 
         tokens = token_blocks(model.tokenizer, n_blocks, context, split="test")
-    positions = list(range(1, tokens.shape[1]))  # every position but the attention sink at 0
+    first = 1 if drop_first else 0
+    positions = list(range(first, tokens.shape[1]))  # every position but (by default) the attention sink at 0
     target = c.target_site or c.site
     totals = _Totals(c.width)
     ce = torch.zeros(3, dtype=torch.float64)
@@ -187,11 +191,11 @@ def evaluate(sae: SparseCoder, model: Model, tokens: torch.Tensor | None = None,
         runs = [model.run(chunk), model.run(chunk, interventions=splice(sae, positions=positions, record=record)),
                 model.run(chunk, interventions=[Ablate(target, how="zero", positions=positions)])]
         totals.add(record["latents"], record["target"], record["reconstruction"])
-        losses = [r.token_loss()[:, 1:] for r in runs]  # predictions made at spliced positions
+        losses = [r.token_loss()[:, first:] for r in runs]  # predictions made at spliced positions
         ce += torch.stack([l.nansum().double() for l in losses]).cpu()
         count += int((~losses[0].isnan()).sum())
-        logp = [r.logits[:, 1:-1].float().log_softmax(-1) for r in runs]
-        real = (runs[0].mask[:, 1:-1] * runs[0].mask[:, 2:]).bool().to(logp[0].device)
+        logp = [r.logits[:, first:-1].float().log_softmax(-1) for r in runs]
+        real = (runs[0].mask[:, first:-1] * runs[0].mask[:, first + 1:]).bool().to(logp[0].device)
         for j in (0, 1):
             kl_pos = (logp[0].exp() * (logp[0] - logp[j + 1])).sum(-1)
             kl[j] += float(kl_pos[real].sum())
@@ -202,7 +206,8 @@ def evaluate(sae: SparseCoder, model: Model, tokens: torch.Tensor | None = None,
     ce_o, ce_s, ce_z = (float(v) for v in ce)
     return SAEEvaluation(
         provenance=Provenance.of(model, dataset="shakespeare test blocks", arch=c.arch, width=c.width, k=c.k,
-                                 site=c.site, target_site=c.target_site, n_blocks=len(tokens), context=int(tokens.shape[1])),
+                                 site=c.site, target_site=c.target_site, n_blocks=len(tokens),
+                                 context=int(tokens.shape[1]), drop_first=drop_first),
         arch=c.arch, site=target, width=c.width, n_tokens=s["n_tokens"], l0=s["l0"], mse=s["mse"], fvu=s["fvu"],
         ce_orig=ce_o, ce_sae=ce_s, ce_zero=ce_z, ce_recovered=ce_recovered(ce_o, ce_s, ce_z),
         kl_sae=float(kl[0]), kl_zero=float(kl[1]), dead=s["dead"], dense=s["dense"], density=s["density"],
