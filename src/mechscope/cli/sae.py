@@ -123,6 +123,8 @@ def _info(args) -> int:
     from ..sae.formats import dictionary_format, load_dictionary
 
     path = _path_arg(args)
+    if dictionary_format(path) == "circuit-tracer":
+        return _set_info(path)
     sae = load_dictionary(path, site=args.site, target_site=args.target_site)
     c = sae.cfg
     kind = ("transcoder" + (" with a skip connection" if c.skip else "")) if c.transcoder else "SAE"
@@ -143,6 +145,28 @@ def _info(args) -> int:
                                                          "rescale": "rescaled to norm √d_in per row",
                                                          "layer_norm": "layer-normalised per row"}[c.input_norm]),
             ("model", c.model or "(not named)"), ("files", files)]
+    for key, value in rows:
+        print(f"{key:<11}{value}")
+    return 0
+
+
+def _set_info(path: str) -> int:
+    from ..sae.transcoder_sets import CrossLayerTranscoder, load_transcoder_set
+
+    tset = load_transcoder_set(path)
+    if isinstance(tset, CrossLayerTranscoder):
+        rows = [("format", "circuit-tracer cross-layer transcoder"),
+                ("layers", f"{tset.n_layers}: layer l reads {tset.sites[0].replace('0', 'l', 1)}, writes to "
+                           f"{tset.targets[0].replace('0', 'l', 1)} and every later layer's"),
+                ("latents", f"{tset.width:,} per layer ({'JumpReLU' if tset.threshold is not None else 'ReLU'})"),
+                ("widths", f"d_in {tset.d_in}, d_out {tset.d_out}"), ("model", tset.model or "(not named)")]
+    else:
+        first = tset[0].cfg
+        rows = [("format", "circuit-tracer transcoder set (one transcoder per layer)"),
+                ("layers", f"{len(tset)}: layer l reads {first.site.replace('.0.', '.l.', 1)}, writes "
+                           f"{first.target_site.replace('.0.', '.l.', 1)}"),
+                ("latents", f"{first.width:,} per layer ({first.arch}{', skip' if first.skip else ''})"),
+                ("widths", f"d_in {first.d_in}, d_out {first.d_out}"), ("model", tset.model or "(not named)")]
     for key, value in rows:
         print(f"{key:<11}{value}")
     return 0

@@ -5,11 +5,12 @@ from .dashboard import FeatureCards, feature_cards
 from .dictionary import SAEConfig, SAEError, SparseCoder, load_sae
 from .evaluate import SAEEvaluation, evaluate
 from .features import splice, steer
-from .formats import load_dictionary, save_saelens, save_sparsify, site_from_hook
+from .formats import dictionary_format, load_dictionary, save_saelens, save_sparsify, site_from_hook
 from .store import ActivationStore, StoreError, harvest
 from .synthetic import planted
 from .trainer import TrainingLog, geometric_median, train
+from .transcoder_sets import CrossLayerTranscoder, TranscoderSet, load_transcoder_set
 
-__all__ = ["ActivationStore", "FeatureCards", "SAEConfig", "SAEError", "SAEEvaluation", "SparseCoder", "StoreError",
+__all__ = ["ActivationStore", "CrossLayerTranscoder", "TranscoderSet", "load_transcoder_set", "FeatureCards", "SAEConfig", "SAEError", "SAEEvaluation", "SparseCoder", "StoreError", "dictionary_format",
            "TrainingLog", "evaluate", "feature_cards", "geometric_median", "harvest", "load_dictionary", "load_sae",
            "planted", "save_saelens", "save_sparsify", "site_from_hook", "splice", "steer", "train"]

@@ -14,6 +14,7 @@
   TransformerLens's ``center_writing_weights`` view reads the centred residual (``input_norm="center"``);
 - Gemma Scope folders (``params.npz``: JumpReLU; the caller names the site, which the folder does
   not say — ``layer_L`` gives only the layer);
+- circuit-tracer transcoder sets (``config.yaml``) are many dictionaries: ``transcoder_sets``;
 - EleutherAI sparsify folders (one per hookpoint: ``cfg.json`` + ``sae.safetensors``, TopK SAEs
   and transcoders with or without a skip connection; the folder name gives the sites).
 
@@ -40,7 +41,8 @@ GEMMA_SCOPE_WEIGHTS = "params.npz"
 # TransformerLens hook names (what SAELens files carry) → mechscope sites
 _TL_HOOKS = {"hook_resid_pre": "resid_pre", "hook_resid_mid": "resid_mid", "hook_resid_post": "resid_post",
              "hook_attn_out": "attn.out", "hook_mlp_out": "mlp.out", "mlp.hook_post": "mlp.post",
-             "mlp.hook_pre": "mlp.pre", "attn.hook_z": "attn.z"}
+             "mlp.hook_pre": "mlp.pre", "attn.hook_z": "attn.z",
+             "mlp.hook_in": "mlp.in"}  # circuit-tracer's name for the MLP's input (the norm's output, gain applied)
 
 
 def _read_config(file: Path) -> dict[str, Any]:
@@ -113,7 +115,8 @@ def site_from_hook(hook: str) -> str:
 
 
 def dictionary_format(path: str | os.PathLike) -> str:
-    """Which format the folder ``path`` holds: "mechscope", "saelens", "sparsify" or "gemma-scope";
+    """Which format the folder ``path`` holds: "mechscope", "saelens", "sparsify", "gemma-scope" or
+    "circuit-tracer" (a transcoder set: ``load_transcoder_set``);
     ``SAEError`` naming what was found otherwise."""
     path = Path(path)
     if path.name == GEMMA_SCOPE_WEIGHTS and path.is_file():
@@ -124,6 +127,8 @@ def dictionary_format(path: str | os.PathLike) -> str:
                        f"(sparsify) or {GEMMA_SCOPE_WEIGHTS} (Gemma Scope)")
     if (path / GEMMA_SCOPE_WEIGHTS).exists():
         return "gemma-scope"
+    if (path / "config.yaml").exists():
+        return "circuit-tracer"
     if (path / CONFIG).exists():
         return "mechscope"
     if (path / SAELENS_CONFIG).exists() and (path / SAELENS_WEIGHTS).exists():
@@ -150,6 +155,9 @@ def load_dictionary(path: str | os.PathLike, device: str | torch.device = "cpu",
         path = path.parent
     if kind == "saelens":
         return _from_saelens(path, device, model, site, target_site, other_model)
+    if kind == "circuit-tracer":
+        raise SAEError(f"{path} is a circuit-tracer transcoder set (config.yaml: one transcoder per layer, or a "
+                       "cross-layer transcoder); read it with mechscope.sae.load_transcoder_set(path)")
     sae = {"gemma-scope": lambda: _from_gemma_scope(path, device, site), "mechscope": lambda: load_sae(path, device),
            "sparsify": lambda: _from_sparsify(path, device)}[kind]()
     if site is not None:
