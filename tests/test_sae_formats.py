@@ -172,7 +172,7 @@ def test_mechscope_to_saelens_and_back(tmp_path, arch, kw, saelens_arch):
     folder = save_saelens(sae, tmp_path / "out")
     cfg = json.loads((folder / "cfg.json").read_text())
     assert cfg["architecture"] == saelens_arch
-    assert cfg["metadata"]["hook_name"] == ("blocks.2.hook_mlp_out" if not sae.cfg.transcoder else None)
+    assert cfg["metadata"]["hook_name"] == ("blocks.2.hook_mlp_out" if not sae.cfg.transcoder else "blocks.2.mlp.hook_in")
     back = load_dictionary(folder, site=sae.cfg.site)
     x = torch.randn(64, D_IN, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():  # float32 weights rescaled once each way: equal to rounding
