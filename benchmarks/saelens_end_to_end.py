@@ -32,6 +32,27 @@ SITE, HOOK = "blocks.6.resid_post", "blocks.6.hook_resid_post"
 TOL = 1e-3
 
 
+def neuronpedia_check(sae, model) -> str:
+    """Feature cards of the loaded SAE exported for Neuronpedia and read back by sae-dashboard's own
+    Neuronpedia classes (which refuse unknown fields): the same JSON must come out."""
+    import json
+
+    from sae_dashboard.neuronpedia.neuronpedia_dashboard import NeuronpediaDashboardBatch
+
+    from mechscope.sae import feature_cards
+
+    cards = feature_cards(sae, model, list(range(8)), n_blocks=16, length=64, progress=False)
+    ours = cards.to_neuronpedia("smollm2-135m", "6-res-topk-saelens")
+    theirs = NeuronpediaDashboardBatch(**ours).to_dict()
+    same = json.dumps(ours, sort_keys=True) == json.dumps(theirs, sort_keys=True)
+    if not same:
+        raise SystemExit("the Neuronpedia export differs once read by sae-dashboard's classes")
+    n = sum(len(f["activations"]) for f in ours["features"])
+    return (f"Neuronpedia export: feature cards of 8 features (`FeatureCards.to_neuronpedia`) read back by "
+            f"sae-dashboard {__import__('importlib.metadata').metadata.version('sae-dashboard')}'s "
+            f"`NeuronpediaDashboardBatch` and written out again: identical JSON ({n} activation records).")
+
+
 def main() -> None:
     import sae_lens
     from sae_lens import SAE
@@ -108,6 +129,7 @@ def main() -> None:
         f"codebases). With its default `drop_first=True` (the sink position left alone) mechscope reports "
         f"{evaluate(ours, model, test, progress=False).ce_recovered:.4f}.",
     ])
+    md += "\n\n" + neuronpedia_check(ours, model)
     write_section("saelens_end_to_end", md)
     print(md)
     if diff > TOL:

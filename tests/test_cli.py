@@ -116,7 +116,8 @@ def test_sae_harvest_train_eval_dashboard(model_dir, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "CE loss recovered" in text and "L0 4.0" in text
     assert main(["sae", "dashboard", model_dir, "--sae", out, "--features", "0-3", "--blocks", "4", "--quiet",
-                 "--archive", archive, "--page", str(tmp_path / "d.html")]) == 0
+                 "--archive", archive, "--page", str(tmp_path / "d.html"), "--neuronpedia", str(tmp_path / "np.json")]) == 0
+    assert [f["feature_index"] for f in json.loads((tmp_path / "np.json").read_text())["features"]] == [0, 1, 2, 3]
     assert (tmp_path / "d.html").read_text().count('class="card"') == 4
     assert [s.tags for s in open_archive(archive).search()] == [["sae"], ["sae"]]
     tc = str(tmp_path / "tc")

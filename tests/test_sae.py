@@ -262,6 +262,35 @@ def test_evaluate_against_a_lossless_dictionary():
     assert every.ce_orig != pytest.approx(ev.ce_orig)  # the first prediction is scored too
 
 
+# the fields sae-dashboard 0.8.0's NeuronpediaDashboardFeature / Activation write (to_dict); its classes
+# read mechscope's export back to the same JSON in benchmarks/saelens_end_to_end.py
+NEURONPEDIA_FEATURE = {"feature_index", "neuron_alignment_indices", "neuron_alignment_values", "neuron_alignment_l1",
+                       "correlated_neurons_indices", "correlated_neurons_l1", "correlated_neurons_pearson",
+                       "correlated_features_indices", "correlated_features_l1", "correlated_features_pearson", "neg_str",
+                       "neg_values", "pos_str", "pos_values", "frac_nonzero", "freq_hist_data_bar_values",
+                       "freq_hist_data_bar_heights", "logits_hist_data_bar_heights", "logits_hist_data_bar_values",
+                       "n_prompts_total", "n_tokens_in_prompt", "dataset", "decoder_weights_dist", "activations", "vector"}
+NEURONPEDIA_ACTIVATION = {"bin_min", "bin_max", "bin_contains", "tokens", "values", "qualifying_token_index"}
+
+
+def test_feature_cards_export_for_neuronpedia(tiny_sae):
+    model, sae, tokens = tiny_sae
+    cards = feature_cards(sae, model, [3, 5], blocks=tokens, progress=False)
+    batch = cards.to_neuronpedia("tiny-llama", "1-res-test")
+    assert set(batch) == {"model_id", "layer", "sae_set", "sae_id_suffix", "features"}
+    assert (batch["model_id"], batch["sae_set"], batch["layer"]) == ("tiny-llama", "1-res-test", cards.layer)
+    for i, f in enumerate(batch["features"]):
+        assert set(f) == NEURONPEDIA_FEATURE and f["feature_index"] == cards.neurons[i]
+        assert f["pos_str"] == [t for t, _ in cards.promoted[i]] and f["frac_nonzero"] == cards.density[i]
+        assert all(set(a) == NEURONPEDIA_ACTIVATION for a in f["activations"])
+        top = f["activations"][0]
+        assert top["bin_min"] == -1 and top["bin_max"] == round(cards.max_act[i], 3)
+        assert top["tokens"][top["qualifying_token_index"]] == cards.top[i][0]["tokens"][cards.top[i][0]["peak"]]
+        assert len(f["activations"]) == len(cards.top[i]) + len(cards.quantile_examples[i])
+        assert all(v > 0 for v in f["freq_hist_data_bar_values"])  # the zeros are left out, as sae-dashboard does
+    json.dumps(batch)  # plain JSON
+
+
 def test_evaluate_and_dashboards_of_a_trained_sae(tiny_sae):
     model, sae, tokens = tiny_sae
     ev = evaluate(sae, model, tokens[:8], progress=False)

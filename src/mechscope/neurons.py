@@ -24,7 +24,7 @@ backward), and ablates only the N largest |estimates| exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -91,6 +91,43 @@ class NeuronCards(Result):
     @property
     def units(self) -> str:
         return f"neurons of layer {self.layer}"
+
+    def to_neuronpedia(self, model_id: str, source_set: str, *, layer: int | None = None) -> dict[str, Any]:
+        """The cards as a Neuronpedia dashboard batch — the JSON sae-dashboard's ``NeuronpediaConverter``
+        writes for upload: {model_id, layer, sae_set, sae_id_suffix, features: [...]}, per feature its
+        index, promoted / suppressed tokens (``pos_str``/``pos_values``, ``neg_str``/``neg_values``), density
+        (``frac_nonzero``), the histogram of its non-zero activations (``freq_hist_data_*``) and its
+        ``activations``: top contexts in one bin (bin_min −1, bin_max the top activation, bin_contains −1,
+        as sae-dashboard writes "TOP ACTIVATIONS"), then each quantile example as a bin of its own
+        (bin_min = bin_max = its activation, bin_contains = the share of tokens above the quantile).
+        Values are rounded to 3 decimals, as sae-dashboard rounds them. Tables mechscope does not
+        compute (neuron alignment, correlated units, logit histogram) are empty lists."""
+        r3 = lambda xs: [round(float(x), 3) for x in xs]  # noqa: E731
+        centres = (self.edges[1:] + self.edges[:-1]) / 2
+        params = self.provenance.params if self.provenance is not None else {}
+        features = []
+        for i, unit in enumerate(self.neurons):
+            nonzero = centres > 0  # sae-dashboard's histogram leaves out the zeros
+            acts = [{"bin_min": -1, "bin_max": round(self.max_act[i], 3), "bin_contains": -1, "tokens": ex["tokens"],
+                     "values": r3(ex["acts"]), "qualifying_token_index": ex["peak"]} for ex in self.top[i]]
+            acts += [{"bin_min": round(ex["acts"][ex["peak"]], 3), "bin_max": round(ex["acts"][ex["peak"]], 3),
+                      "bin_contains": round(1 - ex["quantile"], 3), "tokens": ex["tokens"], "values": r3(ex["acts"]),
+                      "qualifying_token_index": ex["peak"]} for ex in self.quantile_examples[i]]
+            features.append({
+                "feature_index": int(unit), "neuron_alignment_indices": [], "neuron_alignment_values": [],
+                "neuron_alignment_l1": [], "correlated_neurons_indices": [], "correlated_neurons_l1": [],
+                "correlated_neurons_pearson": [], "correlated_features_indices": [], "correlated_features_l1": [],
+                "correlated_features_pearson": [],
+                "neg_str": [t for t, _ in self.suppressed[i]], "neg_values": r3(v for _, v in self.suppressed[i]),
+                "pos_str": [t for t, _ in self.promoted[i]], "pos_values": r3(v for _, v in self.promoted[i]),
+                "frac_nonzero": float(self.density[i]),
+                "freq_hist_data_bar_values": r3(centres[nonzero]), "freq_hist_data_bar_heights": r3(self.hist[i][nonzero]),
+                "logits_hist_data_bar_heights": [], "logits_hist_data_bar_values": [],
+                "n_prompts_total": int(params.get("n_blocks", 0)), "n_tokens_in_prompt": int(params.get("length", 0)),
+                "dataset": (self.provenance.dataset or "") if self.provenance is not None else "",
+                "decoder_weights_dist": [], "activations": acts, "vector": []})
+        return {"model_id": model_id, "layer": self.layer if layer is None else layer, "sae_set": source_set,
+                "sae_id_suffix": None, "features": features}
 
     def evidence(self) -> dict:
         return {"layer": self.layer, "neurons": self.neurons, "clusters": self.clusters,

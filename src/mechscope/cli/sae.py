@@ -102,6 +102,13 @@ def _inspect(args) -> int:
         result = feature_cards(sae, model, parse_features(args.features, sae.cfg.width), n_blocks=blocks,
                                progress=not args.quiet)
         caption = f"features {args.features}"
+        if args.neuronpedia:
+            import json
+            from pathlib import Path
+
+            set_name = args.neuronpedia_set or f"{result.layer}-{sae.cfg.site.split('.')[-1]}-mechscope"
+            Path(args.neuronpedia).write_text(json.dumps(result.to_neuronpedia(model.name, set_name)))
+            print(f"wrote {args.neuronpedia} (Neuronpedia dashboard batch, source set {set_name!r})")
     print(result.summary())
     write_page(result, args.page or f"mechscope-sae-{args.action}.html")
     spec = open_archive(args).record(f"SAE {args.action}: {sae.cfg.arch} × {sae.cfg.width} at {sae.cfg.site}",
@@ -232,6 +239,8 @@ def add(sub) -> None:
     p.add_argument("--sae", default="sae", help="eval/dashboard: the dictionary's folder (any format `sae info` reads)")
     p.add_argument("--features", default="0-19", help="dashboard: features, e.g. 0-99 or 3,17,40-42")
     p.add_argument("--page", help="HTML page to write (eval/dashboard)")
+    p.add_argument("--neuronpedia", metavar="FILE", help="dashboard: also write the cards as a Neuronpedia batch (JSON)")
+    p.add_argument("--neuronpedia-set", help="dashboard: the Neuronpedia source set id (default LAYER-SITE-mechscope)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--archive", help=ARCHIVE_HELP)
     p.set_defaults(fn=_sae)
