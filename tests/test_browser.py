@@ -58,8 +58,7 @@ def test_browse_hover_an_edge_and_a_token(browser_page, served):
     page, errors = browser_page
     base, spec = served
     page.goto(base + "/")
-    rows = page.locator("tr.specimen-row")
-    assert rows.count() == 2
+    assert page.locator("section.spec-card").count() == 2
     page.get_by_role("link", name="IOI <b>circuit</b>").click()  # the name is shown as text, not markup
     page.wait_for_url(f"**/specimens/{spec.uid}")
     assert page.locator("h1.specimen-name").inner_text() == "IOI <b>circuit</b>"
@@ -84,22 +83,58 @@ def test_browse_hover_an_edge_and_a_token(browser_page, served):
     assert not errors, errors
 
 
-def test_search_and_compare_in_the_browser(browser_page, served):
+def test_filter_tick_two_and_compare_in_the_browser(browser_page, served):
     page, errors = browser_page
     base, spec = served
     page.goto(base + "/")
-    page.fill("input[name=tag]", "circuit")
+    page.select_option("select[name=tag]", "circuit")
     page.click("form.search button")
     page.wait_for_url("**tag=circuit*")  # count() does not wait for the navigation a click starts
-    assert page.locator("tr.specimen-row").count() == 1
+    assert page.locator("section.spec-card").count() == 1
     page.goto(base + "/")
-    other = page.locator("tr.specimen-row a").nth(0).get_attribute("href").rsplit("/", 1)[1]
-    page.fill("input[name=a]", spec.uid)
-    page.fill("input[name=b]", other)
-    page.click("text=compare >> nth=-1")
+    card = page.locator("section.spec-card", has=page.get_by_role("link", name="IOI <b>circuit</b>"))
+    assert card.locator("img.headline").evaluate("img => img.complete && img.naturalWidth > 0")  # the stored figure
+    button = page.locator("button.compare-picked")
+    boxes = page.locator("input[name=pick]")
+    assert button.is_disabled()
+    boxes.nth(0).check()
+    assert button.is_disabled()  # one is not a comparison
+    boxes.nth(1).check()
+    assert button.is_enabled()
+    button.click()
     page.wait_for_url("**/compare?*")
     page.locator(".cols h1.specimen-name").nth(1).wait_for()
     assert page.locator(".cols h1.specimen-name").count() == 2
+    assert not errors, errors
+
+
+def test_the_feature_browser_in_the_browser(browser_page, llama, tmp_path):
+    import mechscope.archive
+    from samples import _sae_samples
+
+    cards = _sae_samples(llama)[2]
+    archive = mechscope.archive.open(tmp_path / "archive")
+    spec = archive.create("features", model=llama, task="features")
+    spec.add(cards)
+    page, errors = browser_page
+    with running_server(archive) as base:
+        page.goto(base + f"/specimens/{spec.uid}")
+        page.get_by_role("link", name="browse these cards").click()
+        page.wait_for_url("**/features")
+        assert page.locator("tr.feature-row").count() == 2
+        page.select_option("select[name=sort]", "density")
+        page.click("form.search button")
+        page.wait_for_url("**sort=density*")
+        units = page.locator("tr.feature-row").evaluate_all("rows => rows.map(r => Number(r.dataset.unit))")
+        assert units == [cards.neurons[i] for i in sorted(range(2), key=lambda i: -cards.density[i])]
+        page.fill("input[name=q]", cards.promoted[1][0][0].strip() or cards.name(1))
+        page.click("form.search button")
+        page.wait_for_url("**q=*")
+        page.locator(f"tr.feature-row[data-unit='{cards.neurons[1]}'] a").click()
+        page.wait_for_url(f"**/features/{cards.neurons[1]}")
+        assert page.locator("div.card").count() == 1
+        shades = page.locator("div.card .ctx span").evaluate_all("els => els.map(e => e.style.background)")
+        assert shades and all(shades), "the static viewer shades every token by its activation"
     assert not errors, errors
 
 

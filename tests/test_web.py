@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from markupsafe import escape
 from samples import sample_results
 
 from mechscope.report import specimen_report, write_report
@@ -164,3 +165,48 @@ def test_foreign_hosts_and_cross_site_writes_are_refused(seeded, writable):
     assert same.status_code == (200 if writable else 403)
     assert ("x" in archive.get(spec.uid).tags) == writable
     assert TestClient(create_app(archive, hosts=["lab-box"]), base_url="http://lab-box:8765").get("/").status_code == 200
+
+
+def test_the_index_is_a_library_with_filters_and_compare_by_ticking(seeded):
+    archive, spec, other = seeded
+    client = TestClient(create_app(archive), base_url=LOCAL)
+    index = client.get("/")
+    assert index.text.count('class="spec-card"') == 2 and EVIL not in index.text
+    head = next(f for f in spec.findings() if "figure.png" in f.files)  # the first finding with a figure
+    assert f'src="/files/{head.files["figure.png"][0]}"' in index.text  # its headline figure, stored, not drawn
+    assert str(escape(head.summary.splitlines()[0].strip())) in index.text  # its one-line summary
+    for kind in ("Circuit", "NextTokens"):  # the result-type filter offers what the archive holds
+        assert f'<option value="{kind}"' in index.text
+    by_kind = client.get("/", params={"kind": "Circuit"}).text
+    assert by_kind.count('class="spec-card"') == 1 and "induction heads" not in by_kind
+    assert archive.facets()["tasks"] == ["induction", "ioi"]
+    picked = client.get(f"/compare?pick={spec.uid}&pick={other.uid}")
+    assert picked.status_code == 200 and picked.text.count("specimen-name") == 2
+    one = client.get("/compare", params={"pick": spec.uid})
+    assert one.status_code == 400 and "tick two (ticked 1)" in one.text
+
+
+def test_the_feature_browser_searches_sorts_and_shows_one_card(llama, archive):
+    from samples import _sae_samples
+
+    cards = _sae_samples(llama)[2]
+    spec = archive.create("features", model=llama, task="features")
+    finding = spec.add(cards)
+    client = TestClient(create_app(archive), base_url=LOCAL)
+    assert f"/specimens/{spec.uid}/findings/{finding.uid}/features" in client.get(f"/specimens/{spec.uid}").text
+    base = f"/specimens/{spec.uid}/findings/{finding.uid}/features"
+    page = client.get(base)
+    assert page.status_code == 200 and page.text.count('class="feature-row"') == 2
+    dense = client.get(base, params={"sort": "density"}).text
+    order = [int(x.split('"')[0]) for x in dense.split('class="feature-row" data-unit="')[1:]]
+    assert order == [cards.neurons[i] for i in sorted(range(2), key=lambda i: -cards.density[i])]
+    token = cards.promoted[1][0][0]
+    found = client.get(base, params={"q": token}).text
+    assert f'data-unit="{cards.neurons[1]}"' in found
+    assert client.get(base, params={"q": "no such token anywhere"}).text.count('class="feature-row"') == 0
+    card = client.get(f"{base}/{cards.neurons[1]}")
+    assert card.status_code == 200 and card.text.count('class="card"') == 1
+    assert f'data-unit="{cards.neurons[1]}"' in card.text and str(escape(cards.label(1))) in card.text
+    assert client.get(f"{base}/999").status_code == 404 and client.get(base, params={"sort": "x"}).status_code == 400
+    other = spec.add(sample_results(llama)[0])
+    assert client.get(f"/specimens/{spec.uid}/findings/{other.uid}/features").status_code == 404

@@ -92,6 +92,22 @@ class NeuronCards(Result):
     def units(self) -> str:
         return f"neurons of layer {self.layer}"
 
+    def subset(self, rows: Sequence[int]) -> "NeuronCards":
+        """The same cards for the units at positions ``rows`` only (same type, same provenance)."""
+        import dataclasses
+
+        rows = list(rows)
+        per_unit = {f.name: [getattr(self, f.name)[i] for i in rows] for f in dataclasses.fields(self)
+                    if f.name in ("neurons", "top", "quantile_examples", "density", "max_act", "promoted", "suppressed",
+                                  "clusters", "effective_tokens")}
+        return dataclasses.replace(self, **per_unit, hist=self.hist[rows])
+
+    def matches(self, i: int, text: str) -> bool:
+        """Whether unit ``i``'s label, promoted tokens or top contexts contain ``text`` (any case)."""
+        text = text.lower()
+        hay = [self.label(i), self.name(i), *(t for t, _ in self.promoted[i]), *(t for ex in self.top[i] for t in ex["tokens"])]
+        return any(text in h.lower() for h in hay)
+
     def to_neuronpedia(self, model_id: str, source_set: str, *, layer: int | None = None) -> dict[str, Any]:
         """The cards as a Neuronpedia dashboard batch — the JSON sae-dashboard's ``NeuronpediaConverter``
         writes for upload: {model_id, layer, sae_set, sae_id_suffix, features: [...]}, per feature its

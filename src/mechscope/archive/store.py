@@ -200,9 +200,10 @@ class Archive:
         return self.search()
 
     def search(self, text: str | None = None, *, model: str | None = None, task: str | None = None,
-               tag: str | None = None) -> list["Specimen"]:
+               tag: str | None = None, kind: str | None = None) -> list["Specimen"]:
         """Specimens matching all given filters, newest first. ``text`` searches names,
-        descriptions and finding notes/titles; ``model`` matches the model name or fingerprint."""
+        descriptions and finding notes/titles; ``model`` matches the model name or fingerprint;
+        ``kind`` keeps specimens holding a current finding of that result type."""
         q = select(specimens)
         if text:
             like = f"%{text.lower()}%"
@@ -216,9 +217,21 @@ class Archive:
             q = q.where(specimens.c.task == task)
         if tag:
             q = q.where(specimens.c.id.in_(select(tag_table.c.specimen_id).where(tag_table.c.tag == tag)))
+        if kind:
+            q = q.where(specimens.c.id.in_(select(findings.c.specimen_id).where(
+                findings.c.kind == kind, findings.c.removed_in.is_(None))))
         with self.engine.connect() as conn:
             rows = conn.execute(q.order_by(specimens.c.id.desc())).mappings().all()
             return [self._specimen(conn, r) for r in rows]
+
+    def facets(self) -> dict[str, list[str]]:
+        """The values the filters can take: models, tasks, tags and result types (kinds) present."""
+        queries = {"models": select(specimens.c.model_name).where(specimens.c.model_name != ""),
+                   "tasks": select(specimens.c.task).where(specimens.c.task != ""),
+                   "tags": select(tag_table.c.tag),
+                   "kinds": select(findings.c.kind).where(findings.c.removed_in.is_(None))}
+        with self.engine.connect() as conn:
+            return {name: sorted({row[0] for row in conn.execute(q.distinct())}) for name, q in queries.items()}
 
     def remove(self, key: str) -> None:
         """Delete a specimen with its findings and history; files no longer referenced are removed."""

@@ -37,10 +37,13 @@ def page(title: str, body: str, *, served: bool = False, writable: bool = False)
                   js=Markup(static_text("mechscope.js")))
 
 
-def specimen_body(spec: "Specimen", version: int | None = None, link: str | None = None) -> Markup:
-    """The specimen: model, behaviour, tags, each finding with its renderer, and the history."""
+def specimen_body(spec: "Specimen", version: int | None = None, link: str | None = None,
+                  served: bool = False) -> Markup:
+    """The specimen: model, behaviour, tags, each finding with its renderer, and the history.
+    ``served``: the page is the server's (links to its feature browser)."""
     shown = [finding_view(f) for f in spec.findings(version)]
-    return render("specimen.html", spec=spec, version=version, link=link, findings=shown, history=spec.history())
+    return render("specimen.html", spec=spec, version=version, link=link, findings=shown, history=spec.history(),
+                  served=served)
 
 
 def finding_view(f: "Finding") -> dict:
@@ -77,5 +80,17 @@ def write_report(spec: "Specimen", path: str | os.PathLike) -> tuple[Path, float
     return path, time.perf_counter() - t
 
 
-def specimen_rows(specs: Iterable["Specimen"], base: str = "/specimens/") -> Markup:
-    return render("specimen_rows.html", specs=list(specs), base=base)
+def library_cards(specs: Iterable["Specimen"]) -> list[dict]:
+    """What the index shows of each specimen: its headline figure (the first current finding that
+    stored one), a one-line summary (that finding's, else the first finding's), its result types."""
+    cards = []
+    for spec in specs:
+        found = spec.findings()
+        head = next((f for f in found if "figure.png" in f.files), found[0] if found else None)
+        cards.append({"uid": spec.uid, "name": spec.name, "model": spec.model_name, "task": spec.task,
+                      "tags": spec.tags, "version": spec.version, "updated": spec.updated,
+                      "kinds": sorted({f.kind for f in found}),
+                      "figure": head.files["figure.png"][0] if head is not None and "figure.png" in head.files else None,
+                      "headline": head.title if head is not None else "",
+                      "summary": (head.summary.strip().splitlines() or [""])[0] if head is not None else ""})
+    return cards

@@ -19,13 +19,14 @@ from __future__ import annotations
 from typing import Iterable
 from urllib.parse import urlsplit
 
-from fastapi import Body, FastAPI, HTTPException, Request
+from fastapi import Body, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from markupsafe import Markup
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ..archive.blobs import HASH_RE, BlobError
 from ..archive.store import Archive, ArchiveError, Specimen
-from ..report.page import page, specimen_body, specimen_rows
+from ..report.page import library_cards, page, specimen_body
 from ..report.render import render, static_text
 
 MEDIA = {"tensors": "application/octet-stream", "figure.png": "image/png", "figure.svg": "image/svg+xml"}
@@ -34,6 +35,7 @@ STATIC = {"mechscope.js": "text/javascript", "mechscope.css": "text/css"}
 PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
                "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 FILE_POLICY = "default-src 'none'; style-src 'unsafe-inline'; sandbox"  # stored files: never a script
+CARD_KINDS = ("FeatureCards", "NeuronCards")  # findings the feature browser opens
 HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"}
 
 
@@ -73,9 +75,10 @@ def create_app(archive: Archive, writable: bool = False, hosts: Iterable[str] = 
         return page(title, body, served=True, writable=writable)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def index(q: str = "", model: str = "", task: str = "", tag: str = ""):
-        specs = archive.search(q or None, model=model or None, task=task or None, tag=tag or None)
-        body = render("index.html", specs=specs, rows=specimen_rows(specs), q=q, model=model, task=task, tag=tag)
+    def index(q: str = "", model: str = "", task: str = "", tag: str = "", kind: str = ""):
+        specs = archive.search(q or None, model=model or None, task=task or None, tag=tag or None, kind=kind or None)
+        body = render("index.html", cards=library_cards(specs), facets=archive.facets(), q=q, model=model, task=task,
+                      tag=tag, kind=kind)
         return show("mechscope specimens", body)
 
     @app.get("/specimens/{uid}", response_class=HTMLResponse, include_in_schema=False)
@@ -83,14 +86,50 @@ def create_app(archive: Archive, writable: bool = False, hosts: Iterable[str] = 
         spec = get(uid)
         if version is not None and not 1 <= version <= spec.version:
             raise HTTPException(404, f"version {version} does not exist (1..{spec.version})")
-        return show(spec.name, specimen_body(spec, version))
+        return show(spec.name, specimen_body(spec, version, served=True))
 
     @app.get("/compare", response_class=HTMLResponse, include_in_schema=False)
-    def compare(a: str, b: str):
-        left, right = get(a), get(b)
+    def compare(a: str = "", b: str = "", pick: list[str] = Query(default=[])):
+        uids = [u for u in (a, b) if u] or pick
+        if len(uids) != 2:
+            raise HTTPException(400, f"compare needs two specimens: tick two (ticked {len(uids)}) or give a= and b=")
+        left, right = get(uids[0]), get(uids[1])
         body = render("compare.html", left=specimen_body(left, link="/specimens/" + left.uid),
                       right=specimen_body(right, link="/specimens/" + right.uid))
         return show(f"{left.name} vs {right.name}", body)
+
+    def cards_of(uid: str, fid: str):
+        spec = get(uid)
+        try:
+            f = spec.finding(fid)
+        except ArchiveError as err:
+            raise HTTPException(404, str(err)) from None
+        if f.kind not in CARD_KINDS:
+            raise HTTPException(404, f"finding {fid[:8]} is a {f.kind}, not feature or neuron cards")
+        return spec, f, f.result()
+
+    @app.get("/specimens/{uid}/findings/{fid}/features", response_class=HTMLResponse, include_in_schema=False)
+    def feature_browser(uid: str, fid: str, q: str = "", sort: str = "index"):
+        spec, f, cards = cards_of(uid, fid)
+        keys = {"index": lambda i: cards.neurons[i], "density": lambda i: -cards.density[i],
+                "max": lambda i: -cards.max_act[i]}
+        if sort not in keys:
+            raise HTTPException(400, f"sort={sort!r}; valid: {', '.join(keys)}")
+        shown = sorted((i for i in range(len(cards.neurons)) if not q or cards.matches(i, q)), key=keys[sort])
+        rows = [{"unit": cards.neurons[i], "name": cards.name(i), "density": cards.density[i], "max": cards.max_act[i],
+                 "label": cards.label(i), "promotes": ", ".join(repr(t) for t, _ in cards.promoted[i][:3])}
+                for i in shown]
+        body = render("features.html", cards=cards, rows=rows, uid=spec.uid, fid=f.uid, name=spec.name, q=q, sort=sort)
+        return show(f"{cards.units} — {spec.name}", body)
+
+    @app.get("/specimens/{uid}/findings/{fid}/features/{unit}", response_class=HTMLResponse, include_in_schema=False)
+    def feature_card(uid: str, fid: str, unit: int):
+        spec, f, cards = cards_of(uid, fid)
+        if unit not in cards.neurons:
+            raise HTTPException(404, f"unit {unit} has no card in this finding; it holds {len(cards.neurons)} cards")
+        one = cards.subset([cards.neurons.index(unit)])
+        back = f'<p><a href="/specimens/{spec.uid}/findings/{f.uid}/features">all {len(cards.neurons)} cards</a></p>'
+        return show(f"{one.name(0)} — {spec.name}", Markup(back) + Markup(one.html(draw=False)))
 
     @app.get("/static/{name}", include_in_schema=False)
     def static(name: str):

@@ -43,8 +43,23 @@
       });
     });
   }
+  // the library: compare is enabled with exactly two specimens ticked; a third tick drops the oldest
+  function library(form) {
+    var button = form.querySelector("button.compare-picked"), order = [];
+    function update() { button.disabled = order.length !== 2; }
+    form.querySelectorAll("input[name=pick]").forEach(function (box) {
+      box.addEventListener("change", function () {
+        order = order.filter(function (b) { return b !== box; });
+        if (box.checked) order.push(box);
+        if (order.length > 2) { order.shift().checked = false; }
+        update();
+      });
+    });
+    update();
+  }
   function start() {
     shade(document);
+    document.querySelectorAll("form.library").forEach(library);
     document.querySelectorAll("div.graph").forEach(graph);
     document.querySelectorAll("section.attention").forEach(attention);
   }
