@@ -78,6 +78,34 @@ def test_a_per_layer_set_reads_as_circuit_tracer_defines_it(tmp_path, model, jum
     assert (model.run(tokens, interventions=tset.splice()).logits - clean).abs().max() > 1e-3
 
 
+def test_gemma_scope_files_in_a_set(tmp_path, model):
+    """Gemma Scope transcoders (params.npz, W_enc [d_in, features]) and Gemma Scope 2 safetensors
+    (w_enc [d_in, features], w_dec, threshold, affine_skip_connection applied as x·A)."""
+    import numpy as np
+
+    d = model.cfg.d_model
+    weights = [layer_weights(d, s, jump=True, skip=True) for s in range(3)]
+    folder = tmp_path / "gs"
+    folder.mkdir()
+    for i, w in enumerate(weights):
+        if i == 0:  # npz: no skip connection in Gemma Scope 1
+            np.savez(folder / "layer_0.npz", W_enc=w["W_enc"].T.numpy(), W_dec=w["W_dec"].numpy(), b_enc=w["b_enc"].numpy(),
+                     b_dec=w["b_dec"].numpy(), threshold=w["activation_function.threshold"].numpy())
+            del w["W_skip"]
+        else:
+            save_file({"w_enc": w["W_enc"].T.contiguous(), "w_dec": w["W_dec"], "b_enc": w["b_enc"], "b_dec": w["b_dec"],
+                       "threshold": w["activation_function.threshold"], "affine_skip_connection": w["W_skip"].T.contiguous()},
+                      str(folder / f"layer_{i}.safetensors"))
+    write_set(folder, [], listed=["layer_0.npz", "layer_1.safetensors", "layer_2.safetensors"])
+    tset = load_transcoder_set(folder)
+    x = torch.randn(9, d, generator=torch.Generator().manual_seed(2))
+    for layer, w in enumerate(weights):
+        f, out = tracer_forward(w, x)
+        with torch.no_grad():
+            torch.testing.assert_close(tset[layer].encode(x), f, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(tset[layer](x), out, rtol=1e-5, atol=1e-5)
+
+
 def test_hf_uris_resolve_from_the_local_cache_or_are_refused(tmp_path, model):
     d = model.cfg.d_model
     cache = tmp_path / "hub"

@@ -11,7 +11,8 @@ A set is a folder with ``config.yaml``::
       - hf://org/repo/layer_0.safetensors
       - ...
 
-Per-layer files hold ``W_enc`` [features, d_in] (Gemma Scope's ``.npz``: [d_in, features]),
+Per-layer files hold ``W_enc`` [features, d_in] (Gemma Scope's ``.npz`` and Gemma Scope 2's ``w_enc``:
+[d_in, features]; Gemma Scope 2's skip is ``affine_skip_connection`` [d_in, d_out], applied as x·A),
 ``W_dec`` [features, d_out], ``b_enc``, ``b_dec``, optionally ``W_skip`` [d_out, d_in] (applied as
 x W_skipᵀ) and ``activation_function.threshold`` (JumpReLU: pre·[pre > θ]). A CLT folder holds
 ``W_enc_{i}.safetensors`` (``W_enc_i`` [features, d_model], ``b_enc_i``, ``b_dec_i``, ``threshold_i``) and
@@ -94,6 +95,10 @@ def _read_layer(file: Path) -> dict[str, torch.Tensor]:
     w = {k: v.float() for k, v in _read_safetensors(file).items()}
     if "activation_function.threshold" in w:
         w["threshold"] = w.pop("activation_function.threshold")
+    if "w_enc" in w:  # Gemma Scope 2: w_enc [d_in, features], w_dec, affine_skip_connection [d_in, d_out] (x·A)
+        w["W_enc"], w["W_dec"] = w.pop("w_enc").T, w.pop("w_dec")
+        if "affine_skip_connection" in w:
+            w["W_skip"] = w.pop("affine_skip_connection").T
     return w
 
 
