@@ -1,5 +1,7 @@
 """Logit lens and direct logit attribution on every tiny architecture."""
 
+import math
+
 import pytest
 import torch
 
@@ -70,3 +72,19 @@ def test_frozen_norm_reproduces_the_norm():
 def test_single_token_targets(llama):
     with pytest.raises(ValueError, match="single-token target"):
         direct_logit_attribution(llama, PROMPT, " Mary and John")
+
+
+def test_gemma2_dla_is_on_the_logits_before_the_soft_cap():
+    """Gemma 2 returns c·tanh(l / c) of the unembedding's output l: the logit lens decodes as the model
+    returns (its last row is the model's own output), DLA adds up to l and says so."""
+    from mechscope.models.tiny import tiny
+
+    model = tiny("gemma2")
+    assert model.logit_softcap == 3.0
+    t = int(model.run(PROMPT).logits[0, -1].argmax())
+    dla = direct_logit_attribution(model, PROMPT, t)
+    pre_cap = float(model.run(PROMPT, cache="logits").cache["logits"][0, -1, t])
+    assert dla.actual == pytest.approx(pre_cap, abs=1e-5) and dla.total == pytest.approx(pre_cap, abs=1e-4)
+    returned = float(model.run(PROMPT).logits[0, -1, t])
+    assert returned == pytest.approx(3.0 * math.tanh(pre_cap / 3.0), abs=1e-5) and returned != pytest.approx(pre_cap)
+    assert "logits before the model's soft-cap at ±3" in dla.summary()

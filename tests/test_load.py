@@ -6,12 +6,16 @@ import mechscope as ms
 from mechscope.models.tiny import tiny_hf
 
 
-def test_load_a_local_hf_directory(tmp_path):
-    hf, tok = tiny_hf("qwen2", seed=4)
+import pytest
+
+
+@pytest.mark.parametrize("family", ["qwen2", "gemma2", "gemma3"])
+def test_load_a_local_hf_directory(tmp_path, family):
+    hf, tok = tiny_hf(family, seed=4)
     hf.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     model = ms.load(tmp_path)
-    assert model.cfg.family == "qwen2" and model.name == str(tmp_path)
+    assert model.cfg.family == hf.config.model_type and model.name == str(tmp_path)
     assert model.fingerprint == ms.Model(hf, tok).fingerprint
     ids, mask = model.tokenize("The cat")
     with torch.no_grad():

@@ -302,12 +302,12 @@ def model_with_random_norms(family):
     g = torch.Generator().manual_seed(11)
     with torch.no_grad():
         for name, p in model.hf.named_parameters():
-            if any(n in name for n in ("post_attention_layernorm", "ln_2")):
+            if f".{model.adapter.mid_norm}." in name:  # the pre-MLP norm (Gemma 2: pre_feedforward_layernorm)
                 p.copy_(torch.rand(p.shape, generator=g) + 0.5 if name.endswith("weight") else torch.randn(p.shape, generator=g) * 0.2)
     return model
 
 
-@pytest.mark.parametrize("family", ["llama", "gemma", "gpt2"])
+@pytest.mark.parametrize("family", ["llama", "gemma", "gemma2", "gpt2"])
 @pytest.mark.parametrize("arch", ["standard", "jumprelu_skip_transcoder"])
 def test_ln2_hook_normalized_is_folded_into_mlp_in(tmp_path, family, arch):
     """TransformerLens's ln2.hook_normalized is the pre-MLP norm's output without gain g (and bias b);
@@ -335,7 +335,7 @@ def test_ln2_hook_normalized_is_folded_into_mlp_in(tmp_path, family, arch):
     assert sae.cfg.site == "blocks.1.mlp.in"
     mlp_in = model.run(torch.arange(3, 40).view(1, -1), cache="blocks.1.mlp.in").cache["blocks.1.mlp.in"][0]
     norm = model.hf.get_submodule(f"{model.adapter.blocks}.1.{model.adapter.mid_norm}")
-    gain = norm.weight + 1 if family == "gemma" else norm.weight
+    gain = norm.weight + 1 if family.startswith("gemma") else norm.weight
     bias = norm.bias if family == "gpt2" else 0.0
     x_hat = ((mlp_in - bias) / gain).detach()
     f, out = saelens_forward(w, cfg, x_hat)

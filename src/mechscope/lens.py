@@ -104,7 +104,7 @@ def logit_lens(model: Model, prompt: str, target: str | int | None = None) -> Lo
     sites = ["embed"] + [f"blocks.{l}.resid_post" for l in range(model.cfg.n_layers)]
     probs, ranks, tops, top_p = [], [], [], []
     for name in sites:
-        logits = unembed(norm(run.cache[name][0])).float()  # [pos, vocab]
+        logits = model.capped(unembed(norm(run.cache[name][0]))).float()  # [pos, vocab], as the model returns them
         p = logits.softmax(-1)
         probs.append(p[:, tid])
         ranks.append((logits > logits[:, tid:tid + 1]).sum(-1))
@@ -163,6 +163,7 @@ class LogitAttribution(Result):
     rest: float
     actual: float
     heads_grid: torch.Tensor | None = None  # [layers, heads] of head contributions, for the figure
+    softcap: float | None = None  # the model soft-caps its logits at ±softcap; the values are pre-cap
     title: ClassVar[str] = "Direct logit attribution"
 
     @property
@@ -178,7 +179,8 @@ class LogitAttribution(Result):
         pos = ", ".join(f"{n} {v:+.2f}" for n, v in self.top(5))
         neg = ", ".join(f"{n} {v:+.2f}" for n, v in self.top(3, sign=-1))
         return (f"DLA of {what} at position {self.position} ({self.tokens[self.position]!r}): "
-                f"components sum to {self.total:.3f}, actual {self.actual:.3f} (final norm scale frozen).\n"
+                f"components sum to {self.total:.3f}, actual {self.actual:.3f} (final norm scale frozen"
+                + (f"; logits before the model's soft-cap at ±{self.softcap:g}" if self.softcap else "") + ").\n"
                 f"Most positive: {pos}\nMost negative: {neg}")
 
     def evidence(self) -> dict:
@@ -260,6 +262,7 @@ def direct_logit_attribution(model: Model, prompt: str, target: str | int, foil:
         tokens=run.str_tokens[0], position=pos, target=model.tokenizer.decode([t]),
         foil=model.tokenizer.decode([f]) if f is not None else None, components=labels,
         values=torch.stack([v.float().cpu() for v in values]), rest=rest, actual=actual, heads_grid=grid,
+        softcap=model.logit_softcap,
     )
 
 
@@ -267,15 +270,24 @@ def direct_logit_attribution(model: Model, prompt: str, target: str | int, foil:
 def neuron_attribution(model: Model, prompt: str, layer: int, target: str | int, foil: str | int | None = None,
                        position: int = -1) -> LogitAttribution:
     """Per-neuron DLA of one MLP layer: neuron n contributes post[n] · W_down[:, n] through the
-    frozen final norm. ``rest`` is the layer's down-projection bias plus everything else."""
+    frozen final norm (and, for Gemma 2/3, the MLP's post-norm with its scale frozen). ``rest`` is
+    the layer's down-projection bias plus everything else."""
     c = model.cfg
-    run = model.run(prompt, cache=[f"blocks.{layer}.mlp.post", f"blocks.{c.n_layers - 1}.resid_post", "logits"])
+    a = model.adapter
+    raw = f"{a.blocks}.{layer}.{a.mlp}.output"  # the MLP's own output (before a post-norm, where there is one)
+    run = model.run(prompt, cache=[f"blocks.{layer}.mlp.post", f"blocks.{c.n_layers - 1}.resid_post", "logits",
+                                   *([raw] if a.mlp_out else [])])
     n_tok = run.tokens.shape[1]
     pos = position % n_tok
     direction, t, f = _logit_direction(model, target, foil)
     apply, _ = frozen_norm(model.final_norm,
                            run.cache[f"blocks.{c.n_layers - 1}.resid_post"][0, pos])
-    per_unit = apply(mlp_out_weights(model, layer)) @ direction  # logit effect of one unit of each neuron: [d_mlp]
+    w_out = mlp_out_weights(model, layer)
+    if a.mlp_out:  # Gemma 2/3: the MLP's output passes a post-norm; its scale is frozen, as the final norm's
+        from .models.norms import frozen_rms_scale
+
+        w_out = w_out * frozen_rms_scale(model.hf.get_submodule(f"{a.blocks}.{layer}.{a.mlp_out}"), run.cache[raw][0, pos])
+    per_unit = apply(w_out) @ direction  # logit effect of one unit of each neuron: [d_mlp]
     values = run.cache[f"blocks.{layer}.mlp.post"][0, pos].float() * per_unit
     logits = run.cache["logits"][0, pos].float()
     actual = float(logits[t] - (logits[f] if f is not None else 0.0))

@@ -252,7 +252,7 @@ def _edge_hooks(state: _State) -> Iterator[None]:
             handles.append(block(l, a.out_proj).register_forward_pre_hook(on_z(l), with_kwargs=True))
             if graph.has_mlp:
                 handles.append(block(l, a.mid_norm).register_forward_pre_hook(on_mid(l), with_kwargs=True))
-                handles.append(block(l, a.mlp).register_forward_hook(on_mlp(l)))
+                handles.append(block(l, a.mlp_out_path).register_forward_hook(on_mlp(l)))
         handles.append(hf.get_submodule(a.final_norm).register_forward_pre_hook(on_final, with_kwargs=True))
         with tiled(model, state.tiles, state.split, state.tile) if state.tiles > 1 else nullcontext():
             yield

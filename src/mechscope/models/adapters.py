@@ -41,6 +41,18 @@ class Adapter:
     qkv_layout: str = "separate"  # "separate" | "fused" ([q | k | v]) | "per_head" ([q_h k_h v_h] per head)
     parallel_flag: str | None = None  # config attribute that, when true, makes attn and MLP parallel
     unembed: str = "lm_head"  # the output embeddings (the LM head)
+    attn_out: str | None = None  # sandwich norms: the module whose output is added to the residual (else ``attn``)
+    mlp_out: str | None = None  # ... and the MLP's (else ``mlp``)
+
+    @property
+    def attn_out_path(self) -> str:
+        """Block-relative module whose output is ``attn.out``: what attention adds to the residual."""
+        return self.attn_out or self.attn
+
+    @property
+    def mlp_out_path(self) -> str:
+        """Block-relative module whose output is ``mlp.out``: what the MLP adds to the residual."""
+        return self.mlp_out or self.mlp
 
     def place(self, kind: str, layer: int | None) -> tuple[str, str]:
         """Where a canonical site lives: (module path, "output" | "input"). Every site but the
@@ -50,10 +62,10 @@ class Adapter:
         places = {
             "embed": (self.embed, "output"), "final_norm": (self.final_norm, "output"),
             "logits": (self.unembed, "output"), "resid_pre": (block, "input"),
-            "attn.z": (f"{block}.{self.out_proj}", "input"), "attn.out": (f"{block}.{self.attn}", "output"),
+            "attn.z": (f"{block}.{self.out_proj}", "input"), "attn.out": (f"{block}.{self.attn_out_path}", "output"),
             "resid_mid": (f"{block}.{self.mid_norm}", "input"), "mlp.in": (f"{block}.{self.mlp}", "input"),
             "mlp.pre": (f"{block}.{self.mlp_in}", "output"),
-            "mlp.post": (f"{block}.{self.mlp_down}", "input"), "mlp.out": (f"{block}.{self.mlp}", "output"),
+            "mlp.post": (f"{block}.{self.mlp_down}", "input"), "mlp.out": (f"{block}.{self.mlp_out_path}", "output"),
             "resid_post": (block, "output"),
         }
         if kind not in places:
@@ -74,6 +86,27 @@ LLAMA = Adapter(
     mid_norm="post_attention_layernorm",
     attn_norm="input_layernorm",
     qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+)
+# Gemma 2 and 3 wrap attention and MLP in sandwich norms: ``post_attention_layernorm`` normalises
+# attention's *output* and ``pre_feedforward_layernorm`` is the pre-MLP norm. So ``attn.out`` /
+# ``mlp.out`` are the post-norms' outputs (what is added to the residual), ``resid_mid`` is the
+# pre-feedforward norm's input, ``mlp.in`` the MLP's input. A head's share of ``attn.out`` is its
+# o_proj output through the post-norm with the norm's scale frozen (``Model.head_outputs``).
+GEMMA2 = Adapter(
+    families=("gemma2", "gemma3_text"),
+    blocks="model.layers",
+    embed="model.embed_tokens",
+    final_norm="model.norm",
+    attn="self_attn",
+    out_proj="self_attn.o_proj",
+    mlp="mlp",
+    mlp_in="mlp.gate_proj",
+    mlp_down="mlp.down_proj",
+    mid_norm="pre_feedforward_layernorm",
+    attn_norm="input_layernorm",
+    qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    attn_out="post_attention_layernorm",
+    mlp_out="post_feedforward_layernorm",
 )
 GPT2 = Adapter(
     families=("gpt2",),
@@ -107,7 +140,7 @@ GPT_NEOX = Adapter(
     parallel_flag="use_parallel_residual",
 )
 
-ADAPTERS: dict[str, Adapter] = {family: a for a in (LLAMA, GPT2, GPT_NEOX) for family in a.families}
+ADAPTERS: dict[str, Adapter] = {family: a for a in (LLAMA, GEMMA2, GPT2, GPT_NEOX) for family in a.families}
 
 
 class UnsupportedArchitecture(ValueError):

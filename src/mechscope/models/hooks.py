@@ -198,7 +198,7 @@ def hooked(model: "Model", state: HookState) -> Iterator[None]:
                 mid_layers.append(site)
         for site in mid_layers:
             if state.actions[site.name].interventions:
-                _carry_resid_mid(block(site), block(site, adapter.mlp), block(site, adapter.mid_norm), handles)
+                _carry_resid_mid(block(site), block(site, adapter.mlp_out_path), block(site, adapter.mid_norm), handles)
         with ExitStack() as stack:
             if probes:
                 stack.enter_context(use_mechscope_attention(hf, {m: _probe(state, s) for m, s in probes.items()}))

@@ -141,9 +141,19 @@ class Model(Engine):
 
     def head_outputs(self, z: torch.Tensor, layer: int) -> torch.Tensor:
         """Each head's contribution to the residual: z [batch, pos, head, d_head] ->
-        [batch, pos, head, d_model]. They sum (plus the projection bias) to ``attn.out``."""
-        w_o, _ = self.out_proj(layer)
-        return torch.einsum("bphd,hdm->bphm", z.to(w_o.dtype), w_o)
+        [batch, pos, head, d_model]. They sum (plus the projection bias) to ``attn.out``. Where a
+        post-norm normalises attention's output (Gemma 2/3), each head's o_proj output goes through
+        it with the norm's scale frozen — gain / RMS of the summed output — so the heads still sum
+        to ``attn.out`` (up to float rounding)."""
+        w_o, bias = self.out_proj(layer)
+        heads = torch.einsum("bphd,hdm->bphm", z.to(w_o.dtype), w_o)
+        if self.adapter.attn_out is None:
+            return heads
+        from .norms import frozen_rms_scale
+
+        norm = self.hf.get_submodule(f"{self.adapter.blocks}.{layer}.{self.adapter.attn_out}")
+        total = heads.sum(2) + (bias if bias is not None else 0)
+        return (heads.float() * frozen_rms_scale(norm, total)[:, :, None]).to(heads.dtype)
 
     @property
     def embed(self) -> nn.Module:
@@ -154,6 +164,18 @@ class Model(Engine):
     def unembed(self) -> nn.Module:
         """The unembedding (the LM head: [.., d_model] → logits)."""
         return self.hf.get_output_embeddings()
+
+    @property
+    def logit_softcap(self) -> float | None:
+        """Gemma 2's final soft-cap c: the model returns c·tanh(l / c) of the unembedding's output l
+        (the ``logits`` site is l, before the cap); None for models that return l itself."""
+        cap = getattr(self.hf.config, "final_logit_softcapping", None)
+        return float(cap) if cap else None
+
+    def capped(self, logits: torch.Tensor) -> torch.Tensor:
+        """The model's returned logits from the unembedding's output (the soft-cap, where there is one)."""
+        cap = self.logit_softcap
+        return logits if cap is None else torch.tanh(logits / cap) * cap
 
     @property
     def final_norm(self) -> nn.Module:

@@ -12,7 +12,7 @@ import torch
 
 from .model import Model
 
-FAMILIES = ("llama", "qwen2", "gemma", "gpt2", "gpt_neox", "gpt_neox_sequential")
+FAMILIES = ("llama", "qwen2", "gemma", "gemma2", "gemma3", "gpt2", "gpt_neox", "gpt_neox_sequential")
 
 _TEXT = (
     "The cat sat on the mat. Paris is in France. When Mary and John went to the store, John gave a "
@@ -52,6 +52,18 @@ def tiny_config(family: str, vocab_size: int, **overrides):
     elif family == "gemma":
         cfg = GemmaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
                           num_key_value_heads=1, head_dim=16, max_position_embeddings=128, **common)
+    elif family == "gemma2":  # sandwich norms, soft-capped scores and logits, local/global layers
+        from transformers import Gemma2Config
+
+        cfg = Gemma2Config(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                           num_key_value_heads=2, head_dim=16, max_position_embeddings=128, query_pre_attn_scalar=24,
+                           attn_logit_softcapping=5.0, final_logit_softcapping=3.0, sliding_window=4, **common)
+    elif family == "gemma3":  # text-only: sandwich norms, q/k norms, local/global layers
+        from transformers import Gemma3TextConfig
+
+        cfg = Gemma3TextConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                               num_key_value_heads=2, head_dim=16, max_position_embeddings=128, query_pre_attn_scalar=24,
+                               sliding_window=4, sliding_window_pattern=2, **common)
     elif family == "gpt2":
         cfg = GPT2Config(n_embd=64, n_layer=3, n_head=4, n_positions=128, **common)
     elif family in ("gpt_neox", "gpt_neox_sequential"):
@@ -71,6 +83,8 @@ def tiny_hf(family: str = "llama", seed: int = 0, attn_implementation: str = "sd
     tok = tiny_tokenizer()
     cfg = tiny_config(family, len(tok), **overrides)
     torch.manual_seed(seed)
+    if family == "gemma2" and attn_implementation == "sdpa":
+        attn_implementation = "eager"  # transformers has no sdpa path for Gemma 2 (soft-capped scores)
     hf = AutoModelForCausalLM.from_config(cfg, attn_implementation=attn_implementation, dtype=torch.float32)
     return hf.eval(), tok
 

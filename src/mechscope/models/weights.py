@@ -58,9 +58,10 @@ def norm_affine(model: Model, layer: int) -> tuple[torch.Tensor, torch.Tensor, b
     """(gain [d_model], bias [d_model], is LayerNorm) of the pre-MLP norm of ``layer``: its output is
     gain·x̂ + bias with x̂ the normalised input (x/RMS, or (x − μ)/σ for a LayerNorm). Gemma's
     RMSNorm multiplies by 1 + weight."""
+    from .norms import norm_gain
+
     norm = model.hf.get_submodule(f"{model.adapter.blocks}.{layer}.{model.adapter.mid_norm}")
-    weight = norm.weight.detach().float()
-    gain = 1.0 + weight if "gemma" in type(norm).__name__.lower() else weight
+    gain = norm_gain(norm)
     bias = getattr(norm, "bias", None)
     layer_norm = isinstance(norm, nn.LayerNorm) or bias is not None
     return gain, (bias.detach().float() if bias is not None else torch.zeros_like(gain)), layer_norm
