@@ -74,7 +74,7 @@ class Adapter:
 
 
 LLAMA = Adapter(
-    families=("llama", "mistral", "qwen2", "qwen3", "gemma"),
+    families=("llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3"),
     blocks="model.layers",
     embed="model.embed_tokens",
     final_norm="model.norm",
@@ -83,6 +83,38 @@ LLAMA = Adapter(
     mlp="mlp",
     mlp_in="mlp.gate_proj",
     mlp_down="mlp.down_proj",
+    mid_norm="post_attention_layernorm",
+    attn_norm="input_layernorm",
+    qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+)
+# StableLM: LayerNorms, per-head q/k LayerNorms and partial rotary inside HF's attention; with
+# ``use_parallel_residual`` attention and MLP read the same normalised input (no resid_mid)
+STABLELM = Adapter(
+    families=("stablelm",),
+    blocks="model.layers",
+    embed="model.embed_tokens",
+    final_norm="model.norm",
+    attn="self_attn",
+    out_proj="self_attn.o_proj",
+    mlp="mlp",
+    mlp_in="mlp.gate_proj",
+    mlp_down="mlp.down_proj",
+    mid_norm="post_attention_layernorm",
+    attn_norm="input_layernorm",
+    qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    parallel_flag="use_parallel_residual",
+)
+# StarCoder2: LayerNorms with biases, an ungated MLP (c_fc → act → c_proj)
+STARCODER2 = Adapter(
+    families=("starcoder2",),
+    blocks="model.layers",
+    embed="model.embed_tokens",
+    final_norm="model.norm",
+    attn="self_attn",
+    out_proj="self_attn.o_proj",
+    mlp="mlp",
+    mlp_in="mlp.c_fc",
+    mlp_down="mlp.c_proj",
     mid_norm="post_attention_layernorm",
     attn_norm="input_layernorm",
     qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
@@ -140,7 +172,8 @@ GPT_NEOX = Adapter(
     parallel_flag="use_parallel_residual",
 )
 
-ADAPTERS: dict[str, Adapter] = {family: a for a in (LLAMA, GEMMA2, GPT2, GPT_NEOX) for family in a.families}
+ADAPTERS: dict[str, Adapter] = {family: a for a in (LLAMA, STABLELM, STARCODER2, GEMMA2, GPT2, GPT_NEOX)
+                                for family in a.families}
 
 
 class UnsupportedArchitecture(ValueError):

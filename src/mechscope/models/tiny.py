@@ -12,7 +12,8 @@ import torch
 
 from .model import Model
 
-FAMILIES = ("llama", "qwen2", "gemma", "gemma2", "gemma3", "gpt2", "gpt_neox", "gpt_neox_sequential")
+FAMILIES = ("llama", "qwen2", "gemma", "gemma2", "gemma3", "smollm3", "stablelm", "starcoder2", "gpt2", "gpt_neox",
+            "gpt_neox_sequential")
 
 _TEXT = (
     "The cat sat on the mat. Paris is in France. When Mary and John went to the store, John gave a "
@@ -64,6 +65,22 @@ def tiny_config(family: str, vocab_size: int, **overrides):
         cfg = Gemma3TextConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
                                num_key_value_heads=2, head_dim=16, max_position_embeddings=128, query_pre_attn_scalar=24,
                                sliding_window=4, sliding_window_pattern=2, **common)
+    elif family == "smollm3":  # llama-like, with layers that use no positional encoding (NoPE)
+        from transformers import SmolLM3Config
+
+        cfg = SmolLM3Config(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                            num_key_value_heads=2, max_position_embeddings=128, no_rope_layers=[1, 0, 1], **common)
+    elif family == "stablelm":  # LayerNorms, per-head q/k LayerNorms, rotary on a quarter of each head
+        from transformers import StableLmConfig
+
+        cfg = StableLmConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                             num_key_value_heads=2, max_position_embeddings=128, partial_rotary_factor=0.25,
+                             qk_layernorm=True, use_qkv_bias=True, **common)
+    elif family == "starcoder2":  # LayerNorms with biases, ungated MLP, biased projections
+        from transformers import Starcoder2Config
+
+        cfg = Starcoder2Config(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                               num_key_value_heads=2, max_position_embeddings=128, **common)
     elif family == "gpt2":
         cfg = GPT2Config(n_embd=64, n_layer=3, n_head=4, n_positions=128, **common)
     elif family in ("gpt_neox", "gpt_neox_sequential"):
