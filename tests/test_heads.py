@@ -67,7 +67,8 @@ def test_weights_reproduce_the_values_every_family(model):
     assert wo.shape == (model.cfg.n_heads, model.cfg.d_head, model.cfg.d_model)
     r = model.run("The cat sat on the mat", cache=["blocks.1.resid_pre", "blocks.1.attn.v"])
     block = model.hf.get_submodule(f"{model.adapter.blocks}.1")
-    norm = getattr(block, "input_layernorm", None) or block.ln_1
+    a = model.adapter  # the norm the projections read (none in OLMo 2/3)
+    norm = block.get_submodule(a.attn_norm) if a.attn_norm else (lambda x: x)
     attn = model.hf.get_submodule(f"{model.adapter.blocks}.1.{model.adapter.attn}")
     with torch.no_grad():
         for b in [getattr(attn, n, None) for n in ("q_proj", "k_proj", "v_proj", "c_attn", "query_key_value")]:

@@ -39,6 +39,12 @@ class Graph:
 
     @classmethod
     def of(cls, model: Model) -> "Graph":
+        if model.adapter.joint_qk_norm:
+            raise NotImplementedError(
+                f"{model.cfg.family} normalises queries and keys over all heads at once (one q_norm / k_norm "
+                "across every head), so one head's query or key input cannot change without changing the "
+                "others': the component graph's per-head receivers are not defined for this family. "
+                "Activation patching and DLA work; edge-level circuits (EAP, ACDC, path patching) do not.")
         c = model.cfg
         return cls(c.n_layers, c.n_heads, c.n_kv_heads, c.d_mlp > 0, c.parallel_blocks)
 

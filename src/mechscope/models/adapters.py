@@ -36,13 +36,14 @@ class Adapter:
     mlp_in: str
     mlp_down: str
     mid_norm: str | None
-    attn_norm: str  # the norm whose output the q/k/v projections read
+    attn_norm: str | None  # the norm whose output the q/k/v projections read (None: they read the residual)
     qkv: tuple[str, ...]  # the q, k, v projections (three paths), or one fused projection
     qkv_layout: str = "separate"  # "separate" | "fused" ([q | k | v]) | "per_head" ([q_h k_h v_h] per head)
     parallel_flag: str | None = None  # config attribute that, when true, makes attn and MLP parallel
     unembed: str = "lm_head"  # the output embeddings (the LM head)
     attn_out: str | None = None  # sandwich norms: the module whose output is added to the residual (else ``attn``)
     mlp_out: str | None = None  # ... and the MLP's (else ``mlp``)
+    joint_qk_norm: bool = False  # q/k norms over all heads at once: one head's query input is not separable
 
     @property
     def attn_out_path(self) -> str:
@@ -140,6 +141,27 @@ GEMMA2 = Adapter(
     attn_out="post_attention_layernorm",
     mlp_out="post_feedforward_layernorm",
 )
+# OLMo 2/3 have no pre-norms: attention and MLP read the residual itself and their outputs are
+# normalised before they are added back (``attn.out`` / ``mlp.out`` are those norms' outputs);
+# ``resid_mid`` and ``mlp.in`` are then the same tensor, the MLP's input. Their q/k norms span all
+# heads jointly, so per-head query/key inputs are not separable: the edge engine refuses them.
+OLMO2 = Adapter(
+    families=("olmo2", "olmo3"),
+    blocks="model.layers",
+    embed="model.embed_tokens",
+    final_norm="model.norm",
+    attn="self_attn",
+    out_proj="self_attn.o_proj",
+    mlp="mlp",
+    mlp_in="mlp.gate_proj",
+    mlp_down="mlp.down_proj",
+    mid_norm="mlp",
+    attn_norm=None,
+    qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    attn_out="post_attention_layernorm",
+    mlp_out="post_feedforward_layernorm",
+    joint_qk_norm=True,
+)
 GPT2 = Adapter(
     families=("gpt2",),
     blocks="transformer.h",
@@ -172,7 +194,7 @@ GPT_NEOX = Adapter(
     parallel_flag="use_parallel_residual",
 )
 
-ADAPTERS: dict[str, Adapter] = {family: a for a in (LLAMA, STABLELM, STARCODER2, GEMMA2, GPT2, GPT_NEOX)
+ADAPTERS: dict[str, Adapter] = {family: a for a in (LLAMA, STABLELM, STARCODER2, GEMMA2, OLMO2, GPT2, GPT_NEOX)
                                 for family in a.families}
 
 

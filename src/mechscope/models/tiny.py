@@ -12,8 +12,8 @@ import torch
 
 from .model import Model
 
-FAMILIES = ("llama", "qwen2", "gemma", "gemma2", "gemma3", "smollm3", "stablelm", "starcoder2", "gpt2", "gpt_neox",
-            "gpt_neox_sequential")
+FAMILIES = ("llama", "qwen2", "gemma", "gemma2", "gemma3", "smollm3", "stablelm", "starcoder2", "olmo2", "olmo3",
+            "gpt2", "gpt_neox", "gpt_neox_sequential")
 
 _TEXT = (
     "The cat sat on the mat. Paris is in France. When Mary and John went to the store, John gave a "
@@ -81,6 +81,14 @@ def tiny_config(family: str, vocab_size: int, **overrides):
 
         cfg = Starcoder2Config(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
                                num_key_value_heads=2, max_position_embeddings=128, **common)
+    elif family in ("olmo2", "olmo3"):  # no pre-norms: post-norms on attention's and the MLP's outputs
+        from transformers import Olmo2Config, Olmo3Config
+
+        extra = {"sliding_window": 4, "layer_types": ["sliding_attention", "full_attention", "sliding_attention"]} \
+            if family == "olmo3" else {}
+        cfg = (Olmo3Config if family == "olmo3" else Olmo2Config)(
+            hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+            max_position_embeddings=128, **extra, **common)
     elif family == "gpt2":
         cfg = GPT2Config(n_embd=64, n_layer=3, n_head=4, n_positions=128, **common)
     elif family in ("gpt_neox", "gpt_neox_sequential"):

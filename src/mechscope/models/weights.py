@@ -57,9 +57,12 @@ def mlp_out_weights(model: Model, layer: int) -> torch.Tensor:
 def norm_affine(model: Model, layer: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """(gain [d_model], bias [d_model], is LayerNorm) of the pre-MLP norm of ``layer``: its output is
     gain·x̂ + bias with x̂ the normalised input (x/RMS, or (x − μ)/σ for a LayerNorm). Gemma's
-    RMSNorm multiplies by 1 + weight."""
+    RMSNorm multiplies by 1 + weight; a family without pre-norms gives the identity (1, 0)."""
     from .norms import norm_gain
 
+    if model.adapter.attn_norm is None:  # no pre-norms (OLMo 2/3): the MLP reads the residual itself
+        ones = torch.ones(model.cfg.d_model)
+        return ones, torch.zeros_like(ones), False
     norm = model.hf.get_submodule(f"{model.adapter.blocks}.{layer}.{model.adapter.mid_norm}")
     gain = norm_gain(norm)
     bias = getattr(norm, "bias", None)
