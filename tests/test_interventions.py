@@ -170,7 +170,7 @@ def test_hooks_are_removed_after_an_error_inside_an_intervention(model):
         model.run(PROMPTS, cache=model.sites, interventions=[ms.Replace("blocks.1.attn.pattern", boom)])
     assert_no_hooks(model)
     with pytest.raises(RuntimeError, match="user code failed"):
-        model.run(PROMPTS, cache=model.sites, interventions=[ms.Replace("blocks.0.mlp.post", boom)])
+        model.run(PROMPTS, cache=model.sites, interventions=[ms.Replace("blocks.0.mlp.out", boom)])
     assert_no_hooks(model)
     assert torch.equal(model.run(PROMPTS).logits, hf_forward(model, PROMPTS).logits)
 

@@ -47,6 +47,10 @@ def test_dla_sums_to_the_logit_and_the_logit_difference(model):
 
 def test_neuron_dla_adds_up_to_the_mlp_contribution(model):
     t = int(model.run(PROMPT).logits[0, -1].argmax())
+    if model.adapter.mlp_down is None:  # a mixture of experts has no single layer of neurons
+        with pytest.raises(ValueError, match="is a mixture of experts: its MLP has no single down projection"):
+            neuron_attribution(model, PROMPT, 1, t)
+        return
     dla = direct_logit_attribution(model, PROMPT, t)
     neurons = neuron_attribution(model, PROMPT, 1, t)
     assert neurons.values.shape == (model.cfg.d_mlp,)

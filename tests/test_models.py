@@ -104,8 +104,9 @@ def test_site_internals_are_consistent(model):
     post = {k: block.get_submodule(p) if p else (lambda x: x) for k, p in (("attn", a.attn_out), ("mlp", a.mlp_out))}
     out_proj = block.get_submodule(a.out_proj)  # (Gemma 2/3: then the post-attention norm)
     torch.testing.assert_close(post["attn"](out_proj(z.flatten(-2))), run.cache["blocks.1.attn.out"])
-    down = block.get_submodule(a.mlp_down)
-    torch.testing.assert_close(post["mlp"](down(run.cache["blocks.1.mlp.post"])), run.cache["blocks.1.mlp.out"])
+    if a.mlp_down is not None:  # (mixtures of experts have no single down projection)
+        down = block.get_submodule(a.mlp_down)
+        torch.testing.assert_close(post["mlp"](down(run.cache["blocks.1.mlp.post"])), run.cache["blocks.1.mlp.out"])
     if not model.cfg.parallel_blocks:
         torch.testing.assert_close(
             run.cache["blocks.1.resid_pre"] + run.cache["blocks.1.attn.out"], run.cache["blocks.1.resid_mid"]

@@ -274,6 +274,9 @@ def neuron_attribution(model: Model, prompt: str, layer: int, target: str | int,
     the layer's down-projection bias plus everything else."""
     c = model.cfg
     a = model.adapter
+    if a.mlp_down is None:
+        raise ValueError(f"{c.family} is a mixture of experts: its MLP has no single down projection (no neurons "
+                         "to attribute); DLA gives the whole MoE block (MLP<layer>)")
     raw = f"{a.blocks}.{layer}.{a.mlp}.output"  # the MLP's own output (before a post-norm, where there is one)
     run = model.run(prompt, cache=[f"blocks.{layer}.mlp.post", f"blocks.{c.n_layers - 1}.resid_post", "logits",
                                    *([raw] if a.mlp_out else [])])

@@ -6,6 +6,7 @@ machinery (``hooks.py``) reads these paths; nothing here re-implements a forward
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from torch import nn
@@ -33,8 +34,8 @@ class Adapter:
     attn: str
     out_proj: str
     mlp: str
-    mlp_in: str
-    mlp_down: str
+    mlp_in: str | None  # None: a mixture of experts, no single MLP (no mlp.pre / mlp.post sites)
+    mlp_down: str | None
     mid_norm: str | None
     attn_norm: str | None  # the norm whose output the q/k/v projections read (None: they read the residual)
     qkv: tuple[str, ...]  # the q, k, v projections (three paths), or one fused projection
@@ -65,12 +66,15 @@ class Adapter:
             "logits": (self.unembed, "output"), "resid_pre": (block, "input"),
             "attn.z": (f"{block}.{self.out_proj}", "input"), "attn.out": (f"{block}.{self.attn_out_path}", "output"),
             "resid_mid": (f"{block}.{self.mid_norm}", "input"), "mlp.in": (f"{block}.{self.mlp}", "input"),
-            "mlp.pre": (f"{block}.{self.mlp_in}", "output"),
-            "mlp.post": (f"{block}.{self.mlp_down}", "input"), "mlp.out": (f"{block}.{self.mlp_out_path}", "output"),
+            "mlp.out": (f"{block}.{self.mlp_out_path}", "output"),
             "resid_post": (block, "output"),
         }
+        if self.mlp_in is not None:
+            places["mlp.pre"] = (f"{block}.{self.mlp_in}", "output")
+            places["mlp.post"] = (f"{block}.{self.mlp_down}", "input")
         if kind not in places:
-            raise KeyError(f"{kind} is computed inside attention, not at a module's input or output")
+            raise KeyError(f"{kind} is computed inside attention, not at a module's input or output"
+                           if kind.startswith("attn.") else f"{kind} does not exist in this family")
         return places[kind]
 
 
@@ -162,6 +166,25 @@ OLMO2 = Adapter(
     mlp_out="post_feedforward_layernorm",
     joint_qk_norm=True,
 )
+# Mixtures of experts: the block's MLP is the sparse-MoE module (router + fused 3-D expert weights,
+# no per-expert module), so ``mlp.in`` / ``mlp.out`` are its input and output and there are no
+# neuron sites (``mlp.pre`` / ``mlp.post``). The edge engine treats the MoE block as one receiver and
+# one sender. OLMoE's q/k norms span all heads, as OLMo's.
+MOE = Adapter(
+    families=("mixtral", "qwen2_moe", "qwen3_moe"),
+    blocks="model.layers",
+    embed="model.embed_tokens",
+    final_norm="model.norm",
+    attn="self_attn",
+    out_proj="self_attn.o_proj",
+    mlp="mlp",
+    mlp_in=None,
+    mlp_down=None,
+    mid_norm="post_attention_layernorm",
+    attn_norm="input_layernorm",
+    qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+)
+OLMOE = dataclasses.replace(MOE, families=("olmoe",), joint_qk_norm=True)
 GPT2 = Adapter(
     families=("gpt2",),
     blocks="transformer.h",
@@ -194,7 +217,7 @@ GPT_NEOX = Adapter(
     parallel_flag="use_parallel_residual",
 )
 
-ADAPTERS: dict[str, Adapter] = {family: a for a in (LLAMA, STABLELM, STARCODER2, GEMMA2, OLMO2, GPT2, GPT_NEOX)
+ADAPTERS: dict[str, Adapter] = {family: a for a in (LLAMA, STABLELM, STARCODER2, GEMMA2, OLMO2, MOE, OLMOE, GPT2, GPT_NEOX)
                                 for family in a.families}
 
 

@@ -92,6 +92,8 @@ class Model(Engine):
         self.cfg = _model_config(hf_model, self.adapter)
         self.name = name or getattr(hf_model.config, "_name_or_path", "") or type(hf_model).__name__
         skip = ["resid_mid"] if self.cfg.parallel_blocks else []
+        if self.adapter.mlp_in is None:  # a mixture of experts: no single MLP's neurons
+            skip += ["mlp.pre", "mlp.post"]
         if self.cfg.d_mlp == 0:  # attention-only: no neurons (mlp.out stays, and is zero)
             skip += ["mlp.in", "mlp.pre", "mlp.post"]
         self.sites: list[str] = all_sites(self.cfg.n_layers, exclude=skip)

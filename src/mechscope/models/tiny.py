@@ -13,7 +13,7 @@ import torch
 from .model import Model
 
 FAMILIES = ("llama", "qwen2", "gemma", "gemma2", "gemma3", "smollm3", "stablelm", "starcoder2", "olmo2", "olmo3",
-            "gpt2", "gpt_neox", "gpt_neox_sequential")
+            "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt2", "gpt_neox", "gpt_neox_sequential")
 
 _TEXT = (
     "The cat sat on the mat. Paris is in France. When Mary and John went to the store, John gave a "
@@ -89,6 +89,17 @@ def tiny_config(family: str, vocab_size: int, **overrides):
         cfg = (Olmo3Config if family == "olmo3" else Olmo2Config)(
             hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
             max_position_embeddings=128, **extra, **common)
+    elif family in ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe"):  # mixtures of 4 experts, 2 per token
+        from transformers import AutoConfig
+
+        extra = {"mixtral": {"num_local_experts": 4},
+                 "qwen2_moe": {"num_experts": 4, "moe_intermediate_size": 48, "shared_expert_intermediate_size": 64,
+                               "decoder_sparse_step": 1},
+                 "qwen3_moe": {"num_experts": 4, "moe_intermediate_size": 48, "decoder_sparse_step": 1, "head_dim": 16},
+                 "olmoe": {"num_experts": 4}}[family]
+        cfg = AutoConfig.for_model(family, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                                   num_experts_per_tok=2, **extra, **common)
     elif family == "gpt2":
         cfg = GPT2Config(n_embd=64, n_layer=3, n_head=4, n_positions=128, **common)
     elif family in ("gpt_neox", "gpt_neox_sequential"):

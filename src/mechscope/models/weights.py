@@ -50,6 +50,9 @@ def embedding_weights(model: Model) -> tuple[torch.Tensor, torch.Tensor]:
 
 def mlp_out_weights(model: Model, layer: int) -> torch.Tensor:
     """W_out [d_mlp, d_model]: row n is what one unit of neuron n writes into the residual stream."""
+    if model.adapter.mlp_down is None:
+        raise ValueError(f"{model.cfg.family} is a mixture of experts: its MLP has no single down projection "
+                         "(no neurons to read)")
     down = model.hf.get_submodule(f"{model.adapter.blocks}.{layer}.{model.adapter.mlp_down}")
     return _in_out(down).detach().float()
 
