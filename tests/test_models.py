@@ -237,3 +237,16 @@ def test_mlp_in_is_what_the_mlp_reads(model):
     torch.testing.assert_close(norm(run.cache[into_site]), run.cache["blocks.1.mlp.in"])
     zero_in = model.run(PROMPTS, cache="blocks.1.mlp.out", interventions=[ms.Ablate("blocks.1.mlp.in")])
     torch.testing.assert_close(zero_in.cache["blocks.1.mlp.out"], post(mlp(torch.zeros_like(run.cache["blocks.1.mlp.in"]))))
+
+
+def test_phi3_mlp_pre_is_the_gate_half_of_the_fused_projection():
+    """Phi-3's gate_up_proj outputs [gate | up]: mlp.pre is the gate half; editing it leaves up alone."""
+    model = ms.models.tiny.tiny("phi3")
+    run = model.run(PROMPTS, cache=["blocks.1.mlp.in", "blocks.1.mlp.pre", "blocks.1.mlp.out"])
+    mlp = model.hf.get_submodule(f"{model.adapter.blocks}.1.mlp")
+    gate, up = mlp.gate_up_proj(run.cache["blocks.1.mlp.in"]).chunk(2, dim=-1)
+    torch.testing.assert_close(run.cache["blocks.1.mlp.pre"], gate)
+    shift = [ms.Replace("blocks.1.mlp.pre", lambda g: g + 1.0)]
+    edited = model.run(PROMPTS, cache="blocks.1.mlp.out", interventions=shift)
+    by_hand = mlp.down_proj(mlp.activation_fn(gate + 1.0) * up)
+    torch.testing.assert_close(edited.cache["blocks.1.mlp.out"], by_hand)

@@ -51,9 +51,9 @@ def _qkv_slices(model: Model) -> list[tuple[str, list[tuple[int, torch.Tensor]]]
         k = [(H + g, rows(0, g)) for g in range(K)]
         v = [(H + K + g, rows(0, g)) for g in range(K)]
         return [(a.qkv[0], q), (a.qkv[1], k), (a.qkv[2], v)]
-    if a.qkv_layout == "fused":  # [q | k | v], each H·d wide
+    if a.qkv_layout == "fused":  # [q | k | v]: q H·d wide, k and v K·d each
         k = [(H + g, rows(H * d, g)) for g in range(K)]
-        v = [(H + K + g, rows(2 * H * d, g)) for g in range(K)]
+        v = [(H + K + g, rows((H + K) * d, g)) for g in range(K)]
         return [(a.qkv[0], q + k + v)]
     if a.qkv_layout == "per_head":  # per head [q_h k_h v_h]
         trip = lambda h, j: torch.arange(h * 3 * d + j * d, h * 3 * d + (j + 1) * d)  # noqa: E731

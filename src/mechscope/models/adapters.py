@@ -39,12 +39,13 @@ class Adapter:
     mid_norm: str | None
     attn_norm: str | None  # the norm whose output the q/k/v projections read (None: they read the residual)
     qkv: tuple[str, ...]  # the q, k, v projections (three paths), or one fused projection
-    qkv_layout: str = "separate"  # "separate" | "fused" ([q | k | v]) | "per_head" ([q_h k_h v_h] per head)
+    qkv_layout: str = "separate"  # "separate" | "fused" ([q | k | v], k and v kv-heads wide) | "per_head" ([q_h k_h v_h])
     parallel_flag: str | None = None  # config attribute that, when true, makes attn and MLP parallel
     unembed: str = "lm_head"  # the output embeddings (the LM head)
     attn_out: str | None = None  # sandwich norms: the module whose output is added to the residual (else ``attn``)
     mlp_out: str | None = None  # ... and the MLP's (else ``mlp``)
     joint_qk_norm: bool = False  # q/k norms over all heads at once: one head's query input is not separable
+    gate_up_fused: bool = False  # ``mlp_in`` outputs [gate | up] (Phi-3): ``mlp.pre`` is its first half
 
     @property
     def attn_out_path(self) -> str:
@@ -185,6 +186,24 @@ MOE = Adapter(
     qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
 )
 OLMOE = dataclasses.replace(MOE, families=("olmoe",), joint_qk_norm=True)
+# Phi-3: one fused q/k/v projection ([q | k | v], grouped-query widths) and one fused gate/up
+# projection ([gate | up]): ``mlp.pre`` is the gate half of its output
+PHI3 = Adapter(
+    families=("phi3",),
+    blocks="model.layers",
+    embed="model.embed_tokens",
+    final_norm="model.norm",
+    attn="self_attn",
+    out_proj="self_attn.o_proj",
+    mlp="mlp",
+    mlp_in="mlp.gate_up_proj",
+    mlp_down="mlp.down_proj",
+    mid_norm="post_attention_layernorm",
+    attn_norm="input_layernorm",
+    qkv=("self_attn.qkv_proj",),
+    qkv_layout="fused",
+    gate_up_fused=True,
+)
 GPT2 = Adapter(
     families=("gpt2",),
     blocks="transformer.h",
@@ -217,7 +236,8 @@ GPT_NEOX = Adapter(
     parallel_flag="use_parallel_residual",
 )
 
-ADAPTERS: dict[str, Adapter] = {family: a for a in (LLAMA, STABLELM, STARCODER2, GEMMA2, OLMO2, MOE, OLMOE, GPT2, GPT_NEOX)
+ADAPTERS: dict[str, Adapter] = {family: a for a in (LLAMA, STABLELM, STARCODER2, GEMMA2, OLMO2, MOE, OLMOE, PHI3, GPT2,
+                                                   GPT_NEOX)
                                 for family in a.families}
 
 

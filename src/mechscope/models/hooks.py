@@ -135,11 +135,17 @@ def hooked(model: "Model", state: HookState) -> Iterator[None]:
         base = f"{adapter.blocks}.{site.layer}"
         return module(f"{base}.{rel}" if rel else base)
 
-    def on_output(mod: nn.Module, site: Site) -> None:
+    def on_output(mod: nn.Module, site: Site, view: Callable | None = None,
+                  unview: Callable | None = None) -> None:
+        """``view``/``unview``: the site is part of the output (Phi-3's gate half of [gate | up]);
+        ``unview(new, raw)`` puts an edited part back into the whole."""
         def hook(_m, _args, out):
-            x = _output(out)
+            raw = _output(out)
+            x = view(raw) if view else raw
             new = state.process(site, x)
-            return None if new is x else _with_output(out, new)
+            if new is x and not (view and state.actions[site.name].grad):
+                return None
+            return _with_output(out, unview(new, raw) if view else new)
 
         handles.append(mod.register_forward_hook(hook))
 
@@ -191,7 +197,11 @@ def hooked(model: "Model", state: HookState) -> Iterator[None]:
             # every other site is a module's output or input: its own path, or where the adapter puts it
             path, io = (site.module, site.io) if kind == "module" else adapter.place(kind, site.layer)
             view = (lambda t, h=cfg.n_heads: t.unflatten(-1, (h, -1))) if kind == "attn.z" else None
-            (on_output if io == "output" else on_input)(module(path), site, *([view] if view else []))
+            if kind == "mlp.pre" and adapter.gate_up_fused:  # the gate half of [gate | up]
+                on_output(module(path), site, lambda t, n=cfg.d_mlp: t[..., :n],
+                          lambda new, raw, n=cfg.d_mlp: torch.cat([new.to(raw.dtype), raw[..., n:]], -1))
+            else:
+                (on_output if io == "output" else on_input)(module(path), site, *([view] if view else []))
             if kind == "module":
                 once(module(path), site)
             if kind == "resid_mid":

@@ -13,7 +13,7 @@ import torch
 from .model import Model
 
 FAMILIES = ("llama", "qwen2", "gemma", "gemma2", "gemma3", "smollm3", "stablelm", "starcoder2", "olmo2", "olmo3",
-            "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt2", "gpt_neox", "gpt_neox_sequential")
+            "phi3", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt2", "gpt_neox", "gpt_neox_sequential")
 
 _TEXT = (
     "The cat sat on the mat. Paris is in France. When Mary and John went to the store, John gave a "
@@ -89,6 +89,11 @@ def tiny_config(family: str, vocab_size: int, **overrides):
         cfg = (Olmo3Config if family == "olmo3" else Olmo2Config)(
             hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
             max_position_embeddings=128, **extra, **common)
+    elif family == "phi3":  # fused q/k/v and gate/up projections, partial rotary
+        from transformers import Phi3Config
+
+        cfg = Phi3Config(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                         num_key_value_heads=2, max_position_embeddings=128, partial_rotary_factor=0.5, **common)
     elif family in ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe"):  # mixtures of 4 experts, 2 per token
         from transformers import AutoConfig
 

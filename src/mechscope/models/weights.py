@@ -30,6 +30,10 @@ def attention_weights(model: Model, layer: int) -> tuple[torch.Tensor, torch.Ten
     if hasattr(attn, "q_proj"):  # llama family
         wq, wk, wv = (heads(_in_out(getattr(attn, f"{x}_proj")), n)
                       for x, n in (("q", c.n_heads), ("k", c.n_kv_heads), ("v", c.n_kv_heads)))
+    elif hasattr(attn, "qkv_proj"):  # phi3: one Linear, [q | k | v] with grouped-query widths
+        sizes = [c.n_heads * dh, c.n_kv_heads * dh, c.n_kv_heads * dh]
+        wq, wk, wv = (heads(w, n) for w, n in zip(_in_out(attn.qkv_proj).split(sizes, dim=1),
+                                                  (c.n_heads, c.n_kv_heads, c.n_kv_heads)))
     elif hasattr(attn, "c_attn"):  # gpt2: [d, 3d] = q | k | v
         wq, wk, wv = (heads(w, c.n_heads) for w in _in_out(attn.c_attn).split(d, dim=1))
     elif hasattr(attn, "query_key_value"):  # gpt_neox: per head [q | k | v]
