@@ -70,7 +70,7 @@ def test_residual_sites_equal_hf_hidden_states(model):
     for layer in range(n - 1):  # HF's last hidden state is after the final norm
         assert torch.equal(run.cache[f"blocks.{layer}.resid_post"], hidden[layer + 1])
     assert torch.equal(run.cache["final_norm"], hidden[n])
-    assert torch.equal(model.capped(run.cache["logits"]), run.logits)  # Gemma 2 soft-caps the unembedding's output
+    assert torch.equal(model.capped(run.cache["logits"]), run.logits)  # Gemma 2 soft-caps the logits site
 
 
 def test_every_site_has_its_documented_shape(model):
@@ -101,7 +101,8 @@ def test_site_internals_are_consistent(model):
     block = model.hf.get_submodule(f"{model.adapter.blocks}.1")
     z = run.cache["blocks.1.attn.z"]
     a = model.adapter
-    post = {k: block.get_submodule(p) if p else (lambda x: x) for k, p in (("attn", a.attn_out), ("mlp", a.mlp_out))}
+    m = model.multiplier("residual")  # Granite scales both outputs before adding them
+    post = {k: block.get_submodule(p) if p else (lambda x: x * m) for k, p in (("attn", a.attn_out), ("mlp", a.mlp_out))}
     out_proj = block.get_submodule(a.out_proj)  # (Gemma 2/3: then the post-attention norm)
     torch.testing.assert_close(post["attn"](out_proj(z.flatten(-2))), run.cache["blocks.1.attn.out"])
     if a.mlp_down is not None:  # (mixtures of experts have no single down projection)
@@ -230,10 +231,12 @@ def test_mlp_in_is_what_the_mlp_reads(model):
     run = model.run(PROMPTS, cache=["blocks.1.mlp.in", "blocks.1.mlp.out", into_site])
     block = model.hf.get_submodule(f"{model.adapter.blocks}.1")
     mlp = block.get_submodule(model.adapter.mlp)
-    post = block.get_submodule(model.adapter.mlp_out) if model.adapter.mlp_out else (lambda x: x)
+    m = model.multiplier("residual")  # (Granite)
+    post = block.get_submodule(model.adapter.mlp_out) if model.adapter.mlp_out else (lambda x: x * m)
     torch.testing.assert_close(post(mlp(run.cache["blocks.1.mlp.in"])), run.cache["blocks.1.mlp.out"])
-    # the pre-MLP norm (none in OLMo 2/3: the MLP reads resid_mid itself)
-    norm = block.get_submodule(model.adapter.mid_norm) if model.adapter.attn_norm else (lambda x: x)
+    # the pre-MLP norm (none in OLMo 2/3: the MLP reads resid_mid itself; Cohere's is attention's)
+    a = model.adapter
+    norm = block.get_submodule(a.mid_norm or a.attn_norm) if a.attn_norm else (lambda x: x)
     torch.testing.assert_close(norm(run.cache[into_site]), run.cache["blocks.1.mlp.in"])
     zero_in = model.run(PROMPTS, cache="blocks.1.mlp.out", interventions=[ms.Ablate("blocks.1.mlp.in")])
     torch.testing.assert_close(zero_in.cache["blocks.1.mlp.out"], post(mlp(torch.zeros_like(run.cache["blocks.1.mlp.in"]))))

@@ -104,7 +104,7 @@ def logit_lens(model: Model, prompt: str, target: str | int | None = None) -> Lo
     sites = ["embed"] + [f"blocks.{l}.resid_post" for l in range(model.cfg.n_layers)]
     probs, ranks, tops, top_p = [], [], [], []
     for name in sites:
-        logits = model.capped(unembed(norm(run.cache[name][0]))).float()  # [pos, vocab], as the model returns them
+        logits = model.capped(unembed(norm(run.cache[name][0])) * model.multiplier("logit")).float()  # as returned
         p = logits.softmax(-1)
         probs.append(p[:, tid])
         ranks.append((logits > logits[:, tid:tid + 1]).sum(-1))
@@ -128,21 +128,20 @@ def frozen_norm(norm: nn.Module, x_final: torch.Tensor) -> tuple[Callable[[torch
     """The final norm as a linear map with ``x_final``'s scale held fixed: (apply, bias).
 
     x_final: [..., d]. apply(c) maps a component [..., d] to its normalised contribution; bias is
-    the norm's additive term (zero for RMSNorm). Supports LayerNorm and RMSNorm (incl. Gemma's
-    ``1 + weight``).
+    the norm's additive term (zero for RMSNorm). Supports LayerNorms (incl. Cohere's) and RMSNorms
+    (incl. Gemma's ``1 + weight``).
     """
+    from .models.norms import centres, norm_eps, norm_gain
+
     x = x_final.float()
-    if isinstance(norm, nn.LayerNorm):
-        scale = (x.var(-1, keepdim=True, unbiased=False) + norm.eps).rsqrt()
-        weight = norm.weight.float() if norm.weight is not None else 1.0
-        bias = norm.bias.float() if norm.bias is not None else torch.zeros(x.shape[-1])
-        return (lambda c: (c.float() - c.float().mean(-1, keepdim=True)) * scale * weight), bias
-    eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6))
-    scale = (x.pow(2).mean(-1, keepdim=True) + eps).rsqrt()
-    weight = norm.weight.float()
-    if "Gemma" in type(norm).__name__:
-        weight = 1.0 + weight
-    return (lambda c: c.float() * scale * weight), torch.zeros(x.shape[-1])
+    gain = norm_gain(norm).to(x.device) if getattr(norm, "weight", None) is not None else 1.0
+    bias = getattr(norm, "bias", None)
+    bias = bias.detach().float() if bias is not None else torch.zeros(x.shape[-1])
+    if centres(norm):  # LayerNorm (Cohere's has no bias)
+        scale = (x.var(-1, keepdim=True, unbiased=False) + norm_eps(norm)).rsqrt()
+        return (lambda c: (c.float() - c.float().mean(-1, keepdim=True)) * scale * gain), bias
+    scale = (x.pow(2).mean(-1, keepdim=True) + norm_eps(norm)).rsqrt()
+    return (lambda c: c.float() * scale * gain), bias
 
 
 @dataclass
@@ -214,7 +213,7 @@ def _logit_direction(model: Model, target: str | int, foil: str | int | None) ->
     t = model.token_id(target)
     f = model.token_id(foil) if foil is not None else None
     direction = w_u[t].float() - (w_u[f].float() if f is not None else 0.0)
-    return direction, t, f
+    return direction * model.multiplier("logit"), t, f  # Granite / Cohere scale the logits
 
 
 @torch.no_grad()
@@ -254,7 +253,7 @@ def direct_logit_attribution(model: Model, prompt: str, target: str | int, foil:
     unembed_bias = model.unembed.bias
     rest = float(norm_bias.to(dev) @ direction)
     if unembed_bias is not None:
-        rest += float(unembed_bias[t] - (unembed_bias[f] if f is not None else 0.0))
+        rest += float(unembed_bias[t] - (unembed_bias[f] if f is not None else 0.0)) * model.multiplier("logit")
     logits = run.cache["logits"][0, pos].float()
     actual = float(logits[t] - (logits[f] if f is not None else 0.0))
     return LogitAttribution(
@@ -290,7 +289,7 @@ def neuron_attribution(model: Model, prompt: str, layer: int, target: str | int,
         from .models.norms import frozen_rms_scale
 
         w_out = w_out * frozen_rms_scale(model.hf.get_submodule(f"{a.blocks}.{layer}.{a.mlp_out}"), run.cache[raw][0, pos])
-    per_unit = apply(w_out) @ direction  # logit effect of one unit of each neuron: [d_mlp]
+    per_unit = apply(w_out * model.multiplier("residual")) @ direction  # one unit of each neuron: [d_mlp]
     values = run.cache[f"blocks.{layer}.mlp.post"][0, pos].float() * per_unit
     logits = run.cache["logits"][0, pos].float()
     actual = float(logits[t] - (logits[f] if f is not None else 0.0))

@@ -185,11 +185,13 @@ def _edge_hooks(state: _State) -> Iterator[None]:
     block = lambda l, rel: hf.get_submodule(f"{a.blocks}.{l}.{rel}")  # noqa: E731
     slices = _qkv_slices(model)
 
+    embed_scale, resid_scale = model.multiplier("embedding"), model.multiplier("residual")  # Granite
+
     def on_embed(_m, _args, out):
         x = _output(out)
         if state.embed is not None:
             x = state.embed.to(x.device, x.dtype)
-        state.record(0, x[:, :, None])
+        state.record(0, (x * embed_scale if embed_scale != 1.0 else x)[:, :, None])  # what enters the residual
         return x if state.embed is not None else None
 
     def on_attn_norm(l):
@@ -230,9 +232,18 @@ def _edge_hooks(state: _State) -> Iterator[None]:
             return None if delta is None else _with_first_input(args, kwargs, x + delta[:, :, 0])
         return hook
 
+    def on_shared_mlp(l):
+        def hook(_m, args, kwargs):
+            delta = state.delta_for([graph.mlp_receiver(l)], state.x)
+            if delta is None:
+                return None
+            return _with_first_input(args, kwargs, state.norm.forward(state.x + delta[:, :, 0]))
+        return hook
+
     def on_mlp(l):
         def hook(_m, _args, out):
-            state.record(graph.sender_start[l] + c.n_heads, _output(out)[:, :, None])
+            y = _output(out)
+            state.record(graph.sender_start[l] + c.n_heads, (y * resid_scale if resid_scale != 1.0 else y)[:, :, None])
         return hook
 
     def on_final(_m, args, kwargs):
@@ -251,7 +262,10 @@ def _edge_hooks(state: _State) -> Iterator[None]:
                 handles.append(mod.register_forward_hook(on_qkv(l, local, mod)))
             handles.append(block(l, a.out_proj).register_forward_pre_hook(on_z(l), with_kwargs=True))
             if graph.has_mlp:
-                handles.append(block(l, a.mid_norm).register_forward_pre_hook(on_mid(l), with_kwargs=True))
+                if a.mid_norm is not None:
+                    handles.append(block(l, a.mid_norm).register_forward_pre_hook(on_mid(l), with_kwargs=True))
+                else:  # Cohere: the MLP reads attention's normalised input; it gets norm(x + its own δ)
+                    handles.append(block(l, a.mlp).register_forward_pre_hook(on_shared_mlp(l), with_kwargs=True))
                 handles.append(block(l, a.mlp_out_path).register_forward_hook(on_mlp(l)))
         handles.append(hf.get_submodule(a.final_norm).register_forward_pre_hook(on_final, with_kwargs=True))
         with tiled(model, state.tiles, state.split, state.tile) if state.tiles > 1 else nullcontext():

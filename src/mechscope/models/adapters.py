@@ -46,6 +46,12 @@ class Adapter:
     mlp_out: str | None = None  # ... and the MLP's (else ``mlp``)
     joint_qk_norm: bool = False  # q/k norms over all heads at once: one head's query input is not separable
     gate_up_fused: bool = False  # ``mlp_in`` outputs [gate | up] (Phi-3): ``mlp.pre`` is its first half
+    always_parallel: bool = False  # attention and MLP always read the same normalised input (Cohere)
+    # multipliers HF applies outside any module, as config attributes (Granite, Cohere); sites are the
+    # values after them: ``embed`` × embedding, ``attn.out`` / ``mlp.out`` × residual, ``logits`` × logit
+    embedding_multiplier: str | None = None
+    residual_multiplier: str | None = None
+    logit_multiplier: str | None = None  # attribute name; a leading "1/" divides (Granite's logits_scaling)
 
     @property
     def attn_out_path(self) -> str:
@@ -204,6 +210,13 @@ PHI3 = Adapter(
     qkv_layout="fused",
     gate_up_fused=True,
 )
+# Granite multiplies the embeddings, each block output and the logits by config constants outside
+# any module; the sites are the values after them
+GRANITE = dataclasses.replace(LLAMA, families=("granite",), embedding_multiplier="embedding_multiplier",
+                              residual_multiplier="residual_multiplier", logit_multiplier="1/logits_scaling")
+# Cohere: attention and MLP read the same input_layernorm output (parallel, no resid_mid); logits × logit_scale
+COHERE = dataclasses.replace(LLAMA, families=("cohere",), mid_norm=None, always_parallel=True,
+                             logit_multiplier="logit_scale")
 GPT2 = Adapter(
     families=("gpt2",),
     blocks="transformer.h",
@@ -236,8 +249,8 @@ GPT_NEOX = Adapter(
     parallel_flag="use_parallel_residual",
 )
 
-ADAPTERS: dict[str, Adapter] = {family: a for a in (LLAMA, STABLELM, STARCODER2, GEMMA2, OLMO2, MOE, OLMOE, PHI3, GPT2,
-                                                   GPT_NEOX)
+ADAPTERS: dict[str, Adapter] = {family: a for a in (LLAMA, STABLELM, STARCODER2, GEMMA2, OLMO2, MOE, OLMOE, PHI3,
+                                                   GRANITE, COHERE, GPT2, GPT_NEOX)
                                 for family in a.families}
 
 
@@ -270,4 +283,14 @@ def adapter_for(hf_model: nn.Module) -> Adapter:
 
 def is_parallel(adapter: Adapter, config) -> bool:
     """True when attention and MLP read the same residual (no ``resid_mid`` exists)."""
-    return bool(adapter.parallel_flag and getattr(config, adapter.parallel_flag, False))
+    return adapter.always_parallel or bool(adapter.parallel_flag and getattr(config, adapter.parallel_flag, False))
+
+
+def multiplier(adapter: Adapter, config, which: str) -> float:
+    """The value of one of the adapter's multipliers (``embedding``, ``residual``, ``logit``) for
+    ``config``; 1.0 where the family has none."""
+    name = getattr(adapter, f"{which}_multiplier")
+    if name is None:
+        return 1.0
+    value = float(getattr(config, name.removeprefix("1/")))
+    return 1.0 / value if name.startswith("1/") else value

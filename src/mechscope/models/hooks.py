@@ -197,7 +197,12 @@ def hooked(model: "Model", state: HookState) -> Iterator[None]:
             # every other site is a module's output or input: its own path, or where the adapter puts it
             path, io = (site.module, site.io) if kind == "module" else adapter.place(kind, site.layer)
             view = (lambda t, h=cfg.n_heads: t.unflatten(-1, (h, -1))) if kind == "attn.z" else None
-            if kind == "mlp.pre" and adapter.gate_up_fused:  # the gate half of [gate | up]
+            scale, divide = _site_multiplier(model, kind)
+            if scale != 1.0 and divide:  # Granite's logits: the module's output divided, as HF divides it
+                on_output(module(path), site, lambda t, m=scale: t / m, lambda new, raw, m=scale: (new * m).to(raw.dtype))
+            elif scale != 1.0:  # Granite / Cohere: the module's output times the constant HF applies after it
+                on_output(module(path), site, lambda t, m=scale: t * m, lambda new, raw, m=scale: (new / m).to(raw.dtype))
+            elif kind == "mlp.pre" and adapter.gate_up_fused:  # the gate half of [gate | up]
                 on_output(module(path), site, lambda t, n=cfg.d_mlp: t[..., :n],
                           lambda new, raw, n=cfg.d_mlp: torch.cat([new.to(raw.dtype), raw[..., n:]], -1))
             else:
@@ -217,6 +222,17 @@ def hooked(model: "Model", state: HookState) -> Iterator[None]:
         for handle in handles:
             handle.remove()
         lock.release()
+
+
+def _site_multiplier(model: "Model", kind: str) -> tuple[float, bool]:
+    """(c, divide): a family multiplies a module's output by c (or divides it by c, as Granite's
+    logits) before it is added or returned; (1.0, False) where it does not."""
+    which = {"embed": "embedding", "attn.out": "residual", "mlp.out": "residual", "logits": "logit"}.get(kind)
+    adapter = getattr(model, "adapter", None)
+    name = getattr(adapter, f"{which}_multiplier", None) if which and adapter is not None else None
+    if name is None:
+        return 1.0, False
+    return float(getattr(model.hf.config, name.removeprefix("1/"))), name.startswith("1/")
 
 
 def repeat_rows(value: Any, rows: int, copies: int) -> Any:

@@ -149,6 +149,8 @@ class Model(Engine):
         to ``attn.out`` (up to float rounding)."""
         w_o, bias = self.out_proj(layer)
         heads = torch.einsum("bphd,hdm->bphm", z.to(w_o.dtype), w_o)
+        if self.adapter.residual_multiplier is not None:  # Granite: attn.out is the output × the multiplier
+            return heads * self.multiplier("residual")
         if self.adapter.attn_out is None:
             return heads
         from .norms import frozen_rms_scale
@@ -167,15 +169,22 @@ class Model(Engine):
         """The unembedding (the LM head: [.., d_model] → logits)."""
         return self.hf.get_output_embeddings()
 
+    def multiplier(self, which: str) -> float:
+        """The family's ``embedding``, ``residual`` or ``logit`` multiplier (1.0 where it has none):
+        Granite scales embeddings, block outputs and logits, Cohere its logits."""
+        from .adapters import multiplier
+
+        return multiplier(self.adapter, self.hf.config, which)
+
     @property
     def logit_softcap(self) -> float | None:
-        """Gemma 2's final soft-cap c: the model returns c·tanh(l / c) of the unembedding's output l
-        (the ``logits`` site is l, before the cap); None for models that return l itself."""
+        """Gemma 2's final soft-cap c: the model returns c·tanh(l / c) of the ``logits`` site l (the
+        site is before the cap); None for models that return l itself."""
         cap = getattr(self.hf.config, "final_logit_softcapping", None)
         return float(cap) if cap else None
 
     def capped(self, logits: torch.Tensor) -> torch.Tensor:
-        """The model's returned logits from the unembedding's output (the soft-cap, where there is one)."""
+        """The model's returned logits from the ``logits`` site (the soft-cap, where there is one)."""
         cap = self.logit_softcap
         return logits if cap is None else torch.tanh(logits / cap) * cap
 

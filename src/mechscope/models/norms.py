@@ -21,6 +21,12 @@ def norm_eps(norm: nn.Module) -> float:
     raise AttributeError(f"{type(norm).__name__} has no eps / variance_epsilon")
 
 
+def centres(norm: nn.Module) -> bool:
+    """Whether ``norm`` subtracts the mean (a LayerNorm, incl. Cohere's bias-free one) or not (RMSNorm)."""
+    name = type(norm).__name__
+    return isinstance(norm, nn.LayerNorm) or ("LayerNorm" in name and "RMS" not in name)
+
+
 def frozen_rms_scale(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """gain / RMS(x) [..., d] in float32 for an RMSNorm ``norm`` applied to x [..., d]: the norm's
     output is x times this, so parts of x that sum to x map to parts that sum to the output."""

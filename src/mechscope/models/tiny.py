@@ -13,7 +13,7 @@ import torch
 from .model import Model
 
 FAMILIES = ("llama", "qwen2", "gemma", "gemma2", "gemma3", "smollm3", "stablelm", "starcoder2", "olmo2", "olmo3",
-            "phi3", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt2", "gpt_neox", "gpt_neox_sequential")
+            "phi3", "granite", "cohere", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt2", "gpt_neox", "gpt_neox_sequential")
 
 _TEXT = (
     "The cat sat on the mat. Paris is in France. When Mary and John went to the store, John gave a "
@@ -89,6 +89,17 @@ def tiny_config(family: str, vocab_size: int, **overrides):
         cfg = (Olmo3Config if family == "olmo3" else Olmo2Config)(
             hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
             max_position_embeddings=128, **extra, **common)
+    elif family == "granite":  # multipliers outside any module: embeddings, block outputs, logits
+        from transformers import GraniteConfig
+
+        cfg = GraniteConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                            num_key_value_heads=2, max_position_embeddings=128, embedding_multiplier=3.0,
+                            residual_multiplier=0.37, logits_scaling=2.5, attention_multiplier=0.2, **common)
+    elif family == "cohere":  # parallel attention and MLP on one LayerNorm, logits × logit_scale
+        from transformers import CohereConfig
+
+        cfg = CohereConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                           num_key_value_heads=2, max_position_embeddings=128, logit_scale=0.3, **common)
     elif family == "phi3":  # fused q/k/v and gate/up projections, partial rotary
         from transformers import Phi3Config
 

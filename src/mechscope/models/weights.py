@@ -70,8 +70,11 @@ def norm_affine(model: Model, layer: int) -> tuple[torch.Tensor, torch.Tensor, b
     if model.adapter.attn_norm is None:  # no pre-norms (OLMo 2/3): the MLP reads the residual itself
         ones = torch.ones(model.cfg.d_model)
         return ones, torch.zeros_like(ones), False
-    norm = model.hf.get_submodule(f"{model.adapter.blocks}.{layer}.{model.adapter.mid_norm}")
+    # the norm the MLP reads through: its own, or (Cohere) the one attention shares with it
+    norm = model.hf.get_submodule(f"{model.adapter.blocks}.{layer}.{model.adapter.mid_norm or model.adapter.attn_norm}")
     gain = norm_gain(norm)
     bias = getattr(norm, "bias", None)
-    layer_norm = isinstance(norm, nn.LayerNorm) or bias is not None
+    from .norms import centres
+
+    layer_norm = centres(norm) or bias is not None
     return gain, (bias.detach().float() if bias is not None else torch.zeros_like(gain)), layer_norm
