@@ -112,7 +112,13 @@ def test_site_internals_are_consistent(model):
         torch.testing.assert_close(
             run.cache["blocks.1.resid_pre"] + run.cache["blocks.1.attn.out"], run.cache["blocks.1.resid_mid"]
         )
-    torch.testing.assert_close(run.cache["blocks.1.attn.scores"].softmax(-1), run.cache["blocks.1.attn.pattern"])
+    scores = run.cache["blocks.1.attn.scores"]
+    sinks = getattr(block.get_submodule(a.attn), "sinks", None)  # GPT-OSS: a sink logit per head joins the softmax
+    if sinks is not None:
+        with_sink = torch.cat([scores, sinks.detach().view(1, -1, 1, 1).expand(*scores.shape[:3], 1)], -1)
+        torch.testing.assert_close(with_sink.softmax(-1)[..., :-1], run.cache["blocks.1.attn.pattern"])
+    else:
+        torch.testing.assert_close(scores.softmax(-1), run.cache["blocks.1.attn.pattern"])
 
 
 def test_parallel_blocks_have_no_resid_mid():
@@ -230,7 +236,8 @@ def test_mlp_in_is_what_the_mlp_reads(model):
     into_site = "blocks.1.resid_pre" if model.cfg.parallel_blocks else "blocks.1.resid_mid"
     run = model.run(PROMPTS, cache=["blocks.1.mlp.in", "blocks.1.mlp.out", into_site])
     block = model.hf.get_submodule(f"{model.adapter.blocks}.1")
-    mlp = block.get_submodule(model.adapter.mlp)
+    module = block.get_submodule(model.adapter.mlp)
+    mlp = lambda x: (lambda out: out[0] if isinstance(out, tuple) else out)(module(x))  # noqa: E731 (GPT-OSS: a tuple)
     m = model.multiplier("residual")  # (Granite)
     post = block.get_submodule(model.adapter.mlp_out) if model.adapter.mlp_out else (lambda x: x * m)
     torch.testing.assert_close(post(mlp(run.cache["blocks.1.mlp.in"])), run.cache["blocks.1.mlp.out"])

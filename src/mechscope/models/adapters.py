@@ -176,9 +176,10 @@ OLMO2 = Adapter(
 # Mixtures of experts: the block's MLP is the sparse-MoE module (router + fused 3-D expert weights,
 # no per-expert module), so ``mlp.in`` / ``mlp.out`` are its input and output and there are no
 # neuron sites (``mlp.pre`` / ``mlp.post``). The edge engine treats the MoE block as one receiver and
-# one sender. OLMoE's q/k norms span all heads, as OLMo's.
+# one sender. OLMoE's q/k norms span all heads, as OLMo's. GPT-OSS's attention has sinks (the
+# mechscope attention function implements them) and its MoE block returns (output, router scores).
 MOE = Adapter(
-    families=("mixtral", "qwen2_moe", "qwen3_moe"),
+    families=("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss"),
     blocks="model.layers",
     embed="model.embed_tokens",
     final_norm="model.norm",

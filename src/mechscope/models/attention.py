@@ -45,9 +45,12 @@ def mechscope_attention(
     softcap: float | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eager attention; q/k/v: [batch, head, pos, d_head]. Returns (z [batch, pos, head, d], pattern)."""
-    if kwargs.get("s_aux") is not None:
-        raise NotImplementedError("attention sinks (s_aux) are not supported by mechscope's attention")
+    """Eager attention; q/k/v: [batch, head, pos, d_head]. Returns (z [batch, pos, head, d], pattern).
+
+    ``s_aux`` (GPT-OSS's attention sinks, one logit per head): a sink column joins each row's scores
+    before the softmax and is dropped after it, so a row's pattern sums to less than 1 (the rest
+    went to the sink) — as transformers' GPT-OSS eager attention does, op for op."""
+    sinks = kwargs.get("s_aux")
     probe = _PROBES.get(module)
     if probe is not None:  # transpose(1, 2) twice restores the original strides: bit-exact no-op
         query = probe("q", query.transpose(1, 2)).transpose(1, 2)
@@ -66,7 +69,12 @@ def mechscope_attention(
         scores = scores + attention_mask[:, :, :, : key_states.shape[-2]]
     if probe is not None:
         scores = probe("scores", scores)
-    pattern = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    if sinks is not None:
+        combined = torch.cat([scores, sinks.reshape(1, -1, 1, 1).expand(query.shape[0], -1, query.shape[-2], -1)], -1)
+        combined = combined - combined.max(dim=-1, keepdim=True).values
+        pattern = nn.functional.softmax(combined, dim=-1, dtype=combined.dtype)[..., :-1].to(value_states.dtype)
+    else:
+        pattern = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     if probe is not None:
         pattern = probe("pattern", pattern)
     pattern_used = nn.functional.dropout(pattern, p=dropout, training=module.training)

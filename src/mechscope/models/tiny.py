@@ -13,7 +13,7 @@ import torch
 from .model import Model
 
 FAMILIES = ("llama", "qwen2", "gemma", "gemma2", "gemma3", "smollm3", "stablelm", "starcoder2", "olmo2", "olmo3",
-            "phi3", "granite", "cohere", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt2", "gpt_neox", "gpt_neox_sequential")
+            "phi3", "granite", "cohere", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss", "gpt2", "gpt_neox", "gpt_neox_sequential")
 
 _TEXT = (
     "The cat sat on the mat. Paris is in France. When Mary and John went to the store, John gave a "
@@ -105,6 +105,14 @@ def tiny_config(family: str, vocab_size: int, **overrides):
 
         cfg = Phi3Config(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
                          num_key_value_heads=2, max_position_embeddings=128, partial_rotary_factor=0.5, **common)
+    elif family == "gpt_oss":  # attention sinks, biased attention, local/global layers, 4 experts
+        from transformers import GptOssConfig
+
+        cfg = GptOssConfig(hidden_size=64, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
+                           num_key_value_heads=2, head_dim=16, max_position_embeddings=128, num_local_experts=4,
+                           num_experts_per_tok=2, sliding_window=4,
+                           layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                           rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, **common)
     elif family in ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe"):  # mixtures of 4 experts, 2 per token
         from transformers import AutoConfig
 
@@ -135,8 +143,8 @@ def tiny_hf(family: str = "llama", seed: int = 0, attn_implementation: str = "sd
     tok = tiny_tokenizer()
     cfg = tiny_config(family, len(tok), **overrides)
     torch.manual_seed(seed)
-    if family == "gemma2" and attn_implementation == "sdpa":
-        attn_implementation = "eager"  # transformers has no sdpa path for Gemma 2 (soft-capped scores)
+    if family in ("gemma2", "gpt_oss") and attn_implementation == "sdpa":
+        attn_implementation = "eager"  # transformers has no sdpa path here (soft-capped scores; attention sinks)
     hf = AutoModelForCausalLM.from_config(cfg, attn_implementation=attn_implementation, dtype=torch.float32)
     return hf.eval(), tok
 
