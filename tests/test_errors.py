@@ -79,8 +79,30 @@ def test_unsupported_architecture_names_the_supported_ones():
     hf = BertLMHeadModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                     intermediate_size=32, is_decoder=True))
     _, tok = tiny_hf("llama")
-    with pytest.raises(ms.UnsupportedArchitecture, match="'bert'.*supported: .*gpt2.*llama"):
+    with pytest.raises(ms.UnsupportedArchitecture, match="'bert'.*supported: .*gpt2.*llama") as err:
         ms.Model(hf, tok)
+    assert "llama-like: lacks model.layers" in str(err.value) and "no known layout fits" in str(err.value)
+
+
+def test_an_unknown_family_with_a_known_layout_is_pointed_at_it_and_can_be_registered():
+    """A model type mechscope does not know whose modules are all where the llama layout puts them:
+    the error says so and how to register it; registered, it runs exactly as HF does."""
+
+    from mechscope.models import adapters
+
+    hf, tok = tiny_hf("llama")
+    hf.config.model_type = "my_llama"
+    with pytest.raises(ms.UnsupportedArchitecture, match=r"every module path of the llama layout exists.*"
+                                                        r"register\('my_llama', ADAPTERS\['llama'\]\)"):
+        ms.Model(hf, tok)
+    adapters.register("my_llama", adapters.ADAPTERS["llama"])
+    try:
+        model = ms.Model(hf, tok)
+        ids, mask = model.tokenize("The cat")
+        with torch.no_grad():
+            assert torch.equal(model.run("The cat").logits, hf(input_ids=ids, attention_mask=mask).logits)
+    finally:
+        del adapters.ADAPTERS["my_llama"]
 
 
 def test_unknown_model_name():

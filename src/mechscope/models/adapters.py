@@ -259,16 +259,42 @@ class UnsupportedArchitecture(ValueError):
     """The model's architecture has no adapter."""
 
 
+def register(family: str, adapter: Adapter) -> None:
+    """Use ``adapter`` for models whose ``config.model_type`` is ``family`` (README: "Adding an adapter")."""
+    ADAPTERS[family] = adapter
+
+
+def missing_paths(hf_model: nn.Module, adapter: Adapter) -> list[str]:
+    """The module paths ``adapter`` names that ``hf_model`` lacks (block paths checked on block 0)."""
+    block = [adapter.attn, adapter.out_proj, adapter.mlp, adapter.mlp_in, adapter.mlp_down, adapter.mid_norm,
+             adapter.attn_norm, adapter.attn_out, adapter.mlp_out, *adapter.qkv]
+    paths = [adapter.blocks, adapter.embed, adapter.final_norm] + [f"{adapter.blocks}.0.{p}" for p in block if p]
+    missing = []
+    for path in paths:
+        try:
+            hf_model.get_submodule(path)
+        except AttributeError:
+            missing.append(path)
+    return missing
+
+
 def adapter_for(hf_model: nn.Module) -> Adapter:
-    """The adapter for ``hf_model`` (by ``config.model_type``); a clear error if there is none."""
+    """The adapter for ``hf_model`` (by ``config.model_type``); a clear error if there is none, saying
+    which known layouts' module paths the model has and lacks."""
     config = getattr(hf_model, "config", None)
     model_type = getattr(config, "model_type", None)
     if model_type not in ADAPTERS:
+        layouts = {a.families[0]: missing_paths(hf_model, a) for a in dict.fromkeys(ADAPTERS.values())}
+        best = min(layouts, key=lambda f: len(layouts[f]))
+        looked = "; ".join(f"{f}-like: " + ("all found" if not m else f"lacks {', '.join(m[:4])}"
+                                            + (f" (+{len(m) - 4})" if len(m) > 4 else "")) for f, m in layouts.items())
+        hint = (f"every module path of the {best} layout exists: if {model_type} computes what {best} does "
+                f"(norm placement, multipliers, attention), mechscope.models.adapters.register({model_type!r}, "
+                f"ADAPTERS[{best!r}]) makes it work" if not layouts[best] else
+                "no known layout fits: write an Adapter (README, 'Adding an adapter')")
         raise UnsupportedArchitecture(
-            f"no mechscope adapter for architecture {model_type!r} "
-            f"({type(hf_model).__name__}); supported: {', '.join(sorted(ADAPTERS))}. "
-            "An adapter is a few module paths in mechscope/models/adapters.py."
-        )
+            f"no mechscope adapter for architecture {model_type!r} ({type(hf_model).__name__}); supported: "
+            f"{', '.join(sorted(ADAPTERS))}. Looked for each known layout's module paths — {looked}. {hint}.")
     adapter = ADAPTERS[model_type]
     try:
         hf_model.get_submodule(adapter.blocks)
