@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 DEMO_STAMP := $(VENV)/.mechscope-demo
 TEST_STAMP := $(VENV)/.mechscope-test
 
-.PHONY: demo test test-fast bench bench-sae clean chromium datasets reproduce robustness
+.PHONY: demo test test-fast bench bench-sae clean chromium datasets reproduce robustness families
 
 # What the demo needs (the package and the embedded model), and on top of it what the tests need
 # (the peers they compare with, the browser driver, the optional datasets). `make demo` installs
@@ -38,6 +38,11 @@ datasets:  # Debian's Fashion-MNIST for the small CNN (tests skip without it)
 
 chromium:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; } || echo "no Chromium: browser tests will be skipped"
+
+# the README's families × capabilities table, from the family-parametrized tests (tests/family_table.py)
+families: $(TEST_STAMP)
+	$(PY) -m pytest -n 2 -q -p no:cacheprovider --family-table README.md tests/test_models.py tests/test_interventions.py \
+	  tests/test_circuits.py tests/test_lens.py tests/test_heads.py
 
 test-fast: $(TEST_STAMP)
 	$(PY) -m pytest -n 2 -q

@@ -18,6 +18,15 @@ from mechscope.models.tiny import FAMILIES, tiny  # noqa: E402
 
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", help="also run tests on the real embedded models")
+    parser.addoption("--family-table", metavar="README", help="write the families × capabilities table into README")
+
+
+def pytest_configure(config):
+    readme = config.getoption("--family-table", None)
+    if readme and not hasattr(config, "workerinput"):  # the controller collects every worker's reports
+        from family_table import Collector
+
+        config.pluginmanager.register(Collector(__import__("pathlib").Path(readme)), "family-table")
 
 
 def pytest_collection_modifyitems(config, items):

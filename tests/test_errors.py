@@ -84,6 +84,16 @@ def test_unsupported_architecture_names_the_supported_ones():
     assert "llama-like: lacks model.layers" in str(err.value) and "no known layout fits" in str(err.value)
 
 
+def test_opt_is_refused_by_name_with_the_reason():
+    from transformers import OPTConfig, OPTForCausalLM
+
+    hf = OPTForCausalLM(OPTConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, ffn_dim=32,
+                                  word_embed_proj_dim=16))
+    _, tok = tiny_hf("llama")
+    with pytest.raises(ms.UnsupportedArchitecture, match=r"opt \(OPTForCausalLM\) is not supported: .*flattened"):
+        ms.Model(hf, tok)
+
+
 def test_an_unknown_family_with_a_known_layout_is_pointed_at_it_and_can_be_registered():
     """A model type mechscope does not know whose modules are all where the llama layout puts them:
     the error says so and how to register it; registered, it runs exactly as HF does."""

@@ -255,6 +255,15 @@ ADAPTERS: dict[str, Adapter] = {family: a for a in (LLAMA, STABLELM, STARCODER2,
                                 for family in a.families}
 
 
+# Families refused by name, with the reason (what mechscope's sites would get wrong)
+REFUSED = {
+    "opt": "OPT runs its MLP as fc1/fc2 directly in the decoder layer on rows flattened to [batch·pos, d] (no "
+           "MLP module whose input and output are [batch, pos, d]), adds learned positions with an offset of 2 "
+           "inside the decoder, may project the embeddings in and out (project_in/project_out) and comes in a "
+           "post-LN variant (do_layer_norm_before=False); its residual and MLP sites cannot be placed on modules",
+}
+
+
 class UnsupportedArchitecture(ValueError):
     """The model's architecture has no adapter."""
 
@@ -283,6 +292,8 @@ def adapter_for(hf_model: nn.Module) -> Adapter:
     which known layouts' module paths the model has and lacks."""
     config = getattr(hf_model, "config", None)
     model_type = getattr(config, "model_type", None)
+    if model_type in REFUSED:
+        raise UnsupportedArchitecture(f"{model_type} ({type(hf_model).__name__}) is not supported: {REFUSED[model_type]}")
     if model_type not in ADAPTERS:
         layouts = {a.families[0]: missing_paths(hf_model, a) for a in dict.fromkeys(ADAPTERS.values())}
         best = min(layouts, key=lambda f: len(layouts[f]))
