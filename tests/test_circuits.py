@@ -82,7 +82,7 @@ def test_prune_drops_edges_into_components_that_reach_nothing():
 
 JOINT_QK = ("olmo2", "olmo3", "olmoe")
 EDGE_FAMILIES = [f for f in FAMILIES if f not in JOINT_QK]  # joint q/k norms: see below
-MOE = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
+MOE = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss")
 
 
 def test_joint_qk_norms_refuse_the_component_graph():
