@@ -222,8 +222,8 @@ def test_the_adapter_places_every_site_on_a_module_of_the_model(family):
     assert hf.get_submodule(adapter.unembed) is hf.get_output_embeddings()
     for name in model.sites:
         site = parse(name)
-        if site.is_attn_internal:
-            with pytest.raises(KeyError, match="inside attention"):
+        if site.is_attn_internal or site.kind == "mlp.expert":
+            with pytest.raises(KeyError, match="inside attention" if site.is_attn_internal else "no module per expert"):
                 adapter.place(site.kind, site.layer)
             continue
         path, io = adapter.place(site.kind, site.layer)
@@ -260,3 +260,29 @@ def test_phi3_mlp_pre_is_the_gate_half_of_the_fused_projection():
     edited = model.run(PROMPTS, cache="blocks.1.mlp.out", interventions=shift)
     by_hand = mlp.down_proj(mlp.activation_fn(gate + 1.0) * up)
     torch.testing.assert_close(edited.cache["blocks.1.mlp.out"], by_hand)
+
+
+@pytest.mark.parametrize("family", ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss"])
+def test_expert_sites_add_up_to_the_moe_block_and_can_be_ablated(family):
+    """blocks.L.mlp.experts.E.out: expert E's weighted output (computed again by the experts' eager
+    forward with the other experts' weights zeroed). The experts sum to the MoE output (plus Qwen2-MoE's
+    gated shared expert); caching them changes nothing; ablating one removes exactly its share."""
+    model = ms.models.tiny.tiny(family)
+    experts = [f"blocks.1.mlp.experts.{e}.out" for e in range(model.n_experts)]
+    assert model.n_experts == 4 and experts[3] in model.sites and "blocks.1.mlp.post" not in model.sites
+    assert len(model._sites("blocks.*.mlp.experts.*.out")) == 4 * model.cfg.n_layers
+    run = model.run(PROMPTS, cache=[*experts, "blocks.1.mlp.in", "blocks.1.mlp.out"])
+    total = sum(run.cache[s] for s in experts)
+    if family == "qwen2_moe":
+        mlp = model.hf.get_submodule(f"{model.adapter.blocks}.1.mlp")
+        x = run.cache["blocks.1.mlp.in"]
+        total = total + torch.sigmoid(mlp.shared_expert_gate(x)) * mlp.shared_expert(x)
+    torch.testing.assert_close(total, run.cache["blocks.1.mlp.out"], rtol=1e-5, atol=1e-6)
+    assert torch.equal(run.logits, model.run(PROMPTS).logits)
+    routed = [float(run.cache[s].abs().sum()) for s in experts]
+    busiest = experts[max(range(4), key=routed.__getitem__)]
+    cut = model.run(PROMPTS, cache="blocks.1.mlp.out", interventions=[ms.Ablate(busiest)])
+    torch.testing.assert_close(cut.cache["blocks.1.mlp.out"], run.cache["blocks.1.mlp.out"] - run.cache[busiest],
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(ms.SiteError, match="unknown site 'blocks.1.mlp.experts.7.out'"):
+        model.run(PROMPTS, cache="blocks.1.mlp.experts.7.out")

@@ -79,6 +79,8 @@ class Adapter:
         if self.mlp_in is not None:
             places["mlp.pre"] = (f"{block}.{self.mlp_in}", "output")
             places["mlp.post"] = (f"{block}.{self.mlp_down}", "input")
+        if kind == "mlp.expert":
+            raise KeyError("an expert's output is computed again by the experts' eager forward (no module per expert)")
         if kind not in places:
             raise KeyError(f"{kind} is computed inside attention, not at a module's input or output"
                            if kind.startswith("attn.") else f"{kind} does not exist in this family")

@@ -181,6 +181,7 @@ def hooked(model: "Model", state: HookState) -> Iterator[None]:
         state.mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
 
     probes: dict[nn.Module, dict[str, Site]] = {}
+    experts: dict[int, list[Site]] = {}
     mid_layers: list[Site] = []
     lock = model_lock(hf)
     lock.acquire()
@@ -193,6 +194,9 @@ def hooked(model: "Model", state: HookState) -> Iterator[None]:
             kind = site.kind
             if site.is_attn_internal:
                 probes.setdefault(block(site, adapter.attn), {})[kind.split(".")[1]] = site
+                continue
+            if kind == "mlp.expert":
+                experts.setdefault(site.layer, []).append(site)
                 continue
             # every other site is a module's output or input: its own path, or where the adapter puts it
             path, io = (site.module, site.io) if kind == "module" else adapter.place(kind, site.layer)
@@ -211,6 +215,8 @@ def hooked(model: "Model", state: HookState) -> Iterator[None]:
                 once(module(path), site)
             if kind == "resid_mid":
                 mid_layers.append(site)
+        for layer, sites in experts.items():
+            _expert_hooks(state, block(sites[0], adapter.mlp), block(sites[0], f"{adapter.mlp}.experts"), sites, handles)
         for site in mid_layers:
             if state.actions[site.name].interventions:
                 _carry_resid_mid(block(site), block(site, adapter.mlp_out_path), block(site, adapter.mid_norm), handles)
@@ -233,6 +239,40 @@ def _site_multiplier(model: "Model", kind: str) -> tuple[float, bool]:
     if name is None:
         return 1.0, False
     return float(getattr(model.hf.config, name.removeprefix("1/"))), name.startswith("1/")
+
+
+def _expert_hooks(state: HookState, moe: nn.Module, experts: nn.Module, sites: list[Site], handles: list) -> None:
+    """Expert sites of one MoE block. transformers 5 fuses the experts into 3-D weights behind its experts
+    interface (no module per expert), so each requested expert's weighted output is computed again by the
+    experts' own eager forward with every other expert's routing weight zeroed: [tokens, d] viewed as
+    [batch, pos, d]. An edit replaces that expert's share of the experts' output (out − part + new); an
+    untouched run leaves the output as it was, bit for bit."""
+    shape: dict[str, torch.Size] = {}
+    eager = type(experts).forward
+    eager = getattr(eager, "__wrapped__", eager)  # the eager forward under transformers' dispatch
+
+    def keep_shape(_m, args, kwargs):
+        shape["x"] = _first_input(args, kwargs).shape
+
+    def hook(mod, args, out):
+        hidden, index, weights = (list(args) + [None, None])[:3]
+        total = _output(out)
+        change = None
+        for site in sites:
+            e = site.expert
+            only = (index == e) if weights.shape == index.shape else \
+                torch.nn.functional.one_hot(torch.tensor(e), weights.shape[-1]).to(torch.bool).to(weights.device)
+            with torch.enable_grad() if torch.is_grad_enabled() else torch.no_grad():
+                part = eager(mod, hidden, index, weights * only)
+            view = part.view(*shape["x"][:-1], part.shape[-1])
+            new = state.process(site, view)
+            if new is not view:
+                delta = new.reshape(part.shape).to(part.dtype) - part
+                change = delta if change is None else change + delta
+        return None if change is None else _with_output(out, total + change)
+
+    handles.append(moe.register_forward_pre_hook(keep_shape, with_kwargs=True))
+    handles.append(experts.register_forward_hook(hook))
 
 
 def repeat_rows(value: Any, rows: int, copies: int) -> Any:

@@ -97,6 +97,10 @@ class Model(Engine):
         if self.cfg.d_mlp == 0:  # attention-only: no neurons (mlp.out stays, and is zero)
             skip += ["mlp.in", "mlp.pre", "mlp.post"]
         self.sites: list[str] = all_sites(self.cfg.n_layers, exclude=skip)
+        if self.n_experts:  # each expert's weighted output, where the MoE block's mlp.post would be
+            for layer in range(self.cfg.n_layers):
+                at = self.sites.index(f"blocks.{layer}.mlp.out")
+                self.sites[at:at] = [f"blocks.{layer}.mlp.experts.{e}.out" for e in range(self.n_experts)]
 
     def __repr__(self) -> str:
         return f"Model({self.name!r}, {self.cfg.summary()})"
@@ -168,6 +172,14 @@ class Model(Engine):
     def unembed(self) -> nn.Module:
         """The unembedding (the LM head: [.., d_model] → logits)."""
         return self.hf.get_output_embeddings()
+
+    @property
+    def n_experts(self) -> int:
+        """Experts per MoE block (0 for dense MLPs)."""
+        if self.adapter.mlp_in is not None:
+            return 0
+        c = self.hf.config
+        return int(getattr(c, "num_local_experts", None) or getattr(c, "num_experts", None) or 0)
 
     def multiplier(self, which: str) -> float:
         """The family's ``embedding``, ``residual`` or ``logit`` multiplier (1.0 where it has none):

@@ -70,6 +70,7 @@ class Site:
     io: Literal["output", "input"] = "output"
     channels: tuple[int, ...] | None = None
     module_layout: Layout | None = None
+    expert: int | None = None  # ``blocks.L.mlp.experts.E.out``: one expert's weighted output (kind "mlp.expert")
 
     @property
     def layout(self) -> Layout:
@@ -89,6 +90,8 @@ class Site:
             return (-1, 1)  # hooks on a module run in the order the forward reaches it
         if self.layer is None:
             return (1 << 30, 0 if self.kind == "final_norm" else 1)
+        if self.kind == "mlp.expert":  # inside the MoE block, where a dense MLP's mlp.post would be
+            return (self.layer, BLOCK_SITES.index("mlp.post"))
         return (self.layer, BLOCK_SITES.index(self.kind))
 
 
@@ -99,6 +102,10 @@ def parse(name: str) -> Site:
     parts = name.split(".", 2)
     if len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit() and parts[2] in BLOCK_SITES:
         return Site(name, int(parts[1]), parts[2])
+    rest = parts[2].split(".") if len(parts) == 3 else []
+    if (len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit() and len(rest) == 4
+            and rest[:2] == ["mlp", "experts"] and rest[2].isdigit() and rest[3] == "out"):
+        return Site(name, int(parts[1]), "mlp.expert", expert=int(rest[2]))
     raise ValueError(f"malformed site name {name!r}")
 
 
