@@ -39,7 +39,8 @@ def test_dla_sums_to_the_logit_and_the_logit_difference(model):
         dla = direct_logit_attribution(model, PROMPT, t, foil=foil)
         assert dla.total == pytest.approx(dla.actual, abs=1e-4, rel=1e-4)
         n_bias = sum(c.endswith("attn bias") for c in dla.components)
-        assert len(dla.components) == 1 + model.cfg.n_layers * (model.cfg.n_heads + 1) + n_bias
+        per_mlp = 1 + model.n_experts  # a mixture of experts: each expert and the block's rest
+        assert len(dla.components) == 1 + model.cfg.n_layers * (model.cfg.n_heads + per_mlp) + n_bias
         assert dla.heads_grid.shape == (model.cfg.n_layers, model.cfg.n_heads)
     dla = direct_logit_attribution(model, PROMPT, t, position=2)
     assert dla.position == 2 and dla.total == pytest.approx(dla.actual, abs=1e-4, rel=1e-4)
@@ -92,3 +93,21 @@ def test_gemma2_dla_is_on_the_logits_before_the_soft_cap():
     returned = float(model.run(PROMPT).logits[0, -1, t])
     assert returned == pytest.approx(3.0 * math.tanh(pre_cap / 3.0), abs=1e-5) and returned != pytest.approx(pre_cap)
     assert "logits before the model's soft-cap at ±3" in dla.summary()
+
+
+@pytest.mark.parametrize("family", ["mixtral", "qwen2_moe"])
+def test_dla_per_expert_in_a_mixture_of_experts(family):
+    """Each expert is a component; with the block's rest (Qwen2-MoE's shared expert) they add up."""
+    from mechscope.models.tiny import tiny
+
+    model = tiny(family)
+    t = int(model.run(PROMPT).logits[0, -1].argmax())
+    dla = direct_logit_attribution(model, PROMPT, t)
+    assert "MLP1E3" in dla.components and "MLP1 rest" in dla.components and "MLP1" not in dla.components
+    assert dla.total == pytest.approx(dla.actual, abs=1e-4, rel=1e-4)
+    rest = float(dla.values[dla.components.index("MLP1 rest")])
+    experts = [float(dla.values[dla.components.index(f"MLP1E{e}")]) for e in range(4)]
+    if family == "mixtral":  # no shared expert: the rest is float rounding
+        assert abs(rest) < 1e-5 and max(abs(v) for v in experts) > 1e-4
+    else:
+        assert abs(rest) > 1e-5  # the shared expert

@@ -220,10 +220,13 @@ def _logit_direction(model: Model, target: str | int, foil: str | int | None) ->
 def direct_logit_attribution(model: Model, prompt: str, target: str | int, foil: str | int | None = None,
                              position: int = -1) -> LogitAttribution:
     """Contribution of the embedding, every head, attention biases and every MLP to
-    ``logit(target) [- logit(foil)]`` at ``position`` of ``prompt`` (one prompt)."""
+    ``logit(target) [- logit(foil)]`` at ``position`` of ``prompt`` (one prompt). In a mixture of
+    experts each expert is a component (``MLP3E2``) and ``MLP3 rest`` holds the rest of the block (a
+    shared expert, or nothing but float rounding)."""
     c = model.cfg
     sites = ["embed", "blocks.*.attn.z", "blocks.*.mlp.out", f"blocks.{c.n_layers - 1}.resid_post", "logits"]
-    run = model.run(prompt, cache=sites)
+    experts = model.n_experts  # mixtures of experts: one component per expert, and the rest of the block
+    run = model.run(prompt, cache=sites + (["blocks.*.mlp.experts.*.out"] if experts else []))
     n_tok = run.tokens.shape[1]
     if not -n_tok <= position < n_tok:
         raise ValueError(f"position {position} out of range for {n_tok} tokens")
@@ -248,8 +251,14 @@ def direct_logit_attribution(model: Model, prompt: str, target: str | int, foil:
         if bias is not None:
             labels.append(f"L{layer} attn bias")
             values.append(logit_of(bias.float()))
-        labels.append(names.mlp(layer).label)
-        values.append(logit_of(run.cache[f"blocks.{layer}.mlp.out"][0, pos]))
+        block_out = run.cache[f"blocks.{layer}.mlp.out"][0, pos]
+        for e in range(experts):
+            share = run.cache[f"blocks.{layer}.mlp.experts.{e}.out"][0, pos]
+            labels.append(names.expert(layer, e).label)
+            values.append(logit_of(share))
+            block_out = block_out - share
+        labels.append(names.mlp(layer).label + (" rest" if experts else ""))  # a shared expert, float rounding
+        values.append(logit_of(block_out))
     unembed_bias = model.unembed.bias
     rest = float(norm_bias.to(dev) @ direction)
     if unembed_bias is not None:
