@@ -103,116 +103,32 @@ LLAMA = Adapter(
 )
 # StableLM: LayerNorms, per-head q/k LayerNorms and partial rotary inside HF's attention; with
 # ``use_parallel_residual`` attention and MLP read the same normalised input (no resid_mid)
-STABLELM = Adapter(
-    families=("stablelm",),
-    blocks="model.layers",
-    embed="model.embed_tokens",
-    final_norm="model.norm",
-    attn="self_attn",
-    out_proj="self_attn.o_proj",
-    mlp="mlp",
-    mlp_in="mlp.gate_proj",
-    mlp_down="mlp.down_proj",
-    mid_norm="post_attention_layernorm",
-    attn_norm="input_layernorm",
-    qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-    parallel_flag="use_parallel_residual",
-)
+STABLELM = dataclasses.replace(LLAMA, families=("stablelm",), parallel_flag="use_parallel_residual")
 # StarCoder2: LayerNorms with biases, an ungated MLP (c_fc → act → c_proj)
-STARCODER2 = Adapter(
-    families=("starcoder2",),
-    blocks="model.layers",
-    embed="model.embed_tokens",
-    final_norm="model.norm",
-    attn="self_attn",
-    out_proj="self_attn.o_proj",
-    mlp="mlp",
-    mlp_in="mlp.c_fc",
-    mlp_down="mlp.c_proj",
-    mid_norm="post_attention_layernorm",
-    attn_norm="input_layernorm",
-    qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-)
+STARCODER2 = dataclasses.replace(LLAMA, families=("starcoder2",), mlp_in="mlp.c_fc", mlp_down="mlp.c_proj")
 # Gemma 2 and 3 wrap attention and MLP in sandwich norms: ``post_attention_layernorm`` normalises
 # attention's *output* and ``pre_feedforward_layernorm`` is the pre-MLP norm. So ``attn.out`` /
 # ``mlp.out`` are the post-norms' outputs (what is added to the residual), ``resid_mid`` is the
 # pre-feedforward norm's input, ``mlp.in`` the MLP's input. A head's share of ``attn.out`` is its
 # o_proj output through the post-norm with the norm's scale frozen (``Model.head_outputs``).
-GEMMA2 = Adapter(
-    families=("gemma2", "gemma3_text"),
-    blocks="model.layers",
-    embed="model.embed_tokens",
-    final_norm="model.norm",
-    attn="self_attn",
-    out_proj="self_attn.o_proj",
-    mlp="mlp",
-    mlp_in="mlp.gate_proj",
-    mlp_down="mlp.down_proj",
-    mid_norm="pre_feedforward_layernorm",
-    attn_norm="input_layernorm",
-    qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-    attn_out="post_attention_layernorm",
-    mlp_out="post_feedforward_layernorm",
-)
+GEMMA2 = dataclasses.replace(LLAMA, families=("gemma2", "gemma3_text"), mid_norm="pre_feedforward_layernorm",
+                             attn_out="post_attention_layernorm", mlp_out="post_feedforward_layernorm")
 # OLMo 2/3 have no pre-norms: attention and MLP read the residual itself and their outputs are
 # normalised before they are added back (``attn.out`` / ``mlp.out`` are those norms' outputs);
 # ``resid_mid`` and ``mlp.in`` are then the same tensor, the MLP's input. Their q/k norms span all
 # heads jointly, so per-head query/key inputs are not separable: the edge engine refuses them.
-OLMO2 = Adapter(
-    families=("olmo2", "olmo3"),
-    blocks="model.layers",
-    embed="model.embed_tokens",
-    final_norm="model.norm",
-    attn="self_attn",
-    out_proj="self_attn.o_proj",
-    mlp="mlp",
-    mlp_in="mlp.gate_proj",
-    mlp_down="mlp.down_proj",
-    mid_norm="mlp",
-    attn_norm=None,
-    qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-    attn_out="post_attention_layernorm",
-    mlp_out="post_feedforward_layernorm",
-    joint_qk_norm=True,
-)
+OLMO2 = dataclasses.replace(GEMMA2, families=("olmo2", "olmo3"), mid_norm="mlp", attn_norm=None, joint_qk_norm=True)
 # Mixtures of experts: the block's MLP is the sparse-MoE module (router + fused 3-D expert weights,
 # no per-expert module), so ``mlp.in`` / ``mlp.out`` are its input and output and there are no
 # neuron sites (``mlp.pre`` / ``mlp.post``). The edge engine treats the MoE block as one receiver and
 # one sender. OLMoE's q/k norms span all heads, as OLMo's. GPT-OSS's attention has sinks (the
 # mechscope attention function implements them) and its MoE block returns (output, router scores).
-MOE = Adapter(
-    families=("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss"),
-    blocks="model.layers",
-    embed="model.embed_tokens",
-    final_norm="model.norm",
-    attn="self_attn",
-    out_proj="self_attn.o_proj",
-    mlp="mlp",
-    mlp_in=None,
-    mlp_down=None,
-    mid_norm="post_attention_layernorm",
-    attn_norm="input_layernorm",
-    qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-)
+MOE = dataclasses.replace(LLAMA, families=("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss"), mlp_in=None, mlp_down=None)
 OLMOE = dataclasses.replace(MOE, families=("olmoe",), joint_qk_norm=True)
 # Phi-3: one fused q/k/v projection ([q | k | v], grouped-query widths) and one fused gate/up
 # projection ([gate | up]): ``mlp.pre`` is the gate half of its output
-PHI3 = Adapter(
-    families=("phi3",),
-    blocks="model.layers",
-    embed="model.embed_tokens",
-    final_norm="model.norm",
-    attn="self_attn",
-    out_proj="self_attn.o_proj",
-    mlp="mlp",
-    mlp_in="mlp.gate_up_proj",
-    mlp_down="mlp.down_proj",
-    mid_norm="post_attention_layernorm",
-    attn_norm="input_layernorm",
-    qkv=("self_attn.qkv_proj",),
-    qkv_layout="fused",
-    gate_up_fused=True,
-)
+PHI3 = dataclasses.replace(LLAMA, families=("phi3",), mlp_in="mlp.gate_up_proj", qkv=("self_attn.qkv_proj",),
+                           qkv_layout="fused", gate_up_fused=True)
 # Granite multiplies the embeddings, each block output and the logits by config constants outside
 # any module; the sites are the values after them
 GRANITE = dataclasses.replace(LLAMA, families=("granite",), embedding_multiplier="embedding_multiplier",

@@ -25,7 +25,7 @@ from markupsafe import Markup
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ..archive.blobs import HASH_RE, BlobError
-from ..archive.store import Archive, ArchiveError, Specimen
+from ..archive.store import Archive, ArchiveError, Finding, Specimen
 from ..report.page import library_cards, page, specimen_body
 from ..report.render import render, static_text
 
@@ -66,6 +66,13 @@ def create_app(archive: Archive, writable: bool = False, hosts: Iterable[str] = 
         except ArchiveError as err:
             raise HTTPException(404, str(err)) from None
 
+    def finding_of(uid: str, fid: str) -> tuple[Specimen, Finding]:
+        spec = get(uid)
+        try:
+            return spec, spec.finding(fid)
+        except ArchiveError as err:
+            raise HTTPException(404, str(err)) from None
+
     def need_write() -> None:
         if not writable:
             raise HTTPException(403, "this server is read-only; start it with --writable to allow changes")
@@ -99,11 +106,7 @@ def create_app(archive: Archive, writable: bool = False, hosts: Iterable[str] = 
         return show(f"{left.name} vs {right.name}", body)
 
     def cards_of(uid: str, fid: str):
-        spec = get(uid)
-        try:
-            f = spec.finding(fid)
-        except ArchiveError as err:
-            raise HTTPException(404, str(err)) from None
+        spec, f = finding_of(uid, fid)
         if f.kind not in CARD_KINDS:
             raise HTTPException(404, f"finding {fid[:8]} is a {f.kind}, not feature or neuron cards")
         return spec, f, f.result()
@@ -162,12 +165,7 @@ def create_app(archive: Archive, writable: bool = False, hosts: Iterable[str] = 
 
     @app.get("/api/specimens/{uid}/findings/{fid}", summary="One finding's full result data")
     def api_finding(uid: str, fid: str):
-        spec = get(uid)
-        try:
-            f = spec.finding(fid)
-        except ArchiveError as err:
-            raise HTTPException(404, str(err)) from None
-        return finding_json(f, data=True)
+        return finding_json(finding_of(uid, fid)[1], data=True)
 
     @app.post("/api/specimens/{uid}/tags", summary="Add a tag (writable servers only)")
     def api_tag(uid: str, tag: str = Body(..., embed=True)):
