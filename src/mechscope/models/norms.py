@@ -31,3 +31,21 @@ def frozen_rms_scale(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """gain / RMS(x) [..., d] in float32 for an RMSNorm ``norm`` applied to x [..., d]: the norm's
     output is x times this, so parts of x that sum to x map to parts that sum to the output."""
     return torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + norm_eps(norm)) * norm_gain(norm).to(x.device)
+
+
+def frozen(norm: nn.Module, x: torch.Tensor, y: torch.Tensor, reference: bool = False) -> torch.Tensor:
+    """The output y = norm(x) [..., d] with the norm's statistics frozen: linear in x.
+
+    ``reference=False``: frozen at each row's own input — the value is y bit for bit and the
+    gradient passes through gain ⊙ centre(·) / σ(x) (the local replacement model's backward).
+    ``reference=True``: frozen at row 0 (the clean prompt) — every row gets y₀ + gain ⊙
+    centre(x − x₀) / σ(x₀), so an edited row moves linearly from the clean one."""
+    x_ref = (x[:1] if reference else x).detach().float()
+    y_ref = (y[:1] if reference else y).detach()
+    delta = x.float() - x_ref
+    if centres(norm):
+        delta = delta - delta.mean(-1, keepdim=True)
+        scale = torch.rsqrt(x_ref.var(-1, unbiased=False, keepdim=True) + norm_eps(norm))
+    else:
+        scale = torch.rsqrt(x_ref.pow(2).mean(-1, keepdim=True) + norm_eps(norm))
+    return y_ref + (delta * scale * norm_gain(norm).to(x.device)).to(y.dtype)

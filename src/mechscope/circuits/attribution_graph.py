@@ -1,0 +1,451 @@
+"""Attribution graphs: a prompt traced through transcoder features across layers.
+
+Nodes (circuit-tracer's order): the active features (layer, position, feature) by layer, then
+position, then feature — none at the first position when it is a special token; an error node per
+(layer, position), layer-major; a token node per position; the output targets. Rows of the
+adjacency are targets and columns sources; an edge is the direct effect of the source on the
+target's pre-activation in the local replacement model (``circuits/replacement.py``):
+a_s · decoder_s · ∂pre_t/∂(residual write), with attention patterns and norm scales frozen.
+
+Edges come from batched backward passes: one forward of ``batch_size`` copies of the prompt
+through the linearised model, then per batch of targets one backward that injects each target's
+input vector (its encoder row at its layer's input; a logit's demeaned unembedding row at the
+final norm's output) in its own copy. Batches are independent (``target_batches``), so a
+distributed sweep can divide them; with ``max_feature_nodes`` the features are visited in order of
+their influence on the targets, refreshed every ``update_interval`` batches (circuit-tracer's rule).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterator, Sequence
+
+import torch
+
+from ..models.model import Model
+from ..results import Provenance, Result
+from .influence import Pruned, graph_scores, influence, normalised, prune
+from .replacement import GraphError, LinearRun, LocalReplacement
+
+
+@dataclass
+class Target:
+    """An output target: a direction at the final norm's output at the last position."""
+
+    label: str
+    weight: float
+    vector: torch.Tensor  # [d_model]
+    token: int = -1  # vocabulary id, or −1 for a custom direction
+    bias: float = 0.0  # the constant the unembedding adds along the direction
+
+
+def logit_target(model: Model, token: int | str, weight: float) -> Target:
+    """The logit of ``token`` less the mean logit over the vocabulary (unembedding demeaned)."""
+    t = model.token_id(token)
+    w = model.unembed.weight.detach().float()
+    m = model.multiplier("logit")
+    b = model.unembed.bias
+    bias = float(b[t] - b.mean()) * m if b is not None else 0.0
+    label = model.tokenizer.decode([t])
+    return Target(label, float(weight), (w[t] - w.mean(0)) * m, t, bias)
+
+
+def logit_difference(model: Model, a: int | str, b: int | str, weight: float = 1.0) -> Target:
+    """logit(a) − logit(b) as a target."""
+    ta, tb = logit_target(model, a, weight), logit_target(model, b, weight)
+    return Target(f"logit({ta.label})−logit({tb.label})", float(weight), ta.vector - tb.vector, -1, ta.bias - tb.bias)
+
+
+def salient_targets(model: Model, logits: torch.Tensor, max_logits: int = 10, probability: float = 0.95) -> list[Target]:
+    """The most likely next tokens until their probabilities sum to ``probability`` (at most ``max_logits``)."""
+    p = torch.softmax(logits.float(), -1)
+    top_p, top_i = p.topk(min(max_logits, p.shape[-1]))
+    keep = int(torch.searchsorted(torch.cumsum(top_p, 0), torch.tensor(probability))) + 1
+    return [logit_target(model, int(i), float(q)) for q, i in zip(top_p[:keep], top_i[:keep])]
+
+
+def _targets(model: Model, rep: LocalReplacement, targets: Any, max_logits: int, probability: float) -> list[Target]:
+    if targets is None:
+        return salient_targets(model, rep.logits, max_logits, probability)
+    if isinstance(targets, (str, int, Target)):
+        targets = [targets]
+    p = torch.softmax(rep.logits, -1)
+    out = []
+    for t in targets:
+        if isinstance(t, Target):
+            out.append(t)
+        elif isinstance(t, (str, int)):
+            out.append(logit_target(model, t, float(p[model.token_id(t)])))
+        elif isinstance(t, tuple) and len(t) in (2, 3) and isinstance(t[-1], torch.Tensor):
+            vec = t[-1].detach().float().flatten()
+            if vec.shape[0] != model.cfg.d_model or not torch.isfinite(vec).all():
+                raise GraphError(f"target {t[0]!r}: a direction must be {model.cfg.d_model} finite numbers; "
+                                 f"got shape {tuple(t[-1].shape)}")
+            out.append(Target(str(t[0]), float(t[1]) if len(t) == 3 else 1.0, vec))
+        else:
+            raise GraphError(f"target {t!r}: give a token (string or id), (label, direction), "
+                             "(label, weight, direction) or a Target")
+    return out
+
+
+@dataclass
+class _Sources:
+    """Every source column's vectors, for contracting gradients into edge rows."""
+
+    rep: LocalReplacement
+    index: torch.Tensor  # [n, 3] active features
+    acts: torch.Tensor  # [n]
+
+    def __post_init__(self):
+        self.by_layer = []  # (layer, column indices, positions, scaled decoder rows [k, n_out, d])
+        for layer in range(self.rep.model.cfg.n_layers):
+            cols = (self.index[:, 0] == layer).nonzero()[:, 0]
+            if len(cols):
+                dec = self.rep.stack.decoder_rows(layer, self.index[cols, 2]) * self.acts[cols, None, None]
+                self.by_layer.append((layer, cols, self.index[cols, 1], dec))
+
+    @property
+    def n_features(self) -> int:
+        return len(self.index)
+
+    def rows(self, grads_embed: torch.Tensor, grads_out: list[torch.Tensor]) -> torch.Tensor:
+        """Edge rows [k, n_features + L·pos + pos] from gradients at the embedding [k, pos, d] and at
+        each layer's MLP output [k, pos, d]."""
+        rep = self.rep
+        L, P = rep.model.cfg.n_layers, rep.n_pos
+        k = grads_embed.shape[0]
+        out = torch.zeros(k, self.n_features + L * P + P)
+        chunk = max(1, 2**24 // max(1, k * grads_embed.shape[-1]))
+        for layer, cols, pos, dec in self.by_layer:
+            for s in range(0, len(cols), chunk):
+                c, p, d = cols[s:s + chunk], pos[s:s + chunk], dec[s:s + chunk]
+                acc = torch.zeros(k, len(c))
+                for j in range(d.shape[1]):
+                    acc += torch.einsum("kcd,cd->kc", grads_out[layer + j][:, p].float(), d[:, j])
+                out[:, c] = acc
+        errs = torch.einsum("lkpd,lpd->klp", torch.stack(grads_out).float(), rep.errors.float())
+        out[:, self.n_features:self.n_features + L * P] = errs.reshape(k, L * P)
+        out[:, self.n_features + L * P:] = torch.einsum("kpd,pd->kp", grads_embed.float(), rep.embed)
+        return out
+
+
+def _backward(lin: LinearRun, rep: LocalReplacement, inject: list[tuple[int | None, int, torch.Tensor]]):
+    """One backward pass: copy i gets ``inject[i]`` = (layer or None for the final norm, position,
+    vector) as its gradient; returns the gradients at the embedding and at every MLP output [k, pos, d]."""
+    k = len(inject)
+    grads: dict[int | None, torch.Tensor] = {}
+    for i, (layer, pos, vec) in enumerate(inject):
+        where = lin.final if layer is None else lin.inputs[layer]
+        g = grads.setdefault(layer, torch.zeros_like(where))
+        g[i, pos] = vec.to(g.dtype)
+    outs = [lin.final if layer is None else lin.inputs[layer] for layer in grads]
+    got = torch.autograd.grad(outs, [lin.embed_leaf, *lin.out_leaves], list(grads.values()),
+                              retain_graph=True, allow_unused=True)
+    got = [g if g is not None else torch.zeros_like(leaf) for g, leaf in zip(got, [lin.embed_leaf, *lin.out_leaves])]
+    return got[0][:k], [g[:k] for g in got[1:]]
+
+
+@dataclass
+class AttributionGraph(Result):
+    """An attribution graph (see the module docstring for the node order).
+
+    features [n, 3]: (layer, position, feature) of the feature nodes; activations [n]; pre [n]
+    their pre-activations and biases [n + targets] each row's constant term (encoder bias, decoder
+    biases, norm and attention biases, the first position's output): a row's edges plus its bias
+    are its pre-activation. edge_index [2, nnz] (target, source) and edge_weight [nnz]: the sparse
+    adjacency. targets: labels; target_ids: vocabulary ids (−1 custom); target_weights: their
+    probabilities (the influence weights); target_values: each target's value (demeaned logit).
+    """
+
+    prompt: str
+    tokens: list[str]
+    token_ids: list[int]
+    n_layers: int
+    features: torch.Tensor
+    activations: torch.Tensor
+    pre: torch.Tensor
+    targets: list[str]
+    target_ids: list[int]
+    target_weights: torch.Tensor
+    target_values: torch.Tensor
+    biases: torch.Tensor
+    edge_index: torch.Tensor
+    edge_weight: torch.Tensor
+    n_active: int = 0
+    transcoders: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    title: ClassVar[str] = "Attribution graph"
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def n_pos(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def n_nodes(self) -> int:
+        return self.n_features + (self.n_layers + 1) * self.n_pos + len(self.targets)
+
+    @property
+    def error_slice(self) -> slice:
+        return slice(self.n_features, self.n_features + self.n_layers * self.n_pos)
+
+    @property
+    def token_slice(self) -> slice:
+        s = self.error_slice.stop
+        return slice(s, s + self.n_pos)
+
+    def node_kind(self, i: int) -> str:
+        """"feature", "error", "token" or "target"."""
+        if i < self.n_features:
+            return "feature"
+        if i < self.error_slice.stop:
+            return "error"
+        return "token" if i < self.token_slice.stop else "target"
+
+    def node_ids(self) -> list[str]:
+        """Neuronpedia / circuit-tracer node ids: ``L_F_P`` features, ``0_L_P`` errors,
+        ``E_{token}_{P}`` tokens, ``{L+1}_{token}_{P}`` targets (custom targets: their index)."""
+        L, P = self.n_layers, self.n_pos
+        ids = [f"{l}_{f}_{p}" for l, p, f in self.features.tolist()]
+        ids += [f"0_{l}_{p}" for l in range(L) for p in range(P)]
+        ids += [f"E_{t}_{p}" for p, t in enumerate(self.token_ids)]
+        ids += [f"{L + 1}_{t if t >= 0 else i}_{P - 1}" for i, t in enumerate(self.target_ids)]
+        return ids
+
+    def node_labels(self) -> list[str]:
+        """Short readable names: ``L3 F17 @5``, ``err L3 @5``, ``tok 'cat' @5``, ``→ ' Paris'``."""
+        L, P = self.n_layers, self.n_pos
+        out = [f"L{l} F{f} @{p}" for l, p, f in self.features.tolist()]
+        out += [f"err L{l} @{p}" for l in range(L) for p in range(P)]
+        out += [f"tok {t!r} @{p}" for p, t in enumerate(self.tokens)]
+        return out + [f"→ {t!r}" for t in self.targets]
+
+    def adjacency(self, dense: bool = False) -> torch.Tensor:
+        """A [n_nodes, n_nodes], rows targets and columns sources (sparse COO unless ``dense``)."""
+        a = torch.sparse_coo_tensor(self.edge_index, self.edge_weight, (self.n_nodes,) * 2, check_invariants=False).coalesce()
+        return a.to_dense() if dense else a
+
+    def weights(self) -> torch.Tensor:
+        """[n_nodes]: the targets' weights on their rows, 0 elsewhere (what influence starts from)."""
+        w = torch.zeros(self.n_nodes)
+        w[self.n_nodes - len(self.targets):] = self.target_weights.float()
+        return w
+
+    def influence(self) -> torch.Tensor:
+        """[n_nodes]: each node's influence on the weighted targets through all paths."""
+        return influence(normalised(self.adjacency()), self.weights())
+
+    def prune(self, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> Pruned:
+        """Nodes and edges kept at these cumulative-influence thresholds (``influence.prune``)."""
+        return prune(self.adjacency(), self.weights(), self.n_features, self.n_pos + len(self.targets),
+                     node_threshold=node_threshold, edge_threshold=edge_threshold)
+
+    def scores(self) -> tuple[float, float]:
+        """(replacement score, completeness score) as circuit-tracer defines them."""
+        return graph_scores(self.adjacency(), self.weights(), self.error_slice, self.token_slice)
+
+    def layout(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) [n_nodes] of each node: x its position (nodes sharing a cell spread out), y its
+        layer — tokens at −1, errors and features at their layer, targets at n_layers."""
+        L, P, nf = self.n_layers, self.n_pos, self.n_features
+        pos = torch.cat([self.features[:, 1].float(), torch.arange(P).float().repeat(L), torch.arange(P).float(),
+                         torch.full((len(self.targets),), float(P - 1))])
+        lay = torch.cat([self.features[:, 0].float(), torch.arange(L).float().repeat_interleave(P),
+                         torch.full((P,), -1.0), torch.full((len(self.targets),), float(L))])
+        x = pos.clone()
+        cells: dict[tuple[float, float], list[int]] = {}
+        for i, key in enumerate(zip(pos.tolist(), lay.tolist())):
+            cells.setdefault(key, []).append(i)
+        for members in cells.values():
+            if len(members) > 1:
+                x[members] += torch.linspace(-0.35, 0.35, len(members))
+        return x, lay
+
+    def figure(self, node_threshold: float = 0.8, edge_threshold: float = 0.98):
+        """The pruned graph: nodes by position (x) and layer (y), tokens below, targets above; edge
+        width by |weight|, blue positive and red negative."""
+        import matplotlib.pyplot as plt
+
+        kept = self.prune(node_threshold, edge_threshold)
+        x, y = self.layout()
+        adj = self.adjacency()
+        (r, c), v = adj.indices(), adj.values()
+        e = kept.edges.nonzero()[:, 0]
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * self.n_pos + 2), 0.45 * self.n_layers + 3))
+        if len(e):
+            top = float(v[e].abs().max())
+            for i in e.tolist():
+                a, b = int(c[i]), int(r[i])
+                ax.plot([x[a], x[b]], [y[a], y[b]], color="#2b6cb0" if v[i] > 0 else "#c53030",
+                        lw=0.3 + 2.5 * float(abs(v[i])) / top, alpha=0.55, zorder=1)
+        colours = {"feature": "#dd6b20", "error": "#718096", "token": "#2f855a", "target": "#6b46c1"}
+        shown = kept.nodes.nonzero()[:, 0].tolist()
+        for kind, colour in colours.items():
+            idx = [i for i in shown if self.node_kind(i) == kind]
+            ax.scatter(x[idx], y[idx], s=28 if kind != "error" else 16, color=colour, label=kind, zorder=2,
+                       marker="s" if kind == "error" else "o")
+        labels = self.node_labels()
+        for i in shown[-len(self.targets):][:3]:
+            if self.node_kind(i) == "target":
+                ax.annotate(labels[i], (float(x[i]), float(y[i])), xytext=(4, 4), textcoords="offset points", fontsize=7)
+        ax.set_xticks(range(self.n_pos), [repr(t)[1:-1] for t in self.tokens], rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(-1, self.n_layers + 1), ["tokens", *[str(i) for i in range(self.n_layers)], "out"], fontsize=7)
+        ax.set(xlabel="position", ylabel="layer",
+               title=f"{int(kept.nodes.sum())} nodes, {int(kept.edges.sum())} edges (pruned {node_threshold} / {edge_threshold})")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        fig.tight_layout()
+        return fig
+
+    # ------------------------------------------------------------------ Result
+    def evidence(self) -> dict:
+        rep, comp = self.scores()
+        return {"replacement_score": rep, "completeness_score": comp, "n_features": self.n_features,
+                "n_active": self.n_active, "n_edges": int(self.edge_weight.numel())}
+
+    def summary(self) -> str:
+        rep, comp = self.scores()
+        kept = self.prune()
+        inf = self.influence()
+        labels = self.node_labels()
+        top = [i for i in torch.argsort(inf, descending=True).tolist() if self.node_kind(i) == "feature"][:5]
+        return (f"Attribution graph of {self.prompt!r} → {', '.join(repr(t) for t in self.targets[:4])}: "
+                f"{self.n_features} of {self.n_active} active features, {int(self.edge_weight.numel())} edges; "
+                f"pruned (0.8 / 0.98) to {int(kept.nodes.sum())} nodes and {int(kept.edges.sum())} edges. "
+                f"Replacement score {rep:.3f}, completeness {comp:.3f}.\n"
+                "Most influential features: " + ", ".join(f"{labels[i]} ({float(inf[i]):.3f})" for i in top))
+
+
+def target_batches(n_rows: int, batch_size: int) -> Iterator[range]:
+    """The independent backward batches of ``n_rows`` target rows (what a distributed sweep divides)."""
+    for s in range(0, n_rows, batch_size):
+        yield range(s, min(n_rows, s + batch_size))
+
+
+def attribution_graph(model: Model, transcoders: Any, prompt: str | list[int], *, targets: Any = None,
+                      max_logits: int = 10, logit_probability: float = 0.95, max_feature_nodes: int | None = None,
+                      batch_size: int = 32, update_interval: int = 4, prepend: bool = True,
+                      progress: bool = True) -> AttributionGraph:
+    """The attribution graph of ``prompt`` through ``transcoders`` (per-layer transcoders — a list,
+    a dict by layer, a ``TranscoderSet`` — or a ``CrossLayerTranscoder``).
+
+    targets: None (the most likely next tokens up to ``logit_probability``, at most ``max_logits``),
+    tokens, ``logit_difference(model, a, b)``, or (label, [weight,] direction [d_model]).
+    max_feature_nodes: visit at most this many features, most influential first (None: all).
+    """
+    from tqdm.auto import tqdm
+
+    from ..checks import positive_int
+
+    positive_int(batch_size, "batch_size")
+    positive_int(update_interval, "update_interval")
+    if max_feature_nodes is not None:
+        positive_int(max_feature_nodes, "max_feature_nodes")
+    t0 = time.perf_counter()
+    rep = LocalReplacement(model, transcoders, prompt, prepend=prepend)
+    tg = _targets(model, rep, targets, max_logits, logit_probability)
+    index, acts = rep.active()
+    src = _Sources(rep, index, acts)
+    n_feat, L, P = len(index), model.cfg.n_layers, rep.n_pos
+    n_cols = n_feat + (L + 1) * P
+    cap = n_feat if max_feature_nodes is None else min(max_feature_nodes, n_feat)
+    rows_needed = len(tg) + cap
+    lin = rep.linear_run(min(batch_size, max(1, rows_needed)))
+    enc = torch.zeros(0, model.cfg.d_model)
+    if n_feat:
+        enc = torch.cat([rep.stack.encoder_rows(layer, index[cols, 2]) for layer, cols, _, _ in src.by_layer])
+    stored: list[torch.Tensor] = []  # sparse rows, in visit order
+    row_node: list[int] = []  # the node index of each stored row (features' own index; targets n_cols + i)
+
+    def run_rows(inject, nodes) -> None:
+        ge, go = _backward(lin, rep, inject)
+        dense = src.rows(ge, go)
+        stored.append(dense.to_sparse())
+        row_node.extend(nodes)
+
+    bar = tqdm(total=len(tg) + cap, desc="attribution graph", disable=not progress, leave=False)
+    for batch in target_batches(len(tg), lin.rows):
+        run_rows([(None, P - 1, tg[i].vector) for i in batch], [n_cols + i for i in batch])
+        bar.update(len(batch))
+    visited = torch.zeros(n_feat, dtype=torch.bool)
+    weights_all = torch.zeros(n_cols + len(tg))
+    weights_all[n_cols:] = torch.tensor([t.weight for t in tg])
+    while int(visited.sum()) < cap:
+        if cap == n_feat:
+            pending = torch.arange(n_feat)[~visited]
+        else:  # influence of every feature on the targets through the rows computed so far
+            so_far = _stack_rows(stored, row_node, n_cols + len(tg))
+            inf = influence(normalised(so_far), weights_all)[:n_feat]
+            order = torch.argsort(inf, descending=True)
+            pending = order[~visited[order]][: min(update_interval * lin.rows, cap - int(visited.sum()))]
+        for batch in target_batches(len(pending), lin.rows):
+            feats = pending[list(batch)]
+            inject = [(int(index[f, 0]), int(index[f, 1]), enc[f]) for f in feats.tolist()]
+            run_rows(inject, feats.tolist())
+            visited[feats] = True
+            bar.update(len(feats))
+    bar.close()
+    # assemble: selected features keep their order; columns of unvisited features are dropped
+    selected = visited.nonzero()[:, 0]
+    new_of_old = torch.full((n_cols + len(tg),), -1, dtype=torch.long)
+    new_of_old[selected] = torch.arange(len(selected))
+    new_of_old[n_feat:] = torch.arange(len(selected), len(selected) + (L + 1) * P + len(tg))
+    adj = _stack_rows(stored, row_node, n_cols + len(tg))
+    (r, c), v = adj.indices(), adj.values()
+    keep = (new_of_old[r] >= 0) & (new_of_old[c] >= 0) & (v != 0)
+    edge_index = torch.stack([new_of_old[r[keep]], new_of_old[c[keep]]])
+    biases, pre, tvals = _biases(rep, index[selected], tg)
+    tokens = [model.tokenizer.decode([t]) for t in rep.ids.tolist()]
+    graph_prompt = prompt if isinstance(prompt, str) else model.tokenizer.decode(prompt)
+    graph = AttributionGraph(
+        provenance=Provenance.of(model, prompts=[graph_prompt], transcoders=_describe(transcoders),
+                                 max_feature_nodes=max_feature_nodes, max_logits=max_logits,
+                                 logit_probability=logit_probability, targets=[t.label for t in tg]),
+        prompt=graph_prompt, tokens=tokens,
+        token_ids=rep.ids.tolist(), n_layers=L, features=index[selected].clone(), activations=acts[selected].clone(),
+        pre=pre, targets=[t.label for t in tg], target_ids=[t.token for t in tg],
+        target_weights=torch.tensor([t.weight for t in tg]), target_values=tvals, biases=biases,
+        edge_index=edge_index, edge_weight=v[keep].clone(), n_active=n_feat,
+        transcoders=_describe(transcoders),
+        extra={"seconds": round(time.perf_counter() - t0, 3), "batch_size": lin.rows,
+               "max_error": float(rep.errors.abs().max()) if rep.errors.numel() else 0.0,
+               "zero_first": rep.zero_first, "threads": torch.get_num_threads()})
+    return graph
+
+
+def _stack_rows(stored: list[torch.Tensor], row_node: list[int], n: int) -> torch.Tensor:
+    """The sparse adjacency [n, n] of the rows computed so far (row i of ``stored`` is node row_node[i])."""
+    if not stored:
+        return torch.sparse_coo_tensor(torch.zeros(2, 0, dtype=torch.long), torch.zeros(0), (n, n)).coalesce()
+    rows = torch.cat(stored).coalesce()
+    (ri, ci), v = rows.indices(), rows.values()
+    nodes = torch.tensor(row_node, dtype=torch.long)
+    return torch.sparse_coo_tensor(torch.stack([nodes[ri], ci]), v, (n, n), check_invariants=False).coalesce()
+
+
+def _biases(rep: LocalReplacement, features: torch.Tensor, tg: list[Target]):
+    """Each row's constant term (the zero-source frozen run), the features' pre-activations and the
+    targets' values."""
+    with torch.no_grad():
+        run = rep.frozen_run([{}], recompute=False, zero_sources=[True])
+    out, pre = [], []
+    for layer, pos, f in features.tolist():
+        row = rep.stack.encoder_rows(layer, torch.tensor([f]))[0]
+        b = float(rep.stack.encoder_bias(layer, torch.tensor([f]))[0])
+        out.append(float(row @ run.inputs[layer][1, pos].float()) + b)
+        pre.append(float(row @ rep.inputs[layer][pos].float()) + b)
+    last = rep.n_pos - 1
+    tvals = [float(t.vector @ rep.final[last]) + t.bias for t in tg]
+    out += [float(t.vector @ run.final[1, last].float()) + t.bias for t in tg]
+    return torch.tensor(out), torch.tensor(pre), torch.tensor(tvals)
+
+
+def _describe(transcoders: Any) -> str:
+    kind = type(transcoders).__name__
+    model = getattr(transcoders, "model", None)
+    return f"{kind}{' of ' + model if isinstance(model, str) and model else ''}"
