@@ -124,13 +124,14 @@ def _concept_samples(model):
 
 
 def _circuit_samples(model):
-    from mechscope.circuits import attribution_graph
+    from mechscope.circuits import attribution_graph, validate_graph
     from mechscope.sae import SAEConfig, SparseCoder
 
     d = model.cfg.d_model
     coders = [SparseCoder(SAEConfig("relu", d, 16, d_out=d, site=f"blocks.{layer}.mlp.in",
                                     target_site=f"blocks.{layer}.mlp.out"), seed=layer)
               for layer in range(model.cfg.n_layers)]
+    graph = attribution_graph(model, coders, "The cat sat", max_logits=3, batch_size=16, progress=False)
     task = make_task("induction", model, n=3, length=4)
     scores = eap_ig(model, task, steps=2, progress=False)
     first = lambda toks: toks[0]  # noqa: E731
@@ -139,7 +140,8 @@ def _circuit_samples(model):
         minimal_circuit(model, task, scores, target=0.5, sizes=[2, 8, 32], progress=False),
         path_patching(model, task, "logits", progress=False),
         causal_scrubbing(model, task.clean, [g[0] for g in task.good], {"first": {"a1.h0": first}}, resamples=1),
-        attribution_graph(model, coders, "The cat sat", max_logits=3, batch_size=16, progress=False),
+        graph,
+        validate_graph(graph, model, coders, k=3, factor=0.5),
     ]
 
 

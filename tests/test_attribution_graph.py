@@ -329,6 +329,14 @@ def test_adjacency_equals_circuit_tracers(tmp_path, skip, monkeypatch):
     (r, c) = g.adjacency().indices()
     dense_edges[r[kept.edges], c[kept.edges]] = True
     assert torch.equal(dense_edges, ct["edge_mask"])
+    # our graph JSON is a valid document for circuit-tracer's own graph models (Neuronpedia's schema)
+    (tmp_path / "graph.json").write_text(json.dumps(g.to_neuronpedia(slug="tiny")))
+    check = ("import json, sys; from circuit_tracer.frontend.graph_models import Model; "
+             "m = Model(**json.load(open(sys.argv[1]))); print(len(m.nodes), len(m.links))")
+    out = subprocess.run([str(CT_PYTHON), "-c", check, str(tmp_path / "graph.json")], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[1] == str(int(kept.edges.sum()))
 
 
 # ------------------------------------------------------------------------------------ the result
@@ -339,3 +347,81 @@ def test_graph_is_a_result(tmp_path):
     assert set(g.evidence()) >= {"replacement_score", "completeness_score"}
     back = ms.results.load_result(g.save(tmp_path / "graph"))
     assert torch.equal(back.edge_index, g.edge_index) and back.node_ids() == g.node_ids()
+
+
+# ------------------------------------------------------------------------------------ validation by intervention
+def test_validation_predicts_small_interventions_exactly_and_large_ones_roughly():
+    from mechscope.circuits.graph_validation import validate_graph
+
+    model, coders, tok_a, tok_b = _planted_chain()
+    prompt = [model.tokenizer.bos_token_id] + model.tokenize("a bc")[0][0].tolist()[:4] + [tok_a]
+    g = attribution_graph(model, coders, prompt, targets=[tok_b], progress=False)
+    small = validate_graph(g, model, coders, ["0_3_5", "1_7_5", ["0_3_5", "1_7_5"]], factor=0.9)
+    # features stay active under a 10% change, so the frozen replacement model is the graph's linear model
+    assert torch.allclose(small.predicted, small.frozen, atol=1e-4 * float(small.frozen.abs().max()))
+    assert small.predicted[0, 0] < 0 and small.direct[0, 0] == pytest.approx(0.0, abs=1e-4)  # f1 acts only through f2
+    # the real model: f2's change reaches B's logit; f1's barely reaches f2, whose LayerNorm input it dominates
+    # (a frozen norm scale is the graph's assumption, and here it is far from the truth)
+    assert small.model[1, 0] < 0 and abs(small.model[0, 0]) < abs(small.predicted[0, 0])
+    ablate = validate_graph(g, model, coders, [(0, 5, 3)])  # ablating f1 switches f2 off: B's logit falls
+    assert ablate.frozen[0, 0] < 0 and ablate.model[0, 0] < 0
+    assert ablate.predicted[0, 0] < ablate.frozen[0, 0]  # linear: f2 is pushed below zero; ReLU stops it there
+    assert "predicted / frozen / model" in ablate.summary()
+    with pytest.raises(GraphError, match="not a feature node"):
+        validate_graph(g, model, coders, ["0_9_5"])
+
+
+def test_validation_on_a_random_model():
+    from mechscope.circuits.graph_validation import validate_graph
+
+    model = tiny("llama")
+    coders = random_transcoders(model, skip=(1,))
+    g = attribution_graph(model, coders, PROMPT, batch_size=16, progress=False)
+    v = validate_graph(g, model, coders, k=6, factor=0.98)
+    assert v.predicted.shape == (6, len(g.targets))
+    assert v.evidence()["corr_predicted_frozen"] > 0.99
+
+
+# ------------------------------------------------------------------------------------ graph JSON
+def test_neuronpedia_json_round_trip():
+    model = tiny("llama")
+    g = attribution_graph(model, random_transcoders(model), PROMPT, batch_size=16, progress=False)
+    doc = g.to_neuronpedia(slug="tiny", supernodes=[["first", "E_1_0"]])
+    kept = g.prune()
+    assert {n["node_id"] for n in doc["nodes"]} <= {g.node_ids()[i] for i in kept.nodes.nonzero()[:, 0].tolist()}
+    assert len(doc["links"]) == int(kept.edges.sum())
+    text = json.dumps(doc)
+    back = AttributionGraph.from_neuronpedia(text)
+    assert back.n_layers == g.n_layers and back.token_ids == g.token_ids and back.target_ids == g.target_ids
+    assert back.extra["supernodes"] == [["first", "E_1_0"]] and back.extra["ambiguous_links"] == 0
+    ids, A = back.node_ids(), back.adjacency(dense=True)
+    for link in doc["links"]:
+        assert A[ids.index(link["target"]), ids.index(link["source"])] == pytest.approx(link["weight"])
+    assert int((A != 0).sum()) == len(doc["links"])
+    again = back.to_neuronpedia(node_threshold=1.0, edge_threshold=1.0)
+    assert {(x["source"], x["target"]) for x in again["links"]} <= {(x["source"], x["target"]) for x in doc["links"]}
+
+
+def test_neuronpedia_json_resolves_ids_by_feature_type_and_refuses_bad_documents():
+    meta = {"slug": "s", "scan": "x", "transcoder_list": [], "prompt_tokens": ["<bos>", "a", "b"], "prompt": "ab"}
+    node = lambda i, t, **kw: {"node_id": i, "feature_type": t, **kw}  # noqa: E731
+    doc = {"metadata": meta, "qParams": {},
+           "nodes": [node("E_5_1", "embedding"), node("0_1_1", "cross layer transcoder", activation=2.0),
+                     node("0_1_1", "mlp reconstruction error"), node("1_2_2", "cross layer transcoder"),
+                     node("3_7_2", "logit", token_prob=0.5, clerp='Output " c" (p=0.500)')],
+           "links": [{"source": "E_5_1", "target": "0_1_1", "weight": 1.0},  # into the feature (errors receive nothing)
+                     {"source": "0_1_1", "target": "1_2_2", "weight": 2.0},  # only feature (0, 1, 1) feeds layer 1
+                     {"source": "0_1_1", "target": "3_7_2", "weight": 0.5},  # both could feed the logit: the feature
+                     {"source": "1_2_2", "target": "3_7_2", "weight": 3.0}]}
+    g = AttributionGraph.from_neuronpedia(doc)
+    assert g.n_layers == 2 and g.features.tolist() == [[0, 1, 1], [1, 2, 2]] and g.targets == [" c"]
+    assert g.extra["ambiguous_links"] == 1 and g.activations[0] == 2.0
+    A = g.adjacency(dense=True)
+    assert A[0, g.n_features + 2 * 3 + 1] == 1.0 and A[1, 0] == 2.0 and A[-1, 1] == 3.0 and A[-1, 0] == 0.5
+    for bad, match in [("{", "not a graph JSON"), ("[]", "top level is a list"), ({"nodes": []}, "missing"),
+                       ({**doc, "nodes": [node("E_5_1", "bogus")]}, "feature_type 'bogus'"),
+                       ({**doc, "links": [{"source": "nope", "target": "E_5_1", "weight": 1}]}, "'nope' is not a node"),
+                       ({**doc, "links": [{"source": "E_5_1", "target": "0_1_1", "weight": float("nan")}]}, "finite"),
+                       ({**doc, "nodes": [node("E_x_1", "embedding")]}, "does not match")]:
+        with pytest.raises(ValueError, match=match):
+            AttributionGraph.from_neuronpedia(bad)

@@ -174,3 +174,30 @@ def test_vision_visualize(tmp_path, capsys):
 def test_vision_fashion_model_errors(capsys):
     assert main(["vision", "gradcam", "chelsea", "--model", "fashion-cnn"]) == 2
     assert "fashion-cnn takes 28-px grey images" in capsys.readouterr().err
+
+
+def test_graph_command_writes_page_json_and_specimen(model_dir, capsys, tmp_path):
+    import torch
+
+    from mechscope.archive import open as open_archive
+    from mechscope.sae import SAEConfig, SparseCoder
+
+    tdir = tmp_path / "transcoders"
+    for layer in range(3):
+        c = SparseCoder(SAEConfig("relu", 64, 16, d_out=64, site=f"blocks.{layer}.mlp.in",
+                                  target_site=f"blocks.{layer}.mlp.out"), seed=layer)
+        with torch.no_grad():
+            c.b_enc.fill_(0.02)
+        c.save(tdir / f"layer_{layer}")
+    out, js, arch = tmp_path / "graph.html", tmp_path / "graph.json", tmp_path / "archive"
+    assert main(["graph", model_dir, "The cat sat", "--transcoders", str(tdir), "--target", " the", "--quiet",
+                 "--out", str(out), "--json", str(js), "--archive", str(arch)]) == 0
+    printed = capsys.readouterr().out
+    assert "Replacement score" in printed and "kept" in printed and "stored specimen" in printed
+    doc = json.loads(js.read_text())
+    assert doc["metadata"]["prompt_tokens"][0] == "<bos>" and any(n["feature_type"] == "logit" for n in doc["nodes"])
+    assert "Attribution graph" in out.read_text()
+    spec = open_archive(str(arch)).specimens()[0]
+    assert spec.findings()[0].kind == "AttributionGraph"
+    assert main(["graph", model_dir, "The cat", "--transcoders", str(tmp_path / "none")]) == 2
+    assert "is not a folder of transcoders" in capsys.readouterr().err

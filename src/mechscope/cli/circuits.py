@@ -67,6 +67,37 @@ def _circuit(args) -> int:
     return 0
 
 
+def _graph(args) -> int:
+    import json
+
+    from ..circuits import attribution_graph
+    from ..models.load import load
+    from ..sae.transcoder_sets import load_transcoders
+
+    model = load(args.model)
+    transcoders = load_transcoders(args.transcoders, model=model)
+    targets = args.target or None
+    graph = attribution_graph(model, transcoders, args.prompt, targets=targets, max_feature_nodes=args.max_features,
+                              batch_size=args.batch, progress=not args.quiet)
+    print(graph.summary())
+    kept = graph.prune(args.node_threshold, args.edge_threshold)
+    print(f"kept {int(kept.nodes.sum())} nodes and {int(kept.edges.sum())} edges at node threshold "
+          f"{args.node_threshold}, edge threshold {args.edge_threshold}; {graph.extra['seconds']:.1f} s")
+    write_page(graph, args.out)
+    if args.json:
+        doc = graph.to_neuronpedia(slug=args.slug, node_threshold=args.node_threshold,
+                                   edge_threshold=args.edge_threshold)
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(doc, f)
+        print(f"wrote {args.json} ({len(doc['nodes'])} nodes, {len(doc['links'])} links)")
+    if args.archive:
+        spec = open_archive(args).record(f"attribution graph: {args.prompt[:40]}",
+                                         [(graph, f"attribution graph of {args.prompt!r}")], model=model,
+                                         tags=["attribution-graph"])
+        print(f"stored specimen {spec.uid[:8]} {spec.name!r}")
+    return 0
+
+
 def add(sub) -> None:
     """Declare this module's commands and their arguments on the subparsers ``sub``."""
     p = sub.add_parser("patch", help="activation patching of every component on a task (batched)")
@@ -108,3 +139,21 @@ def add(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", default="mechscope-circuit.html", help="HTML page to write")
     p.set_defaults(fn=_circuit)
+
+    p = sub.add_parser("graph", help="the attribution graph of a prompt through transcoder features")
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("prompt")
+    p.add_argument("--transcoders", required=True,
+                   help="folder: a circuit-tracer transcoder set (config.yaml) or one dictionary folder per layer")
+    p.add_argument("--target", action="append",
+                   help="a token to explain (repeatable; default: the likeliest next tokens up to p = 0.95, at most 10)")
+    p.add_argument("--node-threshold", type=float, default=0.8, help="keep nodes holding this share of the influence")
+    p.add_argument("--edge-threshold", type=float, default=0.98, help="keep edges holding this share of the influence")
+    p.add_argument("--max-features", type=int, help="visit at most this many features, most influential first")
+    p.add_argument("--batch", type=int, default=32, help="targets per backward pass (copies of the prompt)")
+    p.add_argument("--json", help="also write the pruned graph as circuit-tracer / Neuronpedia graph JSON")
+    p.add_argument("--slug", default="mechscope-graph", help="the graph's slug in its JSON")
+    p.add_argument("--archive", help=ARCHIVE_HELP + "; the graph is stored there when given")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--out", default="mechscope-graph.html", help="HTML page to write")
+    p.set_defaults(fn=_graph)

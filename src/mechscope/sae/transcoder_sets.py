@@ -348,4 +348,36 @@ def load_transcoder_set(path: str | os.PathLike, device: str | torch.device = "c
     return TranscoderSet(coders, cfg["feature_input_hook"], cfg["feature_output_hook"], cfg.get("model_name"))
 
 
-__all__ = ["CrossLayerTranscoder", "TranscoderSet", "hf_cache_dir", "load_transcoder_set", "resolve_hf_uri"]
+def load_transcoders(path: str | os.PathLike, model: Any = None, device: str | torch.device = "cpu",
+                     **options: Any) -> TranscoderSet | CrossLayerTranscoder:
+    """The transcoders in a folder: a circuit-tracer set (``config.yaml``), or one sub-folder per
+    layer in any format ``load_dictionary`` reads, each a transcoder writing ``blocks.L.mlp.out``
+    (layers without one are left out of the set as None)."""
+    from .formats import load_dictionary
+
+    path = Path(path)
+    if (path / SET_CONFIG).is_file() or path.is_file():
+        return load_transcoder_set(path, device, model=model, **options)
+    if not path.is_dir():
+        raise SAEError(f"{path} is not a folder of transcoders")
+    by_layer: dict[int, SparseCoder] = {}
+    for sub in sorted(p for p in path.iterdir() if p.is_dir()):
+        coder = load_dictionary(sub, device, model=model, **options)
+        target = coder.cfg.target_site or ""
+        m = re.fullmatch(r"blocks\.(\d+)\.mlp\.out", target)
+        if not coder.cfg.transcoder or m is None:
+            raise SAEError(f"{sub} is a dictionary of {coder.cfg.site} → {target or coder.cfg.site}, not a transcoder "
+                           "that writes blocks.L.mlp.out")
+        layer = int(m.group(1))
+        if layer in by_layer:
+            raise SAEError(f"{path} holds two transcoders for layer {layer}")
+        by_layer[layer] = coder
+    if not by_layer:
+        raise SAEError(f"{path} holds no config.yaml and no dictionary folders")
+    n = (model.cfg.n_layers if model is not None else max(by_layer) + 1)
+    coders = [by_layer.get(layer) for layer in range(n)]
+    return TranscoderSet(coders, "mlp.in", "mlp.out", getattr(model, "name", None))
+
+
+__all__ = ["CrossLayerTranscoder", "TranscoderSet", "hf_cache_dir", "load_transcoder_set", "load_transcoders",
+           "resolve_hf_uri"]
