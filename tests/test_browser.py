@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from samples import sample_results
 
 from mechscope.web.server import running_server
@@ -229,9 +230,14 @@ def test_script_payloads_in_every_field_never_run(browser_page, llama, tmp_path)
     carrier, svg_digest = svg_import(archive, llama, tmp_path)
     report, _ = write_report(spec, tmp_path / "report.html")
 
+    from mechscope.report.render import static_text
+
+    own = {static_text("mechscope.js"), static_text("cytoscape.min.js")}  # the only scripts a report inlines
+
     def injected() -> dict:
         return page.evaluate("""() => ({pwned: window.__pwned || 0,
-            inline: document.querySelectorAll('script:not([src]):not([type="application/json"])').length,
+            inline: Array.from(document.querySelectorAll('script:not([src]):not([type="application/json"])'),
+                               s => s.textContent),
             handlers: document.querySelectorAll('[onerror],[onload],[onclick],[onmouseover],[srcdoc]').length,
             frames: document.querySelectorAll('iframe').length})""")
 
@@ -243,10 +249,91 @@ def test_script_payloads_in_every_field_never_run(browser_page, llama, tmp_path)
             page.goto(url)
             page.wait_for_load_state("load")
             seen = injected()
-            assert seen == {"pwned": 0, "inline": 1 if url.startswith("file:") else 0, "handlers": 0, "frames": 0}, (url, seen)
+            inline = seen.pop("inline")
+            assert seen == {"pwned": 0, "handlers": 0, "frames": 0}, (url, seen)
+            assert (len(inline) >= 1 if url.startswith("file:") else not inline) and set(inline) <= own, url
         assert page.locator("article.finding").count() >= 30  # the report: every hostile finding shown
         page.goto(f"{base}/files/{svg_digest}")  # the stored SVG opened by itself: sandboxed, its script inert
         page.wait_for_timeout(300)
         assert page.evaluate("window.__pwned || 0") == 0
     assert not dialogs, dialogs
+    assert not errors, errors
+
+
+def _agraph_checks(page, sync_api):
+    """Drive the attribution-graph viewer: slider, a real hover on a node, pinning, an edge click."""
+    section = page.locator("section.agraph").first
+    section.scroll_into_view_if_needed()
+    page.wait_for_function("() => document.querySelector('section.agraph')._cy !== undefined")
+    n_nodes = section.evaluate("s => s._cy.nodes().length")
+    n_edges = section.evaluate("s => s._cy.edges().length")
+    assert n_nodes > 3 and n_edges > 0
+    count = section.locator(".agraph-count")
+    sync_api.expect(count).to_have_text(f"{n_edges} of {n_edges} edges")
+    section.locator("input.agraph-threshold").evaluate("el => { el.value = 1; el.dispatchEvent(new Event('input')); }")
+    shown = section.evaluate("s => s._cy.edges().filter(e => e.style('display') === 'element').length")
+    assert 1 <= shown < n_edges or n_edges == 1
+    sync_api.expect(count).to_have_text(f"{shown} of {n_edges} edges")
+    section.locator("input.agraph-threshold").evaluate("el => { el.value = 100; el.dispatchEvent(new Event('input')); }")
+    # hover a feature node where it is drawn, as a person would
+    xy = section.evaluate("""s => { const n = s._cy.nodes('.feature')[0]; const p = n.renderedPosition();
+        const r = s.querySelector('.cy').getBoundingClientRect(); return [r.left + p.x, r.top + p.y, n.id()]; }""")
+    page.mouse.move(xy[0], xy[1])
+    info = section.locator(".agraph-info")
+    sync_api.expect(info).to_contain_text(xy[2].split("_")[0])
+    assert "influence" in info.inner_text()
+    page.mouse.click(xy[0], xy[1])  # pin: its neighbourhood lit, the rest faded
+    sync_api.expect(info).to_contain_text("inputs")
+    faded = section.evaluate("s => s._cy.elements('.faded').length")
+    lit = section.evaluate("s => s._cy.elements('.lit').length")
+    assert faded > 0 and lit > 0
+    section.evaluate("s => s._cy.edges()[0].emit('tap')")
+    sync_api.expect(info).to_contain_text("→")
+
+
+def test_attribution_graph_viewer_standalone_and_served(browser_page, llama, tmp_path):
+    import mechscope.archive
+    from test_attribution_graph import _planted_chain
+
+    from mechscope.circuits import attribution_graph
+    from mechscope.circuits.graph_view import graph_cards, group_features
+    from mechscope.report.page import page as html_page
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    model, coders, tok_a, tok_b = _planted_chain()
+    prompt = [model.tokenizer.bos_token_id] + model.tokenize("a bc")[0][0].tolist()[:4] + [tok_a]
+    graph = attribution_graph(model, coders, prompt, max_logits=3, progress=False)
+    blocks = torch.tensor([prompt[1:] * 2] * 3)
+    cards = graph_cards(graph, model, coders, blocks=blocks, k=2, progress=False)
+    assert set(cards) == {"0_3", "1_7"} and cards["0_3"]["top"]
+    assert group_features(graph, model, coders, similarity=0.99) == []  # u and B's unembedding are orthogonal
+    graph.extra["supernodes"] = [["the chain", "0_3_5", "1_7_5"]]
+    page, errors = browser_page
+    console, missing = [], []
+    page.on("console", lambda m: console.append(m.text) if m.type == "error" and "404" not in m.text else None)
+    page.on("response", lambda r: missing.append(r.url) if r.status >= 400 and "/favicon" not in r.url else None)
+    standalone = tmp_path / "graph.html"
+    standalone.write_text(html_page(graph.title, graph.html()), encoding="utf-8")
+    page.goto(standalone.as_uri())
+    _agraph_checks(page, sync_api)
+    assert page.locator("section.agraph").evaluate("s => s._cy.$id('sn:the chain').children().length") == 2
+    archive = mechscope.archive.open(tmp_path / "archive")
+    spec = archive.create("graph", model=model, task="attribution graph")
+    spec.add(graph)
+    with running_server(archive) as base:
+        page.goto(base + f"/specimens/{spec.uid}")
+        _agraph_checks(page, sync_api)
+    assert not errors and not console and not missing, (errors, console, missing)  # incl. CSP violations
+
+
+def test_circuit_diagram_threshold_slider(browser_page, served):
+    page, errors = browser_page
+    base, spec = served
+    page.goto(base + f"/specimens/{spec.uid}")
+    graph = page.locator("div.graph").first
+    total = graph.locator(".edge-group").count()
+    graph.locator("input.graph-threshold").evaluate("el => { el.value = 40; el.dispatchEvent(new Event('input')); }")
+    visible = graph.locator(".edge-group").evaluate_all("gs => gs.filter(g => g.style.display !== 'none').length")
+    assert 1 <= visible < total
+    assert graph.locator(".graph-count").inner_text() == f"{visible} of {total} edges"
     assert not errors, errors

@@ -316,6 +316,13 @@ class AttributionGraph(Result):
         return fig
 
     # ------------------------------------------------------------------ Result
+    def html(self, png: bytes | None = None, *, draw: bool = True) -> str:
+        """The interactive viewer (cytoscape.js: threshold slider, hover cards, pinning,
+        supernodes, attention behind an edge), the summary and the static figure."""
+        from .graph_view import view_data
+
+        return self._render("results/attribution_graph.html", png=png, draw=draw, data=view_data(self))
+
     def evidence(self) -> dict:
         rep, comp = self.scores()
         return {"replacement_score": rep, "completeness_score": comp, "n_features": self.n_features,

@@ -46,7 +46,7 @@ def graph_svg(nodes: list[str], edges: list[tuple[str, str, float]], width: int 
         ym = (y1 + y2) / 2
         drawn.append({"d": f"M{x1:.1f},{y1:.1f} C{x1 + bulge:.1f},{ym:.1f} {x2 + bulge:.1f},{ym:.1f} {x2:.1f},{y2:.1f}",
                       "label": f"{src} → {dst}: {score:+.3g}", "colour": "#2b6cb0" if score >= 0 else "#c53030",
-                      "w": 0.6 + 7 * abs(score) / top})
+                      "w": 0.6 + 7 * abs(score) / top, "abs": abs(score)})
     return render("graph.svg", width=width, height=height, edges=drawn,
                   nodes=[{"name": n, "x": x, "y": y} for n, (x, y) in pos.items()])
 

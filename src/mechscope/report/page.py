@@ -22,6 +22,7 @@ from .render import render, standalone_policy, static_text
 if TYPE_CHECKING:
     from ..archive.store import Finding, Specimen
 
+LIBRARY = "cytoscape.min.js"  # cytoscape.js 3.35.0 (MIT, vendored from npm): the attribution-graph viewer
 MAX_CACHED = 256  # rendered finding fragments kept per process (oldest dropped first)
 _BODIES: dict[tuple, tuple[object, Markup]] = {}
 _LOCK = threading.Lock()
@@ -32,9 +33,11 @@ def page(title: str, body: str, *, served: bool = False, writable: bool = False)
     ``served``: for the web app (navigation bar, scripts from ``/static``); else standalone."""
     from .. import __version__
 
+    libraries = [LIBRARY] if 'data-viewer="agraph"' in str(body) else []  # only pages with a graph viewer carry it
     return render("page.html", title=title, body=body, standalone=not served, writable=writable if served else None,
-                  version=__version__, policy=standalone_policy(), css=Markup(static_text("mechscope.css")),
-                  js=Markup(static_text("mechscope.js")))
+                  version=__version__, policy=standalone_policy(libraries), css=Markup(static_text("mechscope.css")),
+                  js=Markup(static_text("mechscope.js")), libraries=libraries,
+                  library_js=[Markup(static_text(name)) for name in libraries])
 
 
 def specimen_body(spec: "Specimen", version: int | None = None, link: str | None = None,

@@ -43,7 +43,9 @@ def source_hash(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
 
 
-def standalone_policy() -> str:
-    """The policy of a standalone page: its own script and styles (by hash) and inline images, nothing else."""
-    return (f"default-src 'none'; script-src {source_hash(static_text('mechscope.js'))}; "
+def standalone_policy(libraries: list[str] | tuple[str, ...] = ()) -> str:
+    """The policy of a standalone page: its own script, the vendored ``libraries`` it inlines and
+    its styles (each by hash) and inline images, nothing else."""
+    scripts = " ".join(source_hash(static_text(name)) for name in [*libraries, "mechscope.js"])
+    return (f"default-src 'none'; script-src {scripts}; "
             f"style-src {source_hash(static_text('mechscope.css'))}; img-src data:; base-uri 'none'; form-action 'none'")

@@ -222,6 +222,18 @@ class CrossLayerTranscoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
 
+    def layer_coder(self, layer: int) -> SparseCoder:
+        """Layer ``layer``'s features as a ``SparseCoder`` (reading its input site, decoding only what
+        they write to their own layer): for dashboards and anything else that reads one layer."""
+        threshold = self.threshold[layer].detach() if self.threshold is not None else None
+        weights = {"W_enc": self.W_enc[layer].detach(), "b_enc": self.b_enc[layer].detach(),
+                   "W_dec": self.W_dec[layer][:, 0].detach(), "b_dec": self.b_dec[layer].detach()}
+        if threshold is not None:
+            weights["log_threshold"] = threshold.clamp(min=1e-30).log()
+        cfg = SAEConfig("jumprelu" if threshold is not None else "relu", self.d_in, self.width, d_out=self.d_out,
+                        site=self.sites[layer], target_site=self.targets[layer], model=self.model)
+        return SparseCoder(cfg, weights=weights).eval()
+
     def splice(self, *, error: bool = False, positions: Sequence[int] | None = None,
                ablate: Sequence[tuple[int, int]] = ()) -> list[Intervention]:
         """Interventions that run the model through the CLT: each layer's input is encoded when the

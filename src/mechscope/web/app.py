@@ -31,7 +31,7 @@ from ..report.render import render, static_text
 
 MEDIA = {"tensors": "application/octet-stream", "figure.png": "image/png", "figure.svg": "image/svg+xml"}
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
-STATIC = {"mechscope.js": "text/javascript", "mechscope.css": "text/css"}
+STATIC = {"mechscope.js": "text/javascript", "mechscope.css": "text/css", "cytoscape.min.js": "text/javascript"}
 PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
                "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 FILE_POLICY = "default-src 'none'; style-src 'unsafe-inline'; sandbox"  # stored files: never a script

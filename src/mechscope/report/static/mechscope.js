@@ -10,8 +10,25 @@
       el.style.background = "rgba(" + rgb.join(",") + "," + alpha + ")";
     });
   }
+  // keep the strongest share of edges: items carry data-abs; returns how many stay visible
+  function strongest(items, share, show) {
+    var sorted = items.map(function (x) { return x.abs; }).sort(function (a, b) { return b - a; });
+    var n = Math.max(1, Math.ceil(share * sorted.length)), cut = sorted.length ? sorted[Math.min(n, sorted.length) - 1] : 0;
+    var kept = 0;
+    items.forEach(function (x) { var on = x.abs >= cut; show(x, on); if (on) kept += 1; });
+    return kept;
+  }
   function graph(root) {
     var info = root.querySelector(".graph-info");
+    var slider = root.querySelector("input.graph-threshold"), count = root.querySelector(".graph-count");
+    var groups = Array.prototype.map.call(root.querySelectorAll(".edge-group"), function (g) {
+      return {el: g, abs: Number(g.getAttribute("data-abs")) || 0};
+    });
+    function filter() {
+      var kept = strongest(groups, Number(slider.value) / 100, function (x, on) { x.el.style.display = on ? "" : "none"; });
+      count.textContent = kept + " of " + groups.length + " edges";
+    }
+    if (slider) { slider.addEventListener("input", filter); filter(); }
     root.querySelectorAll(".edge").forEach(function (e) {
       var line = e.previousElementSibling;
       e.addEventListener("mouseenter", function () {
@@ -43,6 +60,105 @@
       });
     });
   }
+  // attribution graphs: cytoscape.js (vendored) draws the data block; nodes sit at (position, layer)
+  function agraph(root) {
+    var d = JSON.parse(root.querySelector("script.agraph-data").textContent);
+    var info = root.querySelector(".agraph-info"), slider = root.querySelector("input.agraph-threshold");
+    var count = root.querySelector(".agraph-count"), pinned = null;
+    if (typeof cytoscape !== "function") { info.textContent = "The graph viewer script did not load."; return; }
+    var els = [], top = 1e-12;
+    d.supernodes.forEach(function (s) { els.push({group: "nodes", data: {id: "sn:" + s[0], label: s[0], kind: "super"}, classes: "super"}); });
+    d.nodes.forEach(function (n) {
+      var data = {id: n.id, label: n.kind === "feature" ? n.id : n.label, kind: n.kind};
+      if (n.parent) data.parent = "sn:" + n.parent;
+      els.push({group: "nodes", data: data, position: {x: n.x, y: n.y}, classes: n.kind});
+    });
+    d.edges.forEach(function (e) { top = Math.max(top, Math.abs(e.w)); });
+    d.edges.forEach(function (e, i) {
+      els.push({group: "edges", data: {id: "e" + i, source: e.s, target: e.t, w: e.w,
+        width: 0.4 + 5 * Math.abs(e.w) / top}, classes: e.w >= 0 ? "pos" : "neg"});
+    });
+    var byId = {};
+    d.nodes.forEach(function (n) { byId[n.id] = n; });
+    var cy = cytoscape({
+      container: root.querySelector(".cy"), elements: els, layout: {name: "preset", fit: true, padding: 24},
+      wheelSensitivity: 0.3, minZoom: 0.05, maxZoom: 6,
+      style: [
+        {selector: "node", style: {"width": 12, "height": 12, "label": "data(label)", "font-size": 7, "text-valign": "top",
+          "background-color": "#dd6b20", "color": "#333"}},
+        {selector: "node.error", style: {"shape": "rectangle", "background-color": "#718096"}},
+        {selector: "node.token", style: {"background-color": "#2f855a", "text-valign": "bottom", "font-size": 9}},
+        {selector: "node.target", style: {"background-color": "#6b46c1", "font-size": 9}},
+        {selector: "node.super", style: {"background-opacity": 0.08, "background-color": "#dd6b20", "border-width": 1,
+          "border-color": "#dd6b20", "label": "data(label)", "text-valign": "top", "font-size": 9, "shape": "round-rectangle"}},
+        {selector: "edge", style: {"width": "data(width)", "curve-style": "straight", "opacity": 0.55,
+          "target-arrow-shape": "triangle", "arrow-scale": 0.5}},
+        {selector: "edge.pos", style: {"line-color": "#2b6cb0", "target-arrow-color": "#2b6cb0"}},
+        {selector: "edge.neg", style: {"line-color": "#c53030", "target-arrow-color": "#c53030"}},
+        {selector: ".faded", style: {"opacity": 0.08}},
+        {selector: ".lit", style: {"opacity": 1}}
+      ]
+    });
+    root._cy = cy;
+    function describe(n) {
+      var lines = [n.label + (n.kind === "feature" ? "  activation " + n.activation : "") + "  influence " + n.influence];
+      var c = n.card;
+      if (c) {
+        lines.push(c.label);
+        (c.top || []).slice(0, 3).forEach(function (ex) {
+          var toks = ex.tokens.slice();
+          toks[ex.peak] = "[" + toks[ex.peak] + "]";
+          lines.push("  " + ex.act.toFixed(2) + "  " + toks.join(""));
+        });
+        lines.push("  promotes " + (c.promoted || []).map(function (p) { return JSON.stringify(p[0]); }).join(" "));
+      }
+      return lines.join("\n");
+    }
+    function show(text) { if (!pinned) info.textContent = text; }
+    cy.on("mouseover", "node", function (evt) {
+      var n = byId[evt.target.id()];
+      if (n) show(describe(n)); else show("supernode " + evt.target.data("label"));
+    });
+    cy.on("tap", "node", function (evt) {
+      var node = evt.target, n = byId[node.id()];
+      pinned = null;
+      cy.elements().addClass("faded").removeClass("lit");
+      var hood = node.closedNeighborhood().union(node.descendants()).union(node.descendants().closedNeighborhood());
+      hood.removeClass("faded").addClass("lit");
+      info.textContent = (n ? describe(n) : "supernode " + node.data("label")) + "\ninputs " + node.incomers("node").length +
+        ", outputs " + node.outgoers("node").length;
+      pinned = node.id();
+    });
+    cy.on("tap", "edge", function (evt) {
+      var e = evt.target, key = e.data("source") + "→" + e.data("target"), a = d.attention[key];
+      var lines = [e.data("source") + " → " + e.data("target") + ": " + Number(e.data("w")).toPrecision(3)];
+      if (a) {
+        lines.push("carried by heads (OV share of the edge):");
+        a.heads.forEach(function (h) { lines.push("  " + h[0] + "  " + Number(h[1]).toPrecision(3)); });
+        if (a.rest !== undefined) lines.push("  other paths  " + Number(a.rest).toPrecision(3));
+        Object.keys(a.qk || {}).forEach(function (h) {
+          var q = a.qk[h];
+          lines.push(h + " attends there because (score " + Number(q.score).toPrecision(3) + "):");
+          lines.push("  query side: " + q.query.map(function (x) { return x[0] + " " + Number(x[1]).toPrecision(2); }).join(", "));
+          lines.push("  key side:   " + q.key.map(function (x) { return x[0] + " " + Number(x[1]).toPrecision(2); }).join(", "));
+        });
+      } else if (byId[e.data("source")] && byId[e.data("target")] && byId[e.data("source")].x !== byId[e.data("target")].x) {
+        lines.push("(no attention explanation stored for this edge)");
+      }
+      pinned = key;
+      info.textContent = lines.join("\n");
+    });
+    cy.on("tap", function (evt) {
+      if (evt.target === cy) { pinned = null; cy.elements().removeClass("faded lit"); info.textContent = "Hover a node."; }
+    });
+    var items = cy.edges().map(function (e) { return {el: e, abs: Math.abs(e.data("w"))}; });
+    function filter() {
+      var kept = strongest(items, Number(slider.value) / 100, function (x, on) { x.el.style("display", on ? "element" : "none"); });
+      count.textContent = kept + " of " + items.length + " edges";
+    }
+    slider.addEventListener("input", filter);
+    filter();
+  }
   // the library: compare is enabled with exactly two specimens ticked; a third tick drops the oldest
   function library(form) {
     var button = form.querySelector("button.compare-picked"), order = [];
@@ -62,6 +178,7 @@
     document.querySelectorAll("form.library").forEach(library);
     document.querySelectorAll("div.graph").forEach(graph);
     document.querySelectorAll("section.attention").forEach(attention);
+    document.querySelectorAll("section.agraph").forEach(agraph);
   }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
   else start();

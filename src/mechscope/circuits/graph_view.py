@@ -1,0 +1,162 @@
+"""What an attribution graph's viewer shows: feature cards for its nodes, supernodes, and the
+data block the page's script draws (``report/static/mechscope.js``, cytoscape.js vendored).
+
+Supernodes are Neuronpedia's ``[name, node_id, node_id, ...]`` lists. ``group_features`` proposes
+them: features of the pruned graph whose decoder directions point the same way (cosine ≥
+``similarity``) or that promote the same top token, joined transitively, named by the token they
+most promote. ``collapse`` sums a graph's edges between groups (edges inside a group dropped).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from .replacement import GraphError, TranscoderStack
+
+
+def _coder(stack: TranscoderStack, layer: int):
+    return stack.clt.layer_coder(layer) if stack.clt is not None else stack.coders[layer]
+
+
+def graph_cards(graph: Any, model: Any, transcoders: Any, *, node_threshold: float = 0.8, edge_threshold: float = 0.98,
+                blocks: torch.Tensor | None = None, n_blocks: int = 64, length: int = 64, k: int = 5,
+                progress: bool = True) -> dict[str, dict]:
+    """Cards of the features kept at these thresholds, keyed ``"L_F"`` (layer, feature) — top
+    activating contexts over ``blocks`` (default: corpus blocks) and logit effects — stored in
+    ``graph.extra["cards"]`` and returned."""
+    from ..sae.dashboard import feature_cards
+
+    stack = TranscoderStack(transcoders, model)
+    kept = graph.prune(node_threshold, edge_threshold).nodes[: graph.n_features]
+    by_layer: dict[int, list[int]] = {}
+    for layer, _, f in graph.features[kept].tolist():
+        if f not in by_layer.setdefault(layer, []):
+            by_layer[layer].append(f)
+    if blocks is None:
+        from ..data import token_blocks
+
+        blocks = token_blocks(model.tokenizer, n_blocks, length)
+    cards: dict[str, dict] = dict(graph.extra.get("cards", {}))
+    for layer, feats in sorted(by_layer.items()):
+        fc = feature_cards(_coder(stack, layer), model, feats, blocks=blocks, k=k, progress=progress)
+        for i, f in enumerate(feats):
+            cards[f"{layer}_{f}"] = {
+                "label": fc.label(i), "max_act": float(fc.max_act[i]), "density": float(fc.density[i]),
+                "top": [{"tokens": ex["tokens"], "peak": int(ex["peak"]), "act": float(max(ex["acts"]))}
+                        for ex in fc.top[i][:k]],
+                "promoted": [[t, float(v)] for t, v in fc.promoted[i][:5]],
+                "suppressed": [[t, float(v)] for t, v in fc.suppressed[i][:5]]}
+    graph.extra["cards"] = cards
+    return cards
+
+
+def group_features(graph: Any, model: Any, transcoders: Any, *, similarity: float = 0.6,
+                   node_threshold: float = 0.8, edge_threshold: float = 0.98, same_token: bool = True) -> list[list[str]]:
+    """Supernodes proposed from the kept features (see the module docstring); stored in
+    ``graph.extra["supernodes"]`` and returned."""
+    stack = TranscoderStack(transcoders, model)
+    kept = graph.prune(node_threshold, edge_threshold).nodes[: graph.n_features].nonzero()[:, 0].tolist()
+    if len(kept) < 2:
+        return []
+    ids = graph.node_ids()
+    dirs, tops = [], []
+    W_U = model.unembed.weight.detach().float()
+    for i in kept:
+        layer, _, f = graph.features[i].tolist()
+        d = stack.decoder_rows(layer, torch.tensor([f]))[0, 0]
+        dirs.append(d / d.norm().clamp(min=1e-12))
+        tops.append(int((W_U @ d).argmax()))
+    D = torch.stack(dirs)
+    close = (D @ D.T) >= similarity
+    if same_token:
+        t = torch.tensor(tops)
+        close |= t[:, None] == t[None, :]
+    parent = list(range(len(kept)))
+
+    def root(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for a, b in close.nonzero().tolist():
+        if a < b:
+            parent[root(a)] = root(b)
+    groups: dict[int, list[int]] = {}
+    for a in range(len(kept)):
+        groups.setdefault(root(a), []).append(a)
+    out, used = [], {}
+    for members in sorted(groups.values(), key=lambda m: -len(m)):
+        if len(members) < 2:
+            continue
+        token = max(set(tops[m] for m in members), key=lambda x: sum(tops[m] == x for m in members))
+        name = f"→ {model.tokenizer.decode([token])!r}"
+        used[name] = used.get(name, 0) + 1
+        name = name if used[name] == 1 else f"{name} ({used[name]})"
+        out.append([name, *[ids[kept[m]] for m in members]])
+    graph.extra["supernodes"] = out
+    return out
+
+
+def collapse(graph: Any, supernodes: Sequence[Sequence[str]]) -> tuple[list[str], torch.Tensor]:
+    """(labels, A [groups, groups]): every node in a supernode merged into one (edges summed, edges
+    inside a group dropped); nodes in no supernode stay themselves. Rows targets, columns sources."""
+    ids = graph.node_ids()
+    where = {n: i for i, n in enumerate(ids)}
+    group_of = list(range(len(ids)))
+    labels = graph.node_labels()
+    names: dict[int, str] = {}
+    for s in supernodes:
+        if len(s) < 2:
+            raise GraphError(f"supernode {list(s)!r}: give a name and at least one node id")
+        missing = [n for n in s[1:] if n not in where]
+        if missing:
+            raise GraphError(f"supernode {s[0]!r}: {missing} are not nodes of this graph")
+        head = where[s[1]]
+        for n in s[1:]:
+            group_of[where[n]] = head
+        names[head] = str(s[0])
+    order = sorted(set(group_of))
+    index = {g: i for i, g in enumerate(order)}
+    A = graph.adjacency()
+    (r, c), v = A.indices(), A.values()
+    gr = torch.tensor([index[group_of[x]] for x in r.tolist()], dtype=torch.long)
+    gc = torch.tensor([index[group_of[x]] for x in c.tolist()], dtype=torch.long)
+    keep = gr != gc
+    out = torch.zeros(len(order), len(order)).index_put_((gr[keep], gc[keep]), v[keep], accumulate=True)
+    return [names.get(g, labels[g]) for g in order], out
+
+
+def view_data(graph: Any, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> dict:
+    """The viewer's data: nodes with their place (x position, y layer), edges, supernodes, cards and
+    attention explanations of the pruned graph."""
+    kept = graph.prune(node_threshold, edge_threshold)
+    ids, labels = graph.node_ids(), graph.node_labels()
+    x, y = graph.layout()
+    cards = graph.extra.get("cards", {})
+    supernodes = [list(s) for s in graph.extra.get("supernodes", [])]
+    parent = {n: s[0] for s in supernodes for n in s[1:]}
+    shown = kept.nodes.nonzero()[:, 0].tolist()
+    nodes = []
+    for i in shown:
+        kind = graph.node_kind(i)
+        node = {"id": ids[i], "label": labels[i], "kind": kind, "x": round(float(x[i]) * 90, 1),
+                "y": round(-float(y[i]) * 70, 1), "influence": round(float(kept.cumulative[i]), 4)}
+        if kind == "feature":
+            layer, _, f = graph.features[i].tolist()
+            node["activation"] = round(float(graph.activations[i]), 4)
+            node["card"] = cards.get(f"{layer}_{f}")
+        if ids[i] in parent:
+            node["parent"] = parent[ids[i]]
+        nodes.append(node)
+    A = graph.adjacency()
+    (r, c), v = A.indices(), A.values()
+    edges = [{"s": ids[int(c[e])], "t": ids[int(r[e])], "w": round(float(v[e]), 5)}
+             for e in kept.edges.nonzero()[:, 0].tolist()]
+    present = {n["id"] for n in nodes}
+    supernodes = [[s[0], *[n for n in s[1:] if n in present]] for s in supernodes]
+    return {"tokens": list(graph.tokens), "n_layers": graph.n_layers, "nodes": nodes, "edges": edges,
+            "supernodes": [s for s in supernodes if len(s) > 1], "attention": graph.extra.get("attention", {}),
+            "targets": list(graph.targets)}
