@@ -425,3 +425,76 @@ def test_neuronpedia_json_resolves_ids_by_feature_type_and_refuses_bad_documents
                        ({**doc, "nodes": [node("E_x_1", "embedding")]}, "does not match")]:
         with pytest.raises(ValueError, match=match):
             AttributionGraph.from_neuronpedia(bad)
+
+
+# ------------------------------------------------------------------------------------ attention behind edges
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma2", "qwen2"])
+def test_head_loadings_add_up_to_cross_position_edges(family):
+    """Without skips every path that leaves a position starts with one head reading the residual
+    there, so the heads' loadings (pattern × ∂target/∂z × W_V N(v), a formula of its own) sum to the
+    edge; the rest is zero."""
+    from mechscope.circuits.graph_attention import explain_edges
+
+    model = tiny(family)
+    coders = random_transcoders(model)
+    g = attribution_graph(model, coders, PROMPT, batch_size=16, progress=False)
+    out = explain_edges(g, model, coders, top_edges=6, heads=2)
+    assert len(out) == 6
+    for key, e in out.items():
+        total = sum(v for _, v in e["heads"]) if len(e["heads"]) == model.cfg.n_layers * model.cfg.n_heads else None
+        assert abs(e["rest"]) <= 2e-4 * (1 + abs(e["edge"])), (key, e["rest"], e["edge"])
+        assert total is None or total == pytest.approx(e["edge"], abs=2e-4 * (1 + abs(e["edge"])))
+        assert e["heads"][0][0].startswith("L") and len(e["qk"]) == 2
+
+
+def test_qk_attribution_splits_the_score():
+    """With no biases anywhere (llama, transcoders without b_dec, no constant first position) a
+    score's query-side shares and its key-side shares each add up to the score itself."""
+    from mechscope.circuits.graph_attention import explain_edges
+
+    model = tiny("llama")
+    coders = random_transcoders(model)
+    for c in coders:
+        with torch.no_grad():
+            c.b_dec.zero_()
+    g = attribution_graph(model, coders, PROMPT, batch_size=16, prepend=False, progress=False)
+    assert not g.extra["zero_first"]
+    out = explain_edges(g, model, coders, top_edges=4, heads=3, terms=400)
+    for e in out.values():
+        for head, qk in e["qk"].items():
+            assert qk["query_total"] == pytest.approx(qk["score"], abs=1e-4)
+            assert qk["key_total"] == pytest.approx(qk["score"], abs=1e-4)
+            assert sum(v for _, v in qk["query"]) == pytest.approx(qk["score"], abs=1e-3)
+    with pytest.raises(GraphError, match="only features and targets receive"):
+        explain_edges(g, model, coders, edges=[(g.node_ids()[0], g.node_ids()[g.token_slice.start])])
+
+
+# ------------------------------------------------------------------------------------ supernodes
+def test_supernodes_collapse_and_grouping():
+    from mechscope.circuits.graph_view import collapse, group_features
+
+    model, coders, tok_a, tok_b = _planted_chain()
+    prompt = [model.tokenizer.bos_token_id] + model.tokenize("a bc")[0][0].tolist()[:4] + [tok_a]
+    g = attribution_graph(model, coders, prompt, targets=[tok_b], progress=False)
+    A = g.adjacency(dense=True)
+    ids = g.node_ids()
+    labels, C = collapse(g, [["chain", "0_3_5", "1_7_5"]])
+    assert len(labels) == g.n_nodes - 1 and labels[0] == "chain"
+    tok = ids.index(f"E_{tok_a}_5")
+    assert C[-1, 0] == pytest.approx(float(A[-1, 0] + A[-1, 1]))  # both features' edges into the target, summed
+    assert C[0, tok - 1] == pytest.approx(float(A[0, tok] + A[1, tok]))
+    assert C[0, 0] == 0  # the edge inside the group is gone
+    with pytest.raises(GraphError, match="not nodes of this graph"):
+        collapse(g, [["x", "9_9_9"]])
+    # two features writing the same direction are proposed as one supernode, named by the token they promote
+    with torch.no_grad():
+        coders[1].W_dec[9] = coders[1].W_dec[7] * 0.5
+        model.hf.transformer.h[1].mlp.c_fc.weight[:, 9] = model.hf.transformer.h[1].mlp.c_fc.weight[:, 7]
+        model.hf.transformer.h[1].mlp.c_fc.bias[9] = -1.0
+        model.hf.transformer.h[1].mlp.c_proj.weight[9] = coders[1].W_dec[9]
+        coders[1].W_enc[9] = coders[1].W_enc[7]
+        coders[1].b_enc[9] = -1.0
+    g2 = attribution_graph(model, coders, prompt, targets=[tok_b], progress=False)
+    groups = group_features(g2, model, coders, similarity=0.95, same_token=False, node_threshold=0.99)
+    assert groups == [[f"→ {model.tokenizer.decode([tok_b])!r}", "1_7_5", "1_9_5"]]
+    assert g2.to_neuronpedia(supernodes=groups)["qParams"]["supernodes"] == groups

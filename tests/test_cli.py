@@ -191,9 +191,11 @@ def test_graph_command_writes_page_json_and_specimen(model_dir, capsys, tmp_path
         c.save(tdir / f"layer_{layer}")
     out, js, arch = tmp_path / "graph.html", tmp_path / "graph.json", tmp_path / "archive"
     assert main(["graph", model_dir, "The cat sat", "--transcoders", str(tdir), "--target", " the", "--quiet",
-                 "--out", str(out), "--json", str(js), "--archive", str(arch)]) == 0
+                 "--out", str(out), "--json", str(js), "--archive", str(arch), "--cards", "4", "--group",
+                 "--explain", "3"]) == 0
     printed = capsys.readouterr().out
     assert "Replacement score" in printed and "kept" in printed and "stored specimen" in printed
+    assert "supernodes" in printed and "L" in printed.split("supernodes")[1]
     doc = json.loads(js.read_text())
     assert doc["metadata"]["prompt_tokens"][0] == "<bos>" and any(n["feature_type"] == "logit" for n in doc["nodes"])
     assert "Attribution graph" in out.read_text()

@@ -250,9 +250,10 @@ class LocalReplacement:
         return torch.cat(idx), torch.cat(vals)
 
     # ----------------------------------------------------------------- runs
-    def _norm_interventions(self, reference: bool) -> tuple[list[Replace], Any]:
-        """Interventions freezing every residual norm, and the function that freezes the final norm
-        (applied at the ``final_norm`` site by the caller, which also keeps its output)."""
+    def _norm_interventions(self, reference: bool, qk: bool = False) -> tuple[list[Replace], Any]:
+        """Interventions freezing every residual norm (and with ``qk`` the query / key norms), and the
+        function that freezes the final norm (applied at the ``final_norm`` site by the caller, which
+        also keeps its output)."""
         held: dict[str, torch.Tensor] = {}
         mods = dict(self.model.hf.named_modules())
 
@@ -268,15 +269,20 @@ class LocalReplacement:
             return fn
 
         out = []
-        for path in norm_paths(self.model):
+        paths = norm_paths(self.model)
+        if qk:  # q/k norms: scale-free, so a score split into its sources' shares needs them frozen too
+            paths += [n for n in mods if n.rsplit(".", 1)[-1] in ("q_norm", "k_norm", "q_layernorm", "k_layernorm")
+                      and any(hasattr(mods[n], e) for e in ("eps", "variance_epsilon"))]
+        for path in paths:
             out += [Replace(f"{path}.input", fn=hold(path)), Replace(f"{path}.output", fn=freeze(path))]
         final = self.model.adapter.final_norm
         out += [Replace(f"{final}.input", fn=hold(final))]
         return out, freeze(final)
 
-    def linear_run(self, rows: int) -> "LinearRun":
+    def linear_run(self, rows: int, attention: bool = False) -> "LinearRun":
         """One forward of ``rows`` copies of the prompt through the linearised replacement model
-        (see the module docstring); its autograd graph answers any number of backward passes."""
+        (see the module docstring); its autograd graph answers any number of backward passes.
+        ``attention``: also keep every layer's q, k, z (with their graph) and row 0's pattern."""
         model, stack, L = self.model, self.stack, self.model.cfg.n_layers
         d = self.embed.shape[-1]
         dev = self.model.device
@@ -304,8 +310,23 @@ class LocalReplacement:
                 return new
             return fn
 
-        norms, freeze_final = self._norm_interventions(reference=False)
-        ivs = [Replace("embed", fn=embed), *norms, Replace("blocks.*.attn.pattern", fn=lambda p: p.detach())]
+        def keep(kind: str, layer: int):
+            def fn(x: torch.Tensor) -> torch.Tensor:
+                if kind == "pattern":
+                    lin.attention[(kind, layer)] = x[:1].detach().clone()
+                    return x.detach()
+                kept = x + 0  # a new tensor: what the model goes on with (an untouched viewed site would not be)
+                lin.attention[(kind, layer)] = kept
+                return kept
+            return fn
+
+        norms, freeze_final = self._norm_interventions(reference=False, qk=attention)
+        ivs = [Replace("embed", fn=embed), *norms]
+        if attention:
+            for layer in range(L):
+                ivs += [Replace(f"blocks.{layer}.attn.{kind}", fn=keep(kind, layer)) for kind in ("q", "k", "pattern", "z")]
+        else:
+            ivs.append(Replace("blocks.*.attn.pattern", fn=lambda p: p.detach()))
         for layer in stack.layers:
             ivs.append(Replace(stack.in_sites[layer], fn=take_input(layer)))
 
@@ -420,6 +441,7 @@ class LinearRun:
 
     def __post_init__(self):
         self.inputs: dict[int, torch.Tensor] = {}
+        self.attention: dict[tuple[str, int], torch.Tensor] = {}  # ("q" | "k" | "z" | "pattern", layer)
 
 
 @dataclass

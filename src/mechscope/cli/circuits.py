@@ -80,13 +80,31 @@ def _graph(args) -> int:
     graph = attribution_graph(model, transcoders, args.prompt, targets=targets, max_feature_nodes=args.max_features,
                               batch_size=args.batch, progress=not args.quiet)
     print(graph.summary())
+    if args.cards:
+        from ..circuits.graph_view import graph_cards
+
+        graph_cards(graph, model, transcoders, node_threshold=args.node_threshold, edge_threshold=args.edge_threshold,
+                    n_blocks=args.cards, progress=not args.quiet)
+    if args.group:
+        from ..circuits.graph_view import group_features
+
+        groups = group_features(graph, model, transcoders, node_threshold=args.node_threshold,
+                                edge_threshold=args.edge_threshold)
+        print(f"{len(groups)} supernodes: " + "; ".join(f"{g[0]} ({len(g) - 1})" for g in groups))
+    if args.explain:
+        from ..circuits.graph_attention import explain_edges
+
+        explained = explain_edges(graph, model, transcoders, top_edges=args.explain,
+                                  node_threshold=args.node_threshold, edge_threshold=args.edge_threshold)
+        for key, e in list(explained.items())[:5]:
+            print(f"{key} ({e['edge']:+.3g}): " + ", ".join(f"{h} {v:+.3g}" for h, v in e["heads"][:3]))
     kept = graph.prune(args.node_threshold, args.edge_threshold)
     print(f"kept {int(kept.nodes.sum())} nodes and {int(kept.edges.sum())} edges at node threshold "
           f"{args.node_threshold}, edge threshold {args.edge_threshold}; {graph.extra['seconds']:.1f} s")
     write_page(graph, args.out)
     if args.json:
         doc = graph.to_neuronpedia(slug=args.slug, node_threshold=args.node_threshold,
-                                   edge_threshold=args.edge_threshold)
+                                   edge_threshold=args.edge_threshold, supernodes=graph.extra.get("supernodes"))
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(doc, f)
         print(f"wrote {args.json} ({len(doc['nodes'])} nodes, {len(doc['links'])} links)")
@@ -151,6 +169,11 @@ def add(sub) -> None:
     p.add_argument("--edge-threshold", type=float, default=0.98, help="keep edges holding this share of the influence")
     p.add_argument("--max-features", type=int, help="visit at most this many features, most influential first")
     p.add_argument("--batch", type=int, default=32, help="targets per backward pass (copies of the prompt)")
+    p.add_argument("--cards", type=int, metavar="BLOCKS",
+                   help="feature cards for the kept features from this many corpus blocks (hover in the viewer)")
+    p.add_argument("--group", action="store_true", help="propose supernodes (similar decoders or top tokens)")
+    p.add_argument("--explain", type=int, metavar="EDGES",
+                   help="the heads carrying the strongest EDGES position-crossing edges, and QK attributions")
     p.add_argument("--json", help="also write the pruned graph as circuit-tracer / Neuronpedia graph JSON")
     p.add_argument("--slug", default="mechscope-graph", help="the graph's slug in its JSON")
     p.add_argument("--archive", help=ARCHIVE_HELP + "; the graph is stored there when given")
