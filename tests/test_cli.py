@@ -203,3 +203,16 @@ def test_graph_command_writes_page_json_and_specimen(model_dir, capsys, tmp_path
     assert spec.findings()[0].kind == "AttributionGraph"
     assert main(["graph", model_dir, "The cat", "--transcoders", str(tmp_path / "none")]) == 2
     assert "is not a folder of transcoders" in capsys.readouterr().err
+
+
+def test_transcoders_command_trains_every_layer_and_scores_them(model_dir, capsys, tmp_path, monkeypatch):
+    from mechscope.models.tiny import _TEXT
+
+    corpus = {f"w{i}": (_TEXT + " ") * 4 for i in range(14)}
+    monkeypatch.setattr("mechscope.data.corpus", lambda names: corpus)
+    out = tmp_path / "tc"
+    assert main(["transcoders", model_dir, str(out), "--tokens", "600", "--width", "16", "--k", "4", "--context", "16",
+                 "--batch", "60", "--eval-blocks", "3", "--quiet", "--page", str(tmp_path / "tc.html")]) == 0
+    printed = capsys.readouterr().out
+    assert "3 transcoders" in printed and "CE recovered" in printed
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["layer_0", "layer_1", "layer_2"]

@@ -335,3 +335,53 @@ def test_sparse_topk_training_path_equals_dense_autograd():
 
     for a, d in zip(grads(True), grads(False)):
         assert torch.allclose(a, d, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------ online, every layer
+def _texts():
+    from mechscope.models.tiny import _TEXT
+
+    return {f"work{i:02d}": (_TEXT + " ") * 6 for i in range(14)}
+
+
+def test_transcoders_for_every_layer_trained_online_resume_exactly(tmp_path, monkeypatch):
+    """One forward per batch feeds every layer; a run interrupted after a checkpoint and resumed ends
+    with the same weights as an uninterrupted one; the folder loads back as a transcoder set."""
+    import mechscope.sae.online as online
+    from mechscope.models.tiny import tiny
+    from mechscope.sae.evaluate import evaluate_transcoders
+    from mechscope.sae.transcoder_sets import load_transcoders
+
+    model = tiny("llama")
+    kw = dict(width=32, k=4, tokens=20 * 60, batch=60, context=16, corpora=_texts(), checkpoint_every=4, log_every=2,
+              progress=False)
+    full = online.train_transcoders(model, tmp_path / "full", **kw)
+    assert full.values.shape == (3, 10, 7) and full.tokens == 20 * 60
+    fvu = full.values[:, :, full.columns.index("fvu")]
+    assert (fvu[:, -1] < fvu[:, 0]).all()  # every layer learns
+    calls = {"n": 0}
+    real = online.Trainer.step
+
+    def crash(self, x, y, world=1):
+        calls["n"] += 1
+        if calls["n"] > 3 * 10:  # after step 10: the checkpoint of step 8 is the last complete one
+            raise KeyboardInterrupt
+        return real(self, x, y, world)
+
+    monkeypatch.setattr(online.Trainer, "step", crash)
+    with pytest.raises(KeyboardInterrupt):
+        online.train_transcoders(model, tmp_path / "resumed", **kw)
+    assert json.loads((tmp_path / "resumed" / "progress.json").read_text())["step"] == 8
+    monkeypatch.setattr(online.Trainer, "step", real)
+    again = online.train_transcoders(model, tmp_path / "resumed", **kw)
+    assert again.tokens == 12 * 60
+    a, b = load_transcoders(tmp_path / "full", model), load_transcoders(tmp_path / "resumed", model)
+    for ca, cb in zip(a.coders, b.coders):
+        assert torch.equal(ca.W_enc, cb.W_enc) and torch.equal(ca.W_dec, cb.W_dec)
+    assert not list((tmp_path / "full" / "layer_0").glob("checkpoint-*.pt"))[1:]  # only the last is kept
+    with pytest.raises(SAEError, match="holds another run"):
+        online.train_transcoders(model, tmp_path / "full", **{**kw, "width": 16})
+    tokens = online.training_blocks(model.tokenizer, 16, _texts(), seed=1, split="test")[:4]
+    fid = evaluate_transcoders(model, a, tokens, progress=False)
+    assert len(fid.fvu) == 3 and 0 <= fid.top1_agreement <= 1 and fid.kl >= 0
+    assert fid.ce_zero != fid.ce_orig and "CE recovered" in fid.summary()

@@ -5,11 +5,13 @@ circuit_tracer_graph.py DIR`` where DIR holds ``model/`` (an HF model and tokeni
 ``transcoders.safetensors`` (``{l}.W_enc`` [F, d], ``{l}.W_dec`` [F, d], ``{l}.b_enc``, ``{l}.b_dec``,
 optional ``{l}.W_skip`` [d, d]) and ``prompt.json`` ({"ids": [...], "batch_size": n}); writes
 ``circuit_tracer.safetensors`` (adjacency, active and selected features, logit tokens and
-probabilities) and ``circuit_tracer.json`` (its scores).
+probabilities) and ``circuit_tracer.json`` (its scores, the seconds ``attribute`` took and the
+process's peak RSS above what it held before the call).
 """
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -41,8 +43,19 @@ for layer in layers:
 tset = TranscoderSet(coders, feature_input_hook="mlp.hook_in", feature_output_hook="mlp.hook_out", scan="mechscope-test")
 model = NNSightReplacementModel.from_pretrained_and_transcoders(str(folder / "model"), tset, device="cpu",
                                                                  dtype=torch.float32)
+torch.set_num_threads(spec.get("threads", torch.get_num_threads()))
+def status_kb(field):
+    return next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
+                if line.startswith(field + ":"))
+
+
+Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark: measure the attribution alone
+base_kb = status_kb("VmRSS")
+start = time.perf_counter()
 graph = attribute(torch.tensor(spec["ids"]), model, batch_size=spec.get("batch_size", 16),
                   max_feature_nodes=spec.get("max_feature_nodes"))
+seconds = time.perf_counter() - start
+peak_kb = status_kb("VmHWM") - base_kb
 replacement, completeness = compute_graph_scores(graph)
 pruned = prune_graph(graph, node_threshold=0.8, edge_threshold=0.98)
 save_file({"adjacency": graph.adjacency_matrix.float().contiguous(),
@@ -53,4 +66,5 @@ save_file({"adjacency": graph.adjacency_matrix.float().contiguous(),
            "logit_probabilities": graph.logit_probabilities.float().contiguous(),
            "node_mask": pruned.node_mask.contiguous(), "edge_mask": pruned.edge_mask.contiguous()},
           str(folder / "circuit_tracer.safetensors"))
-(folder / "circuit_tracer.json").write_text(json.dumps({"replacement": replacement, "completeness": completeness}))
+(folder / "circuit_tracer.json").write_text(json.dumps({"replacement": replacement, "completeness": completeness,
+                                                       "seconds": seconds, "peak_rss_mb": peak_kb / 1024}))

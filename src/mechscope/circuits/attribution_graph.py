@@ -100,11 +100,17 @@ class _Sources:
 
     def __post_init__(self):
         self.by_layer = []  # (layer, column indices, positions, scaled decoder rows [k, n_out, d])
+        self.segments = []  # (layer, position, first column, end column, scaled decoder rows [k, n_out, d])
         for layer in range(self.rep.model.cfg.n_layers):
             cols = (self.index[:, 0] == layer).nonzero()[:, 0]
-            if len(cols):
-                dec = self.rep.stack.decoder_rows(layer, self.index[cols, 2]) * self.acts[cols, None, None]
-                self.by_layer.append((layer, cols, self.index[cols, 1], dec))
+            if not len(cols):
+                continue
+            dec = self.rep.stack.decoder_rows(layer, self.index[cols, 2]) * self.acts[cols, None, None]
+            pos = self.index[cols, 1]
+            self.by_layer.append((layer, cols, pos, dec))
+            bounds = torch.cat([torch.tensor([0]), (pos[1:] != pos[:-1]).nonzero()[:, 0] + 1, torch.tensor([len(pos)])])
+            for s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist()):  # features are sorted by (layer, position)
+                self.segments.append((layer, int(pos[s]), int(cols[s]), int(cols[e - 1]) + 1, dec[s:e]))
 
     @property
     def n_features(self) -> int:
@@ -112,20 +118,18 @@ class _Sources:
 
     def rows(self, grads_embed: torch.Tensor, grads_out: list[torch.Tensor]) -> torch.Tensor:
         """Edge rows [k, n_features + L·pos + pos] from gradients at the embedding [k, pos, d] and at
-        each layer's MLP output [k, pos, d]."""
+        each layer's MLP output [k, pos, d]: one matrix product per (layer, position) of features."""
         rep = self.rep
         L, P = rep.model.cfg.n_layers, rep.n_pos
         k = grads_embed.shape[0]
-        out = torch.zeros(k, self.n_features + L * P + P)
-        chunk = max(1, 2**24 // max(1, k * grads_embed.shape[-1]))
-        for layer, cols, pos, dec in self.by_layer:
-            for s in range(0, len(cols), chunk):
-                c, p, d = cols[s:s + chunk], pos[s:s + chunk], dec[s:s + chunk]
-                acc = torch.zeros(k, len(c))
-                for j in range(d.shape[1]):
-                    acc += torch.einsum("kcd,cd->kc", grads_out[layer + j][:, p].float(), d[:, j])
-                out[:, c] = acc
-        errs = torch.einsum("lkpd,lpd->klp", torch.stack(grads_out).float(), rep.errors.float())
+        out = torch.empty(k, self.n_features + L * P + P)
+        grads = [g.float() for g in grads_out]
+        for layer, pos, start, end, dec in self.segments:
+            acc = grads[layer][:, pos] @ dec[:, 0].T
+            for j in range(1, dec.shape[1]):  # a cross-layer transcoder's writes to later layers
+                acc += grads[layer + j][:, pos] @ dec[:, j].T
+            out[:, start:end] = acc
+        errs = torch.einsum("lkpd,lpd->klp", torch.stack(grads), rep.errors.float())
         out[:, self.n_features:self.n_features + L * P] = errs.reshape(k, L * P)
         out[:, self.n_features + L * P:] = torch.einsum("kpd,pd->kp", grads_embed.float(), rep.embed)
         return out
@@ -341,6 +345,9 @@ class AttributionGraph(Result):
                 "Most influential features: " + ", ".join(f"{labels[i]} ({float(inf[i]):.3f})" for i in top))
 
 
+ROW_BUDGET = 4 * 2**30  # bytes of dense edge rows held while a graph is computed
+
+
 def target_batches(n_rows: int, batch_size: int) -> Iterator[range]:
     """The independent backward batches of ``n_rows`` target rows (what a distributed sweep divides)."""
     for s in range(0, n_rows, batch_size):
@@ -379,28 +386,34 @@ def attribution_graph(model: Model, transcoders: Any, prompt: str | list[int], *
     enc = torch.zeros(0, model.cfg.d_model)
     if n_feat:
         enc = torch.cat([rep.stack.encoder_rows(layer, index[cols, 2]) for layer, cols, _, _ in src.by_layer])
-    stored: list[torch.Tensor] = []  # sparse rows, in visit order
-    row_node: list[int] = []  # the node index of each stored row (features' own index; targets n_cols + i)
+    n_rows = len(tg) + cap
+    need = n_rows * n_cols * 4
+    if need > ROW_BUDGET:
+        raise GraphError(f"{n_rows} rows × {n_cols} columns of edges need {need / 2**30:.1f} GiB while they are "
+                         f"computed (the budget is {ROW_BUDGET / 2**30:.0f} GiB): give max_feature_nodes (this prompt "
+                         f"has {n_feat} active features)")
+    rows = torch.zeros(n_rows, n_cols)  # edge rows in visit order: targets first, then features
+    row_node = torch.zeros(n_rows, dtype=torch.long)  # each row's node (features' index; targets n_cols + i)
+    filled = 0
 
     def run_rows(inject, nodes) -> None:
+        nonlocal filled
         ge, go = _backward(lin, rep, inject)
-        dense = src.rows(ge, go)
-        stored.append(dense.to_sparse())
-        row_node.extend(nodes)
+        rows[filled:filled + len(nodes)] = src.rows(ge, go)
+        row_node[filled:filled + len(nodes)] = torch.as_tensor(nodes)
+        filled += len(nodes)
 
     bar = tqdm(total=len(tg) + cap, desc="attribution graph", disable=not progress, leave=False)
     for batch in target_batches(len(tg), lin.rows):
         run_rows([(None, P - 1, tg[i].vector) for i in batch], [n_cols + i for i in batch])
         bar.update(len(batch))
     visited = torch.zeros(n_feat, dtype=torch.bool)
-    weights_all = torch.zeros(n_cols + len(tg))
-    weights_all[n_cols:] = torch.tensor([t.weight for t in tg])
+    target_w = torch.tensor([t.weight for t in tg])
     while int(visited.sum()) < cap:
         if cap == n_feat:
             pending = torch.arange(n_feat)[~visited]
         else:  # influence of every feature on the targets through the rows computed so far
-            so_far = _stack_rows(stored, row_node, n_cols + len(tg))
-            inf = influence(normalised(so_far), weights_all)[:n_feat]
+            inf = _partial_influence(rows[:filled], row_node[:filled], n_cols, target_w)[:n_feat]
             order = torch.argsort(inf, descending=True)
             pending = order[~visited[order]][: min(update_interval * lin.rows, cap - int(visited.sum()))]
         for batch in target_batches(len(pending), lin.rows):
@@ -415,10 +428,14 @@ def attribution_graph(model: Model, transcoders: Any, prompt: str | list[int], *
     new_of_old = torch.full((n_cols + len(tg),), -1, dtype=torch.long)
     new_of_old[selected] = torch.arange(len(selected))
     new_of_old[n_feat:] = torch.arange(len(selected), len(selected) + (L + 1) * P + len(tg))
-    adj = _stack_rows(stored, row_node, n_cols + len(tg))
-    (r, c), v = adj.indices(), adj.values()
-    keep = (new_of_old[r] >= 0) & (new_of_old[c] >= 0) & (v != 0)
-    edge_index = torch.stack([new_of_old[r[keep]], new_of_old[c[keep]]])
+    kept = rows[:filled] if len(selected) == n_feat else rows[:filled][:, torch.cat([selected, torch.arange(n_feat, n_cols)])]
+    del rows
+    r, c = kept.nonzero(as_tuple=True)
+    weight = kept[r, c]
+    del kept
+    edge_index = torch.stack([new_of_old[row_node[:filled][r]], c])
+    order = torch.argsort(edge_index[0] * (len(selected) + (L + 1) * P + len(tg)) + edge_index[1])
+    edge_index, weight = edge_index[:, order], weight[order]
     biases, pre, tvals = _biases(rep, index[selected], tg)
     tokens = [model.tokenizer.decode([t]) for t in rep.ids.tolist()]
     graph_prompt = prompt if isinstance(prompt, str) else model.tokenizer.decode(prompt)
@@ -430,7 +447,7 @@ def attribution_graph(model: Model, transcoders: Any, prompt: str | list[int], *
         token_ids=rep.ids.tolist(), n_layers=L, features=index[selected].clone(), activations=acts[selected].clone(),
         pre=pre, targets=[t.label for t in tg], target_ids=[t.token for t in tg],
         target_weights=torch.tensor([t.weight for t in tg]), target_values=tvals, biases=biases,
-        edge_index=edge_index, edge_weight=v[keep].clone(), n_active=n_feat,
+        edge_index=edge_index, edge_weight=weight.contiguous(), n_active=n_feat,
         transcoders=_describe(transcoders),
         extra={"seconds": round(time.perf_counter() - t0, 3), "batch_size": lin.rows,
                "max_error": float(rep.errors.abs().max()) if rep.errors.numel() else 0.0,
@@ -438,14 +455,24 @@ def attribution_graph(model: Model, transcoders: Any, prompt: str | list[int], *
     return graph
 
 
-def _stack_rows(stored: list[torch.Tensor], row_node: list[int], n: int) -> torch.Tensor:
-    """The sparse adjacency [n, n] of the rows computed so far (row i of ``stored`` is node row_node[i])."""
-    if not stored:
-        return torch.sparse_coo_tensor(torch.zeros(2, 0, dtype=torch.long), torch.zeros(0), (n, n)).coalesce()
-    rows = torch.cat(stored).coalesce()
-    (ri, ci), v = rows.indices(), rows.values()
-    nodes = torch.tensor(row_node, dtype=torch.long)
-    return torch.sparse_coo_tensor(torch.stack([nodes[ri], ci]), v, (n, n), check_invariants=False).coalesce()
+def _partial_influence(rows: torch.Tensor, row_node: torch.Tensor, n_cols: int, target_w: torch.Tensor) -> torch.Tensor:
+    """[n_cols]: each source's influence on the targets through the edge rows computed so far (dense
+    rows [r, n_cols], row i being node row_node[i]; targets are nodes n_cols + t): circuit-tracer's
+    ranking of the features still to visit."""
+    norm = rows.abs()
+    norm /= norm.sum(1, keepdim=True).clamp(min=1e-10)
+    weight = torch.zeros(n_cols + len(target_w))
+    weight[n_cols:] = target_w
+    current, total = weight[row_node], torch.zeros(n_cols)
+    for _ in range(10_000):
+        spread = current @ norm  # [n_cols]: what flows one step further back
+        if not bool(spread.any()):
+            return total
+        total += spread
+        weight = torch.zeros(n_cols + len(target_w))
+        weight[:n_cols] = spread
+        current = weight[row_node]
+    raise RuntimeError("influence did not converge: the rows form a cycle")
 
 
 def _biases(rep: LocalReplacement, features: torch.Tensor, tg: list[Target]):

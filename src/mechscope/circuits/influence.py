@@ -25,9 +25,9 @@ def influence(norm: torch.Tensor, weights: torch.Tensor, max_iter: int = 10_000)
     """[n]: weights · (N + N² + …) for the row-normalised sparse N and per-row weights [n]."""
     total = torch.zeros(norm.shape[1], dtype=torch.float32)
     current = weights.float()
-    nt = norm.t().coalesce()
-    for _ in range(max_iter):
-        current = torch.sparse.mm(nt, current[:, None])[:, 0]
+    (r, c), v = norm.indices(), norm.values().float()
+    for _ in range(max_iter):  # one step back along every edge: current ← Nᵀ current
+        current = torch.zeros_like(total).index_add_(0, c, v * current[r])
         if not bool(current.any()):
             return total
         total += current

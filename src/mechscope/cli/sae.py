@@ -202,8 +202,37 @@ def _convert(args) -> int:
     return 0
 
 
+def _transcoders(args) -> int:
+    from ..models.load import load
+    from ..report.page import page
+    from .sae_online import run_transcoders
+
+    model = load(args.model)
+    return run_transcoders(model, args, page)
+
+
 def add(sub) -> None:
     """Declare this module's commands and their arguments on the subparsers ``sub``."""
+    p = sub.add_parser("transcoders", help="train a transcoder for every layer online (one forward feeds all), "
+                                           "resumable; then score them together on held-out text")
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("directory", help="where the transcoders and the run's checkpoints go (an interrupted run resumes)")
+    p.add_argument("--tokens", type=int, default=3_000_000, help="training tokens (default 3M: ~2.6 h on 2 CPU cores "
+                                                                  "for SmolLM2)")
+    p.add_argument("--width", type=int, default=4096)
+    p.add_argument("--k", type=int, default=32, help="latents per token (topk)")
+    p.add_argument("--layers", help="e.g. 0-29 or 3,7 (default: every layer)")
+    p.add_argument("--context", type=int, default=128, help="tokens per block")
+    p.add_argument("--batch", type=int, default=4096, help="rows per step (each step is one forward of batch / context blocks)")
+    p.add_argument("--corpora", default="shakespeare,sotu,brown",
+                   help="comma-separated: shakespeare, sotu, brown (`make corpora` fetches the last two)")
+    p.add_argument("--eval-blocks", type=int, default=32, help="held-out blocks to score the transcoders on (0: skip)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--page", default="mechscope-transcoders.html", help="HTML page to write")
+    p.add_argument("--archive", help=ARCHIVE_HELP + "; the training curves and the scores are stored there when given")
+    p.set_defaults(fn=_transcoders)
+
     p = sub.add_parser("sae", help="sparse autoencoders: harvest activations, train, evaluate, feature dashboards; "
                                    "info and convert for SAELens, sparsify and Gemma Scope files")
     p.add_argument("action", choices=["harvest", "train", "eval", "dashboard", "info", "convert"])

@@ -212,3 +212,102 @@ def evaluate(sae: SparseCoder, model: Model, tokens: torch.Tensor | None = None,
         ce_orig=ce_o, ce_sae=ce_s, ce_zero=ce_z, ce_recovered=ce_recovered(ce_o, ce_s, ce_z),
         kl_sae=float(kl[0]), kl_zero=float(kl[1]), dead=s["dead"], dense=s["dense"], density=s["density"],
         edges=edges, hist=hist)
+
+
+@dataclass
+class ReplacementFidelity(Result):
+    """Transcoders for many layers, scored together on held-out text: per layer (``layers``) FVU and
+    L0 of each on the model's own inputs; with all of them spliced in at once (no error terms — the
+    replacement model) the next-token CE against the model's and zero-ablated MLPs', CE recovered,
+    KL(p_model ‖ p_replacement) and how often the top-1 prediction agrees."""
+
+    layers: list[int]
+    fvu: list[float]
+    l0: list[float]
+    ce_orig: float
+    ce_replacement: float
+    ce_zero: float
+    ce_recovered: float
+    kl: float
+    top1_agreement: float
+    n_tokens: int
+    title: ClassVar[str] = "Replacement-model fidelity"
+
+    def evidence(self) -> dict:
+        return {"ce_recovered": self.ce_recovered, "kl": self.kl, "top1_agreement": self.top1_agreement,
+                "mean_fvu": sum(self.fvu) / len(self.fvu)}
+
+    def summary(self) -> str:
+        per = ", ".join(f"L{layer} {f:.3f}" for layer, f in zip(self.layers, self.fvu))
+        return (f"{len(self.layers)} transcoders spliced together over {self.n_tokens:,} held-out tokens: CE "
+                f"{self.ce_orig:.3f} → {self.ce_replacement:.3f} (zero-ablated MLPs {self.ce_zero:.3f}), CE recovered "
+                f"{self.ce_recovered:.3f}, KL {self.kl:.3f} nats, top-1 agreement {self.top1_agreement:.1%}.\n"
+                f"FVU per layer: {per}; mean L0 {sum(self.l0) / len(self.l0):.1f}")
+
+    def figure(self):
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 2.8))
+        ax.bar(self.layers, self.fvu)
+        ax.set(xlabel="layer", ylabel="FVU", title=f"CE recovered {self.ce_recovered:.3f}, top-1 agreement "
+                                                      f"{self.top1_agreement:.1%}")
+        fig.tight_layout()
+        return fig
+
+
+def evaluate_transcoders(model: Model, transcoders, tokens: torch.Tensor | None = None, *, n_blocks: int = 32,
+                         context: int = 128, batch: int = 8, progress: bool = True) -> ReplacementFidelity:
+    """Score per-layer transcoders (a list, dict by layer or ``TranscoderSet``) on ``tokens``
+    [blocks, context] (default: held-out blocks of the embedded corpus); see ``ReplacementFidelity``.
+    The first position of each block (the attention sink) is left alone, as in ``evaluate``."""
+    coders = getattr(transcoders, "coders", transcoders)
+    coders = dict(coders) if isinstance(coders, dict) else dict(enumerate(coders))
+    coders = {layer: c for layer, c in coders.items() if c is not None}
+    if not coders:
+        raise SAEError("no transcoders to evaluate")
+    if tokens is None:
+        from ..data import token_blocks
+
+        tokens = token_blocks(model.tokenizer, n_blocks, context, split="test")
+    positions = list(range(1, tokens.shape[1]))
+    layers = sorted(coders)
+    splices = [iv for layer in layers for iv in splice(coders[layer], positions=positions)]
+    zero = [Ablate(coders[layer].cfg.target_site, how="zero", positions=positions) for layer in layers]
+    sites = [s for layer in layers for s in (coders[layer].cfg.site, coders[layer].cfg.target_site)]
+    err = torch.zeros(len(layers), dtype=torch.float64)
+    var = torch.zeros(len(layers), dtype=torch.float64)
+    sums = torch.zeros(len(layers), coders[layers[0]].cfg.d_out, dtype=torch.float64)
+    nnz = torch.zeros(len(layers), dtype=torch.float64)
+    ce = torch.zeros(3, dtype=torch.float64)
+    kl, agree, count, rows = 0.0, 0, 0, 0
+    for b0 in tqdm(range(0, len(tokens), batch), desc="evaluate transcoders", disable=not progress, leave=False):
+        chunk = tokens[b0:b0 + batch]
+        with torch.no_grad():
+            clean = model.run(chunk, cache=sites)
+            for i, layer in enumerate(layers):
+                c = coders[layer]
+                x = clean.cache[c.cfg.site][:, 1:].reshape(-1, c.cfg.d_in).to(c.W_enc.device).float()
+                y = clean.cache[c.cfg.target_site][:, 1:].reshape(-1, c.cfg.d_out).double()
+                f = c.encode(x)
+                err[i] += (c.decode(f, x).double().cpu() - y.cpu()).pow(2).sum()
+                var[i] += y.pow(2).sum().cpu()
+                sums[i] += y.sum(0).cpu()
+                nnz[i] += float((f != 0).sum())
+            rows += int(chunk.shape[0]) * len(positions)
+            runs = [clean, model.run(chunk, interventions=splices), model.run(chunk, interventions=zero)]
+        losses = [r.token_loss()[:, 1:] for r in runs]
+        ce += torch.stack([v.nansum().double() for v in losses]).cpu()
+        count += int((~losses[0].isnan()).sum())
+        logp = [r.logits[:, 1:-1].float().log_softmax(-1) for r in runs[:2]]
+        kl += float((logp[0].exp() * (logp[0] - logp[1])).sum(-1).sum())
+        agree += int((runs[0].logits[:, 1:].argmax(-1) == runs[1].logits[:, 1:].argmax(-1)).sum())
+    total_var = var - sums.pow(2).sum(1) / max(rows, 1)
+    fvus = (err / total_var.clamp(min=1e-30)).tolist()
+    ce /= max(count, 1)
+    ce_o, ce_r, ce_z = (float(v) for v in ce)
+    return ReplacementFidelity(
+        provenance=Provenance.of(model, dataset="held-out blocks", n_blocks=len(tokens), context=int(tokens.shape[1]),
+                                 layers=layers),
+        layers=layers, fvu=fvus, l0=(nnz / max(rows, 1)).tolist(), ce_orig=ce_o, ce_replacement=ce_r, ce_zero=ce_z,
+        ce_recovered=ce_recovered(ce_o, ce_r, ce_z), kl=kl / max(count, 1),
+        top1_agreement=agree / max(1, int(tokens.shape[0]) * len(positions)), n_tokens=rows)

@@ -201,6 +201,98 @@ def _schedule(step: int, steps: int, warmup: float, decay: float) -> float:
     return 1.0
 
 
+class Trainer:
+    """One dictionary's optimiser, schedules and statistics: ``step(x, y)`` on each batch (rows in
+    raw units), ``state_dict`` / ``load_state_dict`` to checkpoint, ``log`` for the curves. ``train``
+    drives one from a dataset; ``online.train_transcoders`` drives one per layer from a model's forwards."""
+
+    def __init__(self, sae: SparseCoder, steps: int, batch: int, *, lr: float | None = None, warmup: float = 0.01,
+                 decay: float = 0.2, sparsity_warmup: float = 0.05, clip: float = 1.0, dead_tokens: int | None = None):
+        c = sae.cfg
+        self.sae, self.steps, self.batch = sae, steps, batch
+        self.lr = lr if lr is not None else min(1e-3, 2e-4 * math.sqrt(16384 / c.width))
+        self.clip, self.sparsity_warmup = clip, sparsity_warmup
+        self.dead_tokens = dead_tokens if dead_tokens is not None else min(10_000_000, max(10 * batch, steps * batch // 10))
+        self.opt = torch.optim.Adam(sae.parameters(), lr=self.lr, betas=(0.9, 0.999))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: _schedule(s, steps, warmup, decay))
+        self.st = _State(since_fired=torch.zeros(c.width, dtype=torch.long, device=sae.W_dec.device))
+
+    def initialise(self, x: torch.Tensor, y: torch.Tensor, b_dec: str = "geometric_median") -> None:
+        """Normalisation constants, b_dec and the FVU denominator from a sample, before the first step."""
+        self.st.var = initialise(self.sae, x.float(), y.float(), b_dec)
+        self.sae.normalise_decoder()
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, world: int = 1) -> dict:
+        """One optimiser step on this rank's rows of a global batch; returns {"fvu", "l0"}."""
+        sae, c, st = self.sae, self.sae.cfg, self.st
+        dev = sae.W_dec.device
+        x, y = x.to(dev, torch.float32), y.to(dev, torch.float32)
+        lam = c.sparsity * min(1.0, (st.step + 1) / max(1, int(self.sparsity_warmup * self.steps))) if c.sparsity else 0.0
+        sae.train()
+        loss, stats = _loss(sae, x, y, self.batch, st, lam, self.dead_tokens)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if world > 1:
+            for p in sae.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+        torch.nn.utils.clip_grad_norm_(sae.parameters(), self.clip)
+        sae.remove_parallel_grads()
+        self.opt.step()
+        self.sched.step()
+        sae.normalise_decoder()
+        st.step += 1
+        stats["loss"] = loss.detach()
+        return stats
+
+    def record(self, stats: dict) -> None:
+        """Append a log row (step, tokens, loss, fvu, l0, dead, lr) from ``step``'s stats."""
+        st = self.st
+        total = float(_all_reduce(stats["loss"].clone()))  # every rank logs at the same steps
+        st.rows.append([st.step, st.step * self.batch, total, stats["fvu"], stats["l0"],
+                        float((st.since_fired >= self.dead_tokens).float().mean()), self.opt.param_groups[0]["lr"]])
+
+    def state_dict(self) -> dict:
+        c = self.sae.cfg
+        return {"config": dict(c.__dict__), "steps": self.steps, "batch": self.batch, "state": self.sae.state_dict(),
+                "optim": self.opt.state_dict(), "sched": self.sched.state_dict(), "step": self.st.step,
+                "since_fired": self.st.since_fired.cpu(), "var": self.st.var, "rows": self.st.rows}
+
+    def load_state_dict(self, ck: dict, where: str) -> None:
+        if ck["config"] != self.sae.cfg.__dict__ or ck["steps"] != self.steps or ck["batch"] != self.batch:
+            raise SAEError(f"{where} is a checkpoint of another run (config, steps or batch differ); "
+                           "use another directory or delete it")
+        dev = self.sae.W_dec.device
+        self.sae.load_state_dict(ck["state"])
+        self.opt.load_state_dict(ck["optim"])
+        self.sched.load_state_dict(ck["sched"])
+        st = self.st
+        st.step, st.since_fired, st.var, st.rows = ck["step"], ck["since_fired"].to(dev), ck["var"], ck["rows"]
+
+    def log(self, provenance: Provenance) -> TrainingLog:
+        c = self.sae.cfg
+        return TrainingLog(provenance=provenance, arch=c.arch, width=c.width,
+                           columns=["step", "tokens", "loss", "fvu", "l0", "dead", "lr"],
+                           values=torch.tensor(self.st.rows, dtype=torch.float64).reshape(-1, 7))
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint this trainer wrote (tensors and plain containers only: reading one never runs code)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        raise SAEError(f"{path} is not a checkpoint this trainer wrote (it may hold code, which is never "
+                       f"run, or be truncated): {str(e).splitlines()[0]}; delete it to start afresh") from None
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write ``state`` to ``path`` atomically (a temporary name, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
 def train(sae: SparseCoder, data, target=None, *, batch: int = 4096, steps: int | None = None, epochs: float = 1.0,
           lr: float | None = None, warmup: float = 0.01, decay: float = 0.2, sparsity_warmup: float = 0.05,
           clip: float = 1.0, dead_tokens: int | None = None, b_dec: str = "geometric_median", init_rows: int = 16384,
@@ -221,76 +313,37 @@ def train(sae: SparseCoder, data, target=None, *, batch: int = 4096, steps: int 
     c = sae.cfg
     if device is not None:
         sae.to(device)
-    dev = sae.W_dec.device
-    lr = lr if lr is not None else min(1e-3, 2e-4 * math.sqrt(16384 / c.width))
-    dead_tokens = dead_tokens if dead_tokens is not None else min(10_000_000, max(10 * batch, steps * batch // 10))
-    opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, steps, warmup, decay))
-    st = _State(since_fired=torch.zeros(c.width, dtype=torch.long, device=dev))
+    trainer = Trainer(sae, steps, batch, lr=lr, warmup=warmup, decay=decay, sparsity_warmup=sparsity_warmup, clip=clip,
+                      dead_tokens=dead_tokens)
+    st = trainer.st
     path = Path(checkpoint) / CHECKPOINT if checkpoint is not None else None
     if path is not None and path.exists():
-        try:  # tensors and plain containers only: a checkpoint never runs code when it is read
-            ck = torch.load(path, map_location=dev, weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-            raise SAEError(f"{path} is not a checkpoint this trainer wrote (it may hold code, which is never "
-                           f"run, or be truncated): {str(e).splitlines()[0]}; delete it to start afresh") from None
-        if ck["config"] != c.__dict__ or ck["steps"] != steps or ck["batch"] != batch:
-            raise SAEError(f"{path} is a checkpoint of another run (config, steps or batch differ); "
-                           "use another directory or delete it")
-        sae.load_state_dict(ck["state"])
-        opt.load_state_dict(ck["optim"])
-        sched.load_state_dict(ck["sched"])
-        st.step, st.since_fired, st.var, st.rows = ck["step"], ck["since_fired"].to(dev), ck["var"], ck["rows"]
+        trainer.load_state_dict(load_checkpoint(path), str(path))
     else:
         x0, y0 = _sample(data, target, min(init_rows, n), seed + 7919)
-        st.var = initialise(sae, x0, y0, b_dec)
-        sae.normalise_decoder()
+        trainer.initialise(x0, y0, b_dec)
     stream = _stream(data, target, batch, seed, rank, world)
     for _ in range(st.step):  # resume: the same batches as an uninterrupted run
         next(stream)
     bar = tqdm(total=steps, initial=st.step, desc=f"train {c.arch} × {c.width}", disable=not progress or rank != 0)
-    sae.train()
     while st.step < steps:
         x, y = next(stream)
-        x, y = x.to(dev, torch.float32), y.to(dev, torch.float32)
-        lam = c.sparsity * min(1.0, (st.step + 1) / max(1, int(sparsity_warmup * steps))) if c.sparsity else 0.0
-        loss, stats = _loss(sae, x, y, batch, st, lam, dead_tokens)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if world > 1:
-            for p in sae.parameters():
-                if p.grad is not None:
-                    dist.all_reduce(p.grad)
-        torch.nn.utils.clip_grad_norm_(sae.parameters(), clip)
-        sae.remove_parallel_grads()
-        opt.step()
-        sched.step()
-        sae.normalise_decoder()
-        st.step += 1
+        stats = trainer.step(x, y, world)
         if st.step % log_every == 0 or st.step == steps:
-            total = float(_all_reduce(loss.detach().clone()))  # every rank logs at the same steps
-            st.rows.append([st.step, st.step * batch, total, stats["fvu"], stats["l0"],
-                            float((st.since_fired >= dead_tokens).float().mean()), opt.param_groups[0]["lr"]])
+            trainer.record(stats)
             bar.set_postfix(L0=f"{stats['l0']:.1f}", FVU=f"{stats['fvu']:.3f}", dead=f"{st.rows[-1][5]:.1%}")
         bar.update(1)
         if path is not None and rank == 0 and (st.step % checkpoint_every == 0 or st.step == steps):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{CHECKPOINT}.tmp")
-            torch.save({"config": dict(c.__dict__), "steps": steps, "batch": batch, "state": sae.state_dict(),
-                        "optim": opt.state_dict(), "sched": sched.state_dict(), "step": st.step,
-                        "since_fired": st.since_fired.cpu(), "var": st.var, "rows": st.rows}, tmp)
-            os.replace(tmp, path)
+            save_checkpoint(path, trainer.state_dict())
     bar.close()
     sae.eval()
     if path is not None and rank == 0:
         sae.save(path.parent)
     store = data.manifest if isinstance(data, ActivationStore) else {}
-    return TrainingLog(provenance=Provenance(model=c.model or store.get("model", "synthetic"),
-                                             fingerprint=store.get("fingerprint", ""), seed=seed, params={
+    return trainer.log(Provenance(model=c.model or store.get("model", "synthetic"),
+                                  fingerprint=store.get("fingerprint", ""), seed=seed, params={
         "arch": c.arch, "width": c.width, "k": c.k, "sparsity": c.sparsity, "site": c.site, "target_site": c.target_site,
-        "batch": batch, "steps": steps, "lr": lr, "seed": seed, "world": world}),
-        arch=c.arch, width=c.width, columns=["step", "tokens", "loss", "fvu", "l0", "dead", "lr"],
-        values=torch.tensor(st.rows, dtype=torch.float64).reshape(-1, 7))
+        "batch": batch, "steps": steps, "lr": trainer.lr, "seed": seed, "world": world}))
 
 
 def _loss(sae: SparseCoder, x: torch.Tensor, y: torch.Tensor, batch: int, st: _State, lam: float,
