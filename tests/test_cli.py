@@ -192,7 +192,7 @@ def test_graph_command_writes_page_json_and_specimen(model_dir, capsys, tmp_path
     out, js, arch = tmp_path / "graph.html", tmp_path / "graph.json", tmp_path / "archive"
     assert main(["graph", model_dir, "The cat sat", "--transcoders", str(tdir), "--target", " the", "--quiet",
                  "--out", str(out), "--json", str(js), "--archive", str(arch), "--cards", "4", "--group",
-                 "--explain", "3"]) == 0
+                 "--explain", "3", "--validate", "3"]) == 0
     printed = capsys.readouterr().out
     assert "Replacement score" in printed and "kept" in printed and "stored specimen" in printed
     assert "supernodes" in printed and "L" in printed.split("supernodes")[1]
@@ -200,7 +200,7 @@ def test_graph_command_writes_page_json_and_specimen(model_dir, capsys, tmp_path
     assert doc["metadata"]["prompt_tokens"][0] == "<bos>" and any(n["feature_type"] == "logit" for n in doc["nodes"])
     assert "Attribution graph" in out.read_text()
     spec = open_archive(str(arch)).specimens()[0]
-    assert spec.findings()[0].kind == "AttributionGraph"
+    assert [f.kind for f in spec.findings()] == ["AttributionGraph", "GraphValidation"]
     assert main(["graph", model_dir, "The cat", "--transcoders", str(tmp_path / "none")]) == 2
     assert "is not a folder of transcoders" in capsys.readouterr().err
 

@@ -372,6 +372,8 @@ def test_transcoders_for_every_layer_trained_online_resume_exactly(tmp_path, mon
     with pytest.raises(KeyboardInterrupt):
         online.train_transcoders(model, tmp_path / "resumed", **kw)
     assert json.loads((tmp_path / "resumed" / "progress.json").read_text())["step"] == 8
+    preview = online.checkpoint_transcoders(tmp_path / "resumed")  # a run in progress, as of step 8
+    assert len(preview) == 3 and preview[2].cfg.target_site == "blocks.2.mlp.out"
     monkeypatch.setattr(online.Trainer, "step", real)
     again = online.train_transcoders(model, tmp_path / "resumed", **kw)
     assert again.tokens == 12 * 60

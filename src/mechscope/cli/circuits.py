@@ -70,6 +70,8 @@ def _circuit(args) -> int:
 def _graph(args) -> int:
     import json
 
+    import torch
+
     from ..circuits import attribution_graph
     from ..models.load import load
     from ..sae.transcoder_sets import load_transcoders
@@ -98,6 +100,19 @@ def _graph(args) -> int:
                                   node_threshold=args.node_threshold, edge_threshold=args.edge_threshold)
         for key, e in list(explained.items())[:5]:
             print(f"{key} ({e['edge']:+.3g}): " + ", ".join(f"{h} {v:+.3g}" for h, v in e["heads"][:3]))
+    findings = [(graph, f"attribution graph of {args.prompt!r}")]
+    if args.validate:
+        from ..circuits import validate_graph
+
+        ids = graph.node_ids()
+        where = {n: i for i, n in enumerate(ids[:graph.n_features])}  # supernodes' feature members
+        groups = [[tuple(graph.features[where[n]].tolist()) for n in sn[1:] if n in where]
+                  for sn in graph.extra.get("supernodes", [])]
+        inf = graph.influence()[:graph.n_features]
+        top = [[tuple(graph.features[i].tolist())] for i in torch.argsort(inf, descending=True)[:args.validate].tolist()]
+        check = validate_graph(graph, model, transcoders, [g for g in groups if g] + top)
+        print(check.summary())
+        findings.append((check, "the graph's predictions tested by ablating its supernodes and top features"))
     kept = graph.prune(args.node_threshold, args.edge_threshold)
     print(f"kept {int(kept.nodes.sum())} nodes and {int(kept.edges.sum())} edges at node threshold "
           f"{args.node_threshold}, edge threshold {args.edge_threshold}; {graph.extra['seconds']:.1f} s")
@@ -109,8 +124,7 @@ def _graph(args) -> int:
             json.dump(doc, f)
         print(f"wrote {args.json} ({len(doc['nodes'])} nodes, {len(doc['links'])} links)")
     if args.archive:
-        spec = open_archive(args).record(f"attribution graph: {args.prompt[:40]}",
-                                         [(graph, f"attribution graph of {args.prompt!r}")], model=model,
+        spec = open_archive(args).record(f"attribution graph: {args.prompt[:40]}", findings, model=model,
                                          tags=["attribution-graph"])
         print(f"stored specimen {spec.uid[:8]} {spec.name!r}")
     return 0
@@ -174,6 +188,9 @@ def add(sub) -> None:
     p.add_argument("--group", action="store_true", help="propose supernodes (similar decoders or top tokens)")
     p.add_argument("--explain", type=int, metavar="EDGES",
                    help="the heads carrying the strongest EDGES position-crossing edges, and QK attributions")
+    p.add_argument("--validate", type=int, metavar="K",
+                   help="ablate each supernode and the K most influential features: the graph's prediction against "
+                        "the frozen replacement model and the real model")
     p.add_argument("--json", help="also write the pruned graph as circuit-tracer / Neuronpedia graph JSON")
     p.add_argument("--slug", default="mechscope-graph", help="the graph's slug in its JSON")
     p.add_argument("--archive", help=ARCHIVE_HELP + "; the graph is stored there when given")

@@ -158,6 +158,27 @@ def train_transcoders(model: Model, directory: str | os.PathLike, *, layers: Seq
         tokens=(step - done) * rows, seconds=seconds)
 
 
+def checkpoint_transcoders(directory: str | os.PathLike):
+    """The transcoders of a run in progress (or interrupted), as of its last complete checkpoint:
+    a ``TranscoderSet`` to look at — graphs, cards, evaluation — while training goes on."""
+    from .transcoder_sets import TranscoderSet
+
+    directory = Path(directory)
+    path = directory / PROGRESS
+    if not path.exists():
+        raise SAEError(f"{directory} holds no training run ({PROGRESS} is missing)")
+    state = json.loads(path.read_text())
+    step, spec = int(state["step"]), state["spec"]
+    by_layer = {}
+    for layer in spec["layers"]:
+        ck = load_checkpoint(directory / f"layer_{layer}" / f"checkpoint-{step}.pt")
+        coder = SparseCoder(SAEConfig.from_dict(ck["config"]))
+        coder.load_state_dict(ck["state"])
+        by_layer[layer] = coder.eval()
+    coders = [by_layer.get(layer) for layer in range(max(by_layer) + 1)]
+    return TranscoderSet(coders, "mlp.in", "mlp.out", spec["model"])
+
+
 def _resume(directory: Path, spec: dict, trainers: dict[int, Trainer]) -> int:
     """The step the run in ``directory`` reached (0 for a new run), with every trainer restored."""
     path = directory / PROGRESS
