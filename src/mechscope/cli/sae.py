@@ -223,7 +223,8 @@ def add(sub) -> None:
     p.add_argument("--k", type=int, default=32, help="latents per token (topk)")
     p.add_argument("--layers", help="e.g. 0-29 or 3,7 (default: every layer)")
     p.add_argument("--context", type=int, default=128, help="tokens per block")
-    p.add_argument("--batch", type=int, default=4096, help="rows per step (each step is one forward of batch / context blocks)")
+    p.add_argument("--batch", type=int, default=1024, help="rows per step (each step is one forward of batch / context blocks)")
+    p.add_argument("--lr", type=float, default=2e-3, help="learning rate (Adam, warmed up and decayed)")
     p.add_argument("--corpora", default="shakespeare,sotu,brown",
                    help="comma-separated: shakespeare, sotu, brown (`make corpora` fetches the last two)")
     p.add_argument("--eval-blocks", type=int, default=32, help="held-out blocks to score the transcoders on (0: skip)")

@@ -192,7 +192,9 @@ class SparseCoder(nn.Module):
         w = w / w.norm(dim=1, keepdim=True)
         if cfg.arch == "relu":
             w = w * 0.1  # Anthropic: small decoder norms at the start, free to grow
-        enc = w.clone() if cfg.d_out == cfg.d_in else torch.randn(cfg.width, cfg.d_in, generator=g) / math.sqrt(cfg.d_in)
+        # an SAE starts tied (encoder = decoder); a transcoder's input and output are different spaces
+        tied = cfg.d_out == cfg.d_in and not cfg.transcoder
+        enc = w.clone() if tied else torch.randn(cfg.width, cfg.d_in, generator=g) / math.sqrt(cfg.d_in)
         out = {"W_dec": w, "W_enc": enc, "b_enc": torch.zeros(cfg.width), "b_dec": torch.zeros(cfg.d_out)}
         if cfg.skip:
             out["W_skip"] = torch.zeros(cfg.d_in, cfg.d_out)

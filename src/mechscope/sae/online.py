@@ -87,11 +87,15 @@ def training_blocks(tokenizer, context: int, corpora: Sequence[str] | dict[str, 
 
 def train_transcoders(model: Model, directory: str | os.PathLike, *, layers: Sequence[int] | None = None,
                       arch: str = "topk", width: int = 4096, k: int | None = 32, tokens: int = 3_000_000,
-                      batch: int = 4096, context: int = 128, corpora: Sequence[str] | dict[str, str] = ("shakespeare", "sotu", "brown"),
-                      seed: int = 0, lr: float | None = None, checkpoint_every: int = 50, log_every: int = 10,
+                      batch: int = 1024, context: int = 128, corpora: Sequence[str] | dict[str, str] = ("shakespeare", "sotu", "brown"),
+                      seed: int = 0, lr: float | None = 2e-3, checkpoint_every: int = 200, log_every: int = 10,
                       progress: bool = True) -> TranscoderTraining:
     """Train a transcoder (``blocks.L.mlp.in`` → ``blocks.L.mlp.out``) for each of ``layers`` (default:
-    all) on ``tokens`` tokens, online (see the module docstring); resumes from ``directory``."""
+    all) on ``tokens`` tokens, online (see the module docstring); resumes from ``directory``.
+
+    The defaults suit a budget of a few million tokens: many small steps (1,024 rows) at a learning
+    rate of 2e-3 — on SmolLM2's layer 5, 63k tokens reach a held-out FVU of 0.81 this way against
+    1.46 with 4,096-row steps at 4e-4 (the trainer's default for long runs)."""
     positive_int(tokens, "tokens")
     positive_int(batch, "batch", "rows per step")
     positive_int(context, "context")
