@@ -81,8 +81,18 @@ def _sae_samples(model):
     x = model.run(tokens, cache=site).cache[site].reshape(-1, model.cfg.d_model)
     sae = SparseCoder(SAEConfig("topk", model.cfg.d_model, 32, k=4, site=site)).fit(x, batch=16, steps=4,
                                                                                   log_every=2, progress=False)
+    import tempfile
+
+    from mechscope.models.tiny import _TEXT
+    from mechscope.sae import evaluate_transcoders, load_transcoders, train_transcoders
+
+    folder = tempfile.mkdtemp()
+    texts = {f"w{i}": (_TEXT + " ") * 3 for i in range(14)}
+    log = train_transcoders(model, folder, width=16, k=4, tokens=240, batch=60, context=16, corpora=texts, log_every=2,
+                            progress=False)
     return [sae.log_, evaluate(sae, model, tokens, progress=False),
-            feature_cards(sae, model, [0, 3], blocks=tokens, k=2, progress=False)]
+            feature_cards(sae, model, [0, 3], blocks=tokens, k=2, progress=False), log,
+            evaluate_transcoders(model, load_transcoders(folder, model), tokens[:2, :10], progress=False)]
 
 
 def _verify_samples():
