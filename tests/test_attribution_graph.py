@@ -106,10 +106,13 @@ def _check_edges(model, transcoders, n_check=12):
     rep = LocalReplacement(model, transcoders, PROMPT)
     A = g.adjacency(dense=True)
     nf, L, P = g.n_features, g.n_layers, g.n_pos
-    # every row: its edges plus its bias are its value
-    assert torch.allclose(A[:nf].sum(1) + g.biases[:nf], g.pre, atol=1e-4 * (1 + g.pre.abs().max()))
+    # every row: its edges plus its bias are its value — to float32 summation error, which grows with the
+    # terms' sizes (demeaned logits cancel terms of ±50 to reach 0.4): 1e-5 of Σ|terms|; seen ≤ 1.7e-6 on
+    # AVX-512, AVX2 and the portable kernels
     k = len(g.targets)
-    assert torch.allclose(A[-k:].sum(1) + g.biases[nf:], g.target_values, atol=1e-4 * (1 + g.target_values.abs().max()))
+    for rows, bias, value in ((A[:nf], g.biases[:nf], g.pre), (A[-k:], g.biases[nf:], g.target_values)):
+        err = (rows.sum(1) + bias - value).abs()
+        assert (err <= 1e-5 * (rows.abs().sum(1) + bias.abs()) + 1e-7).all(), float(err.max())
     # a sample of edges against perturbing the source in the frozen model
     gen = torch.Generator().manual_seed(0)
     rows = [nf + (L + 1) * P] + torch.randint(0, max(nf, 1), (3,), generator=gen).tolist()
@@ -380,9 +383,11 @@ def test_validation_on_a_random_model():
     model = tiny("llama")
     coders = random_transcoders(model, skip=(1,))
     g = attribution_graph(model, coders, PROMPT, batch_size=16, progress=False)
-    v = validate_graph(g, model, coders, k=6, factor=0.98)
+    # a 0.1% change keeps every feature on its side of zero (random transcoders have many features near it:
+    # at 2% some switch, and the linear prediction's correlation falls to 0.95), so the graph is the frozen model
+    v = validate_graph(g, model, coders, k=6, factor=0.999)
     assert v.predicted.shape == (6, len(g.targets))
-    assert v.evidence()["corr_predicted_frozen"] > 0.99
+    assert v.evidence()["corr_predicted_frozen"] > 0.9999
 
 
 # ------------------------------------------------------------------------------------ graph JSON
