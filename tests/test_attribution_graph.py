@@ -406,6 +406,7 @@ def test_neuronpedia_json_round_trip():
     for link in doc["links"]:
         assert A[ids.index(link["target"]), ids.index(link["source"])] == pytest.approx(link["weight"])
     assert int((A != 0).sum()) == len(doc["links"])
+    assert "NaN" not in back.html(draw=False)  # the viewer's JSON block stays valid JSON without activations
     again = back.to_neuronpedia(node_threshold=1.0, edge_threshold=1.0)
     assert {(x["source"], x["target"]) for x in again["links"]} <= {(x["source"], x["target"]) for x in doc["links"]}
 

@@ -374,6 +374,8 @@ def test_transcoders_for_every_layer_trained_online_resume_exactly(tmp_path, mon
     assert json.loads((tmp_path / "resumed" / "progress.json").read_text())["step"] == 8
     preview = online.checkpoint_transcoders(tmp_path / "resumed")  # a run in progress, as of step 8
     assert len(preview) == 3 and preview[2].cfg.target_site == "blocks.2.mlp.out"
+    with pytest.warns(UserWarning, match="still in progress"):
+        assert len(load_transcoders(tmp_path / "resumed", model)) == 3
     monkeypatch.setattr(online.Trainer, "step", real)
     again = online.train_transcoders(model, tmp_path / "resumed", **kw)
     assert again.tokens == 52 * 60

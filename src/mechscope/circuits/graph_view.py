@@ -9,6 +9,7 @@ most promote. ``collapse`` sums a graph's edges between groups (edges inside a g
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import torch
@@ -146,7 +147,8 @@ def view_data(graph: Any, node_threshold: float = 0.8, edge_threshold: float = 0
                 "y": round(-float(y[i]) * 70, 1), "influence": round(float(kept.cumulative[i]), 4)}
         if kind == "feature":
             layer, _, f = graph.features[i].tolist()
-            node["activation"] = round(float(graph.activations[i]), 4)
+            a = float(graph.activations[i])
+            node["activation"] = round(a, 4) if math.isfinite(a) else None  # an imported graph may not carry it
             node["card"] = cards.get(f"{layer}_{f}")
         if ids[i] in parent:
             node["parent"] = parent[ids[i]]

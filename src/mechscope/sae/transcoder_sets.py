@@ -364,7 +364,8 @@ def load_transcoders(path: str | os.PathLike, model: Any = None, device: str | t
                      **options: Any) -> TranscoderSet | CrossLayerTranscoder:
     """The transcoders in a folder: a circuit-tracer set (``config.yaml``), or one sub-folder per
     layer in any format ``load_dictionary`` reads, each a transcoder writing ``blocks.L.mlp.out``
-    (layers without one are left out of the set as None)."""
+    (layers without one are left out of the set as None), or a ``train_transcoders`` run still in
+    progress (as of its last checkpoint, with a warning)."""
     from .formats import load_dictionary
 
     path = Path(path)
@@ -372,6 +373,13 @@ def load_transcoders(path: str | os.PathLike, model: Any = None, device: str | t
         return load_transcoder_set(path, device, model=model, **options)
     if not path.is_dir():
         raise SAEError(f"{path} is not a folder of transcoders")
+    if (path / "progress.json").is_file() and not any((sub / "config.json").is_file() for sub in path.iterdir()):
+        import warnings
+
+        from .online import checkpoint_transcoders
+
+        warnings.warn(f"{path} holds a training run still in progress: its transcoders as of the last checkpoint")
+        return checkpoint_transcoders(path).to(device)
     by_layer: dict[int, SparseCoder] = {}
     for sub in sorted(p for p in path.iterdir() if p.is_dir()):
         coder = load_dictionary(sub, device, model=model, **options)
