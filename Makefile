@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 DEMO_STAMP := $(VENV)/.mechscope-demo
 TEST_STAMP := $(VENV)/.mechscope-test
 
-.PHONY: demo test test-fast bench bench-sae clean chromium datasets reproduce robustness families ct-env corpora transcoders
+.PHONY: demo test test-fast bench bench-sae clean chromium datasets reproduce robustness families ct-env corpora transcoders graph-specimen
 
 # What the demo needs (the package and the embedded model), and on top of it what the tests need
 # (the peers they compare with, the browser driver, the optional datasets). `make demo` installs
@@ -44,6 +44,14 @@ corpora: $(DEMO_STAMP)
 # run it again after an interruption). The weights (~0.57 GB) stay out of git.
 transcoders: $(DEMO_STAMP) corpora
 	OMP_NUM_THREADS=2 $(VENV)/bin/mechscope transcoders smollm2-135m mechscope-transcoders/smollm2-135m
+
+# The attribution graph of SmolLM2 recalling a capital, through those transcoders: cards, proposed
+# supernodes, the heads behind its edges and its interventions, stored as a specimen (and its JSON)
+graph-specimen: $(DEMO_STAMP)
+	$(VENV)/bin/mechscope graph smollm2-135m "The capital of France is" --transcoders mechscope-transcoders/smollm2-135m \
+		--max-features 3000 --cards 64 --group --explain 20 --validate 10 --slug smollm2-capital-of-france \
+		--json mechscope-transcoders/smollm2-capital-of-france.json --out mechscope-transcoders/graph.html \
+		--archive $${MECHSCOPE_ARCHIVE:-mechscope-transcoders/archive}
 
 # circuit-tracer pins transformers 4.57.3: it gets its own environment, the oracle of the attribution-
 # graph tests (tests/oracles; they are skipped without it). nnsight 0.7+ moved the modules it imports.
