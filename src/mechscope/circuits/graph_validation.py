@@ -6,7 +6,10 @@ a factor steers), three numbers per target:
 * **predicted** — the graph's own linear answer: the change flows along its edges, each feature
   downstream moving by its edges' share (features stay active; attention and norms frozen);
 * **frozen** — measured in the replacement model with attention and norm scales frozen and every
-  feature recomputed from its own input (``LocalReplacement.frozen_run``): nonlinear in the features;
+  feature recomputed from its own input by its transcoder (``LocalReplacement.frozen_run``):
+  nonlinear in the features — and with TopK transcoders discontinuous: a change that reorders a
+  layer's k-th and (k+1)-th features swaps a whole activation in or out (on SmolLM2 a 1% change of
+  one feature can move the top logit by ~1 this way, while the real model moves as the graph says);
 * **model** — measured in the real model: the feature's decoder output changed at its position (and,
   for a cross-layer transcoder, at every layer it writes), everything downstream free.
 

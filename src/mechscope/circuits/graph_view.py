@@ -3,8 +3,9 @@ data block the page's script draws (``report/static/mechscope.js``, cytoscape.js
 
 Supernodes are Neuronpedia's ``[name, node_id, node_id, ...]`` lists. ``group_features`` proposes
 them: features of the pruned graph whose decoder directions point the same way (cosine ≥
-``similarity``) or that promote the same top token, joined transitively, named by the token they
-most promote. ``collapse`` sums a graph's edges between groups (edges inside a group dropped).
+``similarity``; one feature at several positions always does) — or, with ``same_token``, that
+promote the same top token (loose: on SmolLM2 it joins unrelated features that all promote '-') —
+joined transitively, named by the token they most promote. ``collapse`` sums a graph's edges between groups (edges inside a group dropped).
 """
 
 from __future__ import annotations
@@ -22,12 +23,16 @@ def _coder(stack: TranscoderStack, layer: int):
 
 
 def graph_cards(graph: Any, model: Any, transcoders: Any, *, node_threshold: float = 0.8, edge_threshold: float = 0.98,
-                blocks: torch.Tensor | None = None, n_blocks: int = 64, length: int = 64, k: int = 5,
+                blocks: torch.Tensor | None = None, n_blocks: int = 64, length: int = 64, k: int = 5, batch: int = 16,
                 progress: bool = True) -> dict[str, dict]:
     """Cards of the features kept at these thresholds, keyed ``"L_F"`` (layer, feature) — top
-    activating contexts over ``blocks`` (default: corpus blocks) and logit effects — stored in
-    ``graph.extra["cards"]`` and returned."""
-    from ..sae.dashboard import feature_cards
+    activating contexts over ``blocks`` (default: corpus blocks; one pass caches every layer needed)
+    and logit effects — stored in ``graph.extra["cards"]`` and returned."""
+    from tqdm.auto import tqdm
+
+    from ..neurons import card_fields
+    from ..results import Provenance
+    from ..sae.dashboard import FeatureCards, logit_effect
 
     stack = TranscoderStack(transcoders, model)
     kept = graph.prune(node_threshold, edge_threshold).nodes[: graph.n_features]
@@ -39,9 +44,23 @@ def graph_cards(graph: Any, model: Any, transcoders: Any, *, node_threshold: flo
         from ..data import token_blocks
 
         blocks = token_blocks(model.tokenizer, n_blocks, length)
+    coders = {layer: _coder(stack, layer) for layer in by_layer}
+    acts: dict[int, list[torch.Tensor]] = {layer: [] for layer in by_layer}
+    sites = sorted({c.cfg.site for c in coders.values()})
+    for start in tqdm(range(0, len(blocks), batch), desc="graph cards", disable=not progress, leave=False):
+        with torch.no_grad():
+            cache = model.run(blocks[start:start + batch], cache=sites).cache
+            for layer, feats in by_layer.items():
+                c = coders[layer]
+                a = c.encode(cache[c.cfg.site].to(c.W_enc.device).float())[..., feats].cpu()
+                a[:, 0] = 0.0  # the attention sink, as in feature_cards
+                acts[layer].append(a)
     cards: dict[str, dict] = dict(graph.extra.get("cards", {}))
     for layer, feats in sorted(by_layer.items()):
-        fc = feature_cards(_coder(stack, layer), model, feats, blocks=blocks, k=k, progress=progress)
+        c = coders[layer]
+        fields = card_fields(model, torch.cat(acts[layer]), blocks, logit_effect(c, model, feats), k=k, window=10)
+        fc = FeatureCards(provenance=Provenance.of(model), layer=layer, neurons=feats, site=c.cfg.site, arch=c.cfg.arch,
+                          **fields)
         for i, f in enumerate(feats):
             cards[f"{layer}_{f}"] = {
                 "label": fc.label(i), "max_act": float(fc.max_act[i]), "density": float(fc.density[i]),
@@ -54,7 +73,7 @@ def graph_cards(graph: Any, model: Any, transcoders: Any, *, node_threshold: flo
 
 
 def group_features(graph: Any, model: Any, transcoders: Any, *, similarity: float = 0.6,
-                   node_threshold: float = 0.8, edge_threshold: float = 0.98, same_token: bool = True) -> list[list[str]]:
+                   node_threshold: float = 0.8, edge_threshold: float = 0.98, same_token: bool = False) -> list[list[str]]:
     """Supernodes proposed from the kept features (see the module docstring); stored in
     ``graph.extra["supernodes"]`` and returned."""
     stack = TranscoderStack(transcoders, model)
@@ -130,9 +149,12 @@ def collapse(graph: Any, supernodes: Sequence[Sequence[str]]) -> tuple[list[str]
     return [names.get(g, labels[g]) for g in order], out
 
 
-def view_data(graph: Any, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> dict:
-    """The viewer's data: nodes with their place (x position, y layer), edges, supernodes, cards and
-    attention explanations of the pruned graph."""
+MAX_EDGES = 4000  # a browser draws this many of the pruned graph's strongest edges (the JSON export has all)
+
+
+def view_data(graph: Any, node_threshold: float = 0.8, edge_threshold: float = 0.98, max_edges: int = MAX_EDGES) -> dict:
+    """The viewer's data: nodes with their place (x position, y layer), the ``max_edges`` strongest
+    edges, supernodes, cards and attention explanations of the pruned graph."""
     kept = graph.prune(node_threshold, edge_threshold)
     ids, labels = graph.node_ids(), graph.node_labels()
     x, y = graph.layout()
@@ -155,10 +177,13 @@ def view_data(graph: Any, node_threshold: float = 0.8, edge_threshold: float = 0
         nodes.append(node)
     A = graph.adjacency()
     (r, c), v = A.indices(), A.values()
-    edges = [{"s": ids[int(c[e])], "t": ids[int(r[e])], "w": round(float(v[e]), 5)}
-             for e in kept.edges.nonzero()[:, 0].tolist()]
+    chosen = kept.edges.nonzero()[:, 0]
+    if len(chosen) > max_edges:
+        chosen = chosen[torch.argsort(v[chosen].abs(), descending=True)[:max_edges]]
+    edges = [{"s": ids[int(c[e])], "t": ids[int(r[e])], "w": round(float(v[e]), 5)} for e in chosen.tolist()]
     present = {n["id"] for n in nodes}
     supernodes = [[s[0], *[n for n in s[1:] if n in present]] for s in supernodes]
     return {"tokens": list(graph.tokens), "n_layers": graph.n_layers, "nodes": nodes, "edges": edges,
+            "edges_total": int(kept.edges.sum()),
             "supernodes": [s for s in supernodes if len(s) > 1], "attention": graph.extra.get("attention", {}),
             "targets": list(graph.targets)}

@@ -154,7 +154,8 @@
     var items = cy.edges().map(function (e) { return {el: e, abs: Math.abs(e.data("w"))}; });
     function filter() {
       var kept = strongest(items, Number(slider.value) / 100, function (x, on) { x.el.style("display", on ? "element" : "none"); });
-      count.textContent = kept + " of " + items.length + " edges";
+      count.textContent = kept + " of " + items.length + " edges" +
+        (d.edges_total > items.length ? " (the strongest of " + d.edges_total + " kept by pruning)" : "");
     }
     slider.addEventListener("input", filter);
     filter();
