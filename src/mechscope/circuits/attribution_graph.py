@@ -17,10 +17,9 @@ their influence on the targets, refreshed every ``update_interval`` batches (cir
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar, Iterator
 
 import torch
 

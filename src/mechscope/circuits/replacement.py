@@ -37,7 +37,8 @@ from ..models.model import Model
 from ..models.norms import frozen
 from ..models.sites import parse as parse_site
 
-GraphError = ValueError
+class GraphError(ValueError):
+    """Transcoders, prompts, nodes or edits an attribution graph cannot use."""
 
 
 def _coder_list(transcoders: Any, n_layers: int) -> list[Any]:
