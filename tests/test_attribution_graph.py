@@ -177,6 +177,16 @@ def test_targets_and_caps():
     inf = full.influence()[: full.n_features]
     top = {tuple(full.features[i].tolist()) for i in torch.argsort(inf, descending=True)[:25].tolist()}
     assert sum(tuple(f) in top for f in capped.features.tolist()) >= 7
+    import importlib
+
+    ag = importlib.import_module("mechscope.circuits.attribution_graph")  # the package's name is the function
+    budget = ag.COPY_BUDGET
+    try:  # a long prompt gets fewer copies per backward: the same graph, more passes
+        ag.COPY_BUDGET = 1
+        one = attribution_graph(model, coders, PROMPT, batch_size=8, progress=False)
+    finally:
+        ag.COPY_BUDGET = budget
+    assert one.extra["batch_size"] == 1 and torch.allclose(one.adjacency(dense=True), full.adjacency(dense=True), atol=1e-5)
     with pytest.raises(GraphError, match="a direction must be 64"):
         attribution_graph(model, coders, PROMPT, targets=[("bad", torch.ones(3))], progress=False)
     with pytest.raises(ValueError, match="batch_size=0"):

@@ -345,6 +345,7 @@ class AttributionGraph(Result):
 
 
 ROW_BUDGET = 4 * 2**30  # bytes of dense edge rows held while a graph is computed
+COPY_BUDGET = 3 * 2**30  # bytes of saved activations of the copies of the prompt (long prompts get fewer copies)
 
 
 def target_batches(n_rows: int, batch_size: int) -> Iterator[range]:
@@ -363,6 +364,8 @@ def attribution_graph(model: Model, transcoders: Any, prompt: str | list[int], *
     targets: None (the most likely next tokens up to ``logit_probability``, at most ``max_logits``),
     tokens, ``logit_difference(model, a, b)``, or (label, [weight,] direction [d_model]).
     max_feature_nodes: visit at most this many features, most influential first (None: all).
+    batch_size: targets per backward pass (copies of the prompt), fewer for a long prompt so that the
+    copies' saved activations stay within ``COPY_BUDGET``.
     """
     from tqdm.auto import tqdm
 
@@ -381,7 +384,10 @@ def attribution_graph(model: Model, transcoders: Any, prompt: str | list[int], *
     n_cols = n_feat + (L + 1) * P
     cap = n_feat if max_feature_nodes is None else min(max_feature_nodes, n_feat)
     rows_needed = len(tg) + cap
-    lin = rep.linear_run(min(batch_size, max(1, rows_needed)))
+    c = model.cfg  # each copy keeps every layer's pattern for the backward: copies × L × H × pos² floats
+    per_copy = 4 * c.n_layers * c.n_heads * P * P + 4 * 12 * c.n_layers * P * c.d_model
+    rows = max(1, min(batch_size, rows_needed, COPY_BUDGET // per_copy))
+    lin = rep.linear_run(rows)
     enc = torch.zeros(0, model.cfg.d_model)
     if n_feat:
         enc = torch.cat([rep.stack.encoder_rows(layer, index[cols, 2]) for layer, cols, _, _ in src.by_layer])
