@@ -93,11 +93,6 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp())
     model.hf.save_pretrained(folder / "model")
     tok.save_pretrained(folder / "model")
-    cfg = folder / "model" / "tokenizer_config.json"
-    cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "tokenizer_class": "PreTrainedTokenizerFast"}))
-    conf = folder / "model" / "config.json"  # transformers 4.57 (circuit-tracer's) reads rope_theta, not v5's rope_parameters
-    c = json.loads(conf.read_text())
-    conf.write_text(json.dumps({**c, "rope_theta": c["rope_parameters"]["rope_theta"]}))
     bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
     ids = [bos] + tok(PROMPT, add_special_tokens=False)["input_ids"]
     coders = transcoders(model, ids)

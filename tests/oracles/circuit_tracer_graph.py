@@ -23,6 +23,14 @@ from circuit_tracer.replacement_model.replacement_model_nnsight import NNSightRe
 from circuit_tracer.transcoder.single_layer_transcoder import SingleLayerTranscoder, TranscoderSet
 
 folder = Path(sys.argv[1])
+# a model saved by transformers 5 as transformers 4.57 (circuit-tracer's pin) reads it: the tokenizer's
+# class by its old name, and rope_theta at the top level rather than in v5's rope_parameters
+tok_cfg = folder / "model" / "tokenizer_config.json"
+tok_cfg.write_text(json.dumps({**json.loads(tok_cfg.read_text()), "tokenizer_class": "PreTrainedTokenizerFast"}))
+model_cfg = folder / "model" / "config.json"
+conf = json.loads(model_cfg.read_text())
+if "rope_theta" not in conf and "rope_theta" in conf.get("rope_parameters", {}):
+    model_cfg.write_text(json.dumps({**conf, "rope_theta": conf["rope_parameters"]["rope_theta"]}))
 w = load_file(folder / "transcoders.safetensors")
 spec = json.loads((folder / "prompt.json").read_text())
 layers = sorted({int(k.split(".")[0]) for k in w})

@@ -134,9 +134,11 @@ class _Sources:
         return out
 
 
-def _backward(lin: LinearRun, rep: LocalReplacement, inject: list[tuple[int | None, int, torch.Tensor]]):
+def _backward(lin: LinearRun, inject: list[tuple[int | None, int, torch.Tensor]],
+              wrt: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
     """One backward pass: copy i gets ``inject[i]`` = (layer or None for the final norm, position,
-    vector) as its gradient; returns the gradients at the embedding and at every MLP output [k, pos, d]."""
+    vector) as its gradient at that layer's transcoder input; returns the gradients [k, ...] at
+    ``wrt`` (default: the embedding, then every MLP output — what edges are read from)."""
     k = len(inject)
     grads: dict[int | None, torch.Tensor] = {}
     for i, (layer, pos, vec) in enumerate(inject):
@@ -144,10 +146,9 @@ def _backward(lin: LinearRun, rep: LocalReplacement, inject: list[tuple[int | No
         g = grads.setdefault(layer, torch.zeros_like(where))
         g[i, pos] = vec.to(g.dtype)
     outs = [lin.final if layer is None else lin.inputs[layer] for layer in grads]
-    got = torch.autograd.grad(outs, [lin.embed_leaf, *lin.out_leaves], list(grads.values()),
-                              retain_graph=True, allow_unused=True)
-    got = [g if g is not None else torch.zeros_like(leaf) for g, leaf in zip(got, [lin.embed_leaf, *lin.out_leaves])]
-    return got[0][:k], [g[:k] for g in got[1:]]
+    wrt = [lin.embed_leaf, *lin.out_leaves] if wrt is None else wrt
+    got = torch.autograd.grad(outs, wrt, list(grads.values()), retain_graph=True, allow_unused=True)
+    return [(g if g is not None else torch.zeros_like(x))[:k].detach() for g, x in zip(got, wrt)]
 
 
 @dataclass
@@ -403,8 +404,8 @@ def attribution_graph(model: Model, transcoders: Any, prompt: str | list[int], *
 
     def run_rows(inject, nodes) -> None:
         nonlocal filled
-        ge, go = _backward(lin, rep, inject)
-        rows[filled:filled + len(nodes)] = src.rows(ge, go)
+        got = _backward(lin, inject)
+        rows[filled:filled + len(nodes)] = src.rows(got[0], got[1:])
         row_node[filled:filled + len(nodes)] = torch.as_tensor(nodes)
         filled += len(nodes)
 

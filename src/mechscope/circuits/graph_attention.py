@@ -24,7 +24,7 @@ import torch
 
 from .. import names
 from ..models.model import Model
-from .attribution_graph import AttributionGraph, _Sources, logit_target
+from .attribution_graph import AttributionGraph, _backward, _Sources, logit_target
 from .edges import _qkv_slices, _weight_rows
 from .replacement import GraphError, LocalReplacement
 from ..models.norms import frozen
@@ -100,8 +100,6 @@ def explain_edges(graph: AttributionGraph, model: Model, transcoders: Any, edges
     ``graph.extra["attention"]`` under ``"source→target"`` (what the viewer shows on an edge click)."""
     c = model.cfg
     rep = LocalReplacement(model, transcoders, graph.token_ids, prepend=False)
-    if rep.ids.tolist() != graph.token_ids:
-        raise GraphError("the graph's tokens are not what the model tokenises now")
     ids = graph.node_ids()
     A = graph.adjacency()
     (r, col), v = A.indices(), A.values()
@@ -171,25 +169,21 @@ def _attention_inputs(model: Model, rep: LocalReplacement) -> dict[int, torch.Te
 
 def _target_grads_at_z(graph: AttributionGraph, model: Model, rep: LocalReplacement, lin, targets: list[int]):
     """∂pre_t/∂z for each target t (row i of the linear run): {layer: [rows, pos, H, d_head]}."""
-    grads: dict[int | None, torch.Tensor] = {}
-    for i, t in enumerate(targets):
+    inject = []
+    for t in targets:
         kind, layer, pos, extra, _ = _node(graph, t, rep)
         if kind == "feature":
-            vec, where = rep.stack.encoder_rows(layer, torch.tensor([extra]))[0], lin.inputs[layer]
+            inject.append((layer, pos, rep.stack.encoder_rows(layer, torch.tensor([extra]))[0]))
         elif kind == "target":
             tid = graph.target_ids[extra]
             if tid < 0:
                 raise GraphError(f"{graph.node_ids()[t]}: a custom-direction target cannot be explained (its direction "
                                  "is not stored)")
-            vec, where, layer = logit_target(model, tid, 1.0).vector, lin.final, None
+            inject.append((None, pos, logit_target(model, tid, 1.0).vector))
         else:
             raise GraphError(f"{graph.node_ids()[t]} is a {kind}: only features and targets receive edges")
-        g = grads.setdefault(layer, torch.zeros_like(where))
-        g[i, pos] = vec.to(g.dtype)
-    outs = [lin.final if layer is None else lin.inputs[layer] for layer in grads]
     zs = [lin.attention[("z", m)] for m in range(model.cfg.n_layers)]
-    got = torch.autograd.grad(outs, zs, list(grads.values()), retain_graph=True, allow_unused=True)
-    return {m: (g if g is not None else torch.zeros_like(zs[m])).detach() for m, g in enumerate(got)}
+    return dict(enumerate(_backward(lin, inject, zs)))
 
 
 def _qk(model: Model, rep: LocalReplacement, lin, src_cols: _Sources, col_ids: list[str], rows, keys, out, terms):

@@ -105,11 +105,10 @@ def _graph(args) -> int:
         from ..circuits import validate_graph
 
         ids = graph.node_ids()
-        where = {n: i for i, n in enumerate(ids[:graph.n_features])}  # supernodes' feature members
-        groups = [[tuple(graph.features[where[n]].tolist()) for n in sn[1:] if n in where]
-                  for sn in graph.extra.get("supernodes", [])]
+        features = set(ids[:graph.n_features])  # a supernode's feature members, by id
+        groups = [[n for n in sn[1:] if n in features] for sn in graph.extra.get("supernodes", [])]
         inf = graph.influence()[:graph.n_features]
-        top = [[tuple(graph.features[i].tolist())] for i in torch.argsort(inf, descending=True)[:args.validate].tolist()]
+        top = [[ids[i]] for i in torch.argsort(inf, descending=True)[:args.validate].tolist()]
         check = validate_graph(graph, model, transcoders, [g for g in groups if g] + top)
         print(check.summary())
         findings.append((check, "the graph's predictions tested by ablating its supernodes and top features"))
