@@ -212,7 +212,7 @@ def test_transcoders_command_trains_every_layer_and_scores_them(model_dir, capsy
     monkeypatch.setattr("mechscope.data.corpus", lambda names: corpus)
     out = tmp_path / "tc"
     assert main(["transcoders", model_dir, str(out), "--tokens", "600", "--width", "16", "--k", "4", "--context", "16",
-                 "--batch", "60", "--eval-blocks", "3", "--quiet", "--page", str(tmp_path / "tc.html")]) == 0
+                 "--batch", "60", "--eval-blocks", "3", "--device", "cpu", "--quiet", "--page", str(tmp_path / "tc.html")]) == 0
     printed = capsys.readouterr().out
     assert "3 transcoders" in printed and "CE recovered" in printed
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["layer_0", "layer_1", "layer_2"]

@@ -28,7 +28,7 @@ def run_transcoders(model, args, page) -> int:
     results = [(log, "training curves, every layer")]
     if args.eval_blocks:
         held_out = training_blocks(model.tokenizer, args.context, corpora, args.seed, split="test")[:args.eval_blocks]
-        fidelity = evaluate_transcoders(model, load_transcoders(args.directory, model), held_out,
+        fidelity = evaluate_transcoders(model, load_transcoders(args.directory, model, model.device), held_out,
                                         progress=not args.quiet)
         print(fidelity.summary())
         results.append((fidelity, "all transcoders spliced together on held-out text"))

@@ -118,7 +118,7 @@ def train_transcoders(model: Model, directory: str | os.PathLike, *, layers: Seq
     for layer in layers:
         cfg = SAEConfig(arch, d, width, k=k if arch in ("topk", "batchtopk") else None, d_out=d,
                         site=f"blocks.{layer}.mlp.in", target_site=f"blocks.{layer}.mlp.out", model=model.name)
-        coders[layer] = SparseCoder(cfg, seed=seed + layer)
+        coders[layer] = SparseCoder(cfg, seed=seed + layer).to(model.device)  # initialised alike on any device
         trainers[layer] = Trainer(coders[layer], steps, rows, lr=lr)
     run_spec = {"model": model.name, "fingerprint": model.fingerprint, "layers": layers, "arch": arch, "width": width,
                 "k": k, "steps": steps, "rows": rows, "context": context, "seed": seed,
