@@ -46,7 +46,9 @@ transcoders: $(DEMO_STAMP) corpora
 	OMP_NUM_THREADS=2 $(VENV)/bin/mechscope transcoders smollm2-135m mechscope-transcoders/smollm2-135m
 
 # The attribution graph of SmolLM2 recalling a capital, through those transcoders: cards, proposed
-# supernodes, the heads behind its edges and its interventions, stored as a specimen (and its JSON)
+# supernodes, the heads behind its edges and its interventions, stored as a specimen (and its JSON).
+# docs/specimens/ holds the one made with the README's transcoders and supernodes named by hand
+# (--supernodes docs/specimens/smollm2-capital-of-france.supernodes.json: feature numbers of that training)
 graph-specimen: $(DEMO_STAMP)
 	$(VENV)/bin/mechscope graph smollm2-135m "The capital of France is" --transcoders mechscope-transcoders/smollm2-135m \
 		--max-features 3000 --cards 64 --group --explain 20 --validate 10 --slug smollm2-capital-of-france \

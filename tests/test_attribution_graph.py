@@ -485,7 +485,7 @@ def test_qk_attribution_splits_the_score():
 
 # ------------------------------------------------------------------------------------ supernodes
 def test_supernodes_collapse_and_grouping():
-    from mechscope.circuits.graph_view import collapse, group_features
+    from mechscope.circuits.graph_view import collapse, group_features, set_supernodes, supernode_figure
 
     model, coders, tok_a, tok_b = _planted_chain()
     prompt = [model.tokenizer.bos_token_id] + model.tokenize("a bc")[0][0].tolist()[:4] + [tok_a]
@@ -500,6 +500,14 @@ def test_supernodes_collapse_and_grouping():
     assert C[0, 0] == 0  # the edge inside the group is gone
     with pytest.raises(GraphError, match="not nodes of this graph"):
         collapse(g, [["x", "9_9_9"]])
+    # named by hand: stored, drawn as one box with its summed edge into the target
+    with pytest.raises(GraphError, match="has no supernodes"):
+        supernode_figure(g)
+    assert set_supernodes(g, {"chain": ["0_3_5", "1_7_5"]}) == [["chain", "0_3_5", "1_7_5"]]
+    with pytest.raises(GraphError, match=r"\['E_1_5'\] are no feature or error node"):
+        set_supernodes(g, {"tokens": ["E_1_5"]})
+    fig = g.figure()
+    assert "chain" in [t.get_text() for t in fig.axes[0].texts] and len(fig.axes[0].patches) + len(fig.axes[0].texts) > 3
     # two features writing the same direction are proposed as one supernode, named by the token they promote
     with torch.no_grad():
         coders[1].W_dec[9] = coders[1].W_dec[7] * 0.5
@@ -511,4 +519,23 @@ def test_supernodes_collapse_and_grouping():
     g2 = attribution_graph(model, coders, prompt, targets=[tok_b], progress=False)
     groups = group_features(g2, model, coders, similarity=0.95, same_token=False, node_threshold=0.99)
     assert groups == [[f"→ {model.tokenizer.decode([tok_b])!r}", "1_7_5", "1_9_5"]]
-    assert g2.to_neuronpedia(supernodes=groups)["qParams"]["supernodes"] == groups
+    doc = g2.to_neuronpedia()  # the graph's own supernodes, with the members the export keeps
+    kept = {n["node_id"] for n in doc["nodes"]}
+    assert doc["qParams"]["supernodes"] == [[groups[0][0], *[m for m in groups[0][1:] if m in kept]]]
+    assert "1_7_5" in kept
+
+
+def test_the_committed_specimen_reads_back():
+    """docs/specimens' capital graph (Neuronpedia JSON) is readable, labelled and names its supernodes."""
+    import json
+    from pathlib import Path
+
+    from mechscope.circuits.attribution_graph import AttributionGraph
+
+    path = Path(__file__).parent.parent / "docs" / "specimens" / "smollm2-capital-of-france.json"
+    doc = json.loads(path.read_text())
+    g = AttributionGraph.from_neuronpedia(doc)
+    assert g.targets[0] == " Paris" and g.tokens[-2:] == [" France", " is"]
+    named = json.loads(path.with_name("smollm2-capital-of-france.supernodes.json").read_text())
+    assert [s[0] for s in g.extra["supernodes"]] == list(named)
+    assert sum(bool(n["clerp"]) for n in doc["nodes"]) > 100

@@ -201,6 +201,17 @@ def test_graph_command_writes_page_json_and_specimen(model_dir, capsys, tmp_path
     assert "Attribution graph" in out.read_text()
     spec = open_archive(str(arch)).specimens()[0]
     assert [f.kind for f in spec.findings()] == ["AttributionGraph", "GraphValidation"]
+    features = [n["node_id"] for n in doc["nodes"] if n["feature_type"] == "cross layer transcoder"][:3]
+    named = tmp_path / "named.json"
+    named.write_text(json.dumps({"cat features": features}))
+    assert main(["graph", model_dir, "The cat sat", "--transcoders", str(tdir), "--target", " the", "--quiet",
+                 "--out", str(out), "--json", str(js), "--supernodes", str(named), "--validate", "1"]) == 0
+    assert "1 supernodes named by hand: cat features (3)" in capsys.readouterr().out
+    assert json.loads(js.read_text())["qParams"]["supernodes"] == [["cat features", *features]]
+    named.write_text(json.dumps({"cat features": ["9_9_9"]}))
+    assert main(["graph", model_dir, "The cat sat", "--transcoders", str(tdir), "--quiet", "--out", str(out),
+                 "--supernodes", str(named)]) == 2
+    assert "['9_9_9'] are no feature or error node of this graph" in capsys.readouterr().err
     assert main(["graph", model_dir, "The cat", "--transcoders", str(tmp_path / "none")]) == 2
     assert "is not a folder of transcoders" in capsys.readouterr().err
 

@@ -286,8 +286,14 @@ class AttributionGraph(Result):
 
     def figure(self, node_threshold: float = 0.8, edge_threshold: float = 0.98):
         """The pruned graph: nodes by position (x) and layer (y), tokens below, targets above; edge
-        width by |weight|, blue positive and red negative."""
+        width by |weight|, blue positive and red negative — or, once it has supernodes, their
+        diagram (``graph_view.supernode_figure``; the page's viewer still has every node)."""
         import matplotlib.pyplot as plt
+
+        if self.extra.get("supernodes"):
+            from .graph_view import supernode_figure
+
+            return supernode_figure(self)
 
         kept = self.prune(node_threshold, edge_threshold)
         x, y = self.layout()

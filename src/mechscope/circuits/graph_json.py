@@ -33,11 +33,16 @@ def _cantor(x: int, y: int) -> int:
 def to_neuronpedia(graph: Any, *, slug: str = "mechscope-graph", scan: str | None = None,
                    node_threshold: float = 0.8, edge_threshold: float = 0.98,
                    supernodes: list[list[str]] | None = None, clerps: dict[str, str] | None = None) -> dict:
-    """The pruned ``graph`` as one JSON-ready dict (see the module docstring)."""
+    """The pruned ``graph`` as one JSON-ready dict (see the module docstring). A feature's ``clerp``
+    (its label) comes from ``clerps`` by node id, else from its card (``graph_cards``) if it has one.
+    ``supernodes`` default to the graph's own."""
     kept = graph.prune(node_threshold, edge_threshold)
     ids = graph.node_ids()
     L, P, nf = graph.n_layers, graph.n_pos, graph.n_features
-    clerps = clerps or {}
+    cards = graph.extra.get("cards") or {}
+    clerps = {**{ids[i]: cards[f"{layer}_{f}"]["label"] for i, (layer, _, f) in enumerate(graph.features.tolist())
+                 if f"{layer}_{f}" in cards}, **(clerps or {})}
+    supernodes = graph.extra.get("supernodes") if supernodes is None else supernodes
     nodes, present = [], set()
     cum = kept.cumulative
     for i in kept.nodes.nonzero()[:, 0].tolist():
@@ -71,13 +76,15 @@ def to_neuronpedia(graph: Any, *, slug: str = "mechscope-graph", scan: str | Non
              for e in kept.edges.nonzero()[:, 0].tolist() if int(c[e]) in present and int(r[e]) in present]
     linked = {x for link in links for x in (link["source"], link["target"])}
     nodes = [n for n in nodes if n["node_id"] in linked or n["feature_type"] in ("embedding", "logit")]
+    kept_ids = {n["node_id"] for n in nodes}  # a supernode lists only the members the export keeps
+    shown = [[s[0], *members] for s in (supernodes or []) if (members := [m for m in s[1:] if m in kept_ids])]
     return {
         "metadata": {"slug": slug, "scan": scan or graph.transcoders or "mechscope", "transcoder_list": [],
                      "prompt_tokens": list(graph.tokens), "prompt": graph.prompt, "node_threshold": node_threshold,
                      "schema_version": 1,
                      "mechscope": {"n_layers": L, "token_ids": list(graph.token_ids), "edge_threshold": edge_threshold,
                                    "target_labels": list(graph.targets)}},
-        "qParams": {"pinnedIds": [], "supernodes": [list(s) for s in (supernodes or [])], "linkType": "both",
+        "qParams": {"pinnedIds": [], "supernodes": shown, "linkType": "both",
                     "clickedId": "", "sg_pos": ""},
         "nodes": nodes, "links": links,
     }

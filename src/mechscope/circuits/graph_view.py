@@ -5,7 +5,8 @@ Supernodes are Neuronpedia's ``[name, node_id, node_id, ...]`` lists. ``group_fe
 them: features of the pruned graph whose decoder directions point the same way (cosine ≥
 ``similarity``; one feature at several positions always does) — or, with ``same_token``, that
 promote the same top token (loose: on SmolLM2 it joins unrelated features that all promote '-') —
-joined transitively, named by the token they most promote. ``collapse`` sums a graph's edges between groups (edges inside a group dropped).
+joined transitively, named by the token they most promote; ``set_supernodes`` stores groups named by
+hand (after reading the cards) in their place. ``collapse`` sums a graph's edges between groups (edges inside a group dropped).
 """
 
 from __future__ import annotations
@@ -120,6 +121,24 @@ def group_features(graph: Any, model: Any, transcoders: Any, *, similarity: floa
     return out
 
 
+def set_supernodes(graph: Any, groups: dict[str, Sequence[str]]) -> list[list[str]]:
+    """Supernodes named by hand — {name: [node id, ...]} over the graph's feature and error nodes —
+    stored in ``graph.extra["supernodes"]`` (replacing proposed ones) and returned."""
+    ids = graph.node_ids()
+    known = set(ids[:graph.n_features + graph.n_layers * graph.n_pos])  # features, then errors
+    out = []
+    for name, members in groups.items():
+        if not isinstance(name, str) or not name.strip() or isinstance(members, str) or not members:
+            raise GraphError(f"supernode {name!r}: want a non-empty name and a non-empty list of node ids")
+        unknown = [m for m in members if m not in known]
+        if unknown:
+            raise GraphError(f"supernode {name!r}: {unknown[:5]} are no feature or error node of this graph "
+                             f"(ids are layer_feature_position, e.g. {ids[0]!r})")
+        out.append([name, *dict.fromkeys(members)])
+    graph.extra["supernodes"] = out
+    return out
+
+
 def collapse(graph: Any, supernodes: Sequence[Sequence[str]]) -> tuple[list[str], torch.Tensor]:
     """(labels, A [groups, groups]): every node in a supernode merged into one (edges summed, edges
     inside a group dropped); nodes in no supernode stay themselves. Rows targets, columns sources."""
@@ -147,6 +166,50 @@ def collapse(graph: Any, supernodes: Sequence[Sequence[str]]) -> tuple[list[str]
     keep = gr != gc
     out = torch.zeros(len(order), len(order)).index_put_((gr[keep], gc[keep]), v[keep], accumulate=True)
     return [names.get(g, labels[g]) for g in order], out
+
+
+def supernode_figure(graph: Any, *, targets: int = 1, min_share: float = 0.03):
+    """The supernodes as one diagram: each group a box at its members' mean (position, layer), the
+    prompt's tokens below and the first ``targets`` targets above, arrows for the summed *direct*
+    edges between them (``collapse``; paths through features in no supernode are not drawn) of at
+    least ``min_share`` of the strongest, width by |weight|, blue positive and red negative."""
+    import matplotlib.pyplot as plt
+
+    groups = graph.extra.get("supernodes") or []
+    if not groups:
+        raise GraphError("the graph has no supernodes: name them (set_supernodes) or propose them (group_features)")
+    labels, A = collapse(graph, groups)
+    x, y = graph.layout()
+    ids, where = graph.node_ids(), {n: i for i, n in enumerate(graph.node_ids())}
+    names = [str(g[0]) for g in groups]
+    at = {str(g[0]): (float(x[[where[n] for n in g[1:]]].mean()), float(y[[where[n] for n in g[1:]]].mean()))
+          for g in groups}
+    nt = len(graph.targets)
+    for i in range(graph.token_slice.start, graph.token_slice.stop):
+        at[labels[labels.index(graph.node_labels()[i])]] = (float(i - graph.token_slice.start), -1.0)
+    for t, i in enumerate(range(graph.n_nodes - nt, graph.n_nodes)):
+        if t < targets:
+            at[graph.node_labels()[i]] = (float(graph.n_pos - 1) + 0.6 * t, float(graph.n_layers))
+    index = {name: labels.index(name) for name in at}
+    shown = list(at)
+    sub = A[[index[n] for n in shown]][:, [index[n] for n in shown]]
+    top = float(sub.abs().max()) or 1.0
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.6 * graph.n_pos + 3), 7))
+    for r, c in (sub.abs() >= min_share * top).nonzero().tolist():
+        (x0, y0), (x1, y1), w = at[shown[c]], at[shown[r]], float(sub[r, c])
+        ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(arrowstyle="-|>", lw=0.4 + 4 * abs(w) / top, alpha=0.7,
+                                                            color="#2b6cb0" if w > 0 else "#c53030", shrinkA=12, shrinkB=12))
+    for name, (px, py) in at.items():
+        kind = "supernode" if name in names else ("target" if py == graph.n_layers else "token")
+        ax.text(px, py, name if kind == "supernode" else name.split(" @")[0], ha="center", va="center", fontsize=7,
+                wrap=True, bbox=dict(boxstyle="round", fc={"supernode": "#fbd38d", "target": "#d6bcfa",
+                                                          "token": "#c6f6d5"}[kind], ec="#4a5568", lw=0.6))
+    ax.set_xlim(-0.8, graph.n_pos - 0.2 + 0.6 * max(0, targets - 1))
+    ax.set_ylim(-2, graph.n_layers + 1.5)
+    ax.set_xticks(range(graph.n_pos), [repr(t)[1:-1] for t in graph.tokens], rotation=30, ha="right", fontsize=7)
+    ax.set(xlabel="position", ylabel="layer", title=f"{len(groups)} supernodes: direct edges ≥ {min_share:.0%} of the strongest")
+    fig.tight_layout()
+    return fig
 
 
 MAX_EDGES = 4000  # a browser draws this many of the pruned graph's strongest edges (the JSON export has all)

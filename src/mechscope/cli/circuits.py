@@ -87,7 +87,19 @@ def _graph(args) -> int:
 
         graph_cards(graph, model, transcoders, node_threshold=args.node_threshold, edge_threshold=args.edge_threshold,
                     n_blocks=args.cards, progress=not args.quiet)
-    if args.group:
+    if args.supernodes:
+        from ..circuits.graph_view import set_supernodes
+
+        try:
+            with open(args.supernodes, encoding="utf-8") as f:
+                named = json.load(f)
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"--supernodes {args.supernodes}: not a readable JSON file ({err})") from None
+        if not isinstance(named, dict):
+            raise ValueError(f"--supernodes {args.supernodes}: want a JSON object {{name: [node id, ...]}}")
+        groups = set_supernodes(graph, named)
+        print(f"{len(groups)} supernodes named by hand: " + "; ".join(f"{g[0]} ({len(g) - 1})" for g in groups))
+    elif args.group:
         from ..circuits.graph_view import group_features
 
         groups = group_features(graph, model, transcoders, node_threshold=args.node_threshold,
@@ -185,6 +197,8 @@ def add(sub) -> None:
     p.add_argument("--cards", type=int, metavar="BLOCKS",
                    help="feature cards for the kept features from this many corpus blocks (hover in the viewer)")
     p.add_argument("--group", action="store_true", help="propose supernodes (similar decoders or top tokens)")
+    p.add_argument("--supernodes", metavar="FILE",
+                   help="supernodes named by hand, a JSON object {name: [node id, ...]} (instead of --group)")
     p.add_argument("--explain", type=int, metavar="EDGES",
                    help="the heads carrying the strongest EDGES position-crossing edges, and QK attributions")
     p.add_argument("--validate", type=int, metavar="K",
