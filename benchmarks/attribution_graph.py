@@ -1,6 +1,6 @@
 """Attribution graphs on SmolLM2-135M: mechscope against circuit-tracer 0.5.0 (its own environment,
 `make ct-env`) on the same model and the same transcoders, run alone:
-`.venv/bin/python benchmarks/attribution_graph.py [--longest]`.
+`.venv/bin/python benchmarks/attribution_graph.py` (or `--longest`: that measurement alone, ~1 h).
 
 Transcoders: one random ReLU transcoder per layer (width 4,096; encoder bias set per layer so ~32
 features fire per token, as trained TopK-32 transcoders would) — timing does not depend on what the
@@ -11,7 +11,8 @@ adjacency matrices are compared as a check (no skip connections here: circuit-tr
 backend drops a skip's gradient, see tests/test_attribution_graph.py).
 
 Also: how mechscope's time and peak memory grow with the prompt length and the feature cap, and
-(--longest) the longest prompt whose graph completes here, doubling until memory or an hour runs out.
+(--longest, on its own) the longest prompt whose graph completes here, doubling from 256 tokens until
+memory, the dense-row budget (``attribution_graph.ROW_BUDGET``) or an hour runs out.
 """
 
 from __future__ import annotations
@@ -90,10 +91,12 @@ def main() -> None:
     torch.set_num_threads(THREADS)
     model = ms.load("smollm2-135m")
     tok = model.tokenizer
+    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    if "--longest" in sys.argv:
+        return longest(model, tok, bos)
     folder = Path(tempfile.mkdtemp())
     model.hf.save_pretrained(folder / "model")
     tok.save_pretrained(folder / "model")
-    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
     ids = [bos] + tok(PROMPT, add_special_tokens=False)["input_ids"]
     coders = transcoders(model, ids)
     rows = []
@@ -113,26 +116,8 @@ def main() -> None:
         t, m, g = ours(model, transcoders(model, long_ids), long_ids, cap)
         growth.append((n_tokens + 1, cap, g.n_active, t, m, int(g.edge_weight.numel())))
         print(growth[-1], flush=True)
-    longest = []
-    if "--longest" in sys.argv:
-        n = 256
-        while True:
-            long_ids = [bos] + tok(LONG * 200, add_special_tokens=False)["input_ids"][:n - 1]
-            try:
-                t0 = time.perf_counter()
-                global BATCH
-                BATCH = 2
-                t, m, g = ours(model, transcoders(model, long_ids), long_ids, 1000)
-                longest.append((n, t, m, g.n_active))
-                print(longest[-1], flush=True)
-            except (RuntimeError, MemoryError) as err:
-                longest.append((n, float("nan"), float("nan"), str(err).splitlines()[0][:80]))
-                break
-            if t > 3600 or n >= 4096:
-                break
-            n *= 2
     md = [f"Attribution graph of {PROMPT!r} ({len(ids)} tokens with BOS) on SmolLM2-135M, 30 random ReLU transcoders × "
-          f"{WIDTH} (~{ACTIVE} active per token), backward batch {BATCH if not longest else 32}; {machine(THREADS, 'cpu')}.",
+          f"{WIDTH} (~{ACTIVE} active per token), backward batch {BATCH}; {machine(THREADS, 'cpu')}.",
           "", "| features visited | active | mechscope s | circuit-tracer s | ratio | mechscope peak MB | circuit-tracer peak MB | max |ΔA| / max |A| |",
           "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -143,11 +128,34 @@ def main() -> None:
     md += ["", "Growth (mechscope): prompt tokens, feature cap → active features, seconds, peak MB, stored edges", "",
            "| tokens | cap | active features | s | peak MB | edges |", "|---|---|---|---|---|---|"]
     md += [f"| {n} | {c} | {a} | {t:.1f} | {m:.0f} | {e} |" for n, c, a, t, m, e in growth]
-    if longest:
-        md += ["", "Longest prompts (cap 1,000 features, batch 2): tokens → seconds, peak MB", "",
-               "| tokens | s | peak MB | active features / error |", "|---|---|---|---|"]
-        md += [f"| {n} | {t:.0f} | {m:.0f} | {a} |" for n, t, m, a in longest]
     write_section("attribution-graph", "## Attribution graphs (mechscope vs circuit-tracer)\n\n" + "\n".join(md))
+    print("\n".join(md))
+
+
+
+
+def longest(model, tok, bos: int) -> None:
+    """Double the prompt from 256 tokens (cap 1,000 features, backward batch 2) until a graph fails
+    or takes over an hour; the table goes to its own section."""
+    global BATCH
+    BATCH = 2
+    found, n = [], 256
+    while n <= 4096:
+        long_ids = [bos] + tok(LONG * 200, add_special_tokens=False)["input_ids"][:n - 1]
+        try:
+            t, m, g = ours(model, transcoders(model, long_ids), long_ids, 1000)
+            found.append((n, f"{t:.0f}", f"{m:.0f}", str(g.n_active)))
+        except (RuntimeError, MemoryError, ValueError) as err:  # ValueError: the dense-row budget, said so
+            found.append((n, "—", "—", str(err).splitlines()[0][:160]))
+        print(found[-1], flush=True)
+        if found[-1][1] == "—" or float(found[-1][1]) > 3600:
+            break
+        n *= 2
+    md = [f"Longest prompts on SmolLM2-135M, 30 random ReLU transcoders × {WIDTH} (~{ACTIVE} active per token), cap "
+          f"1,000 features, backward batch 2; {machine(THREADS, 'cpu')}.", "",
+          "| tokens | s | peak MB | active features / why it stopped |", "|---|---|---|---|"]
+    md += [f"| {n} | {t} | {m} | {a} |" for n, t, m, a in found]
+    write_section("attribution-graph-longest", "## Attribution graphs: the longest prompt\n\n" + "\n".join(md))
     print("\n".join(md))
 
 

@@ -168,8 +168,24 @@ GPT_NEOX = Adapter(
     parallel_flag="use_parallel_residual",
 )
 
+# mechscope's own architecture for compiled programs (compile/arch.py): Llama's names, identity norms
+COMPILED = Adapter(
+    families=("mechscope_compiled",),
+    blocks="model.layers",
+    embed="model.embed",
+    final_norm="model.norm",
+    attn="self_attn",
+    out_proj="self_attn.o_proj",
+    mlp="mlp",
+    mlp_in="mlp.up_proj",
+    mlp_down="mlp.down_proj",
+    mid_norm="post_attention_layernorm",
+    attn_norm="input_layernorm",
+    qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+)
+
 ADAPTERS: dict[str, Adapter] = {family: a for a in (LLAMA, STABLELM, STARCODER2, GEMMA2, OLMO2, MOE, OLMOE, PHI3,
-                                                   GRANITE, COHERE, GPT2, GPT_NEOX)
+                                                   GRANITE, COHERE, GPT2, GPT_NEOX, COMPILED)
                                 for family in a.families}
 
 

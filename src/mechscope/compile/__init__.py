@@ -1,0 +1,14 @@
+"""Networks with known mechanisms: RASP programs compiled into Hugging Face transformers.
+
+``rasp`` (the program language and its interpreter), ``compiler`` (program → weights of the
+``mechscope_compiled`` architecture in ``arch``), ``programs`` (examples). Every mechscope analysis
+runs on a compiled model unchanged (``CompiledProgram.model``).
+"""
+
+from .compiler import CompiledProgram, Layout, compile_program
+from .programs import PROGRAMS
+from .rasp import (Aggregate, Comparison, Full, Map, RASPError, Select, SelectorWidth, SequenceMap, SOp, evaluate,
+                   indices, tokens)
+
+__all__ = ["Aggregate", "Comparison", "CompiledProgram", "Full", "Layout", "Map", "PROGRAMS", "RASPError", "SOp",
+           "Select", "SelectorWidth", "SequenceMap", "compile_program", "evaluate", "indices", "tokens"]

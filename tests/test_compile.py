@@ -1,0 +1,101 @@
+"""Compiled programs: the RASP interpreter, the compiler to HF weights, and the compiled models
+agreeing with the interpreter on every input (exhaustive up to each program's max_len)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mechscope as ms
+from mechscope.compile import (PROGRAMS, Aggregate, Comparison, Map, RASPError, Select, SelectorWidth, SequenceMap,
+                               compile_program, evaluate, indices, tokens)
+from mechscope.compile.programs import make_frac_prevs, make_paren_depth, make_reverse, make_sort_unique
+
+
+def test_interpreter_reproduces_the_programs_meaning():
+    assert evaluate(make_reverse(), list("abc")) == list("cba")
+    assert evaluate(make_sort_unique(), [3, 1, 2]) == [1, 2, 3]
+    assert evaluate(make_frac_prevs(), list("xyxx")) == [1.0, 0.5, 2 / 3, 0.75]
+    assert evaluate(make_paren_depth(8), list("(()(")) == [1, 2, 1, 2]
+    assert evaluate(PROGRAMS["histogram"][0](), list("abca")) == [2, 1, 1, 2]
+    shared = Aggregate(Select(tokens, tokens, Comparison.TRUE), tokens, label="all_tokens")
+    assert evaluate(shared, list("aa")) == ["a", "a"]
+    with pytest.raises(RASPError, match="categorical Aggregate 'all_tokens' selects differing values"):
+        evaluate(shared, list("ab"))
+
+
+@pytest.mark.parametrize("name", sorted(PROGRAMS))
+def test_compiled_model_equals_the_program_on_every_input(name):
+    make, vocab, max_len, non_causal = PROGRAMS[name]
+    compiled = compile_program(make(), vocab, max_len, causal=not non_causal)
+    report = compiled.verify()
+    assert report["exhaustive"] and report["checked"] == sum(len(vocab) ** n for n in range(1, max_len + 1))
+    assert report["n_mismatches"] == 0, report["mismatches"]
+    assert compiled.model.cfg.family == "mechscope_compiled"
+
+
+def test_verify_finds_a_broken_model():
+    make, vocab, max_len, _ = PROGRAMS["reverse"]
+    compiled = compile_program(make(), vocab, max_len)
+    layer, head = compiled.steps["reverse"][1:]
+    with torch.no_grad():
+        compiled.model.hf.model.layers[layer].self_attn.o_proj.weight.zero_()  # the head that moves the tokens
+    report = compiled.verify()
+    assert report["n_mismatches"] == report["checked"] > 0 and report["mismatches"][0]["model"][0] is None
+
+
+def test_steps_are_placed_after_their_inputs_and_heads_attend_as_the_selector_says():
+    compiled = compile_program(make_sort_unique(), [1, 2, 3, 4, 5], 5)
+    assert compiled.steps["target_pos"] == ("attn", 0, 0) and compiled.steps["target_pos:mlp"][:2] == ("mlp", 0)
+    assert compiled.steps["sort"] == ("attn", 1, 0)
+    xs = [4, 1, 5, 2]
+    run = compiled.model.run([compiled.ids(xs)], cache=["blocks.1.attn.pattern"])
+    pattern = run.cache["blocks.1.attn.pattern"][0, 0, 1:, 1:]  # without BOS
+    rank = [sorted(xs).index(x) for x in xs]  # key k holds the token with rank[k] smaller ones
+    assert pattern.argmax(-1).tolist() == [rank.index(i) for i in range(len(xs))]
+    assert float(pattern.max(-1).values.min()) > 0.999
+
+
+def test_causal_models_see_only_the_past():
+    compiled = compile_program(make_paren_depth(8), ["(", ")"], 8, causal=True)
+    full = compiled(list("(()(()"))
+    assert [compiled(list("(()(()")[:n])[-1] for n in range(1, 7)] == full
+    with pytest.raises(RASPError, match="Select 'all' picks later positions .* compile with causal=False"):
+        compile_program(make_reverse(), ["a", "b"], 4, causal=True)  # its length reads every position
+
+
+def test_the_compiler_refuses_what_it_cannot_compile():
+    numeric = Map(lambda t: 1.0 if t == "a" else 0.0, tokens, numerical=True, label="num")
+    with pytest.raises(RASPError, match="Select 'by_number': 'num' is numerical"):
+        compile_program(SelectorWidth(Select(numeric, tokens, Comparison.EQ, label="by_number")), ["a", "b"], 3)
+    twos = Map(lambda t: 2 if t == "a" else 0, tokens, numerical=True, label="twos")
+    with pytest.raises(RASPError, match="Aggregate 'mean2': a numerical Aggregate averages 0/1 values only"):
+        compile_program(Aggregate(Select(indices, indices, Comparison.LEQ), twos, numerical=True, label="mean2"),
+                        ["a", "b"], 3)
+    with pytest.raises(RASPError, match="Aggregate 'mixed': a categorical Aggregate of the numerical 'twos'"):
+        compile_program(Aggregate(Select(indices, indices, Comparison.LEQ), twos, label="mixed"), ["a", "b"], 3)
+    with pytest.raises(RASPError, match="fails on one of its input values"):
+        compile_program(Map(lambda t: 1 / 0, tokens, label="boom"), ["a"], 2)
+    with pytest.raises(RASPError, match="without spaces"):
+        compile_program(make_reverse(), ["a b", "c"], 3)
+    compiled = compile_program(make_reverse(), ["a", "b"], 3)
+    with pytest.raises(ValueError, match=r"tokens \['z'\] are not in the program's vocabulary"):
+        compiled(["a", "z"])
+    with pytest.raises(ValueError, match="compiled for at most 3"):
+        compiled(["a"] * 4)
+
+
+def test_compiled_model_round_trips_and_runs_through_mechscope(tmp_path):
+    compiled = compile_program(make_frac_prevs(), ["x", "y"], 6, causal=True)
+    model = compiled.model
+    model.hf.save_pretrained(tmp_path)
+    model.tokenizer.save_pretrained(tmp_path)
+    back = ms.load(str(tmp_path))
+    ids = [compiled.ids(list("xyxxy")), compiled.ids(list("yx"))]  # a left-padded batch
+    assert torch.equal(back.run(ids).logits, model.run(ids).logits)
+    assert back.tokenizer("x y x")["input_ids"] == compiled.ids(list("xyx"))
+    assert compiled([list("xyxxy"), list("yx")]) == [pytest.approx([1, .5, 2 / 3, .75, .6], abs=1e-4),
+                                                     pytest.approx([0, .5], abs=1e-4)]
+    # a sequence map of two categorical SOps, with one argument used twice
+    double = SequenceMap(lambda a, b: a + b, indices, indices, label="double")
+    assert compile_program(double, ["a"], 4)(["a"] * 4) == [0, 2, 4, 6]
