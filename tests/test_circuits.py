@@ -194,8 +194,10 @@ def test_edge_run_checks_its_inputs_and_leaves_no_hooks():
     with pytest.raises(RuntimeError, match="metric failed"):
         edge_run(m, g, clean, grad_metric=broken)
     assert _no_hooks(m)
-    with pytest.raises(ValueError, match="valid: corrupted, mean, resample"):
-        ablated_outputs(torch.zeros(2, 3, 4, 5), torch.zeros(2, 3, 4, 5), torch.ones(2, 3), "zero")
+    with pytest.raises(ValueError, match="valid: corrupted, mean, resample, zero"):
+        ablated_outputs(torch.zeros(2, 3, 4, 5), torch.zeros(2, 3, 4, 5), torch.ones(2, 3), "nothing")
+    zero = ablated_outputs(torch.ones(2, 3, 4, 5), torch.ones(2, 3, 4, 5), torch.ones(2, 3), "zero")
+    assert zero.shape == (1, 3, 4, 5) and not zero.any()
 
 
 # ------------------------------------------------------------------------------------------------

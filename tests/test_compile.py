@@ -99,3 +99,35 @@ def test_compiled_model_round_trips_and_runs_through_mechscope(tmp_path):
     # a sequence map of two categorical SOps, with one argument used twice
     double = SequenceMap(lambda a, b: a + b, indices, indices, label="double")
     assert compile_program(double, ["a"], 4)(["a"] * 4) == [0, 2, 4, 6]
+
+
+@pytest.mark.parametrize("name", sorted(set(PROGRAMS) - {"length"}))  # length: one output per input length
+@pytest.mark.parametrize("ablation", ["zero", "corrupted"])
+def test_the_true_circuit_is_faithful_and_complete(name, ablation):
+    """The circuit the compiler records carries the whole behaviour (faithfulness 1) and nothing is
+    left outside it (its complement's faithfulness 0), on the all-positions L2 metric."""
+    from mechscope.circuits.discovery import evaluate as evaluate_circuit
+    from mechscope.compile.task import compiled_task
+
+    make, vocab, max_len, non_causal = PROGRAMS[name]
+    compiled = compile_program(make(), vocab, max_len, causal=not non_causal)
+    task = compiled_task(compiled, 8)
+    truth = compiled.circuit()
+    assert truth.nodes[0] == "embed" and truth.nodes[-1] == "logits"
+    checked = evaluate_circuit(compiled.model, task, truth, ablation=ablation)
+    assert checked.faithfulness == pytest.approx(1.0, abs=1e-4)
+    assert checked.extra["complement_faithfulness"] == pytest.approx(0.0, abs=1e-4)
+    assert checked.extra["metric_empty"] < -0.5  # the metric does see the behaviour go
+    # without the edge into the logits nothing is left
+    cut = type(truth)(provenance=truth.provenance, nodes=truth.nodes, edges=[e for e in truth.edges if e[1] != "logits"])
+    assert evaluate_circuit(compiled.model, task, cut, ablation=ablation).faithfulness == pytest.approx(0.0, abs=1e-4)
+
+
+def test_true_circuit_of_reverse_is_the_known_one():
+    compiled = compile_program(make_reverse(), ["a", "b", "c"], 5)
+    truth = compiled.circuit()
+    # length (head a0.h0 + MLP m0), opp_index (m1), the flip head reading opp_index as its query
+    assert {("a0.h0", "m0"), ("m0", "m1"), ("m1", "a2.h0.q"), ("embed", "a2.h0.k"), ("embed", "a2.h0.v"),
+            ("a2.h0", "logits")} <= {(a, b) for a, b, _ in truth.edges}
+    assert truth.nodes == ["embed", "a0.h0", "a2.h0", "m0", "m1", "logits"]
+    assert truth.extra["steps"]["flip" if "flip" in truth.extra["steps"] else "reverse"][0] == "attn"

@@ -310,7 +310,7 @@ def gating_neurons(model: Model, task, layer: int, *, neurons: Sequence[int] | N
     clean = task.run_metric(model, "clean")
     site = f"blocks.{layer}.mlp.post"
     if candidates is not None:
-        run = model.run(task.clean, cache=site, grads=site, metric=lambda r: task.score(r.logits[:, -1]).sum())
+        run = model.run(task.clean, cache=site, grads=site, metric=lambda r: task.score(task.read(r.logits)).sum())
         a = run.cache[site].float()
         estimate = -(a * run.grads[site].float() * run.mask[..., None].to(a.device)).sum((0, 1)).cpu()
         order = estimate[neurons].abs().argsort(descending=True)[:candidates]
@@ -328,7 +328,7 @@ def gating_neurons(model: Model, task, layer: int, *, neurons: Sequence[int] | N
 
         with torch.no_grad():
             run = model.run([c for _ in chunk for c in task.clean], interventions=[Replace(site, zero)])
-        metric = task.score(run.logits[:, -1]).view(len(chunk), pairs).cpu()
+        metric = task.score(task.read(run.logits)).view(len(chunk), pairs).cpu()
         effects.append((metric - clean.cpu()).mean(1))
         on = clean.cpu() > 0
         switched.append(((metric <= 0) & on).double().sum(1) / on.sum().clamp(min=1))

@@ -290,7 +290,7 @@ def activation_patching(model: Model, task, sweep: str = "heads", *, direction: 
         ivs = [_MaskedPatch(site, source=src, where=where) for site, (src, where) in edits.items()]
         with torch.no_grad():  # copy j = rows j·n … (j+1)·n − 1; blocks before the first patched one run once
             run = model.run(target_ids, interventions=ivs, copies=len(chunk), shared_blocks=chunk[0][0])
-        values.append(task.score(run.logits[:, -1]).view(len(chunk), n).mean(1).cpu())
+        values.append(task.score(task.read(run.logits)).view(len(chunk), n).mean(1).cpu())
     effect = (torch.cat(values) - corrupted_m) / span
     first = model.tokenizer.convert_ids_to_tokens(task.clean[0]) if per_pos else []
     return PatchingSweep(
@@ -308,7 +308,7 @@ def attribution_patching(model: Model, task, sweep: str = "heads", *, direction:
     over pairs, then normalised like ``activation_patching``. Exact where M is linear in a."""
     per_head, per_pos, target_ids, sites, clean_m, corrupted_m, source = _prepare(model, task, sweep, direction)
     span = clean_m - corrupted_m
-    target = model.run(target_ids, cache=sites, grads=sites, metric=lambda run: task.score(run.logits[:, -1]).mean())
+    target = model.run(target_ids, cache=sites, grads=sites, metric=lambda run: task.score(task.read(run.logits)).mean())
     rows = []
     for site in sites:
         delta = (source.cache[site].float() - target.cache[site].float()) * target.grads[site].float()

@@ -50,8 +50,8 @@ def _prepare(model: Model, task) -> _Prepared:
     corrupted = sender_outputs(model, graph, task.corrupted)
     _, mask = model.tokenize(task.clean)
     with torch.no_grad():
-        logits_clean = model.run(task.clean).logits[:, -1].float()
-        logits_corrupted = model.run(task.corrupted).logits[:, -1].float()
+        logits_clean = task.read(model.run(task.clean).logits).float()
+        logits_corrupted = task.read(model.run(task.corrupted).logits).float()
     return _Prepared(graph, clean, corrupted, mask, float(task.score(logits_clean).mean()),
                      float(task.score(logits_corrupted).mean()), logits_clean.log_softmax(-1))
 
@@ -228,7 +228,7 @@ def _edge_scores(model: Model, task, method: str, steps: int, batch_rows: int, p
             e_clean, e_corr = clean[:, :, 0], corrupted[:, :, 0]
             embed = torch.cat([e_corr + a * (e_clean - e_corr) for a in points]).to(model.device)
         metric = lambda logits, sub=sub, k=k: sub.score(logits, torch.arange(logits.shape[0]) % k).sum() / n  # noqa: E731
-        run = edge_run(model, g, sub.clean, grad_metric=metric, embed=embed)
+        run = edge_run(model, g, sub.clean, grad_metric=metric, embed=embed, all_positions=task.POSITIONS == "all")
         passes["forward"] += 1
         passes["backward"] += 1
         diff = (clean - corrupted).to(torch.float32)  # [k, pos, senders, d]
@@ -280,13 +280,14 @@ def _masks_metric(model: Model, task, prep: _Prepared, masks: torch.Tensor, abla
     for i in tqdm(range(0, masks.shape[0], per), desc="circuits", disable=not progress):
         chunk = masks[i:i + per]
         with torch.no_grad():
-            logits = edge_run(model, prep.graph, task.clean, keep=chunk, ablated=ablated).logits.float().cpu()
+            logits = edge_run(model, prep.graph, task.clean, keep=chunk, ablated=ablated,
+                              all_positions=task.POSITIONS == "all").logits.float().cpu()
         forwards += 1
         c = chunk.shape[0]
         if measure == "kl":
-            lp = logits.log_softmax(-1).view(c, n, -1)
+            lp = logits.log_softmax(-1).view(c, n, *logits.shape[1:])
             full = prep.clean_logprobs[None]
-            out.append((full.exp() * (full - lp)).sum(-1).mean(1))
+            out.append((full.exp() * (full - lp)).sum(-1).flatten(1).mean(1))
         else:
             out.append(task.score(logits).view(c, n).mean(1))
     return torch.cat(out), forwards

@@ -31,7 +31,7 @@ from ..models.hooks import _first_input, _output, _with_first_input, model_lock,
 from ..models.model import Model
 from .graph import Graph
 
-ABLATIONS = ("corrupted", "mean", "resample")
+ABLATIONS = ("corrupted", "mean", "resample", "zero")
 
 
 def _weight_rows(module: nn.Module) -> torch.Tensor:
@@ -292,7 +292,8 @@ def _shared_blocks(graph: Graph, keep: torch.Tensor) -> int:
 
 def edge_run(model: Model, graph: Graph, prompts: list[list[int]], *, keep: torch.Tensor | None = None,
              ablated: torch.Tensor | None = None, grad_metric: Callable[[torch.Tensor], torch.Tensor] | None = None,
-             embed: torch.Tensor | None = None, extra: list[tuple[torch.Tensor, torch.Tensor]] = ()) -> EdgeRun:
+             embed: torch.Tensor | None = None, extra: list[tuple[torch.Tensor, torch.Tensor]] = (),
+             all_positions: bool = False) -> EdgeRun:
     """One forward over ``prompts`` (tiled once per mask copy) with edges cut.
 
     keep: [copies, senders, receivers] (or [senders, receivers]) masks, 1 = edge kept; ablated:
@@ -301,7 +302,8 @@ def edge_run(model: Model, graph: Graph, prompts: list[list[int]], *, keep: torc
     gradient at every receiver's input. embed: [rows, pos, d_model] replaces the embedding output
     (integrated gradients on the inputs). extra: further (weight [copies, S, R], outputs [n, pos, S, d])
     pairs; each adds Σ_u weight_ur (outputs_u − current_u) to receiver r's input (edges read from
-    different sources, as causal scrubbing needs)."""
+    different sources, as causal scrubbing needs). all_positions: logits (and the metric's input)
+    [rows, pos, vocab] rather than the last position's [rows, vocab]."""
     if keep is not None:
         if ablated is None:
             raise ValueError("keep=... cuts edges and needs ablated=... (the outputs patched in)")
@@ -321,8 +323,8 @@ def edge_run(model: Model, graph: Graph, prompts: list[list[int]], *, keep: torc
     if shared:
         state.share_until(shared, keep)
     with torch.set_grad_enabled(grad_metric is not None), _edge_hooks(state):
-        out = model.hf(**model.hf_inputs(ids, mask), use_cache=False, logits_to_keep=1)
-    logits = out.logits[:, -1]
+        out = model.hf(**model.hf_inputs(ids, mask), use_cache=False, logits_to_keep=0 if all_positions else 1)
+    logits = out.logits if all_positions else out.logits[:, -1]
     run = EdgeRun(logits=logits.detach())
     if grad_metric is not None:
         value = grad_metric(logits)
@@ -348,7 +350,8 @@ def ablated_outputs(clean: torch.Tensor, corrupted: torch.Tensor, mask: torch.Te
                     seed: int = 0) -> torch.Tensor:
     """The sender outputs patched in where an edge is cut: the pair's corrupted prompt
     (``corrupted``), the mean over the corrupted prompts per position from the right (``mean``;
-    [1, pos, senders, d]), or another pair's corrupted prompt (``resample``, a derangement)."""
+    [1, pos, senders, d]), another pair's corrupted prompt (``resample``, a derangement), or nothing
+    (``zero``: the edge removed)."""
     if how == "corrupted":
         return corrupted
     if how == "mean":
@@ -361,4 +364,6 @@ def ablated_outputs(clean: torch.Tensor, corrupted: torch.Tensor, mask: torch.Te
         g = torch.Generator().manual_seed(seed)
         shift = int(torch.randint(1, n, (1,), generator=g))
         return corrupted[(torch.arange(n) + shift) % n]
+    if how == "zero":
+        return torch.zeros_like(corrupted[:1])
     raise ValueError(f"ablation={how!r}; valid: {', '.join(ABLATIONS)}")

@@ -117,7 +117,7 @@ def path_patching(model: Model, task, receivers: str | list[str], senders: list[
                     if i < g.upstream(j):
                         keep[c, i, j] = 0.0
         with torch.no_grad():
-            logits = edge_run(model, g, target, keep=keep, ablated=patched_in).logits
+            logits = edge_run(model, g, target, keep=keep, ablated=patched_in, all_positions=task.POSITIONS == "all").logits
         values.append(task.score(logits).view(len(chunk), n).mean(1).cpu())
     effect = (torch.cat(values) - corrupted_m) / (clean_m - corrupted_m)
     return PathPatching(

@@ -165,7 +165,7 @@ def add(sub) -> None:
     p.add_argument("--method", default="eap-ig", choices=["eap", "eap-ig", "acdc"])
     p.add_argument("--faithfulness", type=float, default=0.8,
                    help="EAP / EAP-IG: keep the smallest circuit reaching this faithfulness")
-    p.add_argument("--ablation", default="corrupted", choices=["corrupted", "mean", "resample"],
+    p.add_argument("--ablation", default="corrupted", choices=["corrupted", "mean", "resample", "zero"],
                    help="what an edge outside the circuit carries")
     p.add_argument("--steps", type=int, default=5, help="EAP-IG integration steps")
     p.add_argument("--threshold", type=float, default=0.01,

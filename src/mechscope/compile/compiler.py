@@ -148,6 +148,51 @@ class CompiledProgram:
     output_ids: list[int]
     output_values: list
 
+    def writer(self, op: SOp) -> str:
+        """The component-graph sender that writes ``op``'s subspace: ``embed``, a head or an MLP."""
+        if _kind(op) == "embed":
+            return "embed"
+        kind, layer, where = self.steps[op.label if not isinstance(op, SelectorWidth) else f"{op.label}:mlp"]
+        return f"a{layer}.h{where}" if kind == "attn" else f"m{layer}"
+
+    def circuit(self):
+        """The true circuit, by construction: every head and MLP that implements a step, and every
+        edge that carries one of its inputs (a ``Circuit`` in the component graph's names, score 1).
+        Heads and step-function MLPs also read ``one`` / ``bos`` from the embedding (the BOS
+        mechanism), so ``embed`` → their query, key (and a SelectorWidth's value) are true edges."""
+        from ..circuits.circuit import Circuit
+        from ..circuits.graph import Graph
+        from ..results import Provenance
+
+        edges: set[tuple[str, str]] = set()
+        for op in walk(self.program):
+            if _kind(op) == "embed":
+                continue
+            if isinstance(op, (Aggregate, SelectorWidth)):
+                _, layer, h = self.steps[op.label]
+                head = f"a{layer}.h{h}"
+                edges |= {(self.writer(op.selector.keys), f"{head}.k"), (self.writer(op.selector.queries), f"{head}.q"),
+                          ("embed", f"{head}.k"), ("embed", f"{head}.q")}
+                if isinstance(op, SelectorWidth):
+                    edges |= {("embed", f"{head}.v"), (head, self.writer(op)), ("embed", self.writer(op))}
+                else:
+                    edges.add((self.writer(op.x), f"{head}.v"))
+            else:
+                mlp = self.writer(op)
+                edges |= {(self.writer(c), mlp) for c in op.children}
+                if isinstance(op, Map) and op.x.numerical:
+                    edges.add(("embed", mlp))  # its step units read one and bos
+        edges.add((self.writer(self.program), "logits"))
+        graph = Graph.of(self.model)
+        ordered = sorted(edges, key=lambda e: graph.edge_index(*e))  # also checks each is an edge of the graph
+        nodes = sorted({a for a, _ in ordered} | {graph.node_of(b) for _, b in ordered},
+                       key=lambda n: (n != "embed", n == "logits", n))
+        steps = {label: list(place) for label, place in self.steps.items()}
+        return Circuit(provenance=Provenance.of(self.model, program=self.program.label, max_len=self.max_len,
+                                                causal=self.causal),
+                       nodes=nodes, edges=[[a, b, 1.0] for a, b in ordered], method="compiled (ground truth)",
+                       extra={"steps": steps, "task": f"compiled:{self.program.label}"})
+
     def ids(self, xs: Sequence[Any]) -> list[int]:
         """[BOS, token ids]; a clear error for a token outside the vocabulary or too long an input."""
         if len(xs) > self.max_len:

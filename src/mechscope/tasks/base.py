@@ -27,6 +27,8 @@ class Task:
     bad: list[list[int]]
     metric: Literal["logit_diff", "prob_diff"] = "logit_diff"
     texts: list[str] = field(default_factory=list)
+    METRICS: ClassVar[tuple[str, ...]] = ("logit_diff", "prob_diff")
+    POSITIONS: ClassVar[str] = "last"  # "all": ``score`` reads every position's logits (compiled programs)
 
     def __post_init__(self):
         n = len(self.clean)
@@ -38,8 +40,8 @@ class Task:
             if len(c) != len(k):
                 raise ValueError(f"task {self.name!r} pair {i}: clean has {len(c)} tokens, corrupted {len(k)}; "
                                  "a pair must have equal token lengths so positions correspond")
-        if self.metric not in ("logit_diff", "prob_diff"):
-            raise ValueError(f"metric={self.metric!r}; valid: 'logit_diff', 'prob_diff'")
+        if self.metric not in self.METRICS:
+            raise ValueError(f"metric={self.metric!r}; valid: {', '.join(map(repr, self.METRICS))}")
 
     def __len__(self) -> int:
         return len(self.clean)
@@ -56,6 +58,11 @@ class Task:
         lengths = [len(c) for c in self.clean]
         common = max(set(lengths), key=lengths.count)
         return self.subset(i for i, n in enumerate(lengths) if n == common)
+
+    def read(self, logits: torch.Tensor) -> torch.Tensor:
+        """What ``score`` reads of a run's logits [batch, pos, vocab]: the last position's [batch,
+        vocab] (or, for a task scoring every position, all of them)."""
+        return logits if self.POSITIONS == "all" else logits[:, -1]
 
     def score(self, last_logits: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """The metric per row from last-position logits [batch, vocab]; row r is pair
@@ -75,7 +82,7 @@ class Task:
         """The metric of every pair on the clean or corrupted prompts: [pairs]."""
         with torch.no_grad():
             run = model.run(getattr(self, which), interventions=list(interventions))
-        return self.score(run.logits[:, -1])
+        return self.score(self.read(run.logits))
 
     def solved_by(self, model: Model, margin: float = 0.0) -> "Task":
         """The pairs whose clean metric exceeds ``margin`` and the corrupted one (the model does the
