@@ -227,3 +227,21 @@ def test_transcoders_command_trains_every_layer_and_scores_them(model_dir, capsy
     printed = capsys.readouterr().out
     assert "3 transcoders" in printed and "CE recovered" in printed
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["layer_0", "layer_1", "layer_2"]
+
+
+def test_compile_command_checks_the_program_and_stores_its_true_circuit(capsys, tmp_path):
+    import mechscope as ms
+    from mechscope.archive import open as open_archive
+
+    out, arch = tmp_path / "sort", tmp_path / "archive"
+    assert main(["compile", "sort", "--max-len", "4", "--pairs", "8", "--out", str(out), "--archive", str(arch),
+                 "--page", str(tmp_path / "c.html")]) == 0
+    printed = capsys.readouterr().out
+    assert "equals the program on 780 inputs (every input" in printed and "0 mismatches" in printed
+    assert "zero ablation: faithfulness 1.000, completeness 1.000" in printed
+    assert "target_pos: head L0H0" in printed and "sort: head L1H0" in printed
+    assert ms.load(str(out)).cfg.family == "mechscope_compiled"
+    spec = open_archive(str(arch)).specimens()[0]
+    assert spec.name == "compiled: sort" and [f.kind for f in spec.findings()] == ["Circuit", "Circuit"]
+    assert main(["compile", "length", "--page", str(tmp_path / "l.html")]) == 0
+    assert "no task to measure the circuit on" in capsys.readouterr().out

@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import archive, circuits, concepts, models, sae, verify, vision
+from . import archive, circuits, compile, concepts, models, sae, verify, vision
 
-FAMILIES = (models, circuits, concepts, sae, vision, verify, archive)  # the order of `mechscope --help`
+FAMILIES = (models, circuits, concepts, sae, vision, verify, compile, archive)  # the order of `mechscope --help`
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,0 +1,76 @@
+"""`mechscope compile PROGRAM`: compile an example program into an HF model, check it against the
+program on every input, measure its true circuit and store both as a specimen."""
+
+from __future__ import annotations
+
+import time
+
+from .common import ARCHIVE_HELP, open_archive, write_page
+
+
+def _compile(args) -> int:
+    from ..circuits.discovery import evaluate
+    from ..compile import PROGRAMS, compile_program
+    from ..compile.task import compiled_task
+
+    make, vocab, max_len, non_causal = PROGRAMS[args.program]
+    max_len = args.max_len or max_len
+    causal = not non_causal if args.causal is None else args.causal == "yes"
+    program = make()
+    t0 = time.perf_counter()
+    compiled = compile_program(program, vocab, max_len, causal=causal, name=f"compiled:{args.program}")
+    seconds = time.perf_counter() - t0
+    c = compiled.model.cfg
+    n_params = sum(p.numel() for p in compiled.model.hf.parameters())
+    print(f"compiled {args.program} for inputs over {vocab} of up to {max_len} tokens "
+          f"({'causal' if causal else 'non-causal'}) in {seconds:.2f} s: {c.n_layers} layers, {c.n_heads} heads, "
+          f"d_model {c.d_model}, d_head {c.d_head}, d_mlp {c.d_mlp}, {n_params:,} parameters")
+    for label, place in compiled.steps.items():
+        kind, layer, where = place
+        print(f"  {label}: " + (f"head L{layer}H{where}" if kind == "attn" else f"MLP {layer}, units {where[0]}–{where[1] - 1}"))
+    report = compiled.verify()
+    print(f"equals the program on {report['checked']:,} inputs ({'every input' if report['exhaustive'] else 'sampled'}; "
+          f"{report['undefined']} where the program is undefined): {report['n_mismatches']} mismatches")
+    if report["n_mismatches"]:
+        print(f"first mismatches: {report['mismatches']}")
+        return 1
+    truth = compiled.circuit()
+    if args.out:
+        compiled.model.hf.save_pretrained(args.out)
+        compiled.model.tokenizer.save_pretrained(args.out)
+        print(f"wrote the model to {args.out} (mechscope.load({args.out!r}) opens it)")
+    findings = []
+    try:
+        task = compiled_task(compiled, args.pairs)
+    except ValueError as err:  # e.g. length: every input of one length has one output
+        print(f"no task to measure the circuit on: {err}")
+    else:
+        for ablation in ("zero", "corrupted"):
+            measured = evaluate(compiled.model, task, truth, ablation=ablation)
+            print(f"true circuit ({len(truth.nodes)} nodes, {len(truth.edges)} edges), {ablation} ablation: "
+                  f"faithfulness {measured.faithfulness:.3f}, completeness {measured.completeness:.3f}")
+            findings.append((measured, f"the true circuit of {args.program} ({ablation} ablation of everything else), "
+                                       f"checked on {report['checked']:,} inputs"))
+        truth = findings[0][0]
+    write_page(truth, args.page)
+    if args.archive:
+        spec = open_archive(args).record(f"compiled: {args.program}", findings or [(truth, "the true circuit")],
+                                         model=compiled.model, task=f"compiled:{args.program}", tags=["compiled"])
+        print(f"stored specimen {spec.uid[:8]} {spec.name!r}")
+    return 0
+
+
+def add(sub) -> None:
+    """Declare this module's commands and their arguments on the subparsers ``sub``."""
+    from ..compile.programs import PROGRAMS
+
+    p = sub.add_parser("compile", help="compile a RASP program into a transformer with a known circuit; check it "
+                                       "on every input and store it with its true circuit")
+    p.add_argument("program", choices=sorted(PROGRAMS))
+    p.add_argument("--max-len", type=int, help="longest input (default: the program's own)")
+    p.add_argument("--causal", choices=["yes", "no"], help="causal attention (default: what the program needs)")
+    p.add_argument("--pairs", type=int, default=32, help="clean/corrupted pairs to measure the true circuit on")
+    p.add_argument("--out", metavar="DIR", help="save the compiled model (HF directory) here")
+    p.add_argument("--page", default="mechscope-compiled.html", help="HTML page of the true circuit")
+    p.add_argument("--archive", help=ARCHIVE_HELP)
+    p.set_defaults(fn=_compile)
