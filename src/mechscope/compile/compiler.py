@@ -12,8 +12,8 @@ then MLP, in each layer) — as in tracr:
   number) into the Aggregate's subspace. Numerical Aggregates take 0/1 values only.
 - ``SelectorWidth``: a head that scores BOS like a selected key and reads BOS's ``bos`` dimension,
   giving 1/(w+1); the same layer's MLP decodes that number into the one-hot of w.
-- ``Map`` / ``SequenceMap`` on categorical inputs: one ReLU unit per input value (per pair), exact on
-  the finite input set; ``Map`` on a numerical input: a step function with two units per gap
+- ``Map`` / ``SequenceMap`` on categorical inputs: one ReLU unit per input value (per pair) — none
+  for a value whose output is None (or 0, for a numerical Map) — exact on the finite input set; ``Map`` on a numerical input: a step function with two units per gap
   between its sorted input values. Every unit is kept off at BOS.
 
 The model's vocabulary is ``<bos> <pad> <unk>``, the input tokens, then output values that are not
@@ -376,7 +376,12 @@ def _units(op: SOp, values: dict[int, list]) -> int:
         return 1 + 2 * (len(values[id(op)]) - 1)
     if op.x.numerical:
         return 1 + 2 * (len(values[id(op.x)]) - 1)
-    return len(values[id(op.x)])
+    return len(_lookup(op, values))
+
+
+def _lookup(op: Map, values: dict[int, list]) -> list:
+    """The input values a categorical Map needs a unit for: all with an output (numerical: non-zero)."""
+    return [v for v in values[id(op.x)] if op.f(v) is not None and not (op.numerical and op.f(v) == 0)]
 
 
 def _head(op: SOp, h: int, d_head: int, attn, layout: Layout, values: dict[int, list], coldness: float) -> None:
@@ -427,7 +432,7 @@ def _mlp(op: SOp, units: range, mlp, layout: Layout, values: dict[int, list]) ->
                 bias[u[k]] = -1
                 write(u[k], op.f(a, b), 1)
         elif isinstance(op, Map) and not op.x.numerical:
-            for k, v in enumerate(values[id(op.x)]):
+            for k, v in enumerate(_lookup(op, values)):
                 up[u[k], layout(op.x.label, v)] = 1
                 write(u[k], op.f(v), 1)
         else:  # a step function of one number: Map of a numerical SOp, or SelectorWidth's 1/(w+1)
