@@ -242,6 +242,7 @@ def test_compile_command_checks_the_program_and_stores_its_true_circuit(capsys, 
     assert "target_pos: head L0H0" in printed and "sort: head L1H0" in printed
     assert ms.load(str(out)).cfg.family == "mechscope_compiled"
     spec = open_archive(str(arch)).specimens()[0]
-    assert spec.name == "compiled: sort" and [f.kind for f in spec.findings()] == ["Circuit", "Circuit"]
+    assert "target_pos:mlp: every input within L∞ 0.0125 of its 5 codes decodes to its value: VERIFIED" in printed
+    assert spec.name == "compiled: sort" and [f.kind for f in spec.findings()] == ["Circuit", "Circuit", "Verdict"]
     assert main(["compile", "length", "--page", str(tmp_path / "l.html")]) == 0
     assert "no task to measure the circuit on" in capsys.readouterr().out

@@ -178,3 +178,24 @@ def test_outputs_and_sizes_equal_tracrs(tmp_path):
         layers = theirs[name]["layers"] - (1 if name == "reverse" else 0)
         assert (cfg.n_layers, cfg.n_heads) == (layers, theirs[name]["heads"]), name
         assert cfg.d_mlp <= theirs[name]["mlp_hidden"] and cfg.d_model <= theirs[name]["d_model"], name
+
+
+@pytest.mark.parametrize("name", ["reverse", "paren_depth", "mirror_match", "sort"])
+def test_compiled_mlps_decode_every_input_near_a_code(name):
+    """Proved over the whole L∞ box around each code (branch and bound with CROWN), not by trying
+    the codes; a radius past the construction's margin is refuted with a counterexample."""
+    from mechscope.compile.proofs import prove_mlps
+
+    make, vocab, max_len, non_causal = PROGRAMS[name]
+    compiled = compile_program(make(), vocab, max_len, causal=not non_causal)
+    proofs = prove_mlps(compiled, 0.1)
+    assert proofs and all(v.status == "verified" and v.margin > 0 for v in proofs.values()), \
+        [v.summary() for v in proofs.values()]
+    mlp_steps = {label for label, place in compiled.steps.items() if place[0] == "mlp"}
+    assert set(proofs) == mlp_steps
+    wide = prove_mlps(compiled, 0.6, method="crown")
+    one_hot = [label for label in wide if not label.endswith(":mlp")]  # step decoders keep a quarter gap
+    for label in one_hot:
+        assert wide[label].status == "falsified" and wide[label].counterexample is not None, wide[label].summary()
+    for label in set(wide) - set(one_hot):
+        assert wide[label].status == "verified"

@@ -34,6 +34,11 @@ def _compile(args) -> int:
     if report["n_mismatches"]:
         print(f"first mismatches: {report['mismatches']}")
         return 1
+    from ..compile.proofs import prove_mlps
+
+    proofs = prove_mlps(compiled, args.eps)
+    for verdict in proofs.values():
+        print(f"  {verdict.summary()}")
     truth = compiled.circuit()
     if args.out:
         compiled.model.hf.save_pretrained(args.out)
@@ -53,6 +58,7 @@ def _compile(args) -> int:
                                        f"checked on {report['checked']:,} inputs"))
         truth = findings[0][0]
     write_page(truth, args.page)
+    findings += [(v, f"proof about the compiled MLP of {label}") for label, v in proofs.items()]
     if args.archive:
         spec = open_archive(args).record(f"compiled: {args.program}", findings or [(truth, "the true circuit")],
                                          model=compiled.model, task=f"compiled:{args.program}", tags=["compiled"])
@@ -70,6 +76,8 @@ def add(sub) -> None:
     p.add_argument("--max-len", type=int, help="longest input (default: the program's own)")
     p.add_argument("--causal", choices=["yes", "no"], help="causal attention (default: what the program needs)")
     p.add_argument("--pairs", type=int, default=32, help="clean/corrupted pairs to measure the true circuit on")
+    p.add_argument("--eps", type=float, default=0.1,
+                   help="prove each MLP step decodes every input within this L∞ radius of its codes")
     p.add_argument("--out", metavar="DIR", help="save the compiled model (HF directory) here")
     p.add_argument("--page", default="mechscope-compiled.html", help="HTML page of the true circuit")
     p.add_argument("--archive", help=ARCHIVE_HELP)
