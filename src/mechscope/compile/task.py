@@ -67,3 +67,20 @@ def compiled_task(compiled: CompiledProgram, n: int = 32, *, length: int | None 
                         corrupted=[compiled.ids(x) for x in corrupted], good=[[] for _ in ids], bad=[[] for _ in ids],
                         texts=[" ".join(map(str, x)) for x in clean], reference=reference,
                         output_ids=list(compiled.output_ids))
+
+
+def inert_edges(compiled: CompiledProgram, task: CompiledTask, ablation: str = "corrupted",
+                tol: float = 1e-5) -> list[list]:
+    """The true edges whose ablation alone (``ablation``, every other edge kept) leaves the metric
+    where it was on ``task``'s inputs — true by construction but invisible to any method on these
+    inputs (e.g. reverse's length path when clean and corrupted inputs have one length)."""
+    from ..circuits.discovery import faithfulness
+    from ..circuits.graph import Graph
+
+    graph = Graph.of(compiled.model)
+    edges = compiled.circuit().edges
+    masks = graph.allowed.float().repeat(len(edges), 1, 1)
+    for k, (a, b, _) in enumerate(edges):
+        masks[k][graph.edge_index(a, b)] = 0.0
+    kept = faithfulness(compiled.model, task, masks, ablation=ablation)
+    return [e for e, f in zip(edges, kept.tolist()) if abs(1.0 - f) < tol]
