@@ -246,3 +246,12 @@ def test_compile_command_checks_the_program_and_stores_its_true_circuit(capsys, 
     assert spec.name == "compiled: sort" and [f.kind for f in spec.findings()] == ["Circuit", "Circuit", "Verdict"]
     assert main(["compile", "length", "--page", str(tmp_path / "l.html")]) == 0
     assert "no task to measure the circuit on" in capsys.readouterr().out
+
+
+def test_circuit_command_on_a_compiled_program_scores_against_the_truth(capsys, tmp_path):
+    assert main(["circuit", "--task", "compiled:reverse", "--method", "acdc", "--ablation", "zero", "--measure", "task",
+                 "-n", "8", "--quiet", "--out", str(tmp_path / "c.html"), "--archive", str(tmp_path / "a")]) == 0
+    printed = capsys.readouterr().out
+    assert "against the true circuit (12 edges, 5 inert on these inputs under zero ablation): 7 of 7 found, 0 false" in printed
+    assert main(["circuit", "--task", "ioi", "--quiet"]) == 2
+    assert "--task ioi needs a MODEL" in capsys.readouterr().err

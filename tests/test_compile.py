@@ -199,3 +199,16 @@ def test_compiled_mlps_decode_every_input_near_a_code(name):
         assert wide[label].status == "falsified" and wide[label].counterexample is not None, wide[label].summary()
     for label in set(wide) - set(one_hot):
         assert wide[label].status == "verified"
+
+
+def test_inert_true_edges_are_those_the_inputs_cannot_show():
+    """With clean and corrupted inputs of one length, reverse's length path computes the same on
+    both: under corrupted ablation only the tokens' path is visible; zeroing still shows most of it."""
+    from mechscope.compile.task import compiled_task, inert_edges
+
+    compiled = compile_program(make_reverse(), ["a", "b", "c"], 5)
+    task = compiled_task(compiled, 8)
+    live = lambda ablation: {(a, b) for a, b, _ in compiled.circuit().edges} - {  # noqa: E731
+        (a, b) for a, b, _ in inert_edges(compiled, task, ablation)}
+    assert live("corrupted") == {("embed", "a2.h0.v"), ("a2.h0", "logits")}
+    assert {("m1", "a2.h0.q"), ("m0", "m1"), ("a2.h0", "logits")} <= live("zero")

@@ -35,9 +35,20 @@ def _circuit(args) -> int:
     from ..report.page import page
     from ..tasks import make_task
 
-    model = load(args.model)
-    kwargs = {"seed": args.seed} | ({"n": args.n} if args.task != "factual" else {})
-    task = make_task(args.task, model, **kwargs).solved_by(model)
+    compiled = None
+    if args.task.startswith("compiled:"):  # a compiled program: its own model, and a truth to score against
+        from ..compile import PROGRAMS, compile_program
+        from ..compile.task import compiled_task
+
+        make, vocab, max_len, non_causal = PROGRAMS[args.task.removeprefix("compiled:")]
+        compiled = compile_program(make(), vocab, max_len, causal=not non_causal, name=args.task)
+        model, task = compiled.model, compiled_task(compiled, args.n, seed=args.seed)
+    elif args.model is None:
+        raise ValueError(f"--task {args.task} needs a MODEL (an embedded name or a local HF directory)")
+    else:
+        model = load(args.model)
+        kwargs = {"seed": args.seed} | ({"n": args.n} if args.task != "factual" else {})
+        task = make_task(args.task, model, **kwargs).solved_by(model)
     print(task.evaluate(model).summary())
     circuit, scores = discover(model, task, args.method, faithfulness=args.faithfulness, ablation=args.ablation,
                                steps=args.steps, threshold=args.threshold, measure=args.measure,
@@ -50,6 +61,16 @@ def _circuit(args) -> int:
     if total:
         print(f"{len(circuit.edges)} of {total} edges ({len(circuit.edges) / total:.2%}), "
               f"{len(circuit.nodes)} components; {circuit.extra.get('ablation')} ablation")
+    if compiled is not None:
+        from ..compile.task import inert_edges
+
+        truth = {(a, b) for a, b, _ in compiled.circuit().edges}
+        inert = {(a, b) for a, b, _ in inert_edges(compiled, task, args.ablation)}
+        found = {(a, b) for a, b, _ in circuit.edges}
+        live = truth - inert
+        print(f"against the true circuit ({len(truth)} edges, {len(inert)} inert on these inputs under "
+              f"{args.ablation} ablation): {len(found & live)} of {len(live)} found, "
+              f"{len(found - truth)} false edges; missed: {sorted(live - found)[:6]}")
     with open(args.out, "w", encoding="utf-8") as f:
         body = circuit.html() + (scores.html() if scores is not None else "")
         f.write(page(f"{args.method} circuit: {args.task}", body))
@@ -159,9 +180,13 @@ def add(sub) -> None:
     p.add_argument("--out", default="mechscope-patch.html", help="HTML page to write")
     p.set_defaults(fn=_patch)
 
+    from ..compile.programs import PROGRAMS
+
     p = sub.add_parser("circuit", help="discover a circuit on a task: EAP, EAP-IG or ACDC, with its faithfulness")
-    p.add_argument("model", help=MODEL_HELP)
-    p.add_argument("--task", default="ioi", choices=["ioi", "greater-than", "induction", "factual"])
+    p.add_argument("model", nargs="?", help=MODEL_HELP + " (none for a compiled:PROGRAM task: the program is compiled)")
+    p.add_argument("--task", default="ioi", choices=["ioi", "greater-than", "induction", "factual"]
+                   + [f"compiled:{name}" for name in sorted(PROGRAMS)],
+                   help="a behaviour, or compiled:PROGRAM — a compiled program, scored against its true circuit")
     p.add_argument("--method", default="eap-ig", choices=["eap", "eap-ig", "acdc"])
     p.add_argument("--faithfulness", type=float, default=0.8,
                    help="EAP / EAP-IG: keep the smallest circuit reaching this faithfulness")

@@ -115,8 +115,8 @@ class TaskEval(Result):
     def summary(self) -> str:
         solved = float((self.clean > 0).float().mean())
         return (f"{self.task}: {len(self.clean)} pairs, {self.metric} clean {float(self.clean.mean()):.3f} ± "
-                f"{float(self.clean.std()) if len(self.clean) > 1 else 0:.3f}, corrupted {float(self.corrupted.mean()):.3f}; "
-                f"clean metric > 0 on {solved:.0%}")
+                f"{float(self.clean.std()) if len(self.clean) > 1 else 0:.3f}, corrupted {float(self.corrupted.mean()):.3f}"
+                + (f"; clean metric > 0 on {solved:.0%}" if self.metric != "l2" else " (0: the clean outputs)"))
 
     def evidence(self) -> dict:
         return {"clean": float(self.clean.mean()), "corrupted": float(self.corrupted.mean()), "pairs": len(self.clean)}
