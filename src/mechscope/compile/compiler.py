@@ -33,7 +33,7 @@ from typing import Any, Sequence
 import torch
 
 from .rasp import (Aggregate, Full, Indices, Map, RASPError, SelectorWidth, SequenceMap, SOp, Tokens, evaluate,
-                   selection, walk)
+                   evaluate_all, selection, walk)
 
 SPECIAL = ("<bos>", "<pad>", "<unk>")
 NUM = "<num>"
@@ -357,10 +357,8 @@ def _check_causal(program: SOp, vocab: list, max_len: int, samples: int = 2000) 
     selectors = {id(op.selector): op.selector for op in walk(program) if isinstance(op, (Aggregate, SelectorWidth))}
     for _ in range(samples):
         xs = [rng.choice(vocab) for _ in range(rng.randint(1, max_len))]
-        vals: dict[int, list] = {}
         try:
-            for op in walk(program):
-                vals[id(op)] = evaluate(op, xs)
+            vals = evaluate_all(program, xs)
         except RASPError:
             continue
         for sel in selectors.values():

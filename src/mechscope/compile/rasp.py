@@ -184,6 +184,11 @@ def selection(selector: Select, values: dict[int, list]) -> list[list[bool]]:
 
 def evaluate(program: SOp, xs: Sequence[Any]) -> list:
     """The program's output on the input sequence ``xs`` (the reference semantics)."""
+    return evaluate_all(program, xs)[id(program)]
+
+
+def evaluate_all(program: SOp, xs: Sequence[Any]) -> dict[int, list]:
+    """Every step's values on ``xs``, by SOp id."""
     values: dict[int, list] = {}
     n = len(xs)
     for op in walk(program):
@@ -216,4 +221,4 @@ def evaluate(program: SOp, xs: Sequence[Any]) -> list:
         else:
             raise RASPError(f"{op!r} is not a RASP operation")
         values[id(op)] = out
-    return values[id(program)]
+    return values
