@@ -78,6 +78,9 @@ def test_the_compiler_refuses_what_it_cannot_compile():
         compile_program(Aggregate(Select(indices, indices, Comparison.LEQ), twos, label="mixed"), ["a", "b"], 3)
     with pytest.raises(RASPError, match="fails on one of its input values"):
         compile_program(Map(lambda t: 1 / 0, tokens, label="boom"), ["a"], 2)
+    twice = SequenceMap(lambda a, b: a, Map(lambda t: t, tokens, label="x"), Map(lambda t: t, tokens, label="x"))
+    with pytest.raises(RASPError, match=r"labels \['x'\] name several steps"):
+        compile_program(twice, ["a"], 2)
     with pytest.raises(RASPError, match="without spaces"):
         compile_program(make_reverse(), ["a b", "c"], 3)
     compiled = compile_program(make_reverse(), ["a", "b"], 3)

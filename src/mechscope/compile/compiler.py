@@ -272,14 +272,14 @@ def compile_program(program: SOp, vocab: Sequence[Any], max_len: int, *, causal:
     place = schedule(program)
     if causal:
         _check_causal(program, vocab, max_len)
+    labels = [op.label for op in ops]
+    if len(set(labels)) != len(labels):
+        raise RASPError(f"labels {sorted({x for x in labels if labels.count(x) > 1})} name several steps: rename one")
     layout = Layout()
     for op in ops:
         layout.add(op.label, None if op.numerical else values[id(op)])
         if isinstance(op, SelectorWidth):
             layout.add(f"{op.label}:scratch", None)
-    labels = [op.label for op in ops]
-    if len(set(labels)) != len(labels):
-        raise RASPError(f"labels {sorted({x for x in labels if labels.count(x) > 1})} name several steps: rename one")
     n_layers = max(1, max((place[id(op)] + (2 if isinstance(op, SelectorWidth) else 1) + 1) // 2 for op in ops))
     heads = {l: [op for op in ops if _kind(op) == "attn" and place[id(op)] == 2 * l] for l in range(n_layers)}
     for op in ops:
