@@ -215,3 +215,20 @@ def test_inert_true_edges_are_those_the_inputs_cannot_show():
         (a, b) for a, b, _ in inert_edges(compiled, task, ablation)}
     assert live("corrupted") == {("embed", "a2.h0.v"), ("a2.h0", "logits")}
     assert {("m1", "a2.h0.q"), ("m0", "m1"), ("a2.h0", "logits")} <= live("zero")
+
+
+def test_attribution_graph_of_a_compiled_model_has_no_error_and_cannot_see_where_heads_look():
+    """A compiled MLP's ReLU units are an exact transcoder: no error nodes, scores 1. On reverse the
+    graph credits the token read by the flip head directly: with patterns frozen, the features that
+    decide *where* it looks (length, opp_index) carry no influence — the QK half of the true circuit
+    is invisible to attribution graphs."""
+    from mechscope.circuits import attribution_graph
+
+    compiled = compile_program(make_reverse(), ["a", "b", "c"], 5)
+    ids = compiled.ids(list("abcab"))
+    target = compiled.model.tokenizer.get_vocab()["a"]  # reverse puts the first token last
+    g = attribution_graph(compiled.model, compiled.transcoders(), ids, targets=[target], progress=False)
+    assert g.extra["max_error"] < 1e-5 and g.scores() == pytest.approx((1.0, 1.0))
+    influence = g.influence()
+    token = g.node_ids().index(f"E_{target}_1")
+    assert int(influence.argmax()) == token and float(influence[:g.n_features].max()) < 1e-3 * float(influence[token])

@@ -131,9 +131,11 @@ def frozen_norm(norm: nn.Module, x_final: torch.Tensor) -> tuple[Callable[[torch
     the norm's additive term (zero for RMSNorm). Supports LayerNorms (incl. Cohere's) and RMSNorms
     (incl. Gemma's ``1 + weight``).
     """
-    from .models.norms import centres, norm_eps, norm_gain
+    from .models.norms import centres, is_identity, norm_eps, norm_gain
 
     x = x_final.float()
+    if is_identity(norm):  # no final norm (compiled programs)
+        return (lambda c: c.float()), torch.zeros(x.shape[-1])
     gain = norm_gain(norm).to(x.device) if getattr(norm, "weight", None) is not None else 1.0
     bias = getattr(norm, "bias", None)
     bias = bias.detach().float() if bias is not None else torch.zeros(x.shape[-1])

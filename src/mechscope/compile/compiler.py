@@ -193,6 +193,21 @@ class CompiledProgram:
                        nodes=nodes, edges=[[a, b, 1.0] for a, b in ordered], method="compiled (ground truth)",
                        extra={"steps": steps, "task": f"compiled:{self.program.label}"})
 
+    def transcoders(self) -> list:
+        """Each layer's MLP as a transcoder whose latents are its ReLU units (``blocks.L.mlp.in`` →
+        ``blocks.L.mlp.out``): exact, so attribution graphs of a compiled model have no error."""
+        from ..sae.dictionary import SAEConfig, SparseCoder
+
+        out = []
+        for layer, block in enumerate(self.model.hf.model.layers):
+            up, down = block.mlp.up_proj, block.mlp.down_proj
+            cfg = SAEConfig("relu", up.in_features, up.out_features, d_out=down.out_features,
+                            site=f"blocks.{layer}.mlp.in", target_site=f"blocks.{layer}.mlp.out", model=self.model.name)
+            weights = {"W_enc": up.weight.detach(), "b_enc": up.bias.detach(), "W_dec": down.weight.detach().T,
+                       "b_dec": torch.zeros(down.out_features)}
+            out.append(SparseCoder(cfg, weights=weights).eval())
+        return out
+
     def ids(self, xs: Sequence[Any]) -> list[int]:
         """[BOS, token ids]; a clear error for a token outside the vocabulary or too long an input."""
         if len(xs) > self.max_len:

@@ -1,5 +1,7 @@
 """What a normalisation module does, read from the module itself: its gain, bias and epsilon, and
-its RMS scale with the statistics frozen (how per-component decompositions pass through a norm)."""
+its RMS scale with the statistics frozen (how per-component decompositions pass through a norm).
+An ``nn.Identity`` in a norm's place (compiled programs' architecture: no norms) is the identity map
+everywhere here."""
 
 from __future__ import annotations
 
@@ -27,9 +29,16 @@ def centres(norm: nn.Module) -> bool:
     return isinstance(norm, nn.LayerNorm) or ("LayerNorm" in name and "RMS" not in name)
 
 
+def is_identity(norm: nn.Module) -> bool:
+    """A place holder where an architecture has no norm."""
+    return isinstance(norm, nn.Identity)
+
+
 def frozen_rms_scale(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """gain / RMS(x) [..., d] in float32 for an RMSNorm ``norm`` applied to x [..., d]: the norm's
     output is x times this, so parts of x that sum to x map to parts that sum to the output."""
+    if is_identity(norm):
+        return torch.ones_like(x, dtype=torch.float32)
     return torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + norm_eps(norm)) * norm_gain(norm).to(x.device)
 
 
@@ -40,6 +49,8 @@ def frozen(norm: nn.Module, x: torch.Tensor, y: torch.Tensor, reference: bool = 
     gradient passes through gain ⊙ centre(·) / σ(x) (the local replacement model's backward).
     ``reference=True``: frozen at row 0 (the clean prompt) — every row gets y₀ + gain ⊙
     centre(x − x₀) / σ(x₀), so an edited row moves linearly from the clean one."""
+    if is_identity(norm):
+        return x.to(y.dtype) + 0  # already linear; a new tensor, so a Replace counts as an edit
     x_ref = (x[:1] if reference else x).detach().float()
     y_ref = (y[:1] if reference else y).detach()
     delta = x.float() - x_ref

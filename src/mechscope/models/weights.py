@@ -72,6 +72,11 @@ def norm_affine(model: Model, layer: int) -> tuple[torch.Tensor, torch.Tensor, b
         return ones, torch.zeros_like(ones), False
     # the norm the MLP reads through: its own, or (Cohere) the one attention shares with it
     norm = model.hf.get_submodule(f"{model.adapter.blocks}.{layer}.{model.adapter.mid_norm or model.adapter.attn_norm}")
+    from .norms import is_identity
+
+    if is_identity(norm):  # no norms at all (compiled programs)
+        ones = torch.ones(model.cfg.d_model)
+        return ones, torch.zeros_like(ones), False
     gain = norm_gain(norm)
     bias = getattr(norm, "bias", None)
     from .norms import centres
