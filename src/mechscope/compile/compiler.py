@@ -136,7 +136,8 @@ def schedule(program: SOp) -> dict[int, int]:
 class CompiledProgram:
     """A compiled program: its mechscope ``model``, the residual ``layout``, and where each step runs
     (``steps``: label → ("attn", layer, head) or ("mlp", layer, hidden units)). Call it on a list of
-    tokens (or a batch of lists) for the decoded outputs."""
+    tokens (or a batch of lists) for the decoded outputs. (``layout`` and ``transcoders`` describe
+    the compiled weights, not a trained stand-in's.)"""
 
     program: SOp
     model: Any
@@ -147,6 +148,7 @@ class CompiledProgram:
     causal: bool
     output_ids: list[int]
     output_values: list
+    exact: bool = True  # compiled weights; False for a trained stand-in (``siit``): outputs are argmaxes
 
     def writer(self, op: SOp) -> str:
         """The component-graph sender that writes ``op``'s subspace: ``embed``, a head or an MLP."""
@@ -224,7 +226,8 @@ class CompiledProgram:
         if self.program.numerical:
             return [float(v) for v in out[:, 0]]
         best = out.argmax(-1)
-        return [self.output_values[int(b)] if float(out[i, b]) > 0.5 else None for i, b in enumerate(best)]
+        return [self.output_values[int(b)] if float(out[i, b]) > 0.5 or not self.exact else None
+                for i, b in enumerate(best)]
 
     def __call__(self, xs: Sequence[Any] | Sequence[Sequence[Any]]) -> list:
         batch = bool(xs) and isinstance(xs[0], (list, tuple))
