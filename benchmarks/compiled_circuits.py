@@ -1,6 +1,7 @@
 """Circuit methods against the truth: compiled programs, whose circuits are known by construction.
 
-`.venv/bin/python benchmarks/compiled_circuits.py` (one torch thread, ~2 min). For every example
+`.venv/bin/python benchmarks/compiled_circuits.py` (one torch thread, ~3 min). The last rows: the same on
+a SIIT-trained stand-in for reverse (`compile.siit`; its weights are not hand-clean, its circuit is known). For every example
 program and ablation (zero, corrupted, mean): the true edges that matter on the task's inputs (the
 compiler's circuit minus the edges whose ablation alone changes nothing there, counted apart), and
 per method the ROC AUC over edges — EAP and EAP-IG (|score|; their scores come from the corrupted
@@ -25,6 +26,7 @@ from common import machine, write_section  # noqa: E402
 from mechscope.circuits.discovery import acdc, discover, eap, eap_ig, faithfulness  # noqa: E402
 from mechscope.circuits.graph import Graph  # noqa: E402
 from mechscope.compile import PROGRAMS, compile_program  # noqa: E402
+from mechscope.compile.siit import train_siit  # noqa: E402
 from mechscope.compile.task import compiled_task, inert_edges  # noqa: E402
 
 ABLATIONS = ("zero", "corrupted", "mean")
@@ -48,9 +50,13 @@ def roc_auc_of_points(points: list[tuple[float, float]]) -> float:
     return sum((x1 - x0) * (y0 + y1) / 2 for (x0, y0), (x1, y1) in zip(pts, pts[1:]))
 
 
-def run_program(name: str) -> list[dict]:
+def run_program(name: str, siit: bool = False) -> list[dict]:
     make, vocab, max_len, non_causal = PROGRAMS[name]
     compiled = compile_program(make(), vocab, max_len, causal=not non_causal)
+    if siit:  # a trained stand-in with the same true circuit (InterpBench's realistic variant)
+        compiled, record = train_siit(compiled, progress=False)
+        print(record.summary(), flush=True)
+        name = f"{name} (SIIT{'' if record.accepted else ', not accepted'})"
     model, g = compiled.model, Graph.of(compiled.model)
     task = compiled_task(compiled, PAIRS)
     allowed = g.allowed
@@ -106,7 +112,7 @@ def run_program(name: str) -> list[dict]:
 def main() -> None:
     torch.set_num_threads(1)
     rows = [r for name in ("reverse", "sort", "histogram", "frac_prevs", "paren_depth", "mirror_match")
-            for r in run_program(name)]
+            for r in run_program(name)] + run_program("reverse", siit=True)
     fmt = lambda x: "—" if x != x else f"{x:.2f}"  # noqa: E731
     md = [f"Compiled programs (`compile.PROGRAMS`), {PAIRS} clean/corrupted pairs of the longest length each, metric "
           f"−L2 of the output logits over every position; {machine(1, 'cpu')}.",
