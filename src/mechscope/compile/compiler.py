@@ -246,7 +246,7 @@ class CompiledProgram:
         else:
             rng = random.Random(seed)
             inputs = [[rng.choice(self.vocab) for _ in range(rng.randint(1, self.max_len))] for _ in range(limit)]
-        checked, undefined, wrong = 0, 0, []
+        checked, undefined, n_wrong, wrong = 0, 0, 0, []
         for i in range(0, len(inputs), batch):
             chunk, want = [], []
             for xs in inputs[i:i + batch]:
@@ -259,12 +259,12 @@ class CompiledProgram:
                 checked += 1
                 same = (all(abs(g - (e or 0)) < 1e-4 for g, e in zip(got, expected)) if self.program.numerical
                         else got == expected)
-                if not same and len(wrong) < 5:
-                    wrong.append({"input": xs, "model": got, "program": expected})
-                elif not same:
-                    wrong.append(None)
-        return {"checked": checked, "undefined": undefined, "exhaustive": total <= limit,
-                "mismatches": [w for w in wrong if w is not None], "n_mismatches": len(wrong)}
+                if not same:
+                    n_wrong += 1
+                    if len(wrong) < 5:
+                        wrong.append({"input": xs, "model": got, "program": expected})
+        return {"checked": checked, "undefined": undefined, "exhaustive": total <= limit, "mismatches": wrong,
+                "n_mismatches": n_wrong}
 
 
 def compile_program(program: SOp, vocab: Sequence[Any], max_len: int, *, causal: bool = False,
