@@ -29,6 +29,7 @@ from torch import nn
 
 from ..models.hooks import _first_input, _output, _with_first_input, model_lock, tiled
 from ..models.model import Model
+from ..models.offload import loaded
 from .graph import Graph
 
 ABLATIONS = ("corrupted", "mean", "resample", "zero")
@@ -213,8 +214,9 @@ def _edge_hooks(state: _State) -> Iterator[None]:
             x, normed = state.x, args[0]
             shift = state.delta[:, :, idx_local.to(x.device)]  # [rows, pos, k, d]
             moved = state.norm.forward(x[:, :, None] + shift) - normed[:, :, None]
-            w = _weight_rows(module)[out_rows.to(x.device)].view(len(local), -1, x.shape[-1])
-            add = torch.einsum("bpkd,ked->bpke", moved.to(w.dtype), w).flatten(-2)
+            with loaded(module):  # an offloaded projection's weights are on meta in its hooks
+                w = _weight_rows(module)[out_rows.to(x.device)].view(len(local), -1, x.shape[-1])
+                add = torch.einsum("bpkd,ked->bpke", moved.to(w.dtype), w).flatten(-2)
             return out + torch.zeros_like(out).index_add(-1, out_rows.to(out.device), add.to(out.dtype))
         return hook
 

@@ -151,8 +151,12 @@ class Model(Engine):
         post-norm normalises attention's output (Gemma 2/3), each head's o_proj output goes through
         it with the norm's scale frozen — gain / RMS of the summed output — so the heads still sum
         to ``attn.out`` (up to float rounding)."""
-        w_o, bias = self.out_proj(layer)
-        heads = torch.einsum("bphd,hdm->bphm", z.to(w_o.dtype), w_o)
+        from .offload import loaded
+
+        with loaded(self.hf.get_submodule(f"{self.adapter.blocks}.{layer}.{self.adapter.out_proj}")):
+            w_o, bias = self.out_proj(layer)
+            heads = torch.einsum("bphd,hdm->bphm", z.to(w_o.dtype), w_o)
+            bias = None if bias is None else bias.clone()  # real after the context too
         if self.adapter.residual_multiplier is not None:  # Granite: attn.out is the output × the multiplier
             return heads * self.multiplier("residual")
         if self.adapter.attn_out is None:
@@ -161,7 +165,8 @@ class Model(Engine):
 
         norm = self.hf.get_submodule(f"{self.adapter.blocks}.{layer}.{self.adapter.attn_out}")
         total = heads.sum(2) + (bias if bias is not None else 0)
-        return (heads.float() * frozen_rms_scale(norm, total)[:, :, None]).to(heads.dtype)
+        with loaded(norm):
+            return (heads.float() * frozen_rms_scale(norm, total)[:, :, None]).to(heads.dtype)
 
     @property
     def embed(self) -> nn.Module:
