@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import names
+from .distributed import gather, share
 from .models.interventions import Ablate, Intervention
 from .models.model import Model
 from .circuits.paths import DIRECTIONS, PathPatching, path_patching  # noqa: F401 - path patching lives there
@@ -261,17 +262,20 @@ def activation_patching(model: Model, task, sweep: str = "heads", *, direction: 
     Batched: a forward carries up to ``batch_size`` rows — ⌊batch_size / pairs⌋ patched copies of
     the whole task, each copy with its own patch (one masked edit per site) — instead of one
     forward per patched index; the blocks before a forward's first patched layer run once for all
-    its copies. Position sweeps need pairs of one token length (``task.one_length()``).
+    its copies. Position sweeps need pairs of one token length (``task.one_length()``). Under
+    torchrun each rank patches its share of the components and every rank returns the whole sweep
+    (``distributed``).
     """
     per_head, per_pos, target_ids, sites, clean_m, corrupted_m, source = _prepare(model, task, sweep, direction)
     n = len(task)
     span = clean_m - corrupted_m
     n_pos = max(len(c) for c in task.clean)
     jobs, shape = _jobs(model, sweep, n_pos)
+    mine = share(len(jobs))
     per_forward = max(1, batch_size // n)
-    values = []
-    for start in tqdm(range(0, len(jobs), per_forward), desc=f"patching {sweep}", disable=not progress):
-        chunk = jobs[start:start + per_forward]
+    values = [torch.zeros(0)]
+    for start in tqdm(range(mine.start, mine.stop, per_forward), desc=f"patching {sweep}", disable=not progress):
+        chunk = jobs[start:min(start + per_forward, mine.stop)]
         rows = len(chunk) * n
         edits = {}
         for j, (l, h, p) in enumerate(chunk):
@@ -291,7 +295,7 @@ def activation_patching(model: Model, task, sweep: str = "heads", *, direction: 
         with torch.no_grad():  # copy j = rows j·n … (j+1)·n − 1; blocks before the first patched one run once
             run = model.run(target_ids, interventions=ivs, copies=len(chunk), shared_blocks=chunk[0][0])
         values.append(task.score(task.read(run.logits)).view(len(chunk), n).mean(1).cpu())
-    effect = (torch.cat(values) - corrupted_m) / span
+    effect = (gather(torch.cat(values), len(jobs)) - corrupted_m) / span
     first = model.tokenizer.convert_ids_to_tokens(task.clean[0]) if per_pos else []
     return PatchingSweep(
         provenance=Provenance.of(model, prompts=task.texts or task.clean, dataset=f"{task.name} v{task.version}",

@@ -3,40 +3,16 @@ and convert dictionaries from SAELens, sparsify and Gemma Scope."""
 
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
-from typing import Iterator
-
 from .common import ARCHIVE_HELP, MODEL_HELP, open_archive, write_page
-
-
-@contextmanager
-def _distributed(device: str | None) -> Iterator[str | None]:
-    """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on GPUs, gloo on CPU) for the
-    command, yield this rank's device, and leave the group after it (a rank that exits with its
-    group still open can abort in gloo's threads)."""
-    import torch
-    import torch.distributed as dist
-
-    joined = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
-    if joined:
-        if device and device.startswith("cuda"):
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            torch.cuda.set_device(local)
-            device = f"cuda:{local}"
-        dist.init_process_group("nccl" if device and device.startswith("cuda") else "gloo")
-    try:
-        yield device
-    finally:
-        if joined:
-            dist.destroy_process_group()
 
 
 def _sae(args) -> int:
     if args.action in ("info", "convert"):
         return (_info if args.action == "info" else _convert)(args)
     if args.action in ("harvest", "train"):
-        with _distributed(args.device) as device:
+        from ..distributed import group
+
+        with group(args.device) as device:
             return (_harvest if args.action == "harvest" else _train)(args, device)
     return _inspect(args)
 

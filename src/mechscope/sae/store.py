@@ -33,6 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..checks import positive_int
+from ..distributed import rank_world
 from ..models.model import Model
 
 MANIFEST = "manifest.json"
@@ -51,15 +52,6 @@ def _write_atomic(path: Path, write) -> None:
 
 def _save_manifest(directory: Path, manifest: dict) -> None:
     _write_atomic(directory / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=1)))
-
-
-def rank_world() -> tuple[int, int]:
-    """(rank, world size) of the initialised ``torch.distributed`` process group, else (0, 1)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def harvest(model: Model, site: str | Sequence[str], directory: str | os.PathLike | Sequence[str | os.PathLike], *,

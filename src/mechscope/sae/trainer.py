@@ -46,7 +46,8 @@ from ..checks import positive_int
 from ..results import Provenance, Result
 from .dictionary import TRAINABLE, SAEError, SparseCoder
 from .kernels import Step, TopKEncode
-from .store import ActivationStore, rank_world
+from ..distributed import rank_world
+from .store import ActivationStore
 
 CHECKPOINT = "checkpoint.pt"
 

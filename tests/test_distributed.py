@@ -1,0 +1,69 @@
+"""Sweeps split across processes (``mechscope.distributed``): two and three gloo processes return
+what one returns — each rank computes its share of the items and the parts are gathered in order.
+Tolerance 1e-6: a rank's forwards carry fewer patched copies than one process's, and a matrix
+product over fewer rows may sum in another order on some CPUs (here they agree bit for bit).
+One launch per world size runs every analysis."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from mechscope.distributed import _range, gather, rank_world, share
+from mechscope.models.tiny import tiny
+from mechscope.patching import activation_patching
+from mechscope.tasks import Task
+
+
+def _task(model, n=3, length=6, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    clean = torch.randint(5, model.cfg.vocab, (n, length), generator=gen).tolist()
+    corrupted = torch.randint(5, model.cfg.vocab, (n, length), generator=gen).tolist()
+    good = [[int(x)] for x in torch.randint(5, model.cfg.vocab, (n,), generator=gen)]
+    bad = [[int(x)] for x in torch.randint(5, model.cfg.vocab, (n,), generator=gen)]
+    return Task("random", 1, seed, clean, corrupted, good, bad)
+
+
+def _analyses() -> dict[str, torch.Tensor]:
+    """Every analysis that splits its work, on one tiny model and task: name -> result tensor."""
+    model = tiny("llama")
+    task = _task(model)
+    return {f"patching {sweep}": activation_patching(model, task, sweep, batch_size=6, progress=False).effect
+            for sweep in ("heads", "head_pos", "mlp")}
+
+
+def _worker(rank: int, world: int, init: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
+    try:
+        assert rank_world() == (rank, world)
+        parts = gather(torch.arange(len(share(10)))[:, None] + share(10).start, 10)
+        results = _analyses()
+        if rank == 0:
+            torch.save({"parts": parts, **results}, os.path.join(out, f"world{world}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_shares_cover_the_items_in_order():
+    for world in (1, 2, 3, 4):
+        for n in (0, 1, 5, 10, 11):
+            ranges = [_range(r, world, n) for r in range(world)]
+            assert [i for r in ranges for i in r] == list(range(n))
+            assert max(map(len, ranges)) - min(map(len, ranges)) <= 1
+    assert share(7) == range(7) and torch.equal(gather(torch.ones(3), 3), torch.ones(3))  # no group: identities
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+@pytest.mark.parametrize("world", [2, 3])
+def test_processes_return_what_one_returns(tmp_path, world):
+    mp.spawn(_worker, args=(world, str(tmp_path / "init"), str(tmp_path)), nprocs=world, join=True)
+    got = torch.load(tmp_path / f"world{world}.pt")
+    assert torch.equal(got.pop("parts")[:, 0], torch.arange(10))
+    torch.set_num_threads(1)
+    for name, expected in _analyses().items():
+        assert torch.allclose(got[name], expected, rtol=0, atol=1e-6), name
