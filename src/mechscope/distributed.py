@@ -1,8 +1,8 @@
 """Work split across processes: under ``torchrun`` (an initialised ``torch.distributed`` group) a
 sweep's items are divided among ranks and the per-item results gathered back in order, so every
 rank returns the same result one process would. One helper for every analysis: ``share`` gives this
-rank its contiguous part of n items, ``gather`` concatenates the parts in rank order. Without a
-process group both are identities (one process does everything).
+rank its contiguous part of n items, ``gather`` concatenates the parts in rank order, ``total`` sums
+per-rank partial sums. Without a process group all three are identities (one process does everything).
 
 ``group(device)`` joins and leaves the process group around a command (NCCL on GPUs, gloo on CPU),
 choosing this rank's GPU from LOCAL_RANK.
@@ -44,6 +44,16 @@ def gather(part: torch.Tensor, n: int) -> torch.Tensor:
     parts = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(parts, padded)
     return torch.cat([p[:s] for p, s in zip(parts, sizes)])
+
+
+def total(t: torch.Tensor) -> torch.Tensor:
+    """The sum of every rank's ``t`` (same shape on all), on every rank."""
+    import torch.distributed as dist
+
+    if rank_world()[1] > 1:
+        t = t.clone()
+        dist.all_reduce(t)
+    return t
 
 
 def _range(rank: int, world: int, n: int) -> range:

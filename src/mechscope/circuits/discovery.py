@@ -29,6 +29,7 @@ from .. import names
 from ..models.model import Model
 from ..results import Provenance, Result
 from .circuit import Circuit
+from ..distributed import share, total
 from .edges import ABLATIONS, ablated_outputs, edge_run, sender_outputs
 from .graph import Graph
 
@@ -217,7 +218,7 @@ def _edge_scores(model: Model, task, method: str, steps: int, batch_rows: int, p
     points = [1.0] if method == "eap" else [(k + 1) / steps for k in range(steps)]
     per = max(1, batch_rows // len(points))
     chunks = _chunks(n, per)
-    for rows in tqdm(chunks, desc=method, disable=not progress):
+    for rows in tqdm([chunks[i] for i in share(len(chunks))], desc=method, disable=not progress):  # this rank's
         sub = task.subset(rows)
         width = max(len(c) for c in sub.clean)  # the sub-batch's own left padding
         clean = prep.clean[rows.start:rows.stop, -width:]
@@ -236,7 +237,7 @@ def _edge_scores(model: Model, task, method: str, steps: int, batch_rows: int, p
         grads = grads.view(len(points), k, *grads.shape[1:]).mean(0)  # [k, pos, receivers, d]; mean over the path
         # one GEMM: [senders, k·pos·d] @ [k·pos·d, receivers]
         scores += diff.permute(2, 0, 1, 3).reshape(diff.shape[2], -1) @ grads.permute(0, 1, 3, 2).reshape(-1, grads.shape[2])
-    scores *= g.allowed
+    scores = total(scores) * g.allowed  # the ranks' partial sums (torchrun), or this process's
     return EdgeScores(provenance=_provenance(model, task, method=method, steps=steps if method == "eap-ig" else None),
                       task=task.name, metric=task.metric, method=method, graph_shape=g.shape,
                       scores=scores, clean_metric=prep.clean_metric, corrupted_metric=prep.corrupted_metric,
