@@ -32,6 +32,7 @@ def test_offloaded_blocks_give_the_same_results(family, tmp_path):
     whole = tiny(family)
     split = offloaded(whole, tmp_path)
     assert any(p.device.type == "meta" for p in split.hf.parameters())  # really offloaded
+    assert split.fingerprint == whole.fingerprint  # provenance: the same weights, wherever they live
     sites = ["blocks.*.resid_post", "blocks.1.attn.pattern", "blocks.1.mlp.post", "blocks.0.attn.z"]
     a, b = whole.run(PROMPTS, cache=sites), split.run(PROMPTS, cache=sites)
     assert torch.equal(a.logits, b.logits) and all(torch.equal(a.cache[k], b.cache[k]) for k in a.cache)
@@ -55,3 +56,23 @@ def test_offloaded_blocks_give_the_same_results(family, tmp_path):
     # the q/k/v paths recompute projections with weights loaded in the hook: float rounding may differ
     assert torch.allclose(edge_run(whole, g, ids, keep=keep, ablated=ablated).logits,
                           edge_run(split, g, ids, keep=keep, ablated=ablated).logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_weight_readers_and_logit_attribution_work_offloaded(family, tmp_path):
+    """Weights read outside a forward (head and neuron weights, embeddings, norms) are real under
+    ``loaded`` — direct logit attribution and head circuits equal the model in memory's."""
+    from mechscope.lens import direct_logit_attribution
+    from mechscope.models.weights import attention_weights, embedding_weights, mlp_out_weights, norm_affine
+
+    whole = tiny(family)
+    split = offloaded(whole, tmp_path)
+    for layer in range(whole.cfg.n_layers):
+        assert all(torch.equal(a, b) for a, b in zip(attention_weights(whole, layer), attention_weights(split, layer)))
+        assert torch.equal(mlp_out_weights(whole, layer), mlp_out_weights(split, layer))
+        assert all(torch.equal(a, b) for a, b in zip(norm_affine(whole, layer)[:2], norm_affine(split, layer)[:2]))
+    assert all(torch.equal(a, b) for a, b in zip(embedding_weights(whole), embedding_weights(split)))
+    target = int(whole.run(PROMPTS[0]).logits[0, -1].argmax())
+    a = direct_logit_attribution(whole, PROMPTS[0], target)
+    b = direct_logit_attribution(split, PROMPTS[0], target)
+    assert torch.allclose(a.values, b.values, atol=1e-6)

@@ -133,12 +133,15 @@ def frozen_norm(norm: nn.Module, x_final: torch.Tensor) -> tuple[Callable[[torch
     """
     from .models.norms import centres, is_identity, norm_eps, norm_gain
 
+    from .models.offload import loaded
+
     x = x_final.float()
     if is_identity(norm):  # no final norm (compiled programs)
         return (lambda c: c.float()), torch.zeros(x.shape[-1])
-    gain = norm_gain(norm).to(x.device) if getattr(norm, "weight", None) is not None else 1.0
-    bias = getattr(norm, "bias", None)
-    bias = bias.detach().float() if bias is not None else torch.zeros(x.shape[-1])
+    with loaded(norm):
+        gain = norm_gain(norm).to(x.device).clone() if getattr(norm, "weight", None) is not None else 1.0
+        bias = getattr(norm, "bias", None)
+        bias = bias.detach().float().clone() if bias is not None else torch.zeros(x.shape[-1])
     if centres(norm):  # LayerNorm (Cohere's has no bias)
         scale = (x.var(-1, keepdim=True, unbiased=False) + norm_eps(norm)).rsqrt()
         return (lambda c: (c.float() - c.float().mean(-1, keepdim=True)) * scale * gain), bias
@@ -211,10 +214,13 @@ class LogitAttribution(Result):
 
 
 def _logit_direction(model: Model, target: str | int, foil: str | int | None) -> tuple[torch.Tensor, int, int | None]:
-    w_u = model.unembed.weight
+    from .models.offload import loaded
+
     t = model.token_id(target)
     f = model.token_id(foil) if foil is not None else None
-    direction = w_u[t].float() - (w_u[f].float() if f is not None else 0.0)
+    with loaded(model.unembed):
+        w_u = model.unembed.weight
+        direction = w_u[t].float() - (w_u[f].float() if f is not None else 0.0)
     return direction * model.multiplier("logit"), t, f  # Granite / Cohere scale the logits
 
 
@@ -261,7 +267,10 @@ def direct_logit_attribution(model: Model, prompt: str, target: str | int, foil:
             block_out = block_out - share
         labels.append(names.mlp(layer).label + (" rest" if experts else ""))  # a shared expert, float rounding
         values.append(logit_of(block_out))
-    unembed_bias = model.unembed.bias
+    from .models.offload import loaded
+
+    with loaded(model.unembed):
+        unembed_bias = None if model.unembed.bias is None else model.unembed.bias.detach().clone()
     rest = float(norm_bias.to(dev) @ direction)
     if unembed_bias is not None:
         rest += float(unembed_bias[t] - (unembed_bias[f] if f is not None else 0.0)) * model.multiplier("logit")

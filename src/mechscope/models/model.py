@@ -128,8 +128,12 @@ class Model(Engine):
 
     @cached_property
     def fingerprint(self) -> str:
-        """See ``fingerprint_of``; computed once (re-wrap a model whose weights changed)."""
-        return fingerprint_of(self.hf, self.hf.config.to_dict())
+        """See ``fingerprint_of``; computed once (re-wrap a model whose weights changed). An
+        offloaded model is read whole for it, once (its offloaded weights are loaded together)."""
+        from .offload import loaded
+
+        with loaded(self.hf):
+            return fingerprint_of(self.hf, self.hf.config.to_dict())
 
     def info(self) -> dict[str, Any]:
         """Name, shape, fingerprint and site names (for ``mechscope info``)."""
@@ -140,10 +144,15 @@ class Model(Engine):
 
     def out_proj(self, layer: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The attention output projection of ``layer`` per head: (W_O [head, d_head, d_model], bias)."""
+        from .offload import loaded
+
         proj = self.hf.get_submodule(f"{self.adapter.blocks}.{layer}.{self.adapter.out_proj}")
-        weight = proj.weight if isinstance(proj, nn.Linear) else proj.weight.T  # GPT-2's Conv1D is [in, out]
-        w_o = weight.T.reshape(self.cfg.n_heads, self.cfg.d_head, self.cfg.d_model)
-        return w_o, proj.bias
+        with loaded(proj):  # an offloaded projection's weights are on meta outside its forward
+            weight = proj.weight if isinstance(proj, nn.Linear) else proj.weight.T  # GPT-2's Conv1D is [in, out]
+            w_o, bias = weight.T.reshape(self.cfg.n_heads, self.cfg.d_head, self.cfg.d_model), proj.bias
+            if getattr(proj, "_hf_hook", None) is not None:  # offloaded: back to meta when the context ends
+                w_o, bias = w_o.clone(), None if bias is None else bias.clone()
+        return w_o, bias
 
     def head_outputs(self, z: torch.Tensor, layer: int) -> torch.Tensor:
         """Each head's contribution to the residual: z [batch, pos, head, d_head] ->
@@ -153,10 +162,8 @@ class Model(Engine):
         to ``attn.out`` (up to float rounding)."""
         from .offload import loaded
 
-        with loaded(self.hf.get_submodule(f"{self.adapter.blocks}.{layer}.{self.adapter.out_proj}")):
-            w_o, bias = self.out_proj(layer)
-            heads = torch.einsum("bphd,hdm->bphm", z.to(w_o.dtype), w_o)
-            bias = None if bias is None else bias.clone()  # real after the context too
+        w_o, bias = self.out_proj(layer)
+        heads = torch.einsum("bphd,hdm->bphm", z.to(w_o.dtype), w_o)
         if self.adapter.residual_multiplier is not None:  # Granite: attn.out is the output × the multiplier
             return heads * self.multiplier("residual")
         if self.adapter.attn_out is None:

@@ -1,23 +1,28 @@
 """Models split across devices or offloaded (HF ``device_map``, accelerate): reading weights.
 
-accelerate wraps an offloaded module's ``forward`` so its weights are real only while it runs; inside
-pre- and post-forward hooks they are on ``meta``. Code that reads a module's weights in a hook (the
-edge engine's q/k/v and output projections) does so under ``loaded(module)``.
+accelerate wraps an offloaded module's ``forward`` so its weights are real only while it runs;
+outside it — in pre- and post-forward hooks, and whenever code reads ``module.weight`` directly —
+they are on ``meta``. Code that reads weights (the edge engine's projections, head and neuron
+weights, embeddings) does so under ``loaded(module)``.
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-from typing import ContextManager
+from contextlib import ExitStack
 
 from torch import nn
 
 
-def loaded(module: nn.Module) -> ContextManager:
-    """A context in which ``module``'s offloaded weights are real tensors on its execution device
-    (accelerate's ``align_module_device``); nothing to do for a module that is not offloaded."""
-    if getattr(module, "_hf_hook", None) is None:
-        return nullcontext()
-    from accelerate.utils import align_module_device
+def loaded(*modules: nn.Module) -> ExitStack:
+    """A context in which the offloaded weights of ``modules`` and their submodules are real tensors
+    on their execution device (accelerate's ``align_module_device`` on each offloaded one); nothing
+    to do for modules that are not offloaded."""
+    stack = ExitStack()
+    offloaded = [m for module in modules for m in module.modules() if getattr(m, "_hf_hook", None) is not None]
+    if offloaded:
+        from accelerate.utils import align_module_device, has_offloaded_params
 
-    return align_module_device(module)
+        for m in offloaded:
+            if has_offloaded_params(m):
+                stack.enter_context(align_module_device(m))
+    return stack

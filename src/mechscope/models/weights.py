@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .model import Model
+from .offload import loaded
 
 
 def _in_out(module: nn.Module) -> torch.Tensor:
@@ -27,6 +28,12 @@ def attention_weights(model: Model, layer: int) -> tuple[torch.Tensor, torch.Ten
     def heads(w: torch.Tensor, n: int) -> torch.Tensor:  # [d, n * dh] -> [n, d, dh]
         return w.reshape(d, n, dh).permute(1, 0, 2)
 
+    with loaded(attn):  # real weights even where the block is offloaded
+        return _attention_weights(model, layer, attn, heads)
+
+
+def _attention_weights(model: Model, layer: int, attn: nn.Module, heads) -> tuple[torch.Tensor, ...]:
+    c, d, dh = model.cfg, model.cfg.d_model, model.cfg.d_head
     if hasattr(attn, "q_proj"):  # llama family
         wq, wk, wv = (heads(_in_out(getattr(attn, f"{x}_proj")), n)
                       for x, n in (("q", c.n_heads), ("k", c.n_kv_heads), ("v", c.n_kv_heads)))
@@ -42,14 +49,13 @@ def attention_weights(model: Model, layer: int) -> tuple[torch.Tensor, torch.Ten
     else:  # pragma: no cover - every adapter family is handled above
         raise NotImplementedError(f"no weight reader for {type(attn).__name__}")
     w_o, _ = model.out_proj(layer)
-    return tuple(t.detach().float() for t in (wq, wk, wv, w_o))
+    return tuple(t.detach().float().clone() for t in (wq, wk, wv, w_o))
 
 
 def embedding_weights(model: Model) -> tuple[torch.Tensor, torch.Tensor]:
     """(W_E [vocab, d_model], W_U [d_model, vocab])."""
-    w_e = model.embed.weight.detach().float()
-    w_u = model.unembed.weight.detach().float().T
-    return w_e, w_u
+    with loaded(model.embed, model.unembed):
+        return model.embed.weight.detach().float().clone(), model.unembed.weight.detach().float().T.clone()
 
 
 def mlp_out_weights(model: Model, layer: int) -> torch.Tensor:
@@ -58,7 +64,8 @@ def mlp_out_weights(model: Model, layer: int) -> torch.Tensor:
         raise ValueError(f"{model.cfg.family} is a mixture of experts: its MLP has no single down projection "
                          "(no neurons to read)")
     down = model.hf.get_submodule(f"{model.adapter.blocks}.{layer}.{model.adapter.mlp_down}")
-    return _in_out(down).detach().float()
+    with loaded(down):
+        return _in_out(down).detach().float().clone()
 
 
 def norm_affine(model: Model, layer: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -77,9 +84,10 @@ def norm_affine(model: Model, layer: int) -> tuple[torch.Tensor, torch.Tensor, b
     if is_identity(norm):  # no norms at all (compiled programs)
         ones = torch.ones(model.cfg.d_model)
         return ones, torch.zeros_like(ones), False
-    gain = norm_gain(norm)
-    bias = getattr(norm, "bias", None)
     from .norms import centres
 
-    layer_norm = centres(norm) or bias is not None
-    return gain, (bias.detach().float() if bias is not None else torch.zeros_like(gain)), layer_norm
+    with loaded(norm):
+        gain = norm_gain(norm).clone()
+        bias = getattr(norm, "bias", None)
+        bias = bias.detach().float().clone() if bias is not None else torch.zeros_like(gain)
+    return gain, bias, centres(norm) or getattr(norm, "bias", None) is not None
