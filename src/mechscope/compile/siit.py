@@ -84,19 +84,36 @@ def _outputs(compiled: CompiledProgram, logits: torch.Tensor, rows: list[list[in
     return logits[keep.to(logits.device)][:, compiled.output_ids].float()
 
 
-def _labels(compiled: CompiledProgram, out: torch.Tensor) -> torch.Tensor:
-    """Output classes (categorical) or values (numerical) of ``_outputs``."""
-    return out[:, 0] if compiled.program.numerical else out.argmax(-1)
+UNDEFINED = -100  # cross_entropy's ignore_index: where the compiled model outputs no value
+
+
+def _labels(compiled: CompiledProgram, out: torch.Tensor, exact: bool = True) -> torch.Tensor:
+    """Output classes (categorical; ``UNDEFINED`` where an exact model has no value on — the program
+    is undefined there, e.g. sort with repeated tokens) or values (numerical) of ``_outputs``."""
+    if compiled.program.numerical:
+        return out[:, 0]
+    best = out.argmax(-1)
+    return torch.where(out.max(-1).values > 0.5, best, UNDEFINED) if exact else best
 
 
 def _loss(compiled: CompiledProgram, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if compiled.program.numerical:
         return torch.nn.functional.mse_loss(out[:, 0], target)
-    return torch.nn.functional.cross_entropy(out, target)
+    if not bool((target != UNDEFINED).any()):
+        return out.sum() * 0.0
+    return torch.nn.functional.cross_entropy(out, target, ignore_index=UNDEFINED)
 
 
-def _agree(compiled: CompiledProgram, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a - b).abs() < 0.02 if compiled.program.numerical else a == b
+def _agree(compiled: CompiledProgram, got: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
+    """[positions where ``want`` is defined] whether ``got`` matches it."""
+    if compiled.program.numerical:
+        return (got - want).abs() < 0.02
+    keep = want != UNDEFINED
+    return got[keep] == want[keep]
+
+
+def _mean(agree: torch.Tensor) -> float:
+    return float(agree.float().mean()) if agree.numel() else 1.0
 
 
 def train_siit(compiled: CompiledProgram, *, d_model: int = 64, steps: int = 2000, batch: int = 64, lr: float = 1e-3,
@@ -147,6 +164,7 @@ def train_siit(compiled: CompiledProgram, *, d_model: int = 64, steps: int = 200
         loss = behaviour + iit + strict_weight * strict
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(low.hf.parameters(), 1.0)
         opt.step()
         sched.step()
         if step % log_every == 0 or step == steps - 1:
@@ -173,18 +191,18 @@ def _checks(compiled: CompiledProgram, stand_in: CompiledProgram, inside: list[s
     """(accuracy against the compiled model, interchange accuracy averaged over circuit nodes, share of
     output positions that move when every non-circuit node is patched from the source at once)."""
     high, low = compiled.model, stand_in.model
-    out = lambda logits: _labels(compiled, _outputs(compiled, logits, base))  # noqa: E731
+    out = lambda logits, exact=False: _labels(compiled, _outputs(compiled, logits, base), exact)  # noqa: E731
     with torch.no_grad():
-        want, got = out(high.run(base).logits), out(low.run(base).logits)
-        acc = float(_agree(compiled, got, want).float().mean())
+        want, got = out(high.run(base).logits, True), out(low.run(base).logits)
+        acc = _mean(_agree(compiled, got, want))
         per_node = []
         for node in inside:
             site, heads = node_site(node)
             h_src = high.run(source, cache=[site]).cache[site]
             l_src = low.run(source, cache=[site]).cache[site]
-            h = out(high.run(base, interventions=[Patch(site, source=h_src, heads=heads)]).logits)
+            h = out(high.run(base, interventions=[Patch(site, source=h_src, heads=heads)]).logits, True)
             lo = out(low.run(base, interventions=[Patch(site, source=l_src, heads=heads)]).logits)
-            per_node.append(float(_agree(compiled, lo, h).float().mean()))
+            per_node.append(_mean(_agree(compiled, lo, h)))
         strict = 0.0
         if outside:
             patches = []
@@ -192,5 +210,5 @@ def _checks(compiled: CompiledProgram, stand_in: CompiledProgram, inside: list[s
                 site, heads = node_site(node)
                 patches.append(Patch(site, source=low.run(source, cache=[site]).cache[site], heads=heads))
             moved = out(low.run(base, interventions=patches).logits)
-            strict = float((~_agree(compiled, moved, got)).float().mean())
+            strict = 1.0 - _mean(_agree(compiled, moved, got))
     return acc, sum(per_node) / len(per_node), strict
