@@ -164,7 +164,6 @@ def train_siit(compiled: CompiledProgram, *, d_model: int = 64, steps: int = 200
         loss = behaviour + iit + strict_weight * strict
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(low.hf.parameters(), 1.0)
         opt.step()
         sched.step()
         if step % log_every == 0 or step == steps - 1:
