@@ -1,6 +1,7 @@
 """Circuit methods against the truth: compiled programs, whose circuits are known by construction.
 
-`.venv/bin/python benchmarks/compiled_circuits.py` (one torch thread, ~3 min). The last rows: the same on
+`.venv/bin/python benchmarks/compiled_circuits.py [--sizes]` (one torch thread, ~3 min; --sizes: only the
+table of compile times and model sizes). The last rows: the same on
 a SIIT-trained stand-in for reverse (`compile.siit`; its weights are not hand-clean, its circuit is known). For every example
 program and ablation (zero, corrupted, mean): the true edges that matter on the task's inputs (the
 compiler's circuit minus the edges whose ablation alone changes nothing there, counted apart), and
@@ -130,8 +131,28 @@ def table(rows: list[dict]) -> str:
     return "\n".join(md)
 
 
+def sizes() -> str:
+    """Compile time, shape and parameters of every example program."""
+    md = ["| program | vocab, max length | causal | compile s | layers | heads | d_model | d_mlp | parameters | "
+          "inputs checked |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, (make, vocab, max_len, non_causal) in PROGRAMS.items():
+        t = time.perf_counter()
+        compiled = compile_program(make(), vocab, max_len, causal=not non_causal)
+        seconds = time.perf_counter() - t
+        c = compiled.model.cfg
+        n = sum(p.numel() for p in compiled.model.hf.parameters())
+        md.append(f"| {name} | {len(vocab)}, {max_len} | {'no' if non_causal else 'yes'} | {seconds:.3f} | {c.n_layers} | "
+                  f"{c.n_heads} | {c.d_model} | {c.d_mlp} | {n:,} | {compiled.verify()['checked']:,} (all) |")
+    return "\n".join(md)
+
+
 def main() -> None:
     torch.set_num_threads(1)
+    size_table = sizes()
+    write_section("compiled-sizes", f"## Compiled programs: size and compile time\n\n{machine(1, 'cpu')}.\n\n{size_table}")
+    print(size_table)
+    if "--sizes" in sys.argv:
+        return
     rows = [r for name in ("reverse", "sort", "histogram", "frac_prevs", "paren_depth", "mirror_match")
             for r in run_program(name)] + run_program("reverse", siit=True)
     md = table(rows)
