@@ -18,22 +18,15 @@ from mechscope.circuits.discovery import eap_ig
 from mechscope.distributed import _range, gather, rank_world, share
 from mechscope.models.tiny import tiny
 from mechscope.patching import activation_patching
-from mechscope.tasks import Task
+from helpers import random_task
 
 
-def _task(model, n=3, length=6, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    clean = torch.randint(5, model.cfg.vocab, (n, length), generator=gen).tolist()
-    corrupted = torch.randint(5, model.cfg.vocab, (n, length), generator=gen).tolist()
-    good = [[int(x)] for x in torch.randint(5, model.cfg.vocab, (n,), generator=gen)]
-    bad = [[int(x)] for x in torch.randint(5, model.cfg.vocab, (n,), generator=gen)]
-    return Task("random", 1, seed, clean, corrupted, good, bad)
 
 
 def _analyses() -> dict[str, torch.Tensor]:
     """Every analysis that splits its work, on one tiny model and task: name -> result tensor."""
     model = tiny("llama")
-    task = _task(model)
+    task = random_task(model)
     out = {f"patching {sweep}": activation_patching(model, task, sweep, batch_size=6, progress=False).effect
            for sweep in ("heads", "head_pos", "mlp")}
     out["eap-ig"] = eap_ig(model, task, steps=3, batch_rows=3, progress=False).scores  # one pair per chunk

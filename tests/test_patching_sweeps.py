@@ -8,16 +8,9 @@ from mechscope import Patch
 from mechscope.patching import SWEEPS, activation_patching, attribution_patching, compare_patching
 from mechscope.tasks import Task, make_task
 from mechscope.tasks.catalog import IOI_TEMPLATES
+from helpers import random_task
 
 
-def _task(model, n=3, length=6, seed=0):
-    """Random clean/corrupted pairs of one length on a tiny model; metric logit(a) − logit(b)."""
-    gen = torch.Generator().manual_seed(seed)
-    clean = torch.randint(5, model.cfg.vocab, (n, length), generator=gen).tolist()
-    corrupted = torch.randint(5, model.cfg.vocab, (n, length), generator=gen).tolist()
-    good = [[int(x)] for x in torch.randint(5, model.cfg.vocab, (n,), generator=gen)]
-    bad = [[int(x)] for x in torch.randint(5, model.cfg.vocab, (n,), generator=gen)]
-    return Task("random", 1, seed, clean, corrupted, good, bad)
 
 
 def _one_at_a_time(model, task, sweep, direction):
@@ -43,7 +36,7 @@ def _one_at_a_time(model, task, sweep, direction):
 @pytest.mark.parametrize("sweep", ["resid", "mlp", "heads", "head_pos", "k"])
 @pytest.mark.parametrize("direction", ["denoising", "noising"])
 def test_batched_sweep_equals_one_forward_per_index(llama, sweep, direction):
-    task = _task(llama)
+    task = random_task(llama)
     batched = activation_patching(llama, task, sweep, direction=direction, batch_size=7, progress=False)
     loop = _one_at_a_time(llama, task, sweep, direction)
     # Same arithmetic, different batch compositions: float32 agreement to ~1e-6 relative.
@@ -57,7 +50,7 @@ def test_pairs_differing_in_one_token_every_family(model):
     """Clean and corrupted differ only at position 2. In layer 0 the residual at position 2 is all
     the difference: patching it gives exactly the source run (denoising 1, noising 0); patching any
     other position changes nothing."""
-    task = _task(model, n=2, length=5)
+    task = random_task(model, n=2, length=5)
     task.corrupted = [c[:2] + [k[2]] + c[3:] for c, k in zip(task.clean, task.corrupted)]
     for direction, source_value in (("denoising", 1.0), ("noising", 0.0)):
         r = activation_patching(model, task, "resid", direction=direction, progress=False)
@@ -67,8 +60,8 @@ def test_pairs_differing_in_one_token_every_family(model):
 
 
 def test_padded_pairs_of_different_lengths_patch_whole_rows(llama):
-    task = _task(llama, n=2, length=6)
-    longer = _task(llama, n=2, length=9, seed=1)
+    task = random_task(llama, n=2, length=6)
+    longer = random_task(llama, n=2, length=9, seed=1)
     mixed = Task("mixed", 1, 0, task.clean + longer.clean, task.corrupted + longer.corrupted,
                  task.good + longer.good, task.bad + longer.bad)
     r = activation_patching(llama, mixed, "heads", batch_size=5, progress=False)
@@ -80,7 +73,7 @@ def test_padded_pairs_of_different_lengths_patch_whole_rows(llama):
 
 
 def test_bad_sweeps_and_tasks_are_clear_errors(llama):
-    task = _task(llama)
+    task = random_task(llama)
     with pytest.raises(ValueError, match="valid: resid"):
         activation_patching(llama, task, "neurons")
     with pytest.raises(ValueError, match="denoising"):
@@ -139,7 +132,7 @@ def test_patch_cli(tmp_path, capsys):
 
 
 def test_a_task_nobody_solves_is_a_clear_error(llama):
-    task = _task(llama)
+    task = random_task(llama)
     task.good, task.bad = task.bad, task.good
     task.good = [[5]] * len(task)
     task.bad = [[5]] * len(task)  # metric identically 0: solved nowhere
@@ -167,7 +160,7 @@ def _linear_top(kind: str):
 @pytest.mark.parametrize("direction", ["denoising", "noising"])
 def test_attribution_patching_is_exact_where_the_metric_is_linear(kind, sweep, direction):
     model = _linear_top(kind)
-    task = _task(model, n=3, length=6)
+    task = random_task(model, n=3, length=6)
     actual = activation_patching(model, task, sweep, direction=direction, progress=False)
     estimate = attribution_patching(model, task, sweep, direction=direction)
     last = model.cfg.n_layers - 1  # the last block's outputs reach the logits through linear maps only
@@ -177,7 +170,7 @@ def test_attribution_patching_is_exact_where_the_metric_is_linear(kind, sweep, d
 
 
 def test_attribution_patching_tracks_activation_patching(llama):
-    task = _task(llama, n=4, length=6)
+    task = random_task(llama, n=4, length=6)
     actual = activation_patching(llama, task, "head_pos", progress=False)
     cmp = compare_patching(actual, attribution_patching(llama, task, "head_pos"))
     assert cmp.correlation > 0.5, cmp.summary()  # random tiny model: small effects, near-linear regime

@@ -1,8 +1,10 @@
 """Networks with known mechanisms: RASP programs compiled into Hugging Face transformers.
 
 ``rasp`` (the program language and its interpreter), ``compiler`` (program → weights of the
-``mechscope_compiled`` architecture in ``arch``), ``programs`` (examples). Every mechscope analysis
-runs on a compiled model unchanged (``CompiledProgram.model``).
+``mechscope_compiled`` architecture, ``models/compiled.py``), ``programs`` (examples), ``task``
+(a compiled program as a behaviour task; inert true edges), ``proofs`` (its MLPs proved over
+boxes), ``siit`` (trained stand-ins with the same circuit). Every mechscope analysis runs on a
+compiled model unchanged (``CompiledProgram.model``).
 """
 
 from .compiler import CompiledProgram, Layout, compile_program

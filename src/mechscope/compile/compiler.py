@@ -276,7 +276,7 @@ def compile_program(program: SOp, vocab: Sequence[Any], max_len: int, *, causal:
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
     from ..models.model import Model
-    from .arch import CompiledConfig, CompiledForCausalLM
+    from ..models.compiled import CompiledConfig, CompiledForCausalLM
 
     vocab = list(dict.fromkeys(vocab))
     if not vocab or max_len < 1:

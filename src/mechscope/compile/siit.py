@@ -122,7 +122,7 @@ def train_siit(compiled: CompiledProgram, *, d_model: int = 64, steps: int = 200
     """A trained stand-in for ``compiled`` whose true circuit is ``compiled.circuit()`` (same
     component names), and its training record; see the module docstring. Inputs have the
     program's lengths (a base and its source share one, so patched positions line up)."""
-    from .arch import CompiledForCausalLM
+    from ..models.compiled import CompiledForCausalLM
 
     torch.manual_seed(seed)
     rng = random.Random(seed)

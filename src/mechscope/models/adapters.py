@@ -168,7 +168,7 @@ GPT_NEOX = Adapter(
     parallel_flag="use_parallel_residual",
 )
 
-# mechscope's own architecture for compiled programs (compile/arch.py): Llama's names, identity norms
+# mechscope's own architecture for compiled programs (models/compiled.py): Llama's names, identity norms
 COMPILED = Adapter(
     families=("mechscope_compiled",),
     blocks="model.layers",

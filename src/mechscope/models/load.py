@@ -89,7 +89,7 @@ def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device: str | torch
 def _from_dir(path: Path, name: str, *, device, dtype, **hf_kwargs) -> Model:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..compile import arch  # noqa: F401 - registers the compiled-program architecture with the Auto classes
+    from . import compiled  # noqa: F401 - registers the compiled-program architecture with the Auto classes
 
     hf = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True, **hf_kwargs)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
