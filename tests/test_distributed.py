@@ -64,3 +64,33 @@ def test_processes_return_what_one_returns(tmp_path, world):
     torch.set_num_threads(1)
     for name, expected in _analyses().items():
         assert torch.allclose(got[name], expected, rtol=1e-5, atol=1e-6), name
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+def test_two_nodes_under_torchrun(tmp_path):
+    """Two `torchrun --nnodes 2 --node-rank {0,1}` launches (gloo, one process each, both on this
+    machine): each joins through `distributed.group`, only rank 0 writes, and the results are one
+    process's."""
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    job = Path(__file__).with_name("distributed_job.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launches = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                                  "--node-rank", str(rank), "--master-addr", "127.0.0.1", "--master-port", str(port),
+                                  str(job), str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=env) for rank in (0, 1)]
+    for p in launches:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["nodes.pt"]  # rank 1 wrote nothing
+    got = torch.load(tmp_path / "nodes.pt")
+    assert got.pop("world") == 2
+    torch.set_num_threads(1)
+    for name, expected in _analyses().items():
+        assert torch.allclose(got[name], expected, rtol=1e-5, atol=1e-6), name
