@@ -20,6 +20,7 @@ from torch import nn
 
 from . import names
 from .models.model import Model
+from .models.offload import loaded
 from .models.weights import mlp_out_weights
 from .results import Provenance, Result
 
@@ -133,8 +134,6 @@ def frozen_norm(norm: nn.Module, x_final: torch.Tensor) -> tuple[Callable[[torch
     """
     from .models.norms import centres, is_identity, norm_eps, norm_gain
 
-    from .models.offload import loaded
-
     x = x_final.float()
     if is_identity(norm):  # no final norm (compiled programs)
         return (lambda c: c.float()), torch.zeros(x.shape[-1])
@@ -214,8 +213,6 @@ class LogitAttribution(Result):
 
 
 def _logit_direction(model: Model, target: str | int, foil: str | int | None) -> tuple[torch.Tensor, int, int | None]:
-    from .models.offload import loaded
-
     t = model.token_id(target)
     f = model.token_id(foil) if foil is not None else None
     with loaded(model.unembed):
@@ -267,8 +264,6 @@ def direct_logit_attribution(model: Model, prompt: str, target: str | int, foil:
             block_out = block_out - share
         labels.append(names.mlp(layer).label + (" rest" if experts else ""))  # a shared expert, float rounding
         values.append(logit_of(block_out))
-    from .models.offload import loaded
-
     with loaded(model.unembed):
         unembed_bias = None if model.unembed.bias is None else model.unembed.bias.detach().clone()
     rest = float(norm_bias.to(dev) @ direction)

@@ -26,10 +26,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import names
+from ..distributed import share, total
 from ..models.model import Model
 from ..results import Provenance, Result
 from .circuit import Circuit
-from ..distributed import share, total
 from .edges import ABLATIONS, ablated_outputs, edge_run, sender_outputs
 from .graph import Graph
 

@@ -19,6 +19,7 @@ from .run import Cache, Run
 from .adapters import Adapter, adapter_for, is_parallel
 from .engine import Engine
 from .hooks import HookState, hooked, tiled
+from .offload import loaded
 from .sites import Site, all_sites, expand, module_site, parse
 
 Inputs = str | Sequence[str] | torch.Tensor | Sequence[Sequence[int]]
@@ -130,8 +131,6 @@ class Model(Engine):
     def fingerprint(self) -> str:
         """See ``fingerprint_of``; computed once (re-wrap a model whose weights changed). An
         offloaded model is read whole for it, once (its offloaded weights are loaded together)."""
-        from .offload import loaded
-
         with loaded(self.hf):
             return fingerprint_of(self.hf, self.hf.config.to_dict())
 
@@ -144,8 +143,6 @@ class Model(Engine):
 
     def out_proj(self, layer: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The attention output projection of ``layer`` per head: (W_O [head, d_head, d_model], bias)."""
-        from .offload import loaded
-
         proj = self.hf.get_submodule(f"{self.adapter.blocks}.{layer}.{self.adapter.out_proj}")
         with loaded(proj):  # an offloaded projection's weights are on meta outside its forward
             weight = proj.weight if isinstance(proj, nn.Linear) else proj.weight.T  # GPT-2's Conv1D is [in, out]
@@ -160,8 +157,6 @@ class Model(Engine):
         post-norm normalises attention's output (Gemma 2/3), each head's o_proj output goes through
         it with the norm's scale frozen — gain / RMS of the summed output — so the heads still sum
         to ``attn.out`` (up to float rounding)."""
-        from .offload import loaded
-
         w_o, bias = self.out_proj(layer)
         heads = torch.einsum("bphd,hdm->bphm", z.to(w_o.dtype), w_o)
         if self.adapter.residual_multiplier is not None:  # Granite: attn.out is the output × the multiplier

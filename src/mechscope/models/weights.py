@@ -21,19 +21,17 @@ def _in_out(module: nn.Module) -> torch.Tensor:
 
 def attention_weights(model: Model, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(W_Q, W_K, W_V, W_O) of ``layer``, detached, float32."""
-    c = model.cfg
     attn = model.hf.get_submodule(f"{model.adapter.blocks}.{layer}.{model.adapter.attn}")
-    d, dh = c.d_model, c.d_head
+    with loaded(attn):  # real weights even where the block is offloaded
+        return _attention_weights(model, layer, attn)
+
+
+def _attention_weights(model: Model, layer: int, attn: nn.Module) -> tuple[torch.Tensor, ...]:
+    c, d, dh = model.cfg, model.cfg.d_model, model.cfg.d_head
 
     def heads(w: torch.Tensor, n: int) -> torch.Tensor:  # [d, n * dh] -> [n, d, dh]
         return w.reshape(d, n, dh).permute(1, 0, 2)
 
-    with loaded(attn):  # real weights even where the block is offloaded
-        return _attention_weights(model, layer, attn, heads)
-
-
-def _attention_weights(model: Model, layer: int, attn: nn.Module, heads) -> tuple[torch.Tensor, ...]:
-    c, d, dh = model.cfg, model.cfg.d_model, model.cfg.d_head
     if hasattr(attn, "q_proj"):  # llama family
         wq, wk, wv = (heads(_in_out(getattr(attn, f"{x}_proj")), n)
                       for x, n in (("q", c.n_heads), ("k", c.n_kv_heads), ("v", c.n_kv_heads)))
