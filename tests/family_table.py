@@ -21,11 +21,14 @@ COLUMNS = {  # column -> tests (file::function) whose [family] runs decide it
     "neuron DLA": ["test_lens.py::test_neuron_dla_adds_up_to_the_mlp_contribution"],
     "head circuits from weights": ["test_heads.py::test_weights_reproduce_the_values_every_family"],
     "SAE sites (mlp.in)": ["test_models.py::test_mlp_in_is_what_the_mlp_reads"],
+    "experts: sites, routing, senders": [
+        "test_models.py::test_expert_sites_add_up_to_the_moe_block_and_can_be_ablated",
+        "test_models.py::test_router_site_is_the_router_logits_and_editing_it_reroutes",
+        "test_circuits.py::test_experts_send_separately_into_one_moe_receiver"],
 }
 # column -> (the adapter property that makes a family refuse it, the reason shown); the family's test then
 # checks the refusal by name, so a pass there means "refused, as documented"
-REFUSALS = {"edge engine": (lambda a: a.joint_qk_norm, "refused (joint q/k norms)"),
-            "neuron DLA": (lambda a: a.mlp_down is None, "refused (experts: no single MLP)")}
+REFUSALS = {"neuron DLA": (lambda a: a.mlp_down is None, "refused (experts: no single MLP)")}
 
 
 class Collector:
@@ -49,7 +52,6 @@ class Collector:
         from mechscope.models.adapters import ADAPTERS
         from mechscope.models.tiny import tiny_config
 
-        refused_ok = self.outcomes.get(("test_circuits.py::test_joint_qk_norms_refuse_the_component_graph", None))
         for family in FAMILIES:
             adapter = ADAPTERS[tiny_config(family, 320).model_type]
             cells = []
@@ -59,8 +61,7 @@ class Collector:
                 if any(g == "failed" for g in got):
                     cells.append("✗")
                 elif refuses(adapter):
-                    checked = refused_ok == "passed" if column == "edge engine" else got[0] == "passed"
-                    cells.append(reason if checked else "✗")
+                    cells.append(reason if got[0] == "passed" else "✗")
                 elif got and all(g == "passed" for g in got):
                     cells.append("✓")
                 else:

@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from mechscope import names
+
 from mechscope.circuits import (Circuit, Graph, acdc, circuit_from_mask, eap, eap_ig, evaluate, faithfulness,
                                 minimal_circuit)
 from mechscope.circuits.edges import ablated_outputs, edge_run, sender_outputs
@@ -80,16 +82,29 @@ def test_prune_drops_edges_into_components_that_reach_nothing():
 # Edge-level runs are exact
 
 
-JOINT_QK = ("olmo2", "olmo3", "olmoe")
-EDGE_FAMILIES = [f for f in FAMILIES if f not in JOINT_QK]  # joint q/k norms: see below
+EDGE_FAMILIES = FAMILIES
 MOE = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss")
 
 
-def test_joint_qk_norms_refuse_the_component_graph():
-    """OLMo 2/3 and OLMoE normalise q and k over all heads at once: per-head receivers are not separable."""
-    for family in JOINT_QK:
-        with pytest.raises(NotImplementedError, match="normalises queries and keys over all heads at once"):
-            Graph.of(tiny(family))
+@pytest.mark.parametrize("family", ["olmo2", "olmoe"])
+def test_joint_qk_norms_give_each_head_its_slice_of_the_normalised_projection(family):
+    """OLMo 2/3 and OLMoE normalise q and k over all heads at once: head h's query is slice h of
+    q_norm(q_proj(its own input)). Cutting every edge into one head's query (corrupted ablation) is
+    then patching that head's query from the corrupted run; the same for a key."""
+    import mechscope as ms
+
+    m = tiny(family)
+    g = Graph.of(m)
+    clean, corrupted = _pairs()
+    abl = sender_outputs(m, g, corrupted)
+    source = m.run(corrupted, cache=["blocks.1.attn.q", "blocks.1.attn.k"])
+    for receiver, site in (("a1.h1.q", "blocks.1.attn.q"), (g.kv_name(1, 1) + ".k", "blocks.1.attn.k")):
+        keep = g.allowed.float()
+        keep[:, g.receivers_of(receiver)] = 0.0
+        cut = edge_run(m, g, clean, keep=keep, ablated=abl).logits
+        patched = m.run(clean, interventions=[ms.Patch(site, source=source, heads=[1])]).logits[:, -1]
+        torch.testing.assert_close(cut, patched, atol=2e-6, rtol=0)
+        assert (cut - m.run(clean).logits[:, -1]).abs().max() > 1e-4
 
 
 @pytest.mark.parametrize("family", EDGE_FAMILIES)
@@ -107,6 +122,44 @@ def test_all_kept_is_the_model_and_all_cut_is_the_corrupted_run(family):
         assert torch.equal(out[:3], ref_clean)  # nothing cut: bit for bit
     torch.testing.assert_close(out[3:], ref_corr, atol=2e-6, rtol=0)  # float32 sums of ~the same terms
     assert _no_hooks(m)
+
+
+@pytest.mark.parametrize("family", MOE)
+def test_experts_send_separately_into_one_moe_receiver(family):
+    """A mixture of experts is one receiver (m{l}) and each expert a sender (m{l}.e{e}; Qwen2-MoE's
+    gated shared expert m{l}.shared): their outputs are the expert sites, and cutting every edge out
+    of one expert (zero ablation) is the run with that expert's output zero-ablated."""
+    import mechscope as ms
+
+    m = tiny(family)
+    g = Graph.of(m)
+    shared = ["m0.shared"] if family == "qwen2_moe" else []
+    assert g.senders[g.sender_start[0] + m.cfg.n_heads:g.sender_start[1]] == [f"m0.e{e}" for e in range(4)] + shared
+    assert "m0" in g.receivers and "m0" not in g.senders and Graph(*g.shape) == g
+    clean, _ = _pairs()
+    out = sender_outputs(m, g, clean)
+    run = m.run(clean, cache=[f"blocks.0.mlp.experts.{e}.out" for e in range(4)] + ["blocks.0.mlp.out"])
+    for e in range(4):
+        torch.testing.assert_close(out[:, :, g.sender_index(f"m0.e{e}")], run.cache[f"blocks.0.mlp.experts.{e}.out"])
+    moe = out[:, :, g.sender_start[0] + m.cfg.n_heads:g.sender_start[1]].sum(2)
+    torch.testing.assert_close(moe, run.cache["blocks.0.mlp.out"], atol=1e-6, rtol=1e-5)
+    busiest = max(range(4), key=lambda e: float(out[:, :, g.sender_index(f"m0.e{e}")].abs().sum()))
+    keep = g.allowed.float()
+    keep[g.sender_index(names.expert(0, busiest).label)] = 0.0  # either spelling
+    cut = edge_run(m, g, clean, keep=keep, ablated=torch.zeros_like(out[:1])).logits
+    ablated = m.run(clean, interventions=[ms.Ablate(f"blocks.0.mlp.experts.{busiest}.out")]).logits[:, -1]
+    torch.testing.assert_close(cut, ablated, atol=1e-5, rtol=1e-5)
+    assert (cut - m.run(clean).logits[:, -1]).abs().max() > 1e-3
+    with pytest.raises(KeyError, match=r"experts m\{l\}.e\{e\} \(e 0..3\)"):
+        g.sender_index("m0")
+    # an expert reads the MoE block's input: pruning and greedy circuits walk through it
+    mask = g.mask_of([("embed", "m0"), (f"m0.e{busiest}", "logits")])
+    assert torch.equal(g.prune(mask), mask)
+    assert g.prune(g.mask_of([("embed", "m0")])).sum() == 0
+    scores = eap(m, _random_task(m), progress=False)
+    greedy = g.mask_of(scores.circuit(12).edges)
+    assert int(greedy.sum()) == 12 and torch.equal(g.prune(greedy), greedy)  # grown from the logits
+    assert float(scores.scores[g.sender_index(f"m1.e{busiest}")].abs().sum()) > 0
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox"])

@@ -84,13 +84,21 @@ def test_unsupported_architecture_names_the_supported_ones():
     assert "llama-like: lacks model.layers" in str(err.value) and "no known layout fits" in str(err.value)
 
 
-def test_opt_is_refused_by_name_with_the_reason():
+@pytest.mark.parametrize("variant,says", [
+    ({"do_layer_norm_before": False}, "post-LN variant"),
+    ({"word_embed_proj_dim": 8}, "project_in/project_out"),
+    ({"_remove_final_layer_norm": True}, "no final layer norm"),
+])
+def test_opt_variants_mechscope_cannot_place_are_refused_by_name(variant, says):
+    """OPT-125m's layout is supported; the post-LN variant, projected embeddings and a removed final
+    norm (OPT-350m has the first two) are refused, each by name with its reason."""
     from transformers import OPTConfig, OPTForCausalLM
 
-    hf = OPTForCausalLM(OPTConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, ffn_dim=32,
-                                  word_embed_proj_dim=16))
+    config = {"vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "ffn_dim": 32,
+              "word_embed_proj_dim": 16}
+    hf = OPTForCausalLM(OPTConfig(**{**config, **variant}))
     _, tok = tiny_hf("llama")
-    with pytest.raises(ms.UnsupportedArchitecture, match=r"opt \(OPTForCausalLM\) is not supported: .*flattened"):
+    with pytest.raises(ms.UnsupportedArchitecture, match=rf"opt \(OPTForCausalLM\) is not supported: .*{says}"):
         ms.Model(hf, tok)
 
 

@@ -50,7 +50,7 @@ def test_patching_a_whole_clean_run_reproduces_the_clean_logits(llama, site):
     assert torch.equal(patched.logits, clean.logits)
 
 
-@pytest.mark.parametrize("family", ["gpt2", "gpt_neox_sequential", "gemma"])
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neox_sequential", "gemma", "opt"])
 def test_patching_resid_mid_is_exact_for_every_family(family):
     model = ms.models.tiny.tiny(family)
     _same_lengths(model)

@@ -84,7 +84,7 @@ def test_every_site_has_its_documented_shape(model):
         "attn.z": (b, p, c.n_heads, c.d_head), "attn.out": (b, p, c.d_model), "resid_mid": (b, p, c.d_model),
         "mlp.in": (b, p, c.d_model),
         "mlp.pre": (b, p, c.d_mlp), "mlp.post": (b, p, c.d_mlp), "mlp.out": (b, p, c.d_model),
-        "resid_post": (b, p, c.d_model),
+        "resid_post": (b, p, c.d_model), "mlp.router": (b, p, model.n_experts),
     }
     for name in model.sites:
         site = parse(name)
@@ -222,8 +222,8 @@ def test_the_adapter_places_every_site_on_a_module_of_the_model(family):
     assert hf.get_submodule(adapter.unembed) is hf.get_output_embeddings()
     for name in model.sites:
         site = parse(name)
-        if site.is_attn_internal or site.kind == "mlp.expert":
-            with pytest.raises(KeyError, match="inside attention" if site.is_attn_internal else "no module per expert"):
+        if site.is_attn_internal or site.kind in ("mlp.expert", "mlp.router"):
+            with pytest.raises(KeyError, match="inside attention" if site.is_attn_internal else "not read off a module"):
                 adapter.place(site.kind, site.layer)
             continue
         path, io = adapter.place(site.kind, site.layer)
@@ -238,6 +238,8 @@ def test_mlp_in_is_what_the_mlp_reads(model):
     block = model.hf.get_submodule(f"{model.adapter.blocks}.1")
     module = block.get_submodule(model.adapter.mlp)
     mlp = lambda x: (lambda out: out[0] if isinstance(out, tuple) else out)(module(x))  # noqa: E731 (GPT-OSS: a tuple)
+    if model.adapter.flat_mlp:  # OPT: fc1 → act → fc2 inside the block, no MLP module
+        mlp = lambda x: block.fc2(block.activation_fn(block.fc1(x)))  # noqa: E731
     m = model.multiplier("residual")  # (Granite)
     post = block.get_submodule(model.adapter.mlp_out) if model.adapter.mlp_out else (lambda x: x * m)
     torch.testing.assert_close(post(mlp(run.cache["blocks.1.mlp.in"])), run.cache["blocks.1.mlp.out"])
@@ -265,7 +267,7 @@ def test_phi3_mlp_pre_is_the_gate_half_of_the_fused_projection():
 @pytest.mark.parametrize("family", ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss"])
 def test_expert_sites_add_up_to_the_moe_block_and_can_be_ablated(family):
     """blocks.L.mlp.experts.E.out: expert E's weighted output (computed again by the experts' eager
-    forward with the other experts' weights zeroed). The experts sum to the MoE output (plus Qwen2-MoE's
+    forward on the tokens routed to it). The experts sum to the MoE output (plus Qwen2-MoE's
     gated shared expert); caching them changes nothing; ablating one removes exactly its share."""
     model = ms.models.tiny.tiny(family)
     experts = [f"blocks.1.mlp.experts.{e}.out" for e in range(model.n_experts)]
@@ -286,3 +288,73 @@ def test_expert_sites_add_up_to_the_moe_block_and_can_be_ablated(family):
                                rtol=1e-5, atol=1e-6)
     with pytest.raises(ms.SiteError, match="unknown site 'blocks.1.mlp.experts.7.out'"):
         model.run(PROMPTS, cache="blocks.1.mlp.experts.7.out")
+
+
+def _router(model, layer: int):
+    return model.hf.get_submodule(f"{model.adapter.blocks}.{layer}.{model.adapter.router}")
+
+
+@pytest.mark.parametrize("family", ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss"])
+def test_router_site_is_the_router_logits_and_editing_it_reroutes(family):
+    """blocks.L.mlp.router: the router's logits [batch, pos, experts] (HF's own router_logits,
+    unflattened). An edit decides the routing again by the family's rule: doubling the logits is bit
+    for bit the model with its router's weights doubled (×2 is exact in floating point)."""
+    model = ms.models.tiny.tiny(family)
+    assert model.sites.index("blocks.1.mlp.router") < model.sites.index("blocks.1.mlp.experts.0.out")
+    ids, mask = model.tokenize(PROMPTS)
+    with torch.no_grad():
+        ref = model.hf(**model.hf_inputs(ids, mask), output_router_logits=True)
+    run = model.run(PROMPTS, cache="blocks.*.mlp.router")
+    for layer in range(model.cfg.n_layers):
+        got = run.cache[f"blocks.{layer}.mlp.router"]
+        assert got.shape == (*ids.shape, model.n_experts)
+        assert torch.equal(got.flatten(0, 1), ref.router_logits[layer])
+    assert torch.equal(run.logits, model.run(PROMPTS).logits)  # caching it changes nothing
+
+    doubled = model.run(PROMPTS, interventions=[ms.Replace("blocks.1.mlp.router", lambda x: 2 * x)])
+    router = _router(model, 1)
+    with torch.no_grad():
+        for p in router.parameters():
+            p.mul_(2)
+        try:
+            by_hand = model.run(PROMPTS)
+        finally:
+            for p in router.parameters():
+                p.div_(2)
+    assert torch.equal(doubled.logits, by_hand.logits) and not torch.equal(doubled.logits, run.logits)
+
+
+@pytest.mark.parametrize("family", ["mixtral", "gpt_oss"])
+def test_route_forbids_and_forces_experts(family):
+    """Route(forbid=[e]): expert e gets no token and the others are renormalised (GPT-OSS: bit for bit
+    its router with a −1e9 bias on e, which only changes e's logit); Route(force=[e]): e gets every
+    selected token, the rest as before. Bad experts and too many forced are refused by name."""
+    model = ms.models.tiny.tiny(family)
+    site, experts = "blocks.1.mlp.router", [f"blocks.1.mlp.experts.{e}.out" for e in range(4)]
+    base = model.run(PROMPTS, cache=experts)
+    busiest = max(range(4), key=lambda e: float(base.cache[experts[e]].abs().sum()))
+    real = model.tokenize(PROMPTS)[1].bool()
+    forbid = model.run(PROMPTS, cache=experts, interventions=[ms.Route(site, forbid=[busiest])])
+    assert float(forbid.cache[experts[busiest]].abs().max()) == 0.0
+    if family == "gpt_oss":
+        bias = _router(model, 1).bias
+        kept = bias.detach().clone()
+        with torch.no_grad():
+            bias[busiest] = -1e9
+            try:
+                by_hand = model.run(PROMPTS)
+            finally:
+                bias.copy_(kept)
+        assert torch.equal(forbid.logits, by_hand.logits)
+    idle = min(range(4), key=lambda e: float(base.cache[experts[e]].abs().sum()))
+    forced = model.run(PROMPTS, cache=experts, interventions=[ms.Route(site, force=[idle], positions=[-1])])
+    share = forced.cache[experts[idle]].abs().sum(-1)  # [batch, pos]
+    assert bool((share[:, -1] > 0).all())
+    torch.testing.assert_close(forced.cache[experts[busiest]][:, :-1], base.cache[experts[busiest]][:, :-1])
+    with pytest.raises(ms.InterventionError, match="expert 9 does not exist"):
+        model.run(PROMPTS, interventions=[ms.Route(site, forbid=[9])])
+    with pytest.raises(ms.InterventionError, match="forces 3 experts; the router chooses 2"):
+        model.run(PROMPTS, interventions=[ms.Route(site, force=[0, 1, 2])])
+    with pytest.raises(ms.InterventionError, match="valid sites are blocks.L.mlp.router"):
+        model.run(PROMPTS, interventions=[ms.Route("blocks.1.mlp.out", forbid=[0])])
+    assert bool(real.any())

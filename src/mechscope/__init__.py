@@ -6,14 +6,14 @@
 """
 
 from .models import EMBEDDED, Model, ModelConfig, SiteError, UnsupportedArchitecture, load  # first: no cycles
-from .models.interventions import Ablate, Add, Intervention, InterventionError, Patch, ProjectOut, Replace
+from .models.interventions import Ablate, Add, Intervention, InterventionError, Patch, ProjectOut, Replace, Route
 from .models.run import Cache, Run
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Ablate", "Add", "Cache", "EMBEDDED", "Intervention", "InterventionError", "Model", "ModelConfig",
-    "Patch", "ProjectOut", "Replace", "Run", "SiteError", "UnsupportedArchitecture", "load", "__version__",
+    "Patch", "ProjectOut", "Replace", "Route", "Run", "SiteError", "UnsupportedArchitecture", "load", "__version__",
 ]
 
 _SUBMODULES = {"archive", "attribution", "circuits", "concepts", "data", "geometry", "heads", "lens", "names", "neurons",

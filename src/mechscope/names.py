@@ -8,6 +8,7 @@ A component has two spellings, both accepted everywhere a name is read:
 | key/value head g (grouped-query attention) | ``L3KV1`` | ``a3.kv1`` (``a3.kv1.k`` / ``.v``) |
 | MLP of layer l | ``MLP3`` | ``m3`` |
 | expert e of layer l's MLP (mixtures of experts) | ``MLP3E5`` | ``m3.e5`` |
+| layer l's gated shared expert (Qwen2-MoE) | ``MLP3 shared`` | ``m3.shared`` |
 | neuron n of layer l | ``L3 N17`` | ``m3.n17`` |
 | attention / MLP layer as a whole (layer ablations) | ``attn3`` / ``mlp3`` | |
 | embeddings, logits | ``embed``, ``logits`` | ``embed``, ``logits`` |
@@ -24,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-Kind = Literal["embed", "logits", "head", "kv", "mlp", "expert", "neuron", "attn_layer", "mlp_layer"]
+Kind = Literal["embed", "logits", "head", "kv", "mlp", "expert", "shared_expert", "neuron", "attn_layer", "mlp_layer"]
 
 
 class ComponentNameError(ValueError):
@@ -67,6 +68,8 @@ class Component:
             return f"blocks.{l}.attn.{self.input or 'k'}", {"heads": [i]}
         if self.kind in ("mlp", "mlp_layer"):
             return f"blocks.{l}.mlp.out", {}
+        if self.kind == "expert":
+            return f"blocks.{l}.mlp.experts.{i}.out", {}
         if self.kind == "attn_layer":
             return f"blocks.{l}.attn.out", {}
         if self.kind == "neuron":
@@ -79,9 +82,9 @@ class Component:
 
 
 _LABEL = {"embed": "embed", "logits": "logits", "head": "L{l}H{i}", "kv": "L{l}KV{i}", "mlp": "MLP{l}",
-          "expert": "MLP{l}E{i}", "neuron": "L{l} N{i}", "attn_layer": "attn{l}", "mlp_layer": "mlp{l}"}
+          "expert": "MLP{l}E{i}", "shared_expert": "MLP{l} shared", "neuron": "L{l} N{i}", "attn_layer": "attn{l}", "mlp_layer": "mlp{l}"}
 _NODE = {"embed": "embed", "logits": "logits", "head": "a{l}.h{i}", "kv": "a{l}.kv{i}", "mlp": "m{l}",
-         "expert": "m{l}.e{i}", "neuron": "m{l}.n{i}", "attn_layer": "a{l}", "mlp_layer": "m{l}"}
+         "expert": "m{l}.e{i}", "shared_expert": "m{l}.shared", "neuron": "m{l}.n{i}", "attn_layer": "a{l}", "mlp_layer": "m{l}"}
 
 
 def head(layer: int, h: int, input: str | None = None) -> Component:
@@ -100,6 +103,10 @@ def expert(layer: int, e: int) -> Component:
     return Component("expert", layer, e)
 
 
+def shared_expert(layer: int) -> Component:
+    return Component("shared_expert", layer)
+
+
 def neuron(layer: int, n: int) -> Component:
     return Component("neuron", layer, n)
 
@@ -115,13 +122,14 @@ _FORMS = [  # (pattern, kind); groups: layer, index, input
     (r"L(\d+)H(\d+)(?:\.([qkv]))?", "head"), (r"a(\d+)\.h(\d+)(?:\.([qkv]))?", "head"),
     (r"L(\d+)KV(\d+)(?:\.([kv]))?", "kv"), (r"a(\d+)\.kv(\d+)(?:\.([kv]))?", "kv"),
     (r"MLP(\d+)E(\d+)()", "expert"), (r"m(\d+)\.e(\d+)()", "expert"),
+    (r"MLP(\d+) shared()()", "shared_expert"), (r"m(\d+)\.shared()()", "shared_expert"),
     (r"L(\d+) N(\d+)()", "neuron"), (r"m(\d+)\.n(\d+)()", "neuron"),
     (r"MLP(\d+)()()", "mlp"), (r"m(\d+)()()", "mlp"),
     (r"attn(\d+)()()", "attn_layer"), (r"mlp(\d+)()()", "mlp_layer"),
 ]
 _COMPILED = [(re.compile(p), k) for p, k in _FORMS]
 SPELLINGS = ("heads L3H2 or a3.h2 (inputs a3.h2.q/.k/.v), key/value heads L3KV1 or a3.kv1, MLPs MLP3 or m3, "
-             "experts MLP3E5 or m3.e5, neurons 'L3 N17' or m3.n17, layers attn3 / mlp3, embed, logits")
+             "experts MLP3E5 or m3.e5 (a shared one: 'MLP3 shared' or m3.shared), neurons 'L3 N17' or m3.n17, layers attn3 / mlp3, embed, logits")
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -150,4 +158,4 @@ def rank(name: str) -> float:
         return -1.0
     if c.kind == "logits":
         return 1e9
-    return c.layer + (0.5 if c.kind in ("mlp", "expert", "neuron", "mlp_layer") else 0.0)
+    return c.layer + (0.5 if c.kind in ("mlp", "expert", "shared_expert", "neuron", "mlp_layer") else 0.0)

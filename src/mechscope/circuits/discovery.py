@@ -25,7 +25,6 @@ from typing import ClassVar, Literal
 import torch
 from tqdm.auto import tqdm
 
-from .. import names
 from ..distributed import share, total
 from ..models.model import Model
 from ..results import Provenance, Result
@@ -169,16 +168,10 @@ def _greedy_order(g: Graph, key: torch.Tensor) -> list[tuple[int, int]]:
     circuit."""
     import heapq
 
-    inputs: dict[str, list[int]] = {}  # component -> its receivers
-    for j, name in enumerate(g.receivers):
-        node = g.node_of(name)
-        c = names.parse(node) if node not in ("logits", "embed") else None
-        if c is not None and c.kind == "kv":  # a shared key/value serves each head of its group
-            size = g.n_heads // g.n_kv_heads
-            for h in range(c.index * size, (c.index + 1) * size):
-                inputs.setdefault(names.head(c.layer, h).node, []).append(j)
-        else:
-            inputs.setdefault(node, []).append(j)
+    inputs: dict[str, list[int]] = {"logits": [len(g.receivers) - 1]}  # component -> its receivers
+    for j in range(len(g.receivers)):
+        for s in g.readers(j):
+            inputs.setdefault(g.senders[s], []).append(j)
     keys = key.tolist()
     heap: list[tuple[float, int, int]] = []
     opened: set[int] = set()

@@ -9,7 +9,10 @@ prompt's), leaving every other reader of u untouched:
 Heads read through their own query/key/value: the engine adds, to the output of the q/k/v
 projection, ``(norm(x + δ_r) − norm(x)) · W_r`` for each head's slice — the model's own norm
 module and projection weights, so nothing is re-implemented and an all-kept mask leaves the
-output bit for bit. MLPs and the logits read through a pre-hook on their norm.
+output bit for bit. Where a q/k norm spans all heads (OLMo 2/3, OLMoE) head h's query is slice h
+of ``q_norm(q_proj(x) + (norm(x + δ_h) − norm(x)) · W)``: the whole projection reads head h's
+input, and h keeps its own slice (all kept: the model; all cut: the corrupted run). MLPs and the
+logits read through a pre-hook on their norm.
 
 One forward carries ``copies`` different masks (rows ``c·n … (c+1)·n − 1`` for copy c): the
 faithfulness curve and ACDC's speculative steps are batched. Copies whose masks agree on every
@@ -27,7 +30,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from ..models.hooks import _first_input, _output, _with_first_input, model_lock, tiled
+from ..models.hooks import _first_input, _output, _with_first_input, expert_shares, model_lock, tiled
 from ..models.model import Model
 from ..models.offload import loaded
 from .graph import Graph
@@ -87,6 +90,8 @@ class _State:
         self.leaves: list[tuple[torch.Tensor, list[int]]] = []
         self.x: torch.Tensor | None = None  # the block's residual input (what its attention norm reads)
         self.norm: nn.Module | None = None
+        self.experts: tuple[torch.Tensor, torch.Tensor] | None = None  # a MoE block's expert shares and their sum
+        self.joint: torch.Tensor | None = None  # [rows, pos, k, out]: each receiver's move of a q/k projection
         self.delta: torch.Tensor | None = None  # [rows, pos, R_attn, d] for the current block
         self.totals: dict[int, torch.Tensor] = {}
         self.tiles = 1  # > 1 while the copies still share their rows (see ``tile``)
@@ -195,8 +200,12 @@ def _edge_hooks(state: _State) -> Iterator[None]:
         state.record(0, (x * embed_scale if embed_scale != 1.0 else x)[:, :, None])  # what enters the residual
         return x if state.embed is not None else None
 
+    def on_embed_input(_m, args, kwargs):  # OPT: the embedding sum is block 0's input
+        x = on_embed(_m, args, _first_input(args, kwargs))
+        return None if x is None else _with_first_input(args, kwargs, x)
+
     def on_attn_norm(l):
-        norm = block(l, a.attn_norm)
+        norm = block(l, a.attn_norm) if a.attn_norm else None  # None: attention reads the residual itself
 
         def hook(_m, args, kwargs):
             state.x = _first_input(args, kwargs)
@@ -204,21 +213,48 @@ def _edge_hooks(state: _State) -> Iterator[None]:
             state.norm = norm
         return hook
 
+    def moved_by(local: list[tuple[int, torch.Tensor]], normed: torch.Tensor) -> torch.Tensor:
+        """[rows, pos, k, d]: how each receiver's own input moves what the projection reads."""
+        x = state.x
+        shift = state.delta[:, :, torch.tensor([i for i, _ in local], device=x.device)]
+        return shift if state.norm is None else state.norm.forward(x[:, :, None] + shift) - normed[:, :, None]
+
     def on_qkv(l, local: list[tuple[int, torch.Tensor]], module: nn.Module):
-        idx_local = torch.tensor([i for i, _ in local])
         out_rows = torch.cat([r for _, r in local])
 
         def hook(_m, args, out):
             if state.delta is None:
                 return None
-            x, normed = state.x, args[0]
-            shift = state.delta[:, :, idx_local.to(x.device)]  # [rows, pos, k, d]
-            moved = state.norm.forward(x[:, :, None] + shift) - normed[:, :, None]
+            moved = moved_by(local, args[0])
             with loaded(module):  # an offloaded projection's weights are on meta in its hooks
-                w = _weight_rows(module)[out_rows.to(x.device)].view(len(local), -1, x.shape[-1])
+                w = _weight_rows(module)[out_rows.to(out.device)].view(len(local), -1, moved.shape[-1])
                 add = torch.einsum("bpkd,ked->bpke", moved.to(w.dtype), w).flatten(-2)
             return out + torch.zeros_like(out).index_add(-1, out_rows.to(out.device), add.to(out.dtype))
         return hook
+
+    def on_joint_qk(local: list[tuple[int, torch.Tensor]], module: nn.Module, norm: nn.Module):
+        """A q or k projection whose norm spans all heads: each receiver moves the whole projection
+        (kept for ``on_joint_norm``), and keeps its own slice of the normalised result."""
+        def on_proj(_m, args, _out):
+            if state.delta is None:
+                state.joint = None
+                return
+            moved = moved_by(local, args[0])
+            with loaded(module):
+                w = _weight_rows(module)
+                state.joint = torch.einsum("bpkd,ed->bpke", moved.to(w.dtype), w)  # [rows, pos, k, out]
+
+        def on_norm(_m, args, out):
+            if state.joint is None:
+                return None
+            u, whole = args[0], state.joint
+            state.joint = None
+            normed = norm.forward(u[:, :, None] + whole.to(u.dtype))  # [rows, pos, k, out]
+            new = out.clone()
+            for i, (_, rows) in enumerate(local):
+                new[..., rows.to(out.device)] = normed[:, :, i, rows.to(out.device)]
+            return new
+        return on_proj, on_norm
 
     def on_z(l):
         def hook(_m, args, kwargs):
@@ -230,8 +266,8 @@ def _edge_hooks(state: _State) -> Iterator[None]:
     def on_mid(l):
         def hook(_m, args, kwargs):
             x = _first_input(args, kwargs)
-            delta = state.delta_for([graph.mlp_receiver(l)], x)
-            return None if delta is None else _with_first_input(args, kwargs, x + delta[:, :, 0])
+            delta = state.delta_for([graph.mlp_receiver(l)], state.x)
+            return None if delta is None else _with_first_input(args, kwargs, x + delta[:, :, 0].reshape(x.shape))
         return hook
 
     def on_shared_mlp(l):
@@ -244,8 +280,27 @@ def _edge_hooks(state: _State) -> Iterator[None]:
 
     def on_mlp(l):
         def hook(_m, _args, out):
-            y = _output(out)
+            y = _output(out).view(*state.x.shape[:2], -1)  # (OPT's MLP runs on flattened rows)
             state.record(graph.sender_start[l] + c.n_heads, (y * resid_scale if resid_scale != 1.0 else y)[:, :, None])
+        return hook
+
+    def on_experts(_m, args, out):  # a mixture of experts: keep each expert's share for on_moe to record
+        if state.recording:
+            hidden, index, weights = (list(args) + [None, None])[:3]
+            with torch.no_grad():
+                state.experts = (torch.stack(expert_shares(_m, hidden, index, weights, range(graph.n_experts)), 1),
+                                 _output(out).detach())
+
+    def on_moe(l):
+        def hook(_m, _args, out):
+            if not state.recording:
+                return
+            y = _output(out).detach()
+            parts, total = state.experts  # [tokens, E, d], [tokens, d]
+            shares = [parts.view(*y.shape[:2], *parts.shape[1:])]
+            if graph.shared_expert:  # Qwen2-MoE: the block's output beyond its routed experts
+                shares.append((y - total.view(y.shape))[:, :, None])
+            state.record(graph.sender_start[l] + c.n_heads, torch.cat(shares, 2))
         return hook
 
     def on_final(_m, args, kwargs):
@@ -256,19 +311,31 @@ def _edge_hooks(state: _State) -> Iterator[None]:
     lock = model_lock(hf)
     lock.acquire()
     try:
-        handles.append(hf.get_submodule(a.embed).register_forward_hook(on_embed))
+        if a.embed_io == "input":
+            handles.append(hf.get_submodule(a.embed).register_forward_pre_hook(on_embed_input, with_kwargs=True))
+        else:
+            handles.append(hf.get_submodule(a.embed).register_forward_hook(on_embed))
         for l in range(c.n_layers):
-            handles.append(block(l, a.attn_norm).register_forward_pre_hook(on_attn_norm(l), with_kwargs=True))
-            for path, local in slices:
+            handles.append(block(l, a.attn_norm or a.attn).register_forward_pre_hook(on_attn_norm(l), with_kwargs=True))
+            for j, (path, local) in enumerate(slices):
                 mod = block(l, path)
-                handles.append(mod.register_forward_hook(on_qkv(l, local, mod)))
+                if a.joint_qk_norm and j < 2:  # separate q and k projections, each with its all-heads norm
+                    on_proj, on_norm = on_joint_qk(local, mod, block(l, a.joint_qk_norm[j]))
+                    handles.append(mod.register_forward_hook(on_proj))
+                    handles.append(block(l, a.joint_qk_norm[j]).register_forward_hook(on_norm))
+                else:
+                    handles.append(mod.register_forward_hook(on_qkv(l, local, mod)))
             handles.append(block(l, a.out_proj).register_forward_pre_hook(on_z(l), with_kwargs=True))
             if graph.has_mlp:
                 if a.mid_norm is not None:
                     handles.append(block(l, a.mid_norm).register_forward_pre_hook(on_mid(l), with_kwargs=True))
                 else:  # Cohere: the MLP reads attention's normalised input; it gets norm(x + its own δ)
                     handles.append(block(l, a.mlp).register_forward_pre_hook(on_shared_mlp(l), with_kwargs=True))
-                handles.append(block(l, a.mlp_out_path).register_forward_hook(on_mlp(l)))
+                if graph.n_experts:
+                    handles.append(block(l, a.experts).register_forward_hook(on_experts))
+                    handles.append(block(l, a.mlp_out_path).register_forward_hook(on_moe(l)))
+                else:
+                    handles.append(block(l, a.mlp_out_path).register_forward_hook(on_mlp(l)))
         handles.append(hf.get_submodule(a.final_norm).register_forward_pre_hook(on_final, with_kwargs=True))
         with tiled(model, state.tiles, state.split, state.tile) if state.tiles > 1 else nullcontext():
             yield

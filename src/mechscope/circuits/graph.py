@@ -1,6 +1,8 @@
 """The component graph of a model: who writes to the residual stream and who reads from it.
 
-Senders (nodes that write): ``embed``, every attention head ``a{l}.h{h}``, every MLP ``m{l}``.
+Senders (nodes that write): ``embed``, every attention head ``a{l}.h{h}``, every MLP ``m{l}`` — in a
+mixture of experts every expert ``m{l}.e{e}`` (and Qwen2-MoE's gated shared expert ``m{l}.shared``)
+instead, while the MoE block stays one receiver ``m{l}``.
 Receivers (inputs that read): each head's query ``a{l}.h{h}.q``, each key/value head's key and
 value (``a{l}.h{h}.k`` / ``.v``; with grouped-query attention the shared ``a{l}.kv{g}.k`` /
 ``.v``), each MLP's input ``m{l}`` and the ``logits``. An edge sender → receiver exists when the
@@ -29,6 +31,7 @@ class Graph:
 
     ``sender_start[l]``: index of the first sender of layer l (senders before it write earlier);
     ``attn_receivers[l]``: receiver indices of layer l's queries, keys, values (in that order).
+    ``n_experts`` > 0: each MLP is a mixture of experts whose experts send separately.
     """
 
     n_layers: int
@@ -36,22 +39,29 @@ class Graph:
     n_kv_heads: int
     has_mlp: bool
     parallel: bool
+    n_experts: int = 0
+    shared_expert: bool = False
 
     @classmethod
     def of(cls, model: Model) -> "Graph":
-        if model.adapter.joint_qk_norm:
-            raise NotImplementedError(
-                f"{model.cfg.family} normalises queries and keys over all heads at once (one q_norm / k_norm "
-                "across every head), so one head's query or key input cannot change without changing the "
-                "others': the component graph's per-head receivers are not defined for this family. "
-                "Activation patching and DLA work; edge-level circuits (EAP, ACDC, path patching) do not.")
         c = model.cfg
-        return cls(c.n_layers, c.n_heads, c.n_kv_heads, c.d_mlp > 0, c.parallel_blocks)
+        return cls(c.n_layers, c.n_heads, c.n_kv_heads, c.d_mlp > 0 or model.n_experts > 0, c.parallel_blocks,
+                   model.n_experts, model.adapter.shared_expert is not None)
 
     @property
     def shape(self) -> list:
         """The fields that rebuild this graph: ``Graph(*g.shape)`` (what saved results store)."""
-        return [self.n_layers, self.n_heads, self.n_kv_heads, self.has_mlp, self.parallel]
+        moe = [self.n_experts, self.shared_expert] if self.n_experts else []
+        return [self.n_layers, self.n_heads, self.n_kv_heads, self.has_mlp, self.parallel, *moe]
+
+    def mlp_senders(self, layer: int) -> list[str]:
+        """What layer ``layer``'s MLP sends as: ``m{l}``, or each expert (and a shared expert)."""
+        if not self.has_mlp:
+            return []
+        if not self.n_experts:
+            return [names.mlp(layer).node]
+        return [names.expert(layer, e).node for e in range(self.n_experts)] + (
+            [names.shared_expert(layer).node] if self.shared_expert else [])
 
     # ------------------------------------------------------------------------------------------
     @cached_property
@@ -59,13 +69,12 @@ class Graph:
         out = ["embed"]
         for l in range(self.n_layers):
             out += [names.head(l, h).node for h in range(self.n_heads)]
-            if self.has_mlp:
-                out.append(names.mlp(l).node)
+            out += self.mlp_senders(l)
         return out
 
     @cached_property
     def sender_start(self) -> list[int]:
-        per = self.n_heads + int(self.has_mlp)
+        per = self.n_heads + len(self.mlp_senders(0)) if self.n_layers else 0
         return [1 + l * per for l in range(self.n_layers)]
 
     def kv(self, layer: int, group: int, input: str | None = None) -> names.Component:
@@ -159,13 +168,37 @@ class Graph:
                        f"(a{{l}}.h{{h}}.q/.k/.v), an MLP (m{{l}}) or 'logits' "
                        f"(layers 0..{self.n_layers - 1}, heads 0..{self.n_heads - 1})")
 
+    @cached_property
+    def _readers(self) -> list[list[int]]:
+        out = []
+        group = self.n_heads // self.n_kv_heads
+        for name in self.receivers:
+            c = _component(self.node_of(name)) if name != "logits" else None
+            if c is None:
+                out.append([])
+            elif c.kind == "kv":  # a shared key/value input serves every head of its group
+                out.append([self._sender_index[names.head(c.layer, h).node]
+                            for h in range(c.index * group, (c.index + 1) * group)])
+            elif c.kind == "mlp":  # an MLP's input serves it, or every expert of a mixture
+                out.append([self._sender_index[s] for s in self.mlp_senders(c.layer)])
+            else:
+                out.append([self._sender_index[c.node]])
+        return out
+
+    def readers(self, receiver: int) -> list[int]:
+        """The senders whose output reads receiver ``receiver``'s input (a head's q/k/v: the head; a
+        grouped key/value: every head of its group; an MLP: it, or each of its experts; logits: none)."""
+        return self._readers[receiver]
+
     def sender_index(self, name: str) -> int:
         if name in self._sender_index:  # the node spelling: no parsing on the hot path
             return self._sender_index[name]
         c = _component(name)
         name = c.node if c is not None else name
         if name not in self._sender_index:
-            raise KeyError(f"unknown sender {name!r}; senders are embed, a{{l}}.h{{h}} and m{{l}} "
+            mlp = (f"experts m{{l}}.e{{e}} (e 0..{self.n_experts - 1})" + (" and m{l}.shared" if self.shared_expert else "")
+                   if self.n_experts else "m{l}")
+            raise KeyError(f"unknown sender {name!r}; senders are embed, a{{l}}.h{{h}} and {mlp} "
                            f"(layers 0..{self.n_layers - 1}, heads 0..{self.n_heads - 1})")
         return self._sender_index[name]
 
@@ -198,20 +231,8 @@ class Graph:
         alive_receiver[-1] = True
         # walk receivers from the output back: a component is live when one of its kept out-edges
         # reaches a live receiver; its own input receivers are then live.
-        sender_of_receiver = [self._sender_index.get(self.node_of(r)) for r in self.receivers]
-        group = self.n_heads // self.n_kv_heads
         for j in reversed(range(len(self.receivers) - 1)):
-            name = self.receivers[j]
-            if ".kv" in name:  # a shared key/value input serves every head of its group
-                l, g = int(name[1:name.index(".")]), int(name.split(".kv")[1].split(".")[0])
-                owners = [self._sender_index[f"a{l}.h{h}"] for h in range(g * group, (g + 1) * group)]
-            else:
-                owners = [sender_of_receiver[j]]
-            live = False
-            for s in owners:
-                out = mask[s].bool() & alive_receiver
-                live |= bool(out.any())
-            alive_receiver[j] = live
+            alive_receiver[j] = any(bool((mask[s].bool() & alive_receiver).any()) for s in self.readers(j))
         return mask * alive_receiver[None, :].float()
 
 

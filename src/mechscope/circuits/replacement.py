@@ -258,15 +258,17 @@ class LocalReplacement:
         held: dict[str, torch.Tensor] = {}
         mods = dict(self.model.hf.named_modules())
 
+        n_pos = self.n_pos
+
         def hold(path: str):
             def fn(x: torch.Tensor) -> torch.Tensor:
-                held[path] = x
+                held[path] = x.view(-1, n_pos, x.shape[-1])  # (OPT's pre-MLP norm sees [rows·pos, d])
                 return x
             return fn
 
         def freeze(path: str):
             def fn(y: torch.Tensor) -> torch.Tensor:
-                return frozen(mods[path], held.pop(path), y, reference)
+                return frozen(mods[path], held.pop(path), y.view(-1, n_pos, y.shape[-1]), reference).view(y.shape)
             return fn
 
         out = []

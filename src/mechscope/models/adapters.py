@@ -44,7 +44,11 @@ class Adapter:
     unembed: str = "lm_head"  # the output embeddings (the LM head)
     attn_out: str | None = None  # sandwich norms: the module whose output is added to the residual (else ``attn``)
     mlp_out: str | None = None  # ... and the MLP's (else ``mlp``)
-    joint_qk_norm: bool = False  # q/k norms over all heads at once: one head's query input is not separable
+    # q/k norms over all heads at once (OLMo 2/3, OLMoE): the (q_norm, k_norm) paths, applied to the whole
+    # q_proj / k_proj output; the edge engine gives head h's query norm(q_proj(x + δ_h))'s slice h
+    joint_qk_norm: tuple[str, str] | None = None
+    embed_io: str = "output"  # "input": the embedding sum is the input of ``embed`` (OPT adds positions outside any module)
+    flat_mlp: bool = False  # the block runs its MLP on [batch·pos, d] rows (OPT): MLP sites are viewed [batch, pos, ·]
     gate_up_fused: bool = False  # ``mlp_in`` outputs [gate | up] (Phi-3): ``mlp.pre`` is its first half
     always_parallel: bool = False  # attention and MLP always read the same normalised input (Cohere)
     # multipliers HF applies outside any module, as config attributes (Granite, Cohere); sites are the
@@ -52,6 +56,11 @@ class Adapter:
     embedding_multiplier: str | None = None
     residual_multiplier: str | None = None
     logit_multiplier: str | None = None  # attribute name; a leading "1/" divides (Granite's logits_scaling)
+    # mixtures of experts (block-relative): the router (its output: logits [tokens, E], weights, indices),
+    # the fused experts (called as experts(hidden, indices, weights)) and a shared expert, if any
+    router: str | None = None
+    experts: str | None = None
+    shared_expert: str | None = None
 
     @property
     def attn_out_path(self) -> str:
@@ -61,7 +70,7 @@ class Adapter:
     @property
     def mlp_out_path(self) -> str:
         """Block-relative module whose output is ``mlp.out``: what the MLP adds to the residual."""
-        return self.mlp_out or self.mlp
+        return self.mlp_out or (self.mlp_down if self.flat_mlp else self.mlp)
 
     def place(self, kind: str, layer: int | None) -> tuple[str, str]:
         """Where a canonical site lives: (module path, "output" | "input"). Every site but the
@@ -69,7 +78,7 @@ class Adapter:
         module site this way; ``attn.z`` is the output projection's input viewed per head."""
         block = f"{self.blocks}.{layer}"
         places = {
-            "embed": (self.embed, "output"), "final_norm": (self.final_norm, "output"),
+            "embed": (self.embed, self.embed_io), "final_norm": (self.final_norm, "output"),
             "logits": (self.unembed, "output"), "resid_pre": (block, "input"),
             "attn.z": (f"{block}.{self.out_proj}", "input"), "attn.out": (f"{block}.{self.attn_out_path}", "output"),
             "resid_mid": (f"{block}.{self.mid_norm}", "input"), "mlp.in": (f"{block}.{self.mlp}", "input"),
@@ -79,8 +88,8 @@ class Adapter:
         if self.mlp_in is not None:
             places["mlp.pre"] = (f"{block}.{self.mlp_in}", "output")
             places["mlp.post"] = (f"{block}.{self.mlp_down}", "input")
-        if kind == "mlp.expert":
-            raise KeyError("an expert's output is computed again by the experts' eager forward (no module per expert)")
+        if kind in ("mlp.expert", "mlp.router"):
+            raise KeyError(f"{kind} is computed again by the MoE block's own router / experts forward, not read off a module")
         if kind not in places:
             raise KeyError(f"{kind} is computed inside attention, not at a module's input or output"
                            if kind.startswith("attn.") else f"{kind} does not exist in this family")
@@ -116,15 +125,22 @@ GEMMA2 = dataclasses.replace(LLAMA, families=("gemma2", "gemma3_text"), mid_norm
 # OLMo 2/3 have no pre-norms: attention and MLP read the residual itself and their outputs are
 # normalised before they are added back (``attn.out`` / ``mlp.out`` are those norms' outputs);
 # ``resid_mid`` and ``mlp.in`` are then the same tensor, the MLP's input. Their q/k norms span all
-# heads jointly, so per-head query/key inputs are not separable: the edge engine refuses them.
-OLMO2 = dataclasses.replace(GEMMA2, families=("olmo2", "olmo3"), mid_norm="mlp", attn_norm=None, joint_qk_norm=True)
+# heads jointly: one head's query reads its own input only through the whole projection, so the edge
+# engine defines head h's query as slice h of q_norm(q_proj(x + δ_h)) (README, "Models").
+JOINT_QK = ("self_attn.q_norm", "self_attn.k_norm")
+OLMO2 = dataclasses.replace(GEMMA2, families=("olmo2", "olmo3"), mid_norm="mlp", attn_norm=None, joint_qk_norm=JOINT_QK)
 # Mixtures of experts: the block's MLP is the sparse-MoE module (router + fused 3-D expert weights,
 # no per-expert module), so ``mlp.in`` / ``mlp.out`` are its input and output and there are no
-# neuron sites (``mlp.pre`` / ``mlp.post``). The edge engine treats the MoE block as one receiver and
-# one sender. OLMoE's q/k norms span all heads, as OLMo's. GPT-OSS's attention has sinks (the
-# mechscope attention function implements them) and its MoE block returns (output, router scores).
-MOE = dataclasses.replace(LLAMA, families=("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss"), mlp_in=None, mlp_down=None)
-OLMOE = dataclasses.replace(MOE, families=("olmoe",), joint_qk_norm=True)
+# neuron sites (``mlp.pre`` / ``mlp.post``); ``blocks.L.mlp.router`` is the router's logits and
+# ``blocks.L.mlp.experts.E.out`` expert E's weighted output. The edge engine treats the MoE block as one
+# receiver and each expert (and Qwen2-MoE's gated shared expert) as a sender. OLMoE's q/k norms span
+# all heads, as OLMo's. GPT-OSS's attention has sinks (the mechscope attention function implements
+# them) and its MoE block returns (output, router scores).
+MOE = dataclasses.replace(LLAMA, families=("mixtral", "qwen3_moe"), mlp_in=None, mlp_down=None, router="mlp.gate",
+                          experts="mlp.experts")
+QWEN2_MOE = dataclasses.replace(MOE, families=("qwen2_moe",), shared_expert="mlp.shared_expert")
+GPT_OSS = dataclasses.replace(MOE, families=("gpt_oss",), router="mlp.router")
+OLMOE = dataclasses.replace(MOE, families=("olmoe",), joint_qk_norm=JOINT_QK)
 # Phi-3: one fused q/k/v projection ([q | k | v], grouped-query widths) and one fused gate/up
 # projection ([gate | up]): ``mlp.pre`` is the gate half of its output
 PHI3 = dataclasses.replace(LLAMA, families=("phi3",), mlp_in="mlp.gate_up_proj", qkv=("self_attn.qkv_proj",),
@@ -168,6 +184,27 @@ GPT_NEOX = Adapter(
     parallel_flag="use_parallel_residual",
 )
 
+# OPT (pre-LN, no projections: 125m, 1.3b, 2.7b, ...): learned positions (offset 2) are added to the token
+# embeddings outside any module, so ``embed`` is block 0's input; the MLP is fc1 → act → fc2 called by the
+# block on rows flattened to [batch·pos, d] (no MLP module): ``mlp.in`` is fc1's input, ``mlp.out`` fc2's
+# output, each viewed [batch, pos, ·]. The other variants are refused by name (``REFUSED_VARIANTS``).
+OPT = Adapter(
+    families=("opt",),
+    blocks="model.decoder.layers",
+    embed="model.decoder.layers.0",
+    embed_io="input",
+    final_norm="model.decoder.final_layer_norm",
+    attn="self_attn",
+    out_proj="self_attn.out_proj",
+    mlp="fc1",  # where the MLP starts (it is no module of its own)
+    mlp_in="fc1",
+    mlp_down="fc2",
+    mid_norm="final_layer_norm",
+    attn_norm="self_attn_layer_norm",
+    qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    flat_mlp=True,
+)
+
 # mechscope's own architecture for compiled programs (models/compiled.py): Llama's names, identity norms
 COMPILED = Adapter(
     families=("mechscope_compiled",),
@@ -184,17 +221,24 @@ COMPILED = Adapter(
     qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
 )
 
-ADAPTERS: dict[str, Adapter] = {family: a for a in (LLAMA, STABLELM, STARCODER2, GEMMA2, OLMO2, MOE, OLMOE, PHI3,
-                                                   GRANITE, COHERE, GPT2, GPT_NEOX, COMPILED)
+ADAPTERS: dict[str, Adapter] = {family: a for a in (LLAMA, STABLELM, STARCODER2, GEMMA2, OLMO2, MOE, QWEN2_MOE, GPT_OSS, OLMOE, PHI3,
+                                                   GRANITE, COHERE, GPT2, GPT_NEOX, OPT, COMPILED)
                                 for family in a.families}
 
 
-# Families refused by name, with the reason (what mechscope's sites would get wrong)
-REFUSED = {
-    "opt": "OPT runs its MLP as fc1/fc2 directly in the decoder layer on rows flattened to [batch·pos, d] (no "
-           "MLP module whose input and output are [batch, pos, d]), adds learned positions with an offset of 2 "
-           "inside the decoder, may project the embeddings in and out (project_in/project_out) and comes in a "
-           "post-LN variant (do_layer_norm_before=False); its residual and MLP sites cannot be placed on modules",
+# Variants of supported families refused by name: (test on the HF model, the reason)
+REFUSED_VARIANTS = {
+    "opt": [
+        (lambda hf: not hf.config.do_layer_norm_before,
+         "this OPT normalises after each residual addition (the post-LN variant, do_layer_norm_before=False, "
+         "as OPT-350m): the block's output is a norm of the residual, so resid_* sites and the component "
+         "graph's sums do not hold"),
+        (lambda hf: hf.config.word_embed_proj_dim != hf.config.hidden_size,
+         "this OPT projects its embeddings in and out (project_in/project_out, word_embed_proj_dim "
+         "≠ hidden_size, as OPT-350m): embed and the logit directions would be in another space"),
+        (lambda hf: hf.get_submodule("model.decoder").final_layer_norm is None,
+         "this OPT has no final layer norm (_remove_final_layer_norm): mechscope's final_norm site needs one"),
+    ],
 }
 
 
@@ -210,7 +254,8 @@ def register(family: str, adapter: Adapter) -> None:
 def missing_paths(hf_model: nn.Module, adapter: Adapter) -> list[str]:
     """The module paths ``adapter`` names that ``hf_model`` lacks (block paths checked on block 0)."""
     block = [adapter.attn, adapter.out_proj, adapter.mlp, adapter.mlp_in, adapter.mlp_down, adapter.mid_norm,
-             adapter.attn_norm, adapter.attn_out, adapter.mlp_out, *adapter.qkv]
+             adapter.attn_norm, adapter.attn_out, adapter.mlp_out, adapter.router, adapter.experts,
+             adapter.shared_expert, *adapter.qkv, *(adapter.joint_qk_norm or ())]
     paths = [adapter.blocks, adapter.embed, adapter.final_norm] + [f"{adapter.blocks}.0.{p}" for p in block if p]
     missing = []
     for path in paths:
@@ -226,8 +271,6 @@ def adapter_for(hf_model: nn.Module) -> Adapter:
     which known layouts' module paths the model has and lacks."""
     config = getattr(hf_model, "config", None)
     model_type = getattr(config, "model_type", None)
-    if model_type in REFUSED:
-        raise UnsupportedArchitecture(f"{model_type} ({type(hf_model).__name__}) is not supported: {REFUSED[model_type]}")
     if model_type not in ADAPTERS:
         layouts = {a.families[0]: missing_paths(hf_model, a) for a in dict.fromkeys(ADAPTERS.values())}
         best = min(layouts, key=lambda f: len(layouts[f]))
@@ -241,6 +284,9 @@ def adapter_for(hf_model: nn.Module) -> Adapter:
             f"no mechscope adapter for architecture {model_type!r} ({type(hf_model).__name__}); supported: "
             f"{', '.join(sorted(ADAPTERS))}. Looked for each known layout's module paths — {looked}. {hint}.")
     adapter = ADAPTERS[model_type]
+    for refuses, reason in REFUSED_VARIANTS.get(model_type, []):
+        if refuses(hf_model):
+            raise UnsupportedArchitecture(f"{model_type} ({type(hf_model).__name__}) is not supported: {reason}")
     try:
         hf_model.get_submodule(adapter.blocks)
         if hf_model.get_output_embeddings() is None:

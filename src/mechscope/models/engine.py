@@ -31,7 +31,7 @@ class Engine:
     def _check_intervention(self, iv: Intervention) -> None:
         """Refuse what this kind of model cannot apply (before anything runs)."""
         if not isinstance(iv, Intervention):
-            raise TypeError(f"not an intervention: {iv!r} (use ms.Ablate, ms.Patch, ms.Add, ms.ProjectOut, ms.Replace)")
+            raise TypeError(f"not an intervention: {iv!r} (use ms.Ablate, ms.Patch, ms.Add, ms.ProjectOut, ms.Replace, ms.Route)")
 
     def _plan(self, cache, interventions: Sequence[Intervention], grads) -> dict[str, SiteAction]:
         actions: dict[str, SiteAction] = {}

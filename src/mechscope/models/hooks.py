@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from .interventions import Edit, Intervention, Selection, position_index
+from .interventions import Edit, Intervention, InterventionError, Selection, position_index
 from .attention import use_mechscope_attention
 from .sites import Site, SiteError
 
@@ -180,8 +180,22 @@ def hooked(model: "Model", state: HookState) -> Iterator[None]:
         mask = kwargs.get("attention_mask")
         state.mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
 
+    shapes: dict[int, dict[str, torch.Size]] = {}
+
+    def rows_of(site: Site) -> dict[str, torch.Size]:
+        """The block's input shape [batch, pos, d] in this forward (kept by a pre-hook on the block)."""
+        if site.layer not in shapes:
+            shape = shapes[site.layer] = {}
+
+            def keep(_m, args, kwargs):
+                shape["x"] = _first_input(args, kwargs).shape
+
+            handles.append(block(site).register_forward_pre_hook(keep, with_kwargs=True, prepend=True))
+        return shapes[site.layer]
+
     probes: dict[nn.Module, dict[str, Site]] = {}
     experts: dict[int, list[Site]] = {}
+    routers: list[Site] = []
     mid_layers: list[Site] = []
     lock = model_lock(hf)
     lock.acquire()
@@ -198,6 +212,9 @@ def hooked(model: "Model", state: HookState) -> Iterator[None]:
             if kind == "mlp.expert":
                 experts.setdefault(site.layer, []).append(site)
                 continue
+            if kind == "mlp.router":
+                routers.append(site)
+                continue
             # every other site is a module's output or input: its own path, or where the adapter puts it
             path, io = (site.module, site.io) if kind == "module" else adapter.place(kind, site.layer)
             view = (lambda t, h=cfg.n_heads: t.unflatten(-1, (h, -1))) if kind == "attn.z" else None
@@ -209,14 +226,21 @@ def hooked(model: "Model", state: HookState) -> Iterator[None]:
             elif kind == "mlp.pre" and adapter.gate_up_fused:  # the gate half of [gate | up]
                 on_output(module(path), site, lambda t, n=cfg.d_mlp: t[..., :n],
                           lambda new, raw, n=cfg.d_mlp: torch.cat([new.to(raw.dtype), raw[..., n:]], -1))
+            elif adapter is not None and adapter.flat_mlp and kind in FLAT_MLP_SITES:  # OPT: [batch·pos, ·] rows, viewed [batch, pos, ·]
+                shape = rows_of(site)
+                (on_output if io == "output" else on_input)(
+                    module(path), site, lambda t, s=shape: t.view(*s["x"][:2], -1),
+                    *([lambda new, raw: new.reshape(raw.shape).to(raw.dtype)] if io == "output" else []))
             else:
                 (on_output if io == "output" else on_input)(module(path), site, *([view] if view else []))
             if kind == "module":
                 once(module(path), site)
             if kind == "resid_mid":
                 mid_layers.append(site)
+        for site in routers:
+            _router_hook(state, block(site, adapter.mlp), block(site, adapter.router), site, handles)
         for layer, sites in experts.items():
-            _expert_hooks(state, block(sites[0], adapter.mlp), block(sites[0], f"{adapter.mlp}.experts"), sites, handles)
+            _expert_hooks(state, block(sites[0], adapter.mlp), block(sites[0], adapter.experts), sites, handles)
         for site in mid_layers:
             if state.actions[site.name].interventions:
                 _carry_resid_mid(block(site), block(site, adapter.mlp_out_path), block(site, adapter.mid_norm), handles)
@@ -230,6 +254,9 @@ def hooked(model: "Model", state: HookState) -> Iterator[None]:
         lock.release()
 
 
+FLAT_MLP_SITES = frozenset({"resid_mid", "mlp.in", "mlp.pre", "mlp.post", "mlp.out"})
+
+
 def _site_multiplier(model: "Model", kind: str) -> tuple[float, bool]:
     """(c, divide): a family multiplies a module's output by c (or divides it by c, as Granite's
     logits) before it is added or returned; (1.0, False) where it does not."""
@@ -241,29 +268,95 @@ def _site_multiplier(model: "Model", kind: str) -> tuple[float, bool]:
     return float(getattr(model.hf.config, name.removeprefix("1/"))), name.startswith("1/")
 
 
-def _expert_hooks(state: HookState, moe: nn.Module, experts: nn.Module, sites: list[Site], handles: list) -> None:
-    """Expert sites of one MoE block. transformers 5 fuses the experts into 3-D weights behind its experts
-    interface (no module per expert), so each requested expert's weighted output is computed again by the
-    experts' own eager forward with every other expert's routing weight zeroed: [tokens, d] viewed as
-    [batch, pos, d]. An edit replaces that expert's share of the experts' output (out − part + new); an
-    untouched run leaves the output as it was, bit for bit."""
+def _keep_moe_shape(moe: nn.Module, handles: list) -> dict[str, torch.Size]:
+    """The MoE block's input shape [batch, pos, d] of the current forward (router and experts see
+    the tokens flattened to [batch·pos, d])."""
     shape: dict[str, torch.Size] = {}
-    eager = type(experts).forward
-    eager = getattr(eager, "__wrapped__", eager)  # the eager forward under transformers' dispatch
 
-    def keep_shape(_m, args, kwargs):
+    def keep(_m, args, kwargs):
         shape["x"] = _first_input(args, kwargs).shape
+
+    handles.append(moe.register_forward_pre_hook(keep, with_kwargs=True))
+    return shape
+
+
+class _LinearGives(torch.overrides.TorchFunctionMode):
+    """Inside it, the first ``F.linear`` returns ``value``: a router's forward then decides its
+    routing from edited logits by the family's own rule (softmax, top-k, renormalisation)."""
+
+    def __init__(self, value: torch.Tensor):
+        super().__init__()
+        self.value = value
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.nn.functional.linear and self.value is not None:
+            value, self.value = self.value, None
+            return value
+        return func(*args, **(kwargs or {}))
+
+
+def _router_hook(state: HookState, moe: nn.Module, router: nn.Module, site: Site, handles: list) -> None:
+    """``blocks.L.mlp.router``: the router's logits [tokens, E] viewed as [batch, pos, E]. An edit
+    decides the routing again: the router's own forward runs with its linear layer giving the edited
+    logits, so weights and chosen experts follow the family's rule; untouched, the run is the model's."""
+    shape = _keep_moe_shape(moe, handles)
+    forward = type(router).forward
+    top_k = getattr(router, "top_k", None)
+    for iv, _ in state.actions[site.name].interventions:
+        forced = len(getattr(iv, "force", ()) or ())
+        if top_k is not None and forced > top_k:
+            raise InterventionError(f"{type(iv).__name__} at {site.name} forces {forced} experts; the router "
+                                    f"chooses {top_k} per token (valid: at most {top_k})")
+
+    def hook(mod, args, out):
+        logits = out[0]
+        view = logits.view(*shape["x"][:-1], logits.shape[-1])
+        new = state.process(site, view)
+        if new is view:
+            return None
+        with _LinearGives(new.reshape(logits.shape).to(logits.dtype)):
+            return forward(mod, *args)
+
+    handles.append(router.register_forward_hook(hook))
+
+
+def expert_shares(experts: nn.Module, hidden: torch.Tensor, index: torch.Tensor, weights: torch.Tensor,
+                  which: Sequence[int]) -> list[torch.Tensor]:
+    """Each expert in ``which``'s weighted output [tokens, d], by the experts' own eager forward
+    (transformers 5 fuses them into 3-D weights: no module per expert). hidden: [tokens, d];
+    index, weights: the router's [tokens, top_k] choice (or weights [tokens, E] per expert). Expert
+    e runs only on the tokens routed to it, every slot pointing at e and weighted where it was e."""
+    eager = type(experts).forward
+    eager = getattr(eager, "__wrapped__", eager)  # the eager forward under transformers' experts dispatch
+    out = []
+    for e in which:
+        if weights.shape != index.shape:  # weights per expert: zero every other expert's
+            only = torch.nn.functional.one_hot(torch.tensor(e), weights.shape[-1]).to(weights.device, torch.bool)
+            out.append(eager(experts, hidden, index, weights * only))
+            continue
+        hit = index == e
+        rows = hit.any(-1).nonzero().flatten()
+        part = torch.zeros_like(hidden)
+        if len(rows):
+            got = eager(experts, hidden[rows], torch.full_like(index[rows], e), weights[rows] * hit[rows])
+            part = part.index_add(0, rows, got.to(part.dtype))
+        out.append(part)
+    return out
+
+
+def _expert_hooks(state: HookState, moe: nn.Module, experts: nn.Module, sites: list[Site], handles: list) -> None:
+    """Expert sites of one MoE block: each requested expert's weighted output (``expert_shares``)
+    viewed as [batch, pos, d]. An edit replaces that expert's share of the experts' output
+    (out − part + new); an untouched run leaves the output as it was, bit for bit."""
+    shape = _keep_moe_shape(moe, handles)
 
     def hook(mod, args, out):
         hidden, index, weights = (list(args) + [None, None])[:3]
         total = _output(out)
         change = None
-        for site in sites:
-            e = site.expert
-            only = (index == e) if weights.shape == index.shape else \
-                torch.nn.functional.one_hot(torch.tensor(e), weights.shape[-1]).to(torch.bool).to(weights.device)
-            with torch.enable_grad() if torch.is_grad_enabled() else torch.no_grad():
-                part = eager(mod, hidden, index, weights * only)
+        with torch.enable_grad() if torch.is_grad_enabled() else torch.no_grad():
+            parts = expert_shares(mod, hidden, index, weights, [site.expert for site in sites])
+        for site, part in zip(sites, parts):
             view = part.view(*shape["x"][:-1], part.shape[-1])
             new = state.process(site, view)
             if new is not view:
@@ -271,7 +364,6 @@ def _expert_hooks(state: HookState, moe: nn.Module, experts: nn.Module, sites: l
                 change = delta if change is None else change + delta
         return None if change is None else _with_output(out, total + change)
 
-    handles.append(moe.register_forward_pre_hook(keep_shape, with_kwargs=True))
     handles.append(experts.register_forward_hook(hook))
 
 
@@ -335,7 +427,7 @@ def _carry_resid_mid(blk: nn.Module, mlp: nn.Module, mid_norm: nn.Module, handle
         seen["mlp"] = _output(out)
 
     def rebuild(_m, _args, out):
-        return _with_output(out, seen.pop("mid") + seen.pop("mlp"))
+        return _with_output(out, (seen.pop("mid") + seen.pop("mlp")).view_as(_output(out)))  # (OPT: rows flattened)
 
     # runs after the resid_mid pre-hook (registered earlier), and after any mlp.out hook
     handles.append(mid_norm.register_forward_pre_hook(keep_mid, with_kwargs=True))

@@ -10,6 +10,7 @@ Interventions compose: several at one site apply in list order, sites apply in f
 
 from __future__ import annotations
 
+import math
 import numbers
 
 from dataclasses import dataclass, field
@@ -348,6 +349,48 @@ class Replace(Intervention):
                 f"Replace at {e.sel.site.name}: fn returned {got}, expected shape {tuple(given.shape)}"
             )
         return e.sel.canonical(new)
+
+
+@dataclass(eq=False)
+class Route(Intervention):
+    """Change a mixture of experts' routing at its router site (``blocks.L.mlp.router``, logits
+    [batch, pos, experts]): ``forbid`` experts are never chosen (their logits set to −inf; the router
+    renormalises over the others by its family's rule), ``force`` experts always are (their logits set
+    ``lead`` above the largest other logit, so they win the top-k and ``lead`` sets their weight).
+    At most top-k experts can be forced. Ablating an expert's *output* instead is
+    ``Ablate("blocks.L.mlp.experts.E.out")``: the routing weights then stay as they were."""
+
+    force: Sequence[int] = ()
+    forbid: Sequence[int] = ()
+    lead: float = 1.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.force, self.forbid = [int(e) for e in self.force], [int(e) for e in self.forbid]
+        if not self.force and not self.forbid:
+            raise InterventionError(f"Route at {self.site}: give force=[...] and/or forbid=[...] experts")
+        both = set(self.force) & set(self.forbid)
+        if both:
+            raise InterventionError(f"Route at {self.site}: expert {min(both)} is both forced and forbidden")
+        if not math.isfinite(float(self.lead)) or self.lead < 0:
+            raise InterventionError(f"Route at {self.site}: lead={self.lead} must be finite and ≥ 0")
+
+    def edit(self, selected: torch.Tensor, e: Edit) -> torch.Tensor:
+        if e.sel.site.kind != "mlp.router":
+            raise InterventionError(f"Route at {e.sel.site.name}: Route edits a router's logits; valid sites are "
+                                    "blocks.L.mlp.router of a mixture of experts")
+        n = selected.shape[-1]
+        bad = [x for x in self.force + self.forbid if not 0 <= x < n]
+        if bad:
+            raise InterventionError(f"Route at {e.sel.site.name}: expert {bad[0]} does not exist (valid: 0..{n - 1})")
+        new = selected.clone()
+        if self.forbid:
+            new[..., self.forbid] = float("-inf")
+        if self.force:
+            others = new.index_fill(-1, torch.tensor(self.force, device=new.device), float("-inf"))
+            top = others.amax(-1, keepdim=True)
+            new[..., self.force] = torch.where(torch.isfinite(top), top, torch.zeros_like(top)) + self.lead
+        return new
 
 
 # ----------------------------------------------------------------------------------------------

@@ -56,7 +56,8 @@ def _model_config(hf: nn.Module, adapter: Adapter) -> ModelConfig:
     d_model = c.hidden_size
     n_heads = c.num_attention_heads
     d_head = getattr(c, "head_dim", None) or d_model // n_heads
-    d_mlp = next((v for v in (getattr(c, "intermediate_size", None), getattr(c, "n_inner", None)) if v is not None),
+    d_mlp = next((v for v in (getattr(c, "intermediate_size", None), getattr(c, "n_inner", None),
+                              getattr(c, "ffn_dim", None)) if v is not None),
                  4 * d_model)  # GPT-2's n_inner=None means 4·d_model; 0 means no MLP (attention-only)
     tied = hf.get_output_embeddings().weight is hf.get_input_embeddings().weight
     return ModelConfig(
@@ -98,10 +99,11 @@ class Model(Engine):
         if self.cfg.d_mlp == 0:  # attention-only: no neurons (mlp.out stays, and is zero)
             skip += ["mlp.in", "mlp.pre", "mlp.post"]
         self.sites: list[str] = all_sites(self.cfg.n_layers, exclude=skip)
-        if self.n_experts:  # each expert's weighted output, where the MoE block's mlp.post would be
+        if self.n_experts:  # the router's logits, then each expert's weighted output (where mlp.post would be)
             for layer in range(self.cfg.n_layers):
                 at = self.sites.index(f"blocks.{layer}.mlp.out")
-                self.sites[at:at] = [f"blocks.{layer}.mlp.experts.{e}.out" for e in range(self.n_experts)]
+                self.sites[at:at] = [f"blocks.{layer}.mlp.router"] + [
+                    f"blocks.{layer}.mlp.experts.{e}.out" for e in range(self.n_experts)]
 
     def __repr__(self) -> str:
         return f"Model({self.name!r}, {self.cfg.summary()})"

@@ -13,7 +13,8 @@ import torch
 from .model import Model
 
 FAMILIES = ("llama", "qwen2", "gemma", "gemma2", "gemma3", "smollm3", "stablelm", "starcoder2", "olmo2", "olmo3",
-            "phi3", "granite", "cohere", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss", "gpt2", "gpt_neox", "gpt_neox_sequential")
+            "phi3", "granite", "cohere", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss", "gpt2", "gpt_neox", "gpt_neox_sequential",
+            "opt")
 
 _TEXT = (
     "The cat sat on the mat. Paris is in France. When Mary and John went to the store, John gave a "
@@ -126,6 +127,11 @@ def tiny_config(family: str, vocab_size: int, **overrides):
                                    num_experts_per_tok=2, **extra, **common)
     elif family == "gpt2":
         cfg = GPT2Config(n_embd=64, n_layer=3, n_head=4, n_positions=128, **common)
+    elif family == "opt":  # learned positions (offset 2) added outside any module, MLP on flattened rows
+        from transformers import OPTConfig
+
+        cfg = OPTConfig(hidden_size=64, ffn_dim=96, num_hidden_layers=3, num_attention_heads=4, word_embed_proj_dim=64,
+                        max_position_embeddings=128, **common)
     elif family in ("gpt_neox", "gpt_neox_sequential"):
         cfg = GPTNeoXConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
                             max_position_embeddings=128, use_parallel_residual=family == "gpt_neox", **common)
