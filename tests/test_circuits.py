@@ -141,6 +141,9 @@ def test_experts_send_separately_into_one_moe_receiver(family):
     run = m.run(clean, cache=[f"blocks.0.mlp.experts.{e}.out" for e in range(4)] + ["blocks.0.mlp.out"])
     for e in range(4):
         torch.testing.assert_close(out[:, :, g.sender_index(f"m0.e{e}")], run.cache[f"blocks.0.mlp.experts.{e}.out"])
+    if shared:
+        gated = m.run(clean, cache="blocks.0.mlp.shared_expert.out").cache["blocks.0.mlp.shared_expert.out"]
+        torch.testing.assert_close(out[:, :, g.sender_index("m0.shared")], gated, atol=1e-6, rtol=1e-5)
     moe = out[:, :, g.sender_start[0] + m.cfg.n_heads:g.sender_start[1]].sum(2)
     torch.testing.assert_close(moe, run.cache["blocks.0.mlp.out"], atol=1e-6, rtol=1e-5)
     busiest = max(range(4), key=lambda e: float(out[:, :, g.sender_index(f"m0.e{e}")].abs().sum()))

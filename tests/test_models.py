@@ -84,7 +84,7 @@ def test_every_site_has_its_documented_shape(model):
         "attn.z": (b, p, c.n_heads, c.d_head), "attn.out": (b, p, c.d_model), "resid_mid": (b, p, c.d_model),
         "mlp.in": (b, p, c.d_model),
         "mlp.pre": (b, p, c.d_mlp), "mlp.post": (b, p, c.d_mlp), "mlp.out": (b, p, c.d_model),
-        "resid_post": (b, p, c.d_model), "mlp.router": (b, p, model.n_experts),
+        "resid_post": (b, p, c.d_model), "mlp.router": (b, p, model.n_experts), "mlp.shared_expert": (b, p, c.d_model),
     }
     for name in model.sites:
         site = parse(name)
@@ -222,7 +222,7 @@ def test_the_adapter_places_every_site_on_a_module_of_the_model(family):
     assert hf.get_submodule(adapter.unembed) is hf.get_output_embeddings()
     for name in model.sites:
         site = parse(name)
-        if site.is_attn_internal or site.kind in ("mlp.expert", "mlp.router"):
+        if site.is_attn_internal or site.kind in ("mlp.expert", "mlp.router", "mlp.shared_expert"):
             with pytest.raises(KeyError, match="inside attention" if site.is_attn_internal else "not read off a module"):
                 adapter.place(site.kind, site.layer)
             continue
@@ -275,10 +275,15 @@ def test_expert_sites_add_up_to_the_moe_block_and_can_be_ablated(family):
     assert len(model._sites("blocks.*.mlp.experts.*.out")) == 4 * model.cfg.n_layers
     run = model.run(PROMPTS, cache=[*experts, "blocks.1.mlp.in", "blocks.1.mlp.out"])
     total = sum(run.cache[s] for s in experts)
-    if family == "qwen2_moe":
+    if family == "qwen2_moe":  # plus the gated shared expert, a site of its own
         mlp = model.hf.get_submodule(f"{model.adapter.blocks}.1.mlp")
         x = run.cache["blocks.1.mlp.in"]
-        total = total + torch.sigmoid(mlp.shared_expert_gate(x)) * mlp.shared_expert(x)
+        shared = model.run(PROMPTS, cache="blocks.1.mlp.shared_expert.out").cache["blocks.1.mlp.shared_expert.out"]
+        torch.testing.assert_close(shared, torch.sigmoid(mlp.shared_expert_gate(x)) * mlp.shared_expert(x))
+        total = total + shared
+        cut = model.run(PROMPTS, cache="blocks.1.mlp.out", interventions=[ms.Ablate("blocks.1.mlp.shared_expert.out")])
+        torch.testing.assert_close(cut.cache["blocks.1.mlp.out"], run.cache["blocks.1.mlp.out"] - shared,
+                                   rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(total, run.cache["blocks.1.mlp.out"], rtol=1e-5, atol=1e-6)
     assert torch.equal(run.logits, model.run(PROMPTS).logits)
     routed = [float(run.cache[s].abs().sum()) for s in experts]

@@ -12,7 +12,7 @@ from mechscope.circuits.graph import Graph
     ("L3KV1.k", "a3.kv1.k", ("blocks.3.attn.k", {"heads": [1]})),
     ("MLP3", "m3", ("blocks.3.mlp.out", {})),
     ("MLP3E5", "m3.e5", ("blocks.3.mlp.experts.5.out", {})),
-    ("MLP3 shared", "m3.shared", None),
+    ("MLP3 shared", "m3.shared", ("blocks.3.mlp.shared_expert.out", {})),
     ("L3 N17", "m3.n17", ("blocks.3.mlp.post", {"neurons": [17]})),
     ("embed", "embed", ("embed", {})),
     ("logits", "logits", ("logits", {})),

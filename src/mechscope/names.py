@@ -70,6 +70,8 @@ class Component:
             return f"blocks.{l}.mlp.out", {}
         if self.kind == "expert":
             return f"blocks.{l}.mlp.experts.{i}.out", {}
+        if self.kind == "shared_expert":
+            return f"blocks.{l}.mlp.shared_expert.out", {}
         if self.kind == "attn_layer":
             return f"blocks.{l}.attn.out", {}
         if self.kind == "neuron":

@@ -57,10 +57,11 @@ class Adapter:
     residual_multiplier: str | None = None
     logit_multiplier: str | None = None  # attribute name; a leading "1/" divides (Granite's logits_scaling)
     # mixtures of experts (block-relative): the router (its output: logits [tokens, E], weights, indices),
-    # the fused experts (called as experts(hidden, indices, weights)) and a shared expert, if any
+    # the fused experts (called as experts(hidden, indices, weights)) and a shared expert, if any, with
+    # the gate whose sigmoid scales it (expert path, gate path)
     router: str | None = None
     experts: str | None = None
-    shared_expert: str | None = None
+    shared_expert: tuple[str, str] | None = None
 
     @property
     def attn_out_path(self) -> str:
@@ -88,7 +89,7 @@ class Adapter:
         if self.mlp_in is not None:
             places["mlp.pre"] = (f"{block}.{self.mlp_in}", "output")
             places["mlp.post"] = (f"{block}.{self.mlp_down}", "input")
-        if kind in ("mlp.expert", "mlp.router"):
+        if kind in ("mlp.expert", "mlp.router", "mlp.shared_expert"):
             raise KeyError(f"{kind} is computed again by the MoE block's own router / experts forward, not read off a module")
         if kind not in places:
             raise KeyError(f"{kind} is computed inside attention, not at a module's input or output"
@@ -138,7 +139,7 @@ OLMO2 = dataclasses.replace(GEMMA2, families=("olmo2", "olmo3"), mid_norm="mlp",
 # them) and its MoE block returns (output, router scores).
 MOE = dataclasses.replace(LLAMA, families=("mixtral", "qwen3_moe"), mlp_in=None, mlp_down=None, router="mlp.gate",
                           experts="mlp.experts")
-QWEN2_MOE = dataclasses.replace(MOE, families=("qwen2_moe",), shared_expert="mlp.shared_expert")
+QWEN2_MOE = dataclasses.replace(MOE, families=("qwen2_moe",), shared_expert=("mlp.shared_expert", "mlp.shared_expert_gate"))
 GPT_OSS = dataclasses.replace(MOE, families=("gpt_oss",), router="mlp.router")
 OLMOE = dataclasses.replace(MOE, families=("olmoe",), joint_qk_norm=JOINT_QK)
 # Phi-3: one fused q/k/v projection ([q | k | v], grouped-query widths) and one fused gate/up
@@ -255,7 +256,7 @@ def missing_paths(hf_model: nn.Module, adapter: Adapter) -> list[str]:
     """The module paths ``adapter`` names that ``hf_model`` lacks (block paths checked on block 0)."""
     block = [adapter.attn, adapter.out_proj, adapter.mlp, adapter.mlp_in, adapter.mlp_down, adapter.mid_norm,
              adapter.attn_norm, adapter.attn_out, adapter.mlp_out, adapter.router, adapter.experts,
-             adapter.shared_expert, *adapter.qkv, *(adapter.joint_qk_norm or ())]
+             *adapter.qkv, *(adapter.joint_qk_norm or ()), *(adapter.shared_expert or ())]
     paths = [adapter.blocks, adapter.embed, adapter.final_norm] + [f"{adapter.blocks}.0.{p}" for p in block if p]
     missing = []
     for path in paths:

@@ -215,6 +215,10 @@ def hooked(model: "Model", state: HookState) -> Iterator[None]:
             if kind == "mlp.router":
                 routers.append(site)
                 continue
+            if kind == "mlp.shared_expert":
+                expert, gate = adapter.shared_expert
+                _shared_expert_hooks(state, block(site, adapter.mlp), block(site, expert), block(site, gate), site, handles)
+                continue
             # every other site is a module's output or input: its own path, or where the adapter puts it
             path, io = (site.module, site.io) if kind == "module" else adapter.place(kind, site.layer)
             view = (lambda t, h=cfg.n_heads: t.unflatten(-1, (h, -1))) if kind == "attn.z" else None
@@ -318,6 +322,30 @@ def _router_hook(state: HookState, moe: nn.Module, router: nn.Module, site: Site
             return forward(mod, *args)
 
     handles.append(router.register_forward_hook(hook))
+
+
+def _shared_expert_hooks(state: HookState, moe: nn.Module, expert: nn.Module, gate: nn.Module, site: Site,
+                         handles: list) -> None:
+    """``blocks.L.mlp.shared_expert.out`` (Qwen2-MoE): σ(gate(x)) · shared_expert(x), the product the
+    MoE block adds to its routed experts, formed from the two modules' outputs by the same operation;
+    an edit replaces that share of the block's output (out − part + new)."""
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(name: str):
+        def hook(_m, _args, out):
+            seen[name] = _output(out)
+        return hook
+
+    def on_moe(_m, _args, out):
+        y = _output(out)
+        part = torch.sigmoid(seen.pop("gate")) * seen.pop("expert")
+        view = part.view(y.shape)
+        new = state.process(site, view)
+        return None if new is view else _with_output(out, y + (new.to(y.dtype) - view))
+
+    handles.append(expert.register_forward_hook(keep("expert")))
+    handles.append(gate.register_forward_hook(keep("gate")))
+    handles.append(moe.register_forward_hook(on_moe))
 
 
 def expert_shares(experts: nn.Module, hidden: torch.Tensor, index: torch.Tensor, weights: torch.Tensor,

@@ -103,7 +103,8 @@ class Model(Engine):
             for layer in range(self.cfg.n_layers):
                 at = self.sites.index(f"blocks.{layer}.mlp.out")
                 self.sites[at:at] = [f"blocks.{layer}.mlp.router"] + [
-                    f"blocks.{layer}.mlp.experts.{e}.out" for e in range(self.n_experts)]
+                    f"blocks.{layer}.mlp.experts.{e}.out" for e in range(self.n_experts)] + (
+                    [f"blocks.{layer}.mlp.shared_expert.out"] if self.adapter.shared_expert else [])
 
     def __repr__(self) -> str:
         return f"Model({self.name!r}, {self.cfg.summary()})"

@@ -71,7 +71,8 @@ class Site:
     channels: tuple[int, ...] | None = None
     module_layout: Layout | None = None
     expert: int | None = None  # ``blocks.L.mlp.experts.E.out``: one expert's weighted output (kind "mlp.expert")
-    # (``blocks.L.mlp.router``, kind "mlp.router": a mixture of experts' router logits [batch, pos, experts])
+    # (``blocks.L.mlp.router``, kind "mlp.router": a mixture of experts' router logits [batch, pos, experts];
+    # ``blocks.L.mlp.shared_expert.out``, kind "mlp.shared_expert": Qwen2-MoE's gated shared expert)
 
     @property
     def layout(self) -> Layout:
@@ -91,7 +92,7 @@ class Site:
             return (-1, 1)  # hooks on a module run in the order the forward reaches it
         if self.layer is None:
             return (1 << 30, 0 if self.kind == "final_norm" else 1)
-        if self.kind == "mlp.expert":  # inside the MoE block, where a dense MLP's mlp.post would be
+        if self.kind in ("mlp.expert", "mlp.shared_expert"):  # inside the MoE block, where mlp.post would be
             return (self.layer, BLOCK_SITES.index("mlp.post"))
         if self.kind == "mlp.router":  # the MoE block's routing, before its experts run
             return (self.layer, BLOCK_SITES.index("mlp.pre"))
@@ -108,6 +109,8 @@ def parse(name: str) -> Site:
     rest = parts[2].split(".") if len(parts) == 3 else []
     if len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit() and rest == ["mlp", "router"]:
         return Site(name, int(parts[1]), "mlp.router")
+    if len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit() and rest == ["mlp", "shared_expert", "out"]:
+        return Site(name, int(parts[1]), "mlp.shared_expert")
     if (len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit() and len(rest) == 4
             and rest[:2] == ["mlp", "experts"] and rest[2].isdigit() and rest[3] == "out"):
         return Site(name, int(parts[1]), "mlp.expert", expert=int(rest[2]))
