@@ -1,8 +1,7 @@
 """Sweeps split across processes (``mechscope.distributed``): two and three gloo processes return
-what one returns — each rank computes its share of the items and the parts are gathered in order.
-Tolerance 1e-6: a rank's forwards carry fewer patched copies than one process's, and a matrix
-product over fewer rows may sum in another order on some CPUs (patching agrees bit for bit here);
-EAP-IG's per-rank partial sums are added in another order (~1e-7).
+what one returns, bit for bit — a sweep's chunks are the same whatever the number of ranks (each
+rank computes whole chunks) and are gathered and summed in one order. A run whose rank is killed
+resumes under ``torchrun --max-restarts`` from its progress records to the same result.
 One launch per world size runs every analysis."""
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mechscope.circuits.discovery import eap_ig
+from mechscope.circuits.discovery import acdc, eap_ig
 from mechscope.distributed import _range, gather, rank_world, share
 from mechscope.models.tiny import tiny
 from mechscope.patching import activation_patching
@@ -30,7 +29,16 @@ def _analyses() -> dict[str, torch.Tensor]:
     out = {f"patching {sweep}": activation_patching(model, task, sweep, batch_size=6, progress=False).effect
            for sweep in ("heads", "head_pos", "mlp")}
     out["eap-ig"] = eap_ig(model, task, steps=3, batch_rows=3, progress=False).scores  # one pair per chunk
+    found = acdc(model, task, threshold=0.02, batch_rows=6, progress=False)  # its candidate batches divided
+    g_edges = sorted((a, b) for a, b, _ in found.edges)
+    out["acdc edges"] = torch.tensor([hash(e) % (1 << 40) for e in g_edges] + [len(g_edges)], dtype=torch.float64)
+    out["acdc faithfulness"] = torch.tensor([found.faithfulness])
     return out
+
+
+def _same(got: dict, expected: dict) -> None:
+    for name, value in expected.items():
+        assert torch.equal(got[name], value), name
 
 
 def _worker(rank: int, world: int, init: str, out: str) -> None:
@@ -62,8 +70,7 @@ def test_processes_return_what_one_returns(tmp_path, world):
     got = torch.load(tmp_path / f"world{world}.pt")
     assert torch.equal(got.pop("parts")[:, 0], torch.arange(10))
     torch.set_num_threads(1)
-    for name, expected in _analyses().items():
-        assert torch.allclose(got[name], expected, rtol=1e-5, atol=1e-6), name
+    _same(got, _analyses())
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
@@ -92,5 +99,66 @@ def test_two_nodes_under_torchrun(tmp_path):
     got = torch.load(tmp_path / "nodes.pt")
     assert got.pop("world") == 2
     torch.set_num_threads(1)
-    for name, expected in _analyses().items():
-        assert torch.allclose(got[name], expected, rtol=1e-5, atol=1e-6), name
+    _same(got, _analyses())
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+def test_a_killed_rank_resumes_from_the_progress_records(tmp_path):
+    """torchrun --max-restarts 1 with two ranks keeping progress records (``distributed.records``): rank 1
+    dies after writing three chunks; torchrun restarts both, which load every finished chunk rather than
+    computing it again, and rank 0 writes the same results one process returns. Every record is whole."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    job = Path(__file__).with_name("distributed_job.py")
+    records = tmp_path / "records"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "--max-restarts", "1", str(job), str(tmp_path), "--records", str(records), "--die-after", "3"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = torch.load(tmp_path / "nodes.pt")
+    assert got.pop("world") == 2
+    attempts = {f.name: int(f.read_text()) for f in tmp_path.glob("computed-*")}
+    assert list(attempts) == ["computed-1"]  # the first attempt never finished: rank 1 died in it
+    chunks = sum(1 for _ in records.rglob("*.pt"))
+    assert 0 < attempts["computed-1"] <= chunks - 3  # the restart loaded what the first attempt had finished
+    assert not list(records.rglob("*.tmp"))  # no half-written record
+    torch.set_num_threads(1)
+    _same(got, _analyses())
+
+
+def test_progress_records_are_reused_and_a_bad_one_is_recomputed(tmp_path, recwarn):
+    """Inside ``records(dir)`` a sweep writes each finished chunk whole and a rerun loads it: the same
+    result, nothing computed again; a record that is not a tensor file is computed again (with a
+    warning); another key (another task) is another folder; a sweep without a key is refused."""
+    from mechscope import distributed
+
+    calls = []
+
+    def square(items: range) -> torch.Tensor:
+        calls.append(items)
+        return torch.tensor([float(i * i) for i in items])
+
+    with distributed.records(tmp_path) as root:
+        first = distributed.sweep(7, square, key="squares v1", per=3, desc="squares")
+        assert len(calls) == 3 and torch.equal(first, torch.arange(7.0) ** 2)
+        again = distributed.sweep(7, square, key="squares v1", per=3, desc="squares")
+        assert len(calls) == 3 and torch.equal(again, first)
+        [folder] = root.iterdir()
+        (folder / f"{3:09d}-{6:09d}.pt").write_bytes(b"not a tensor")
+        assert torch.equal(distributed.sweep(7, square, key="squares v1", per=3, desc="squares"), first)
+        assert calls[-1] == range(3, 6) and len(calls) == 4 and "unreadable" in str(recwarn.pop().message)
+        distributed.sweep(7, square, key="squares v2", per=3, desc="squares")
+        assert len(list(root.iterdir())) == 2 and len(calls) == 7
+        with pytest.raises(ValueError, match="has no key"):
+            distributed.sweep(2, square, key="", desc="squares")
+    assert not distributed.recording()
+    model = tiny("llama")  # an analysis inside records: its second run loads every chunk
+    task = random_task(model)
+    with distributed.records(tmp_path / "patching"):
+        a = activation_patching(model, task, "heads", batch_size=6, progress=False).effect
+        stamps = {f: f.stat().st_mtime_ns for f in (tmp_path / "patching").rglob("*.pt")}
+        b = activation_patching(model, task, "heads", batch_size=6, progress=False).effect
+    assert torch.equal(a, b) and stamps == {f: f.stat().st_mtime_ns for f in (tmp_path / "patching").rglob("*.pt")}

@@ -1,8 +1,15 @@
 """Work split across processes: under ``torchrun`` (an initialised ``torch.distributed`` group) a
 sweep's items are divided among ranks and the per-item results gathered back in order, so every
-rank returns the same result one process would. One helper for every analysis: ``share`` gives this
-rank its contiguous part of n items, ``gather`` concatenates the parts in rank order, ``total`` sums
-per-rank partial sums. Without a process group all three are identities (one process does everything).
+rank returns the same result one process would. One helper for every analysis: ``sweep`` runs a
+function over this rank's share of n items in chunks and gathers the results; underneath it
+``share`` gives this rank its contiguous part of n items, ``gather`` concatenates the parts in rank
+order, ``total`` sums per-rank partial sums. Without a process group they are identities (one
+process does everything).
+
+Long runs resume: inside ``records(directory)`` every chunk a sweep finishes is written at once
+(a temporary name, then a rename: a file is whole or absent), and a rerun of the same sweep — a
+restart under ``torchrun --max-restarts`` after a rank died, or the script run again — loads the
+finished chunks instead of computing them.
 
 ``group(device)`` joins and leaves the process group around a command (NCCL on GPUs, gloo on CPU),
 choosing this rank's GPU from LOCAL_RANK.
@@ -10,11 +17,21 @@ choosing this rank's GPU from LOCAL_RANK.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import warnings
 from contextlib import contextmanager
-from typing import Iterator
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
+from tqdm.auto import tqdm
+
+from .files import write_atomic
+
+_RECORDS: ContextVar[Path | None] = ContextVar("mechscope_records", default=None)
 
 
 def rank_world() -> tuple[int, int]:
@@ -31,16 +48,23 @@ def share(n: int) -> range:
     return _range(*rank_world(), n)
 
 
-def gather(part: torch.Tensor, n: int) -> torch.Tensor:
-    """Every rank's ``part`` [its share of n, ...] concatenated in rank order: [n, ...] on every rank."""
+def gather(part: torch.Tensor | None, n: int, sizes: list[int] | None = None) -> torch.Tensor:
+    """Every rank's ``part`` [its share of n, ...] concatenated in rank order: [n, ...] on every rank
+    (a rank with no items may pass None). ``sizes``: each rank's part length, where the shares are
+    not ``share(n)``'s."""
     import torch.distributed as dist
 
     rank, world = rank_world()
     if world == 1:
-        return part
-    sizes = [len(_range(r, world, n)) for r in range(world)]
-    padded = torch.zeros((max(sizes), *part.shape[1:]), dtype=part.dtype, device=part.device)
-    padded[:len(part)] = part
+        return part if part is not None else torch.zeros(0)
+    like = [None] * world  # every rank learns the parts' trailing shape and dtype (a rank may have none)
+    dist.all_gather_object(like, None if part is None else (tuple(part.shape[1:]), part.dtype))
+    shape, dtype = next(x for x in like if x is not None)
+    sizes = sizes or [len(_range(r, world, n)) for r in range(world)]
+    device = part.device if part is not None else ("cuda" if dist.get_backend() == "nccl" else "cpu")
+    padded = torch.zeros((max(sizes), *shape), dtype=dtype, device=device)
+    if part is not None:
+        padded[:len(part)] = part
     parts = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(parts, padded)
     return torch.cat([p[:s] for p, s in zip(parts, sizes)])
@@ -54,6 +78,77 @@ def total(t: torch.Tensor) -> torch.Tensor:
         t = t.clone()
         dist.all_reduce(t)
     return t
+
+
+@contextmanager
+def records(directory: str | os.PathLike) -> Iterator[Path]:
+    """Within the block every ``sweep`` keeps its finished chunks under ``directory`` (one folder per
+    sweep, named by what it computes and a hash of its inputs) and reuses them when run again. Give
+    every rank the same directory (on several nodes: a shared one, or each node its own — a rank's
+    chunks depend only on its rank and the world size). Delete a sweep's folder to compute it afresh."""
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    token = _RECORDS.set(path)
+    try:
+        yield path
+    finally:
+        _RECORDS.reset(token)
+
+
+def sweep(n: int, compute: Callable[[range], torch.Tensor], *, key: str, per: int = 1, desc: str = "sweep",
+          progress: bool = False) -> torch.Tensor:
+    """``compute`` over items 0 … n−1, as [n, ...] on every rank. The items are cut into chunks of
+    ``per`` (``compute(range)`` -> [len(range), ...], on any device); each rank computes its share
+    of the chunks and the parts are gathered in order. A chunk is the same whatever the number of
+    ranks, so the result is too. ``key`` names everything the results depend on (model, task,
+    parameters): inside ``records(...)`` a chunk finished under the same key is loaded, not computed."""
+    chunks = [range(i, min(i + per, n)) for i in range(0, n, per)]
+    rank, world = rank_world()
+    folder = _record_folder(desc, key)
+    parts = []
+    for chunk in tqdm([chunks[i] for i in share(len(chunks))], desc=desc, disable=not progress or rank != 0):
+        path = folder / f"{chunk.start:09d}-{chunk.stop:09d}.pt" if folder is not None else None
+        done = _load_record(path) if path is not None and path.exists() else None
+        if done is None:
+            done = compute(chunk).detach().cpu()
+            if path is not None:
+                _save_record(path, done)
+        parts.append(done)
+    sizes = [sum(len(chunks[i]) for i in _range(r, world, len(chunks))) for r in range(world)]
+    return gather(torch.cat(parts) if parts else None, n, sizes)  # (None: more ranks than chunks)
+
+
+def recording() -> bool:
+    """True inside ``records(...)``: sweeps keep progress records (callers may skip building a costly key otherwise)."""
+    return _RECORDS.get() is not None
+
+
+def _record_folder(desc: str, key: str) -> Path | None:
+    root = _RECORDS.get()
+    if root is None:
+        return None
+    if not key:
+        raise ValueError(f"sweep {desc!r} has no key: inside records(...) a sweep must name what its results depend on")
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", desc).strip("-") or "sweep"
+    folder = root / f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _save_record(path: Path, value: torch.Tensor) -> None:
+    write_atomic(path, lambda tmp: torch.save(value, tmp))
+
+
+def _load_record(path: Path) -> torch.Tensor | None:
+    """A finished chunk (tensors only: loading never runs code), or None — with a warning — for a
+    file that is not one (it is then computed again and rewritten)."""
+    try:
+        value = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable record is recomputed
+        warnings.warn(f"progress record {path} is unreadable ({type(e).__name__}); computing that chunk again",
+                      stacklevel=3)
+        return None
+    return value if isinstance(value, torch.Tensor) else None
 
 
 def _range(rank: int, world: int, n: int) -> range:
@@ -74,7 +169,14 @@ def group(device: str | None = None) -> Iterator[str | None]:
             local = int(os.environ.get("LOCAL_RANK", "0"))
             torch.cuda.set_device(local)
             device = f"cuda:{local}"
-        dist.init_process_group("nccl" if device and device.startswith("cuda") else "gloo")
+        backend = "nccl" if device and device.startswith("cuda") else "gloo"
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        if attempt == "0":
+            dist.init_process_group(backend)
+        else:  # a restart (torchrun --max-restarts): a fresh key space, or ranks may read the dead attempt's addresses
+            store, rank, world = next(dist.rendezvous("env://"))
+            dist.init_process_group(backend, store=dist.PrefixStore(f"mechscope/attempt-{attempt}", store),
+                                    rank=rank, world_size=world)
     try:
         yield device
     finally:

@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import names
-from .distributed import gather, share
+from . import distributed
 from .models.interventions import Ablate, Intervention
 from .models.model import Model
 from .circuits.paths import DIRECTIONS, PathPatching, path_patching  # noqa: F401 - path patching lives there
@@ -271,11 +271,10 @@ def activation_patching(model: Model, task, sweep: str = "heads", *, direction: 
     span = clean_m - corrupted_m
     n_pos = max(len(c) for c in task.clean)
     jobs, shape = _jobs(model, sweep, n_pos)
-    mine = share(len(jobs))
     per_forward = max(1, batch_size // n)
-    values = [torch.zeros(0)]
-    for start in tqdm(range(mine.start, mine.stop, per_forward), desc=f"patching {sweep}", disable=not progress):
-        chunk = jobs[start:min(start + per_forward, mine.stop)]
+
+    def patch(items: range) -> torch.Tensor:  # [len(items)]: the metric with each job's patch
+        chunk = jobs[items.start:items.stop]
         rows = len(chunk) * n
         edits = {}
         for j, (l, h, p) in enumerate(chunk):
@@ -294,8 +293,11 @@ def activation_patching(model: Model, task, sweep: str = "heads", *, direction: 
         ivs = [_MaskedPatch(site, source=src, where=where) for site, (src, where) in edits.items()]
         with torch.no_grad():  # copy j = rows j·n … (j+1)·n − 1; blocks before the first patched one run once
             run = model.run(target_ids, interventions=ivs, copies=len(chunk), shared_blocks=chunk[0][0])
-        values.append(task.score(task.read(run.logits)).view(len(chunk), n).mean(1).cpu())
-    effect = (gather(torch.cat(values), len(jobs)) - corrupted_m) / span
+        return task.score(task.read(run.logits)).view(len(chunk), n).mean(1)
+
+    key = f"activation patching {model.fingerprint} {sweep} {direction} {task!r}"
+    values = distributed.sweep(len(jobs), patch, key=key, per=per_forward, desc=f"patching {sweep}", progress=progress)
+    effect = (values - corrupted_m) / span
     first = model.tokenizer.convert_ids_to_tokens(task.clean[0]) if per_pos else []
     return PatchingSweep(
         provenance=Provenance.of(model, prompts=task.texts or task.clean, dataset=f"{task.name} v{task.version}",

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from typing import ClassVar, Literal
 import torch
 from tqdm.auto import tqdm
 
-from ..distributed import share, total
+from .. import distributed
 from ..models.model import Model
 from ..results import Provenance, Result
 from .circuit import Circuit
@@ -205,32 +206,37 @@ def _edge_scores(model: Model, task, method: str, steps: int, batch_rows: int, p
     start = time.perf_counter()
     prep = _prepare(model, task)
     g = prep.graph
-    scores = torch.zeros(len(g.senders), len(g.receivers))
-    passes = {"forward": 2 + 2, "backward": 0}  # two sender-output runs, two metric runs
     n = len(task)
     points = [1.0] if method == "eap" else [(k + 1) / steps for k in range(steps)]
     per = max(1, batch_rows // len(points))
     chunks = _chunks(n, per)
-    for rows in tqdm([chunks[i] for i in share(len(chunks))], desc=method, disable=not progress):  # this rank's
-        sub = task.subset(rows)
-        width = max(len(c) for c in sub.clean)  # the sub-batch's own left padding
-        clean = prep.clean[rows.start:rows.stop, -width:]
-        corrupted = prep.corrupted[rows.start:rows.stop, -width:]
-        k = len(rows)
-        embed = None
-        if method == "eap-ig":
-            e_clean, e_corr = clean[:, :, 0], corrupted[:, :, 0]
-            embed = torch.cat([e_corr + a * (e_clean - e_corr) for a in points]).to(model.device)
-        metric = lambda logits, sub=sub, k=k: sub.score(logits, torch.arange(logits.shape[0]) % k).sum() / n  # noqa: E731
-        run = edge_run(model, g, sub.clean, grad_metric=metric, embed=embed, all_positions=task.POSITIONS == "all")
-        passes["forward"] += 1
-        passes["backward"] += 1
-        diff = (clean - corrupted).to(torch.float32)  # [k, pos, senders, d]
-        grads = torch.stack([run.grads[r] for r in range(len(g.receivers))], 2).float().cpu()
-        grads = grads.view(len(points), k, *grads.shape[1:]).mean(0)  # [k, pos, receivers, d]; mean over the path
-        # one GEMM: [senders, k·pos·d] @ [k·pos·d, receivers]
-        scores += diff.permute(2, 0, 1, 3).reshape(diff.shape[2], -1) @ grads.permute(0, 1, 3, 2).reshape(-1, grads.shape[2])
-    scores = total(scores) * g.allowed  # the ranks' partial sums (torchrun), or this process's
+    # two sender-output runs and two metric runs, then one forward and one backward per chunk of pairs
+    passes = {"forward": 2 + 2 + len(chunks), "backward": len(chunks)}
+
+    def score(items: range) -> torch.Tensor:  # [len(items), senders, receivers]: each pair chunk's share
+        out = []
+        for rows in (chunks[i] for i in items):
+            sub = task.subset(rows)
+            width = max(len(c) for c in sub.clean)  # the sub-batch's own left padding
+            clean = prep.clean[rows.start:rows.stop, -width:]
+            corrupted = prep.corrupted[rows.start:rows.stop, -width:]
+            k = len(rows)
+            embed = None
+            if method == "eap-ig":
+                e_clean, e_corr = clean[:, :, 0], corrupted[:, :, 0]
+                embed = torch.cat([e_corr + a * (e_clean - e_corr) for a in points]).to(model.device)
+            metric = lambda logits, sub=sub, k=k: sub.score(logits, torch.arange(logits.shape[0]) % k).sum() / n  # noqa: E731
+            run = edge_run(model, g, sub.clean, grad_metric=metric, embed=embed, all_positions=task.POSITIONS == "all")
+            diff = (clean - corrupted).to(torch.float32)  # [k, pos, senders, d]
+            grads = torch.stack([run.grads[r] for r in range(len(g.receivers))], 2).float().cpu()
+            grads = grads.view(len(points), k, *grads.shape[1:]).mean(0)  # [k, pos, receivers, d]; mean over the path
+            # one GEMM: [senders, k·pos·d] @ [k·pos·d, receivers]
+            out.append(diff.permute(2, 0, 1, 3).reshape(diff.shape[2], -1)
+                       @ grads.permute(0, 1, 3, 2).reshape(-1, grads.shape[2]))
+        return torch.stack(out)
+
+    key = f"{method} {model.fingerprint} {steps} {per} {task!r}"
+    scores = distributed.sweep(len(chunks), score, key=key, desc=method, progress=progress).sum(0) * g.allowed
     return EdgeScores(provenance=_provenance(model, task, method=method, steps=steps if method == "eap-ig" else None),
                       task=task.name, metric=task.metric, method=method, graph_shape=g.shape,
                       scores=scores, clean_metric=prep.clean_metric, corrupted_metric=prep.corrupted_metric,
@@ -270,21 +276,26 @@ def _masks_metric(model: Model, task, prep: _Prepared, masks: torch.Tensor, abla
     """Mean task metric (or KL from the full model) for each mask [copies, S, R]; and forwards."""
     n = len(task)
     per = max(1, batch_rows // n)
-    out, forwards = [], 0
-    for i in tqdm(range(0, masks.shape[0], per), desc="circuits", disable=not progress):
-        chunk = masks[i:i + per]
+
+    def measure_chunk(items: range) -> torch.Tensor:  # [len(items)]
+        chunk = masks[items.start:items.stop]
         with torch.no_grad():
             logits = edge_run(model, prep.graph, task.clean, keep=chunk, ablated=ablated,
                               all_positions=task.POSITIONS == "all").logits.float().cpu()
-        forwards += 1
         c = chunk.shape[0]
         if measure == "kl":
             lp = logits.log_softmax(-1).view(c, n, *logits.shape[1:])
             full = prep.clean_logprobs[None]
-            out.append((full.exp() * (full - lp)).sum(-1).flatten(1).mean(1))
-        else:
-            out.append(task.score(logits).view(c, n).mean(1))
-    return torch.cat(out), forwards
+            return (full.exp() * (full - lp)).sum(-1).flatten(1).mean(1)
+        return task.score(logits).view(c, n).mean(1)
+
+    key = ""
+    if distributed.recording():  # the masks and what they are measured against name the result
+        digest = hashlib.sha256(masks.detach().cpu().numpy().tobytes())
+        digest.update(ablated.detach().cpu().float().numpy().tobytes())
+        key = f"circuits {model.fingerprint} {measure} {digest.hexdigest()} {task!r}"
+    values = distributed.sweep(masks.shape[0], measure_chunk, key=key, per=per, desc="circuits", progress=progress)
+    return values, -(-masks.shape[0] // per)
 
 
 def _ablated(prep: _Prepared, ablation: str, seed: int = 0) -> torch.Tensor:

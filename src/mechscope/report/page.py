@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from markupsafe import Markup
 
+from ..files import write_atomic
 from .render import render, standalone_policy, static_text
 
 if TYPE_CHECKING:
@@ -75,11 +76,7 @@ def write_report(spec: "Specimen", path: str | os.PathLike) -> tuple[Path, float
     """Write the report; returns (path, seconds it took)."""
     t = time.perf_counter()
     text = specimen_report(spec)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    path = write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path, time.perf_counter() - t
 
 

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from ..checks import positive_int
 from ..distributed import rank_world
+from ..files import write_atomic
 from ..models.model import Model
 
 MANIFEST = "manifest.json"
@@ -44,14 +45,8 @@ class StoreError(ValueError):
     """A store that cannot be read or resumed (what differs, or what is missing)."""
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def _save_manifest(directory: Path, manifest: dict) -> None:
-    _write_atomic(directory / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=1)))
+    write_atomic(directory / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=1)))
 
 
 def harvest(model: Model, site: str | Sequence[str], directory: str | os.PathLike | Sequence[str | os.PathLike], *,
@@ -208,7 +203,7 @@ def _append_shard(directory: Path, manifest: dict, rows: torch.Tensor, blocks_do
     from safetensors.torch import save_file
 
     name = f"shard_{len(manifest['shards']):05d}.safetensors"
-    _write_atomic(directory / name, lambda p: save_file({"acts": rows.contiguous()}, str(p)))
+    write_atomic(directory / name, lambda p: save_file({"acts": rows.contiguous()}, str(p)))
     manifest["shards"].append({"file": name, "rows": int(rows.shape[0])})
     manifest["n_tokens"] += int(rows.shape[0])
     manifest["blocks_done"] = blocks_done

@@ -47,6 +47,7 @@ from ..results import Provenance, Result
 from .dictionary import TRAINABLE, SAEError, SparseCoder
 from .kernels import Step, TopKEncode
 from ..distributed import rank_world
+from ..files import write_atomic
 from .store import ActivationStore
 
 CHECKPOINT = "checkpoint.pt"
@@ -288,10 +289,7 @@ def load_checkpoint(path: Path) -> dict:
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write ``state`` to ``path`` atomically (a temporary name, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
 def train(sae: SparseCoder, data, target=None, *, batch: int = 4096, steps: int | None = None, epochs: float = 1.0,
