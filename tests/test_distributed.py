@@ -13,11 +13,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from mechscope.circuits.attribution_graph import attribution_graph
 from mechscope.circuits.discovery import acdc, eap_ig
 from mechscope.distributed import _range, gather, rank_world, share
 from mechscope.models.tiny import tiny
 from mechscope.patching import activation_patching
 from helpers import random_task
+from test_attribution_graph import random_transcoders
 
 
 
@@ -33,6 +35,11 @@ def _analyses() -> dict[str, torch.Tensor]:
     g_edges = sorted((a, b) for a, b, _ in found.edges)
     out["acdc edges"] = torch.tensor([hash(e) % (1 << 40) for e in g_edges] + [len(g_edges)], dtype=torch.float64)
     out["acdc faithfulness"] = torch.tensor([found.faithfulness])
+    coders = random_transcoders(model)  # attribution graphs: every backward batch, then capped rounds
+    for cap in (None, 9):
+        graph = attribution_graph(model, coders, "The cat sat on the mat", batch_size=4, max_feature_nodes=cap,
+                                  update_interval=1, progress=False)
+        out[f"graph {cap}"] = torch.cat([graph.edge_index.flatten().double(), graph.edge_weight.double()])
     return out
 
 

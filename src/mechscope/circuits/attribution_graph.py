@@ -10,19 +10,22 @@ a_s · decoder_s · ∂pre_t/∂(residual write), with attention patterns and no
 Edges come from batched backward passes: one forward of ``batch_size`` copies of the prompt
 through the linearised model, then per batch of targets one backward that injects each target's
 input vector (its encoder row at its layer's input; a logit's demeaned unembedding row at the
-final norm's output) in its own copy. Batches are independent (``target_batches``), so a
-distributed sweep can divide them; with ``max_feature_nodes`` the features are visited in order of
-their influence on the targets, refreshed every ``update_interval`` batches (circuit-tracer's rule).
+final norm's output) in its own copy. Batches are independent: under torchrun the ranks divide
+them (``distributed.sweep``; each rank runs the linearised forward once), and inside
+``distributed.records`` finished batches are kept and reused. With ``max_feature_nodes`` the
+features are visited in order of their influence on the targets, refreshed every
+``update_interval`` batches (circuit-tracer's rule): each refresh's batches are one divided sweep.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import torch
 
+from .. import distributed
 from ..models.model import Model
 from ..results import Provenance, Result
 from .influence import Pruned, graph_scores, influence, normalised, prune
@@ -355,12 +358,6 @@ ROW_BUDGET = 4 * 2**30  # bytes of dense edge rows held while a graph is compute
 COPY_BUDGET = 3 * 2**30  # bytes of saved activations of the copies of the prompt (long prompts get fewer copies)
 
 
-def target_batches(n_rows: int, batch_size: int) -> Iterator[range]:
-    """The independent backward batches of ``n_rows`` target rows (what a distributed sweep divides)."""
-    for s in range(0, n_rows, batch_size):
-        yield range(s, min(n_rows, s + batch_size))
-
-
 def attribution_graph(model: Model, transcoders: Any, prompt: str | list[int], *, targets: Any = None,
                       max_logits: int = 10, logit_probability: float = 0.95, max_feature_nodes: int | None = None,
                       batch_size: int = 32, update_interval: int = 4, prepend: bool = True,
@@ -408,17 +405,29 @@ def attribution_graph(model: Model, transcoders: Any, prompt: str | list[int], *
     row_node = torch.zeros(n_rows, dtype=torch.long)  # each row's node (features' index; targets n_cols + i)
     filled = 0
 
-    def run_rows(inject, nodes) -> None:
+    def inject(node: int) -> tuple[int | None, int, torch.Tensor]:  # a target (n_cols + i) or feature f's input
+        if node >= n_cols:
+            return None, P - 1, tg[node - n_cols].vector
+        return int(index[node, 0]), int(index[node, 1]), enc[node]
+
+    base_key = _sweep_key(model, rep, tg, index) if distributed.recording() else ""
+
+    def run_rows(nodes: list[int]) -> None:  # one row of edges per node, its backward batches divided among ranks
         nonlocal filled
-        got = _backward(lin, inject)
-        rows[filled:filled + len(nodes)] = src.rows(got[0], got[1:])
+
+        def compute(items: range) -> torch.Tensor:
+            got = _backward(lin, [inject(nodes[i]) for i in items])
+            return src.rows(got[0], got[1:])
+
+        key = f"{base_key} {lin.rows} {nodes}" if base_key else ""
+        rows[filled:filled + len(nodes)] = distributed.sweep(len(nodes), compute, key=key, per=lin.rows,
+                                                             desc="attribution graph")
         row_node[filled:filled + len(nodes)] = torch.as_tensor(nodes)
         filled += len(nodes)
+        bar.update(len(nodes))
 
     bar = tqdm(total=len(tg) + cap, desc="attribution graph", disable=not progress, leave=False)
-    for batch in target_batches(len(tg), lin.rows):
-        run_rows([(None, P - 1, tg[i].vector) for i in batch], [n_cols + i for i in batch])
-        bar.update(len(batch))
+    run_rows([n_cols + i for i in range(len(tg))])
     visited = torch.zeros(n_feat, dtype=torch.bool)
     target_w = torch.tensor([t.weight for t in tg])
     while int(visited.sum()) < cap:
@@ -428,12 +437,8 @@ def attribution_graph(model: Model, transcoders: Any, prompt: str | list[int], *
             inf = _partial_influence(rows[:filled], row_node[:filled], n_cols, target_w)[:n_feat]
             order = torch.argsort(inf, descending=True)
             pending = order[~visited[order]][: min(update_interval * lin.rows, cap - int(visited.sum()))]
-        for batch in target_batches(len(pending), lin.rows):
-            feats = pending[list(batch)]
-            inject = [(int(index[f, 0]), int(index[f, 1]), enc[f]) for f in feats.tolist()]
-            run_rows(inject, feats.tolist())
-            visited[feats] = True
-            bar.update(len(feats))
+        run_rows(pending.tolist())
+        visited[pending] = True
     bar.close()
     # assemble: selected features keep their order; columns of unvisited features are dropped
     selected = visited.nonzero()[:, 0]
@@ -502,6 +507,22 @@ def _biases(rep: LocalReplacement, features: torch.Tensor, tg: list[Target]):
     tvals = [float(t.vector @ rep.final[last]) + t.bias for t in tg]
     out += [float(t.vector @ run.final[1, last].float()) + t.bias for t in tg]
     return torch.tensor(out), torch.tensor(pre), torch.tensor(tvals)
+
+
+def _sweep_key(model: Model, rep: LocalReplacement, tg: list[Target], index: torch.Tensor) -> str:
+    """What a graph's edge rows depend on (progress records): the model, the prompt, the targets, and
+    the transcoders' weights with the active features."""
+    from ..models.fingerprint import fingerprint_of
+
+    weights = {}
+    for layer, coder in enumerate(rep.stack.coders):
+        if coder is not None:
+            weights.update({f"{layer}.{k}": v for k, v in coder.state_dict().items()})
+    if rep.stack.clt is not None:
+        weights.update(rep.stack.clt.state_dict())
+    targets = fingerprint_of({t.label: t.vector for t in tg}, {"weights": [t.weight for t in tg]})
+    return (f"attribution graph {model.fingerprint} {rep.ids.tolist()} {fingerprint_of(weights, {})} {targets} "
+            f"{fingerprint_of({'index': index}, {})}")
 
 
 def _describe(transcoders: Any) -> str:
