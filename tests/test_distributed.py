@@ -15,8 +15,11 @@ import torch.multiprocessing as mp
 
 from mechscope.circuits.attribution_graph import attribution_graph
 from mechscope.circuits.discovery import acdc, eap_ig
+from mechscope.concepts.datasets import ProbeDataset
+from mechscope.concepts.probes import probe_sweep
 from mechscope.distributed import _range, gather, rank_world, share
 from mechscope.models.tiny import tiny
+from mechscope.neurons import neuron_cards
 from mechscope.patching import activation_patching
 from helpers import random_task
 from test_attribution_graph import random_transcoders
@@ -40,6 +43,15 @@ def _analyses() -> dict[str, torch.Tensor]:
         graph = attribution_graph(model, coders, "The cat sat on the mat", batch_size=4, max_feature_nodes=cap,
                                   update_interval=1, progress=False)
         out[f"graph {cap}"] = torch.cat([graph.edge_index.flatten().double(), graph.edge_weight.double()])
+    gen = torch.Generator().manual_seed(1)  # a probe dataset (its forwards, then one probe per site) and neuron cards
+    prompts = torch.randint(5, model.cfg.vocab, (24, 5), generator=gen).tolist()
+    data = ProbeDataset("parity", prompts, [float(p[-1] % 2) for p in prompts], [str(i // 2) for i in range(24)])
+    probes = probe_sweep(model, data, "blocks.*.resid_post", batch=5, progress=False)
+    out["probes"] = torch.cat([torch.tensor([probes.train_score, probes.test_score, probes.control_score]).flatten(),
+                               probes.directions.flatten().double()])
+    cards = neuron_cards(model, 1, [0, 3, 7], blocks=torch.randint(5, model.cfg.vocab, (7, 9), generator=gen),
+                         batch=2, progress=False)
+    out["cards"] = torch.cat([cards.hist.flatten().double(), torch.tensor(cards.max_act + cards.density)])
     return out
 
 

@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 from typing_extensions import TypedDict
 
-from . import names
+from . import distributed, names
 from .models.interventions import Replace
 from .models.model import Model
 from .models.weights import embedding_weights, mlp_out_weights
@@ -187,6 +187,13 @@ def _clusters(features: torch.Tensor, distance: float = 0.6) -> float:
     return float(torch.exp(-(p * p.log()).sum()))
 
 
+def _blocks_digest(blocks: torch.Tensor) -> str:
+    """What a card sweep's progress records are keyed by, besides the model and the units."""
+    from .models.fingerprint import fingerprint_of
+
+    return fingerprint_of({"blocks": blocks}, {})
+
+
 def neuron_cards(model: Model, layer: int, neurons: Sequence[int], *, blocks: torch.Tensor | None = None,
                  n_blocks: int = 64, length: int = 64, k: int = 8, window: int = 10, bins: int = 40,
                  cluster_top: int = 32, batch: int = 16, progress: bool = True) -> NeuronCards:
@@ -202,12 +209,13 @@ def neuron_cards(model: Model, layer: int, neurons: Sequence[int], *, blocks: to
 
         blocks = token_blocks(model.tokenizer, n_blocks, length)
     site = f"blocks.{layer}.mlp.post"
-    acts = []
-    for start in tqdm(range(0, len(blocks), batch), desc=f"neurons L{layer}", disable=not progress, leave=False):
-        run = model.run(blocks[start:start + batch], cache=site)
-        acts.append(run.cache[site][..., neurons].float().cpu())
+    def read(items: range) -> torch.Tensor:  # [k, length, neurons]
+        return model.run(blocks[items.start:items.stop], cache=site).cache[site][..., neurons].float()
+
+    key = f"neuron cards {model.fingerprint} {site} {neurons} {_blocks_digest(blocks)}" if distributed.recording() else ""
+    acts = distributed.sweep(len(blocks), read, key=key, per=batch, desc=f"neurons L{layer}", progress=progress)
     _, W_U = embedding_weights(model)
-    fields = card_fields(model, torch.cat(acts), blocks, mlp_out_weights(model, layer)[neurons] @ W_U, k=k,
+    fields = card_fields(model, acts, blocks, mlp_out_weights(model, layer)[neurons] @ W_U, k=k,
                          window=window, bins=bins, cluster_top=cluster_top)
     return NeuronCards(provenance=Provenance.of(model, dataset="shakespeare blocks", layer=layer, neurons=neurons,
                                                 n_blocks=len(blocks), length=int(blocks.shape[1])),

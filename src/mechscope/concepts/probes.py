@@ -30,6 +30,7 @@ from typing import ClassVar, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..checks import positive_int
 from ..models.model import Model
 from ..results import Provenance, Result
@@ -152,6 +153,12 @@ class LinearProbe:
         return (w / w.norm().clamp(min=1e-12)).float()
 
 
+def _digest(acts: dict[str, torch.Tensor]) -> str:
+    from ..models.fingerprint import fingerprint_of
+
+    return fingerprint_of(acts, {})
+
+
 def group_split(groups: Sequence[str], test_fraction: float = 0.3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(train indices, test indices) with every group entirely on one side."""
     if not 0 < test_fraction < 1:
@@ -182,16 +189,24 @@ def activations(model: Model, dataset: ProbeDataset, sites: str | Sequence[str],
                 progress: bool = True) -> tuple[dict[str, torch.Tensor], list[int]]:
     """({site: [n, d] float32 at the probed position}, token id at that position per prompt): one
     forward per batch, caching only that position of only those sites."""
-    out: dict[str, list[torch.Tensor]] = {}
-    tokens: list[int] = []
-    steps = range(0, len(dataset.prompts), positive_int(batch, "batch", "prompts per forward"))
-    for start in tqdm(steps, desc=f"activations: {dataset.name}", disable=not progress, leave=False):
-        chunk = dataset.prompts[start:start + batch]
-        run = model.run(chunk, cache=sites, cache_positions=[dataset.position])
-        tokens += run.tokens[:, dataset.position].tolist()
-        for name, t in run.cache.items():
-            out.setdefault(name, []).append(t[:, 0].float().reshape(len(chunk), -1))
-    return {k: torch.cat(v) for k, v in out.items()}, tokens
+    positive_int(batch, "batch", "prompts per forward")
+    names = [site.name for site in model._sites(sites)]
+    widths: list[int] = []
+
+    def collect(items: range) -> torch.Tensor:  # [k, 1 + Σ widths]: the token id, then every site's row
+        chunk = dataset.prompts[items.start:items.stop]
+        run = model.run(chunk, cache=names, cache_positions=[dataset.position])
+        parts = [run.cache[name][:, 0].float().reshape(len(chunk), -1) for name in names]
+        widths[:] = [p.shape[1] for p in parts]
+        return torch.cat([run.tokens[:, dataset.position].float()[:, None].cpu(), *(p.cpu() for p in parts)], 1)
+
+    key = f"probe activations {model.fingerprint} {names} {dataset!r}" if distributed.recording() else ""
+    rows = distributed.sweep(len(dataset.prompts), collect, key=key, per=batch, desc=f"activations: {dataset.name}",
+                             progress=progress)
+    if not widths:  # every chunk came from the records (or another rank): the widths from one run
+        collect(range(0, 1))
+    split = rows[:, 1:].split(widths, dim=1)
+    return {name: part.contiguous() for name, part in zip(names, split)}, rows[:, 0].long().tolist()
 
 
 @dataclass
@@ -279,21 +294,32 @@ def probe_sweep(model: Model, dataset: ProbeDataset | str, sites: str | Sequence
     ctrl = control_labels(types, dataset.labels, seed) if kind != "ridge" else \
         y[torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))]
     names = list(acts)
-    tr, te, co, dirs = [], [], [], []
-    for name in tqdm(names, desc="probes", disable=not progress, leave=False):
-        X = acts[name].double()
-        mu, sd = X[train].mean(0), X[train].std(0).clamp(min=1e-6)  # standardise on the training rows
-        Z = (X - mu) / sd
-        probe = LinearProbe(kind, C=C, alpha=alpha).fit(Z[train], y[train])
-        tr.append(probe.score(Z[train], y[train]))
-        te.append(probe.score(Z[test], y[test]))
-        control = LinearProbe(kind, C=C, alpha=alpha)
-        if kind == "ridge" or len(set(ctrl[train].tolist())) == 2:
-            co.append(control.fit(Z[train], ctrl[train]).score(Z[test], ctrl[test]))
-        else:  # every training type drew the same label: the control probe can only guess it
-            co.append(float((ctrl[test] == ctrl[train][0]).double().mean()))
-        d = probe.direction.double() * (sd if kind == "mass-mean" else 1 / sd)  # back to raw activation space
-        dirs.append((d / d.norm()).float())
+
+    def fit(items: range) -> torch.Tensor:  # [k, 3 + d]: train, test and control score, then the unit direction
+        out = []
+        for name in (names[i] for i in items):
+            X = acts[name].double()
+            mu, sd = X[train].mean(0), X[train].std(0).clamp(min=1e-6)  # standardise on the training rows
+            Z = (X - mu) / sd
+            probe = LinearProbe(kind, C=C, alpha=alpha).fit(Z[train], y[train])
+            control = LinearProbe(kind, C=C, alpha=alpha)
+            if kind == "ridge" or len(set(ctrl[train].tolist())) == 2:
+                c = control.fit(Z[train], ctrl[train]).score(Z[test], ctrl[test])
+            else:  # every training type drew the same label: the control probe can only guess it
+                c = float((ctrl[test] == ctrl[train][0]).double().mean())
+            d = probe.direction.double() * (sd if kind == "mass-mean" else 1 / sd)  # back to raw activation space
+            scores = torch.tensor([probe.score(Z[train], y[train]), probe.score(Z[test], y[test]), c], dtype=torch.float64)
+            out.append(torch.cat([scores, d / d.norm()]))
+        return torch.stack(out)
+
+    widths = {acts[n].shape[1] for n in names}
+    if len(widths) == 1:  # one width: the sites' probes are divided among ranks
+        key = f"probes {kind} {C} {alpha} {test_fraction} {seed} {dataset!r} {_digest(acts)}" if distributed.recording() else ""
+        fitted = distributed.sweep(len(names), fit, key=key, desc="probes", progress=progress)
+    else:
+        fitted = [fit(range(i, i + 1))[0] for i in tqdm(range(len(names)), desc="probes", disable=not progress, leave=False)]
+    tr, te, co = ([float(f[j]) for f in fitted] for j in range(3))
+    dirs = [f[3:].float() for f in fitted]
     params = dict(kind=kind, C=C, alpha=alpha, test_fraction=test_fraction)
     prov = Provenance.of(model, prompts=dataset.prompts, dataset=dataset.name, seed=seed, **params) if model is not None \
         else Provenance(model="given activations", fingerprint="", dataset=dataset.name, seed=seed, params=params)

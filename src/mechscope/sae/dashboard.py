@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
+from .. import distributed
 from ..models.model import Model
 from ..models.sites import parse
 from ..models.weights import embedding_weights, mlp_out_weights
-from ..neurons import NeuronCards, card_fields
+from ..neurons import NeuronCards, _blocks_digest, card_fields
 from ..results import Provenance
 from .dictionary import SAEError, SparseCoder
 
@@ -89,13 +89,19 @@ def feature_cards(sae: SparseCoder, model: Model, features: Sequence[int], *, bl
         from ..data import token_blocks
 
         blocks = token_blocks(model.tokenizer, n_blocks, length)
-    acts = []
-    for start in tqdm(range(0, len(blocks), batch), desc="features", disable=not progress, leave=False):
-        run = model.run(blocks[start:start + batch], cache=c.site)
+    def encode(items: range) -> torch.Tensor:  # [k, length, features]: the features' activations on those blocks
+        run = model.run(blocks[items.start:items.stop], cache=c.site)
         f = sae.encode(sae.site_rows(run.cache[c.site]).to(sae.W_enc.device).float())[..., features].cpu()
         f[:, 0] = 0.0
-        acts.append(f)
-    fields = card_fields(model, torch.cat(acts), blocks, logit_effect(sae, model, features), k=k, window=window)
+        return f
+
+    key = ""
+    if distributed.recording():
+        from ..models.fingerprint import fingerprint_of
+
+        key = f"feature cards {model.fingerprint} {fingerprint_of(sae, {})} {features} {_blocks_digest(blocks)}"
+    acts = distributed.sweep(len(blocks), encode, key=key, per=batch, desc="features", progress=progress)
+    fields = card_fields(model, acts, blocks, logit_effect(sae, model, features), k=k, window=window)
     layer = parse(c.site).layer
     return FeatureCards(provenance=Provenance.of(model, dataset="shakespeare blocks", site=c.site, arch=c.arch,
                                                  width=c.width, features=features, n_blocks=len(blocks),

@@ -16,9 +16,10 @@ a crash each store resumes from its own last shard.
 ``batches(size, shuffle=True, seed)``, which streams shards in a random order through a buffer of
 ``buffer_shards`` shards whose rows are shuffled together (memory: that many shards).
 
-Under an initialised ``torch.distributed`` process group each rank harvests blocks rank::world
-into ``rank_NNN/`` (a store of its own, resumable as above); rank 0 then writes the top manifest
-listing every rank's shards (rank-major order).
+Under an initialised ``torch.distributed`` process group each rank harvests its share of the blocks
+(``distributed.share``: contiguous, in rank order) into ``rank_NNN/`` (a store of its own, resumable
+as above); rank 0 then writes the top manifest listing every rank's shards in rank order, so the
+merged store holds the rows in the order one process writes them.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..checks import positive_int
-from ..distributed import rank_world
+from ..distributed import rank_world, share
 from ..files import write_atomic
 from ..models.model import Model
 
@@ -182,7 +183,8 @@ def _harvest_ranks(model: Model, sites: list[str], dirs: list[Path], tokens: tor
                    **options) -> "list[ActivationStore]":
     import torch.distributed as dist
 
-    subs = _harvest(model, sites, [d / f"rank_{rank:03d}" for d in dirs], tokens[rank::world], **options)
+    mine = share(len(tokens))
+    subs = _harvest(model, sites, [d / f"rank_{rank:03d}" for d in dirs], tokens[mine.start:mine.stop], **options)
     dist.barrier()
     if rank == 0:
         for d, sub in zip(dirs, subs):
