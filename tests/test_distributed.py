@@ -181,3 +181,31 @@ def test_progress_records_are_reused_and_a_bad_one_is_recomputed(tmp_path, recwa
         stamps = {f: f.stat().st_mtime_ns for f in (tmp_path / "patching").rglob("*.pt")}
         b = activation_patching(model, task, "heads", batch_size=6, progress=False).effect
     assert torch.equal(a, b) and stamps == {f: f.stat().st_mtime_ns for f in (tmp_path / "patching").rglob("*.pt")}
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+def test_cli_commands_under_torchrun_write_once_what_one_process_writes(tmp_path):
+    """`torchrun --nproc-per-node 2 -m mechscope --records DIR circuit ...` divides the sweeps, and rank 0
+    alone prints, writes the page and JSON and stores the specimen: the circuit one process finds."""
+    import json
+    import subprocess
+    import sys
+
+    from mechscope.cli import main
+
+    common = ["circuit", "--task", "compiled:reverse", "--method", "eap-ig", "--quiet"]
+    assert main(common + ["--json", str(tmp_path / "one.json"), "--archive", str(tmp_path / "a1"),
+                          "--out", str(tmp_path / "one.html")]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "mechscope", "--records", str(tmp_path / "records"), *common,
+                           "--json", str(tmp_path / "two.json"), "--archive", str(tmp_path / "a2"),
+                           "--out", str(tmp_path / "two.html")], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("stored specimen") == 1 and done.stdout.count("wrote") == 2  # rank 0 only
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    for doc in (one, two):
+        doc["provenance"].pop("created")
+    assert one == two
+    assert len(list((tmp_path / "a2").rglob("*.json"))) == len(list((tmp_path / "a1").rglob("*.json")))
+    assert list((tmp_path / "records").iterdir())  # progress records were kept

@@ -61,13 +61,14 @@ def gather(part: torch.Tensor | None, n: int, sizes: list[int] | None = None) ->
     dist.all_gather_object(like, None if part is None else (tuple(part.shape[1:]), part.dtype))
     shape, dtype = next(x for x in like if x is not None)
     sizes = sizes or [len(_range(r, world, n)) for r in range(world)]
-    device = part.device if part is not None else ("cuda" if dist.get_backend() == "nccl" else "cpu")
-    padded = torch.zeros((max(sizes), *shape), dtype=dtype, device=device)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    padded = torch.zeros((max(sizes), *shape), dtype=dtype, device=device)  # on the backend's device (NCCL: this GPU)
     if part is not None:
-        padded[:len(part)] = part
+        padded[:len(part)] = part.to(device)
     parts = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(parts, padded)
-    return torch.cat([p[:s] for p, s in zip(parts, sizes)])
+    out = torch.cat([p[:s] for p, s in zip(parts, sizes)])
+    return out.to(part.device) if part is not None else out.cpu()
 
 
 def total(t: torch.Tensor) -> torch.Tensor:
@@ -75,8 +76,10 @@ def total(t: torch.Tensor) -> torch.Tensor:
     import torch.distributed as dist
 
     if rank_world()[1] > 1:
-        t = t.clone()
-        dist.all_reduce(t)
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+        out = t.to(device, copy=True)
+        dist.all_reduce(out)
+        return out.to(t.device)
     return t
 
 
