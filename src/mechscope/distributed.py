@@ -101,15 +101,18 @@ def records(directory: str | os.PathLike) -> Iterator[Path]:
 def sweep(n: int, compute: Callable[[range], torch.Tensor], *, key: str, per: int = 1, desc: str = "sweep",
           progress: bool = False) -> torch.Tensor:
     """``compute`` over items 0 … n−1, as [n, ...] on every rank. The items are cut into chunks of
-    ``per`` (``compute(range)`` -> [len(range), ...], on any device); each rank computes its share
-    of the chunks and the parts are gathered in order. A chunk is the same whatever the number of
-    ranks, so the result is too. ``key`` names everything the results depend on (model, task,
+    ``per`` (``compute(range)`` -> [len(range), ...], on any device); rank r computes chunks r,
+    r + world, … (early and late chunks of a layered sweep cost differently: dealt round the ranks,
+    they balance) and the parts are gathered back in order. A chunk is the same whatever the number
+    of ranks, so the result is too. ``key`` names everything the results depend on (model, task,
     parameters): inside ``records(...)`` a chunk finished under the same key is loaded, not computed."""
     chunks = [range(i, min(i + per, n)) for i in range(0, n, per)]
     rank, world = rank_world()
+    if n == 0:
+        return torch.zeros(0)
     folder = _record_folder(desc, key)
     parts = []
-    for chunk in tqdm([chunks[i] for i in share(len(chunks))], desc=desc, disable=not progress or rank != 0):
+    for chunk in tqdm(chunks[rank::world], desc=desc, disable=not progress or rank != 0):
         path = folder / f"{chunk.start:09d}-{chunk.stop:09d}.pt" if folder is not None else None
         done = _load_record(path) if path is not None and path.exists() else None
         if done is None:
@@ -117,8 +120,13 @@ def sweep(n: int, compute: Callable[[range], torch.Tensor], *, key: str, per: in
             if path is not None:
                 _save_record(path, done)
         parts.append(done)
-    sizes = [sum(len(chunks[i]) for i in _range(r, world, len(chunks))) for r in range(world)]
-    return gather(torch.cat(parts) if parts else None, n, sizes)  # (None: more ranks than chunks)
+    if world == 1:
+        return torch.cat(parts) if parts else torch.zeros(0)
+    sizes = [sum(len(c) for c in chunks[r::world]) for r in range(world)]
+    every = gather(torch.cat(parts) if parts else None, n, sizes)  # rank-major (None: more ranks than chunks)
+    pieces = every.split([len(c) for r in range(world) for c in chunks[r::world]])
+    order = [i for r in range(world) for i in range(r, len(chunks), world)]  # the chunk each piece is
+    return torch.cat([piece for _, piece in sorted(zip(order, pieces), key=lambda p: p[0])])
 
 
 def recording() -> bool:

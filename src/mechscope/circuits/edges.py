@@ -234,7 +234,7 @@ def _edge_hooks(state: _State) -> Iterator[None]:
 
     def on_joint_qk(local: list[tuple[int, torch.Tensor]], module: nn.Module, norm: nn.Module):
         """A q or k projection whose norm spans all heads: each receiver moves the whole projection
-        (kept for ``on_joint_norm``), and keeps its own slice of the normalised result."""
+        (kept for ``on_norm``), and keeps its own slice of the normalised result."""
         def on_proj(_m, args, _out):
             if state.delta is None:
                 state.joint = None
