@@ -76,3 +76,42 @@ def test_weight_readers_and_logit_attribution_work_offloaded(family, tmp_path):
     a = direct_logit_attribution(whole, PROMPTS[0], target)
     b = direct_logit_attribution(split, PROMPTS[0], target)
     assert torch.allclose(a.values, b.values, atol=1e-6)
+
+
+def test_attribution_graphs_splices_and_the_fingerprint_work_offloaded(tmp_path, monkeypatch):
+    """An attribution graph through transcoders and a transcoder splice on a model with every other
+    block on disk equal the model in memory's; its fingerprint reads one offloaded module at a time."""
+    import accelerate.utils
+
+    from mechscope.circuits.attribution_graph import attribution_graph
+    from mechscope.sae import splice
+    from test_attribution_graph import random_transcoders
+
+    whole = tiny("llama")
+    split = offloaded(whole, tmp_path)
+    coders = random_transcoders(whole)
+    a = attribution_graph(whole, coders, PROMPTS[0], batch_size=8, progress=False)
+    b = attribution_graph(split, coders, PROMPTS[0], batch_size=8, progress=False)
+    assert torch.equal(a.edge_index, b.edge_index) and torch.allclose(a.edge_weight, b.edge_weight, atol=1e-5)
+    spliced = [iv for c in coders[1:2] for iv in splice(c)]
+    assert torch.allclose(whole.run(PROMPTS, interventions=spliced).logits,
+                          split.run(PROMPTS, interventions=spliced).logits, atol=1e-6)
+    active, most = [0], [0]
+    align = accelerate.utils.align_module_device
+
+    def counted(module, *args, **kwargs):
+        class Held:
+            def __enter__(self):
+                active[0] += 1
+                most[0] = max(most[0], active[0])
+                self.inner = align(module, *args, **kwargs)
+                return self.inner.__enter__()
+
+            def __exit__(self, *exc):
+                active[0] -= 1
+                return self.inner.__exit__(*exc)
+        return Held()
+
+    monkeypatch.setattr(accelerate.utils, "align_module_device", counted)
+    again = ms.Model(split.hf, split.tokenizer)  # a fresh wrapper: its fingerprint is computed anew
+    assert again.fingerprint == whole.fingerprint and most[0] == 1

@@ -133,9 +133,18 @@ class Model(Engine):
     @cached_property
     def fingerprint(self) -> str:
         """See ``fingerprint_of``; computed once (re-wrap a model whose weights changed). An
-        offloaded model is read whole for it, once (its offloaded weights are loaded together)."""
-        with loaded(self.hf):
-            return fingerprint_of(self.hf, self.hf.config.to_dict())
+        offloaded model's weights are read one module at a time (never the whole model at once)."""
+        def read(name: str, meta: torch.Tensor) -> torch.Tensor:
+            path, _, attr = name.rpartition(".")
+            owner, holder = self.hf.get_submodule(path), path
+            while True:  # the module accelerate hooked: the weight's own, or the nearest one above it
+                with loaded(self.hf.get_submodule(holder)):
+                    tensor = getattr(owner, attr)
+                    if tensor.device.type != "meta" or not holder:
+                        return tensor.detach().to("cpu", copy=True)
+                holder = holder.rpartition(".")[0]
+
+        return fingerprint_of(self.hf, self.hf.config.to_dict(), read=read)
 
     def info(self) -> dict[str, Any]:
         """Name, shape, fingerprint and site names (for ``mechscope info``)."""

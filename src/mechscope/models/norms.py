@@ -8,10 +8,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .offload import loaded
+
 
 def norm_gain(norm: nn.Module) -> torch.Tensor:
-    """The effective per-channel gain [d]: ``weight``, or 1 + weight for Gemma's RMSNorms."""
-    weight = norm.weight.detach().float()
+    """The effective per-channel gain [d]: ``weight``, or 1 + weight for Gemma's RMSNorms (read under
+    ``loaded``: real even inside a hook on an offloaded norm)."""
+    with loaded(norm):
+        weight = norm.weight.detach().float().clone()
     return 1.0 + weight if "gemma" in type(norm).__name__.lower() else weight
 
 
