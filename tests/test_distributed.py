@@ -194,6 +194,7 @@ def test_cli_commands_under_torchrun_write_once_what_one_process_writes(tmp_path
     from mechscope.cli import main
 
     common = ["circuit", "--task", "compiled:reverse", "--method", "eap-ig", "--quiet"]
+    torch.set_num_threads(1)  # as each torchrun process (bit-equal results need the same kernels)
     assert main(common + ["--json", str(tmp_path / "one.json"), "--archive", str(tmp_path / "a1"),
                           "--out", str(tmp_path / "one.html")]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
