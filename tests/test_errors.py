@@ -102,6 +102,13 @@ def test_opt_variants_mechscope_cannot_place_are_refused_by_name(variant, says):
         ms.Model(hf, tok)
 
 
+@pytest.mark.parametrize("family", ["qwen2_moe", "qwen3_moe"])
+def test_a_mixture_of_experts_with_dense_layers_is_refused_by_name(family):
+    hf, tok = tiny_hf(family, mlp_only_layers=[0])
+    with pytest.raises(ms.UnsupportedArchitecture, match="mixes dense MLP layers among its mixture-of-experts"):
+        ms.Model(hf, tok)
+
+
 def test_an_unknown_family_with_a_known_layout_is_pointed_at_it_and_can_be_registered():
     """A model type mechscope does not know whose modules are all where the llama layout puts them:
     the error says so and how to register it; registered, it runs exactly as HF does."""

@@ -228,7 +228,13 @@ ADAPTERS: dict[str, Adapter] = {family: a for a in (LLAMA, STABLELM, STARCODER2,
 
 
 # Variants of supported families refused by name: (test on the HF model, the reason)
+_DENSE_AMONG_SPARSE = (
+    lambda hf: bool(getattr(hf.config, "mlp_only_layers", None)) or getattr(hf.config, "decoder_sparse_step", 1) != 1,
+    "this config mixes dense MLP layers among its mixture-of-experts layers (mlp_only_layers or "
+    "decoder_sparse_step > 1): mechscope's MoE sites and senders assume every block routes to experts")
 REFUSED_VARIANTS = {
+    "qwen2_moe": [_DENSE_AMONG_SPARSE],
+    "qwen3_moe": [_DENSE_AMONG_SPARSE],
     "opt": [
         (lambda hf: not hf.config.do_layer_norm_before,
          "this OPT normalises after each residual addition (the post-LN variant, do_layer_norm_before=False, "
