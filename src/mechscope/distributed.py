@@ -1,9 +1,10 @@
 """Work split across processes: under ``torchrun`` (an initialised ``torch.distributed`` group) a
 sweep's items are divided among ranks and the per-item results gathered back in order, so every
-rank returns the same result one process would. One helper for every analysis: ``sweep`` runs a
-function over this rank's share of n items in chunks and gathers the results; underneath it
-``share`` gives this rank its contiguous part of n items, ``gather`` concatenates the parts in rank
-order, ``total`` sums per-rank partial sums. Without a process group they are identities (one
+rank returns the same result one process would. One helper for every analysis: ``sweep`` cuts n
+items into chunks, deals them round the ranks and gathers the results in order (a chunk is the same
+whatever the number of ranks, so the result is bit for bit one process's). Underneath, ``gather``
+concatenates per-rank parts, ``share`` gives this rank a contiguous part of n items (the harvest's
+blocks) and ``total`` sums per-rank partial sums. Without a process group they are identities (one
 process does everything).
 
 Long runs resume: inside ``records(directory)`` every chunk a sweep finishes is written at once
