@@ -312,16 +312,16 @@ def _router_hook(state: HookState, moe: nn.Module, router: nn.Module, site: Site
             raise InterventionError(f"{type(iv).__name__} at {site.name} forces {forced} experts; the router "
                                     f"chooses {top_k} per token (valid: at most {top_k})")
 
-    def hook(mod, args, out):
+    def hook(mod, args, kwargs, out):
         logits = out[0]
         view = logits.view(*shape["x"][:-1], logits.shape[-1])
         new = state.process(site, view)
         if new is view:
             return None
         with _LinearGives(new.reshape(logits.shape).to(logits.dtype)):
-            return forward(mod, *args)
+            return forward(mod, *args, **kwargs)
 
-    handles.append(router.register_forward_hook(hook))
+    handles.append(router.register_forward_hook(hook, with_kwargs=True))
 
 
 def _shared_expert_hooks(state: HookState, moe: nn.Module, expert: nn.Module, gate: nn.Module, site: Site,
