@@ -210,3 +210,14 @@ def test_cli_commands_under_torchrun_write_once_what_one_process_writes(tmp_path
     assert one == two
     assert len(list((tmp_path / "a2").rglob("*.json"))) == len(list((tmp_path / "a1").rglob("*.json")))
     assert list((tmp_path / "records").iterdir())  # progress records were kept
+
+
+def test_commands_that_do_not_divide_are_refused_under_torchrun(monkeypatch, capsys):
+    """Under torchrun (WORLD_SIZE > 1) a command that would only repeat its work on every rank is
+    refused by name, listing the commands that divide."""
+    from mechscope.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["heads", "smollm2-135m"]) == 2
+    err = capsys.readouterr().err
+    assert "`mechscope heads` does not divide its work across torchrun's ranks" in err and "sae dashboard" in err

@@ -13,8 +13,11 @@ import tempfile
 from . import archive, circuits, compile, concepts, models, sae, verify, vision
 
 FAMILIES = (models, circuits, concepts, sae, vision, verify, compile, archive)  # the order of `mechscope --help`
-DIVIDED = ("patch", "circuit", "graph", "probe")  # under torchrun the ranks divide their sweeps; rank 0 writes
-OUTPUTS = ("out", "json", "archive")  # what a command writes: redirected to scratch on the other ranks
+# under torchrun the ranks divide these commands' sweeps and rank 0 alone writes; `sae harvest` / `sae train`
+# manage their ranks themselves; any other command is refused there (it would only repeat its work per rank)
+DIVIDED = ("patch", "circuit", "graph", "probe", "sae dashboard", "sae eval")
+SELF_MANAGED = ("sae harvest", "sae train")
+OUTPUTS = ("out", "json", "archive", "page", "neuronpedia")  # what a command writes: to scratch on the other ranks
 
 
 def parser() -> argparse.ArgumentParser:
@@ -48,14 +51,20 @@ def _run(args) -> int:
     writes (the other ranks' outputs go to a scratch folder that is then removed)."""
     from ..distributed import group, rank_world, records
 
+    name = f"{args.command} {getattr(args, 'action', '')}".strip() if args.command == "sae" else args.command
     with records(args.records) if args.records else contextlib.nullcontext():
-        if int(os.environ.get("WORLD_SIZE", "1")) == 1 or args.command not in DIVIDED:
+        if int(os.environ.get("WORLD_SIZE", "1")) == 1 or name in SELF_MANAGED:
             return args.fn(args)
-        with group():
+        if name not in DIVIDED:
+            raise ValueError(f"`mechscope {name}` does not divide its work across torchrun's ranks; run it as one "
+                             f"process (commands that do: {', '.join(DIVIDED + SELF_MANAGED)})")
+        with group(getattr(args, "device", None)) as device:
+            if hasattr(args, "device"):
+                args.device = device  # under NCCL: this rank's own GPU
             if rank_world()[0] == 0:
                 return args.fn(args)
             with tempfile.TemporaryDirectory() as scratch, contextlib.redirect_stdout(io.StringIO()):
-                for name in OUTPUTS:
-                    if hasattr(args, name) and (getattr(args, name) is not None or name == "archive"):
-                        setattr(args, name, os.path.join(scratch, name))
+                for output in OUTPUTS:
+                    if hasattr(args, output):
+                        setattr(args, output, os.path.join(scratch, output))
                 return args.fn(args)

@@ -17,8 +17,9 @@ def open_archive(args):
 
 def write_page(result, path: str) -> None:
     """Write ``result`` as a self-contained HTML page."""
+    from ..files import write_atomic
     from ..report.page import page
 
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(page(result.title, result.html()))
+    text = page(result.title, result.html())
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     print(f"wrote {path}")
