@@ -268,3 +268,19 @@ def test_any_module_is_a_site_by_its_path(llama):
     assert torch.equal(a.logits, b.logits)
     with pytest.raises(ms.SiteError, match="unknown site 'model.layers.1.mlp.nope.output'"):
         llama.run(prompts, cache="model.layers.1.mlp.nope.output")
+
+
+def test_a_replace_that_returns_its_input_at_a_viewed_site_stays_in_the_graph(llama):
+    """attn.z is the output projection's input viewed per head: a Replace that keeps the tensor it is
+    given (to differentiate at it later) sees the tensor the model goes on with, so gradients reach it;
+    the run is unchanged bit for bit."""
+    held = {}
+
+    def keep(z):
+        held["z"] = z
+        return z
+
+    run = llama.run(PROMPTS, interventions=[ms.Replace("blocks.1.attn.z", keep)], differentiable=True)
+    assert torch.equal(run.logits, llama.run(PROMPTS).logits)
+    (grad,) = torch.autograd.grad(run.logits[:, -1].sum(), held["z"])
+    assert grad.shape == held["z"].shape and float(grad.abs().sum()) > 0

@@ -318,9 +318,8 @@ class LocalReplacement:
                 if kind == "pattern":
                     lin.attention[(kind, layer)] = x[:1].detach().clone()
                     return x.detach()
-                kept = x + 0  # a new tensor: what the model goes on with (an untouched viewed site would not be)
-                lin.attention[(kind, layer)] = kept
-                return kept
+                lin.attention[(kind, layer)] = x  # what the model goes on with (a viewed site's too)
+                return x
             return fn
 
         norms, freeze_final = self._norm_interventions(reference=False, qk=attention)

@@ -143,7 +143,7 @@ def hooked(model: "Model", state: HookState) -> Iterator[None]:
             raw = _output(out)
             x = view(raw) if view else raw
             new = state.process(site, x)
-            if new is x and not (view and state.actions[site.name].grad):
+            if new is x and not (view and _kept(state.actions[site.name])):
                 return None
             return _with_output(out, unview(new, raw) if view else new)
 
@@ -154,7 +154,7 @@ def hooked(model: "Model", state: HookState) -> Iterator[None]:
             raw = _first_input(args, kwargs)
             x = view(raw) if view else raw
             new = state.process(site, x)
-            if new is x and not (view and state.actions[site.name].grad):
+            if new is x and not (view and _kept(state.actions[site.name])):
                 return None  # untouched (a viewed site kept for gradients must flow on through its view)
             return _with_first_input(args, kwargs, new.reshape(raw.shape) if view else new)
 
@@ -256,6 +256,12 @@ def hooked(model: "Model", state: HookState) -> Iterator[None]:
         for handle in handles:
             handle.remove()
         lock.release()
+
+
+def _kept(action: SiteAction) -> bool:
+    """A viewed site's tensor must flow on through its view when something may hold it: gradients are
+    taken there, or an intervention saw it (a function that returns it unchanged may keep it)."""
+    return action.grad or bool(action.interventions)
 
 
 FLAT_MLP_SITES = frozenset({"resid_mid", "mlp.in", "mlp.pre", "mlp.post", "mlp.out"})
