@@ -138,7 +138,7 @@ def frozen_norm(norm: nn.Module, x_final: torch.Tensor) -> tuple[Callable[[torch
     if is_identity(norm):  # no final norm (compiled programs)
         return (lambda c: c.float()), torch.zeros(x.shape[-1])
     with loaded(norm):
-        gain = norm_gain(norm).to(x.device).clone() if getattr(norm, "weight", None) is not None else 1.0
+        gain = norm_gain(norm).to(x.device) if getattr(norm, "weight", None) is not None else 1.0
         bias = getattr(norm, "bias", None)
         bias = bias.detach().float().clone() if bias is not None else torch.zeros(x.shape[-1])
     if centres(norm):  # LayerNorm (Cohere's has no bias)

@@ -153,12 +153,6 @@ class LinearProbe:
         return (w / w.norm().clamp(min=1e-12)).float()
 
 
-def _digest(acts: dict[str, torch.Tensor]) -> str:
-    from ..models.fingerprint import fingerprint_of
-
-    return fingerprint_of(acts, {})
-
-
 def group_split(groups: Sequence[str], test_fraction: float = 0.3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(train indices, test indices) with every group entirely on one side."""
     if not 0 < test_fraction < 1:
@@ -314,7 +308,11 @@ def probe_sweep(model: Model, dataset: ProbeDataset | str, sites: str | Sequence
 
     widths = {acts[n].shape[1] for n in names}
     if len(widths) == 1:  # one width: the sites' probes are divided among ranks
-        key = f"probes {kind} {C} {alpha} {test_fraction} {seed} {dataset!r} {_digest(acts)}" if distributed.recording() else ""
+        key = ""
+        if distributed.recording():
+            from ..models.fingerprint import fingerprint_of
+
+            key = f"probes {kind} {C} {alpha} {test_fraction} {seed} {dataset!r} {fingerprint_of(acts, {})}"
         fitted = distributed.sweep(len(names), fit, key=key, desc="probes", progress=progress)
     else:
         fitted = [fit(range(i, i + 1))[0] for i in tqdm(range(len(names)), desc="probes", disable=not progress, leave=False)]

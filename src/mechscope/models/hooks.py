@@ -183,7 +183,8 @@ def hooked(model: "Model", state: HookState) -> Iterator[None]:
     shapes: dict[int, dict[str, torch.Size]] = {}
 
     def rows_of(site: Site) -> dict[str, torch.Size]:
-        """The block's input shape [batch, pos, d] in this forward (kept by a pre-hook on the block)."""
+        """The block's input shape [batch, pos, d] in this forward (kept by one pre-hook on the block, for
+        the sites that see its rows flattened: OPT's MLP, a mixture of experts' router and experts)."""
         if site.layer not in shapes:
             shape = shapes[site.layer] = {}
 
@@ -242,9 +243,9 @@ def hooked(model: "Model", state: HookState) -> Iterator[None]:
             if kind == "resid_mid":
                 mid_layers.append(site)
         for site in routers:
-            _router_hook(state, block(site, adapter.mlp), block(site, adapter.router), site, handles)
+            _router_hook(state, rows_of(site), block(site, adapter.router), site, handles)
         for layer, sites in experts.items():
-            _expert_hooks(state, block(sites[0], adapter.mlp), block(sites[0], adapter.experts), sites, handles)
+            _expert_hooks(state, rows_of(sites[0]), block(sites[0], adapter.experts), sites, handles)
         for site in mid_layers:
             if state.actions[site.name].interventions:
                 _carry_resid_mid(block(site), block(site, adapter.mlp_out_path), block(site, adapter.mid_norm), handles)
@@ -278,18 +279,6 @@ def _site_multiplier(model: "Model", kind: str) -> tuple[float, bool]:
     return float(getattr(model.hf.config, name.removeprefix("1/"))), name.startswith("1/")
 
 
-def _keep_moe_shape(moe: nn.Module, handles: list) -> dict[str, torch.Size]:
-    """The MoE block's input shape [batch, pos, d] of the current forward (router and experts see
-    the tokens flattened to [batch·pos, d])."""
-    shape: dict[str, torch.Size] = {}
-
-    def keep(_m, args, kwargs):
-        shape["x"] = _first_input(args, kwargs).shape
-
-    handles.append(moe.register_forward_pre_hook(keep, with_kwargs=True))
-    return shape
-
-
 class _LinearGives(torch.overrides.TorchFunctionMode):
     """Inside it, the first ``F.linear`` returns ``value``: a router's forward then decides its
     routing from edited logits by the family's own rule (softmax, top-k, renormalisation)."""
@@ -305,11 +294,11 @@ class _LinearGives(torch.overrides.TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def _router_hook(state: HookState, moe: nn.Module, router: nn.Module, site: Site, handles: list) -> None:
+def _router_hook(state: HookState, shape: dict[str, torch.Size], router: nn.Module, site: Site, handles: list) -> None:
     """``blocks.L.mlp.router``: the router's logits [tokens, E] viewed as [batch, pos, E]. An edit
     decides the routing again: the router's own forward runs with its linear layer giving the edited
-    logits, so weights and chosen experts follow the family's rule; untouched, the run is the model's."""
-    shape = _keep_moe_shape(moe, handles)
+    logits, so weights and chosen experts follow the family's rule; untouched, the run is the model's.
+    ``shape["x"]``: the block's input shape in this forward."""
     forward = type(router).forward
     top_k = getattr(router, "top_k", None)
     for iv, _ in state.actions[site.name].interventions:
@@ -378,11 +367,12 @@ def expert_shares(experts: nn.Module, hidden: torch.Tensor, index: torch.Tensor,
     return out
 
 
-def _expert_hooks(state: HookState, moe: nn.Module, experts: nn.Module, sites: list[Site], handles: list) -> None:
+def _expert_hooks(state: HookState, shape: dict[str, torch.Size], experts: nn.Module, sites: list[Site],
+                  handles: list) -> None:
     """Expert sites of one MoE block: each requested expert's weighted output (``expert_shares``)
     viewed as [batch, pos, d]. An edit replaces that expert's share of the experts' output
-    (out − part + new); an untouched run leaves the output as it was, bit for bit."""
-    shape = _keep_moe_shape(moe, handles)
+    (out − part + new); an untouched run leaves the output as it was, bit for bit. ``shape["x"]``: the
+    block's input shape [batch, pos, d] in this forward (the experts see its rows flattened)."""
 
     def hook(mod, args, out):
         hidden, index, weights = (list(args) + [None, None])[:3]

@@ -179,8 +179,7 @@ class Model(Engine):
 
         norm = self.hf.get_submodule(f"{self.adapter.blocks}.{layer}.{self.adapter.attn_out}")
         total = heads.sum(2) + (bias if bias is not None else 0)
-        with loaded(norm):
-            return (heads.float() * frozen_rms_scale(norm, total)[:, :, None]).to(heads.dtype)
+        return (heads.float() * frozen_rms_scale(norm, total)[:, :, None]).to(heads.dtype)  # (gain read under loaded)
 
     @property
     def embed(self) -> nn.Module:

@@ -85,7 +85,7 @@ def norm_affine(model: Model, layer: int) -> tuple[torch.Tensor, torch.Tensor, b
     from .norms import centres
 
     with loaded(norm):
-        gain = norm_gain(norm).clone()
+        gain = norm_gain(norm)
         bias = getattr(norm, "bias", None)
         bias = bias.detach().float().clone() if bias is not None else torch.zeros_like(gain)
     return gain, bias, centres(norm) or getattr(norm, "bias", None) is not None
