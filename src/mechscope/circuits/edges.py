@@ -30,40 +30,14 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from ..models.hooks import _first_input, _output, _with_first_input, expert_shares, model_lock, tiled
+from ..models.hooks import tiled
+from ..models.hookset import HookSet
 from ..models.model import Model
-from ..models.offload import loaded
+from ..models.placement import head_inputs, logits_input, mlp_input, mlp_senders, site_places
+from ..models.sites import Site, parse
 from .graph import Graph
 
 ABLATIONS = ("corrupted", "mean", "resample", "zero")
-
-
-def _weight_rows(module: nn.Module) -> torch.Tensor:
-    """A projection's weight as [out_features, in_features] (GPT-2's Conv1D stores [in, out])."""
-    return module.weight if isinstance(module, nn.Linear) else module.weight.T
-
-
-def _qkv_slices(model: Model) -> list[tuple[str, list[tuple[int, torch.Tensor]]]]:
-    """For each q/k/v projection module of a block: (path, [(local receiver index, out rows)]).
-
-    Local receiver indices follow ``Graph.attn_receivers`` (queries, keys, values)."""
-    c, a = model.cfg, model.adapter
-    H, K, d = c.n_heads, c.n_kv_heads, c.d_head
-    rows = lambda start, i: torch.arange(start + i * d, start + (i + 1) * d)  # noqa: E731
-    q = [(h, rows(0, h)) for h in range(H)]
-    if a.qkv_layout == "separate":
-        k = [(H + g, rows(0, g)) for g in range(K)]
-        v = [(H + K + g, rows(0, g)) for g in range(K)]
-        return [(a.qkv[0], q), (a.qkv[1], k), (a.qkv[2], v)]
-    if a.qkv_layout == "fused":  # [q | k | v]: q H·d wide, k and v K·d each
-        k = [(H + g, rows(H * d, g)) for g in range(K)]
-        v = [(H + K + g, rows((H + K) * d, g)) for g in range(K)]
-        return [(a.qkv[0], q + k + v)]
-    if a.qkv_layout == "per_head":  # per head [q_h k_h v_h]
-        trip = lambda h, j: torch.arange(h * 3 * d + j * d, h * 3 * d + (j + 1) * d)  # noqa: E731
-        return [(a.qkv[0], [(h, trip(h, 0)) for h in range(H)] + [(H + g, trip(g, 1)) for g in range(K)]
-                 + [(H + K + g, trip(g, 2)) for g in range(K)])]
-    raise ValueError(f"unknown qkv_layout {a.qkv_layout!r}")  # pragma: no cover
 
 
 @dataclass
@@ -88,11 +62,6 @@ class _State:
         self.current: torch.Tensor | None = None  # [rows, pos, senders − offset, d] sender outputs of this run
         self.offset, self.early = 0, None  # senders before offset: [prompts, pos, offset, d], the same in every copy
         self.leaves: list[tuple[torch.Tensor, list[int]]] = []
-        self.x: torch.Tensor | None = None  # the block's residual input (what its attention norm reads)
-        self.norm: nn.Module | None = None
-        self.experts: tuple[torch.Tensor, torch.Tensor] | None = None  # a MoE block's expert shares and their sum
-        self.joint: torch.Tensor | None = None  # [rows, pos, k, out]: each receiver's move of a q/k projection
-        self.delta: torch.Tensor | None = None  # [rows, pos, R_attn, d] for the current block
         self.totals: dict[int, torch.Tensor] = {}
         self.tiles = 1  # > 1 while the copies still share their rows (see ``tile``)
         self.ablated_totals = None
@@ -183,166 +152,68 @@ class _State:
         return out
 
 
+class _Senders:
+    """The ``Processor`` of the sender sites (``placement.Processor``): records each sender's output
+    at its index — a head's from ``attn.z`` (``Model.head_outputs``) — and puts ``state.embed`` in
+    place of the embedding where it is given."""
+
+    def __init__(self, state: _State, index: dict[str, int]):
+        self.state, self.index = state, index
+
+    def process(self, site: Site, x: torch.Tensor) -> torch.Tensor:
+        state = self.state
+        if site.kind == "embed" and state.embed is not None:
+            x = state.embed.to(x.device, x.dtype)
+        if state.recording:
+            state.record(self.index[site.name],
+                         state.model.head_outputs(x, site.layer) if site.kind == "attn.z" else x[:, :, None])
+        return x
+
+    def keeps(self, site: Site) -> bool:
+        return False
+
+    def edits(self, site: Site) -> bool:
+        return False
+
+    def check(self, site: Site, module: nn.Module) -> None:
+        return None
+
+
 @contextmanager
 def _edge_hooks(state: _State) -> Iterator[None]:
+    """Hooks of one edge-level forward, all from the placement layer: the senders' sites (what the
+    embedding, each head and each MLP or expert add to the residual) and each receiver's input."""
     model, graph = state.model, state.graph
-    hf, a, c = model.hf, model.adapter, model.cfg
-    handles = []
-    block = lambda l, rel: hf.get_submodule(f"{a.blocks}.{l}.{rel}")  # noqa: E731
-    slices = _qkv_slices(model)
-
-    embed_scale, resid_scale = model.multiplier("embedding"), model.multiplier("residual")  # Granite
-
-    def on_embed(_m, _args, out):
-        x = _output(out)
-        if state.embed is not None:
-            x = state.embed.to(x.device, x.dtype)
-        state.record(0, (x * embed_scale if embed_scale != 1.0 else x)[:, :, None])  # what enters the residual
-        return x if state.embed is not None else None
-
-    def on_embed_input(_m, args, kwargs):  # OPT: the embedding sum is block 0's input
-        x = on_embed(_m, args, _first_input(args, kwargs))
-        return None if x is None else _with_first_input(args, kwargs, x)
-
-    def on_attn_norm(l):
-        norm = block(l, a.attn_norm) if a.attn_norm else None  # None: attention reads the residual itself
-
-        def hook(_m, args, kwargs):
-            state.x = _first_input(args, kwargs)
-            state.delta = state.delta_for(list(graph.attn_receivers[l]), state.x)
-            state.norm = norm
-        return hook
-
-    def moved_by(local: list[tuple[int, torch.Tensor]], normed: torch.Tensor) -> torch.Tensor:
-        """[rows, pos, k, d]: how each receiver's own input moves what the projection reads."""
-        x = state.x
-        shift = state.delta[:, :, torch.tensor([i for i, _ in local], device=x.device)]
-        return shift if state.norm is None else state.norm.forward(x[:, :, None] + shift) - normed[:, :, None]
-
-    def on_qkv(l, local: list[tuple[int, torch.Tensor]], module: nn.Module):
-        out_rows = torch.cat([r for _, r in local])
-
-        def hook(_m, args, out):
-            if state.delta is None:
-                return None
-            moved = moved_by(local, args[0])
-            with loaded(module):  # an offloaded projection's weights are on meta in its hooks
-                w = _weight_rows(module)[out_rows.to(out.device)].view(len(local), -1, moved.shape[-1])
-                add = torch.einsum("bpkd,ked->bpke", moved.to(w.dtype), w).flatten(-2)
-            return out + torch.zeros_like(out).index_add(-1, out_rows.to(out.device), add.to(out.dtype))
-        return hook
-
-    def on_joint_qk(local: list[tuple[int, torch.Tensor]], module: nn.Module, norm: nn.Module):
-        """A q or k projection whose norm spans all heads: each receiver moves the whole projection
-        (kept for ``on_norm``), and keeps its own slice of the normalised result."""
-        def on_proj(_m, args, _out):
-            if state.delta is None:
-                state.joint = None
-                return
-            moved = moved_by(local, args[0])
-            with loaded(module):
-                w = _weight_rows(module)
-                state.joint = torch.einsum("bpkd,ed->bpke", moved.to(w.dtype), w)  # [rows, pos, k, out]
-
-        def on_norm(_m, args, out):
-            if state.joint is None:
-                return None
-            u, whole = args[0], state.joint
-            state.joint = None
-            normed = norm.forward(u[:, :, None] + whole.to(u.dtype))  # [rows, pos, k, out]
-            new = out.clone()
-            for i, (_, rows) in enumerate(local):
-                new[..., rows.to(out.device)] = normed[:, :, i, rows.to(out.device)]
-            return new
-        return on_proj, on_norm
-
-    def on_z(l):
-        def hook(_m, args, kwargs):
+    senders = [parse("embed")]
+    index = {"embed": 0}
+    for l in range(graph.n_layers):
+        z = parse(f"blocks.{l}.attn.z")
+        index[z.name] = graph.sender_start[l]
+        senders.append(z)
+        if graph.has_mlp:
+            for i, site in enumerate(mlp_senders(model, l)):
+                index[site.name] = graph.sender_start[l] + graph.n_heads + i
+                senders.append(site)
+    recorder = _Senders(state, index)
+    with HookSet(model.hf) as hooks:
+        placed = senders if state.recording else senders[:1]  # the embedding may be replaced in any run
+        own = {place.sites[0].name: place for place in site_places(model, placed)}
+        own["embed"].install(hooks, recorder)
+        for l in range(graph.n_layers):
+            heads = list(graph.attn_receivers[l])
+            reading = head_inputs(model, l).install(hooks, lambda like, r=heads: state.delta_for(r, like))
             if state.recording:
-                z = _first_input(args, kwargs).unflatten(-1, (c.n_heads, -1))
-                state.record(graph.sender_start[l], model.head_outputs(z, l))
-        return hook
-
-    def on_mid(l):
-        def hook(_m, args, kwargs):
-            x = _first_input(args, kwargs)
-            delta = state.delta_for([graph.mlp_receiver(l)], state.x)
-            return None if delta is None else _with_first_input(args, kwargs, x + delta[:, :, 0].reshape(x.shape))
-        return hook
-
-    def on_shared_mlp(l):
-        def hook(_m, args, kwargs):
-            delta = state.delta_for([graph.mlp_receiver(l)], state.x)
-            if delta is None:
-                return None
-            return _with_first_input(args, kwargs, state.norm.forward(state.x + delta[:, :, 0]))
-        return hook
-
-    def on_mlp(l):
-        def hook(_m, _args, out):
-            y = _output(out).view(*state.x.shape[:2], -1)  # (OPT's MLP runs on flattened rows)
-            state.record(graph.sender_start[l] + c.n_heads, (y * resid_scale if resid_scale != 1.0 else y)[:, :, None])
-        return hook
-
-    def on_experts(_m, args, out):  # a mixture of experts: keep each expert's share for on_moe to record
-        if state.recording:
-            hidden, index, weights = (list(args) + [None, None])[:3]
-            with torch.no_grad():
-                state.experts = (torch.stack(expert_shares(_m, hidden, index, weights, range(graph.n_experts)), 1),
-                                 _output(out).detach())
-
-    def on_moe(l):
-        def hook(_m, _args, out):
-            if not state.recording:
-                return
-            y = _output(out).detach()
-            parts, total = state.experts  # [tokens, E, d], [tokens, d]
-            shares = [parts.view(*y.shape[:2], *parts.shape[1:])]
-            if graph.shared_expert:  # Qwen2-MoE: the block's output beyond its routed experts
-                shares.append((y - total.view(y.shape))[:, :, None])
-            state.record(graph.sender_start[l] + c.n_heads, torch.cat(shares, 2))
-        return hook
-
-    def on_final(_m, args, kwargs):
-        x = _first_input(args, kwargs)
-        delta = state.delta_for([len(graph.receivers) - 1], x)
-        return None if delta is None else _with_first_input(args, kwargs, x + delta[:, :, 0])
-
-    lock = model_lock(hf)
-    lock.acquire()
-    try:
-        if a.embed_io == "input":
-            handles.append(hf.get_submodule(a.embed).register_forward_pre_hook(on_embed_input, with_kwargs=True))
-        else:
-            handles.append(hf.get_submodule(a.embed).register_forward_hook(on_embed))
-        for l in range(c.n_layers):
-            handles.append(block(l, a.attn_norm or a.attn).register_forward_pre_hook(on_attn_norm(l), with_kwargs=True))
-            for j, (path, local) in enumerate(slices):
-                mod = block(l, path)
-                if a.joint_qk_norm and j < 2:  # separate q and k projections, each with its all-heads norm
-                    on_proj, on_norm = on_joint_qk(local, mod, block(l, a.joint_qk_norm[j]))
-                    handles.append(mod.register_forward_hook(on_proj))
-                    handles.append(block(l, a.joint_qk_norm[j]).register_forward_hook(on_norm))
-                else:
-                    handles.append(mod.register_forward_hook(on_qkv(l, local, mod)))
-            handles.append(block(l, a.out_proj).register_forward_pre_hook(on_z(l), with_kwargs=True))
+                own[f"blocks.{l}.attn.z"].install(hooks, recorder)
             if graph.has_mlp:
-                if a.mid_norm is not None:
-                    handles.append(block(l, a.mid_norm).register_forward_pre_hook(on_mid(l), with_kwargs=True))
-                else:  # Cohere: the MLP reads attention's normalised input; it gets norm(x + its own δ)
-                    handles.append(block(l, a.mlp).register_forward_pre_hook(on_shared_mlp(l), with_kwargs=True))
-                if graph.n_experts:
-                    handles.append(block(l, a.experts).register_forward_hook(on_experts))
-                    handles.append(block(l, a.mlp_out_path).register_forward_hook(on_moe(l)))
-                else:
-                    handles.append(block(l, a.mlp_out_path).register_forward_hook(on_mlp(l)))
-        handles.append(hf.get_submodule(a.final_norm).register_forward_pre_hook(on_final, with_kwargs=True))
+                mlp = [graph.mlp_receiver(l)]
+                mlp_input(model, l).install(hooks, lambda like, r=mlp: state.delta_for(r, like), reading)
+                for site in mlp_senders(model, l) if state.recording else ():
+                    place = own.pop(site.name, None)
+                    if place is not None:  # (one place holds a block's experts)
+                        place.install(hooks, recorder)
+        logits_input(model).install(hooks, lambda like: state.delta_for([len(graph.receivers) - 1], like))
         with tiled(model, state.tiles, state.split, state.tile) if state.tiles > 1 else nullcontext():
             yield
-    finally:
-        for h in handles:
-            h.remove()
-        lock.release()
 
 
 def tokens_of(model: Model, prompts: list[list[int]], copies: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,7 +25,7 @@ import torch
 from .. import names
 from ..models.model import Model
 from .attribution_graph import AttributionGraph, _backward, _Sources, logit_target
-from .edges import _qkv_slices, _weight_rows
+from ..models.placement import qkv_rows, weight_rows
 from .replacement import GraphError, LocalReplacement
 from ..models.norms import frozen
 
@@ -84,8 +84,8 @@ def _value_dirs(model: Model, rep: LocalReplacement, run_x: dict[int, torch.Tens
     else:
         n = v
     out = torch.zeros(c.n_kv_heads, c.d_head)
-    for path, slices in _qkv_slices(model):
-        W = _weight_rows(mods[f"{block}.{path}"]).detach().float()
+    for path, slices in qkv_rows(model):
+        W = weight_rows(mods[f"{block}.{path}"]).detach().float()
         for local, rows in slices:
             if local >= c.n_heads + c.n_kv_heads:  # values: local H + K + g
                 out[local - c.n_heads - c.n_kv_heads] = W[rows] @ n

@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..models.hooks import model_lock
+from ..models.hookset import model_lock
 from ..models.interventions import Replace
 from ..models.model import Model
 from ..models.norms import frozen

@@ -146,6 +146,10 @@ OLMOE = dataclasses.replace(MOE, families=("olmoe",), joint_qk_norm=JOINT_QK)
 # projection ([gate | up]): ``mlp.pre`` is the gate half of its output
 PHI3 = dataclasses.replace(LLAMA, families=("phi3",), mlp_in="mlp.gate_up_proj", qkv=("self_attn.qkv_proj",),
                            qkv_layout="fused", gate_up_fused=True)
+# GLM-4: sandwich norms (``post_self_attn_layernorm`` / ``post_mlp_layernorm`` on the sublayers' outputs,
+# ``post_attention_layernorm`` the pre-MLP norm) and a fused [gate | up] projection, as Phi-3's
+GLM4 = dataclasses.replace(LLAMA, families=("glm4",), attn_out="post_self_attn_layernorm",
+                           mlp_out="post_mlp_layernorm", mlp_in="mlp.gate_up_proj", gate_up_fused=True)
 # Granite multiplies the embeddings, each block output and the logits by config constants outside
 # any module; the sites are the values after them
 GRANITE = dataclasses.replace(LLAMA, families=("granite",), embedding_multiplier="embedding_multiplier",
@@ -222,7 +226,7 @@ COMPILED = Adapter(
     qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
 )
 
-ADAPTERS: dict[str, Adapter] = {family: a for a in (LLAMA, STABLELM, STARCODER2, GEMMA2, OLMO2, MOE, QWEN2_MOE, GPT_OSS, OLMOE, PHI3,
+ADAPTERS: dict[str, Adapter] = {family: a for a in (LLAMA, STABLELM, STARCODER2, GEMMA2, OLMO2, MOE, QWEN2_MOE, GPT_OSS, OLMOE, PHI3, GLM4,
                                                    GRANITE, COHERE, GPT2, GPT_NEOX, OPT, COMPILED)
                                 for family in a.families}
 

@@ -218,6 +218,9 @@ class Intervention:
         """True when the intervention reads another run's activations at its sites."""
         return False
 
+    def check(self, site: Site, module: torch.nn.Module) -> None:
+        """Refuse, before the forward, what the module at ``site`` cannot do (nothing by default)."""
+
 
 @dataclass(eq=False)
 class Ablate(Intervention):
@@ -374,6 +377,12 @@ class Route(Intervention):
             raise InterventionError(f"Route at {self.site}: expert {min(both)} is both forced and forbidden")
         if not math.isfinite(float(self.lead)) or self.lead < 0:
             raise InterventionError(f"Route at {self.site}: lead={self.lead} must be finite and ≥ 0")
+
+    def check(self, site: Site, module: torch.nn.Module) -> None:
+        top_k = getattr(module, "top_k", None)
+        if top_k is not None and len(self.force) > top_k:
+            raise InterventionError(f"{type(self).__name__} at {site.name} forces {len(self.force)} experts; the router "
+                                    f"chooses {top_k} per token (valid: at most {top_k})")
 
     def edit(self, selected: torch.Tensor, e: Edit) -> torch.Tensor:
         if e.sel.site.kind != "mlp.router":

@@ -79,7 +79,7 @@ class Model(Engine):
 
     Safe to share between threads: every call that installs hooks or switches the attention
     function (``run``, ``generate``, gradients, splices, edge runs, harvests) holds the HF model's
-    re-entrant lock (``models.hooks.model_lock``) while it does, so concurrent calls give the
+    re-entrant lock (``models.hookset.model_lock``) while it does, so concurrent calls give the
     results of sequential ones (they run one forward at a time; use one model per thread for
     parallel forwards).
 

@@ -13,7 +13,7 @@ import torch
 from .model import Model
 
 FAMILIES = ("llama", "qwen2", "gemma", "gemma2", "gemma3", "smollm3", "stablelm", "starcoder2", "olmo2", "olmo3",
-            "phi3", "granite", "cohere", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss", "gpt2", "gpt_neox", "gpt_neox_sequential",
+            "phi3", "glm4", "granite", "cohere", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss", "gpt2", "gpt_neox", "gpt_neox_sequential",
             "opt")
 
 _TEXT = (
@@ -106,6 +106,11 @@ def tiny_config(family: str, vocab_size: int, **overrides):
 
         cfg = Phi3Config(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
                          num_key_value_heads=2, max_position_embeddings=128, partial_rotary_factor=0.5, **common)
+    elif family == "glm4":  # sandwich norms, fused gate/up projection, biased q/k/v, partial rotary
+        from transformers import Glm4Config
+
+        cfg = Glm4Config(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                         num_key_value_heads=2, head_dim=16, max_position_embeddings=128, **common)
     elif family == "gpt_oss":  # attention sinks, biased attention, local/global layers, 4 experts
         from transformers import GptOssConfig
 
