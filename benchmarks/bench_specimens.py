@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import machine, write_section  # noqa: E402
 
 import mechscope.archive  # noqa: E402
-from mechscope.demo import run_demo  # noqa: E402
+from mechscope.specimens.demo import run_demo  # noqa: E402
 from mechscope.report.page import _BODIES, specimen_report  # noqa: E402
 from mechscope.web.server import free_port  # noqa: E402
 

@@ -98,7 +98,7 @@ def ioi(threads: int) -> None:
 
     import mechscope as ms
     from mechscope.archive import open as open_archive
-    from mechscope.demo import ioi_circuit
+    from mechscope.specimens.demo import ioi_circuit
 
     model = ms.load("smollm2-135m")
     arch = open_archive(Path(tempfile.mkdtemp()) / "archive")

@@ -136,8 +136,10 @@ def test_kernel_shap_is_exact_with_full_enumeration_and_efficient_always():
 
     w14 = rng.normal(size=14)
     v14 = tabular_value_fn(lambda r: np.tanh(r @ w14) + r[:, 2] * r[:, 3], rng.normal(size=14), np.zeros((1, 14)))
-    with pytest.warns(DeprecationWarning, match="unpacking Attribution as a tuple"):  # the former tuple, one release
-        phi, a, b, evals = kernel_shap(v14, 14, budget=600, seed=1)
+    r = kernel_shap(v14, 14, budget=600, seed=1)
+    phi, a, b, evals = r.scores.numpy(), r.f_baseline, r.f_input, r.details["evaluations"]
+    with pytest.raises(TypeError, match="not iterable"):  # a result is not a tuple
+        tuple(r)
     assert phi.sum() == pytest.approx(b - a, abs=1e-10) and evals <= 602  # efficiency holds exactly
 
 

@@ -18,10 +18,11 @@ import torch
 
 import mechscope as ms
 from mechscope.circuits.attribution_graph import AttributionGraph, attribution_graph, logit_difference, logit_target
+from mechscope.circuits.graph_json import from_neuronpedia, to_neuronpedia
 from mechscope.circuits.influence import graph_scores, influence, normalised, prune
 from mechscope.circuits.replacement import GraphError, LocalReplacement
 from mechscope.models.tiny import FAMILIES, tiny
-from mechscope.sae.dictionary import SAEConfig, SparseCoder
+from mechscope.sae import SAEConfig, SparseCoder
 from mechscope.sae.transcoder_sets import CrossLayerTranscoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -341,7 +342,7 @@ def test_adjacency_equals_circuit_tracers(tmp_path, skip, monkeypatch):
     dense_edges[r[kept.edges], c[kept.edges]] = True
     assert torch.equal(dense_edges, ct["edge_mask"])
     # our graph JSON is a valid document for circuit-tracer's own graph models (Neuronpedia's schema)
-    (tmp_path / "graph.json").write_text(json.dumps(g.to_neuronpedia(slug="tiny")))
+    (tmp_path / "graph.json").write_text(json.dumps(to_neuronpedia(g, slug="tiny")))
     check = ("import json, sys; from circuit_tracer.frontend.graph_models import Model; "
              "m = Model(**json.load(open(sys.argv[1]))); print(len(m.nodes), len(m.links))")
     out = subprocess.run([str(CT_PYTHON), "-c", check, str(tmp_path / "graph.json")], capture_output=True, text=True,
@@ -399,12 +400,12 @@ def test_validation_on_a_random_model():
 def test_neuronpedia_json_round_trip():
     model = tiny("llama")
     g = attribution_graph(model, random_transcoders(model), PROMPT, batch_size=16, progress=False)
-    doc = g.to_neuronpedia(slug="tiny", supernodes=[["first", "E_1_0"]])
+    doc = to_neuronpedia(g, slug="tiny", supernodes=[["first", "E_1_0"]])
     kept = g.prune()
     assert {n["node_id"] for n in doc["nodes"]} <= {g.node_ids()[i] for i in kept.nodes.nonzero()[:, 0].tolist()}
     assert len(doc["links"]) == int(kept.edges.sum())
     text = json.dumps(doc)
-    back = AttributionGraph.from_neuronpedia(text)
+    back = from_neuronpedia(text)
     assert back.n_layers == g.n_layers and back.token_ids == g.token_ids and back.target_ids == g.target_ids
     assert back.extra["supernodes"] == [["first", "E_1_0"]] and back.extra["ambiguous_links"] == 0
     ids, A = back.node_ids(), back.adjacency(dense=True)
@@ -412,7 +413,7 @@ def test_neuronpedia_json_round_trip():
         assert A[ids.index(link["target"]), ids.index(link["source"])] == pytest.approx(link["weight"])
     assert int((A != 0).sum()) == len(doc["links"])
     assert "NaN" not in back.html(draw=False)  # the viewer's JSON block stays valid JSON without activations
-    again = back.to_neuronpedia(node_threshold=1.0, edge_threshold=1.0)
+    again = to_neuronpedia(back, node_threshold=1.0, edge_threshold=1.0)
     assert {(x["source"], x["target"]) for x in again["links"]} <= {(x["source"], x["target"]) for x in doc["links"]}
 
 
@@ -427,7 +428,7 @@ def test_neuronpedia_json_resolves_ids_by_feature_type_and_refuses_bad_documents
                      {"source": "0_1_1", "target": "1_2_2", "weight": 2.0},  # only feature (0, 1, 1) feeds layer 1
                      {"source": "0_1_1", "target": "3_7_2", "weight": 0.5},  # both could feed the logit: the feature
                      {"source": "1_2_2", "target": "3_7_2", "weight": 3.0}]}
-    g = AttributionGraph.from_neuronpedia(doc)
+    g = from_neuronpedia(doc)
     assert g.n_layers == 2 and g.features.tolist() == [[0, 1, 1], [1, 2, 2]] and g.targets == [" c"]
     assert g.extra["ambiguous_links"] == 1 and g.activations[0] == 2.0
     A = g.adjacency(dense=True)
@@ -438,7 +439,7 @@ def test_neuronpedia_json_resolves_ids_by_feature_type_and_refuses_bad_documents
                        ({**doc, "links": [{"source": "E_5_1", "target": "0_1_1", "weight": float("nan")}]}, "finite"),
                        ({**doc, "nodes": [node("E_x_1", "embedding")]}, "does not match")]:
         with pytest.raises(ValueError, match=match):
-            AttributionGraph.from_neuronpedia(bad)
+            from_neuronpedia(bad)
 
 
 # ------------------------------------------------------------------------------------ attention behind edges
@@ -519,7 +520,7 @@ def test_supernodes_collapse_and_grouping():
     g2 = attribution_graph(model, coders, prompt, targets=[tok_b], progress=False)
     groups = group_features(g2, model, coders, similarity=0.95, same_token=False, node_threshold=0.99)
     assert groups == [[f"→ {model.tokenizer.decode([tok_b])!r}", "1_7_5", "1_9_5"]]
-    doc = g2.to_neuronpedia()  # the graph's own supernodes, with the members the export keeps
+    doc = to_neuronpedia(g2)  # the graph's own supernodes, with the members the export keeps
     kept = {n["node_id"] for n in doc["nodes"]}
     assert doc["qParams"]["supernodes"] == [[groups[0][0], *[m for m in groups[0][1:] if m in kept]]]
     assert "1_7_5" in kept
@@ -534,7 +535,7 @@ def test_the_committed_specimen_reads_back():
 
     path = Path(__file__).parent.parent / "docs" / "specimens" / "smollm2-capital-of-france.json"
     doc = json.loads(path.read_text())
-    g = AttributionGraph.from_neuronpedia(doc)
+    g = from_neuronpedia(doc)
     assert g.targets[0] == " Paris" and g.tokens[-2:] == [" France", " is"]
     named = json.loads(path.with_name("smollm2-capital-of-france.supernodes.json").read_text())
     assert [s[0] for s in g.extra["supernodes"]] == list(named)

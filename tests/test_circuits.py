@@ -388,7 +388,7 @@ def recall():
 
 
 def test_scrubbing_accepts_the_true_hypothesis_and_rejects_false_ones(recall):
-    from mechscope.scrubbing import causal_scrubbing
+    from mechscope.circuits.scrubbing import causal_scrubbing
 
     model, inputs, targets = recall
     result = causal_scrubbing(model, inputs, targets, {
@@ -407,7 +407,7 @@ def test_scrubbing_accepts_the_true_hypothesis_and_rejects_false_ones(recall):
 
 
 def test_scrubbing_errors_name_the_bad_claim(recall):
-    from mechscope.scrubbing import causal_scrubbing
+    from mechscope.circuits.scrubbing import causal_scrubbing
 
     model, inputs, targets = recall
     with pytest.raises(ValueError, match="hypothesis 'bad': unknown sender 'a3.h0'"):

@@ -162,9 +162,9 @@ def _bad_input_cases():
     from mechscope.attribution import integrated_gradients, token_ig
     from mechscope.sae import SAEConfig, SAEError, load_sae
     from mechscope.verify.vnnlib import VNNLibError, read_vnnlib
-    from mechscope.geometry import WordVectors
+    from mechscope.concepts.geometry import WordVectors
     from mechscope.heads import detect_heads
-    from mechscope.probes import ProbeDataset, activations
+    from mechscope.concepts.probes import ProbeDataset, activations
     from mechscope.sae import SparseCoder
     from mechscope.sae.store import harvest
     from mechscope.toy import train_induction, train_superposition

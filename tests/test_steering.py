@@ -5,10 +5,10 @@ ablation, steering only after the prompt, behaviour-vs-cost sweeps."""
 import pytest
 import torch
 
-from mechscope.interventions import Add, ProjectOut
+from mechscope.models.interventions import Add, ProjectOut
 from mechscope.models.tiny import tiny
 from mechscope.results import load_result
-from mechscope.steering import (ControlVector, control_vector, direction_from_differences, directional_ablation,
+from mechscope.concepts.steering import (ControlVector, control_vector, direction_from_differences, directional_ablation,
                                 perplexity, steering_sweep, word_score)
 
 

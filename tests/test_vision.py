@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from mechscope import Ablate, Add, Patch, ProjectOut, Replace
-from mechscope.interventions import InterventionError
+from mechscope.models.interventions import InterventionError
 from mechscope.vision import ImageModel, VisionSiteError, efficientnet_lite0, grad_cam, photo, prepare
 
 CATS = range(281, 286)  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat

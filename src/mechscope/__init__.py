@@ -16,9 +16,8 @@ __all__ = [
     "Patch", "ProjectOut", "Replace", "Route", "Run", "SiteError", "UnsupportedArchitecture", "load", "__version__",
 ]
 
-_SUBMODULES = {"archive", "attribution", "circuits", "concepts", "data", "geometry", "heads", "lens", "names", "neurons",
-               "patching", "probes", "report", "results", "sae", "scrubbing", "specimens", "steering", "tasks", "toy",
-               "tuned_lens", "verify", "vision", "web"}
+_SUBMODULES = {"archive", "attribution", "circuits", "compile", "concepts", "data", "heads", "lens", "names", "neurons",
+               "patching", "report", "results", "sae", "specimens", "tasks", "toy", "tuned_lens", "verify", "vision", "web"}
 
 
 def __getattr__(name: str):

@@ -125,14 +125,11 @@ class HeadScores(Result):
     icl_score: float | None
     title: ClassVar[str] = "Attention head detectors"
 
-    def top(self, k: int | str = 5, kind: str = "induction") -> list[tuple[str, float]]:
-        """The ``k`` heads with the highest ``kind`` score (as ``top(k)`` everywhere; the former
-        order ``top(kind, k)`` still works for one release, with a DeprecationWarning)."""
-        if isinstance(k, str):
-            import warnings
-
-            warnings.warn("HeadScores.top(kind, k) is deprecated; call top(k, kind=...)", DeprecationWarning, stacklevel=2)
-            k, kind = (kind if isinstance(kind, int) else 5), k
+    def top(self, k: int = 5, kind: str = "induction") -> list[tuple[str, float]]:
+        """The ``k`` heads with the highest ``kind`` score (``top(k)``, as everywhere)."""
+        if isinstance(k, str) or kind not in self.scores:
+            raise TypeError(f"top(k={k!r}, kind={kind!r}): k is a number of heads and kind one of "
+                            f"{', '.join(self.scores)} — call top(k, kind=...)")
         s = torch.as_tensor(self.scores[kind])
         flat = s.flatten()
         order = flat.argsort(descending=True)[:k].tolist()

@@ -111,23 +111,6 @@ class Result:
     def __str__(self) -> str:
         return self.summary()
 
-    def with_tuple(self, **named: Any) -> "Result":
-        """Let this result also unpack as the tuple its function returned before it returned a
-        result (``names`` → values, in order) — for one release, with a DeprecationWarning."""
-        self.__dict__["_tuple"] = (list(named), tuple(named.values()))
-        return self
-
-    def __iter__(self):
-        former = self.__dict__.get("_tuple")
-        if former is None:
-            raise TypeError(f"'{type(self).__name__}' object is not iterable")
-        names, values = former
-        import warnings
-
-        warnings.warn(f"unpacking {type(self).__name__} as a tuple ({', '.join(names)}) is deprecated and stops "
-                      "working in the next release; read its attributes instead", DeprecationWarning, stacklevel=2)
-        return iter(values)
-
     def html(self, png: bytes | None = None, *, draw: bool = True) -> str:
         """An HTML fragment (autoescaped, no script): title, summary and the figure — ``png`` if
         given, else drawn now unless ``draw=False`` (pages show stored figures, never draw)."""

@@ -122,7 +122,7 @@ def train_tuned_lens(model: Model, blocks: torch.Tensor, *, layers: Sequence[int
                      progress: bool = True) -> TunedLensFit:
     """Train on ``blocks`` [n, length] of token ids (e.g. ``data.token_blocks``); returns the fit:
     ``.lens`` (the module) and ``.losses`` (the training loss, mean KL over the layers, at every
-    step). Unpacks as the former (lens, losses) for one release."""
+    step)."""
     layers = list(range(model.cfg.n_layers - 1)) if layers is None else list(layers)
     lens = TunedLens(model.cfg.d_model, layers).to(model.device)
     opt = torch.optim.SGD(lens.parameters(), lr=lr, momentum=momentum, nesterov=True)
@@ -153,7 +153,7 @@ def train_tuned_lens(model: Model, blocks: torch.Tensor, *, layers: Sequence[int
         layers=layers, weight=torch.stack([t.weight.detach().cpu() for t in lens.translators]),
         bias=torch.stack([t.bias.detach().cpu() for t in lens.translators]), losses=losses)
     fit.__dict__["_lens"] = lens  # the trained module itself (on the model's device)
-    return fit.with_tuple(lens=lens, losses=losses)
+    return fit
 
 
 @dataclass

@@ -173,36 +173,31 @@ def _of_value_fn(v: ValueFn, n: int, method: str, phi: np.ndarray, f_input: floa
 
 
 def exact_shapley(v: ValueFn, n: int) -> Attribution:
-    """Exact Shapley values of the n features of ``v`` (all 2^n coalitions; n ≤ 12). Unpacks as the
-    former (φ, v(none), v(all)) for one release."""
+    """Exact Shapley values of the n features of ``v`` (all 2^n coalitions; n ≤ 12)."""
     phi, v0, v1 = shapley_values(v, n)
-    return _of_value_fn(v, n, "Shapley values (exact)", phi, v1, v0, {"evaluations": 2 ** n}).with_tuple(
-        phi=phi, v_none=v0, v_all=v1)
+    return _of_value_fn(v, n, "Shapley values (exact)", phi, v1, v0, {"evaluations": 2 ** n})
 
 
 def kernel_shap(v: ValueFn, n: int, budget: int = 2048, seed: int = 0) -> Attribution:
     """KernelSHAP estimates for the n features of ``v`` with ``budget`` evaluations (see the module
-    docstring). Unpacks as the former (φ, v(none), v(all), evaluations) for one release."""
+    docstring)."""
     phi, v0, v1, evals = kernel_shap_values(v, n, budget, seed)
-    return _of_value_fn(v, n, "KernelSHAP", phi, v1, v0, {"evaluations": evals}, budget=budget, seed=seed).with_tuple(
-        phi=phi, v_none=v0, v_all=v1, evaluations=evals)
+    return _of_value_fn(v, n, "KernelSHAP", phi, v1, v0, {"evaluations": evals}, budget=budget, seed=seed)
 
 
 def lime(v: ValueFn, n: int, samples: int = 1000, seed: int = 0, kernel_width: float = 25.0,
          alpha: float = 1.0) -> Attribution:
     """LIME coefficients of the n features of ``v`` (see ``lime_weights``); ``details["r2"]`` is the
-    weighted fit. Unpacks as the former (coefficients, R²) for one release."""
+    weighted fit."""
     coef, r2 = lime_weights(v, n, samples, seed, kernel_width, alpha)
     return _of_value_fn(v, n, "LIME", coef, None, None, {"r2": r2}, samples=samples, seed=seed,
-                        kernel_width=kernel_width, alpha=alpha).with_tuple(coefficients=coef, r2=r2)
+                        kernel_width=kernel_width, alpha=alpha)
 
 
 def occlusion(v: ValueFn, n: int) -> Attribution:
-    """v(all) − v(all but feature i) for each of the n features of ``v``. Unpacks as the former
-    (differences, v(all)) for one release."""
+    """v(all) − v(all but feature i) for each of the n features of ``v``."""
     diff, v_all = occlusion_values(v, n)
-    return _of_value_fn(v, n, "occlusion", diff, v_all, None, {"evaluations": n + 1}).with_tuple(
-        differences=diff, v_all=v_all)
+    return _of_value_fn(v, n, "occlusion", diff, v_all, None, {"evaluations": n + 1})
 
 
 # ----------------------------------------------------------------------------------------------

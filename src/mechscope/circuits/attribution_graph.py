@@ -257,19 +257,6 @@ class AttributionGraph(Result):
         """(replacement score, completeness score) as circuit-tracer defines them."""
         return graph_scores(self.adjacency(), self.weights(), self.error_slice, self.token_slice)
 
-    def to_neuronpedia(self, **options: Any) -> dict:
-        """The pruned graph as circuit-tracer / Neuronpedia graph JSON (``graph_json.to_neuronpedia``)."""
-        from .graph_json import to_neuronpedia
-
-        return to_neuronpedia(self, **options)
-
-    @classmethod
-    def from_neuronpedia(cls, doc: str | bytes | dict) -> "AttributionGraph":
-        """A graph from circuit-tracer / Neuronpedia graph JSON (``graph_json.from_neuronpedia``)."""
-        from .graph_json import from_neuronpedia
-
-        return from_neuronpedia(doc)
-
     def layout(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(x, y) [n_nodes] of each node: x its position (nodes sharing a cell spread out), y its
         layer — tokens at −1, errors and features at their layer, targets at n_layers."""

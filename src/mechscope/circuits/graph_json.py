@@ -18,6 +18,9 @@ from typing import Any
 
 import torch
 
+from ..results import Provenance
+from .attribution_graph import AttributionGraph
+
 FEATURE_TYPES = {"cross layer transcoder": "feature", "transcoder": "feature", "mlp reconstruction error": "error",
                  "embedding": "token", "logit": "target"}
 
@@ -30,7 +33,7 @@ def _cantor(x: int, y: int) -> int:
     return (x + y) * (x + y + 1) // 2 + y
 
 
-def to_neuronpedia(graph: Any, *, slug: str = "mechscope-graph", scan: str | None = None,
+def to_neuronpedia(graph: AttributionGraph, *, slug: str = "mechscope-graph", scan: str | None = None,
                    node_threshold: float = 0.8, edge_threshold: float = 0.98,
                    supernodes: list[list[str]] | None = None, clerps: dict[str, str] | None = None) -> dict:
     """The pruned ``graph`` as one JSON-ready dict (see the module docstring). A feature's ``clerp``
@@ -95,16 +98,13 @@ def _need(cond: bool, msg: str) -> None:
         raise GraphJSONError(msg)
 
 
-def from_neuronpedia(doc: str | bytes | dict) -> Any:
+def from_neuronpedia(doc: str | bytes | dict) -> AttributionGraph:
     """An ``AttributionGraph`` of the nodes and links in a circuit-tracer / Neuronpedia graph JSON.
 
     Only what the document holds comes back: its (pruned) features, edges and targets; node values
     it does not carry (pre-activations, biases) are NaN. Ids are resolved by ``feature_type``; a link
     from an id two nodes share goes to the one that can feed its target (a feature of layer 0 or
     the error of that layer), else to the feature, and ``extra["ambiguous_links"]`` counts them."""
-    from ..results import Provenance
-    from .attribution_graph import AttributionGraph
-
     if isinstance(doc, (str, bytes)):
         try:
             doc = json.loads(doc)

@@ -94,6 +94,7 @@ def _graph(args) -> int:
     import torch
 
     from ..circuits import attribution_graph
+    from ..circuits.graph_json import to_neuronpedia
     from ..models.load import load
     from ..sae.transcoder_sets import load_transcoders
 
@@ -150,7 +151,7 @@ def _graph(args) -> int:
           f"{args.node_threshold}, edge threshold {args.edge_threshold}; {graph.extra['seconds']:.1f} s")
     write_page(graph, args.out)
     if args.json:
-        doc = graph.to_neuronpedia(slug=args.slug, node_threshold=args.node_threshold,
+        doc = to_neuronpedia(graph, slug=args.slug, node_threshold=args.node_threshold,
                                    edge_threshold=args.edge_threshold, supernodes=graph.extra.get("supernodes"))
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(doc, f)

@@ -198,7 +198,8 @@ class CompiledProgram:
     def transcoders(self) -> list:
         """Each layer's MLP as a transcoder whose latents are its ReLU units (``blocks.L.mlp.in`` →
         ``blocks.L.mlp.out``): exact, so attribution graphs of a compiled model have no error."""
-        from ..sae.dictionary import SAEConfig, SparseCoder
+        from ..sae.config import SAEConfig
+        from ..sae.dictionary import SparseCoder
 
         out = []
         for layer, block in enumerate(self.model.hf.model.layers):

@@ -2,15 +2,17 @@
 features as interventions, dashboards."""
 
 from .dashboard import FeatureCards, feature_cards
-from .dictionary import SAEConfig, SAEError, SparseCoder, load_sae
+from .config import SAEConfig, SAEError
+from .dictionary import SparseCoder, load_sae
 from .evaluate import ReplacementFidelity, SAEEvaluation, evaluate, evaluate_transcoders
 from .features import splice, steer
 from .formats import dictionary_format, load_dictionary, save_saelens, save_sparsify, site_from_hook
 from .store import ActivationStore, StoreError, harvest
 from .synthetic import planted
 from .trainer import TrainingLog, geometric_median, train
-from .online import TranscoderTraining, checkpoint_transcoders, train_transcoders
-from .transcoder_sets import CrossLayerTranscoder, TranscoderSet, load_transcoder_set, load_transcoders
+from .online import TranscoderTraining, train_transcoders
+from .transcoder_sets import (CrossLayerTranscoder, TranscoderSet, checkpoint_transcoders, load_transcoder_set,
+                              load_transcoders)
 
 __all__ = ["ActivationStore", "CrossLayerTranscoder", "TranscoderSet", "load_transcoder_set", "FeatureCards", "SAEConfig", "SAEError", "SAEEvaluation", "SparseCoder", "StoreError", "dictionary_format",
            "TrainingLog", "evaluate", "feature_cards", "geometric_median", "harvest", "load_dictionary", "load_sae",

@@ -21,7 +21,8 @@ from ..models.sites import parse
 from ..models.weights import embedding_weights, mlp_out_weights
 from ..neurons import NeuronCards, _blocks_digest, card_fields
 from ..results import Provenance
-from .dictionary import SAEError, SparseCoder
+from .config import SAEError
+from .dictionary import SparseCoder
 
 
 @dataclass

@@ -20,7 +20,8 @@ from typing import Sequence
 import torch
 
 from ..models.interventions import Add, Intervention, Replace
-from .dictionary import SAEError, SparseCoder
+from .config import SAEError
+from .dictionary import SparseCoder
 
 
 def _sites(sae: SparseCoder, site: str | None, target_site: str | None) -> tuple[str, str]:

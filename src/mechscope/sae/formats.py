@@ -31,7 +31,8 @@ from typing import Any
 
 import torch
 
-from .dictionary import CONFIG, WEIGHTS, SAEConfig, SAEError, SparseCoder, load_sae, nonfinite
+from .config import CONFIG, WEIGHTS, SAEConfig, SAEError
+from .dictionary import SparseCoder, load_sae, nonfinite
 
 SAELENS_CONFIG = "cfg.json"
 SAELENS_WEIGHTS = "sae_weights.safetensors"

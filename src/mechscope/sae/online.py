@@ -14,7 +14,6 @@ same batches as an uninterrupted run. At the end each layer is saved as a dictio
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -27,10 +26,11 @@ from tqdm.auto import tqdm
 from ..checks import positive_int
 from ..models.model import Model
 from ..results import Provenance, Result
-from .dictionary import SAEConfig, SAEError, SparseCoder
+from .config import SAEConfig, SAEError
+from .dictionary import SparseCoder
+from .checkpoints import PROGRESS, checkpoint_path, layer_dir, read_progress, remove_older, write_progress
 from .trainer import Trainer, load_checkpoint, save_checkpoint
 
-PROGRESS = "progress.json"
 
 
 @dataclass
@@ -150,7 +150,7 @@ def train_transcoders(model: Model, directory: str | os.PathLike, *, layers: Seq
             _checkpoint(directory, run_spec, trainers, step)
     bar.close()
     for layer in layers:
-        coders[layer].eval().save(directory / f"layer_{layer}")
+        coders[layer].eval().save(layer_dir(directory, layer))
     seconds = time.perf_counter() - t0
     logs = [trainers[layer].st.rows for layer in layers]
     n = min((len(r) for r in logs), default=0)
@@ -162,42 +162,18 @@ def train_transcoders(model: Model, directory: str | os.PathLike, *, layers: Seq
         tokens=(step - done) * rows, seconds=seconds)
 
 
-def checkpoint_transcoders(directory: str | os.PathLike):
-    """The transcoders of a run in progress (or interrupted), as of its last complete checkpoint:
-    a ``TranscoderSet`` to look at — graphs, cards, evaluation — while training goes on."""
-    from .transcoder_sets import TranscoderSet
-
-    directory = Path(directory)
-    path = directory / PROGRESS
-    if not path.exists():
-        raise SAEError(f"{directory} holds no training run ({PROGRESS} is missing)")
-    state = json.loads(path.read_text())
-    step, spec = int(state["step"]), state["spec"]
-    by_layer = {}
-    for layer in spec["layers"]:
-        ck = load_checkpoint(directory / f"layer_{layer}" / f"checkpoint-{step}.pt")
-        coder = SparseCoder(SAEConfig.from_dict(ck["config"]))
-        coder.load_state_dict(ck["state"])
-        by_layer[layer] = coder.eval()
-    coders = [by_layer.get(layer) for layer in range(max(by_layer) + 1)]
-    return TranscoderSet(coders, "mlp.in", "mlp.out", spec["model"])
-
-
 def _resume(directory: Path, spec: dict, trainers: dict[int, Trainer]) -> int:
     """The step the run in ``directory`` reached (0 for a new run), with every trainer restored."""
-    path = directory / PROGRESS
-    if not path.exists():
+    state = read_progress(directory)
+    if state is None:
         return 0
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise SAEError(f"{path} cannot be read ({err}); delete {directory} to start afresh") from None
+    path = directory / PROGRESS
     if state.get("spec") != spec:
         diff = sorted(k for k in spec if state.get("spec", {}).get(k) != spec[k])
         raise SAEError(f"{directory} holds another run (it differs in {diff}); use another directory or delete it")
     step = int(state["step"])
     for layer, trainer in trainers.items():
-        ck = directory / f"layer_{layer}" / f"checkpoint-{step}.pt"
+        ck = checkpoint_path(directory, layer, step)
         if not ck.exists():
             raise SAEError(f"{path} names step {step} but {ck} is missing; delete {directory} to start afresh")
         trainer.load_state_dict(load_checkpoint(ck), str(ck))
@@ -206,11 +182,6 @@ def _resume(directory: Path, spec: dict, trainers: dict[int, Trainer]) -> int:
 
 def _checkpoint(directory: Path, spec: dict, trainers: dict[int, Trainer], step: int) -> None:
     for layer, trainer in trainers.items():
-        save_checkpoint(directory / f"layer_{layer}" / f"checkpoint-{step}.pt", trainer.state_dict())
-    tmp = directory / f".{PROGRESS}.tmp"
-    tmp.write_text(json.dumps({"spec": spec, "step": step}))
-    os.replace(tmp, directory / PROGRESS)
-    for layer in trainers:  # only now are the older checkpoints unneeded
-        for old in (directory / f"layer_{layer}").glob("checkpoint-*.pt"):
-            if old.name != f"checkpoint-{step}.pt":
-                old.unlink(missing_ok=True)
+        save_checkpoint(checkpoint_path(directory, layer, step), trainer.state_dict())
+    write_progress(directory, spec, step)
+    remove_older(directory, trainers, step)  # only now are the older checkpoints unneeded

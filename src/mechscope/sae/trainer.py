@@ -36,7 +36,7 @@ import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Iterator
+from typing import TYPE_CHECKING, ClassVar, Iterator
 
 import torch
 import torch.distributed as dist
@@ -44,11 +44,14 @@ from tqdm.auto import tqdm
 
 from ..checks import positive_int
 from ..results import Provenance, Result
-from .dictionary import TRAINABLE, SAEError, SparseCoder
+from .config import TRAINABLE, SAEError
 from .kernels import Step, TopKEncode
 from ..distributed import rank_world
 from ..files import write_atomic
 from .store import ActivationStore
+
+if TYPE_CHECKING:  # the trainer fits a dictionary it is handed (SparseCoder.fit calls it)
+    from .dictionary import SparseCoder
 
 CHECKPOINT = "checkpoint.pt"
 

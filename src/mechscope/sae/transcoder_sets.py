@@ -37,8 +37,11 @@ import torch
 from torch import nn
 
 from ..models.interventions import Intervention, Replace
-from .dictionary import SAEConfig, SAEError, SparseCoder
+from .checkpoints import PROGRESS, checkpoint_path, is_run, read_progress
+from .config import SAEConfig, SAEError
+from .dictionary import SparseCoder
 from .features import splice as splice_one
+from .trainer import load_checkpoint
 from .formats import _check_weights, _fold_norm_gain, _hook_site, _read_safetensors, check_against_model
 
 SET_CONFIG = "config.yaml"
@@ -360,6 +363,24 @@ def load_transcoder_set(path: str | os.PathLike, device: str | torch.device = "c
     return TranscoderSet(coders, cfg["feature_input_hook"], cfg["feature_output_hook"], cfg.get("model_name"))
 
 
+def checkpoint_transcoders(directory: str | os.PathLike) -> "TranscoderSet":
+    """The transcoders of a run in progress (or interrupted), as of its last complete checkpoint:
+    a ``TranscoderSet`` to look at — graphs, cards, evaluation — while training goes on."""
+    directory = Path(directory)
+    state = read_progress(directory)
+    if state is None:
+        raise SAEError(f"{directory} holds no training run ({PROGRESS} is missing)")
+    step, spec = int(state["step"]), state["spec"]
+    by_layer = {}
+    for layer in spec["layers"]:
+        ck = load_checkpoint(checkpoint_path(directory, layer, step))
+        coder = SparseCoder(SAEConfig.from_dict(ck["config"]))
+        coder.load_state_dict(ck["state"])
+        by_layer[layer] = coder.eval()
+    coders = [by_layer.get(layer) for layer in range(max(by_layer) + 1)]
+    return TranscoderSet(coders, "mlp.in", "mlp.out", spec["model"])
+
+
 def load_transcoders(path: str | os.PathLike, model: Any = None, device: str | torch.device = "cpu",
                      **options: Any) -> TranscoderSet | CrossLayerTranscoder:
     """The transcoders in a folder: a circuit-tracer set (``config.yaml``), or one sub-folder per
@@ -373,10 +394,8 @@ def load_transcoders(path: str | os.PathLike, model: Any = None, device: str | t
         return load_transcoder_set(path, device, model=model, **options)
     if not path.is_dir():
         raise SAEError(f"{path} is not a folder of transcoders")
-    if (path / "progress.json").is_file() and not any((sub / "config.json").is_file() for sub in path.iterdir()):
+    if is_run(path) and not any((sub / "config.json").is_file() for sub in path.iterdir()):
         import warnings
-
-        from .online import checkpoint_transcoders
 
         warnings.warn(f"{path} holds a training run still in progress: its transcoders as of the last checkpoint")
         return checkpoint_transcoders(path).to(device)
@@ -399,5 +418,5 @@ def load_transcoders(path: str | os.PathLike, model: Any = None, device: str | t
     return TranscoderSet(coders, "mlp.in", "mlp.out", getattr(model, "name", None))
 
 
-__all__ = ["CrossLayerTranscoder", "TranscoderSet", "hf_cache_dir", "load_transcoder_set", "load_transcoders",
+__all__ = ["CrossLayerTranscoder", "TranscoderSet", "checkpoint_transcoders", "hf_cache_dir", "load_transcoder_set", "load_transcoders",
            "resolve_hf_uri"]
