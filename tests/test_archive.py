@@ -15,7 +15,7 @@ from sqlalchemy import inspect, text
 import mechscope.archive
 from mechscope.archive import ArchiveError, BlobError
 from mechscope.archive.schema import metadata
-from mechscope.archive.store import schema_revision
+from mechscope.archive.database import schema_revision
 from mechscope.results import result_types
 
 
@@ -108,7 +108,7 @@ def test_migrations_build_the_declared_schema_and_refuse_a_newer_one(archive):
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == schema_revision()
         conn.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))
     with pytest.raises(ArchiveError, match="newer than this mechscope"):
-        mechscope.archive.store.migrate(archive.engine)
+        mechscope.archive.database.migrate(archive.engine)
 
 
 WRITER = r"""

@@ -7,7 +7,9 @@
 """
 
 from .blobs import BlobError
-from .store import Archive, ArchiveError, Event, Finding, Specimen, default_location, open_archive
+from .database import ArchiveError, default_location
+from .specimens import Event, Finding, Specimen
+from .store import Archive, open_archive
 
 open = open_archive  # noqa: A001 - the documented spelling: ms.archive.open()
 

@@ -16,70 +16,26 @@ steps that the crash tests interrupt.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import os
-import uuid
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
-from datetime import datetime, timezone
+from contextlib import ExitStack
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from sqlalchemy import Engine, create_engine, delete, event, func, insert, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..results import Result
 from .blobs import BlobStore
+from .database import ArchiveError, connect, migrate, resolve
 from .faults import crash_point
 from .schema import events, finding_files, findings, specimens
 from .schema import tags as tag_table
+from .specimens import Specimen, bump, clean_tag, insert_finding, new_uid, prepare_finding, timestamp
+from .transfer import ArchiveImportError, manifest_of, read_export, write_export
 
-MIGRATIONS = Path(__file__).with_name("migrations")
-ROW = [c for c in findings.c if c.name != "data"]  # a finding's columns but its (large) result data
 GRACE_SECONDS = 3600.0  # unreferenced files younger than this may be a running writer's: kept
-
-
-class ArchiveError(RuntimeError):
-    """A request the archive cannot satisfy: unknown specimen, schema too new, bad input."""
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
-def _uid() -> str:
-    return uuid.uuid4().hex
-
-
-def default_location() -> str:
-    """$MECHSCOPE_ARCHIVE, else ``archive/`` in the platform's user data dir."""
-    env = os.environ.get("MECHSCOPE_ARCHIVE")
-    if env:
-        return env
-    import platformdirs
-
-    return str(Path(platformdirs.user_data_dir("mechscope")) / "archive")
-
-
-def resolve(location: str | os.PathLike | None, files: str | os.PathLike | None = None) -> tuple[str, Path]:
-    """(database URL, files directory) for a directory, a SQLite/PostgreSQL URL, or None (default)."""
-    location = str(location) if location is not None else default_location()
-    if "://" not in location:
-        root = Path(location).expanduser()
-        root.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{root / 'archive.db'}", Path(files) if files else root / "files"
-    if location.startswith("sqlite:///"):
-        db = Path(location[len("sqlite:///"):])
-        db.parent.mkdir(parents=True, exist_ok=True)
-        return location, Path(files) if files else db.parent / "files"
-    if files is None:
-        files = os.environ.get("MECHSCOPE_ARCHIVE_FILES")
-    if files is None:
-        import platformdirs
-
-        digest = hashlib.blake2b(location.encode(), digest_size=6).hexdigest()
-        files = Path(platformdirs.user_data_dir("mechscope")) / f"archive-files-{digest}"
-    return location, Path(files)
 
 
 def open_archive(location: str | os.PathLike | None = None, *, files: str | os.PathLike | None = None) -> "Archive":
@@ -98,7 +54,7 @@ class Archive:
 
     def __init__(self, url: str, files: Path):
         self.url = url
-        self.engine = _engine(url)
+        self.engine = connect(url)
         self.blobs = BlobStore(files)
         migrate(self.engine)
         self.collect_garbage()
@@ -135,8 +91,8 @@ class Archive:
         if model is not None:
             cfg = model.cfg
             model_name, fingerprint, config = model.name, model.fingerprint, asdict(cfg) if is_dataclass(cfg) else dict(cfg)
-        tags = [_clean_tag(tag) for tag in tags]
-        now, uid = _now(), _uid()
+        tags = [clean_tag(tag) for tag in tags]
+        now, uid = timestamp(), new_uid()
         sid = conn.execute(insert(specimens).values(
             uid=uid, name=name.strip(), description=description, model_name=model_name,
             model_fingerprint=fingerprint, model_config=json.dumps(config), task=task, dataset=dataset,
@@ -157,7 +113,7 @@ class Archive:
         at any point leaves the specimen with exactly its old findings or exactly its new ones."""
         prepared = []
         for result, notes in results:
-            prepared.append(_prepare_finding(self.blobs, result, notes))
+            prepared.append(prepare_finding(self.blobs, result, notes))
             crash_point("record")
         fingerprint = model.fingerprint if model is not None else None
         with self.engine.begin() as conn:
@@ -171,11 +127,11 @@ class Archive:
                                .where(findings.c.specimen_id == sid).where(findings.c.removed_in.is_(None))
                                .order_by(findings.c.id)).all()
             for row in old:
-                version = _bump(conn, sid, "removed", f"{row.kind} {row.uid[:8]}: {row.title}")
+                version = bump(conn, sid, "removed", f"{row.kind} {row.uid[:8]}: {row.title}")
                 conn.execute(update(findings).where(findings.c.id == row.id).values(removed_in=version))
                 crash_point("record")
             for row, files in prepared:
-                _insert_finding(conn, sid, row, files)
+                insert_finding(conn, sid, row, files)
                 crash_point("record")
         crash_point("record")
         return self.get(uid)
@@ -270,16 +226,65 @@ class Archive:
         return orphans
 
     def export(self, key: str, path: str | os.PathLike) -> Path:
-        """Write one specimen (findings, files, tags, history) to a single archive file."""
-        from .transfer import export_specimen
-
-        return export_specimen(self, self.get(key), Path(path))
+        """Write one specimen (findings, files, tags, history, removed findings included) to a single
+        archive file, atomically (``transfer.py``: the file's format)."""
+        return write_export(Path(path), manifest_of(self.get(key)), self.blobs)
 
     def import_file(self, path: str | os.PathLike, *, replace: bool = False) -> "Specimen":
-        """Import a file written by ``export``; validates everything first, changes nothing on error."""
-        from .transfer import import_specimen
+        """Import a file written by ``export``: validated completely first (``transfer.read_export``,
+        its files streamed to staging), then its files move in under their hashes and one
+        transaction adds the rows; a refused file changes nothing."""
+        path = Path(path)
+        with ExitStack() as cleanup:
+            manifest, staged = read_export(self.blobs, path, cleanup)
+            return self._add_import(path, manifest, staged, replace)
 
-        return import_specimen(self, Path(path), replace=replace)
+    def _add_import(self, path: Path, manifest: dict[str, Any], staged: dict[str, Path], replace: bool) -> "Specimen":
+        spec = manifest["specimen"]
+        with self.engine.connect() as conn:
+            existing = conn.execute(select(specimens.c.id).where(specimens.c.uid == spec["uid"])).scalar()
+            if existing is not None and not replace:
+                raise ArchiveImportError(
+                    f"{path}: specimen {spec['name']!r} ({spec['uid'][:8]}) is already in the archive; "
+                    "import with replace=True (--replace) to overwrite it")
+            uids = [f["uid"] for f in manifest["findings"]]
+            clash = conn.execute(select(findings.c.uid, findings.c.specimen_id).where(findings.c.uid.in_(uids))).all()
+            clash = [u for u, sid in clash if sid != existing]
+            if clash:
+                raise ArchiveImportError(f"{path}: finding {clash[0][:8]} already belongs to another specimen")
+        new_files = [d for d in staged if not self.blobs.exists(d)]
+        try:
+            for digest in new_files:
+                self.blobs.adopt(staged[digest], digest)
+                crash_point("import")
+            with self.engine.begin() as conn:
+                if existing is not None:
+                    conn.execute(delete(specimens).where(specimens.c.id == existing))
+                sid = conn.execute(insert(specimens).values(
+                    **{**spec, "model_config": json.dumps(spec["model_config"])})).inserted_primary_key[0]
+                for tag in manifest["tags"]:
+                    conn.execute(insert(tag_table).values(specimen_id=sid, tag=tag))
+                for e in manifest["events"]:
+                    conn.execute(insert(events).values(specimen_id=sid, **e))
+                crash_point("import")
+                for f in manifest["findings"]:
+                    row = {k: v for k, v in f.items() if k not in ("files", "data", "evidence")}
+                    fid = conn.execute(insert(findings).values(
+                        specimen_id=sid, data=json.dumps(f["data"]), evidence=json.dumps(f["evidence"]),
+                        **row)).inserted_primary_key[0]
+                    for role, meta in f["files"].items():
+                        conn.execute(insert(finding_files).values(finding_id=fid, role=role, hash=meta["hash"],
+                                                                  size=meta["size"]))
+                    crash_point("import")
+        except BaseException as err:  # a refused import leaves the archive as it was
+            self.drop_unreferenced(new_files)
+            if isinstance(err, SQLAlchemyError):  # e.g. duplicate versions or tags the checks above did not catch
+                cause = err.orig or err
+                raise ArchiveImportError(f"{path}: the archive refused its contents ({type(cause).__name__}: "
+                                         f"{str(cause).splitlines()[0]}); nothing was imported") from None
+            raise
+        crash_point("import")
+        return self.get(spec["uid"])
 
     def _specimen(self, conn, row) -> "Specimen":
         tag_list = sorted(conn.execute(select(tag_table.c.tag).where(tag_table.c.specimen_id == row["id"])).scalars())
@@ -288,284 +293,3 @@ class Archive:
                         row["dataset_seed"], row["dataset_hash"], row["version"], row["created"], row["updated"], tag_list)
 
 
-def _bump(conn, specimen_id: int, action: str, detail: str) -> int:
-    """Increment a specimen's version (the first statement of a write: takes the write lock) and
-    log the event; returns the new version."""
-    now = _now()
-    conn.execute(update(specimens).where(specimens.c.id == specimen_id)
-                 .values(version=specimens.c.version + 1, updated=now))
-    version = conn.execute(select(specimens.c.version).where(specimens.c.id == specimen_id)).scalar_one()
-    conn.execute(insert(events).values(specimen_id=specimen_id, version=version, time=now, action=action, detail=detail))
-    return version
-
-
-def _prepare_finding(blobs: BlobStore, result: Result, notes: str = "",
-                     figure: bool = True) -> tuple[dict, dict[str, tuple[str, int]]]:
-    """Write a result's files (tensors, figure) and return its finding row and {role: (hash, size)}:
-    everything a transaction needs to add it, nothing in the database yet."""
-    from safetensors.torch import save as save_tensors
-
-    if not isinstance(result, Result):
-        raise ArchiveError(f"a finding takes a mechscope result, not {type(result).__name__}")
-    data, tensors = result.to_dict()
-    files: dict[str, tuple[str, int]] = {}
-    if tensors:
-        files["tensors"] = blobs.put(save_tensors(tensors))
-    if figure:
-        png = result.png_bytes()
-        if png is not None:
-            files["figure.png"] = blobs.put(png)
-        if callable(getattr(result, "svg", None)):
-            files["figure.svg"] = blobs.put(result.svg().encode())
-    row = dict(uid=_uid(), kind=type(result).__name__, title=result.title, summary=result.summary(),
-               data=json.dumps(data, default=str), evidence=json.dumps(result.evidence(), default=str),
-               notes=notes, created=_now())
-    return row, files
-
-
-def _insert_finding(conn, specimen_id: int, row: dict, files: dict[str, tuple[str, int]]) -> int:
-    """Add a prepared finding inside the transaction ``conn`` (one version bump); returns its version."""
-    version = _bump(conn, specimen_id, "added", f"{row['kind']} {row['uid'][:8]}: {row['title']}")
-    fid = conn.execute(insert(findings).values(specimen_id=specimen_id, added_in=version, **row)).inserted_primary_key[0]
-    for role, (digest, size) in files.items():
-        conn.execute(insert(finding_files).values(finding_id=fid, role=role, hash=digest, size=size))
-    return version
-
-
-def _clean_tag(tag: str) -> str:
-    tag = str(tag).strip()
-    if not tag or len(tag) > 100:
-        raise ArchiveError(f"tag {tag!r} must be 1..100 characters")
-    return tag
-
-
-@dataclass
-class Event:
-    """One change of a specimen: the version it made, when, what, and a line about it."""
-
-    version: int
-    time: str
-    action: str
-    detail: str
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class Finding:
-    """One saved result of a specimen. ``result()`` rebuilds it (files checked by hash); ``data``
-    (the result's JSON, possibly megabytes) is read from the database when first used."""
-
-    archive: Archive = field(repr=False)
-    id: int = field(repr=False)
-    uid: str
-    kind: str
-    title: str
-    summary: str
-    evidence: dict
-    notes: str
-    created: str
-    added_in: int
-    removed_in: int | None
-    files: dict[str, tuple[str, int]]
-
-    def __repr__(self) -> str:
-        return f"Finding({self.kind}, uid {self.uid[:8]}, {self.title!r})"
-
-    @functools.cached_property
-    def data(self) -> dict[str, Any]:
-        """The result's JSON (``Result.to_dict``'s first half)."""
-        with self.archive.engine.connect() as conn:
-            return json.loads(conn.execute(select(findings.c.data).where(findings.c.id == self.id)).scalar_one())
-
-    def to_json(self, data: bool = False) -> dict[str, Any]:
-        """The finding as JSON (what export writes, import reads and the web API returns); files as
-        {role: {"hash", "size"}}; the result's ``data`` only when asked."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("archive", "id", "files")}
-        out["files"] = {role: {"hash": h, "size": n} for role, (h, n) in self.files.items()}
-        return out | ({"data": self.data} if data else {})
-
-    def result(self) -> Result:
-        from safetensors.torch import load as load_tensors
-
-        tensors = {}
-        if "tensors" in self.files:
-            tensors = load_tensors(self.archive.blobs.get(self.files["tensors"][0]))
-        return Result.from_dict(self.data, tensors, check=False)  # rows are checked when written (import validates)
-
-    def file(self, role: str) -> bytes | None:
-        return self.archive.blobs.get(self.files[role][0]) if role in self.files else None
-
-
-@dataclass
-class Specimen:
-    """A view of one specimen row; methods read and write the archive."""
-
-    archive: Archive = field(repr=False)
-    id: int = field(repr=False)
-    uid: str
-    name: str
-    description: str
-    model_name: str
-    model_fingerprint: str
-    model_config: dict
-    task: str
-    dataset: str
-    dataset_seed: int | None
-    dataset_hash: str
-    version: int
-    created: str
-    updated: str
-    tags: list[str]
-
-    def __repr__(self) -> str:
-        return f"Specimen({self.name!r}, uid {self.uid[:8]}, v{self.version}, model {self.model_name!r}, tags {self.tags})"
-
-    def to_json(self) -> dict[str, Any]:
-        """The specimen's own fields as JSON (what export writes, import reads and the web API returns)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("archive", "id")}
-
-    def add(self, result: Result, *, notes: str = "", figure: bool = True) -> Finding:
-        """Store ``result`` as a finding: JSON in the database, tensors (safetensors) and the
-        figure (PNG) as content-addressed files."""
-        row, files = _prepare_finding(self.archive.blobs, result, notes, figure)
-        with self.archive.engine.begin() as conn:
-            _insert_finding(conn, self.id, row, files)
-        self.refresh()
-        return self.finding(row["uid"])
-
-    def findings(self, version: int | None = None, *, removed: bool = False) -> list[Finding]:
-        """The findings present now, or at ``version`` of the specimen; ``removed=True``: every
-        finding it ever had."""
-        q = select(*ROW).where(findings.c.specimen_id == self.id)
-        if removed:
-            pass
-        elif version is None:
-            q = q.where(findings.c.removed_in.is_(None))
-        else:
-            q = q.where(findings.c.added_in <= version).where(
-                or_(findings.c.removed_in.is_(None), findings.c.removed_in > version))
-        with self.archive.engine.connect() as conn:
-            rows = conn.execute(q.order_by(findings.c.id)).mappings().all()
-            return [self._finding(conn, r) for r in rows]
-
-    def finding(self, uid: str) -> Finding:
-        with self.archive.engine.connect() as conn:
-            row = conn.execute(select(*ROW).where(findings.c.specimen_id == self.id)
-                               .where(findings.c.uid.startswith(uid, autoescape=True))).mappings().all()
-            if len(row) != 1:
-                raise ArchiveError(f"{'no' if not row else 'several'} findings {uid!r} in specimen {self.name!r}")
-            return self._finding(conn, row[0])
-
-    def remove_finding(self, uid: str) -> None:
-        """Remove a finding from the current version (it stays in the history)."""
-        found = self.finding(uid)
-        with self.archive.engine.begin() as conn:
-            version = self._bump(conn, "removed", f"{found.kind} {found.uid[:8]}: {found.title}")
-            conn.execute(update(findings).where(findings.c.id == found.id).values(removed_in=version))
-        self.refresh()
-
-    def set_notes(self, uid: str, notes: str) -> None:
-        found = self.finding(uid)
-        with self.archive.engine.begin() as conn:
-            self._bump(conn, "notes", f"{found.uid[:8]}: {notes[:80]}")
-            conn.execute(update(findings).where(findings.c.id == found.id).values(notes=notes))
-
-    def tag(self, *names: str) -> None:
-        new = sorted({_clean_tag(t) for t in names} - set(self.tags))
-        if not new:
-            return
-        with self.archive.engine.begin() as conn:
-            self._bump(conn, "tagged", ", ".join(new))
-            for t in new:
-                conn.execute(insert(tag_table).values(specimen_id=self.id, tag=t))
-        self.refresh()
-
-    def untag(self, *names: str) -> None:
-        gone = sorted(set(names) & set(self.tags))
-        if not gone:
-            return
-        with self.archive.engine.begin() as conn:
-            self._bump(conn, "untagged", ", ".join(gone))
-            conn.execute(delete(tag_table).where(tag_table.c.specimen_id == self.id).where(tag_table.c.tag.in_(gone)))
-        self.refresh()
-
-    def history(self) -> list[Event]:
-        with self.archive.engine.connect() as conn:
-            rows = conn.execute(select(events).where(events.c.specimen_id == self.id).order_by(events.c.version)).mappings()
-            return [Event(r["version"], r["time"], r["action"], r["detail"]) for r in rows]
-
-    def refresh(self) -> "Specimen":
-        fresh = self.archive.get(self.uid)
-        self.__dict__.update({k: v for k, v in fresh.__dict__.items() if k != "archive"})
-        return self
-
-    def _bump(self, conn, action: str, detail: str) -> int:
-        return _bump(conn, self.id, action, detail)
-
-    def _finding(self, conn, row) -> Finding:
-        files = {r.role: (r.hash, r.size) for r in conn.execute(
-            select(finding_files).where(finding_files.c.finding_id == row["id"]))}
-        return Finding(self.archive, row["id"], row["uid"], row["kind"], row["title"], row["summary"],
-                       json.loads(row["evidence"]), row["notes"], row["created"], row["added_in"], row["removed_in"],
-                       files)
-
-
-# -- engine and migrations ---------------------------------------------------------------------
-
-def _engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):
-            dbapi_conn.isolation_level = None  # pysqlite's transaction handling off: DDL too runs in ours
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _sqlite_begin(conn):
-            conn.exec_driver_sql("BEGIN")
-
-        return engine
-    return create_engine(url, pool_pre_ping=True)
-
-
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision; refuse a database newer than this mechscope."""
-    from alembic import command
-    from alembic.config import Config
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    script = ScriptDirectory.from_config(cfg)
-    head = script.get_current_head()
-    with engine.begin() as conn:
-        current = MigrationContext.configure(conn).get_current_revision()
-        if current == head:
-            return
-        known = {rev.revision for rev in script.walk_revisions()}
-        if current is not None and current not in known:
-            raise ArchiveError(
-                f"the archive's schema revision {current!r} is newer than this mechscope knows "
-                f"(up to {head!r}); upgrade mechscope to open it"
-            )
-        cfg.attributes["connection"] = conn
-        crash_point("migrate")
-        command.upgrade(cfg, "head")
-        crash_point("migrate")  # the schema is built but not committed
-
-
-def schema_revision() -> str:
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    return ScriptDirectory.from_config(cfg).get_current_head()

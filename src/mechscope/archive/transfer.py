@@ -1,8 +1,9 @@
-"""Export a specimen to one file and import it elsewhere.
+"""The export file: one specimen in one file, written and read back (``Archive.export`` / ``import_file``).
 
 The file is a zip with ``manifest.json`` (the specimen, tags, history, findings, and the size and
-sha256 of every file) and ``blobs/<sha256>`` entries. Import validates everything before the
-archive sees it, and refuses a bad file with a clear error, leaving the archive as it was:
+sha256 of every file) and ``blobs/<sha256>`` entries. This module is the file's codec and writes no
+row: ``read_export`` validates everything before the archive sees it, and refuses a bad file with a
+clear error, leaving the archive as it was:
 
 - the manifest against a strict schema derived from the archive's own types (``Specimen``,
   ``Finding``, ``Event``) and each finding's result data against its result type's schema
@@ -26,14 +27,10 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 import pydantic
-from sqlalchemy import delete, insert, select
-from sqlalchemy.exc import SQLAlchemyError
-
 from ..results import Result, ResultFormatError, dataclass_schema, result_types, validation_message
-from .blobs import HASH_RE, BlobError
-from .faults import crash_point
-from .schema import events, finding_files, findings, specimens, tags
-from .store import Archive, ArchiveError, Event, Finding, Specimen, schema_revision
+from .blobs import HASH_RE, BlobError, BlobStore
+from .database import ArchiveError, schema_revision
+from .specimens import Event, Finding, Specimen
 
 FORMAT = "mechscope-specimen"
 FORMAT_VERSION = 1
@@ -70,24 +67,26 @@ Manifest = pydantic.create_model(
 
 # -- export ------------------------------------------------------------------------------------
 
-def export_specimen(archive: Archive, spec: Specimen, path: Path) -> Path:
-    """Write ``spec`` with its whole history (removed findings included) to ``path``, atomically."""
+def manifest_of(spec: Specimen) -> dict[str, Any]:
+    """The manifest of ``spec`` with its whole history (removed findings included)."""
     items = [f.to_json(data=True) for f in spec.findings(removed=True)]
-    blobs = {meta["hash"]: meta["size"] for f in items for meta in f["files"].values()}
-    manifest = {
+    return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "schema": schema_revision(),
         "specimen": {k: v for k, v in spec.to_json().items() if k != "tags"},
         "tags": spec.tags,
         "events": [e.to_json() for e in spec.history()],
         "findings": items,
-        "blobs": blobs,
+        "blobs": {meta["hash"]: meta["size"] for f in items for meta in f["files"].values()},
     }
-    path = Path(path)
+
+
+def write_export(path: Path, manifest: dict[str, Any], blobs: BlobStore) -> Path:
+    """Write ``manifest`` and the files it lists (read from ``blobs``) to ``path``, atomically."""
     tmp = path.with_name(f".{path.name}.tmp")
     with zipfile.ZipFile(tmp, "w") as zf:
         zf.writestr("manifest.json", json.dumps(manifest, indent=1), compress_type=zipfile.ZIP_DEFLATED)
-        for digest in sorted(blobs):
-            with zf.open(zipfile.ZipInfo(f"blobs/{digest}"), "w") as out, open(archive.blobs.path(digest), "rb") as src:
+        for digest in sorted(manifest["blobs"]):
+            with zf.open(zipfile.ZipInfo(f"blobs/{digest}"), "w") as out, open(blobs.path(digest), "rb") as src:
                 while chunk := src.read(CHUNK):
                     out.write(chunk)
     os.replace(tmp, path)
@@ -95,59 +94,6 @@ def export_specimen(archive: Archive, spec: Specimen, path: Path) -> Path:
 
 
 # -- import ------------------------------------------------------------------------------------
-
-def import_specimen(archive: Archive, path: Path, *, replace: bool = False) -> Specimen:
-    """Validate ``path`` completely (its files streamed to staging), then add its specimen to
-    ``archive``: the files move in under their hashes, and one transaction adds the rows."""
-    with ExitStack() as cleanup:
-        manifest, staged = read_export(archive, path, cleanup)
-        return _add(archive, path, manifest, staged, replace)
-
-
-def _add(archive: Archive, path: Path, manifest: dict[str, Any], staged: dict[str, Path], replace: bool) -> Specimen:
-    spec = manifest["specimen"]
-    with archive.engine.connect() as conn:
-        existing = conn.execute(select(specimens.c.id).where(specimens.c.uid == spec["uid"])).scalar()
-        if existing is not None and not replace:
-            raise ArchiveImportError(
-                f"{path}: specimen {spec['name']!r} ({spec['uid'][:8]}) is already in the archive; "
-                "import with replace=True (--replace) to overwrite it")
-        uids = [f["uid"] for f in manifest["findings"]]
-        clash = conn.execute(select(findings.c.uid, findings.c.specimen_id).where(findings.c.uid.in_(uids))).all()
-        clash = [u for u, sid in clash if sid != existing]
-        if clash:
-            raise ArchiveImportError(f"{path}: finding {clash[0][:8]} already belongs to another specimen")
-    new_files = [d for d in staged if not archive.blobs.exists(d)]
-    try:
-        for digest in new_files:
-            archive.blobs.adopt(staged[digest], digest)
-            crash_point("import")
-        with archive.engine.begin() as conn:
-            if existing is not None:
-                conn.execute(delete(specimens).where(specimens.c.id == existing))
-            sid = conn.execute(insert(specimens).values(**{**spec, "model_config": json.dumps(spec["model_config"])})).inserted_primary_key[0]
-            for tag in manifest["tags"]:
-                conn.execute(insert(tags).values(specimen_id=sid, tag=tag))
-            for e in manifest["events"]:
-                conn.execute(insert(events).values(specimen_id=sid, **e))
-            crash_point("import")
-            for f in manifest["findings"]:
-                row = {k: v for k, v in f.items() if k not in ("files", "data", "evidence")}
-                fid = conn.execute(insert(findings).values(
-                    specimen_id=sid, data=json.dumps(f["data"]), evidence=json.dumps(f["evidence"]), **row)).inserted_primary_key[0]
-                for role, meta in f["files"].items():
-                    conn.execute(insert(finding_files).values(finding_id=fid, role=role, hash=meta["hash"], size=meta["size"]))
-                crash_point("import")
-    except BaseException as err:  # a refused import leaves the archive as it was
-        archive.drop_unreferenced(new_files)
-        if isinstance(err, SQLAlchemyError):  # e.g. duplicate versions or tags the checks above did not catch
-            cause = err.orig or err
-            raise ArchiveImportError(f"{path}: the archive refused its contents ({type(cause).__name__}: "
-                                     f"{str(cause).splitlines()[0]}); nothing was imported") from None
-        raise
-    crash_point("import")
-    return archive.get(spec["uid"])
-
 
 def import_limit() -> int:
     """Bytes an import's files may hold together: $MECHSCOPE_IMPORT_LIMIT, else ``MAX_TOTAL``."""
@@ -159,9 +105,10 @@ def import_limit() -> int:
     return int(raw)
 
 
-def read_export(archive: Archive, path: Path, cleanup: ExitStack) -> tuple[dict[str, Any], dict[str, Path]]:
-    """(manifest, {sha256: staged file}) of a valid export; ``ArchiveImportError`` for anything
-    else. Staged files are removed when ``cleanup`` closes unless they were adopted."""
+def read_export(blobs: BlobStore, path: Path, cleanup: ExitStack) -> tuple[dict[str, Any], dict[str, Path]]:
+    """(manifest, {sha256: staged file}) of a valid export, its files staged in ``blobs``;
+    ``ArchiveImportError`` for anything else. Staged files are removed when ``cleanup`` closes
+    unless they were adopted."""
     def fail(msg: str) -> ArchiveImportError:
         return ArchiveImportError(f"{path}: {msg}; nothing was imported")
 
@@ -198,7 +145,7 @@ def read_export(archive: Archive, path: Path, cleanup: ExitStack) -> tuple[dict[
         if info.file_size != size:
             raise fail(f"file {digest[:12]} is {info.file_size} bytes but the manifest says {size}")
         try:
-            tmp, actual, n = archive.blobs.stage(_chunks(zf, info, size, fail), size)
+            tmp, actual, n = blobs.stage(_chunks(zf, info, size, fail), size)
         except BlobError:
             raise fail(f"entry 'blobs/{digest}' is not the size it declares") from None
         staged[digest] = tmp

@@ -21,7 +21,7 @@ from ..files import write_atomic
 from .render import render, standalone_policy, static_text
 
 if TYPE_CHECKING:
-    from ..archive.store import Finding, Specimen
+    from ..archive.specimens import Finding, Specimen
 
 LIBRARY = "cytoscape.min.js"  # cytoscape.js 3.35.0 (MIT, vendored from npm): the attribution-graph viewer
 MAX_CACHED = 256  # rendered finding fragments kept per process (oldest dropped first)

@@ -25,7 +25,9 @@ from markupsafe import Markup
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ..archive.blobs import HASH_RE, BlobError
-from ..archive.store import Archive, ArchiveError, Finding, Specimen
+from ..archive.database import ArchiveError
+from ..archive.specimens import Finding, Specimen
+from ..archive.store import Archive
 from ..report.page import library_cards, page, specimen_body
 from ..report.render import render, static_text
 
