@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import machine, reset_peak_rss, status_kb, write_section  # noqa: E402
 
 import mechscope as ms  # noqa: E402
-from mechscope.circuits import attribution_graph  # noqa: E402
+from mechscope.tracing import attribution_graph  # noqa: E402
 from mechscope.sae import SAEConfig, SparseCoder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

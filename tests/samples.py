@@ -134,7 +134,7 @@ def _concept_samples(model):
 
 
 def _circuit_samples(model):
-    from mechscope.circuits import attribution_graph, validate_graph
+    from mechscope.tracing import attribution_graph, validate_graph
     from mechscope.sae import SAEConfig, SparseCoder
 
     d = model.cfg.d_model

@@ -17,10 +17,10 @@ import pytest
 import torch
 
 import mechscope as ms
-from mechscope.circuits.attribution_graph import AttributionGraph, attribution_graph, logit_difference, logit_target
-from mechscope.circuits.graph_json import from_neuronpedia, to_neuronpedia
-from mechscope.circuits.influence import graph_scores, influence, normalised, prune
-from mechscope.circuits.replacement import GraphError, LocalReplacement
+from mechscope.tracing import AttributionGraph, attribution_graph, logit_difference, logit_target
+from mechscope.tracing.neuronpedia import from_neuronpedia, to_neuronpedia
+from mechscope.tracing.prune import graph_scores, influence, normalised, prune
+from mechscope.tracing.replacement import GraphError, LocalReplacement
 from mechscope.models.tiny import FAMILIES, tiny
 from mechscope.sae import SAEConfig, SparseCoder
 from mechscope.sae.transcoder_sets import CrossLayerTranscoder
@@ -180,7 +180,7 @@ def test_targets_and_caps():
     assert sum(tuple(f) in top for f in capped.features.tolist()) >= 7
     import importlib
 
-    ag = importlib.import_module("mechscope.circuits.attribution_graph")  # the package's name is the function
+    ag = importlib.import_module("mechscope.tracing.attribute")
     budget = ag.COPY_BUDGET
     try:  # a long prompt gets fewer copies per backward: the same graph, more passes
         ag.COPY_BUDGET = 1
@@ -325,7 +325,7 @@ def test_adjacency_equals_circuit_tracers(tmp_path, skip, monkeypatch):
     assert out.returncode == 0, out.stderr[-3000:]
     ct = load_file(str(tmp_path / "circuit_tracer.safetensors"))
     if skip:  # circuit-tracer's nnsight backend drops the skip's gradient: compare with ours without it
-        import mechscope.circuits.replacement as replacement
+        import mechscope.tracing.replacement as replacement
 
         monkeypatch.setattr(replacement.TranscoderStack, "skip", lambda self, layer, x: None)
     g = attribution_graph(model, coders, ids, batch_size=16, progress=False)
@@ -363,7 +363,7 @@ def test_graph_is_a_result(tmp_path):
 
 # ------------------------------------------------------------------------------------ validation by intervention
 def test_validation_predicts_small_interventions_exactly_and_large_ones_roughly():
-    from mechscope.circuits.graph_validation import validate_graph
+    from mechscope.tracing.validation import validate_graph
 
     model, coders, tok_a, tok_b = _planted_chain()
     prompt = [model.tokenizer.bos_token_id] + model.tokenize("a bc")[0][0].tolist()[:4] + [tok_a]
@@ -384,7 +384,7 @@ def test_validation_predicts_small_interventions_exactly_and_large_ones_roughly(
 
 
 def test_validation_on_a_random_model():
-    from mechscope.circuits.graph_validation import validate_graph
+    from mechscope.tracing.validation import validate_graph
 
     model = tiny("llama")
     coders = random_transcoders(model, skip=(1,))
@@ -448,7 +448,7 @@ def test_head_loadings_add_up_to_cross_position_edges(family):
     """Without skips every path that leaves a position starts with one head reading the residual
     there, so the heads' loadings (pattern × ∂target/∂z × W_V N(v), a formula of its own) sum to the
     edge; the rest is zero."""
-    from mechscope.circuits.graph_attention import explain_edges
+    from mechscope.tracing.attention import explain_edges
 
     model = tiny(family)
     coders = random_transcoders(model)
@@ -465,7 +465,7 @@ def test_head_loadings_add_up_to_cross_position_edges(family):
 def test_qk_attribution_splits_the_score():
     """With no biases anywhere (llama, transcoders without b_dec, no constant first position) a
     score's query-side shares and its key-side shares each add up to the score itself."""
-    from mechscope.circuits.graph_attention import explain_edges
+    from mechscope.tracing.attention import explain_edges
 
     model = tiny("llama")
     coders = random_transcoders(model)
@@ -486,7 +486,7 @@ def test_qk_attribution_splits_the_score():
 
 # ------------------------------------------------------------------------------------ supernodes
 def test_supernodes_collapse_and_grouping():
-    from mechscope.circuits.graph_view import collapse, group_features, set_supernodes, supernode_figure
+    from mechscope.tracing.view import collapse, group_features, set_supernodes, supernode_figure
 
     model, coders, tok_a, tok_b = _planted_chain()
     prompt = [model.tokenizer.bos_token_id] + model.tokenize("a bc")[0][0].tolist()[:4] + [tok_a]
@@ -531,7 +531,7 @@ def test_the_committed_specimen_reads_back():
     import json
     from pathlib import Path
 
-    from mechscope.circuits.attribution_graph import AttributionGraph
+    from mechscope.tracing import AttributionGraph
 
     path = Path(__file__).parent.parent / "docs" / "specimens" / "smollm2-capital-of-france.json"
     doc = json.loads(path.read_text())

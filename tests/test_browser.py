@@ -295,8 +295,8 @@ def test_attribution_graph_viewer_standalone_and_served(browser_page, llama, tmp
     import mechscope.archive
     from test_attribution_graph import _planted_chain
 
-    from mechscope.circuits import attribution_graph
-    from mechscope.circuits.graph_view import graph_cards, group_features
+    from mechscope.tracing import attribution_graph
+    from mechscope.tracing.view import graph_cards, group_features
     from mechscope.report.page import page as html_page
 
     sync_api = pytest.importorskip("playwright.sync_api")

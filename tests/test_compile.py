@@ -222,7 +222,7 @@ def test_attribution_graph_of_a_compiled_model_has_no_error_and_cannot_see_where
     graph credits the token read by the flip head directly: with patterns frozen, the features that
     decide *where* it looks (length, opp_index) carry no influence — the QK half of the true circuit
     is invisible to attribution graphs."""
-    from mechscope.circuits import attribution_graph
+    from mechscope.tracing import attribution_graph
 
     compiled = compile_program(make_reverse(), ["a", "b", "c"], 5)
     ids = compiled.ids(list("abcab"))

@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mechscope.circuits.attribution_graph import attribution_graph
+from mechscope.tracing import attribution_graph
 from mechscope.circuits.discovery import acdc, eap_ig
 from mechscope.concepts.datasets import ProbeDataset
 from mechscope.concepts.probes import probe_sweep

@@ -96,3 +96,33 @@ def test_the_cycle_check_finds_a_cycle_closed_inside_a_function(tmp_path):
     assert cycle(imports(pkg)) is None  # a TYPE_CHECKING import is no cycle; nor is a module's own package
     (pkg / "b.py").write_text("def f():\n    from .sub.a import g\n    return g\n")
     assert cycle(imports(pkg)) == ["pkg.b", "pkg.sub.a", "pkg.b"]
+
+
+def test_every_module_path_the_architecture_page_names_exists():
+    """docs/architecture.md is the authority for the code as it is: every file (`models/hooks.py`,
+    `tests/test_placement.py`) and dotted module (`mechscope.models.placement`) it names exists."""
+    import importlib
+    import re
+
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    files = set(re.findall(r"`([\w/]+\.(?:py|html|js|css|toml))`", text))
+    assert len(files) > 20
+    missing = [f for f in sorted(files) if not any((base / f).exists() for base in (ROOT, PACKAGE, PACKAGE.parent, PACKAGE / "report" / "static"))]
+    assert not missing, f"docs/architecture.md names files that do not exist: {missing}"
+    top = {p.stem for p in PACKAGE.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
+    dotted_names = {d if d.startswith("mechscope.") else f"mechscope.{d}"
+                    for d in re.findall(r"`((?:mechscope\.)?[a-z_]+(?:\.\w+)+)`", text)
+                    if d.split(".")[0] in top | {"mechscope"} and not d.endswith((".css", ".js", ".py", ".html"))}
+    assert len(dotted_names) > 5
+    for dotted in sorted(dotted_names):
+        module, _, attr = dotted, "", ""
+        while True:
+            try:
+                found = importlib.import_module(module)
+                break
+            except ModuleNotFoundError:
+                module, _, tail = module.rpartition(".")
+                attr = f"{tail}.{attr}".strip(".")
+        for name in filter(None, attr.split(".")):
+            assert hasattr(found, name), f"docs/architecture.md names {dotted}, which does not exist"
+            found = getattr(found, name)

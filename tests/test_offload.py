@@ -83,7 +83,7 @@ def test_attribution_graphs_splices_and_the_fingerprint_work_offloaded(tmp_path,
     block on disk equal the model in memory's; its fingerprint reads one offloaded module at a time."""
     import accelerate.utils
 
-    from mechscope.circuits.attribution_graph import attribution_graph
+    from mechscope.tracing import attribution_graph
     from mechscope.sae import splice
     from test_attribution_graph import random_transcoders
 

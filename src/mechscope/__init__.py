@@ -17,7 +17,7 @@ __all__ = [
 ]
 
 _SUBMODULES = {"archive", "attribution", "circuits", "compile", "concepts", "data", "heads", "lens", "names", "neurons",
-               "patching", "report", "results", "sae", "specimens", "tasks", "toy", "tuned_lens", "verify", "vision", "web"}
+               "patching", "report", "results", "sae", "specimens", "tasks", "toy", "tracing", "tuned_lens", "verify", "vision", "web"}
 
 
 def __getattr__(name: str):

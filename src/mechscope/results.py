@@ -37,7 +37,7 @@ FORMAT_VERSION = 1
 BUILTIN_RESULT_MODULES = ("mechscope.patching", "mechscope.heads", "mechscope.concepts.steering", "mechscope.circuits",
                           "mechscope.lens", "mechscope.attribution", "mechscope.tuned_lens", "mechscope.concepts.geometry",
                           "mechscope.toy", "mechscope.tasks", "mechscope.circuits.scrubbing", "mechscope.verify",
-                          "mechscope.concepts.probes", "mechscope.neurons", "mechscope.sae",
+                          "mechscope.concepts.probes", "mechscope.neurons", "mechscope.sae", "mechscope.tracing",
                           "mechscope.vision")
 
 

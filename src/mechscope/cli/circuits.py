@@ -93,8 +93,7 @@ def _graph(args) -> int:
 
     import torch
 
-    from ..circuits import attribution_graph
-    from ..circuits.graph_json import to_neuronpedia
+    from ..tracing import attribution_graph, to_neuronpedia
     from ..models.load import load
     from ..sae.transcoder_sets import load_transcoders
 
@@ -105,12 +104,12 @@ def _graph(args) -> int:
                               batch_size=args.batch, progress=not args.quiet)
     print(graph.summary())
     if args.cards:
-        from ..circuits.graph_view import graph_cards
+        from ..tracing.view import graph_cards
 
         graph_cards(graph, model, transcoders, node_threshold=args.node_threshold, edge_threshold=args.edge_threshold,
                     n_blocks=args.cards, progress=not args.quiet)
     if args.supernodes:
-        from ..circuits.graph_view import set_supernodes
+        from ..tracing.view import set_supernodes
 
         try:
             with open(args.supernodes, encoding="utf-8") as f:
@@ -122,13 +121,13 @@ def _graph(args) -> int:
         groups = set_supernodes(graph, named)
         print(f"{len(groups)} supernodes named by hand: " + "; ".join(f"{g[0]} ({len(g) - 1})" for g in groups))
     elif args.group:
-        from ..circuits.graph_view import group_features
+        from ..tracing.view import group_features
 
         groups = group_features(graph, model, transcoders, node_threshold=args.node_threshold,
                                 edge_threshold=args.edge_threshold)
         print(f"{len(groups)} supernodes: " + "; ".join(f"{g[0]} ({len(g) - 1})" for g in groups))
     if args.explain:
-        from ..circuits.graph_attention import explain_edges
+        from ..tracing.attention import explain_edges
 
         explained = explain_edges(graph, model, transcoders, top_edges=args.explain,
                                   node_threshold=args.node_threshold, edge_threshold=args.edge_threshold)
@@ -136,7 +135,7 @@ def _graph(args) -> int:
             print(f"{key} ({e['edge']:+.3g}): " + ", ".join(f"{h} {v:+.3g}" for h, v in e["heads"][:3]))
     findings = [(graph, f"attribution graph of {args.prompt!r}")]
     if args.validate:
-        from ..circuits import validate_graph
+        from ..tracing import validate_graph
 
         ids = graph.node_ids()
         features = set(ids[:graph.n_features])  # a supernode's feature members, by id

@@ -24,7 +24,8 @@ import torch
 
 from .. import names
 from ..models.model import Model
-from .attribution_graph import AttributionGraph, _backward, _Sources, logit_target
+from .attribute import _backward, _Sources, logit_target
+from .graph import AttributionGraph
 from ..models.placement import qkv_rows, weight_rows
 from .replacement import GraphError, LocalReplacement
 from ..models.norms import frozen

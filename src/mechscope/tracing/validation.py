@@ -26,7 +26,8 @@ import torch
 from ..models.interventions import Add
 from ..models.model import Model
 from ..results import Provenance, Result
-from .attribution_graph import AttributionGraph, logit_target
+from .attribute import logit_target
+from .graph import AttributionGraph
 from .replacement import GraphError, LocalReplacement
 
 Feature = tuple[int, int, int]

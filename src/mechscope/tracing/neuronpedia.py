@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ..results import Provenance
-from .attribution_graph import AttributionGraph
+from .graph import AttributionGraph
 
 FEATURE_TYPES = {"cross layer transcoder": "feature", "transcoder": "feature", "mlp reconstruction error": "error",
                  "embedding": "token", "logit": "target"}
