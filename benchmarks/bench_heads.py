@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import interleaved, machine, write_section  # noqa: E402
 
 import mechscope as ms  # noqa: E402
-from mechscope.heads import detect_heads, head_circuits, pattern_scores, repeated_random_tokens  # noqa: E402
+from mechscope.components.heads import detect_heads, head_circuits, pattern_scores, repeated_random_tokens  # noqa: E402
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import machine, reset_peak_rss, status_kb, write_section  # noqa: E402
 
 import mechscope as ms  # noqa: E402
-from mechscope.patching import activation_patching, attribution_patching, compare_patching  # noqa: E402
+from mechscope.components.patching import activation_patching, attribution_patching, compare_patching  # noqa: E402
 from mechscope.tasks import make_task  # noqa: E402
 
 THREADS = 2

@@ -17,7 +17,7 @@ from common import machine, write_section  # noqa: E402
 
 import mechscope as ms  # noqa: E402
 from mechscope.models.load import embedded_dir  # noqa: E402
-from mechscope.patching import activation_patching  # noqa: E402
+from mechscope.components.patching import activation_patching  # noqa: E402
 from mechscope.tasks import make_task  # noqa: E402
 
 THREADS = 2

@@ -18,7 +18,7 @@ from common import machine, write_section  # noqa: E402
 
 import mechscope as ms  # noqa: E402
 from mechscope.data import token_blocks  # noqa: E402
-from mechscope.tuned_lens import compare_lenses, train_tuned_lens  # noqa: E402
+from mechscope.lenses.tuned import compare_lenses, train_tuned_lens  # noqa: E402
 
 
 def main() -> None:

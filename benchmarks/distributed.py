@@ -26,7 +26,7 @@ def _worker(rank: int, world: int, init: str, out: str) -> None:
     try:
         import mechscope as ms
         from mechscope.circuits import eap_ig
-        from mechscope.patching import activation_patching
+        from mechscope.components.patching import activation_patching
         from mechscope.tasks import make_task
 
         model = ms.load("smollm2-135m")

@@ -5,16 +5,17 @@ import torch
 from mechscope.attribution import integrated_gradients, layer_attribution, token_ig
 from mechscope.circuits import Circuit, eap_ig, minimal_circuit
 from mechscope.concepts.geometry import weight_tying
-from mechscope.heads import AttentionPatterns, detect_heads, head_circuits
-from mechscope.lens import direct_logit_attribution, logit_lens
-from mechscope.patching import ablation_scan, activation_patching, attribution_patching, compare_patching, path_patching
+from mechscope.components.heads import AttentionPatterns, detect_heads, head_circuits
+from mechscope.lenses.logit import direct_logit_attribution, logit_lens
+from mechscope.circuits.paths import path_patching
+from mechscope.components.patching import ablation_scan, activation_patching, attribution_patching, compare_patching
 from mechscope.circuits.scrubbing import causal_scrubbing
 from mechscope.verify import Box, as_network, branch_and_bound, output_bounds, robustness
 from mechscope.tasks import make_task
 from mechscope.results import NextTokens, Provenance
 from mechscope.concepts.steering import SteeredGeneration
 from mechscope.toy import interference, superposition_phases, train_grokking, train_induction, train_superposition
-from mechscope.tuned_lens import TunedLens, compare_lenses, train_tuned_lens
+from mechscope.lenses.tuned import TunedLens, compare_lenses, train_tuned_lens
 
 
 def sample_results(model):
@@ -118,7 +119,7 @@ def _concept_samples(model):
     from mechscope.concepts.steering import control_vector, steering_sweep
 
     from mechscope.concepts.geometry import WordVectors, relation_geometry
-    from mechscope.neurons import gating_neurons, neuron_cards
+    from mechscope.components.neurons import gating_neurons, neuron_cards
 
     data = ProbeDataset("s", ["I love it.", "I hate it.", "so good.", "so bad."], [1, 0, 1, 0], ["a", "a", "b", "b"],
                         types=["love", "hate", "good", "bad"])

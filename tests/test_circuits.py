@@ -10,7 +10,8 @@ from mechscope.circuits import (Circuit, Graph, acdc, circuit_from_mask, eap, ea
 from mechscope.circuits.edges import ablated_outputs, edge_run, sender_outputs
 from mechscope.models.attention import active_probes
 from mechscope.models.tiny import FAMILIES, tiny
-from mechscope.patching import activation_patching, path_patching
+from mechscope.circuits.paths import path_patching
+from mechscope.components.patching import activation_patching
 from mechscope.results import Provenance
 from mechscope.tasks.base import Task
 from mechscope.toy.planted import PLANTED_EDGES, planted_model, planted_task

@@ -19,8 +19,8 @@ from mechscope.concepts.datasets import ProbeDataset
 from mechscope.concepts.probes import probe_sweep
 from mechscope.distributed import _range, gather, rank_world, share
 from mechscope.models.tiny import tiny
-from mechscope.neurons import neuron_cards
-from mechscope.patching import activation_patching
+from mechscope.components.neurons import neuron_cards
+from mechscope.components.patching import activation_patching
 from helpers import random_task
 from test_attribution_graph import random_transcoders
 

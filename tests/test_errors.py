@@ -163,7 +163,7 @@ def _bad_input_cases():
     from mechscope.sae import SAEConfig, SAEError, load_sae
     from mechscope.verify.vnnlib import VNNLibError, read_vnnlib
     from mechscope.concepts.geometry import WordVectors
-    from mechscope.heads import detect_heads
+    from mechscope.components.heads import detect_heads
     from mechscope.concepts.probes import ProbeDataset, activations
     from mechscope.sae import SparseCoder
     from mechscope.sae.store import harvest

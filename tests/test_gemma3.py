@@ -41,8 +41,8 @@ def test_gemma3_sites_equal_hf_on_real_weights(gemma3):
 
 
 def test_gemma3_induction_heads_and_ioi_patching(gemma3):
-    from mechscope.heads import detect_heads
-    from mechscope.patching import activation_patching
+    from mechscope.components.heads import detect_heads
+    from mechscope.components.patching import activation_patching
     from mechscope.tasks import make_task
 
     heads = detect_heads(gemma3, batch=4, length=20, seeds=1)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import mechscope as ms
-from mechscope.heads import HeadScores, detect_heads, pattern_scores, repeated_random_tokens
+from mechscope.components.heads import HeadScores, detect_heads, pattern_scores, repeated_random_tokens
 
 L = 12
 
@@ -80,7 +80,7 @@ def test_weights_reproduce_the_values_every_family(model):
 
 
 def test_composition_and_copying_on_hand_set_weights(llama):
-    from mechscope.heads import head_circuits
+    from mechscope.components.heads import head_circuits
     from mechscope.models.weights import attention_weights, embedding_weights
 
     torch.manual_seed(0)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from mechscope.lens import direct_logit_attribution, frozen_norm, logit_lens, neuron_attribution, token_id
+from mechscope.lenses.logit import direct_logit_attribution, frozen_norm, logit_lens, neuron_attribution, token_id
 
 PROMPT = "When Mary and John went to the store"
 

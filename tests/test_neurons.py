@@ -6,7 +6,7 @@ import torch
 
 from mechscope.models.interventions import Replace
 from mechscope.models.tiny import tiny
-from mechscope.neurons import _clusters, gating_neurons, neuron_cards
+from mechscope.components.neurons import _clusters, gating_neurons, neuron_cards
 from mechscope.tasks import make_task
 
 

@@ -62,7 +62,7 @@ def test_offloaded_blocks_give_the_same_results(family, tmp_path):
 def test_weight_readers_and_logit_attribution_work_offloaded(family, tmp_path):
     """Weights read outside a forward (head and neuron weights, embeddings, norms) are real under
     ``loaded`` — direct logit attribution and head circuits equal the model in memory's."""
-    from mechscope.lens import direct_logit_attribution
+    from mechscope.lenses.logit import direct_logit_attribution
     from mechscope.models.weights import attention_weights, embedding_weights, mlp_out_weights, norm_affine
 
     whole = tiny(family)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mechscope import Patch
-from mechscope.patching import SWEEPS, activation_patching, attribution_patching, compare_patching
+from mechscope.components.patching import SWEEPS, activation_patching, attribution_patching, compare_patching
 from mechscope.tasks import Task, make_task
 from mechscope.tasks.catalog import IOI_TEMPLATES
 from helpers import random_task

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import mechscope as ms
-from mechscope.patching import AblationScan, ablation_scan
+from mechscope.components.patching import AblationScan, ablation_scan
 from mechscope.results import NextTokens, ResultFormatError, load_result
 
 

@@ -156,7 +156,7 @@ def test_optional_qwen_loads_when_installed():
 def test_where_paris_comes_from(smollm):
     """Logit lens + DLA name the layers and heads; IG and SHAP name the input tokens."""
     from mechscope.attribution import token_ig, token_perturbation
-    from mechscope.lens import direct_logit_attribution, logit_lens
+    from mechscope.lenses.logit import direct_logit_attribution, logit_lens
 
     prompt = "The capital of France is"
     lens = logit_lens(smollm, prompt, " Paris")
@@ -177,7 +177,7 @@ def test_where_paris_comes_from(smollm):
 
 def test_tuned_lens_beats_the_logit_lens_on_held_out_shakespeare(smollm):
     from mechscope.data import token_blocks
-    from mechscope.tuned_lens import compare_lenses, train_tuned_lens
+    from mechscope.lenses.tuned import compare_lenses, train_tuned_lens
 
     train = token_blocks(smollm.tokenizer, 400, 64, "train")
     fit = train_tuned_lens(smollm, train, layers=[5, 15, 25], steps=15, batch_blocks=2, progress=False)
@@ -188,7 +188,7 @@ def test_tuned_lens_beats_the_logit_lens_on_held_out_shakespeare(smollm):
 
 
 def test_induction_heads_matter_more_than_random_heads(smollm):
-    from mechscope.heads import detect_heads
+    from mechscope.components.heads import detect_heads
 
     result = detect_heads(smollm, batch=8, length=50, k=5, seeds=5)
     assert result.top(1, kind="induction")[0][1] > 0.8  # measured: L18H6 0.91
@@ -202,7 +202,7 @@ def test_induction_heads_matter_more_than_random_heads(smollm):
 def test_the_previous_token_head_k_composes_with_the_induction_heads(smollm):
     """The induction circuit in the weights: L16H0 (previous-token score 0.90) is the top
     K-composition sender, and its strongest receivers are the induction heads L17H3, L17H4, L18H7."""
-    from mechscope.heads import head_circuits
+    from mechscope.components.heads import head_circuits
 
     circuits = head_circuits(smollm)
     top = circuits.top_pairs("k", 3)
@@ -228,7 +228,7 @@ def test_relations_are_linear_in_the_embeddings_and_residual_stream(smollm):
 def test_neuron_cards_and_gating_neurons(smollm):
     """Cards render; on IOI no single layer-20 neuron switches the behaviour off (measured over all
     1,536 neurons by exact ablation: the largest drop is 0.12 of a 5.67 logit difference)."""
-    from mechscope.neurons import gating_neurons, neuron_cards
+    from mechscope.components.neurons import gating_neurons, neuron_cards
     from mechscope.tasks import make_task
 
     cards = neuron_cards(smollm, 10, [0, 500], n_blocks=8, progress=False)

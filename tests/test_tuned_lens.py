@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mechscope.data import shakespeare, token_blocks
-from mechscope.tuned_lens import TunedLens, compare_lenses, train_tuned_lens
+from mechscope.lenses.tuned import TunedLens, compare_lenses, train_tuned_lens
 
 
 def test_the_corpus_has_42_works_split_by_work(llama):

@@ -16,8 +16,8 @@ __all__ = [
     "Patch", "ProjectOut", "Replace", "Route", "Run", "SiteError", "UnsupportedArchitecture", "load", "__version__",
 ]
 
-_SUBMODULES = {"archive", "attribution", "circuits", "compile", "concepts", "data", "heads", "lens", "names", "neurons",
-               "patching", "report", "results", "sae", "specimens", "tasks", "toy", "tracing", "tuned_lens", "verify", "vision", "web"}
+_SUBMODULES = {"archive", "attribution", "circuits", "compile", "components", "concepts", "data", "lenses", "names",
+               "report", "results", "sae", "specimens", "tasks", "toy", "tracing", "verify", "vision", "web"}
 
 
 def __getattr__(name: str):

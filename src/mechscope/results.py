@@ -34,11 +34,10 @@ RESULT_TYPES: dict[str, type["Result"]] = {}
 FORMAT_VERSION = 1
 # Modules that define result types; imported on first lookup so that a fresh process (the web
 # server, an importer) can rebuild any saved result without the caller importing them first.
-BUILTIN_RESULT_MODULES = ("mechscope.patching", "mechscope.heads", "mechscope.concepts.steering", "mechscope.circuits",
-                          "mechscope.lens", "mechscope.attribution", "mechscope.tuned_lens", "mechscope.concepts.geometry",
-                          "mechscope.toy", "mechscope.tasks", "mechscope.circuits.scrubbing", "mechscope.verify",
-                          "mechscope.concepts.probes", "mechscope.neurons", "mechscope.sae", "mechscope.tracing",
-                          "mechscope.vision")
+BUILTIN_RESULT_MODULES = ("mechscope.components", "mechscope.lenses", "mechscope.circuits", "mechscope.tracing",
+                          "mechscope.attribution", "mechscope.concepts", "mechscope.toy", "mechscope.tasks",
+                          "mechscope.circuits.scrubbing", "mechscope.verify", "mechscope.sae", "mechscope.vision",
+                          "mechscope.compile.siit")
 
 
 def result_types() -> dict[str, type["Result"]]:

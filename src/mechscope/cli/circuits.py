@@ -7,7 +7,7 @@ from .common import ARCHIVE_HELP, MODEL_HELP, open_archive, write_page
 
 def _patch(args) -> int:
     from ..models.load import load
-    from ..patching import activation_patching, attribution_patching, compare_patching
+    from ..components.patching import activation_patching, attribution_patching, compare_patching
     from ..tasks import make_task
 
     model = load(args.model)

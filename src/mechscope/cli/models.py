@@ -43,7 +43,7 @@ def _run(args) -> int:
 
 
 def _lens(args) -> int:
-    from ..lens import direct_logit_attribution, logit_lens
+    from ..lenses.logit import direct_logit_attribution, logit_lens
     from ..models.load import load
 
     model = load(args.model)
@@ -87,7 +87,7 @@ def _attribute(args) -> int:
 
 
 def _heads(args) -> int:
-    from ..heads import detect_heads
+    from ..components.heads import detect_heads
     from ..models.load import load
 
     model = load(args.model)
@@ -104,7 +104,7 @@ def _heads(args) -> int:
     print(result.summary().split("\n", 3)[3])
     write_page(result, args.out)
     if args.circuits:
-        from ..heads import head_circuits
+        from ..components.heads import head_circuits
 
         circuits = head_circuits(model)
         print(circuits.summary())

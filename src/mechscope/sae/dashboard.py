@@ -1,4 +1,4 @@
-"""Feature dashboards: the neuron cards of ``mechscope.neurons``, for dictionary features.
+"""Feature dashboards: the neuron cards of ``mechscope.components.neurons``, for dictionary features.
 
 ``feature_cards(sae, model, features)`` runs blocks of the embedded corpus, encodes the SAE's
 site (the first position of each block, the attention sink the SAE never saw, gets activation 0),
@@ -19,7 +19,7 @@ from .. import distributed
 from ..models.model import Model
 from ..models.sites import parse
 from ..models.weights import embedding_weights, mlp_out_weights
-from ..neurons import NeuronCards, _blocks_digest, card_fields
+from ..components.neurons import NeuronCards, _blocks_digest, card_fields
 from ..results import Provenance
 from .config import SAEError
 from .dictionary import SparseCoder

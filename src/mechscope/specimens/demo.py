@@ -18,11 +18,12 @@ from pathlib import Path
 from ..archive import open as open_archive
 from ..attribution import token_ig, token_perturbation
 from ..concepts.geometry import weight_tying
-from ..heads import AttentionPatterns, detect_heads, head_circuits
-from ..lens import direct_logit_attribution, logit_lens
+from ..components.heads import AttentionPatterns, detect_heads, head_circuits
+from ..lenses.logit import direct_logit_attribution, logit_lens
 from ..models.load import DEFAULT_MODEL, load
 from ..circuits import eap_ig, minimal_circuit
-from ..patching import ablation_scan, path_patching
+from ..circuits.paths import path_patching
+from ..components.patching import ablation_scan
 from ..report import write_report
 from ..results import NextTokens
 from ..concepts.steering import SteeredGeneration

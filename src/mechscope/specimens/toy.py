@@ -34,8 +34,8 @@ def _superposition(progress: bool, quick: bool):
 def _induction(progress: bool, quick: bool):
     import torch
 
-    from ..heads import detect_heads, head_circuits
-    from ..patching import ablation_scan
+    from ..components.heads import detect_heads, head_circuits
+    from ..components.patching import ablation_scan
     from ..toy.attn_only import train_induction
 
     steps = 800 if quick else 1600

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .. import names
 from ..checks import positive_int
-from ..heads import _repeat_loss, icl_score, pattern_scores, repeated_random_tokens
+from ..components.heads import _repeat_loss, icl_score, pattern_scores, repeated_random_tokens
 from ..models.model import Model
 from ..results import Provenance, Result
 

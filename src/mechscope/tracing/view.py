@@ -31,7 +31,7 @@ def graph_cards(graph: Any, model: Any, transcoders: Any, *, node_threshold: flo
     and logit effects — stored in ``graph.extra["cards"]`` and returned."""
     from tqdm.auto import tqdm
 
-    from ..neurons import card_fields
+    from ..components.neurons import card_fields
     from ..results import Provenance
     from ..sae.dashboard import FeatureCards, logit_effect
 

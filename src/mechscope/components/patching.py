@@ -12,12 +12,12 @@ from typing import ClassVar, Literal
 import torch
 from tqdm.auto import tqdm
 
-from . import names
-from . import distributed
-from .models.interventions import Ablate, Intervention
-from .models.model import Model
-from .circuits.paths import DIRECTIONS, PathPatching, path_patching  # noqa: F401 - path patching lives there
-from .results import Provenance, Result
+from .. import names
+from .. import distributed
+from ..models.interventions import Ablate, Intervention
+from ..models.model import Model
+from ..circuits.paths import DIRECTIONS
+from ..results import Provenance, Result
 
 
 @dataclass

@@ -30,11 +30,11 @@ import torch
 from tqdm.auto import tqdm
 from typing_extensions import TypedDict
 
-from . import distributed, names
-from .models.interventions import Replace
-from .models.model import Model
-from .models.weights import embedding_weights, mlp_out_weights
-from .results import Provenance, Result
+from .. import distributed, names
+from ..models.interventions import Replace
+from ..models.model import Model
+from ..models.weights import embedding_weights, mlp_out_weights
+from ..results import Provenance, Result
 
 
 class Example(TypedDict):
@@ -189,7 +189,7 @@ def _clusters(features: torch.Tensor, distance: float = 0.6) -> float:
 
 def _blocks_digest(blocks: torch.Tensor) -> str:
     """What a card sweep's progress records are keyed by, besides the model and the units."""
-    from .models.fingerprint import fingerprint_of
+    from ..models.fingerprint import fingerprint_of
 
     return fingerprint_of({"blocks": blocks}, {})
 
@@ -205,7 +205,7 @@ def neuron_cards(model: Model, layer: int, neurons: Sequence[int], *, blocks: to
     if bad or not neurons:
         raise ValueError(f"neurons {bad or neurons} out of range: layer {layer} has neurons 0..{d_mlp - 1}")
     if blocks is None:
-        from .data import token_blocks
+        from ..data import token_blocks
 
         blocks = token_blocks(model.tokenizer, n_blocks, length)
     site = f"blocks.{layer}.mlp.post"

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .models.model import Model
-from .results import Provenance, Result
+from ..models.model import Model
+from ..results import Provenance, Result
 
 
 class TunedLens(nn.Module):

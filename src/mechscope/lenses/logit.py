@@ -18,11 +18,11 @@ from typing import Callable, ClassVar
 import torch
 from torch import nn
 
-from . import names
-from .models.model import Model
-from .models.offload import loaded
-from .models.weights import mlp_out_weights
-from .results import Provenance, Result
+from .. import names
+from ..models.model import Model
+from ..models.offload import loaded
+from ..models.weights import mlp_out_weights
+from ..results import Provenance, Result
 
 
 def token_id(model: Model, token: str | int) -> int:
@@ -132,7 +132,7 @@ def frozen_norm(norm: nn.Module, x_final: torch.Tensor) -> tuple[Callable[[torch
     the norm's additive term (zero for RMSNorm). Supports LayerNorms (incl. Cohere's) and RMSNorms
     (incl. Gemma's ``1 + weight``).
     """
-    from .models.norms import centres, is_identity, norm_eps, norm_gain
+    from ..models.norms import centres, is_identity, norm_eps, norm_gain
 
     x = x_final.float()
     if is_identity(norm):  # no final norm (compiled programs)
@@ -301,7 +301,7 @@ def neuron_attribution(model: Model, prompt: str, layer: int, target: str | int,
                            run.cache[f"blocks.{c.n_layers - 1}.resid_post"][0, pos])
     w_out = mlp_out_weights(model, layer)
     if a.mlp_out:  # Gemma 2/3: the MLP's output passes a post-norm; its scale is frozen, as the final norm's
-        from .models.norms import frozen_rms_scale
+        from ..models.norms import frozen_rms_scale
 
         w_out = w_out * frozen_rms_scale(model.hf.get_submodule(f"{a.blocks}.{layer}.{a.mlp_out}"), run.cache[raw][0, pos])
     per_unit = apply(w_out * model.multiplier("residual")) @ direction  # one unit of each neuron: [d_mlp]

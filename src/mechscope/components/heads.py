@@ -7,10 +7,10 @@ from typing import ClassVar
 
 import torch
 
-from . import names
-from .checks import positive_int
-from .results import Provenance, Result
-from .models.run import Run
+from .. import names
+from ..checks import positive_int
+from ..results import Provenance, Result
+from ..models.run import Run
 
 
 @dataclass
@@ -209,7 +209,7 @@ def detect_heads(model, *, batch: int = 8, length: int = 50, k: int = 5, seeds: 
         by_layer: dict[int, list[int]] = {}
         for layer, head in heads:
             by_layer.setdefault(layer, []).append(head)
-        from .models.interventions import Ablate
+        from ..models.interventions import Ablate
 
         return [*interventions, *(Ablate(f"blocks.{l}.attn.z", heads=hs, how=how) for l, hs in by_layer.items())]
 
@@ -296,7 +296,7 @@ def head_circuits(model) -> HeadCircuits:
 
     Composition of sender A into receiver B (Elhage et al.): ‖W_OV^A · M^B‖_F / (‖W_OV^A‖_F ‖M^B‖_F)
     with M = W_QK (Q), W_QKᵀ (K) or W_OV (V); computed on d_head × d_head cores via QR."""
-    from .models.weights import attention_weights, embedding_weights
+    from ..models.weights import attention_weights, embedding_weights
 
     c = model.cfg
     group = c.n_heads // c.n_kv_heads
