@@ -15,7 +15,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import machine, write_section  # noqa: E402
 
 from mechscope.models.load import load  # noqa: E402
-from mechscope.concepts.probes import activations, probe_sweep, sentiment_dataset  # noqa: E402
+from mechscope.concepts.datasets import sentiment_dataset  # noqa: E402
+from mechscope.concepts.probes import activations, probe_sweep  # noqa: E402
 from mechscope.concepts.steering import control_vector, sentiment_pairs  # noqa: E402
 
 THREADS = 1

@@ -115,7 +115,8 @@ def _verify_samples():
 
 
 def _concept_samples(model):
-    from mechscope.concepts.probes import ProbeDataset, probe_sweep
+    from mechscope.concepts.datasets import ProbeDataset
+    from mechscope.concepts.probes import probe_sweep
     from mechscope.concepts.steering import control_vector, steering_sweep
 
     from mechscope.concepts.geometry import WordVectors, relation_geometry

@@ -164,7 +164,8 @@ def _bad_input_cases():
     from mechscope.verify.vnnlib import VNNLibError, read_vnnlib
     from mechscope.concepts.geometry import WordVectors
     from mechscope.components.heads import detect_heads
-    from mechscope.concepts.probes import ProbeDataset, activations
+    from mechscope.concepts.datasets import ProbeDataset
+    from mechscope.concepts.probes import activations
     from mechscope.sae import SparseCoder
     from mechscope.sae.store import harvest
     from mechscope.toy import train_induction, train_superposition
@@ -219,3 +220,23 @@ def test_bad_input_table(llama, tmp_path, case):
         call(llama, tmp_path)
     assert named in str(err.value), str(err.value)
     assert_no_hooks(llama)
+
+
+def test_one_parser_reads_every_index_list():
+    """Features, channels and layers are read by ``checks.indices``; bad text names itself."""
+    from mechscope.checks import indices
+    from mechscope.sae import SAEError
+    from mechscope.sae.dashboard import parse_features
+    from mechscope.vision.model import VisionSiteError, parse_channels
+
+    assert indices("3,17,40-42") == [3, 17, 40, 41, 42] == parse_channels("3,17,40-42")
+    assert parse_features(" 0-2, 7", 128) == [0, 1, 2, 7]
+    for bad, match in (("3,,4", "write numbers and ranges"), ("5-2", "runs backwards: write 2-5"), ("x", "'x'")):
+        with pytest.raises(ValueError, match=match):
+            indices(bad, "layer")
+    with pytest.raises(ValueError, match="layer 8 in '7-9' is out of range: valid are 0..7"):
+        indices("7-9", "layer", 8)
+    with pytest.raises(SAEError, match="feature 128 .* out of range: valid are 0..127 .*128 features"):
+        parse_features("120-130,130", 128)
+    with pytest.raises(VisionSiteError, match="channel list '1-a'"):
+        parse_channels("1-a")

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from mechscope.models.tiny import tiny
-from mechscope.concepts.probes import (LinearProbe, ProbeDataset, control_labels, group_split, probe_sweep, sentiment_dataset,
-                              truth_dataset)
+from mechscope.concepts.datasets import ProbeDataset, sentiment_dataset, truth_dataset
+from mechscope.concepts.probes import LinearProbe, control_labels, group_split, probe_sweep
 
 
 def _planted(n=600, d=32, seed=0, strength=1.5):
@@ -121,7 +121,7 @@ def test_sweep_over_a_models_sites_and_embedded_datasets():
 
 
 def test_function_word_dataset_from_the_corpus():
-    from mechscope.concepts.probes import FUNCTION_WORDS, function_word_dataset
+    from mechscope.concepts.datasets import FUNCTION_WORDS, function_word_dataset
 
     model = tiny("llama")  # a tiny BPE: few whole-word tokens, but the construction is the same
     data = function_word_dataset(model.tokenizer, n_blocks=40, per_block=3, length=20)

@@ -53,7 +53,7 @@ def test_sites_and_channels(effnet, cnn):
         cnn.run(image, cache="blocks.4")
     with pytest.raises(VisionSiteError, match="2 has 6 channels; channel 9 is out of range"):
         cnn.run(image, cache="2:9")
-    with pytest.raises(VisionSiteError, match="write them like 17"):
+    with pytest.raises(VisionSiteError, match="write numbers and ranges like 17"):
         cnn.run(image, cache="2:x")
     with pytest.raises(ValueError, match=r"images must be \[batch, 3, H, W\]"):
         cnn.run(image[0])

@@ -25,6 +25,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from .models.sites import block_site, expert_site
+
 Kind = Literal["embed", "logits", "head", "kv", "mlp", "expert", "shared_expert", "neuron", "attn_layer", "mlp_layer"]
 
 
@@ -63,19 +65,19 @@ class Component:
         ``heads=[h]``, a neuron ``blocks.l.mlp.post`` with ``neurons=[n]``, an MLP ``blocks.l.mlp.out``."""
         l, i = self.layer, self.index
         if self.kind == "head":
-            return f"blocks.{l}.attn.{self.input or 'z'}", {"heads": [i]}
+            return block_site(l, f"attn.{self.input or 'z'}"), {"heads": [i]}
         if self.kind == "kv":
-            return f"blocks.{l}.attn.{self.input or 'k'}", {"heads": [i]}
+            return block_site(l, f"attn.{self.input or 'k'}"), {"heads": [i]}
         if self.kind in ("mlp", "mlp_layer"):
-            return f"blocks.{l}.mlp.out", {}
+            return block_site(l, "mlp.out"), {}
         if self.kind == "expert":
-            return f"blocks.{l}.mlp.experts.{i}.out", {}
+            return expert_site(l, i), {}
         if self.kind == "shared_expert":
-            return f"blocks.{l}.mlp.shared_expert.out", {}
+            return block_site(l, "mlp.shared_expert.out"), {}
         if self.kind == "attn_layer":
-            return f"blocks.{l}.attn.out", {}
+            return block_site(l, "attn.out"), {}
         if self.kind == "neuron":
-            return f"blocks.{l}.mlp.post", {"neurons": [i]}
+            return block_site(l, "mlp.post"), {"neurons": [i]}
         if self.kind == "embed":
             return "embed", {}
         if self.kind == "logits":

@@ -36,6 +36,7 @@ from ..models.model import Model
 from ..models.placement import head_inputs, logits_input, mlp_input, mlp_senders, site_places
 from ..models.sites import Site, parse
 from .graph import Graph
+from ..models.sites import block_site
 
 ABLATIONS = ("corrupted", "mean", "resample", "zero")
 
@@ -187,7 +188,7 @@ def _edge_hooks(state: _State) -> Iterator[None]:
     senders = [parse("embed")]
     index = {"embed": 0}
     for l in range(graph.n_layers):
-        z = parse(f"blocks.{l}.attn.z")
+        z = parse(block_site(l, "attn.z"))
         index[z.name] = graph.sender_start[l]
         senders.append(z)
         if graph.has_mlp:
@@ -203,7 +204,7 @@ def _edge_hooks(state: _State) -> Iterator[None]:
             heads = list(graph.attn_receivers[l])
             reading = head_inputs(model, l).install(hooks, lambda like, r=heads: state.delta_for(r, like))
             if state.recording:
-                own[f"blocks.{l}.attn.z"].install(hooks, recorder)
+                own[block_site(l, "attn.z")].install(hooks, recorder)
             if graph.has_mlp:
                 mlp = [graph.mlp_receiver(l)]
                 mlp_input(model, l).install(hooks, lambda like, r=mlp: state.delta_for(r, like), reading)

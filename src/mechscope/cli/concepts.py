@@ -23,7 +23,7 @@ def _probe(args) -> int:
 
 def _steer(args) -> int:
     from ..models.load import load
-    from ..concepts.probes import NEGATIVE_WORDS, POSITIVE_WORDS
+    from ..concepts.datasets import NEGATIVE_WORDS, POSITIVE_WORDS
     from ..concepts.steering import NEUTRAL, control_vector, read_pairs, steering_sweep, word_score
 
     model = load(args.model)

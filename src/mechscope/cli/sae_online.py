@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from .common import open_archive
+from ..checks import indices
 
 
 def _layers(spec: str | None) -> list[int] | None:
     if not spec:
         return None
-    out: list[int] = []
-    for part in spec.split(","):
-        lo, _, hi = part.partition("-")
-        out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
-    return out
+    return indices(spec, "layer")
 
 
 def run_transcoders(model, args, page) -> int:

@@ -34,6 +34,7 @@ import torch
 
 from .rasp import (Aggregate, Full, Indices, Map, RASPError, SelectorWidth, SequenceMap, SOp, Tokens, evaluate,
                    evaluate_all, selection, walk)
+from ..models.sites import block_site
 
 SPECIAL = ("<bos>", "<pad>", "<unk>")
 NUM = "<num>"
@@ -205,7 +206,7 @@ class CompiledProgram:
         for layer, block in enumerate(self.model.hf.model.layers):
             up, down = block.mlp.up_proj, block.mlp.down_proj
             cfg = SAEConfig("relu", up.in_features, up.out_features, d_out=down.out_features,
-                            site=f"blocks.{layer}.mlp.in", target_site=f"blocks.{layer}.mlp.out", model=self.model.name)
+                            site=block_site(layer, "mlp.in"), target_site=block_site(layer, "mlp.out"), model=self.model.name)
             weights = {"W_enc": up.weight.detach(), "b_enc": up.bias.detach(), "W_dec": down.weight.detach().T,
                        "b_dec": torch.zeros(down.out_features)}
             out.append(SparseCoder(cfg, weights=weights).eval())

@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..models.interventions import Patch
+from .. import names
 from ..models.model import Model
 from ..results import Provenance, Result
 from .compiler import CompiledProgram
@@ -29,10 +30,8 @@ from .compiler import CompiledProgram
 
 def node_site(node: str) -> tuple[str, list[int] | None]:
     """A component-graph sender's output site: ``a3.h1`` → (blocks.3.attn.z, head 1); ``m3`` → blocks.3.mlp.out."""
-    if node.startswith("a"):
-        layer, head = node[1:].split(".h")
-        return f"blocks.{int(layer)}.attn.z", [int(head)]
-    return f"blocks.{int(node[1:])}.mlp.out", None
+    site, selection = names.parse(node).site
+    return site, selection.get("heads")
 
 
 @dataclass

@@ -11,6 +11,7 @@ from .. import names
 from ..checks import positive_int
 from ..results import Provenance, Result
 from ..models.run import Run
+from ..models.sites import block_site
 
 
 @dataclass
@@ -26,7 +27,7 @@ class AttentionPatterns(Result):
     @classmethod
     def of(cls, run: Run, layer: int, row: int = 0) -> "AttentionPatterns":
         """From a run that cached ``blocks.{layer}.attn.pattern`` (padding removed)."""
-        pat = run.cache[f"blocks.{layer}.attn.pattern"][row]
+        pat = run.cache[block_site(layer, "attn.pattern")][row]
         real = run.mask[row].bool().to(pat.device)
         pat = pat[:, real][:, :, real].float().cpu()
         tokens = run.str_tokens[row]
@@ -200,7 +201,7 @@ def detect_heads(model, *, batch: int = 8, length: int = 50, k: int = 5, seeds: 
         positive_int(value, name)
     tokens = repeated_random_tokens(model, batch, length, seed)
     run = model.run(tokens, cache="blocks.*.attn.pattern", interventions=list(interventions))
-    scores = pattern_scores({l: run.cache[f"blocks.{l}.attn.pattern"] for l in range(c.n_layers)}, length)
+    scores = pattern_scores({l: run.cache[block_site(l, "attn.pattern")] for l in range(c.n_layers)}, length)
     induction = scores["induction"]
     flat = induction.flatten().argsort(descending=True)[:k].tolist()
     top = [(i // c.n_heads, i % c.n_heads) for i in flat]
@@ -211,7 +212,7 @@ def detect_heads(model, *, batch: int = 8, length: int = 50, k: int = 5, seeds: 
             by_layer.setdefault(layer, []).append(head)
         from ..models.interventions import Ablate
 
-        return [*interventions, *(Ablate(f"blocks.{l}.attn.z", heads=hs, how=how) for l, hs in by_layer.items())]
+        return [*interventions, *(Ablate(block_site(l, "attn.z"), heads=hs, how=how) for l, hs in by_layer.items())]
 
     clean = _repeat_loss(model, tokens, length, interventions)
     ablated = {how: _repeat_loss(model, tokens, length, ablations(top, how)) for how in ("zero", "mean")}

@@ -35,6 +35,7 @@ from ..models.interventions import Replace
 from ..models.model import Model
 from ..models.weights import embedding_weights, mlp_out_weights
 from ..results import Provenance, Result
+from ..models.sites import block_site
 
 
 class Example(TypedDict):
@@ -208,7 +209,7 @@ def neuron_cards(model: Model, layer: int, neurons: Sequence[int], *, blocks: to
         from ..data import token_blocks
 
         blocks = token_blocks(model.tokenizer, n_blocks, length)
-    site = f"blocks.{layer}.mlp.post"
+    site = block_site(layer, "mlp.post")
     def read(items: range) -> torch.Tensor:  # [k, length, neurons]
         return model.run(blocks[items.start:items.stop], cache=site).cache[site][..., neurons].float()
 
@@ -316,7 +317,7 @@ def gating_neurons(model: Model, task, layer: int, *, neurons: Sequence[int] | N
     neurons = list(range(d_mlp)) if neurons is None else list(neurons)
     pairs = len(task)
     clean = task.run_metric(model, "clean")
-    site = f"blocks.{layer}.mlp.post"
+    site = block_site(layer, "mlp.post")
     if candidates is not None:
         run = model.run(task.clean, cache=site, grads=site, metric=lambda r: task.score(task.read(r.logits)).sum())
         a = run.cache[site].float()

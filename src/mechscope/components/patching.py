@@ -18,6 +18,7 @@ from ..models.interventions import Ablate, Intervention
 from ..models.model import Model
 from ..circuits.paths import DIRECTIONS
 from ..results import Provenance, Result
+from ..models.sites import block_site
 
 
 @dataclass
@@ -102,10 +103,10 @@ def ablation_scan(
     tid = target_ids[0]
     c = model.cfg
     if components == "heads":
-        jobs = [(f"blocks.{l}.attn.z", [h]) for l in range(c.n_layers) for h in range(c.n_heads)]
+        jobs = [(block_site(l, "attn.z"), [h]) for l in range(c.n_layers) for h in range(c.n_heads)]
         shape = (c.n_layers, c.n_heads)
     elif components == "layers":
-        jobs = [(f"blocks.{l}.{k}", None) for k in ("attn.out", "mlp.out") for l in range(c.n_layers)]
+        jobs = [(block_site(l, k), None) for k in ("attn.out", "mlp.out") for l in range(c.n_layers)]
         shape = (2, c.n_layers)
     else:
         raise ValueError(f"components={components!r}; valid: 'heads', 'layers'")

@@ -34,8 +34,7 @@ from .. import distributed
 from ..checks import positive_int
 from ..models.model import Model
 from ..results import Provenance, Result
-from .datasets import (CAPITALS, DATASETS, FUNCTION_WORDS, NEGATIVE, NEGATIVE_WORDS, POSITIVE,  # noqa: F401 - re-exported
-                       POSITIVE_WORDS, ProbeDataset, function_word_dataset, sentiment_dataset, truth_dataset)
+from .datasets import DATASETS, ProbeDataset
 from .steering import ControlVector
 
 KINDS = ("logistic", "ridge", "mass-mean")

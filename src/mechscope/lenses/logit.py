@@ -23,6 +23,7 @@ from ..models.model import Model
 from ..models.offload import loaded
 from ..models.weights import mlp_out_weights
 from ..results import Provenance, Result
+from ..models.sites import block_site, expert_site
 
 
 def token_id(model: Model, token: str | int) -> int:
@@ -102,7 +103,7 @@ def logit_lens(model: Model, prompt: str, target: str | int | None = None) -> Lo
     tid = model.token_id(target)
     norm = model.final_norm
     unembed = model.unembed
-    sites = ["embed"] + [f"blocks.{l}.resid_post" for l in range(model.cfg.n_layers)]
+    sites = ["embed"] + [block_site(l, "resid_post") for l in range(model.cfg.n_layers)]
     probs, ranks, tops, top_p = [], [], [], []
     for name in sites:
         logits = model.capped(unembed(norm(run.cache[name][0])) * model.multiplier("logit")).float()  # as returned
@@ -229,7 +230,7 @@ def direct_logit_attribution(model: Model, prompt: str, target: str | int, foil:
     experts each expert is a component (``MLP3E2``) and ``MLP3 rest`` holds the rest of the block (a
     shared expert, or nothing but float rounding)."""
     c = model.cfg
-    sites = ["embed", "blocks.*.attn.z", "blocks.*.mlp.out", f"blocks.{c.n_layers - 1}.resid_post", "logits"]
+    sites = ["embed", "blocks.*.attn.z", "blocks.*.mlp.out", block_site(c.n_layers - 1, "resid_post"), "logits"]
     experts = model.n_experts  # mixtures of experts: one component per expert, and the rest of the block
     run = model.run(prompt, cache=sites + (["blocks.*.mlp.experts.*.out"] if experts else []))
     n_tok = run.tokens.shape[1]
@@ -238,7 +239,7 @@ def direct_logit_attribution(model: Model, prompt: str, target: str | int, foil:
     pos = position % n_tok
     direction, t, f = _logit_direction(model, target, foil)
     apply, norm_bias = frozen_norm(model.final_norm,
-                                   run.cache[f"blocks.{c.n_layers - 1}.resid_post"][0, pos])
+                                   run.cache[block_site(c.n_layers - 1, "resid_post")][0, pos])
     dev = direction.device
 
     def logit_of(component: torch.Tensor) -> torch.Tensor:  # [..., d] -> [...]
@@ -247,7 +248,7 @@ def direct_logit_attribution(model: Model, prompt: str, target: str | int, foil:
     labels, values = ["embed"], [logit_of(run.cache["embed"][0, pos])]
     grid = torch.zeros(c.n_layers, c.n_heads)
     for layer in range(c.n_layers):
-        heads = model.head_outputs(run.cache[f"blocks.{layer}.attn.z"][:, pos:pos + 1], layer)[0, 0]  # [head, d]
+        heads = model.head_outputs(run.cache[block_site(layer, "attn.z")][:, pos:pos + 1], layer)[0, 0]  # [head, d]
         contrib = logit_of(heads)
         grid[layer] = contrib.cpu()
         labels += [names.head(layer, h).label for h in range(c.n_heads)]
@@ -256,9 +257,9 @@ def direct_logit_attribution(model: Model, prompt: str, target: str | int, foil:
         if bias is not None:
             labels.append(f"L{layer} attn bias")
             values.append(logit_of(bias.float()))
-        block_out = run.cache[f"blocks.{layer}.mlp.out"][0, pos]
+        block_out = run.cache[block_site(layer, "mlp.out")][0, pos]
         for e in range(experts):
-            share = run.cache[f"blocks.{layer}.mlp.experts.{e}.out"][0, pos]
+            share = run.cache[expert_site(layer, e)][0, pos]
             labels.append(names.expert(layer, e).label)
             values.append(logit_of(share))
             block_out = block_out - share
@@ -292,20 +293,20 @@ def neuron_attribution(model: Model, prompt: str, layer: int, target: str | int,
         raise ValueError(f"{c.family} is a mixture of experts: its MLP has no single down projection (no neurons "
                          "to attribute); DLA gives the whole MoE block (MLP<layer>)")
     raw = f"{a.blocks}.{layer}.{a.mlp}.output"  # the MLP's own output (before a post-norm, where there is one)
-    run = model.run(prompt, cache=[f"blocks.{layer}.mlp.post", f"blocks.{c.n_layers - 1}.resid_post", "logits",
+    run = model.run(prompt, cache=[block_site(layer, "mlp.post"), block_site(c.n_layers - 1, "resid_post"), "logits",
                                    *([raw] if a.mlp_out else [])])
     n_tok = run.tokens.shape[1]
     pos = position % n_tok
     direction, t, f = _logit_direction(model, target, foil)
     apply, _ = frozen_norm(model.final_norm,
-                           run.cache[f"blocks.{c.n_layers - 1}.resid_post"][0, pos])
+                           run.cache[block_site(c.n_layers - 1, "resid_post")][0, pos])
     w_out = mlp_out_weights(model, layer)
     if a.mlp_out:  # Gemma 2/3: the MLP's output passes a post-norm; its scale is frozen, as the final norm's
         from ..models.norms import frozen_rms_scale
 
         w_out = w_out * frozen_rms_scale(model.hf.get_submodule(f"{a.blocks}.{layer}.{a.mlp_out}"), run.cache[raw][0, pos])
     per_unit = apply(w_out * model.multiplier("residual")) @ direction  # one unit of each neuron: [d_mlp]
-    values = run.cache[f"blocks.{layer}.mlp.post"][0, pos].float() * per_unit
+    values = run.cache[block_site(layer, "mlp.post")][0, pos].float() * per_unit
     logits = run.cache["logits"][0, pos].float()
     actual = float(logits[t] - (logits[f] if f is not None else 0.0))
     return LogitAttribution(

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ..models.model import Model
 from ..results import Provenance, Result
+from ..models.sites import block_site
 
 
 class TunedLens(nn.Module):
@@ -70,8 +71,8 @@ def _kl(final_logp: torch.Tensor, lens_logits: torch.Tensor) -> torch.Tensor:
 
 
 def _activations(model: Model, blocks: torch.Tensor, layers: Sequence[int]) -> tuple[dict, torch.Tensor]:
-    run = model.run(blocks, cache=[f"blocks.{l}.resid_post" for l in layers])
-    hs = {l: run.cache[f"blocks.{l}.resid_post"].flatten(0, 1) for l in layers}
+    run = model.run(blocks, cache=[block_site(l, "resid_post") for l in layers])
+    hs = {l: run.cache[block_site(l, "resid_post")].flatten(0, 1) for l in layers}
     return hs, run.logits.flatten(0, 1).float().log_softmax(-1)
 
 

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from .fingerprint import fingerprint_of  # noqa: F401 - re-exported: its former home
+from .fingerprint import fingerprint_of
 from .interventions import Ablate, Intervention, InterventionError, Patch, source_of
 from .run import Cache, Run
 from .adapters import Adapter, adapter_for, is_parallel

@@ -99,6 +99,25 @@ class Site:
         return (self.layer, BLOCK_SITES.index(self.kind))
 
 
+MOE_SITES = ("mlp.router", "mlp.shared_expert.out")  # (and ``mlp.experts.E.out``: ``expert_site``)
+
+
+def block_site(layer: int, kind: str) -> str:
+    """The name of block ``layer``'s site ``kind`` (``block_site(3, "attn.z")`` → ``blocks.3.attn.z``): the
+    one way code outside ``models/`` spells a block site. ``kind``: a ``BLOCK_SITES`` entry or a
+    mixture of experts' ``mlp.router`` / ``mlp.shared_expert.out``."""
+    if kind not in BLOCK_SITES and kind not in MOE_SITES:
+        raise SiteError(f"{kind!r} is no block site; valid: {', '.join(BLOCK_SITES + MOE_SITES)}")
+    if not isinstance(layer, int) or isinstance(layer, bool) or layer < 0:
+        raise SiteError(f"layer {layer!r} must be an integer ≥ 0")
+    return f"blocks.{layer}.{kind}"
+
+
+def expert_site(layer: int, expert: int) -> str:
+    """``blocks.{layer}.mlp.experts.{expert}.out``: one expert's weighted output."""
+    return f"{block_site(layer, 'mlp.router').removesuffix('router')}experts.{int(expert)}.out"
+
+
 def parse(name: str) -> Site:
     """Parse a concrete site name (no globs); raises ``ValueError`` for a malformed name."""
     if name in ("embed", "final_norm", "logits"):

@@ -23,6 +23,7 @@ from ..components.neurons import NeuronCards, _blocks_digest, card_fields
 from ..results import Provenance
 from .config import SAEError
 from .dictionary import SparseCoder
+from ..checks import indices
 
 
 @dataclass
@@ -44,17 +45,10 @@ class FeatureCards(NeuronCards):
 
 def parse_features(spec: str, width: int) -> list[int]:
     """``"0-99"``, ``"3,17,40-42"`` → feature indices, each checked against the width."""
-    out: list[int] = []
     try:
-        for part in spec.split(","):
-            a, _, b = part.strip().partition("-")
-            out += list(range(int(a), int(b) + 1)) if b else [int(a)]
-    except ValueError as e:
-        raise SAEError(f"features {spec!r}: write indices and ranges like '0-99' or '3,17,40-42'") from e
-    bad = [i for i in out if not 0 <= i < width]
-    if bad:
-        raise SAEError(f"feature(s) {bad[:5]} out of range: this dictionary has features 0..{width - 1}")
-    return out
+        return indices(spec, "feature", width)
+    except ValueError as err:
+        raise SAEError(f"{err} (this dictionary has {width} features)") from None
 
 
 def logit_effect(sae: SparseCoder, model: Model, features: Sequence[int]) -> torch.Tensor:

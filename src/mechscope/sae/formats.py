@@ -33,6 +33,7 @@ import torch
 
 from .config import CONFIG, WEIGHTS, SAEConfig, SAEError
 from .dictionary import SparseCoder, load_sae, nonfinite
+from ..models.sites import block_site
 
 SAELENS_CONFIG = "cfg.json"
 SAELENS_WEIGHTS = "sae_weights.safetensors"
@@ -95,9 +96,9 @@ def _hook_site(hook: str) -> tuple[str, bool]:
     parts = hook.split(".", 2)
     if len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit():
         if parts[2] in _TL_HOOKS:
-            return f"blocks.{parts[1]}.{_TL_HOOKS[parts[2]]}", False
+            return block_site(int(parts[1]), _TL_HOOKS[parts[2]]), False
         if parts[2] == "ln2.hook_normalized":
-            return f"blocks.{parts[1]}.mlp.in", True
+            return block_site(int(parts[1]), "mlp.in"), True
     if hook == "hook_embed":
         return "embed", False
     raise SAEError(f"hook {hook!r} has no mechscope site; known: blocks.L.{{{', '.join(_TL_HOOKS)}, "
@@ -216,11 +217,13 @@ def site_from_hookpoint(hookpoint: str, transcoder: bool = False) -> tuple[str |
     ``layers.5.mlp`` the MLP — ``blocks.5.mlp.out``, or mlp.in → mlp.out. (None, None) when unknown."""
     parts = hookpoint.split(".")
     if len(parts) >= 2 and parts[-2].isdigit() and parts[-1] == "mlp":
-        block = f"blocks.{parts[-2]}"
-        return (f"{block}.mlp.in", f"{block}.mlp.out") if transcoder else (f"{block}.mlp.out", None)
+        layer = int(parts[-2])
+        return ((block_site(layer, "mlp.in"), block_site(layer, "mlp.out")) if transcoder
+                else (block_site(layer, "mlp.out"), None))
     if parts and parts[-1].isdigit():
-        block = f"blocks.{parts[-1]}"
-        return (f"{block}.resid_pre", f"{block}.resid_post") if transcoder else (f"{block}.resid_post", None)
+        layer = int(parts[-1])
+        return ((block_site(layer, "resid_pre"), block_site(layer, "resid_post")) if transcoder
+                else (block_site(layer, "resid_post"), None))
     return None, None
 
 
@@ -546,7 +549,7 @@ def save_saelens(sae: SparseCoder, directory: str | os.PathLike, *, hook_name: s
         if site is None or not site.startswith("blocks."):
             return "hook_embed" if site == "embed" else None
         layer, _, kind = site.partition(".")[2].partition(".")
-        return f"blocks.{layer}.{tl[kind]}" if kind in tl else None
+        return f"blocks.{layer}.{tl[kind]}" if kind in tl else None  # a TransformerLens hook name, not a site
 
     # SAELens keeps unknown metadata keys: mechscope's own site names travel with the file, for sites
     # TransformerLens has no hook for (mlp.in is the norm's output *with* its gain)

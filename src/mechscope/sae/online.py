@@ -30,6 +30,7 @@ from .config import SAEConfig, SAEError
 from .dictionary import SparseCoder
 from .checkpoints import PROGRESS, checkpoint_path, layer_dir, read_progress, remove_older, write_progress
 from .trainer import Trainer, load_checkpoint, save_checkpoint
+from ..models.sites import block_site
 
 
 
@@ -117,14 +118,14 @@ def train_transcoders(model: Model, directory: str | os.PathLike, *, layers: Seq
     coders, trainers = {}, {}
     for layer in layers:
         cfg = SAEConfig(arch, d, width, k=k if arch in ("topk", "batchtopk") else None, d_out=d,
-                        site=f"blocks.{layer}.mlp.in", target_site=f"blocks.{layer}.mlp.out", model=model.name)
+                        site=block_site(layer, "mlp.in"), target_site=block_site(layer, "mlp.out"), model=model.name)
         coders[layer] = SparseCoder(cfg, seed=seed + layer).to(model.device)  # initialised alike on any device
         trainers[layer] = Trainer(coders[layer], steps, rows, lr=lr)
     run_spec = {"model": model.name, "fingerprint": model.fingerprint, "layers": layers, "arch": arch, "width": width,
                 "k": k, "steps": steps, "rows": rows, "context": context, "seed": seed,
                 "corpora": sorted(corpora) if isinstance(corpora, dict) else list(corpora)}
     done = _resume(directory, run_spec, trainers)
-    sites = [s for layer in layers for s in (f"blocks.{layer}.mlp.in", f"blocks.{layer}.mlp.out")]
+    sites = [s for layer in layers for s in (block_site(layer, "mlp.in"), block_site(layer, "mlp.out"))]
     t0 = time.perf_counter()
     bar = tqdm(total=steps, initial=done, desc=f"transcoders × {len(layers)} layers", disable=not progress, unit="step")
     step = done
@@ -134,8 +135,8 @@ def train_transcoders(model: Model, directory: str | os.PathLike, *, layers: Seq
             cache = model.run(blocks[start:start + per_step], cache=sites).cache
         stats = {}
         for layer in layers:
-            x = cache[f"blocks.{layer}.mlp.in"][:, 1:].reshape(-1, d)
-            y = cache[f"blocks.{layer}.mlp.out"][:, 1:].reshape(-1, d)
+            x = cache[block_site(layer, "mlp.in")][:, 1:].reshape(-1, d)
+            y = cache[block_site(layer, "mlp.out")][:, 1:].reshape(-1, d)
             if step == 0:
                 trainers[layer].initialise(x, y)
             stats[layer] = trainers[layer].step(x, y)

@@ -78,7 +78,7 @@ def resolve_hf_uri(uri: str, hf_cache: str | os.PathLike | None = None) -> Path:
 
 def _layer_site(hook: str, layer: int) -> tuple[str, bool]:
     """(site, read without the norm's gain) of a circuit-tracer per-block hook at ``layer``."""
-    return _hook_site(f"blocks.{layer}.{hook}")
+    return _hook_site(f"blocks.{layer}.{hook}")  # a TransformerLens hook name, read as a site by _hook_site
 
 
 def _read_layer(file: Path) -> dict[str, torch.Tensor]:

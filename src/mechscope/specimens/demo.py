@@ -28,6 +28,7 @@ from ..report import write_report
 from ..results import NextTokens
 from ..concepts.steering import SteeredGeneration
 from ..tasks import make_task
+from ..models.sites import block_site
 
 PROMPTS = ["The capital of France is", "The Eiffel Tower is located in the city of", "1, 2, 3, 4,"]
 STEER_PROMPT = "I think that my neighbour is"
@@ -72,12 +73,13 @@ def sentiment_concept(model, arch, progress: bool = True):
     training, with Hewitt & Liang's control task), a mean-difference control vector from 20
     contrastive pairs at a middle layer, and generation steered by it — positive-word rate of the
     continuations against perplexity of neutral text."""
-    from ..concepts.probes import NEGATIVE_WORDS, POSITIVE_WORDS, probe_sweep
+    from ..concepts.datasets import NEGATIVE_WORDS, POSITIVE_WORDS
+    from ..concepts.probes import probe_sweep
     from ..concepts.steering import NEUTRAL, control_vector, sentiment_pairs, steering_sweep, word_score
 
     sweep = probe_sweep(model, "sentiment", progress=progress)
     print("\n" + sweep.summary())
-    site = f"blocks.{model.cfg.n_layers // 3}.resid_post"
+    site = block_site(model.cfg.n_layers // 3, "resid_post")
     cv = control_vector(model, sentiment_pairs(), site)
     steer = steering_sweep(model, cv, SENTIMENT_PROMPTS, [-1.0, 0.0, 0.5, 1.0],
                            score=lambda texts: word_score(texts, POSITIVE_WORDS, NEGATIVE_WORDS),
@@ -166,9 +168,9 @@ def run_demo(model_name: str = DEFAULT_MODEL, out: str | Path = "mechscope-demo"
     _say("heads and weights", lap(), *_line(heads, 2), *_line(circuits), *_line(tying))
 
     layer = int(name[1:name.index("H")])
-    patterns = AttentionPatterns.of(model.run(PROMPTS[0], cache=f"blocks.{layer}.attn.pattern"), layer)
+    patterns = AttentionPatterns.of(model.run(PROMPTS[0], cache=block_site(layer, "attn.pattern")), layer)
     findings.append((patterns, f"Layer {layer} holds the most important head ({name}); hover a token to see it attend."))
-    site = f"blocks.{max(1, model.cfg.n_layers // 3)}.resid_pre"
+    site = block_site(max(1, model.cfg.n_layers // 3), "resid_pre")
     steer = SteeredGeneration.compare(model, STEER_PROMPT, site, "I love you", "I hate you", coef=2.0)
     findings.append((steer, "An ActAdd-style vector from one contrast pair."))
     _say("attention, steering", lap(), *_line(steer, 3))

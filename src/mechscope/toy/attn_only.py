@@ -27,6 +27,7 @@ from ..checks import positive_int
 from ..components.heads import _repeat_loss, icl_score, pattern_scores, repeated_random_tokens
 from ..models.model import Model
 from ..results import Provenance, Result
+from ..models.sites import block_site
 
 
 def toy_tokenizer(words: int | list[str], pad: str | None = None):
@@ -186,7 +187,7 @@ def train_induction(n_layers: int = 2, *, steps: int = 1600, batch: int = 32, co
         hf.eval()
         with torch.no_grad():
             run = model.run(probe, cache="blocks.*.attn.pattern")
-        scores = pattern_scores({l: run.cache[f"blocks.{l}.attn.pattern"] for l in range(n_layers)}, context // 2)
+        scores = pattern_scores({l: run.cache[block_site(l, "attn.pattern")] for l in range(n_layers)}, context // 2)
         history["steps"].append(step)
         history["loss"].append(loss)
         history["icl"].append(icl_score(model, held_out, early=context // 8, late=context - 1 - window, window=window))

@@ -35,6 +35,7 @@ from ..models.hookset import model_lock
 from ..models.interventions import Replace
 from ..models.model import Model
 from ..models.norms import frozen
+from ..models.sites import block_site
 from ..models.sites import parse as parse_site
 
 class GraphError(ValueError):
@@ -95,7 +96,7 @@ class TranscoderStack:
             src, dst = parse_site(site), parse_site(target) if target else None
             if dst is None or dst.kind != "mlp.out" or dst.layer != layer:
                 raise GraphError(f"layer {layer}'s transcoder writes {target!r}; the replacement model needs "
-                                 f"blocks.{layer}.mlp.out")
+                                 f"{block_site(layer, 'mlp.out')}")
             if src.layer != layer or src.kind not in ("mlp.in", "resid_mid", "resid_pre"):
                 raise GraphError(f"layer {layer}'s transcoder reads {site!r}; it must read blocks.{layer}.mlp.in "
                                  "(or resid_mid / resid_pre) of its own block")
@@ -202,7 +203,7 @@ class LocalReplacement:
                 ids = [int(first)] + ids
         self.zero_first = ids[0] in special
         self.prompt = torch.tensor([ids])
-        outs = [f"blocks.{layer}.mlp.out" for layer in range(L)]
+        outs = [block_site(layer, "mlp.out") for layer in range(L)]
         sites = [s for s in self.stack.in_sites if s]
         with torch.no_grad():
             run = model.run(self.prompt, cache=["embed", "final_norm", *sites, *outs])
@@ -326,7 +327,7 @@ class LocalReplacement:
         ivs = [Replace("embed", fn=embed), *norms]
         if attention:
             for layer in range(L):
-                ivs += [Replace(f"blocks.{layer}.attn.{kind}", fn=keep(kind, layer)) for kind in ("q", "k", "pattern", "z")]
+                ivs += [Replace(block_site(layer, f"attn.{kind}"), fn=keep(kind, layer)) for kind in ("q", "k", "pattern", "z")]
         else:
             ivs.append(Replace("blocks.*.attn.pattern", fn=lambda p: p.detach()))
         for layer in stack.layers:
@@ -336,7 +337,7 @@ class LocalReplacement:
             lin.final = freeze_final(y)
             return lin.final
 
-        ivs += [Replace(f"blocks.{layer}.mlp.out", fn=mlp_out(layer)) for layer in range(L)]
+        ivs += [Replace(block_site(layer, "mlp.out"), fn=mlp_out(layer)) for layer in range(L)]
         ivs.append(Replace("final_norm", fn=final))
         with model_lock(model.hf):
             params = [p for p in model.hf.parameters() if p.requires_grad]
@@ -418,7 +419,7 @@ class LocalReplacement:
         ivs = [Replace("embed", fn=embed), *norms, Replace("blocks.*.attn.pattern", fn=lambda p: p[:1].expand_as(p))]
         for layer in stack.layers:
             ivs.append(Replace(stack.in_sites[layer], fn=take_input(layer)))
-        ivs += [Replace(f"blocks.{layer}.mlp.out", fn=mlp_out(layer)) for layer in range(L)]
+        ivs += [Replace(block_site(layer, "mlp.out"), fn=mlp_out(layer)) for layer in range(L)]
 
         def final(y: torch.Tensor) -> torch.Tensor:
             run.final = freeze_final(y).detach()

@@ -29,6 +29,7 @@ from ..results import Provenance, Result
 from .attribute import logit_target
 from .graph import AttributionGraph
 from .replacement import GraphError, LocalReplacement
+from ..models.sites import block_site
 
 Feature = tuple[int, int, int]
 
@@ -164,7 +165,7 @@ def validate_graph(graph: AttributionGraph, model: Model, transcoders: Any, node
         for (layer, pos, feature), v in changes.items():
             rows = rep.stack.decoder_rows(layer, torch.tensor([feature]))[0]  # [n_out, d]
             for j in range(rows.shape[0]):
-                ivs.append(Add(f"blocks.{layer + j}.mlp.out", vector=rows[j] * (v - acts[(layer, pos, feature)]),
+                ivs.append(Add(block_site(layer + j, "mlp.out"), vector=rows[j] * (v - acts[(layer, pos, feature)]),
                                positions=[pos], rows=[row]))
     with torch.no_grad():
         logits = model.run(rep.prompt, copies=len(new) + 1, interventions=ivs).logits[:, -1].float()

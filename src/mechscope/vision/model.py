@@ -32,6 +32,7 @@ from ..models.hooks import HookState, hooked
 from ..models.fingerprint import fingerprint_of
 from ..models.sites import Site, SiteError, module_site
 from ..models.run import Cache
+from ..checks import indices
 
 
 VisionSiteError = SiteError  # a site that names no module of the image model, or channels it lacks (the engine's error)
@@ -39,13 +40,10 @@ VisionSiteError = SiteError  # a site that names no module of the image model, o
 
 def parse_channels(spec: str) -> list[int]:
     """``"17"``, ``"3,17"``, ``"0-15"`` → channel indices."""
-    out: list[int] = []
-    for part in spec.split(","):
-        a, _, b = part.strip().partition("-")
-        if not a.isdigit() or (b and not b.isdigit()):
-            raise VisionSiteError(f"channels {spec!r}: write them like 17, 3,17 or 0-15")
-        out += list(range(int(a), int(b) + 1)) if b else [int(a)]
-    return out
+    try:
+        return indices(spec, "channel")
+    except ValueError as err:
+        raise VisionSiteError(str(err)) from None
 
 
 @dataclass
