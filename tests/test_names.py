@@ -42,3 +42,17 @@ def test_depth_order_and_the_graph_reads_either_spelling():
     assert g.receivers_of("L1H3") == g.receivers_of("a1.h3")  # its query, and its group's key and value
     assert g.receivers[g.receivers_of("a1.h3.k")[0]] == "a1.kv1.k"
     assert g.edge_index("L0H1", "MLP1") == g.edge_index("a0.h1", "m1")
+
+
+def test_features_have_one_spelling():
+    """A dictionary's features (``F17``) and an attribution graph's (``L3 F17 @5``, node ``3_17_5``) are
+    written and read by names.py, like heads and neurons."""
+    f = names.feature(17, 3, 5)
+    assert (f.label, f.node) == ("L3 F17 @5", "3_17_5")
+    assert names.parse("L3 F17 @5") == f and names.parse("F17") == names.feature(17)
+    assert names.parse("L3 F17") == names.feature(17, 3) and names.feature(17).label == "F17"
+    with pytest.raises(names.ComponentNameError, match="only with its layer and position"):
+        names.feature(17).node
+    for bad in ("F17 @5", "L3F17", "F-1"):
+        with pytest.raises(names.ComponentNameError, match="features F17"):
+            names.parse(bad)

@@ -11,6 +11,7 @@ A component has two spellings, both accepted everywhere a name is read:
 | layer l's gated shared expert (Qwen2-MoE) | ``MLP3 shared`` | ``m3.shared`` |
 | neuron n of layer l | ``L3 N17`` | ``m3.n17`` |
 | attention / MLP layer as a whole (layer ablations) | ``attn3`` / ``mlp3`` | |
+| feature f of a dictionary (at layer l, position p) | ``F17`` (``L3 F17``, ``L3 F17 @5``) | ``3_17_5`` (circuit-tracer's id) |
 | embeddings, logits | ``embed``, ``logits`` | ``embed``, ``logits`` |
 
 ``parse`` reads either spelling into a ``Component``; ``Component.label`` and ``Component.node``
@@ -27,7 +28,8 @@ from typing import Literal
 
 from .models.sites import block_site, expert_site
 
-Kind = Literal["embed", "logits", "head", "kv", "mlp", "expert", "shared_expert", "neuron", "attn_layer", "mlp_layer"]
+Kind = Literal["embed", "logits", "head", "kv", "mlp", "expert", "shared_expert", "neuron", "attn_layer", "mlp_layer",
+               "feature"]
 
 
 class ComponentNameError(ValueError):
@@ -37,21 +39,30 @@ class ComponentNameError(ValueError):
 @dataclass(frozen=True)
 class Component:
     """One component: ``kind``, its ``layer`` (None for embed/logits), ``index`` (head, kv head,
-    expert or neuron) and, for a graph node's input, ``input`` ("q", "k", "v")."""
+    expert, neuron or dictionary feature), for a graph node's input ``input`` ("q", "k", "v"), and
+    for a feature in an attribution graph its token ``position``."""
 
     kind: Kind
     layer: int | None = None
     index: int | None = None
     input: str | None = None
+    position: int | None = None
 
     @property
     def label(self) -> str:
-        """The spelling in results and summaries (``L3H2``, ``MLP3``, ``L3 N17``)."""
+        """The spelling in results and summaries (``L3H2``, ``MLP3``, ``L3 N17``, ``L3 F17 @5``)."""
+        if self.kind == "feature":
+            return " ".join([*([f"L{self.layer}"] if self.layer is not None else []), f"F{self.index}",
+                             *([f"@{self.position}"] if self.position is not None else [])])
         return _LABEL[self.kind].format(l=self.layer, i=self.index) + (f".{self.input}" if self.input else "")
 
     @property
     def node(self) -> str:
-        """The graph-node spelling (``a3.h2``, ``a3.h2.q``, ``m3``, ``m3.e5``)."""
+        """The graph-node spelling (``a3.h2``, ``a3.h2.q``, ``m3``, ``m3.e5``; a feature: ``3_17_5``)."""
+        if self.kind == "feature":
+            if self.layer is None or self.position is None:
+                raise ComponentNameError(f"{self.label} is a graph node only with its layer and position")
+            return f"{self.layer}_{self.index}_{self.position}"
         return _NODE[self.kind].format(l=self.layer, i=self.index) + (f".{self.input}" if self.input else "")
 
     @property
@@ -115,6 +126,12 @@ def neuron(layer: int, n: int) -> Component:
     return Component("neuron", layer, n)
 
 
+def feature(index: int, layer: int | None = None, position: int | None = None) -> Component:
+    """Feature ``index`` of a dictionary; in an attribution graph, of layer ``layer``'s transcoder at
+    token ``position``."""
+    return Component("feature", layer, index, position=position)
+
+
 def layer_part(part: str, layer: int) -> Component:
     """A whole attention or MLP layer (``part``: "attn" or "mlp")."""
     return Component("attn_layer" if part == "attn" else "mlp_layer", layer)
@@ -132,8 +149,10 @@ _FORMS = [  # (pattern, kind); groups: layer, index, input
     (r"attn(\d+)()()", "attn_layer"), (r"mlp(\d+)()()", "mlp_layer"),
 ]
 _COMPILED = [(re.compile(p), k) for p, k in _FORMS]
+_FEATURE = re.compile(r"(?:L(\d+) )?F(\d+)(?: @(\d+))?")
 SPELLINGS = ("heads L3H2 or a3.h2 (inputs a3.h2.q/.k/.v), key/value heads L3KV1 or a3.kv1, MLPs MLP3 or m3, "
-             "experts MLP3E5 or m3.e5 (a shared one: 'MLP3 shared' or m3.shared), neurons 'L3 N17' or m3.n17, layers attn3 / mlp3, embed, logits")
+             "experts MLP3E5 or m3.e5 (a shared one: 'MLP3 shared' or m3.shared), neurons 'L3 N17' or m3.n17, "
+             "features F17, 'L3 F17' or 'L3 F17 @5', layers attn3 / mlp3, embed, logits")
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -148,6 +167,10 @@ def parse(name: str) -> Component:
         if m:
             layer, index, inp = m.groups()
             return Component(kind, int(layer), int(index) if index else None, inp or None)
+    m = _FEATURE.fullmatch(name)
+    if m and (m.group(3) is None or m.group(1) is not None):
+        layer, index, position = m.groups()
+        return feature(int(index), int(layer) if layer else None, int(position) if position else None)
     raise ComponentNameError(f"unknown component {name!r}; write {SPELLINGS}")
 
 
@@ -162,4 +185,4 @@ def rank(name: str) -> float:
         return -1.0
     if c.kind == "logits":
         return 1e9
-    return c.layer + (0.5 if c.kind in ("mlp", "expert", "shared_expert", "neuron", "mlp_layer") else 0.0)
+    return (c.layer or 0) + (0.5 if c.kind in ("mlp", "expert", "shared_expert", "neuron", "mlp_layer", "feature") else 0.0)

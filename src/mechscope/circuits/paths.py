@@ -9,6 +9,7 @@ from typing import ClassVar
 import torch
 from tqdm.auto import tqdm
 
+from .. import names
 from ..models.model import Model
 from ..results import Provenance, Result
 from .edges import edge_run, sender_outputs
@@ -55,17 +56,18 @@ class PathPatching(Result):
     def figure(self):
         import matplotlib.pyplot as plt
 
-        heads = [(n, float(v)) for n, v in zip(self.senders, self.effect) if n.startswith("a") and "+" not in n]
+        parsed = [(names.parse(n), float(v)) for n, v in zip(self.senders, self.effect) if "+" not in n]
+        heads = [(c, v) for c, v in parsed if c.kind == "head"]
         if not heads:  # a single joint patch: one bar
             fig, ax = plt.subplots(figsize=(4, 2.5))
             ax.barh([0], self.effect.numpy())
             ax.set_yticks([0], self.senders)
             ax.set_xlabel("normalised metric (1 = clean)")
             return fig
-        layers = 1 + max(int(n[1:n.index(".")]) for n, _ in heads)
+        layers = 1 + max(c.layer for c, _ in heads)
         grid = torch.full((layers, self.n_heads), float("nan"))
-        for n, v in heads:
-            grid[int(n[1:n.index(".")]), int(n.split(".h")[1])] = v
+        for c, v in heads:
+            grid[c.layer, c.index] = v
         base = 0.0 if self.direction == "denoising" else 1.0
         lim = max(float((grid - base).abs().nan_to_num().max()), 1e-6)
         fig, ax = plt.subplots(figsize=(0.4 * self.n_heads + 2.8, 0.22 * layers + 1.6))

@@ -32,6 +32,7 @@ from typing import Any, Sequence
 
 import torch
 
+from .. import names
 from .rasp import (Aggregate, Full, Indices, Map, RASPError, SelectorWidth, SequenceMap, SOp, Tokens, evaluate,
                    evaluate_all, selection, walk)
 from ..models.sites import block_site
@@ -156,7 +157,7 @@ class CompiledProgram:
         if _kind(op) == "embed":
             return "embed"
         kind, layer, where = self.steps[op.label if not isinstance(op, SelectorWidth) else f"{op.label}:mlp"]
-        return f"a{layer}.h{where}" if kind == "attn" else f"m{layer}"
+        return (names.head(layer, where) if kind == "attn" else names.mlp(layer)).node
 
     def circuit(self):
         """The true circuit, by construction: every head and MLP that implements a step, and every
@@ -173,7 +174,7 @@ class CompiledProgram:
                 continue
             if isinstance(op, (Aggregate, SelectorWidth)):
                 _, layer, h = self.steps[op.label]
-                head = f"a{layer}.h{h}"
+                head = names.head(layer, h).node
                 edges |= {(self.writer(op.selector.keys), f"{head}.k"), (self.writer(op.selector.queries), f"{head}.q"),
                           ("embed", f"{head}.k"), ("embed", f"{head}.q")}
                 if isinstance(op, SelectorWidth):

@@ -15,7 +15,7 @@ from typing import ClassVar, Sequence
 
 import torch
 
-from .. import distributed
+from .. import distributed, names
 from ..models.model import Model
 from ..models.sites import parse
 from ..models.weights import embedding_weights, mlp_out_weights
@@ -36,7 +36,7 @@ class FeatureCards(NeuronCards):
     title: ClassVar[str] = "Feature dashboards"
 
     def name(self, i: int) -> str:
-        return f"F{self.neurons[i]}"
+        return names.feature(self.neurons[i]).label
 
     @property
     def units(self) -> str:

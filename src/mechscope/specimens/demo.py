@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from .. import names
 from ..archive import open as open_archive
 from ..attribution import token_ig, token_perturbation
 from ..concepts.geometry import weight_tying
@@ -46,7 +47,7 @@ def ioi_circuit(model, arch, progress: bool = True, pairs: int = 32):
     total = circuit.extra["total_edges"]
     print(f"{circuit.summary()}\n  {len(circuit.edges)} of {total} edges ({len(circuit.edges) / total:.1%})  "
           f"[{time.perf_counter() - t:.1f}s]")
-    mover = next(s for s, r, _ in sorted(circuit.edges, key=lambda e: -e[2]) if r == "logits" and s.startswith("a"))
+    mover = next(s for s, r, _ in sorted(circuit.edges, key=lambda e: -e[2]) if r == "logits" and names.parse(s).kind == "head")
     paths = path_patching(model, ioi.subset(range(max(1, len(ioi) // 8))), f"{mover}.q", progress=progress)
     print(paths.summary())
     findings = [

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from .. import names
 from ..results import Result
 from .prune import Pruned, graph_scores, influence, normalised, prune
 
@@ -84,7 +85,7 @@ class AttributionGraph(Result):
         """Neuronpedia / circuit-tracer node ids: ``L_F_P`` features, ``0_L_P`` errors,
         ``E_{token}_{P}`` tokens, ``{L+1}_{token}_{P}`` targets (custom targets: their index)."""
         L, P = self.n_layers, self.n_pos
-        ids = [f"{l}_{f}_{p}" for l, p, f in self.features.tolist()]
+        ids = [names.feature(f, l, p).node for l, p, f in self.features.tolist()]
         ids += [f"0_{l}_{p}" for l in range(L) for p in range(P)]
         ids += [f"E_{t}_{p}" for p, t in enumerate(self.token_ids)]
         ids += [f"{L + 1}_{t if t >= 0 else i}_{P - 1}" for i, t in enumerate(self.target_ids)]
@@ -93,7 +94,7 @@ class AttributionGraph(Result):
     def node_labels(self) -> list[str]:
         """Short readable names: ``L3 F17 @5``, ``err L3 @5``, ``tok 'cat' @5``, ``→ ' Paris'``."""
         L, P = self.n_layers, self.n_pos
-        out = [f"L{l} F{f} @{p}" for l, p, f in self.features.tolist()]
+        out = [names.feature(f, l, p).label for l, p, f in self.features.tolist()]
         out += [f"err L{l} @{p}" for l in range(L) for p in range(P)]
         out += [f"tok {t!r} @{p}" for p, t in enumerate(self.tokens)]
         return out + [f"→ {t!r}" for t in self.targets]
