@@ -63,7 +63,7 @@ def plain_tokens_per_s(seed: int) -> float:
 
 
 def mechscope_tokens_per_s(seed: int) -> float:
-    _, result = train_induction(LAYERS, steps=STEPS, batch=BATCH, context=CONTEXT, vocab=VOCAB, d_model=D,
+    result = train_induction(LAYERS, steps=STEPS, batch=BATCH, context=CONTEXT, vocab=VOCAB, d_model=D,
                                 n_heads=HEADS, eval_every=STEPS, seed=seed, progress=False)
     return result.tokens_per_s
 
@@ -77,7 +77,7 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in rates.items()}
     ratio = med["mechscope"] / med["plain"]
     start = time.perf_counter()
-    _, full = train_induction(2, progress=False)
+    full = train_induction(2, progress=False)
     whole = time.perf_counter() - start
     md = "\n".join([
         "## Toy training throughput (cpu)", "",

@@ -17,7 +17,7 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(__file__))
 from common import machine, write_section  # noqa: E402
 
-from mechscope.verify import as_network, crown, exact_bounds, ibp  # noqa: E402
+from mechscope.verify import as_network, crown_intervals, exact_intervals, ibp_intervals  # noqa: E402
 
 THREADS = 1
 WIDTHS = (8, 16, 32, 64)
@@ -58,7 +58,7 @@ def main() -> None:
         loose = {"IBP": 0.0, "CROWN": 0.0}
         for p in points:
             widths = {}
-            for name, fn in (("IBP", ibp), ("CROWN", crown), ("MILP", exact_bounds)):
+            for name, fn in (("IBP", ibp_intervals), ("CROWN", crown_intervals), ("MILP", exact_intervals)):
                 t = time.perf_counter()
                 b_lo, b_hi, _ = fn(layers, p - EPS, p + EPS)
                 times[name] += time.perf_counter() - t

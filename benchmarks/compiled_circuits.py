@@ -55,7 +55,8 @@ def run_program(name: str, siit: bool = False) -> list[dict]:
     make, vocab, max_len, non_causal = PROGRAMS[name]
     compiled = compile_program(make(), vocab, max_len, causal=not non_causal)
     if siit:  # a trained stand-in with the same true circuit (InterpBench's realistic variant)
-        compiled, record = train_siit(compiled, progress=False)
+        record = train_siit(compiled, progress=False)
+        compiled = record.stand_in
         print(record.summary(), flush=True)
         name = f"{name} (SIIT{'' if record.accepted else ', not accepted'})"
     model, g = compiled.model, Graph.of(compiled.model)
@@ -93,7 +94,7 @@ def run_program(name: str, siit: bool = False) -> list[dict]:
             if threshold == 1e-2:
                 default = found
         t = time.perf_counter()
-        ig_circuit, _ = discover(model, task, "eap-ig", faithfulness=0.8, ablation=ablation, progress=False)
+        ig_circuit = discover(model, task, "eap-ig", faithfulness=0.8, ablation=ablation, progress=False)
         t_ig_c = time.perf_counter() - t
         rows.append({
             "program": name, "ablation": ablation, "true": int(truth_all.sum()), "inert": len(inert),

@@ -44,7 +44,7 @@ def grokking(threads: int) -> None:
     for fraction in (0.5,):
         for seed in (0, 1, 2):
             t = time.perf_counter()
-            _, r = train_grokking(53, train_fraction=fraction, steps=3000, seed=seed, progress=False)
+            r = train_grokking(53, train_fraction=fraction, steps=3000, seed=seed, progress=False)
             seconds = time.perf_counter() - t
             at = r.test_acc[r.steps.index(r.memorised_step)] if r.memorised_step is not None else None
             rows.append((fraction, seed, r.memorised_step, at, r.grokked_step, r.test_acc[-1],
@@ -74,7 +74,7 @@ def induction(threads: int) -> None:
     for seed in (0, 1, 2):
         for layers in (2, 1):
             t = time.perf_counter()
-            _, r = train_induction(layers, steps=1600, seed=seed, progress=False)
+            r = train_induction(layers, steps=1600, seed=seed, progress=False)
             head, score = r.best("induction")
             rows.append((layers, seed, head, score, r.phase_step, r.icl[-1], r.repeat_loss, time.perf_counter() - t))
             if seed == 0 and layers == 2:
@@ -228,7 +228,7 @@ def siit(threads: int) -> None:
         make, vocab, max_len, non_causal = PROGRAMS[name]
         compiled = compile_program(make(), vocab, max_len, causal=not non_causal)
         for seed in (0, 1, 2):
-            _, r = train_siit(compiled, seed=seed, progress=False)
+            r = train_siit(compiled, seed=seed, progress=False)
             rows.append((name, seed, r.accuracy, r.interchange_accuracy, r.strict_change, r.accepted, r.seconds))
             print(r.summary(), flush=True)
     table = ["| program | seed | accuracy | interchange accuracy | outputs moved by the other nodes | accepted | s |",

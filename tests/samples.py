@@ -43,10 +43,10 @@ def sample_results(model):
         detect_heads(model, batch=2, length=8, k=2, seeds=2),
         head_circuits(model),
         weight_tying(model, tokens=(5,), k=3, sample=64),
-        train_induction(1, steps=4, eval_every=2, context=16, vocab=32, d_model=16, n_heads=2, progress=False)[1],
-        train_superposition(steps=5, instances=2, progress=False)[1],
+        train_induction(1, steps=4, eval_every=2, context=16, vocab=32, d_model=16, n_heads=2, progress=False),
+        train_superposition(steps=5, instances=2, progress=False),
         superposition_phases([0.5, 2.0], [0.1, 1.0], instances=1, steps=5, progress=False),
-        train_grokking(5, steps=4, eval_every=2, d_model=16, d_mlp=16, progress=False)[1],
+        train_grokking(5, steps=4, eval_every=2, d_model=16, d_mlp=16, progress=False),
         make_task("induction", model, n=3, length=5).evaluate(model),
         activation_patching(model, make_task("induction", model, n=2, length=4), "resid", progress=False),
         compare_patching(activation_patching(model, make_task("induction", model, n=2, length=4), "heads",
@@ -57,7 +57,17 @@ def sample_results(model):
         *_verify_samples(),
         *_sae_samples(model),
         *_vision_samples(),
+        _siit_sample(),
     ]
+
+
+def _siit_sample():
+    from mechscope.compile import compile_program
+    from mechscope.compile.programs import make_reverse
+    from mechscope.compile.siit import train_siit
+
+    return train_siit(compile_program(make_reverse(), ["a", "b", "c"], 3), d_model=16, steps=3, batch=4, log_every=1,
+                      progress=False)
 
 
 def _vision_samples():
@@ -109,7 +119,7 @@ def _verify_samples():
     return [output_bounds(net, Box.linf(x, 0.2), "crown", samples=100),
             robustness(flip, torch.tensor([1.0, 0.0]), 0.6, method="milp"),  # falsified: carries a counterexample
             robustness(net, x, 0.05, method="bab"),  # verified, with the boxes searched
-            interference(train_superposition(steps=50, instances=1, progress=False)[1], -1),
+            interference(train_superposition(steps=50, instances=1, progress=False), -1),
             branch_and_bound(as_network(net, (3,)), x - 0.05, x + 0.05, [(torch.tensor([[1.0, -1.0]]), torch.tensor([-100.0]))],
                              timeout=10)]
 

@@ -415,3 +415,23 @@ def test_scrubbing_errors_name_the_bad_claim(recall):
         causal_scrubbing(model, inputs, targets, {"bad": {"a3.h0": _first}})
     with pytest.raises(ValueError, match="rows of one length"):
         causal_scrubbing(model, [[1, 2], [1, 2, 3]], [1, 1], {"h": {"embed": None}})
+
+
+def test_discover_returns_the_circuit_and_holds_its_edge_scores(planted, tmp_path):
+    """discover returns a Result (the circuit); the EAP-IG scores it chose by stay with it in this
+    process and are not saved — a circuit read back says so by name."""
+    from mechscope.circuits import discover
+    from mechscope.results import load_result
+
+    model, task = planted
+    circuit = discover(model, task, "eap-ig", faithfulness=0.99, progress=False)
+    assert isinstance(circuit, Circuit) and circuit.faithfulness >= 0.99
+    scores = circuit.edge_scores
+    g = Graph.of(model)
+    assert scores.method == "eap-ig" and tuple(scores.scores.shape) == (len(g.senders), len(g.receivers))
+    assert discover(model, task, "acdc", threshold=0.5, progress=False).edge_scores is None
+    circuit.save(tmp_path / "c")
+    with pytest.raises(AttributeError, match="holds no edge_scores: a live object .* not saved"):
+        load_result(tmp_path / "c").edge_scores
+    with pytest.raises(TypeError, match="non-iterable Circuit"):
+        _, _ = circuit

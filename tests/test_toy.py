@@ -33,7 +33,7 @@ def test_feature_dimensionality_of_known_geometries():
 
 def test_superposition_intro_figure():
     """n=5, m=2, importance 0.9^i, 10 instances per sparsity, the best kept (the paper's intro)."""
-    _, r = train_superposition(5, 2, sparsities=(0.0, 0.75, 0.9), progress=False)
+    r = train_superposition(5, 2, sparsities=(0.0, 0.75, 0.9), progress=False)
     assert r.represented(0) == [0, 1] and r.geometry(0) == "orthogonal"  # dense: the 2 most important only
     assert r.represented(1) == [0, 1, 2, 3] and r.geometry(1) == "antipodal pairs"
     assert r.represented(2) == [0, 1, 2, 3, 4] and r.geometry(2) == "pentagon"
@@ -109,8 +109,8 @@ def test_two_layers_grow_an_induction_head_one_layer_does_not():
     """Measured (`make reproduce`, seeds 0–2, 1600 steps): 2 layers reach 0.87–0.91 with the phase
     change at step 550–600; 1 layer stays at 0.06 with a gradual ICL gain. Passed under 1 and 2
     threads and ATen's portable and AVX2 kernels (`make robustness`)."""
-    _, two = train_induction(2, steps=1600, progress=False)
-    _, one = train_induction(1, steps=1600, progress=False)
+    two = train_induction(2, steps=1600, progress=False)
+    one = train_induction(1, steps=1600, progress=False)
     head, score = two.best("induction")
     assert head.startswith("L1") and score >= 0.8, two.summary()
     assert two.phase_step is not None and two.icl[-1] < -4
@@ -165,7 +165,8 @@ def test_grokking_trains_and_reads_its_history():
     key frequencies [5, 9, 12] vs [5, 9], restricted / test loss 0.000 vs 0.335); across the six
     runs test accuracy at memorisation was 0.61–0.88 and 0.89–0.98 at step 2,000. `make reproduce`
     runs the full 6,000 steps over seeds and writes the table and figure to benchmarks/RESULTS.md."""
-    model, r = train_grokking(23, steps=200, eval_every=50, progress=False)
+    r = train_grokking(23, steps=200, eval_every=50, progress=False)
+    model = r.model
     assert r.steps == [0, 50, 100, 150, 200] and len(r.train_loss) == len(r.restricted_loss) == 5
     assert r.train_loss[0] > 2.5 and r.train_loss[-1] < 0.5 * r.train_loss[0], r.summary()  # chance: log 23 = 3.1
     assert r.spectrum.shape == (11,) and all(1 <= k <= 11 for k in r.key_frequencies)
@@ -178,8 +179,8 @@ def test_grokking_trains_and_reads_its_history():
 
 
 def test_toy_results_become_specimens(tmp_path):
-    _, r = train_superposition(steps=50, instances=2, progress=False)
-    toy, _ = train_superposition(steps=50, instances=2, progress=False)
+    r = train_superposition(steps=50, instances=2, progress=False)
+    toy = train_superposition(steps=50, instances=2, progress=False).model
     arch = open_archive(str(tmp_path / "a.db"))
     spec = arch.record("toy: superposition", [(r, "first")], model=toy, task="superposition")
     again = arch.record("toy: superposition", [(r, "second")], model=toy, task="superposition")

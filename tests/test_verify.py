@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from mechscope.verify import (Box, UnsupportedLayer, as_network, crown, exact_bounds, gradient_bounds, ibp,
+from mechscope.verify import (Box, UnsupportedLayer, as_network, crown_intervals, exact_intervals, gradient_intervals, ibp_intervals,
                               monotonicity, output_bounds, robustness, sample_range)
 
 
@@ -26,11 +26,11 @@ def test_hand_checkable_bounds():
     min 0."""
     layers = as_network(_hand_net(), 2)
     lo, hi = -torch.ones(2), torch.ones(2)
-    assert ibp(layers, lo, hi)[:2] == (torch.tensor([0.0], dtype=torch.float64), torch.tensor([4.0], dtype=torch.float64))
-    c_lo, c_hi, pre = crown(layers, lo, hi)
+    assert ibp_intervals(layers, lo, hi)[:2] == (torch.tensor([0.0], dtype=torch.float64), torch.tensor([4.0], dtype=torch.float64))
+    c_lo, c_hi, pre = crown_intervals(layers, lo, hi)
     assert float(c_lo) == 0.0 and float(c_hi) == pytest.approx(3.0, abs=1e-12)
     assert torch.equal(pre[0][0], torch.tensor([-2.0, -2.0], dtype=torch.float64))
-    e_lo, e_hi, optima = exact_bounds(layers, lo, hi)
+    e_lo, e_hi, optima = exact_intervals(layers, lo, hi)
     assert float(e_lo) == pytest.approx(0.0, abs=1e-9) and float(e_hi) == pytest.approx(2.0, abs=1e-9)
     assert float(layers(optima[1].x[None])) == pytest.approx(2.0, abs=1e-9)
 
@@ -68,8 +68,8 @@ def test_bounds_are_sound_and_crown_is_at_least_as_tight_as_ibp(act, conv):
     x0 = torch.randn(shape, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(layers(x0.flatten()[None]).float(), net(x0[None]).float(), atol=1e-5, rtol=0)
     box = Box.linf(x0, 0.3)
-    i_lo, i_hi, _ = ibp(layers, box.lower, box.upper)
-    c_lo, c_hi, _ = crown(layers, box.lower, box.upper)
+    i_lo, i_hi, _ = ibp_intervals(layers, box.lower, box.upper)
+    c_lo, c_hi, _ = crown_intervals(layers, box.lower, box.upper)
     s_lo, s_hi = sample_range(layers, box.lower, box.upper, 10_000)
     tol = 1e-9
     assert (i_lo <= s_lo + tol).all() and (s_hi <= i_hi + tol).all()  # sound: 10,000 samples inside
@@ -77,7 +77,7 @@ def test_bounds_are_sound_and_crown_is_at_least_as_tight_as_ibp(act, conv):
     assert (c_lo >= i_lo - tol).all() and (c_hi <= i_hi + tol).all()  # never looser than IBP
     assert float((c_hi - c_lo).mean()) < 0.75 * float((i_hi - i_lo).mean())  # and clearly tighter here
     if isinstance(act, (nn.ReLU, nn.LeakyReLU)) and conv is not True:  # exact range inside (conv: slow MILP)
-        e_lo, e_hi, _ = exact_bounds(layers, box.lower, box.upper)
+        e_lo, e_hi, _ = exact_intervals(layers, box.lower, box.upper)
         assert (c_lo <= e_lo + 1e-7).all() and (e_hi <= c_hi + 1e-7).all()
         assert (e_lo <= s_lo + 1e-7).all() and (s_hi <= e_hi + 1e-7).all()
 
@@ -87,8 +87,8 @@ def test_milp_gives_the_exact_range_with_real_optima(act):
     net, shape = _net(act, seed=1)
     layers = as_network(net, shape)
     box = Box.linf(torch.randn(4, generator=torch.Generator().manual_seed(2)), 0.3)
-    e_lo, e_hi, optima = exact_bounds(layers, box.lower, box.upper)
-    c_lo, c_hi, _ = crown(layers, box.lower, box.upper)
+    e_lo, e_hi, optima = exact_intervals(layers, box.lower, box.upper)
+    c_lo, c_hi, _ = crown_intervals(layers, box.lower, box.upper)
     s_lo, s_hi = sample_range(layers, box.lower, box.upper, 10_000)
     assert (c_lo <= e_lo + 1e-7).all() and (e_hi <= c_hi + 1e-7).all()
     assert (e_lo <= s_lo + 1e-7).all() and (s_hi <= e_hi + 1e-7).all()
@@ -172,7 +172,7 @@ def test_a_network_built_monotone_is_proved_so(act):
 
 def test_a_planted_dip_is_refuted_with_a_confirmed_pair():
     net, box = _dip(), Box(torch.zeros(1), torch.ones(1))
-    lo, hi = gradient_bounds(as_network(net, 1), box.lower.double(), box.upper.double(), 0)
+    lo, hi = gradient_intervals(as_network(net, 1), box.lower.double(), box.upper.double(), 0)
     assert float(lo) == pytest.approx(-1.0) and float(hi) == pytest.approx(3.0)  # 1 − 2·[0, 1] + 2·[0, 1]
     assert monotonicity(net, box, input_index=0, method="bounds").status == "unknown"
     v = monotonicity(net, box, input_index=0, method="milp")

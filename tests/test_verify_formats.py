@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from mechscope.verify import (Box, Property, UnsupportedLayer, as_network, branch_and_bound, check, crown, ibp,
+from mechscope.verify import (Box, Property, UnsupportedLayer, as_network, branch_and_bound, check, crown_intervals, ibp_intervals,
                               largest_violation, output_bounds, robustness, sample_range)
 from mechscope.verify.bounds import relaxation
 from mechscope.verify.network import Activation
@@ -40,11 +40,11 @@ def test_batched_boxes_equal_one_at_a_time():
     net = as_network(nn.Sequential(nn.Linear(3, 10), nn.Tanh(), nn.Linear(10, 10), nn.ReLU(), nn.Linear(10, 2)), 3)
     centres = torch.randn(6, 3, dtype=torch.float64)
     L, U = centres - 0.2, centres + 0.2
-    lo, hi, _ = crown(net, L, U)
-    ilo, ihi, _ = ibp(net, L, U)
+    lo, hi, _ = crown_intervals(net, L, U)
+    ilo, ihi, _ = ibp_intervals(net, L, U)
     for k in range(6):
-        torch.testing.assert_close(torch.stack(crown(net, L[k], U[k])[:2]), torch.stack([lo[k], hi[k]]), rtol=0, atol=1e-12)
-        torch.testing.assert_close(torch.stack(ibp(net, L[k], U[k])[:2]), torch.stack([ilo[k], ihi[k]]), rtol=0, atol=1e-12)
+        torch.testing.assert_close(torch.stack(crown_intervals(net, L[k], U[k])[:2]), torch.stack([lo[k], hi[k]]), rtol=0, atol=1e-12)
+        torch.testing.assert_close(torch.stack(ibp_intervals(net, L[k], U[k])[:2]), torch.stack([ilo[k], ihi[k]]), rtol=0, atol=1e-12)
 
 
 def test_tracing_errors_name_the_operation():
@@ -239,7 +239,7 @@ def test_onnx_networks_load_and_match_onnxruntime(tmp_path, kind):
     again = session.run(None, {"input": x.reshape(4, -1)[:1].numpy()})[0]
     np.testing.assert_allclose(again, ref[:1], atol=1e-5)
     box = Box(-torch.ones(net.n_inputs), torch.ones(net.n_inputs))
-    lo, hi, _ = crown(net, box.lower, box.upper)
+    lo, hi, _ = crown_intervals(net, box.lower, box.upper)
     s_lo, s_hi = sample_range(net, box.lower, box.upper, 5000)
     assert (lo <= s_lo + 1e-9).all() and (s_hi <= hi + 1e-9).all()
 

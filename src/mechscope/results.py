@@ -102,6 +102,20 @@ class Result:
         """A matplotlib Figure of the result."""
         raise NotImplementedError(f"{type(self).__name__} has no figure")
 
+    def hold(self, name: str, value: Any) -> "Result":
+        """Keep a live object with this result (the model a trainer trained): ``held(name)`` gives it
+        back in this process; it is never saved, so a result read from a file or the archive has none."""
+        self.__dict__[f"_held_{name}"] = value
+        return self
+
+    def held(self, name: str) -> Any:
+        """The object ``hold`` kept under ``name``; a clear error for a result that was saved and read back."""
+        try:
+            return self.__dict__[f"_held_{name}"]
+        except KeyError:
+            raise AttributeError(f"this {type(self).__name__} holds no {name}: a live object stays with the result "
+                                 "in the process that made it and is not saved (train again to get it)") from None
+
     def evidence(self) -> dict[str, Any]:
         """The numbers that back the result's claim (kept searchable by the archive)."""
         return {}

@@ -28,6 +28,12 @@ class Circuit(Result):
     extra: dict[str, Any] = field(default_factory=dict)
     title: ClassVar[str] = "Circuit"
 
+    @property
+    def edge_scores(self):
+        """The ``EdgeScores`` ``discover`` chose this circuit by (None for ACDC from every edge); kept in this
+        process, not saved (``Result.held``)."""
+        return self.held("edge_scores")
+
     def evidence(self) -> dict:
         return {"faithfulness": self.faithfulness, "completeness": self.completeness, "n_edges": len(self.edges)}
 

@@ -502,23 +502,25 @@ METHODS = ("eap", "eap-ig", "acdc")
 
 def discover(model: Model, task, method: str = "eap-ig", *, faithfulness: float = 0.8, ablation: str = "corrupted",
              steps: int = 5, threshold: float = 0.01, measure: Literal["kl", "task"] = "kl",
-             candidates: int | None = None, progress: bool = True) -> tuple[Circuit, EdgeScores | None]:
+             candidates: int | None = None, progress: bool = True) -> Circuit:
     """Find a circuit for ``task``: EAP / EAP-IG score every edge, then the smallest greedy
     circuit reaching ``faithfulness`` is kept; ACDC prunes with ``threshold`` (its faithfulness is
     what it is, measured) — from every edge, or from EAP-IG's best ``candidates`` edges (ACDC
-    tests edges one by one: SmolLM2's 70k edges take hours on a CPU). Returns (circuit with its
-    evidence, the edge scores or None)."""
+    tests edges one by one: SmolLM2's 70k edges take hours on a CPU). Returns the circuit with its
+    evidence; ``circuit.edge_scores`` holds the EAP / EAP-IG scores it was chosen by (ACDC: the
+    candidates' scores, or None), kept in this process (``Result.held``)."""
     if method not in METHODS:
         raise ValueError(f"method={method!r}; valid: {', '.join(METHODS)}")
     if method == "acdc":
-        start = None
-        if candidates is not None:
-            start = eap_ig(model, task, steps=steps, progress=progress).top_mask(candidates)
-        return acdc(model, task, threshold=threshold, measure=measure, ablation=ablation, start=start,
-                    progress=progress), None
+        scores = None if candidates is None else eap_ig(model, task, steps=steps, progress=progress)
+        start = None if scores is None else scores.top_mask(candidates)
+        circuit = acdc(model, task, threshold=threshold, measure=measure, ablation=ablation, start=start,
+                       progress=progress)
+        return circuit.hold("edge_scores", scores)
     scores = eap(model, task, progress=progress) if method == "eap" else eap_ig(model, task, steps=steps,
                                                                                   progress=progress)
-    return minimal_circuit(model, task, scores, target=faithfulness, ablation=ablation, progress=progress), scores
+    circuit = minimal_circuit(model, task, scores, target=faithfulness, ablation=ablation, progress=progress)
+    return circuit.hold("edge_scores", scores)
 
 
 @functools.lru_cache(maxsize=16)

@@ -50,10 +50,10 @@ def _circuit(args) -> int:
         kwargs = {"seed": args.seed} | ({"n": args.n} if args.task != "factual" else {})
         task = make_task(args.task, model, **kwargs).solved_by(model)
     print(task.evaluate(model).summary())
-    circuit, scores = discover(model, task, args.method, faithfulness=args.faithfulness, ablation=args.ablation,
-                               steps=args.steps, threshold=args.threshold, measure=args.measure,
-                               candidates=args.candidates,
-                               progress=not args.quiet)
+    circuit = discover(model, task, args.method, faithfulness=args.faithfulness, ablation=args.ablation,
+                       steps=args.steps, threshold=args.threshold, measure=args.measure, candidates=args.candidates,
+                       progress=not args.quiet)
+    scores = circuit.edge_scores
     if scores is not None:
         print(scores.summary())
     print(circuit.summary())

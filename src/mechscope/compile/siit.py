@@ -50,6 +50,11 @@ class SIITTraining(Result):
     title: ClassVar[str] = "SIIT: a trained model with a known circuit"
 
     @property
+    def stand_in(self):
+        """The trained stand-in (a ``CompiledProgram`` whose model was trained, ``exact=False``) (kept in this process, not saved: ``Result.held``)."""
+        return self.held("stand_in")
+
+    @property
     def accepted(self) -> bool:
         return self.interchange_accuracy >= 0.9 and self.strict_change <= self.eps
 
@@ -117,7 +122,7 @@ def _mean(agree: torch.Tensor) -> float:
 
 def train_siit(compiled: CompiledProgram, *, d_model: int = 64, steps: int = 2000, batch: int = 64, lr: float = 1e-3,
                strict_weight: float = 1.0, eps: float = 0.05, seed: int = 0, log_every: int = 20,
-               progress: bool = True) -> tuple[CompiledProgram, SIITTraining]:
+               progress: bool = True) -> SIITTraining:
     """A trained stand-in for ``compiled`` whose true circuit is ``compiled.circuit()`` (same
     component names), and its training record; see the module docstring. Inputs have the
     program's lengths (a base and its source share one, so patched positions line up)."""
@@ -170,12 +175,12 @@ def train_siit(compiled: CompiledProgram, *, d_model: int = 64, steps: int = 200
     low.hf.eval()
     stand_in = replace(compiled, model=low, exact=False)
     acc, iit_acc, strict_change = _checks(compiled, stand_in, inside, outside, *draw(256))
-    return stand_in, SIITTraining(
+    return SIITTraining(
         provenance=Provenance.of(low, program=compiled.program.label, steps=steps, batch=batch, lr=lr, seed=seed,
                                  d_model=d_model, strict_weight=strict_weight),
         program=compiled.program.label, values=torch.tensor(rows, dtype=torch.float64), accuracy=acc,
         interchange_accuracy=iit_acc, strict_change=strict_change, eps=eps, circuit_nodes=inside, other_nodes=outside,
-        seconds=time.perf_counter() - t0)
+        seconds=time.perf_counter() - t0).hold("stand_in", stand_in)
 
 
 def _senders(model: Model) -> list[str]:

@@ -12,8 +12,9 @@ KINDS = ("superposition", "induction", "grokking")
 def _superposition(progress: bool, quick: bool):
     from ..toy.superposition import interference, superposition_phases, train_superposition
 
-    toy, intro = train_superposition(progress=progress)
-    _, sweep = train_superposition(20, 5, sparsities=(0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99), instances=4,
+    intro = train_superposition(progress=progress)
+    toy = intro.model
+    sweep = train_superposition(20, 5, sparsities=(0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99), instances=4,
                                    steps=1000 if quick else 3000, progress=progress)
     phases = superposition_phases(steps=800 if quick else 1500, progress=progress)
     findings = [
@@ -39,8 +40,9 @@ def _induction(progress: bool, quick: bool):
     from ..toy.attn_only import train_induction
 
     steps = 800 if quick else 1600
-    _, one = train_induction(1, steps=steps, progress=progress)
-    two_model, two = train_induction(2, steps=steps, progress=progress)
+    one = train_induction(1, steps=steps, progress=progress)
+    two = train_induction(2, steps=steps, progress=progress)
+    two_model = two.model
     heads = detect_heads(two_model, batch=16, length=32, k=1, seeds=5)
     circuits = head_circuits(two_model)
     ids = torch.randint(1, two_model.cfg.vocab, (20,), generator=torch.Generator().manual_seed(1)).tolist()
@@ -66,10 +68,10 @@ def _induction(progress: bool, quick: bool):
 def _grokking(progress: bool, quick: bool):
     from ..toy.grokking import train_grokking
 
-    model, result = train_grokking(53, steps=2500 if quick else 6000, stop_after_grokking=500, progress=progress)
+    result = train_grokking(53, steps=2500 if quick else 6000, stop_after_grokking=500, progress=progress)
     findings = [(result, "Memorise first, generalise much later; the embedding becomes sparse in the Fourier basis "
                          "and the restricted loss falls before the test loss does.")]
-    return model, findings, dict(task="modular-addition", dataset="(a + b) mod 53",
+    return result.model, findings, dict(task="modular-addition", dataset="(a + b) mod 53",
                                  description="Grokking (Nanda et al. 2023): a one-layer transformer on modular "
                                              "addition, and the Fourier algorithm it learns.")
 

@@ -100,6 +100,11 @@ class InductionFormation(Result):
     tokens_per_s: float
     title: ClassVar[str] = "Induction-head formation"
 
+    @property
+    def model(self):
+        """The trained attention-only model (kept in this process, not saved: ``Result.held``)."""
+        return self.held("model")
+
     def best(self, kind: str = "induction") -> tuple[str, float]:
         """The head with the highest final score of ``kind`` ('induction' or 'previous')."""
         final = getattr(self, kind)[-1]
@@ -163,7 +168,7 @@ def _phase_step(steps: list[int], icl: list[float], span: float = 0.15, share: f
 
 def train_induction(n_layers: int = 2, *, steps: int = 1600, batch: int = 32, context: int = 64, vocab: int = 512,
                     d_model: int = 64, n_heads: int = 4, lr: float = 1e-3, weight_decay: float = 0.01,
-                    eval_every: int = 50, seed: int = 0, progress: bool = True) -> tuple[Model, InductionFormation]:
+                    eval_every: int = 50, seed: int = 0, progress: bool = True) -> InductionFormation:
     """Train an attention-only model on ``repeated_segments`` (AdamW, linear warm-up over 5% of
     the steps, then constant) and record its history every ``eval_every`` steps: training loss,
     ICL score on a fixed held-out batch (loss around position 7/8·context minus around 1/8·context),
@@ -226,4 +231,4 @@ def train_induction(n_layers: int = 2, *, steps: int = 1600, batch: int = 32, co
         phase_step=_phase_step(history["steps"], history["icl"]),
         repeat_loss=_repeat_loss(model, probe, context // 2), tokens_per_s=steps * batch * context / trained_s,
     )
-    return model, result
+    return result.hold("model", model)

@@ -124,6 +124,11 @@ class Grokking(Result):
     grokked_step: int | None
     title: ClassVar[str] = "Grokking modular addition"
 
+    @property
+    def model(self):
+        """The trained one-layer transformer (kept in this process, not saved: ``Result.held``)."""
+        return self.held("model")
+
     def summary(self) -> str:
         share = float((self.spectrum[[k - 1 for k in self.key_frequencies]] ** 2).sum() / (self.spectrum ** 2).sum())
         return (f"(a + b) mod {self.p}, trained on {self.train_fraction:.0%} of pairs for {self.steps[-1]} steps: "
@@ -165,7 +170,7 @@ class Grokking(Result):
 def train_grokking(p: int = 53, *, train_fraction: float = 0.5, steps: int = 6000, lr: float = 3e-3,
                    weight_decay: float = 1.0, d_model: int = 128, d_mlp: int = 512, batch: int | None = None,
                    clip: float | None = 1.0, eval_every: int = 100, seed: int = 0, progress: bool = True,
-                   stop_after_grokking: int | None = None) -> tuple[Model, Grokking]:
+                   stop_after_grokking: int | None = None) -> Grokking:
     """AdamW (betas 0.9/0.98, 10 warm-up steps) on a seeded ``train_fraction`` of the pairs, full
     batch or ``batch`` pairs drawn with replacement per step; every ``eval_every`` steps the logits on all p² pairs are kept (float16) for the
     progress measures. ``stop_after_grokking``: stop that many steps after test accuracy first
@@ -232,10 +237,10 @@ def train_grokking(p: int = 53, *, train_fraction: float = 0.5, steps: int = 600
     def first(accs: list[float]) -> int | None:
         return next((s for s, a in zip(h["steps"], accs) if a >= 0.99), None)
 
-    return model, Grokking(
+    return Grokking(
         provenance=Provenance.of(model, dataset=f"(a + b) mod {p}, all pairs", seed=seed, p=p,
                                  train_fraction=train_fraction, steps=steps, lr=lr, weight_decay=weight_decay,
                                  d_model=d_model, d_mlp=d_mlp, batch=batch),
         p=p, train_fraction=train_fraction, spectrum=spectrum, key_frequencies=keys,
         memorised_step=first(h["train_acc"]), grokked_step=first(h["test_acc"]), **h,
-    )
+    ).hold("model", model)

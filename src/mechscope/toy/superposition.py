@@ -80,6 +80,11 @@ class Superposition(Result):
     title: ClassVar[str] = "Toy model of superposition"
 
     @property
+    def model(self):
+        """The trained toy models (``ToyModel``, every instance) (kept in this process, not saved: ``Result.held``)."""
+        return self.held("model")
+
+    @property
     def norms(self) -> torch.Tensor:
         """‖W_i‖ per feature: [sparsities, n]."""
         return self.W.norm(dim=1)
@@ -175,7 +180,7 @@ class Superposition(Result):
 
 def train_superposition(n: int = 5, m: int = 2, sparsities=(0.0, 0.75, 0.9), *, importance_decay: float = 0.9,
                         instances: int = 10, steps: int = 1500, batch: int = 1024, lr: float = 5e-3, seed: int = 0,
-                        progress: bool = True) -> tuple[ToyModel, Superposition]:
+                        progress: bool = True) -> Superposition:
     """Train ``instances`` models per sparsity in parallel (AdamW, lr ``lr``, batches of fresh
     samples) and keep the lowest-loss one of each. Returns (the kept weights as a ``ToyModel``,
     the ``Superposition`` result)."""
@@ -198,7 +203,7 @@ def train_superposition(n: int = 5, m: int = 2, sparsities=(0.0, 0.75, 0.9), *, 
     result = Superposition(provenance=Provenance.of(toy, dataset="synthetic sparse features", seed=seed, **params),
                            sparsities=list(sparsities), importance=importance.tolist(), W=w[best], b=b[best],
                            loss=loss[best])
-    return toy, result
+    return result.hold("model", toy)
 
 
 PHASES = ("not represented", "dedicated dimension", "superposition")

@@ -1,8 +1,8 @@
 """Sound output bounds over input boxes: interval bound propagation and CROWN.
 
-- ``ibp``: push the interval [l, u] through each node (W⁺u + W⁻l + b for affine maps, the monotone
+- ``ibp_intervals``: push the interval [l, u] through each node (W⁺u + W⁻l + b for affine maps, the monotone
   activation at the ends, Σ of the scaled intervals for sums).
-- ``crown`` (Zhang et al. 2018): bound every activation between two lines on its input interval,
+- ``crown_intervals`` (Zhang et al. 2018): bound every activation between two lines on its input interval,
   then propagate a linear function of the output backwards through the graph to the input (sums
   send it to each branch) and minimise it over the box in closed form. Activation input intervals
   are themselves CROWN bounds of the sub-network, intersected with IBP's, so CROWN is never looser
@@ -50,7 +50,7 @@ def _interval(node, ivals: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return lo, hi
 
 
-def ibp(net: Network, lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list]:
+def ibp_intervals(net: Network, lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list]:
     """(output lower, output upper, [(l, u) of each activation's input]) over the box(es)."""
     L, U, single = _boxes(net, lower, upper)
     ivals = {0: (L, U)}
@@ -172,7 +172,7 @@ def _intermediate(net: Network, L: torch.Tensor, U: torch.Tensor) -> tuple[dict,
     return ivals, relax
 
 
-def crown(net: Network, lower: torch.Tensor, upper: torch.Tensor,
+def crown_intervals(net: Network, lower: torch.Tensor, upper: torch.Tensor,
           spec: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, list]:
     """(lower, upper) of spec · f(x) over the box(es) (spec [k, out] defaults to the identity: the
     outputs), and the activation input intervals used."""
@@ -222,7 +222,7 @@ def _slope_range(act: Activation, l: torch.Tensor, u: torch.Tensor) -> tuple[tor
     return torch.minimum(_deriv(act, l), _deriv(act, u)), _deriv(act, torch.clamp(torch.zeros_like(l), l, u))
 
 
-def gradient_bounds(net: Network, lower: torch.Tensor, upper: torch.Tensor, input_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+def gradient_intervals(net: Network, lower: torch.Tensor, upper: torch.Tensor, input_index: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Bounds on ∂f/∂x_i [outputs] over the box: the Jacobian column pushed forward through the graph
     with interval arithmetic, each activation's slope in its range on the CROWN input interval."""
     n = net.n_inputs

@@ -25,6 +25,7 @@ class Optimum:
     value: float  # the optimum of the objective (float64)
     x: torch.Tensor  # an input attaining it [in]
     status: str  # "optimal", or why not ("time limit", ...)
+    x2: torch.Tensor | None = None  # a second input, where the objective compares two (``largest_decrease``)
 
 
 class _Program:
@@ -159,10 +160,10 @@ def largest_violation(net: Network, lower: torch.Tensor, upper: torch.Tensor, A:
 
 
 def largest_decrease(net: Network, lower: torch.Tensor, upper: torch.Tensor, input_index: int, output_index: int,
-                     time_limit: float | None = None) -> tuple[float, torch.Tensor, torch.Tensor, str]:
+                     time_limit: float | None = None) -> Optimum:
     """max f_k(x) − f_k(x') over x, x' in the box with x'_i ≥ x_i and x'_j = x_j otherwise: how much
     output k can fall as input i grows (≤ 0 proves f_k non-decreasing in x_i). Two copies of the
-    network in one MILP. Returns (value, x, x', status)."""
+    network in one MILP. Returns the optimum with x and x' (``Optimum.x2``)."""
     prog, x, out = encode(net, lower, upper)
     prog, x2, out2 = encode(net, lower, upper, prog)
     hi = np.zeros(len(x))
@@ -174,13 +175,13 @@ def largest_decrease(net: Network, lower: torch.Tensor, upper: torch.Tensor, inp
     res = prog.solve(objective, time_limit)
     if res.x is None:
         nan = torch.full((len(x),), float("nan"))
-        return float("nan"), nan, nan, res.message
+        return Optimum(float("nan"), nan, res.message, nan)
     status = "optimal" if res.status == 0 else res.message
-    return (-float(res.fun), torch.tensor(res.x[x], dtype=torch.float64), torch.tensor(res.x[x2], dtype=torch.float64),
-            status)
+    return Optimum(-float(res.fun), torch.tensor(res.x[x], dtype=torch.float64), status,
+                   torch.tensor(res.x[x2], dtype=torch.float64))
 
 
-def exact_bounds(net: Network, lower: torch.Tensor, upper: torch.Tensor,
+def exact_intervals(net: Network, lower: torch.Tensor, upper: torch.Tensor,
                  time_limit: float | None = None) -> tuple[torch.Tensor, torch.Tensor, list[Optimum]]:
     """The exact range of every output over the box: (lower, upper, the 2·outputs optima)."""
     optima = []

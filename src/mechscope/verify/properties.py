@@ -31,8 +31,8 @@ from torch import nn
 
 from ..results import Provenance, Result
 from .bab import _margin, _stack, branch_and_bound, satisfied
-from .bounds import crown, crown_lower, gradient_bounds, ibp, sample_range
-from .milp import exact_bounds, largest_decrease, largest_violation
+from .bounds import crown_intervals, crown_lower, gradient_intervals, ibp_intervals, sample_range
+from .milp import exact_intervals, largest_decrease, largest_violation
 from .network import Network, as_network
 
 BOUND_METHODS = ("ibp", "crown", "milp")
@@ -195,11 +195,11 @@ def output_bounds(net: nn.Module | Network, region: Box, method: str = "crown", 
     network = _network(net, region.shape)
     t = time.perf_counter()
     if method == "ibp":
-        lo, hi, _ = ibp(network, region.lower, region.upper)
+        lo, hi, _ = ibp_intervals(network, region.lower, region.upper)
     elif method == "crown":
-        lo, hi, _ = crown(network, region.lower, region.upper)
+        lo, hi, _ = crown_intervals(network, region.lower, region.upper)
     else:
-        lo, hi, _ = exact_bounds(network, region.lower, region.upper)
+        lo, hi, _ = exact_intervals(network, region.lower, region.upper)
     seconds = time.perf_counter() - t
     s_lo, s_hi = sample_range(network, region.lower, region.upper, samples)
     return Bounds(provenance=_provenance(network, [region], method=method), method=method, lower=lo, upper=hi,
@@ -211,7 +211,7 @@ def _one_bound(network: Network, box: Box, disjuncts, method: str):
     A, b, group = _stack(disjuncts)
     L, U = box.lower.double().reshape(1, -1), box.upper.double().reshape(1, -1)
     if method == "ibp":
-        lo, hi, _ = ibp(network, L, U)
+        lo, hi, _ = ibp_intervals(network, L, U)
         lb = lo @ A.clamp(min=0).T + hi @ A.clamp(max=0).T
         points = (L + U) / 2
     else:
@@ -297,13 +297,14 @@ def monotonicity(net: nn.Module | Network, region: Box, *, input_index: int, out
     prov = _provenance(network, [region], method=method, input_index=input_index, output_index=output_index)
     t = time.perf_counter()
     if method == "bounds":
-        g_lo, _ = gradient_bounds(network, region.lower, region.upper, input_index)
+        g_lo, _ = gradient_intervals(network, region.lower, region.upper, input_index)
         margin = float(g_lo[output_index])
         return Verdict(provenance=prov, property=prop, status="verified" if margin >= 0 else "unknown",
                        method="gradient bounds", margin=margin, counterexample=None, seconds=time.perf_counter() - t)
     if not 0 <= input_index < network.n_inputs:
         raise ValueError(f"input index {input_index} out of range: the network has {network.n_inputs} inputs")
-    fall, x, x2, status = largest_decrease(network, region.lower, region.upper, input_index, output_index, time_limit)
+    opt = largest_decrease(network, region.lower, region.upper, input_index, output_index, time_limit)
+    fall, x, x2, status = opt.value, opt.x, opt.x2, opt.status
     counterexample = None
     if status != "optimal":
         status = "unknown"
