@@ -127,7 +127,7 @@ def test_sae_harvest_train_eval_dashboard(model_dir, tmp_path, capsys):
                  "--archive", archive, "--page", str(tmp_path / "t.html")]) == 0
     assert "at blocks.1.mlp.out" in capsys.readouterr().out
     assert main(["sae", "dashboard", model_dir, "--sae", out, "--features", "60-70", "--archive", archive]) == 2
-    assert "out of range: this dictionary has features 0..63" in capsys.readouterr().err
+    assert "is out of range: valid are 0..63 (this dictionary has 64 features)" in capsys.readouterr().err
     # the same dictionaries as SAELens and sparsify files: described, converted, evaluated
     for src, fmt in ((out, "saelens"), (out, "sparsify"), (tc, "sparsify")):
         dest = str(tmp_path / f"{fmt}-{len(src)}" / "layers.1.mlp")

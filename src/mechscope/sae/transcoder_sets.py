@@ -42,7 +42,7 @@ from .config import SAEConfig, SAEError
 from .dictionary import SparseCoder
 from .features import splice as splice_one
 from .trainer import load_checkpoint
-from .formats import _check_weights, _fold_norm_gain, _hook_site, _read_safetensors, check_against_model
+from .formats.common import check_against_model, check_weights, fold_norm_gain, hook_site, read_safetensors
 
 SET_CONFIG = "config.yaml"
 
@@ -78,7 +78,7 @@ def resolve_hf_uri(uri: str, hf_cache: str | os.PathLike | None = None) -> Path:
 
 def _layer_site(hook: str, layer: int) -> tuple[str, bool]:
     """(site, read without the norm's gain) of a circuit-tracer per-block hook at ``layer``."""
-    return _hook_site(f"blocks.{layer}.{hook}")  # a TransformerLens hook name, read as a site by _hook_site
+    return hook_site(f"blocks.{layer}.{hook}")  # a TransformerLens hook name, read as a site by hook_site
 
 
 def _read_layer(file: Path) -> dict[str, torch.Tensor]:
@@ -95,7 +95,7 @@ def _read_layer(file: Path) -> dict[str, torch.Tensor]:
         if "W_enc" in w:
             w["W_enc"] = w["W_enc"].T
         return w
-    w = {k: v.float() for k, v in _read_safetensors(file).items()}
+    w = {k: v.float() for k, v in read_safetensors(file).items()}
     if "activation_function.threshold" in w:
         w["threshold"] = w.pop("activation_function.threshold")
     if "w_enc" in w:  # Gemma Scope 2: w_enc [d_in, features], w_dec, affine_skip_connection [d_in, d_out] (x·A)
@@ -117,7 +117,7 @@ def _oriented(t: torch.Tensor, rows: int, name: str, file: Path) -> torch.Tensor
 
 def _layer_coder(file: Path, layer: int, cfg: dict[str, Any], model: Any) -> SparseCoder:
     w = _read_layer(file)
-    _check_weights(w, ["W_enc", "W_dec", "b_enc", "b_dec"], file)
+    check_weights(w, ["W_enc", "W_dec", "b_enc", "b_dec"], file)
     width, d_out = w["b_enc"].shape[0], w["b_dec"].shape[0]
     W_enc, W_dec = _oriented(w["W_enc"], width, "W_enc", file), _oriented(w["W_dec"], width, "W_dec", file)
     d_in = W_enc.shape[1]
@@ -136,7 +136,7 @@ def _layer_coder(file: Path, layer: int, cfg: dict[str, Any], model: Any) -> Spa
     b_enc, b_dec = w["b_enc"], w["b_dec"]
     W_skip = w["W_skip"].T if skip else None  # mechscope: x W_skip with W_skip [d_in, d_out]
     if without_gain:
-        W_enc, b_enc, W_dec, b_dec, W_skip = _fold_norm_gain(model, site, file, cfg["feature_input_hook"], True,
+        W_enc, b_enc, W_dec, b_dec, W_skip = fold_norm_gain(model, site, file, cfg["feature_input_hook"], True,
                                                              W_enc, b_enc, W_dec, b_dec, W_skip)
     weights = {"W_enc": W_enc, "b_enc": b_enc, "W_dec": W_dec, "b_dec": b_dec}
     if skip:
@@ -285,16 +285,16 @@ def _read_clt(folder: Path, cfg: dict[str, Any]) -> CrossLayerTranscoder:
                        f"found {[p.name for p in enc_files]}")
     enc, dec = [], []
     for i in range(n):
-        w = _read_safetensors(folder / f"W_enc_{i}.safetensors")
-        _check_weights(w, [f"W_enc_{i}", f"b_enc_{i}", f"b_dec_{i}"], folder / f"W_enc_{i}.safetensors")
+        w = read_safetensors(folder / f"W_enc_{i}.safetensors")
+        check_weights(w, [f"W_enc_{i}", f"b_enc_{i}", f"b_dec_{i}"], folder / f"W_enc_{i}.safetensors")
         if f"W_skip_{i}" in w or "W_skip" in w:
             raise SAEError(f"{folder}: cross-layer transcoders with skip connections are not supported")
         enc.append(w)
         file = folder / f"W_dec_{i}.safetensors"
         if not file.is_file():
             raise SAEError(f"{folder}: W_dec_{i}.safetensors is missing")
-        d = _read_safetensors(file)
-        _check_weights(d, [f"W_dec_{i}"], file)
+        d = read_safetensors(file)
+        check_weights(d, [f"W_dec_{i}"], file)
         dec.append(d[f"W_dec_{i}"].float())
     jump = "threshold_0" in enc[0]
     threshold = torch.stack([e[f"threshold_{i}"].float().reshape(-1) for i, e in enumerate(enc)]) if jump else None
