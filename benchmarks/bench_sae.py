@@ -134,7 +134,7 @@ def child(impl: str, arch: str) -> dict:
         def fit(steps):
             sae = SparseCoder(SAEConfig(arch, D, WIDTH, k=K if arch == "topk" else None))
             t = time.perf_counter()
-            train(sae, x, batch=BATCH, steps=steps, progress=False, b_dec="mean", init_rows=4096,
+            train(sae, x, batch_size=BATCH, steps=steps, progress=False, b_dec="mean", init_rows=4096,
                   dead_tokens=10_000_000)  # as sparsify's default: no latent counts as dead in a short run
             return time.perf_counter() - t
 

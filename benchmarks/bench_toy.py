@@ -63,7 +63,7 @@ def plain_tokens_per_s(seed: int) -> float:
 
 
 def mechscope_tokens_per_s(seed: int) -> float:
-    result = train_induction(LAYERS, steps=STEPS, batch=BATCH, context=CONTEXT, vocab=VOCAB, d_model=D,
+    result = train_induction(LAYERS, steps=STEPS, batch_size=BATCH, context=CONTEXT, vocab=VOCAB, d_model=D,
                                 n_heads=HEADS, eval_every=STEPS, seed=seed, progress=False)
     return result.tokens_per_s
 

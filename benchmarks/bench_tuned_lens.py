@@ -33,7 +33,7 @@ def main() -> None:
     train = token_blocks(model.tokenizer, 2000, 64, "train")
     test = token_blocks(model.tokenizer, 32, 64, "test")
     t = time.perf_counter()
-    fit = train_tuned_lens(model, train, layers=layers, steps=args.steps, batch_blocks=2)
+    fit = train_tuned_lens(model, train, layers=layers, steps=args.steps, batch_size=2)
     lens, losses = fit.lens, fit.losses
     seconds = time.perf_counter() - t
     result = compare_lenses(model, lens, test, losses)

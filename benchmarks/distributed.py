@@ -33,7 +33,7 @@ def _worker(rank: int, world: int, init: str, out: str) -> None:
         task = make_task("ioi", model, n=8, seed=0).solved_by(model)
         times = {}
         for name, fn in (("patching every head", lambda: activation_patching(model, task, "heads", progress=False)),
-                         ("EAP-IG, 5 steps", lambda: eap_ig(model, task, steps=5, batch_rows=5, progress=False))):
+                         ("EAP-IG, 5 steps", lambda: eap_ig(model, task, steps=5, batch_size=5, progress=False))):
             dist.barrier()
             t = time.perf_counter()
             fn()

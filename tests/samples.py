@@ -38,7 +38,7 @@ def sample_results(model):
         integrated_gradients(lambda p: (p ** 2).sum(-1), torch.tensor([1.0, -2.0, 0.5]), steps=4),
         compare_lenses(model, TunedLens(model.cfg.d_model, [0, 1]), model.tokenize(["The cat sat on the mat"] * 2)[0],
                        train_loss=[1.0, 0.5]),
-        train_tuned_lens(model, model.tokenize(["The cat sat on the mat"] * 2)[0], layers=[0], steps=2, batch_blocks=1,
+        train_tuned_lens(model, model.tokenize(["The cat sat on the mat"] * 2)[0], layers=[0], steps=2, batch_size=1,
                          progress=False),
         detect_heads(model, batch=2, length=8, k=2, seeds=2),
         head_circuits(model),
@@ -66,7 +66,7 @@ def _siit_sample():
     from mechscope.compile.programs import make_reverse
     from mechscope.compile.siit import train_siit
 
-    return train_siit(compile_program(make_reverse(), ["a", "b", "c"], 3), d_model=16, steps=3, batch=4, log_every=1,
+    return train_siit(compile_program(make_reverse(), ["a", "b", "c"], 3), d_model=16, steps=3, batch_size=4, log_every=1,
                       progress=False)
 
 
@@ -90,7 +90,7 @@ def _sae_samples(model):
     site = "blocks.0.resid_post"
     tokens = torch.randint(3, 100, (4, 12), generator=torch.Generator().manual_seed(0))
     x = model.run(tokens, cache=site).cache[site].reshape(-1, model.cfg.d_model)
-    sae = SparseCoder(SAEConfig("topk", model.cfg.d_model, 32, k=4, site=site)).fit(x, batch=16, steps=4,
+    sae = SparseCoder(SAEConfig("topk", model.cfg.d_model, 32, k=4, site=site)).fit(x, batch_size=16, steps=4,
                                                                                   log_every=2, progress=False)
     import tempfile
 
@@ -99,7 +99,7 @@ def _sae_samples(model):
 
     folder = tempfile.mkdtemp()
     texts = {f"w{i}": (_TEXT + " ") * 3 for i in range(14)}
-    log = train_transcoders(model, folder, width=16, k=4, tokens=240, batch=60, context=16, corpora=texts, log_every=2,
+    log = train_transcoders(model, folder, width=16, k=4, tokens=240, batch_size=60, context=16, corpora=texts, log_every=2,
                             progress=False)
     return [sae.log_, evaluate(sae, model, tokens, progress=False),
             feature_cards(sae, model, [0, 3], blocks=tokens, k=2, progress=False), log,

@@ -108,7 +108,7 @@ def test_sae_harvest_train_eval_dashboard(model_dir, tmp_path, capsys):
     assert main(["sae", "harvest", model_dir, "--site", "blocks.1.resid_mid", "--target-site", "blocks.1.mlp.out",
                  "--store", store, "--target", target, "--blocks", "12", "--context", "16", "--quiet"]) == 0
     assert capsys.readouterr().out.count("180 tokens") == 2  # 12 blocks × 15 (the first of each is the sink)
-    assert main(["sae", "train", "--store", store, "--arch", "topk", "--k", "4", "--width", "64", "--batch", "60",
+    assert main(["sae", "train", "--store", store, "--arch", "topk", "--k", "4", "--width", "64", "--batch-size", "60",
                  "--epochs", "3", "--out", out, "--quiet"]) == 0
     assert "topk SAE × 64: 9 steps" in capsys.readouterr().out
     assert main(["sae", "eval", model_dir, "--sae", out, "--blocks", "2", "--context", "16", "--quiet",
@@ -122,7 +122,7 @@ def test_sae_harvest_train_eval_dashboard(model_dir, tmp_path, capsys):
     assert [s.tags for s in open_archive(archive).search()] == [["sae"], ["sae"]]
     tc = str(tmp_path / "tc")
     assert main(["sae", "train", "--store", store, "--target", target, "--arch", "topk", "--k", "4", "--width", "64",
-                 "--batch", "60", "--epochs", "1", "--skip", "--out", tc, "--quiet"]) == 0
+                 "--batch-size", "60", "--epochs", "1", "--skip", "--out", tc, "--quiet"]) == 0
     assert main(["sae", "eval", model_dir, "--sae", tc, "--blocks", "2", "--context", "16", "--quiet",
                  "--archive", archive, "--page", str(tmp_path / "t.html")]) == 0
     assert "at blocks.1.mlp.out" in capsys.readouterr().out
@@ -223,7 +223,7 @@ def test_transcoders_command_trains_every_layer_and_scores_them(model_dir, capsy
     monkeypatch.setattr("mechscope.data.corpus", lambda names: corpus)
     out = tmp_path / "tc"
     assert main(["transcoders", model_dir, str(out), "--tokens", "600", "--width", "16", "--k", "4", "--context", "16",
-                 "--batch", "60", "--eval-blocks", "3", "--device", "cpu", "--quiet", "--page", str(tmp_path / "tc.html")]) == 0
+                 "--batch-size", "60", "--eval-blocks", "3", "--device", "cpu", "--quiet", "--page", str(tmp_path / "tc.html")]) == 0
     printed = capsys.readouterr().out
     assert "3 transcoders" in printed and "CE recovered" in printed
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["layer_0", "layer_1", "layer_2"]

@@ -33,8 +33,8 @@ def _analyses() -> dict[str, torch.Tensor]:
     task = random_task(model)
     out = {f"patching {sweep}": activation_patching(model, task, sweep, batch_size=6, progress=False).effect
            for sweep in ("heads", "head_pos", "mlp")}
-    out["eap-ig"] = eap_ig(model, task, steps=3, batch_rows=3, progress=False).scores  # one pair per chunk
-    found = acdc(model, task, threshold=0.02, batch_rows=6, progress=False)  # its candidate batches divided
+    out["eap-ig"] = eap_ig(model, task, steps=3, batch_size=3, progress=False).scores  # one pair per chunk
+    found = acdc(model, task, threshold=0.02, batch_size=6, progress=False)  # its candidate batches divided
     g_edges = sorted((a, b) for a, b, _ in found.edges)
     out["acdc edges"] = torch.tensor([hash(e) % (1 << 40) for e in g_edges] + [len(g_edges)], dtype=torch.float64)
     out["acdc faithfulness"] = torch.tensor([found.faithfulness])
@@ -46,11 +46,11 @@ def _analyses() -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(1)  # a probe dataset (its forwards, then one probe per site) and neuron cards
     prompts = torch.randint(5, model.cfg.vocab, (24, 5), generator=gen).tolist()
     data = ProbeDataset("parity", prompts, [float(p[-1] % 2) for p in prompts], [str(i // 2) for i in range(24)])
-    probes = probe_sweep(model, data, "blocks.*.resid_post", batch=5, progress=False)
+    probes = probe_sweep(model, data, "blocks.*.resid_post", batch_size=5, progress=False)
     out["probes"] = torch.cat([torch.tensor([probes.train_score, probes.test_score, probes.control_score]).flatten(),
                                probes.directions.flatten().double()])
     cards = neuron_cards(model, 1, [0, 3, 7], blocks=torch.randint(5, model.cfg.vocab, (7, 9), generator=gen),
-                         batch=2, progress=False)
+                         batch_size=2, progress=False)
     out["cards"] = torch.cat([cards.hist.flatten().double(), torch.tensor(cards.max_act + cards.density)])
     return out
 

@@ -43,7 +43,7 @@ def test_cluster_count_on_planted_contexts():
 def test_gating_neurons_equal_one_at_a_time_ablation():
     model = tiny("llama")
     task = make_task("induction", model, n=3, length=5)
-    result = gating_neurons(model, task, 0, neurons=range(model.cfg.d_mlp), batch=16, progress=False)
+    result = gating_neurons(model, task, 0, neurons=range(model.cfg.d_mlp), batch_size=16, progress=False)
     assert result.effect.shape == (model.cfg.d_mlp,)
     clean = task.run_metric(model, "clean")
     for n in (0, 17, int(result.effect.argmin())):

@@ -31,7 +31,7 @@ def planted_data():
 @pytest.mark.parametrize("arch", list(RECOVERY))
 def test_every_architecture_recovers_a_planted_dictionary(arch, planted_data):
     x, true = planted_data
-    sae = SparseCoder(SAEConfig(arch, 64, 1024, **RECOVERY[arch]), seed=0).fit(x, batch=1024, epochs=4, progress=False)
+    sae = SparseCoder(SAEConfig(arch, 64, 1024, **RECOVERY[arch]), seed=0).fit(x, batch_size=1024, epochs=4, progress=False)
     score = mmcs(sae.W_dec.detach(), true)
     assert score >= 0.9, f"{arch}: MMCS {score:.3f}"
     log = sae.log_
@@ -54,7 +54,7 @@ def test_a_transcoder_recovers_a_planted_map_with_its_skip_connection():
     M = torch.randn(d_in, d_out, generator=g) * 0.05
     y = codes @ H + x @ M  # ... that reaches the target only linearly (the skip path)
     sae = SparseCoder(SAEConfig("topk", d_in, 512, k=8, d_out=d_out, skip=True), seed=0)
-    sae.fit(x, y, batch=1024, epochs=12, lr=1e-2, progress=False)  # a random encoder: a higher rate
+    sae.fit(x, y, batch_size=1024, epochs=12, lr=1e-2, progress=False)  # a random encoder: a higher rate
     assert mmcs(sae.W_dec.detach(), H) >= 0.9
     assert sae.score(x[:5000], y[:5000]) > 0.7
     with pytest.raises(SAEError, match="needs target= activations"):
@@ -117,9 +117,9 @@ def test_config_errors():
     with pytest.raises(SAEError, match="arch='matryoshka'; valid: relu, topk, batchtopk, jumprelu, gated"):
         SAEConfig("matryoshka", 8, 16)
     with pytest.raises(SAEError, match="gated dictionaries are read from files, not trained here"):
-        SparseCoder(SAEConfig("gated", 8, 16)).fit(torch.zeros(100, 8), batch=10, progress=False)
+        SparseCoder(SAEConfig("gated", 8, 16)).fit(torch.zeros(100, 8), batch_size=10, progress=False)
     with pytest.raises(SAEError, match="input_norm='layer_norm' is for dictionaries read from files"):
-        SparseCoder(SAEConfig("relu", 8, 16, input_norm="layer_norm")).fit(torch.zeros(100, 8), batch=10, progress=False)
+        SparseCoder(SAEConfig("relu", 8, 16, input_norm="layer_norm")).fit(torch.zeros(100, 8), batch_size=10, progress=False)
     with pytest.raises(SAEError, match="input_norm='rms'; valid: none, center, rescale, layer_norm"):
         SAEConfig("relu", 8, 16, input_norm="rms")
     with pytest.raises(SAEError, match="topk needs k in 1..width=16"):
@@ -130,14 +130,14 @@ def test_config_errors():
     with pytest.raises(SAEError, match=r"input must be \[\.\.\., 8\]; got \(3, 5\)"):
         sae.encode(torch.zeros(3, 5))
     with pytest.raises(SAEError, match="data contains NaN"):
-        sae.fit(torch.full((100, 8), float("nan")), batch=10, progress=False)
+        sae.fit(torch.full((100, 8), float("nan")), batch_size=10, progress=False)
     with pytest.raises(SAEError, match="fewer than one batch"):
-        sae.fit(torch.zeros(5, 8), batch=10, progress=False)
+        sae.fit(torch.zeros(5, 8), batch_size=10, progress=False)
 
 
 def test_save_load_round_trip_and_corrupt_files(tmp_path, planted_data):
     x, _ = planted_data
-    sae = SparseCoder(SAEConfig("jumprelu", 64, 128, site="blocks.0.resid_post")).fit(x[:8192], batch=512, progress=False)
+    sae = SparseCoder(SAEConfig("jumprelu", 64, 128, site="blocks.0.resid_post")).fit(x[:8192], batch_size=512, progress=False)
     sae.save(tmp_path / "s")
     back = load_sae(tmp_path / "s")
     assert back.cfg == sae.cfg
@@ -157,7 +157,7 @@ def test_save_load_round_trip_and_corrupt_files(tmp_path, planted_data):
 def test_an_interrupted_training_resumes_to_the_same_dictionary(tmp_path, planted_data, monkeypatch):
     x, _ = planted_data
     x = x[:20_000]
-    opts = dict(batch=500, steps=24, checkpoint_every=10, progress=False, log_every=4)
+    opts = dict(batch_size=500, steps=24, checkpoint_every=10, progress=False, log_every=4)
     whole = SparseCoder(SAEConfig("topk", 64, 128, k=4), seed=3)
     whole.fit(x, checkpoint=tmp_path / "a", **opts)
     real_loss = train_module._loss
@@ -199,11 +199,11 @@ def test_a_checkpoint_that_holds_code_is_refused_and_never_run(tmp_path, monkeyp
     torch.save({"config": _RunsCode()}, tmp_path / "ck" / CHECKPOINT)
     x = torch.randn(1000, 16)
     with pytest.raises(SAEError, match="not a checkpoint this trainer wrote"):
-        SparseCoder(SAEConfig("topk", 16, 32, k=2)).fit(x, batch=100, steps=2, checkpoint=tmp_path / "ck", progress=False)
+        SparseCoder(SAEConfig("topk", 16, 32, k=2)).fit(x, batch_size=100, steps=2, checkpoint=tmp_path / "ck", progress=False)
     assert not (tmp_path / "ran-code").exists()
     (tmp_path / "ck" / CHECKPOINT).write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(SAEError, match="not a checkpoint this trainer wrote"):
-        SparseCoder(SAEConfig("topk", 16, 32, k=2)).fit(x, batch=100, steps=2, checkpoint=tmp_path / "ck", progress=False)
+        SparseCoder(SAEConfig("topk", 16, 32, k=2)).fit(x, batch_size=100, steps=2, checkpoint=tmp_path / "ck", progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +213,7 @@ def tiny_sae(tmp_path_factory):
     tokens = torch.randint(3, model.cfg.vocab, (48, 24), generator=torch.Generator().manual_seed(0))
     store = harvest(model, site, tmp_path_factory.mktemp("store"), tokens=tokens, progress=False)
     sae = SparseCoder(SAEConfig("topk", model.cfg.d_model, 128, k=8, site=site, model=model.name))
-    sae.fit(store, batch=256, epochs=10, progress=False)
+    sae.fit(store, batch_size=256, epochs=10, progress=False)
     return model, sae, tokens
 
 
@@ -253,12 +253,12 @@ def test_evaluate_against_a_lossless_dictionary():
         sae.W_enc.copy_(torch.cat([eye, -eye], 0))
         sae.W_dec.copy_(torch.cat([eye, -eye], 0))
     tokens = torch.randint(3, model.cfg.vocab, (6, 16), generator=torch.Generator().manual_seed(0))
-    ev = evaluate(sae, model, tokens, batch=4, progress=False)
+    ev = evaluate(sae, model, tokens, batch_size=4, progress=False)
     assert ev.ce_recovered == pytest.approx(1.0, abs=1e-5) and ev.kl_sae == pytest.approx(0.0, abs=1e-6)
     assert ev.fvu == pytest.approx(0.0, abs=1e-10) and ev.l0 == pytest.approx(d)
     assert ev.n_tokens == 6 * 15 and ev.kl_zero > 0  # (a random tiny model: zeroing may even help its loss)
     assert ev.dead == 0.0 and "CE loss recovered 1.000" in ev.summary()
-    every = evaluate(sae, model, tokens, batch=4, drop_first=False, progress=False)  # as SAELens scores
+    every = evaluate(sae, model, tokens, batch_size=4, drop_first=False, progress=False)  # as SAELens scores
     assert every.n_tokens == 6 * 16 and every.ce_recovered == pytest.approx(1.0, abs=1e-5)
     assert every.ce_orig != pytest.approx(ev.ce_orig)  # the first prediction is scored too
 
@@ -355,7 +355,7 @@ def test_transcoders_for_every_layer_trained_online_resume_exactly(tmp_path, mon
     from mechscope.sae.transcoder_sets import load_transcoders
 
     model = tiny("llama")
-    kw = dict(width=32, k=4, tokens=60 * 60, batch=60, context=16, corpora=_texts(), checkpoint_every=4, log_every=2,
+    kw = dict(width=32, k=4, tokens=60 * 60, batch_size=60, context=16, corpora=_texts(), checkpoint_every=4, log_every=2,
               lr=3e-3, progress=False)
     full = online.train_transcoders(model, tmp_path / "full", **kw)
     assert full.values.shape == (3, 30, 7) and full.tokens == 60 * 60

@@ -25,7 +25,7 @@ def _tokens(model):
 
 def _fit(arch, x, checkpoint=None):
     sae = SparseCoder(SAEConfig(arch, 32, 128, **ARCHS[arch]), seed=0)
-    return sae.fit(x, batch=512, steps=30, progress=False, checkpoint=checkpoint)
+    return sae.fit(x, batch_size=512, steps=30, progress=False, checkpoint=checkpoint)
 
 
 def _worker(rank: int, world: int, init: str, out: str) -> None:
@@ -38,7 +38,7 @@ def _worker(rank: int, world: int, init: str, out: str) -> None:
             if rank == 0:
                 torch.save({"state": sae.state_dict(), "log": sae.log_.values}, os.path.join(out, f"{arch}.pt"))
         model = tiny("llama")
-        harvest(model, SITE, os.path.join(out, "store"), tokens=_tokens(model), batch=2, progress=False)
+        harvest(model, SITE, os.path.join(out, "store"), tokens=_tokens(model), batch_size=2, progress=False)
     finally:
         dist.destroy_process_group()
 
@@ -62,7 +62,7 @@ def test_two_gloo_processes_equal_one(tmp_path):
     tokens = _tokens(model)
     merged = ActivationStore(tmp_path / "store")
     assert merged.manifest["ranks"] == 2 and len(merged.manifest["shards"]) >= 2
-    one = harvest(model, SITE, tmp_path / "one", tokens=tokens, batch=2, progress=False).tensor()
+    one = harvest(model, SITE, tmp_path / "one", tokens=tokens, batch_size=2, progress=False).tensor()
     assert torch.allclose(merged.tensor(), one, atol=1e-6)  # rank 0's blocks 0-3, then rank 1's 4-7: one process's order
 
 
@@ -79,7 +79,7 @@ def test_torchrun_cli_training_equals_one_process(tmp_path):
                                                                   generator=torch.Generator().manual_seed(0)),
             progress=False)
     args = ["sae", "train", "--store", str(tmp_path / "store"), "--arch", "topk", "--k", "4", "--width", "64",
-            "--batch", "100", "--steps", "12", "--quiet"]
+            "--batch-size", "100", "--steps", "12", "--quiet"]
     assert main(args + ["--out", str(tmp_path / "one")]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "mechscope",

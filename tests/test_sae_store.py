@@ -20,7 +20,7 @@ def _tokens(model, n=12, length=10):
 def test_round_trip_is_exact(tmp_path):
     model = tiny("llama")
     tokens = _tokens(model)
-    store = harvest(model, SITE, tmp_path / "s", tokens=tokens, shard_tokens=25, batch=2, progress=False)
+    store = harvest(model, SITE, tmp_path / "s", tokens=tokens, shard_tokens=25, batch_size=2, progress=False)
     full = model.run(tokens, cache=SITE).cache[SITE]
     ref = full[:, 1:].reshape(-1, model.cfg.d_model)  # the first position of each block (the sink) is dropped
     assert len(store) == 108 and store.d == model.cfg.d_model and len(store.manifest["shards"]) == 3  # whole batches of 18 rows, ≥ 25 per shard
@@ -38,14 +38,14 @@ def test_round_trip_is_exact(tmp_path):
 def test_an_interrupted_harvest_resumes_to_the_same_store(tmp_path):
     model = tiny("llama")
     tokens = _tokens(model)
-    full = harvest(model, SITE, tmp_path / "full", tokens=tokens, shard_tokens=25, batch=2, progress=False)
-    part = harvest(model, SITE, tmp_path / "part", tokens=tokens, shard_tokens=25, batch=2, progress=False,
+    full = harvest(model, SITE, tmp_path / "full", tokens=tokens, shard_tokens=25, batch_size=2, progress=False)
+    part = harvest(model, SITE, tmp_path / "part", tokens=tokens, shard_tokens=25, batch_size=2, progress=False,
                    _stop_after_shards=2)
     assert not part.manifest["complete"] and len(part.manifest["shards"]) == 2
     with pytest.raises(StoreError, match="stopped after 8 of 12 blocks; run harvest again"):
         ActivationStore(tmp_path / "part")
     (tmp_path / "part" / "shard_00002.safetensors").write_bytes(b"half a shard")  # a crash mid-write: unlisted
-    resumed = harvest(model, SITE, tmp_path / "part", tokens=tokens, shard_tokens=25, batch=2, progress=False)
+    resumed = harvest(model, SITE, tmp_path / "part", tokens=tokens, shard_tokens=25, batch_size=2, progress=False)
     assert resumed.manifest == {**full.manifest}
     for i in range(len(full.manifest["shards"])):
         assert torch.equal(resumed.shard(i), full.shard(i))
@@ -62,15 +62,15 @@ def test_several_sites_come_from_one_forward_and_resume_together(tmp_path):
     calls = []
     last = model.hf.get_submodule(f"{model.adapter.blocks}.1")
     handle = last.register_forward_pre_hook(lambda *_: calls.append(1))
-    both = harvest(model, [mid, out], [tmp_path / "a", tmp_path / "b"], tokens=tokens, batch=4, progress=False)
+    both = harvest(model, [mid, out], [tmp_path / "a", tmp_path / "b"], tokens=tokens, batch_size=4, progress=False)
     handle.remove()
     assert len(calls) == 3 and [s.site for s in both] == [mid, out]  # 12 blocks / 4: one forward per batch
     assert all(torch.equal(s.tensor(), ref) for s, ref in zip(both, alone))
 
-    ahead = harvest(model, out, tmp_path / "d", tokens=tokens, shard_tokens=25, batch=2, progress=False,
+    ahead = harvest(model, out, tmp_path / "d", tokens=tokens, shard_tokens=25, batch_size=2, progress=False,
                     _stop_after_shards=2)  # the target store holds 8 blocks, the input store none
     assert ahead.manifest["blocks_done"] == 8
-    resumed = harvest(model, [mid, out], [tmp_path / "c", tmp_path / "d"], tokens=tokens, shard_tokens=25, batch=3,
+    resumed = harvest(model, [mid, out], [tmp_path / "c", tmp_path / "d"], tokens=tokens, shard_tokens=25, batch_size=3,
                       progress=False)
     assert all(torch.equal(s.tensor(), ref) for s, ref in zip(resumed, alone))
     with pytest.raises(ValueError, match="2 sites need as many directories"):

@@ -133,7 +133,7 @@ def test_an_sae_on_a_middle_layer_recovers_the_loss_and_its_dashboard_renders(sm
     site = "blocks.12.resid_post"
     store = harvest(smollm, site, tmp_path / "store", n_blocks=160, context=128, progress=False)
     sae = SparseCoder(SAEConfig("topk", store.d, 4 * store.d, k=32, site=site, model=smollm.name))
-    sae.fit(store, batch=1024, epochs=8, progress=False)
+    sae.fit(store, batch_size=1024, epochs=8, progress=False)
     ev = evaluate(sae, smollm, n_blocks=8, context=128, progress=False)
     assert ev.l0 <= 64 and ev.ce_recovered >= 0.8, ev.summary()
     assert ev.kl_sae < ev.kl_zero / 5
@@ -180,7 +180,7 @@ def test_tuned_lens_beats_the_logit_lens_on_held_out_shakespeare(smollm):
     from mechscope.lenses.tuned import compare_lenses, train_tuned_lens
 
     train = token_blocks(smollm.tokenizer, 400, 64, "train")
-    fit = train_tuned_lens(smollm, train, layers=[5, 15, 25], steps=15, batch_blocks=2, progress=False)
+    fit = train_tuned_lens(smollm, train, layers=[5, 15, 25], steps=15, batch_size=2, progress=False)
     lens, losses = fit.lens, fit.losses
     result = compare_lenses(smollm, lens, token_blocks(smollm.tokenizer, 4, 64, "test"), losses)
     # measured (20 steps): 14.6 / 16.2 / 6.5 nats (logit lens) vs 5.0 / 4.6 / 3.4 (tuned)

@@ -37,7 +37,7 @@ def test_an_untrained_tuned_lens_is_the_logit_lens(llama):
 
 
 def test_training_beats_the_logit_lens_on_held_out_text_and_round_trips(llama, tmp_path):
-    fit = train_tuned_lens(llama, _blocks(llama, 40, 0), steps=60, batch_blocks=8, progress=False)
+    fit = train_tuned_lens(llama, _blocks(llama, 40, 0), steps=60, batch_size=8, progress=False)
     lens, losses = fit.lens, fit.losses
     assert losses[-1] < losses[0]
     result = compare_lenses(llama, lens, _blocks(llama, 10, 7), losses)

@@ -150,7 +150,7 @@ def test_channel_ablation_examples_and_weights(cnn):
     from mechscope.vision import channel_ablation, channel_weights, top_examples
 
     images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(4))
-    abl = channel_ablation(cnn, images, "2", batch=4, progress=False)  # 2 channels × 3 images per forward
+    abl = channel_ablation(cnn, images, "2", batch_size=4, progress=False)  # 2 channels × 3 images per forward
     base = cnn.run(images).logits.log_softmax(-1)
     top = base.argmax(-1)
     for c in range(6):  # the batched rows equal one Ablate per channel

@@ -197,18 +197,18 @@ def _greedy_order(g: Graph, key: torch.Tensor) -> list[tuple[int, int]]:
     return order
 
 
-def _chunks(n_pairs: int, batch_rows: int) -> list[range]:
-    per = max(1, min(n_pairs, batch_rows))
+def _chunks(n_pairs: int, batch_size: int) -> list[range]:
+    per = max(1, min(n_pairs, batch_size))
     return [range(i, min(n_pairs, i + per)) for i in range(0, n_pairs, per)]
 
 
-def _edge_scores(model: Model, task, method: str, steps: int, batch_rows: int, progress: bool) -> EdgeScores:
+def _edge_scores(model: Model, task, method: str, steps: int, batch_size: int, progress: bool) -> EdgeScores:
     start = time.perf_counter()
     prep = _prepare(model, task)
     g = prep.graph
     n = len(task)
     points = [1.0] if method == "eap" else [(k + 1) / steps for k in range(steps)]
-    per = max(1, batch_rows // len(points))
+    per = max(1, batch_size // len(points))
     chunks = _chunks(n, per)
     # two sender-output runs and two metric runs, then one forward and one backward per chunk of pairs
     passes = {"forward": 2 + 2 + len(chunks), "backward": len(chunks)}
@@ -243,17 +243,17 @@ def _edge_scores(model: Model, task, method: str, steps: int, batch_rows: int, p
                       passes=passes, seconds=time.perf_counter() - start)
 
 
-def eap(model: Model, task, *, batch_rows: int = 32, progress: bool = True) -> EdgeScores:
+def eap(model: Model, task, *, batch_size: int = 32, progress: bool = True) -> EdgeScores:
     """Edge attribution patching: every edge's score from one forward and one backward per batch."""
-    return _edge_scores(model, task, "eap", 1, batch_rows, progress)
+    return _edge_scores(model, task, "eap", 1, batch_size, progress)
 
 
-def eap_ig(model: Model, task, *, steps: int = 5, batch_rows: int = 32, progress: bool = True) -> EdgeScores:
+def eap_ig(model: Model, task, *, steps: int = 5, batch_size: int = 32, progress: bool = True) -> EdgeScores:
     """EAP with integrated gradients on the input embeddings (``steps`` points, right Riemann
     sum from the corrupted to the clean embedding)."""
     if steps < 1:
         raise ValueError(f"steps={steps}; need at least 1")
-    return _edge_scores(model, task, "eap-ig", steps, batch_rows, progress)
+    return _edge_scores(model, task, "eap-ig", steps, batch_size, progress)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -272,10 +272,10 @@ def circuit_from_mask(graph: Graph, mask: torch.Tensor, scores: torch.Tensor | N
 
 
 def _masks_metric(model: Model, task, prep: _Prepared, masks: torch.Tensor, ablated: torch.Tensor,
-                  batch_rows: int, measure: str = "task", progress: bool = False) -> tuple[torch.Tensor, int]:
+                  batch_size: int, measure: str = "task", progress: bool = False) -> tuple[torch.Tensor, int]:
     """Mean task metric (or KL from the full model) for each mask [copies, S, R]; and forwards."""
     n = len(task)
-    per = max(1, batch_rows // n)
+    per = max(1, batch_size // n)
 
     def measure_chunk(items: range) -> torch.Tensor:  # [len(items)]
         chunk = masks[items.start:items.stop]
@@ -302,7 +302,7 @@ def _ablated(prep: _Prepared, ablation: str, seed: int = 0) -> torch.Tensor:
     return ablated_outputs(prep.clean, prep.corrupted, prep.mask, ablation, seed)
 
 
-def evaluate(model: Model, task, circuit: Circuit, *, ablation: str = "corrupted", batch_rows: int = 64) -> Circuit:
+def evaluate(model: Model, task, circuit: Circuit, *, ablation: str = "corrupted", batch_size: int = 64) -> Circuit:
     """The circuit with its evidence measured: faithfulness = (M(circuit) − M(∅)) / (M(full) − M(∅))
     with every edge outside the circuit ablated (``ablation``: corrupted / mean / resample), and
     completeness = 1 − the faithfulness of its complement (the model with only the circuit's
@@ -311,7 +311,7 @@ def evaluate(model: Model, task, circuit: Circuit, *, ablation: str = "corrupted
     g = prep.graph
     mask = g.mask_of(circuit.edges)
     masks = torch.stack([mask, g.allowed.float() - mask, torch.zeros_like(mask)])
-    values, _ = _masks_metric(model, task, prep, masks, _ablated(prep, ablation), batch_rows)
+    values, _ = _masks_metric(model, task, prep, masks, _ablated(prep, ablation), batch_size)
     return _with_evidence(circuit, task, prep, ablation, *values.tolist())
 
 
@@ -332,18 +332,18 @@ def _with_evidence(circuit: Circuit, task, prep: _Prepared, ablation: str, kept:
 
 
 def faithfulness(model: Model, task, masks: torch.Tensor, *, ablation: str = "corrupted",
-                 batch_rows: int = 64) -> torch.Tensor:
+                 batch_size: int = 64) -> torch.Tensor:
     """Faithfulness of many circuits at once: masks [circuits, senders, receivers] (see ``evaluate``
     for the definition) -> [circuits]; several circuits share each forward."""
     prep = _prepare(model, task)
     masks = masks[None] if masks.dim() == 2 else masks
     empty = torch.zeros(1, *masks.shape[1:])
-    values, _ = _masks_metric(model, task, prep, torch.cat([masks, empty]), _ablated(prep, ablation), batch_rows)
+    values, _ = _masks_metric(model, task, prep, torch.cat([masks, empty]), _ablated(prep, ablation), batch_size)
     return (values[:-1] - values[-1]) / (prep.clean_metric - values[-1])
 
 
 def minimal_circuit(model: Model, task, scores: EdgeScores, *, target: float = 0.8, ablation: str = "corrupted",
-                    absolute: bool = False, sizes: list[int] | None = None, batch_rows: int = 64,
+                    absolute: bool = False, sizes: list[int] | None = None, batch_size: int = 64,
                     progress: bool = True) -> Circuit:
     """The smallest greedy circuit (``EdgeScores.top_mask``) whose faithfulness on ``task`` (the
     pairs scored, or others) reaches ``target``.
@@ -373,14 +373,14 @@ def minimal_circuit(model: Model, task, scores: EdgeScores, *, target: float = 0
         """Measure the top-n circuits (and the masks ``also``, whose values are returned)."""
         nonlocal forwards
         masks.update((k, scores.top_mask(k, absolute)) for k in ns)
-        values, f = _masks_metric(model, task, prep, torch.stack([*also, *(masks[k] for k in ns)]), ablated, batch_rows)
+        values, f = _masks_metric(model, task, prep, torch.stack([*also, *(masks[k] for k in ns)]), ablated, batch_size)
         forwards += f
         metric.update(zip(ns, values[len(also):].tolist()))
         return values[:len(also)].tolist()
 
     # sizes in increasing order, a forward's worth at a time (the empty circuit with the first),
     # until one reaches the target
-    per = max(1, batch_rows // len(task))
+    per = max(1, batch_size // len(task))
     bar = tqdm(total=len(sizes), desc="faithfulness curve", disable=not progress)
     empty, i = None, 0
     while i < len(sizes):
@@ -425,7 +425,7 @@ def minimal_circuit(model: Model, task, scores: EdgeScores, *, target: float = 0
 
 def acdc(model: Model, task, *, threshold: float = 0.01, measure: Literal["kl", "task"] = "kl",
          ablation: str = "corrupted", start: torch.Tensor | None = None, speculate: int = 8,
-         batch_rows: int = 64, progress: bool = True) -> Circuit:
+         batch_size: int = 64, progress: bool = True) -> Circuit:
     """ACDC (Conmy et al. 2023): prune edges greedily from the logits backwards.
 
     For each receiver (reverse topological order), for each incoming edge still present: cut it
@@ -445,11 +445,11 @@ def acdc(model: Model, task, *, threshold: float = 0.01, measure: Literal["kl", 
     current = g.allowed.float() if start is None else ((start > 0) & g.allowed).float()
     effects = torch.zeros_like(current)
     forwards = 0
-    per = max(1, min(speculate, batch_rows // len(task)))
+    per = max(1, min(speculate, batch_size // len(task)))
 
     def distance(masks: torch.Tensor) -> torch.Tensor:
         nonlocal forwards
-        vals, f = _masks_metric(model, task, prep, masks, ablated, batch_rows, measure)
+        vals, f = _masks_metric(model, task, prep, masks, ablated, batch_size, measure)
         forwards += f
         return vals if measure == "kl" else (prep.clean_metric - vals) / span
 
@@ -491,7 +491,7 @@ def acdc(model: Model, task, *, threshold: float = 0.01, measure: Literal["kl", 
                                                        measure=measure, ablation=ablation),
                                 task=task.name, extra={"threshold": threshold, "measure": measure,
                                                        "forwards": forwards, "seconds": 0.0})
-    circuit = evaluate(model, task, circuit, ablation=ablation, batch_rows=batch_rows)
+    circuit = evaluate(model, task, circuit, ablation=ablation, batch_size=batch_size)
     circuit.extra["seconds"] = time.perf_counter() - t0
     circuit.extra["forwards"] = forwards
     return circuit

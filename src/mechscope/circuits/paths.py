@@ -79,7 +79,7 @@ class PathPatching(Result):
 
 
 def path_patching(model: Model, task, receivers: str | list[str], senders: list[str] | None = None, *,
-                  direction: str = "noising", batch_rows: int = 64, progress: bool = True) -> PathPatching:
+                  direction: str = "noising", batch_size: int = 64, progress: bool = True) -> PathPatching:
     """Patch the paths from senders into ``receivers`` only.
 
     receivers: heads (``a9.h6``: its query, key and value), head inputs (``a9.h6.q``), MLPs
@@ -108,7 +108,7 @@ def path_patching(model: Model, task, receivers: str | list[str], senders: list[
         clean_m = float(task.run_metric(model, "clean").mean())
         corrupted_m = float(task.run_metric(model, "corrupted").mean())
     n = len(task)
-    per = max(1, batch_rows // n)
+    per = max(1, batch_size // n)
     values = []
     for start in tqdm(range(0, len(groups), per), desc="path patching", disable=not progress):
         chunk = groups[start:start + per]

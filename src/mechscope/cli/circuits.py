@@ -19,7 +19,7 @@ def _patch(args) -> int:
     if args.method == "attribution":
         result = attribution_patching(model, task, args.sweep, direction=args.direction)
     else:
-        result = activation_patching(model, task, args.sweep, direction=args.direction, batch_size=args.batch,
+        result = activation_patching(model, task, args.sweep, direction=args.direction, batch_size=args.batch_size,
                                      progress=not args.quiet)
     print(result.summary())
     if args.method == "both":
@@ -101,7 +101,7 @@ def _graph(args) -> int:
     transcoders = load_transcoders(args.transcoders, model=model)
     targets = args.target or None
     graph = attribution_graph(model, transcoders, args.prompt, targets=targets, max_feature_nodes=args.max_features,
-                              batch_size=args.batch, progress=not args.quiet)
+                              batch_size=args.batch_size, progress=not args.quiet)
     print(graph.summary())
     if args.cards:
         from ..tracing.view import graph_cards
@@ -175,7 +175,7 @@ def add(sub) -> None:
                         "forwards + 1 backward), or both with their correlation")
     p.add_argument("-n", type=int, default=16, help="prompt pairs to generate (those the model solves are kept)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch", type=int, default=256, help="rows per forward pass")
+    p.add_argument("--batch-size", type=int, default=256, help="rows per forward pass")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", default="mechscope-patch.html", help="HTML page to write")
     p.set_defaults(fn=_patch)
@@ -218,7 +218,7 @@ def add(sub) -> None:
     p.add_argument("--node-threshold", type=float, default=0.8, help="keep nodes holding this share of the influence")
     p.add_argument("--edge-threshold", type=float, default=0.98, help="keep edges holding this share of the influence")
     p.add_argument("--max-features", type=int, help="visit at most this many features, most influential first")
-    p.add_argument("--batch", type=int, default=32, help="targets per backward pass (copies of the prompt)")
+    p.add_argument("--batch-size", type=int, default=32, help="targets per backward pass (copies of the prompt)")
     p.add_argument("--cards", type=int, metavar="BLOCKS",
                    help="feature cards for the kept features from this many corpus blocks (hover in the viewer)")
     p.add_argument("--group", action="store_true", help="propose supernodes (similar decoders or top tokens)")

@@ -32,7 +32,7 @@ def _harvest(args, device: str | None) -> int:
     sites, dirs = [args.site or "blocks.12.resid_post"], [args.store]
     if args.target_site:  # a transcoder's input and target, from the same forwards
         sites, dirs = sites + [args.target_site], dirs + [args.target]
-    for store in harvest(model, sites, dirs, n_blocks=args.blocks or 256, context=args.context, batch=args.batch or 8,
+    for store in harvest(model, sites, dirs, n_blocks=args.blocks or 256, context=args.context, batch_size=args.batch_size or 8,
                          shard_tokens=args.shard_tokens, dtype=dtype, progress=not args.quiet):
         print(store)
     return 0
@@ -47,7 +47,7 @@ def _train(args, device: str | None) -> int:
                     d_out=target.d if target else None, skip=args.skip, sparsity=args.sparsity, site=store.site,
                     target_site=target.site if target else None, model=store.manifest["model"])
     sae = SparseCoder(cfg, seed=args.seed)
-    sae.fit(store, target, batch=args.batch or 4096, steps=args.steps, epochs=args.epochs, lr=args.lr, seed=args.seed,
+    sae.fit(store, target, batch_size=args.batch_size or 4096, steps=args.steps, epochs=args.epochs, lr=args.lr, seed=args.seed,
             checkpoint=args.out, progress=not args.quiet, device=device)
     print(sae.log_.summary())
     print(f"wrote {args.out} (config.json, sae.safetensors; checkpoint.pt resumes an interrupted run)")
@@ -199,7 +199,7 @@ def add(sub) -> None:
     p.add_argument("--k", type=int, default=32, help="latents per token (topk)")
     p.add_argument("--layers", help="e.g. 0-29 or 3,7 (default: every layer)")
     p.add_argument("--context", type=int, default=128, help="tokens per block")
-    p.add_argument("--batch", type=int, default=1024, help="rows per step (each step is one forward of batch / context blocks)")
+    p.add_argument("--batch-size", type=int, default=1024, help="rows per step (each step is one forward of batch / context blocks)")
     p.add_argument("--lr", type=float, default=2e-3, help="learning rate (Adam, warmed up and decayed)")
     p.add_argument("--corpora", default="shakespeare,sotu,brown",
                    help="comma-separated: shakespeare, sotu, brown (`make corpora` fetches the last two)")
@@ -236,7 +236,7 @@ def add(sub) -> None:
     p.add_argument("--width", type=int, default=4096)
     p.add_argument("--sparsity", type=float, help="λ of the L1 (relu) or L0 (jumprelu) loss")
     p.add_argument("--skip", action="store_true", help="transcoder skip connection")
-    p.add_argument("--batch", type=int, default=None, help="rows per step (train: 4096) / blocks per forward (harvest: 8)")
+    p.add_argument("--batch-size", type=int, default=None, help="rows per step (train: 4096) / blocks per forward (harvest: 8)")
     p.add_argument("--steps", type=int, help="training steps (default: --epochs passes over the store)")
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--lr", type=float)

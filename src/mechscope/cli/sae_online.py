@@ -19,7 +19,7 @@ def run_transcoders(model, args, page) -> int:
 
     corpora = [c.strip() for c in args.corpora.split(",") if c.strip()]
     log = train_transcoders(model, args.directory, layers=_layers(args.layers), width=args.width, k=args.k,
-                            tokens=args.tokens, batch=args.batch, context=args.context, corpora=corpora, seed=args.seed, lr=args.lr,
+                            tokens=args.tokens, batch_size=args.batch_size, context=args.context, corpora=corpora, seed=args.seed, lr=args.lr,
                             progress=not args.quiet)
     print(log.summary())
     results = [(log, "training curves, every layer")]

@@ -240,7 +240,7 @@ class CompiledProgram:
         outs = [self.decode(logits[i, logits.shape[1] - len(r):]) for i, r in enumerate(rows)]
         return outs if batch else outs[0]
 
-    def verify(self, limit: int = 20_000, seed: int = 0, batch: int = 512) -> dict:
+    def verify(self, limit: int = 20_000, seed: int = 0, batch_size: int = 512) -> dict:
         """Compare with the interpreter on every input of length 1..max_len (or ``limit`` random ones
         when there are more): {"checked", "undefined" (the interpreter refuses), "mismatches" [first 5]}."""
         total = sum(len(self.vocab) ** n for n in range(1, self.max_len + 1))
@@ -250,9 +250,9 @@ class CompiledProgram:
             rng = random.Random(seed)
             inputs = [[rng.choice(self.vocab) for _ in range(rng.randint(1, self.max_len))] for _ in range(limit)]
         checked, undefined, n_wrong, wrong = 0, 0, 0, []
-        for i in range(0, len(inputs), batch):
+        for i in range(0, len(inputs), batch_size):
             chunk, want = [], []
-            for xs in inputs[i:i + batch]:
+            for xs in inputs[i:i + batch_size]:
                 try:
                     want.append(evaluate(self.program, xs))
                     chunk.append(xs)

@@ -120,7 +120,7 @@ def _mean(agree: torch.Tensor) -> float:
     return float(agree.float().mean()) if agree.numel() else 1.0
 
 
-def train_siit(compiled: CompiledProgram, *, d_model: int = 64, steps: int = 2000, batch: int = 64, lr: float = 1e-3,
+def train_siit(compiled: CompiledProgram, *, d_model: int = 64, steps: int = 2000, batch_size: int = 64, lr: float = 1e-3,
                strict_weight: float = 1.0, eps: float = 0.05, seed: int = 0, log_every: int = 20,
                progress: bool = True) -> SIITTraining:
     """A trained stand-in for ``compiled`` whose true circuit is ``compiled.circuit()`` (same
@@ -155,7 +155,7 @@ def train_siit(compiled: CompiledProgram, *, d_model: int = 64, steps: int = 200
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * max(0.1, 1 - s / steps))
     rows, t0 = [], time.perf_counter()
     for step in tqdm(range(steps), desc=f"SIIT {compiled.program.label}", disable=not progress):
-        base, source = draw(batch)
+        base, source = draw(batch_size)
         node = rng.choice(inside)
         out = lambda logits: _outputs(compiled, logits, base)  # noqa: E731
         with torch.no_grad():
@@ -176,7 +176,7 @@ def train_siit(compiled: CompiledProgram, *, d_model: int = 64, steps: int = 200
     stand_in = replace(compiled, model=low, exact=False)
     acc, iit_acc, strict_change = _checks(compiled, stand_in, inside, outside, *draw(256))
     return SIITTraining(
-        provenance=Provenance.of(low, program=compiled.program.label, steps=steps, batch=batch, lr=lr, seed=seed,
+        provenance=Provenance.of(low, program=compiled.program.label, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                                  d_model=d_model, strict_weight=strict_weight),
         program=compiled.program.label, values=torch.tensor(rows, dtype=torch.float64), accuracy=acc,
         interchange_accuracy=iit_acc, strict_change=strict_change, eps=eps, circuit_nodes=inside, other_nodes=outside,

@@ -197,7 +197,7 @@ def _blocks_digest(blocks: torch.Tensor) -> str:
 
 def neuron_cards(model: Model, layer: int, neurons: Sequence[int], *, blocks: torch.Tensor | None = None,
                  n_blocks: int = 64, length: int = 64, k: int = 8, window: int = 10, bins: int = 40,
-                 cluster_top: int = 32, batch: int = 16, progress: bool = True) -> NeuronCards:
+                 cluster_top: int = 32, batch_size: int = 16, progress: bool = True) -> NeuronCards:
     """Cards for ``neurons`` of MLP ``layer`` over ``blocks`` [n, length] of token ids (default:
     ``n_blocks`` blocks of the embedded Shakespeare corpus)."""
     d_mlp = model.cfg.d_mlp
@@ -214,7 +214,7 @@ def neuron_cards(model: Model, layer: int, neurons: Sequence[int], *, blocks: to
         return model.run(blocks[items.start:items.stop], cache=site).cache[site][..., neurons].float()
 
     key = f"neuron cards {model.fingerprint} {site} {neurons} {_blocks_digest(blocks)}" if distributed.recording() else ""
-    acts = distributed.sweep(len(blocks), read, key=key, per=batch, desc=f"neurons L{layer}", progress=progress)
+    acts = distributed.sweep(len(blocks), read, key=key, per=batch_size, desc=f"neurons L{layer}", progress=progress)
     _, W_U = embedding_weights(model)
     fields = card_fields(model, acts, blocks, mlp_out_weights(model, layer)[neurons] @ W_U, k=k,
                          window=window, bins=bins, cluster_top=cluster_top)
@@ -310,7 +310,7 @@ class GatingNeurons(Result):
 
 
 def gating_neurons(model: Model, task, layer: int, *, neurons: Sequence[int] | None = None,
-                   candidates: int | None = None, batch: int = 256, progress: bool = True) -> GatingNeurons:
+                   candidates: int | None = None, batch_size: int = 256, progress: bool = True) -> GatingNeurons:
     """Zero-ablate each neuron (default: all of the layer; ``candidates``: the N with the largest
     estimated effect), one row per neuron × prompt. Neurons not ablated get effect NaN."""
     d_mlp = model.cfg.d_mlp
@@ -325,7 +325,7 @@ def gating_neurons(model: Model, task, layer: int, *, neurons: Sequence[int] | N
         order = estimate[neurons].abs().argsort(descending=True)[:candidates]
         neurons = [neurons[i] for i in order.tolist()]
     effects, switched = [], []
-    per = max(1, batch // pairs)
+    per = max(1, batch_size // pairs)
     for start in tqdm(range(0, len(neurons), per), desc=f"ablating L{layer} neurons", disable=not progress, leave=False):
         chunk = neurons[start:start + per]
         which = torch.tensor(chunk).repeat_interleave(pairs)  # row r zeroes neuron which[r]

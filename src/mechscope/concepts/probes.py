@@ -178,11 +178,11 @@ def control_labels(types: Sequence, labels: Sequence[float], seed: int = 0) -> t
     return torch.tensor([table[t] for t in types], dtype=torch.float64)
 
 
-def activations(model: Model, dataset: ProbeDataset, sites: str | Sequence[str], *, batch: int = 32,
+def activations(model: Model, dataset: ProbeDataset, sites: str | Sequence[str], *, batch_size: int = 32,
                 progress: bool = True) -> tuple[dict[str, torch.Tensor], list[int]]:
     """({site: [n, d] float32 at the probed position}, token id at that position per prompt): one
-    forward per batch, caching only that position of only those sites."""
-    positive_int(batch, "batch", "prompts per forward")
+    forward per batch_size, caching only that position of only those sites."""
+    positive_int(batch_size, "batch_size", "prompts per forward")
     names = [site.name for site in model._sites(sites)]
     widths: list[int] = []
 
@@ -194,7 +194,7 @@ def activations(model: Model, dataset: ProbeDataset, sites: str | Sequence[str],
         return torch.cat([run.tokens[:, dataset.position].float()[:, None].cpu(), *(p.cpu() for p in parts)], 1)
 
     key = f"probe activations {model.fingerprint} {names} {dataset!r}" if distributed.recording() else ""
-    rows = distributed.sweep(len(dataset.prompts), collect, key=key, per=batch, desc=f"activations: {dataset.name}",
+    rows = distributed.sweep(len(dataset.prompts), collect, key=key, per=batch_size, desc=f"activations: {dataset.name}",
                              progress=progress)
     if not widths:  # every chunk came from the records (or another rank): the widths from one run
         collect(range(0, 1))
@@ -267,14 +267,14 @@ class ProbeSweep(Result):
 
 def probe_sweep(model: Model, dataset: ProbeDataset | str, sites: str | Sequence[str] = "blocks.*.resid_post", *,
                 kind: str = "logistic", C: float = 1.0, alpha: float = 1.0, test_fraction: float = 0.3, seed: int = 0,
-                batch: int = 32, progress: bool = True, cached: dict[str, torch.Tensor] | None = None) -> ProbeSweep:
+                batch_size: int = 32, progress: bool = True, cached: dict[str, torch.Tensor] | None = None) -> ProbeSweep:
     """Fit one probe per site (activations cached once for all sites; ``cached`` reuses them) and
     report task and control-task accuracy on a group split."""
     if isinstance(dataset, str):
         if dataset not in DATASETS:
             raise ValueError(f"unknown dataset {dataset!r}; embedded: {', '.join(DATASETS)}")
         dataset = DATASETS[dataset](model)
-    acts, tokens = (cached, None) if cached is not None else activations(model, dataset, sites, batch=batch,
+    acts, tokens = (cached, None) if cached is not None else activations(model, dataset, sites, batch_size=batch_size,
                                                                          progress=progress)
     if dataset.types is None and tokens is None:
         raise ValueError("cached activations need dataset.types for the control task")

@@ -119,7 +119,7 @@ class ControlVector(Result):
 
 
 def control_vector(model: Model, pairs: Sequence[tuple[str, str]], sites: str | Sequence[str], *,
-                   method: str = "mean-diff", position: int = -1, batch: int = 16) -> ControlVector:
+                   method: str = "mean-diff", position: int = -1, batch_size: int = 16) -> ControlVector:
     """A control vector per site from (positive, negative) prompt pairs: the activation at
     ``position`` (-1: last token) of each positive prompt minus its negative's, reduced by
     ``direction_from_differences``."""
@@ -128,8 +128,8 @@ def control_vector(model: Model, pairs: Sequence[tuple[str, str]], sites: str | 
     if method not in VECTOR_METHODS:
         raise ValueError(f"method={method!r}; valid: {', '.join(VECTOR_METHODS)}")
     acts: dict[str, list[torch.Tensor]] = {}
-    for start in range(0, len(pairs), batch):
-        chunk = pairs[start:start + batch]
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
         run = model.run([p for p, _ in chunk] + [n for _, n in chunk], cache=sites, cache_positions=[position])
         for name, t in run.cache.items():
             a = t[:, 0].float()

@@ -119,7 +119,7 @@ class TunedLensFit(Result):
 
 
 def train_tuned_lens(model: Model, blocks: torch.Tensor, *, layers: Sequence[int] | None = None, steps: int = 100,
-                     batch_blocks: int = 4, lr: float = 1.0, momentum: float = 0.9, clip: float = 1.0, seed: int = 0,
+                     batch_size: int = 4, lr: float = 1.0, momentum: float = 0.9, clip: float = 1.0, seed: int = 0,
                      progress: bool = True) -> TunedLensFit:
     """Train on ``blocks`` [n, length] of token ids (e.g. ``data.token_blocks``); returns the fit:
     ``.lens`` (the module) and ``.losses`` (the training loss, mean KL over the layers, at every
@@ -135,7 +135,7 @@ def train_tuned_lens(model: Model, blocks: torch.Tensor, *, layers: Sequence[int
     try:
         bar = tqdm(range(steps), desc="tuned lens", disable=not progress)
         for _ in bar:
-            idx = torch.randint(0, len(blocks), (batch_blocks,), generator=gen)
+            idx = torch.randint(0, len(blocks), (batch_size,), generator=gen)
             hs, final = _activations(model, blocks[idx], layers)
             loss = sum(_kl(final, lens.decode(model, hs[l], l)) for l in layers) / len(layers)
             opt.zero_grad()
@@ -150,7 +150,7 @@ def train_tuned_lens(model: Model, blocks: torch.Tensor, *, layers: Sequence[int
             p.requires_grad_(True)
     fit = TunedLensFit(
         provenance=Provenance.of(model, prompts=blocks.tolist(), dataset="token blocks", layers=layers, steps=steps,
-                                 batch_blocks=batch_blocks, lr=lr, momentum=momentum, clip=clip, seed=seed),
+                                 batch_size=batch_size, lr=lr, momentum=momentum, clip=clip, seed=seed),
         layers=layers, weight=torch.stack([t.weight.detach().cpu() for t in lens.translators]),
         bias=torch.stack([t.bias.detach().cpu() for t in lens.translators]), losses=losses)
     fit.__dict__["_lens"] = lens  # the trained module itself (on the model's device)
@@ -199,14 +199,14 @@ class LensComparison(Result):
 
 @torch.no_grad()
 def compare_lenses(model: Model, lens: TunedLens, blocks: torch.Tensor, train_loss: Sequence[float] = (),
-                   batch_blocks: int = 4) -> LensComparison:
+                   batch_size: int = 4) -> LensComparison:
     """Held-out KL per layer of the logit lens and of ``lens`` on ``blocks``."""
     logit, tuned = torch.zeros(len(lens.layers)), torch.zeros(len(lens.layers))
     norm = model.final_norm
     unembed = model.unembed
     n = 0
-    for start in range(0, len(blocks), batch_blocks):
-        chunk = blocks[start:start + batch_blocks]
+    for start in range(0, len(blocks), batch_size):
+        chunk = blocks[start:start + batch_size]
         hs, final = _activations(model, chunk, lens.layers)
         w = chunk.numel()
         for i, l in enumerate(lens.layers):

@@ -70,7 +70,7 @@ def logit_effect(sae: SparseCoder, model: Model, features: Sequence[int]) -> tor
 
 @torch.no_grad()
 def feature_cards(sae: SparseCoder, model: Model, features: Sequence[int], *, blocks: torch.Tensor | None = None,
-                  n_blocks: int = 64, length: int = 64, k: int = 8, window: int = 10, batch: int = 16,
+                  n_blocks: int = 64, length: int = 64, k: int = 8, window: int = 10, batch_size: int = 16,
                   progress: bool = True) -> FeatureCards:
     """Dashboards for ``features`` of ``sae`` over ``blocks`` [n, length] (default: corpus blocks)."""
     c = sae.cfg
@@ -95,7 +95,7 @@ def feature_cards(sae: SparseCoder, model: Model, features: Sequence[int], *, bl
         from ..models.fingerprint import fingerprint_of
 
         key = f"feature cards {model.fingerprint} {fingerprint_of(sae, {})} {features} {_blocks_digest(blocks)}"
-    acts = distributed.sweep(len(blocks), encode, key=key, per=batch, desc="features", progress=progress)
+    acts = distributed.sweep(len(blocks), encode, key=key, per=batch_size, desc="features", progress=progress)
     fields = card_fields(model, acts, blocks, logit_effect(sae, model, features), k=k, window=window)
     layer = parse(c.site).layer
     return FeatureCards(provenance=Provenance.of(model, dataset="shakespeare blocks", site=c.site, arch=c.arch,

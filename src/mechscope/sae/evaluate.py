@@ -123,17 +123,17 @@ class _Totals:
 
 
 @torch.no_grad()
-def reconstruction(sae: SparseCoder, data, target=None, batch: int = 8192) -> dict:
+def reconstruction(sae: SparseCoder, data, target=None, batch_size: int = 8192) -> dict:
     """L0, MSE, FVU, density, dead and dense fractions on stored activations (store or tensor)."""
-    positive_int(batch, "batch", "rows per pass")
+    positive_int(batch_size, "batch_size", "rows per pass")
     t = _Totals(sae.cfg.width)
     if isinstance(data, ActivationStore):
-        xs = data.batches(batch, shuffle=False)
-        ys = target.batches(batch, shuffle=False) if target is not None else None
+        xs = data.batches(batch_size, shuffle=False)
+        ys = target.batches(batch_size, shuffle=False) if target is not None else None
         pairs = zip(xs, ys) if ys is not None else ((x, x) for x in xs)
     else:
         tgt = target if target is not None else data
-        pairs = ((data[i:i + batch], tgt[i:i + batch]) for i in range(0, len(data), batch))
+        pairs = ((data[i:i + batch_size], tgt[i:i + batch_size]) for i in range(0, len(data), batch_size))
     for x, y in pairs:
         x = x.to(sae.W_enc.device, torch.float32)
         f = sae.encode(x)
@@ -143,7 +143,7 @@ def reconstruction(sae: SparseCoder, data, target=None, batch: int = 8192) -> di
 
 @torch.no_grad()
 def evaluate(sae: SparseCoder, model: Model, tokens: torch.Tensor | None = None, *, n_blocks: int = 32,
-             context: int = 128, batch: int = 8, drop_first: bool = True, progress: bool = True) -> SAEEvaluation:
+             context: int = 128, batch_size: int = 8, drop_first: bool = True, progress: bool = True) -> SAEEvaluation:
     """Score ``sae`` spliced into ``model`` over ``tokens`` [blocks, context] (default: held-out
     blocks of the embedded corpus, the ``test`` split): reconstruction and CE recovered / KL.
     ``drop_first``: leave each block's first position (the attention sink) alone and score the
@@ -163,8 +163,8 @@ def evaluate(sae: SparseCoder, model: Model, tokens: torch.Tensor | None = None,
     ce = torch.zeros(3, dtype=torch.float64)
     kl = torch.zeros(2, dtype=torch.float64)
     count = 0
-    for b0 in tqdm(range(0, len(tokens), batch), desc=f"evaluate {c.arch} SAE", disable=not progress, leave=False):
-        chunk = tokens[b0:b0 + batch]
+    for b0 in tqdm(range(0, len(tokens), batch_size), desc=f"evaluate {c.arch} SAE", disable=not progress, leave=False):
+        chunk = tokens[b0:b0 + batch_size]
         record: dict = {}
         runs = [model.run(chunk), model.run(chunk, interventions=splice(sae, positions=positions, record=record)),
                 model.run(chunk, interventions=[Ablate(target, how="zero", positions=positions)])]
@@ -234,7 +234,7 @@ class ReplacementFidelity(Result):
 
 
 def evaluate_transcoders(model: Model, transcoders, tokens: torch.Tensor | None = None, *, n_blocks: int = 32,
-                         context: int = 128, batch: int = 8, progress: bool = True) -> ReplacementFidelity:
+                         context: int = 128, batch_size: int = 8, progress: bool = True) -> ReplacementFidelity:
     """Score per-layer transcoders (a list, dict by layer or ``TranscoderSet``) on ``tokens``
     [blocks, context] (default: held-out blocks of the embedded corpus); see ``ReplacementFidelity``.
     The first position of each block (the attention sink) is left alone, as in ``evaluate``."""
@@ -258,8 +258,8 @@ def evaluate_transcoders(model: Model, transcoders, tokens: torch.Tensor | None 
     nnz = torch.zeros(len(layers), dtype=torch.float64)
     ce = torch.zeros(3, dtype=torch.float64)
     kl, agree, count, rows = 0.0, 0, 0, 0
-    for b0 in tqdm(range(0, len(tokens), batch), desc="evaluate transcoders", disable=not progress, leave=False):
-        chunk = tokens[b0:b0 + batch]
+    for b0 in tqdm(range(0, len(tokens), batch_size), desc="evaluate transcoders", disable=not progress, leave=False):
+        chunk = tokens[b0:b0 + batch_size]
         with torch.no_grad():
             clean = model.run(chunk, cache=sites)
             for i, layer in enumerate(layers):

@@ -88,7 +88,7 @@ def training_blocks(tokenizer, context: int, corpora: Sequence[str] | dict[str, 
 
 def train_transcoders(model: Model, directory: str | os.PathLike, *, layers: Sequence[int] | None = None,
                       arch: str = "topk", width: int = 4096, k: int | None = 32, tokens: int = 3_000_000,
-                      batch: int = 1024, context: int = 128, corpora: Sequence[str] | dict[str, str] = ("shakespeare", "sotu", "brown"),
+                      batch_size: int = 1024, context: int = 128, corpora: Sequence[str] | dict[str, str] = ("shakespeare", "sotu", "brown"),
                       seed: int = 0, lr: float | None = 2e-3, checkpoint_every: int = 200, log_every: int = 10,
                       progress: bool = True) -> TranscoderTraining:
     """Train a transcoder (``blocks.L.mlp.in`` → ``blocks.L.mlp.out``) for each of ``layers`` (default:
@@ -98,7 +98,7 @@ def train_transcoders(model: Model, directory: str | os.PathLike, *, layers: Seq
     rate of 2e-3 — on SmolLM2's layer 5, 63k tokens reach a held-out FVU of 0.81 this way against
     1.46 with 4,096-row steps at 4e-4 (the trainer's default for long runs)."""
     positive_int(tokens, "tokens")
-    positive_int(batch, "batch", "rows per step")
+    positive_int(batch_size, "batch_size", "rows per step")
     positive_int(context, "context")
     if context < 2:
         raise SAEError(f"context={context}: a block needs its first (dropped) position and at least one more")
@@ -107,7 +107,7 @@ def train_transcoders(model: Model, directory: str | os.PathLike, *, layers: Seq
     bad = [x for x in layers if not 0 <= x < L]
     if bad or not layers:
         raise SAEError(f"layers {bad or layers}: this model has blocks 0..{L - 1}")
-    per_step = max(1, batch // (context - 1))
+    per_step = max(1, batch_size // (context - 1))
     rows = per_step * (context - 1)
     steps = max(1, tokens // rows)
     blocks = training_blocks(model.tokenizer, context, corpora, seed)

@@ -52,7 +52,7 @@ def _save_manifest(directory: Path, manifest: dict) -> None:
 
 def harvest(model: Model, site: str | Sequence[str], directory: str | os.PathLike | Sequence[str | os.PathLike], *,
             tokens: torch.Tensor | None = None, n_blocks: int = 256, context: int = 128, shard_tokens: int = 65_536,
-            batch: int = 8, dtype: torch.dtype = torch.float32, drop_first: bool = True, progress: bool = True,
+            batch_size: int = 8, dtype: torch.dtype = torch.float32, drop_first: bool = True, progress: bool = True,
             _stop_after_shards: int | None = None) -> "ActivationStore | list[ActivationStore]":
     """Harvest ``site`` over ``tokens`` [blocks, context] (default: the corpus) into ``directory``
     (see the module docstring); returns the store. Several sites (a transcoder's input and
@@ -67,7 +67,7 @@ def harvest(model: Model, site: str | Sequence[str], directory: str | os.PathLik
     dirs = dirs or [Path(directory)]
     for s in sites:
         parse(s)  # a clear error for an unknown site name
-    for value, name in ((batch, "batch"), (shard_tokens, "shard_tokens"), (n_blocks, "n_blocks"), (context, "context")):
+    for value, name in ((batch_size, "batch_size"), (shard_tokens, "shard_tokens"), (n_blocks, "n_blocks"), (context, "context")):
         positive_int(value, name)
     if tokens is None:
         from ..data import token_blocks
@@ -75,7 +75,7 @@ def harvest(model: Model, site: str | Sequence[str], directory: str | os.PathLik
         tokens = token_blocks(model.tokenizer, n_blocks, context)
     if tokens.dim() != 2:
         raise ValueError(f"tokens must be [blocks, context]; got shape {tuple(tokens.shape)}")
-    options = dict(shard_tokens=shard_tokens, batch=batch, dtype=dtype, drop_first=drop_first, progress=progress)
+    options = dict(shard_tokens=shard_tokens, batch_size=batch_size, dtype=dtype, drop_first=drop_first, progress=progress)
     rank, world = rank_world()
     if world > 1:
         stores = _harvest_ranks(model, sites, dirs, tokens, rank, world, **options)
@@ -84,7 +84,7 @@ def harvest(model: Model, site: str | Sequence[str], directory: str | os.PathLik
     return stores if several else stores[0]
 
 
-def _harvest(model: Model, sites: list[str], dirs: list[Path], tokens: torch.Tensor, *, shard_tokens: int, batch: int,
+def _harvest(model: Model, sites: list[str], dirs: list[Path], tokens: torch.Tensor, *, shard_tokens: int, batch_size: int,
              dtype: torch.dtype, drop_first: bool, progress: bool,
              stop_after_shards: int | None = None) -> "list[ActivationStore]":
     """One process's harvest of each site into its directory (validated arguments)."""
@@ -98,8 +98,8 @@ def _harvest(model: Model, sites: list[str], dirs: list[Path], tokens: torch.Ten
 
     # shards end at batch boundaries (a shard takes whole batches, so ~shard_tokens rows): each manifest's
     # blocks_done is then exact, and a resumed harvest starts at the first block some store lacks
-    for b0 in range(start_block, len(tokens), batch):
-        chunk = tokens[b0:b0 + batch]
+    for b0 in range(start_block, len(tokens), batch_size):
+        chunk = tokens[b0:b0 + batch_size]
         todo = [w for w in writers if w.blocks_done < b0 + len(chunk)]  # after a crash a store may be ahead
         acts, ids, mask = _site_forward(model, chunk, [w.site for w in todo])
         keep = mask.bool().to(acts[0].device)
@@ -109,7 +109,7 @@ def _harvest(model: Model, sites: list[str], dirs: list[Path], tokens: torch.Ten
             keep[:, 0] = False  # blocks are unpadded: column 0 is each block's first token
         for w, a in zip(todo, acts):
             if a.dim() != 3:
-                raise ValueError(f"{w.site} has shape {tuple(a.shape)}; the store holds [batch, pos, d] sites "
+                raise ValueError(f"{w.site} has shape {tuple(a.shape)}; the store holds [batch_size, pos, d] sites "
                                  "(residual, attn.out, mlp.pre/post/out)")
             first = max(0, w.blocks_done - b0)  # the blocks this store already holds
             w.add(a[first:][keep[first:]].to(dtype).cpu(), b0 + len(chunk), shard_tokens)

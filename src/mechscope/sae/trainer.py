@@ -100,17 +100,17 @@ class TrainingLog(Result):
         return fig
 
 
-def _stream(data, target, batch: int, seed: int, rank: int, world: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _stream(data, target, batch_size: int, seed: int, rank: int, world: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless global batches, epoch after epoch (seed + epoch), each rank's rows rank::world."""
     epoch = 0
     while True:
         if isinstance(data, ActivationStore):
-            xs = data.batches(batch, shuffle=True, seed=seed + epoch, drop_last=True)
-            ys = target.batches(batch, shuffle=True, seed=seed + epoch, drop_last=True) if target is not None else None
+            xs = data.batches(batch_size, shuffle=True, seed=seed + epoch, drop_last=True)
+            ys = target.batches(batch_size, shuffle=True, seed=seed + epoch, drop_last=True) if target is not None else None
             pairs = zip(xs, ys) if ys is not None else ((x, x) for x in xs)
         else:
             perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed + epoch))
-            idx = [perm[i:i + batch] for i in range(0, len(perm) - batch + 1, batch)]
+            idx = [perm[i:i + batch_size] for i in range(0, len(perm) - batch_size + 1, batch_size)]
             pairs = ((data[i], (target if target is not None else data)[i]) for i in idx)
         for x, y in pairs:
             yield x[rank::world], y[rank::world]
@@ -211,13 +211,13 @@ class Trainer:
     raw units), ``state_dict`` / ``load_state_dict`` to checkpoint, ``log`` for the curves. ``train``
     drives one from a dataset; ``online.train_transcoders`` drives one per layer from a model's forwards."""
 
-    def __init__(self, sae: SparseCoder, steps: int, batch: int, *, lr: float | None = None, warmup: float = 0.01,
+    def __init__(self, sae: SparseCoder, steps: int, batch_size: int, *, lr: float | None = None, warmup: float = 0.01,
                  decay: float = 0.2, sparsity_warmup: float = 0.05, clip: float = 1.0, dead_tokens: int | None = None):
         c = sae.cfg
-        self.sae, self.steps, self.batch = sae, steps, batch
+        self.sae, self.steps, self.batch = sae, steps, batch_size
         self.lr = lr if lr is not None else min(1e-3, 2e-4 * math.sqrt(16384 / c.width))
         self.clip, self.sparsity_warmup = clip, sparsity_warmup
-        self.dead_tokens = dead_tokens if dead_tokens is not None else min(10_000_000, max(10 * batch, steps * batch // 10))
+        self.dead_tokens = dead_tokens if dead_tokens is not None else min(10_000_000, max(10 * batch_size, steps * batch_size // 10))
         self.opt = torch.optim.Adam(sae.parameters(), lr=self.lr, betas=(0.9, 0.999))
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: _schedule(s, steps, warmup, decay))
         self.st = _State(since_fired=torch.zeros(c.width, dtype=torch.long, device=sae.W_dec.device))
@@ -295,27 +295,27 @@ def save_checkpoint(path: Path, state: dict) -> None:
     write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
-def train(sae: SparseCoder, data, target=None, *, batch: int = 4096, steps: int | None = None, epochs: float = 1.0,
+def train(sae: SparseCoder, data, target=None, *, batch_size: int = 4096, steps: int | None = None, epochs: float = 1.0,
           lr: float | None = None, warmup: float = 0.01, decay: float = 0.2, sparsity_warmup: float = 0.05,
           clip: float = 1.0, dead_tokens: int | None = None, b_dec: str = "geometric_median", init_rows: int = 16384,
           seed: int = 0, log_every: int = 10, checkpoint: str | os.PathLike | None = None,
           checkpoint_every: int = 500, progress: bool = True, device: str | torch.device | None = None) -> TrainingLog:
     """Train ``sae`` in place on ``data`` (ActivationStore or [n, d_in]; ``target`` for transcoders)
-    for ``steps`` (default ``epochs`` passes) of ``batch`` rows; see the module docstring. With
+    for ``steps`` (default ``epochs`` passes) of ``batch_size`` rows; see the module docstring. With
     ``checkpoint`` (a directory) the run saves every ``checkpoint_every`` steps and resumes from it."""
     _validate(sae, data, target)
-    positive_int(batch, "batch", "rows per step")
+    positive_int(batch_size, "batch_size", "rows per step")
     rank, world = rank_world()
-    if batch % world:
-        raise SAEError(f"batch={batch} must be divisible by the world size {world}")
+    if batch_size % world:
+        raise SAEError(f"batch_size={batch_size} must be divisible by the world size {world}")
     n = len(data)
-    if n < batch:
-        raise SAEError(f"the data has {n} rows, fewer than one batch of {batch}")
-    steps = steps if steps is not None else max(1, int(epochs * (n // batch)))
+    if n < batch_size:
+        raise SAEError(f"the data has {n} rows, fewer than one batch of {batch_size}")
+    steps = steps if steps is not None else max(1, int(epochs * (n // batch_size)))
     c = sae.cfg
     if device is not None:
         sae.to(device)
-    trainer = Trainer(sae, steps, batch, lr=lr, warmup=warmup, decay=decay, sparsity_warmup=sparsity_warmup, clip=clip,
+    trainer = Trainer(sae, steps, batch_size, lr=lr, warmup=warmup, decay=decay, sparsity_warmup=sparsity_warmup, clip=clip,
                       dead_tokens=dead_tokens)
     st = trainer.st
     path = Path(checkpoint) / CHECKPOINT if checkpoint is not None else None
@@ -324,7 +324,7 @@ def train(sae: SparseCoder, data, target=None, *, batch: int = 4096, steps: int 
     else:
         x0, y0 = _sample(data, target, min(init_rows, n), seed + 7919)
         trainer.initialise(x0, y0, b_dec)
-    stream = _stream(data, target, batch, seed, rank, world)
+    stream = _stream(data, target, batch_size, seed, rank, world)
     for _ in range(st.step):  # resume: the same batches as an uninterrupted run
         next(stream)
     bar = tqdm(total=steps, initial=st.step, desc=f"train {c.arch} × {c.width}", disable=not progress or rank != 0)
@@ -345,12 +345,12 @@ def train(sae: SparseCoder, data, target=None, *, batch: int = 4096, steps: int 
     return trainer.log(Provenance(model=c.model or store.get("model", "synthetic"),
                                   fingerprint=store.get("fingerprint", ""), seed=seed, params={
         "arch": c.arch, "width": c.width, "k": c.k, "sparsity": c.sparsity, "site": c.site, "target_site": c.target_site,
-        "batch": batch, "steps": steps, "lr": trainer.lr, "seed": seed, "world": world}))
+        "batch": batch_size, "steps": steps, "lr": trainer.lr, "seed": seed, "world": world}))
 
 
-def _loss(sae: SparseCoder, x: torch.Tensor, y: torch.Tensor, batch: int, st: _State, lam: float,
+def _loss(sae: SparseCoder, x: torch.Tensor, y: torch.Tensor, batch_size: int, st: _State, lam: float,
           dead_tokens: int) -> tuple[torch.Tensor, dict]:
-    """One step's loss (sums over this rank's rows / the global batch) and its statistics."""
+    """One step's loss (sums over this rank's rows / the global batch_size) and its statistics."""
     from torch.nn.functional import embedding_bag
 
     c = sae.cfg
@@ -371,21 +371,21 @@ def _loss(sae: SparseCoder, x: torch.Tensor, y: torch.Tensor, batch: int, st: _S
         nonzero = on.sum()
     err = (y_hat - yn).pow(2).sum()
     fired = _all_reduce(fired.to(torch.int32), dist.ReduceOp.MAX if rank_world()[1] > 1 else None)
-    st.since_fired += batch
+    st.since_fired += batch_size
     st.since_fired[fired.bool()] = 0
     stats_t = _all_reduce(torch.stack([err.detach(), nonzero.float().detach()]))
-    stats = {"fvu": float(stats_t[0]) / batch / st.var, "l0": float(stats_t[1]) / batch}
+    stats = {"fvu": float(stats_t[0]) / batch_size / st.var, "l0": float(stats_t[1]) / batch_size}
     if c.arch == "relu":
-        return err / batch + lam * (f @ sae.W_dec.norm(dim=1)).sum() / batch, stats
+        return err / batch_size + lam * (f @ sae.W_dec.norm(dim=1)).sum() / batch_size, stats
     if c.arch == "jumprelu":
-        return err / batch + lam * Step.apply(pre, sae.threshold, c.bandwidth).sum() / batch, stats
+        return err / batch_size + lam * Step.apply(pre, sae.threshold, c.bandwidth).sum() / batch_size, stats
     if c.arch == "batchtopk":
         with torch.no_grad():
             kept = f[on]
             low = _all_reduce(kept.min().reshape(1) if len(kept) else torch.zeros(1, device=f.device),
                               dist.ReduceOp.MIN if rank_world()[1] > 1 else None)
             sae.batch_threshold.copy_(low[0] if st.step == 0 else 0.99 * sae.batch_threshold + 0.01 * low[0])
-    loss = err / (batch * st.var)
+    loss = err / (batch_size * st.var)
     dead = st.since_fired >= dead_tokens
     n_dead = int(dead.sum())
     if n_dead and c.aux_coef:
@@ -393,6 +393,6 @@ def _loss(sae: SparseCoder, x: torch.Tensor, y: torch.Tensor, batch: int, st: _S
         vals, idx = torch.relu(pre.masked_fill(~dead, float("-inf"))).topk(min(c.aux_k, n_dead), dim=-1, sorted=False)
         e_hat = embedding_bag(idx, sae.W_dec, per_sample_weights=vals, mode="sum")
         sums = _all_reduce(torch.cat([e.sum(0), e.pow(2).sum().reshape(1)]))
-        total_var = (sums[-1] - sums[:-1].pow(2).sum() / batch).clamp(min=1e-12)
+        total_var = (sums[-1] - sums[:-1].pow(2).sum() / batch_size).clamp(min=1e-12)
         loss = loss + c.aux_coef * min(1.0, n_dead / c.aux_k) * (e_hat - e).pow(2).sum() / total_var
     return loss, stats

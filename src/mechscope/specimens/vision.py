@@ -37,7 +37,7 @@ def vision_specimen(model: ImageModel, archive, *, steps: int = 128, photos: tup
                      "Integrated gradients from a black image, averaged over 4 noisy copies (σ 0.15)."))
     findings.append((occlusion(model, cat, cam.target, window=56, stride=28),
                      "Occluding 56-px patches with grey: where the logit drops."))
-    abl = channel_ablation(model, photos, SITE, batch=16, progress=progress)
+    abl = channel_ablation(model, photos, SITE, batch_size=16, progress=progress)
     best = abl.top(1)[0][0]
     findings.append((abl, f"Zero-ablating one channel of {SITE} at a time on the {len(names)} photos: channel {best} "
                           "matters most."))

@@ -70,12 +70,12 @@ def attn_only(n_layers: int = 2, *, n_heads: int = 4, d_model: int = 64, vocab: 
     return Model(hf, toy_tokenizer(vocab), name=f"attn-only-{n_layers}L")
 
 
-def repeated_segments(batch: int, context: int, vocab: int, generator: torch.Generator,
+def repeated_segments(batch_size: int, context: int, vocab: int, generator: torch.Generator,
                       min_period: int = 8) -> torch.Tensor:
-    """[batch, context] ids in [1, vocab): a random segment of period n ∈ [min_period, context/2]
+    """[batch_size, context] ids in [1, vocab): a random segment of period n ∈ [min_period, context/2]
     (drawn per row), repeated to fill the context: token i equals token i − n."""
-    base = torch.randint(1, vocab, (batch, context), generator=generator)
-    period = torch.randint(min_period, context // 2 + 1, (batch, 1), generator=generator)
+    base = torch.randint(1, vocab, (batch_size, context), generator=generator)
+    period = torch.randint(min_period, context // 2 + 1, (batch_size, 1), generator=generator)
     return base.gather(1, torch.arange(context) % period)
 
 
@@ -166,7 +166,7 @@ def _phase_step(steps: list[int], icl: list[float], span: float = 0.15, share: f
     return at if total >= least and best >= share * total else None
 
 
-def train_induction(n_layers: int = 2, *, steps: int = 1600, batch: int = 32, context: int = 64, vocab: int = 512,
+def train_induction(n_layers: int = 2, *, steps: int = 1600, batch_size: int = 32, context: int = 64, vocab: int = 512,
                     d_model: int = 64, n_heads: int = 4, lr: float = 1e-3, weight_decay: float = 0.01,
                     eval_every: int = 50, seed: int = 0, progress: bool = True) -> InductionFormation:
     """Train an attention-only model on ``repeated_segments`` (AdamW, linear warm-up over 5% of
@@ -174,7 +174,7 @@ def train_induction(n_layers: int = 2, *, steps: int = 1600, batch: int = 32, co
     ICL score on a fixed held-out batch (loss around position 7/8·context minus around 1/8·context),
     and per-head scores on repeated random tokens (half-length context/2). Returns the trained
     model (weights in eval mode) and its ``InductionFormation``."""
-    for value, name in ((steps, "steps"), (batch, "batch"), (context, "context"), (eval_every, "eval_every")):
+    for value, name in ((steps, "steps"), (batch_size, "batch_size"), (context, "context"), (eval_every, "eval_every")):
         positive_int(value, name)
     model = attn_only(n_layers, n_heads=n_heads, d_model=d_model, vocab=vocab, context=context, seed=seed)
     hf = model.hf
@@ -206,7 +206,7 @@ def train_induction(n_layers: int = 2, *, steps: int = 1600, batch: int = 32, co
     bar = tqdm(range(1, steps + 1), desc=f"train {n_layers}L attn-only", disable=not progress)
     for step in bar:
         t0 = time.perf_counter()
-        ids = repeated_segments(batch, context, vocab, gen)
+        ids = repeated_segments(batch_size, context, vocab, gen)
         logits = hf(input_ids=ids, use_cache=False).logits
         loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, vocab), ids[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
@@ -224,11 +224,11 @@ def train_induction(n_layers: int = 2, *, steps: int = 1600, batch: int = 32, co
     model = Model(hf, model.tokenizer, name=model.name)  # re-wrapped: the fingerprint is of the trained weights
     result = InductionFormation(
         provenance=Provenance.of(model, dataset="repeated segments (random period)", seed=seed, steps=steps,
-                                 batch=batch, context=context, vocab=vocab, d_model=d_model, n_heads=n_heads, lr=lr,
+                                 batch_size=batch_size, context=context, vocab=vocab, d_model=d_model, n_heads=n_heads, lr=lr,
                                  weight_decay=weight_decay),
         n_layers=n_layers, steps=history["steps"], loss=history["loss"], icl=history["icl"],
         induction=torch.stack(history["induction"]), previous=torch.stack(history["previous"]),
         phase_step=_phase_step(history["steps"], history["icl"]),
-        repeat_loss=_repeat_loss(model, probe, context // 2), tokens_per_s=steps * batch * context / trained_s,
+        repeat_loss=_repeat_loss(model, probe, context // 2), tokens_per_s=steps * batch_size * context / trained_s,
     )
     return result.hold("model", model)

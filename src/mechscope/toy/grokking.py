@@ -168,11 +168,11 @@ class Grokking(Result):
 
 
 def train_grokking(p: int = 53, *, train_fraction: float = 0.5, steps: int = 6000, lr: float = 3e-3,
-                   weight_decay: float = 1.0, d_model: int = 128, d_mlp: int = 512, batch: int | None = None,
+                   weight_decay: float = 1.0, d_model: int = 128, d_mlp: int = 512, batch_size: int | None = None,
                    clip: float | None = 1.0, eval_every: int = 100, seed: int = 0, progress: bool = True,
                    stop_after_grokking: int | None = None) -> Grokking:
     """AdamW (betas 0.9/0.98, 10 warm-up steps) on a seeded ``train_fraction`` of the pairs, full
-    batch or ``batch`` pairs drawn with replacement per step; every ``eval_every`` steps the logits on all p² pairs are kept (float16) for the
+    batch or ``batch_size`` pairs drawn with replacement per step; every ``eval_every`` steps the logits on all p² pairs are kept (float16) for the
     progress measures. ``stop_after_grokking``: stop that many steps after test accuracy first
     reaches 0.99. ``clip``: gradient-norm clipping, which tames the loss spikes full-batch Adam
     shows without LayerNorm. The defaults (lr 3e-3, 3× the paper's, to grok within minutes) are
@@ -208,7 +208,7 @@ def train_grokking(p: int = 53, *, train_fraction: float = 0.5, steps: int = 600
             if step == steps or (stop_after_grokking is not None and grokked_at is not None
                                  and step >= grokked_at + stop_after_grokking):
                 break
-        rows = train if batch is None else train[torch.randint(len(train), (batch,), generator=gen)]
+        rows = train if batch_size is None else train[torch.randint(len(train), (batch_size,), generator=gen)]
         logits = hf(input_ids=pairs[rows], use_cache=False).logits[:, -1, :p]
         loss = torch.nn.functional.cross_entropy(logits, answers[rows])
         opt.zero_grad(set_to_none=True)
@@ -240,7 +240,7 @@ def train_grokking(p: int = 53, *, train_fraction: float = 0.5, steps: int = 600
     return Grokking(
         provenance=Provenance.of(model, dataset=f"(a + b) mod {p}, all pairs", seed=seed, p=p,
                                  train_fraction=train_fraction, steps=steps, lr=lr, weight_decay=weight_decay,
-                                 d_model=d_model, d_mlp=d_mlp, batch=batch),
+                                 d_model=d_model, d_mlp=d_mlp, batch_size=batch_size),
         p=p, train_fraction=train_fraction, spectrum=spectrum, key_frequencies=keys,
         memorised_step=first(h["train_acc"]), grokked_step=first(h["test_acc"]), **h,
     ).hold("model", model)

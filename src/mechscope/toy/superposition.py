@@ -29,28 +29,28 @@ def sparse_features(shape: tuple[int, ...], density: torch.Tensor, generator: to
     return values * (torch.rand(shape, generator=generator) < density)
 
 
-def _fit(density: torch.Tensor, importance: torch.Tensor, m: int, *, steps: int, batch: int, lr: float,
+def _fit(density: torch.Tensor, importance: torch.Tensor, m: int, *, steps: int, batch_size: int, lr: float,
          generator: torch.Generator, progress: bool, desc: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Train one model per leading index of ``density`` [models, n] (importance [models, n]).
-    Returns (W [models, m, n], b [models, n], loss [models] on 8·batch fresh samples)."""
+    Returns (W [models, m, n], b [models, n], loss [models] on 8·batch_size fresh samples)."""
     models, n = density.shape
     w = torch.randn(models, m, n, generator=generator) * math.sqrt(2.0 / (m + n))
     w.requires_grad_(True)
     b = torch.zeros(models, n, requires_grad=True)
     opt = torch.optim.AdamW([w, b], lr=lr, weight_decay=0.0)
 
-    def loss_of(x: torch.Tensor) -> torch.Tensor:  # x [batch, models, n] -> [models]
+    def loss_of(x: torch.Tensor) -> torch.Tensor:  # x [batch_size, models, n] -> [models]
         h = torch.einsum("kmn,bkn->bkm", w, x)
         out = torch.relu(torch.einsum("kmn,bkm->bkn", w, h) + b)
         return (importance * (x - out) ** 2).sum(-1).mean(0)
 
     for _ in tqdm(range(steps), desc=desc, disable=not progress):
-        loss = loss_of(sparse_features((batch, models, n), density, generator)).sum()
+        loss = loss_of(sparse_features((batch_size, models, n), density, generator)).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     with torch.no_grad():
-        final = loss_of(sparse_features((8 * batch, models, n), density, generator))
+        final = loss_of(sparse_features((8 * batch_size, models, n), density, generator))
     return w.detach(), b.detach(), final
 
 
@@ -179,7 +179,7 @@ class Superposition(Result):
 
 
 def train_superposition(n: int = 5, m: int = 2, sparsities=(0.0, 0.75, 0.9), *, importance_decay: float = 0.9,
-                        instances: int = 10, steps: int = 1500, batch: int = 1024, lr: float = 5e-3, seed: int = 0,
+                        instances: int = 10, steps: int = 1500, batch_size: int = 1024, lr: float = 5e-3, seed: int = 0,
                         progress: bool = True) -> Superposition:
     """Train ``instances`` models per sparsity in parallel (AdamW, lr ``lr``, batches of fresh
     samples) and keep the lowest-loss one of each. Returns (the kept weights as a ``ToyModel``,
@@ -189,16 +189,16 @@ def train_superposition(n: int = 5, m: int = 2, sparsities=(0.0, 0.75, 0.9), *, 
     bad = [s for s in sparsities if not 0 <= s < 1]
     if bad:
         raise ValueError(f"sparsity must be in [0, 1), got {bad[0]}")
-    for value, name in ((steps, "steps"), (batch, "batch"), (instances, "instances")):
+    for value, name in ((steps, "steps"), (batch_size, "batch_size"), (instances, "instances")):
         positive_int(value, name)
     gen = torch.Generator().manual_seed(seed)
     importance = importance_decay ** torch.arange(n, dtype=torch.float32)
     density = (1 - torch.tensor(sparsities, dtype=torch.float32)).repeat_interleave(instances)[:, None].expand(-1, n)
-    w, b, loss = _fit(density.contiguous(), importance.expand(len(density), n), m, steps=steps, batch=batch, lr=lr,
+    w, b, loss = _fit(density.contiguous(), importance.expand(len(density), n), m, steps=steps, batch_size=batch_size, lr=lr,
                       generator=gen, progress=progress, desc=f"superposition n={n} m={m}")
     best = loss.view(len(sparsities), instances).argmin(1) + torch.arange(len(sparsities)) * instances
     params = dict(n=n, m=m, sparsities=list(sparsities), importance_decay=importance_decay, instances=instances,
-                  steps=steps, batch=batch, lr=lr)
+                  steps=steps, batch_size=batch_size, lr=lr)
     toy = ToyModel(f"superposition-n{n}-m{m}", {"W": w[best], "b": b[best]}, params)
     result = Superposition(provenance=Provenance.of(toy, dataset="synthetic sparse features", seed=seed, **params),
                            sparsities=list(sparsities), importance=importance.tolist(), W=w[best], b=b[best],
@@ -254,10 +254,10 @@ class SuperpositionPhases(Result):
 
 
 def superposition_phases(importances=None, densities=None, *, instances: int = 4, steps: int = 3000,
-                         batch: int = 512, lr: float = 1e-2, seed: int = 0,
+                         batch_size: int = 512, lr: float = 1e-2, seed: int = 0,
                          progress: bool = True) -> SuperpositionPhases:
     """Train n=2, m=1 models over a grid of relative importance × density (all cells and
-    ``instances`` seeds each in one batch) and classify what the best instance does with feature 1."""
+    ``instances`` seeds each in one batch_size) and classify what the best instance does with feature 1."""
     importances = list(importances or torch.logspace(-1, 1, 9).tolist())
     densities = list(densities or torch.logspace(-2, 0, 9).tolist())
     R, D = len(importances), len(densities)
@@ -265,13 +265,13 @@ def superposition_phases(importances=None, densities=None, *, instances: int = 4
     imp = imp[:, None, None].expand(R, D, instances, 2).reshape(-1, 2)
     den = torch.tensor(densities, dtype=torch.float32)[None, :, None, None].expand(R, D, instances, 2).reshape(-1, 2)
     gen = torch.Generator().manual_seed(seed)
-    w, _, loss = _fit(den.contiguous(), imp.contiguous(), 1, steps=steps, batch=batch, lr=lr, generator=gen,
+    w, _, loss = _fit(den.contiguous(), imp.contiguous(), 1, steps=steps, batch_size=batch_size, lr=lr, generator=gen,
                       progress=progress, desc="superposition phases")
     best = loss.view(R * D, instances).argmin(1) + torch.arange(R * D) * instances
     w = w[best, 0].view(R, D, 2)
     on = w.abs() > 0.5
     phase = torch.where(on[..., 1] & on[..., 0], 2, torch.where(on[..., 1], 1, 0))
-    params = dict(importances=importances, densities=densities, instances=instances, steps=steps, batch=batch, lr=lr)
+    params = dict(importances=importances, densities=densities, instances=instances, steps=steps, batch_size=batch_size, lr=lr)
     toy = ToyModel("superposition-n2-m1-grid", {"W": w}, params)
     return SuperpositionPhases(
         provenance=Provenance.of(toy, dataset="synthetic sparse features", seed=seed, **params),

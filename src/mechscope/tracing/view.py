@@ -24,7 +24,7 @@ def _coder(stack: TranscoderStack, layer: int):
 
 
 def graph_cards(graph: Any, model: Any, transcoders: Any, *, node_threshold: float = 0.8, edge_threshold: float = 0.98,
-                blocks: torch.Tensor | None = None, n_blocks: int = 64, length: int = 64, k: int = 5, batch: int = 16,
+                blocks: torch.Tensor | None = None, n_blocks: int = 64, length: int = 64, k: int = 5, batch_size: int = 16,
                 progress: bool = True) -> dict[str, dict]:
     """Cards of the features kept at these thresholds, keyed ``"L_F"`` (layer, feature) — top
     activating contexts over ``blocks`` (default: corpus blocks; one pass caches every layer needed)
@@ -48,9 +48,9 @@ def graph_cards(graph: Any, model: Any, transcoders: Any, *, node_threshold: flo
     coders = {layer: _coder(stack, layer) for layer in by_layer}
     acts: dict[int, list[torch.Tensor]] = {layer: [] for layer in by_layer}
     sites = sorted({c.cfg.site for c in coders.values()})
-    for start in tqdm(range(0, len(blocks), batch), desc="graph cards", disable=not progress, leave=False):
+    for start in tqdm(range(0, len(blocks), batch_size), desc="graph cards", disable=not progress, leave=False):
         with torch.no_grad():
-            cache = model.run(blocks[start:start + batch], cache=sites).cache
+            cache = model.run(blocks[start:start + batch_size], cache=sites).cache
             for layer, feats in by_layer.items():
                 c = coders[layer]
                 a = c.encode(cache[c.cfg.site].to(c.W_enc.device).float())[..., feats].cpu()

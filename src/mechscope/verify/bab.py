@@ -72,11 +72,11 @@ def satisfied(net: Network, x: torch.Tensor, A: torch.Tensor, b: torch.Tensor, g
 
 def branch_and_bound(net: Network, lower: torch.Tensor, upper: torch.Tensor,
                      disjuncts: list[tuple[torch.Tensor, torch.Tensor]], *, timeout: float | None = 60.0,
-                     batch: int = 256, max_open: int = 2_000_000) -> Search:
+                     batch_size: int = 256, max_open: int = 2_000_000) -> Search:
     """Search the box [lower, upper] (see the module docstring)."""
     t0 = time.perf_counter()
     prov = Provenance(model=net.name, fingerprint=net.fingerprint(), dataset="input box",
-                      params={"disjuncts": len(disjuncts), "timeout": timeout, "batch": batch, "max_open": max_open})
+                      params={"disjuncts": len(disjuncts), "timeout": timeout, "batch": batch_size, "max_open": max_open})
     A, b, group = _stack(disjuncts)
     n_groups = int(group.max()) + 1
     L, U = lower.double().reshape(1, -1), upper.double().reshape(1, -1)
@@ -84,10 +84,10 @@ def branch_and_bound(net: Network, lower: torch.Tensor, upper: torch.Tensor,
     bounded = 0
     while L.shape[0]:
         if timeout is not None and time.perf_counter() - t0 > timeout or L.shape[0] > max_open:
-            lb, _ = crown_lower(net, L[-batch:], U[-batch:], A)
+            lb, _ = crown_lower(net, L[-batch_size:], U[-batch_size:], A)
             open_margin = _margin(lb - b, group, n_groups).min()
             return Search(prov, "unknown", float(open_margin), None, bounded, time.perf_counter() - t0)
-        Lb, Ub, L, U = L[-batch:], U[-batch:], L[:-batch], U[:-batch]
+        Lb, Ub, L, U = L[-batch_size:], U[-batch_size:], L[:-batch_size], U[:-batch_size]
         lb, coef = crown_lower(net, Lb, Ub, A)  # [B, m], [B, m, in]
         bounded += Lb.shape[0]
         margin = _margin(lb - b, group, n_groups)  # [B]

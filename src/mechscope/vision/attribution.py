@@ -70,7 +70,7 @@ def image_ig(model: ImageModel, image: torch.Tensor, target: str | int | None = 
 
 
 def occlusion(model: ImageModel, image: torch.Tensor, target: str | int | None = None, *, window: int = 32,
-              stride: int = 16, baseline="grey", batch: int = 32) -> ImageAttribution:
+              stride: int = 16, baseline="grey", batch_size: int = 32) -> ImageAttribution:
     """Occlusion map of the class logit for ``image`` [1, 3, H, W] (see the module docstring)."""
     c, prob = _target(model, image, target)
     H, W = image.shape[-2:]
@@ -83,8 +83,8 @@ def occlusion(model: ImageModel, image: torch.Tensor, target: str | int | None =
     total, count = torch.zeros(H, W, dtype=torch.float64), torch.zeros(H, W, dtype=torch.float64)
     with torch.no_grad():
         clean = float(model.run(image).logits[0, c])
-        for s in range(0, len(spots), batch):
-            chunk = spots[s:s + batch]
+        for s in range(0, len(spots), batch_size):
+            chunk = spots[s:s + batch_size]
             imgs = image.repeat(len(chunk), 1, 1, 1)
             for i, (r, q) in enumerate(chunk):
                 imgs[i, :, r:r + window, q:q + window] = base[0, :, r:r + window, q:q + window]

@@ -62,10 +62,10 @@ class ChannelAblation(Result):
 
 
 @torch.no_grad()
-def channel_ablation(model: ImageModel, images: torch.Tensor, site: str, *, batch: int = 64,
+def channel_ablation(model: ImageModel, images: torch.Tensor, site: str, *, batch_size: int = 64,
                      progress: bool = True) -> ChannelAblation:
     """Zero-ablate every channel of ``site`` on ``images`` [n, 3, H, W] (see the module docstring)."""
-    positive_int(batch, "batch", "images × channels per forward")
+    positive_int(batch_size, "batch_size", "images × channels per forward")
     [(name, ch)] = model.resolve(site)
     if ch is not None:
         raise VisionSiteError(f"channel_ablation ablates every channel of a module; give {name!r} without channels")
@@ -74,7 +74,7 @@ def channel_ablation(model: ImageModel, images: torch.Tensor, site: str, *, batc
     logp = clean.logits.log_softmax(-1)
     top = logp.argmax(-1)
     n = len(images)
-    per = max(1, batch // n)
+    per = max(1, batch_size // n)
     effects, flips = [], []
     for c0 in tqdm(range(0, n_ch, per), desc=f"ablating {name} channels", disable=not progress, leave=False):
         chans = list(range(c0, min(n_ch, c0 + per)))

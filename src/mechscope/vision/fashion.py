@@ -54,7 +54,7 @@ def fashion_mnist(split: str = "train", n: int | None = None) -> tuple[torch.Ten
     return images[:, None].float() / 255.0, labels.long()
 
 
-def fashion_cnn(*, epochs: int = 1, n_train: int | None = None, batch: int = 128, lr: float = 2e-3, seed: int = 0,
+def fashion_cnn(*, epochs: int = 1, n_train: int | None = None, batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
                 progress: bool = True) -> tuple[ImageModel, float]:
     """(the trained CNN as an ImageModel, its accuracy on the 10k test images)."""
     torch.manual_seed(seed)
@@ -66,12 +66,12 @@ def fashion_cnn(*, epochs: int = 1, n_train: int | None = None, batch: int = 128
     x = (x - MEAN) / STD
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
-    steps = epochs * (len(x) // batch)
+    steps = epochs * (len(x) // batch_size)
     bar = tqdm(total=steps, desc="training the Fashion-MNIST CNN", disable=not progress, leave=False)
     for _ in range(epochs):
         perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x) - batch + 1, batch):
-            idx = perm[i:i + batch]
+        for i in range(0, len(x) - batch_size + 1, batch_size):
+            idx = perm[i:i + batch_size]
             loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
             opt.zero_grad()
             loss.backward()
