@@ -284,3 +284,18 @@ def test_a_replace_that_returns_its_input_at_a_viewed_site_stays_in_the_graph(ll
     assert torch.equal(run.logits, llama.run(PROMPTS).logits)
     (grad,) = torch.autograd.grad(run.logits[:, -1].sum(), held["z"])
     assert grad.shape == held["z"].shape and float(grad.abs().sum()) > 0
+
+
+def test_forward_until_stops_after_its_sites(llama):
+    """``Model.forward_until`` (the engine's) returns the sites' values and skips the later blocks."""
+    prompts = ["The cat sat on the mat.", "Paris is in"]
+    run = llama.run(prompts, cache=["blocks.0.resid_post", "blocks.1.attn.z"])
+    calls = []
+    handle = llama.hf.model.layers[2].register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        one = llama.forward_until(prompts, "blocks.0.resid_post")
+        both = llama.forward_until(prompts, ["blocks.1.attn.z", "blocks.0.resid_post"])
+    finally:
+        handle.remove()
+    assert not calls  # block 2 never ran
+    assert torch.equal(one, run.cache["blocks.0.resid_post"]) and torch.equal(both[0], run.cache["blocks.1.attn.z"])

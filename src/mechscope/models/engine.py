@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
-from .interventions import Ablate, Intervention, InterventionError, site_mean
+from .interventions import Ablate, Intervention, InterventionError, Replace, site_mean
 from .hooks import HookState, SiteAction
 from .sites import Site
 
@@ -88,6 +88,34 @@ class Engine:
         run.grads = Cache(grads, what="kept for gradients")
         run.metric = value.detach()
         run.logits = run.logits.detach()
+
+    def forward_until(self, inputs: Any, site: str | list[str]) -> torch.Tensor | list[torch.Tensor]:
+        """The value of ``site`` (or of each of several sites, as a list) for ``inputs``, running the
+        model only until the last of them is computed (the later layers are skipped); gradients flow
+        when they are enabled and the inputs need them."""
+        sites = [site] if isinstance(site, str) else list(site)
+        got: dict[str, torch.Tensor] = {}
+
+        def take(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+            def fn(x: torch.Tensor) -> torch.Tensor:
+                got[name] = x
+                if len(got) == len(set(sites)):
+                    raise _Enough
+                return x
+            return fn
+
+        try:
+            self.run(inputs, interventions=[Replace(s, fn=take(s)) for s in sites])
+        except _Enough:
+            pass
+        missing = [s for s in sites if s not in got]
+        if missing:
+            raise ValueError(f"{missing[0]} was not computed by a forward of {self.name}")
+        return got[site] if isinstance(site, str) else [got[s] for s in sites]
+
+
+class _Enough(Exception):
+    """Raised inside a forward once the wanted sites are computed: the later layers are skipped."""
 
 
 def whole(site: Site) -> str:

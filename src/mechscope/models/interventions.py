@@ -489,32 +489,3 @@ __all__ = [
     "InterventionError",
     "Selection",
 ]
-
-
-class _Enough(Exception):
-    """Raised inside a forward once the wanted site is computed: the later layers are skipped."""
-
-
-def forward_until(model: Any, inputs: Any, site: str | list[str]) -> torch.Tensor | list[torch.Tensor]:
-    """The output of ``site`` (or of each of several sites, as a list) for ``inputs``, running
-    ``model`` (a language or image model) only until the last of them is computed; gradients
-    flow when they are enabled and the inputs need them."""
-    sites = [site] if isinstance(site, str) else list(site)
-    got: dict[str, torch.Tensor] = {}
-
-    def take(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
-        def fn(x: torch.Tensor) -> torch.Tensor:
-            got[name] = x
-            if len(got) == len(set(sites)):
-                raise _Enough
-            return x
-        return fn
-
-    try:
-        model.run(inputs, interventions=[Replace(s, fn=take(s)) for s in sites])
-    except _Enough:
-        pass
-    missing = [s for s in sites if s not in got]
-    if missing:
-        raise ValueError(f"{missing[0]} was not computed by a forward of {model.name}")
-    return got[site] if isinstance(site, str) else [got[s] for s in sites]

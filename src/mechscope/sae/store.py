@@ -172,9 +172,8 @@ def _site_forward(model: Model, chunk: torch.Tensor, sites: list[str]) -> tuple[
                                                                               torch.Tensor]:
     """([activations at each site], token ids, mask) of a batch, running the model only as far
     as the sites need."""
-    from ..models.interventions import forward_until
 
-    acts = forward_until(model, chunk, sites)
+    acts = model.forward_until(chunk, sites)
     ids, mask = model.tokenize(chunk)
     return acts, ids, mask
 

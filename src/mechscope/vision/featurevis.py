@@ -25,7 +25,6 @@ import torch
 from tqdm.auto import tqdm
 
 from ..results import Provenance, Result
-from ..models.interventions import forward_until
 from .model import ImageModel, VisionSiteError
 
 COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
@@ -136,7 +135,7 @@ def objective(model: ImageModel, target: str, neuron: bool = False):
 
 def _forward(model: ImageModel, images: torch.Tensor, site: str | None) -> torch.Tensor:
     """The site's output (the forward stops there) or, for site None, the logits."""
-    return model.run(images).logits if site is None else forward_until(model, images, site)
+    return model.run(images).logits if site is None else model.forward_until(images, site)
 
 
 def value_on(model: ImageModel, images: torch.Tensor, target: str, neuron: bool = False) -> torch.Tensor:
