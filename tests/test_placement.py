@@ -152,3 +152,15 @@ def test_an_embedding_given_to_the_edge_engine_is_the_embed_site_value(family):
     run = edges.edge_run(m, g, prompts, embed=outs[:, :, 0])
     ref = m.run(m.tokenize(prompts)[0]).logits[:, -1]
     torch.testing.assert_close(run.logits, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_only_the_placement_functions_read_the_adapter():
+    """The kinds (views, site places, receivers) are family-free too: the package's functions alone read
+    an adapter and pass each kind its paths and numbers."""
+    import pathlib
+
+    root = pathlib.Path(placement.__file__).parent
+    for name in ("views.py", "places.py", "receivers.py"):
+        tree = ast.parse((root / name).read_text())
+        assert not [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "adapter"], name
+        assert not [n for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value in ADAPTERS], name
