@@ -62,8 +62,8 @@ def _once(hooks: HookSet, mod: nn.Module, site: Site) -> None:
 
 
 @dataclass
-class ModuleOutput(Place):
-    """A site that is a module's output (through ``view`` where it is part of it)."""
+class _OnModule(Place):
+    """A site that is a module's output or first input (through ``view`` where it is part of it)."""
 
     site: Site
     path: str
@@ -75,52 +75,44 @@ class ModuleOutput(Place):
         return (self.site,)
 
     def install(self, hooks, proc):
-        mod, site, view = hooks.module(self.path), self.site, self.view
-        if view is not None:
-            view.bind(hooks)
+        mod = hooks.module(self.path)
+        if self.view is not None:
+            self.view.bind(hooks)
+        self._hook(hooks, mod, proc)
+        if self.once:
+            _once(hooks, mod, self.site)
 
+    def _through(self, proc: Processor, raw: torch.Tensor) -> torch.Tensor | None:
+        """The module's new tensor, or None when it stays as it was (a viewed site kept for gradients,
+        or seen by an intervention, must flow on through its view)."""
+        view, site = self.view, self.site
+        x = view.get(raw) if view else raw
+        new = proc.process(site, x)
+        if new is x and not (view and proc.keeps(site)):
+            return None
+        return view.put(new, raw) if view else new
+
+
+class ModuleOutput(_OnModule):
+    """A site that is a module's output."""
+
+    def _hook(self, hooks, mod, proc):
         def hook(_m, _args, out):
-            raw = output_of(out)
-            x = view.get(raw) if view else raw
-            new = proc.process(site, x)
-            if new is x and not (view and proc.keeps(site)):
-                return None
-            return with_output(out, view.put(new, raw) if view else new)
+            new = self._through(proc, output_of(out))
+            return None if new is None else with_output(out, new)
 
         hooks.after(mod, hook)
-        if self.once:
-            _once(hooks, mod, site)
 
 
-@dataclass
-class ModuleInput(Place):
-    """A site that is a module's first input (through ``view`` where it is part of it)."""
+class ModuleInput(_OnModule):
+    """A site that is a module's first input."""
 
-    site: Site
-    path: str
-    view: View | None = None
-    once: bool = False
-
-    @property
-    def sites(self):
-        return (self.site,)
-
-    def install(self, hooks, proc):
-        mod, site, view = hooks.module(self.path), self.site, self.view
-        if view is not None:
-            view.bind(hooks)
-
+    def _hook(self, hooks, mod, proc):
         def hook(_m, args, kwargs):
-            raw = first_input(args, kwargs)
-            x = view.get(raw) if view else raw
-            new = proc.process(site, x)
-            if new is x and not (view and proc.keeps(site)):
-                return None  # untouched (a viewed site kept for gradients must flow on through its view)
-            return with_first_input(args, kwargs, view.put(new, raw) if view else new)
+            new = self._through(proc, first_input(args, kwargs))
+            return None if new is None else with_first_input(args, kwargs, new)
 
         hooks.before(mod, hook)
-        if self.once:
-            _once(hooks, mod, site)
 
 
 class _LinearGives(torch.overrides.TorchFunctionMode):
