@@ -7,6 +7,7 @@ import pytest
 import torch
 
 os.environ.setdefault("MECHSCOPE_ARCHIVE", os.path.join(tempfile.mkdtemp(), "archive"))  # never a user's archive
+os.environ.setdefault("MECHSCOPE_PAGES", os.path.join(tempfile.mkdtemp(), "pages"))  # nor their pages folder
 
 # Parallel workers must not fight over OpenMP threads: one each. MECHSCOPE_TEST_THREADS changes it, to check
 # that no test rides on one thread count's float summation order (`make robustness`).

@@ -21,15 +21,17 @@ def test_info(model_dir, capsys):
     assert main(["info", model_dir]) == 0
     out = capsys.readouterr().out
     assert "gpt2: 3 layers, 4 heads" in out and "fingerprint" in out and "45 sites" in out  # 3 × 14 block sites + embed, final_norm, logits
-    assert main(["info", model_dir, "--json"]) == 0
+    assert main(["info", model_dir, "--json", "-"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["n_layers"] == 3 and "blocks.2.attn.pattern" in info["sites"]
 
 
 def test_run_prints_top_tokens(model_dir, capsys):
-    assert main(["run", model_dir, "The cat", "Paris is", "-k", "3", "--json"]) == 0
-    data = json.loads(capsys.readouterr().out)
-    assert data["type"] == "NextTokens" and len(data["tokens"]) == 2 and len(data["probs"][0]) == 3
+    from mechscope.results import NextTokens
+
+    assert main(["run", model_dir, "The cat", "Paris is", "-k", "3", "--json", "-"]) == 0
+    result = NextTokens.from_json(capsys.readouterr().out)
+    assert len(result.tokens) == 2 and result.probs.shape == (2, 3)
 
 
 def test_unknown_model_is_a_clean_error(capsys):
@@ -50,11 +52,11 @@ def test_lens_and_attribute_print_tables_and_write_pages(model_dir, capsys, tmp_
 
 def test_heads_prints_a_table(model_dir, capsys, tmp_path):
     page = tmp_path / "heads.html"
-    assert main(["heads", model_dir, "--top", "3", "-k", "2", "--seeds", "2", "--batch", "2", "--length", "8",
+    assert main(["heads", model_dir, "--top", "3", "-k", "2", "--seeds", "2", "-n", "2", "--length", "8",
                  "--circuits", "--out", str(page)]) == 0
     out = capsys.readouterr().out
-    assert "induction" in out and "random heads" in out and "k-composition" in out and page.exists()
-    assert (tmp_path / "heads-circuits.html").exists()
+    assert "induction" in out and "random heads" in out and "k-composition" in out
+    assert "Attention head detectors" in page.read_text() and "Head circuits: copying and composition" in page.read_text()
 
 
 @pytest.mark.parametrize("method", ["eap-ig", "acdc"])
@@ -106,41 +108,41 @@ def test_sae_harvest_train_eval_dashboard(model_dir, tmp_path, capsys):
     archive = str(tmp_path / "a.db")
     store, target, out = str(tmp_path / "store"), str(tmp_path / "target"), str(tmp_path / "sae")
     assert main(["sae", "harvest", model_dir, "--site", "blocks.1.resid_mid", "--target-site", "blocks.1.mlp.out",
-                 "--store", store, "--target", target, "--blocks", "12", "--context", "16", "--quiet"]) == 0
+                 "--dir", store, "--target-dir", target, "--blocks", "12", "--context", "16", "--quiet"]) == 0
     assert capsys.readouterr().out.count("180 tokens") == 2  # 12 blocks × 15 (the first of each is the sink)
-    assert main(["sae", "train", "--store", store, "--arch", "topk", "--k", "4", "--width", "64", "--batch-size", "60",
-                 "--epochs", "3", "--out", out, "--quiet"]) == 0
+    assert main(["sae", "train", store, "--arch", "topk", "-k", "4", "--width", "64", "--batch-size", "60",
+                 "--epochs", "3", "--dir", out, "--quiet"]) == 0
     assert "topk SAE × 64: 9 steps" in capsys.readouterr().out
-    assert main(["sae", "eval", model_dir, "--sae", out, "--blocks", "2", "--context", "16", "--quiet",
-                 "--archive", archive, "--page", str(tmp_path / "e.html")]) == 0
+    assert main(["sae", "eval", out, "--model", model_dir, "--blocks", "2", "--context", "16", "--quiet",
+                 "--archive", archive, "--out", str(tmp_path / "e.html")]) == 0
     text = capsys.readouterr().out
     assert "CE loss recovered" in text and "L0 4.0" in text
-    assert main(["sae", "dashboard", model_dir, "--sae", out, "--features", "0-3", "--blocks", "4", "--quiet",
-                 "--archive", archive, "--page", str(tmp_path / "d.html"), "--neuronpedia", str(tmp_path / "np.json")]) == 0
+    assert main(["sae", "dashboard", out, "--model", model_dir, "--features", "0-3", "--blocks", "4", "--quiet",
+                 "--archive", archive, "--out", str(tmp_path / "d.html"), "--neuronpedia", str(tmp_path / "np.json")]) == 0
     assert [f["feature_index"] for f in json.loads((tmp_path / "np.json").read_text())["features"]] == [0, 1, 2, 3]
     assert (tmp_path / "d.html").read_text().count('class="card"') == 4
     assert [s.tags for s in open_archive(archive).search()] == [["sae"], ["sae"]]
     tc = str(tmp_path / "tc")
-    assert main(["sae", "train", "--store", store, "--target", target, "--arch", "topk", "--k", "4", "--width", "64",
-                 "--batch-size", "60", "--epochs", "1", "--skip", "--out", tc, "--quiet"]) == 0
-    assert main(["sae", "eval", model_dir, "--sae", tc, "--blocks", "2", "--context", "16", "--quiet",
-                 "--archive", archive, "--page", str(tmp_path / "t.html")]) == 0
+    assert main(["sae", "train", store, "--target", target, "--arch", "topk", "--k", "4", "--width", "64",
+                 "--batch-size", "60", "--epochs", "1", "--skip", "--dir", tc, "--quiet"]) == 0
+    assert main(["sae", "eval", tc, "--model", model_dir, "--blocks", "2", "--context", "16", "--quiet",
+                 "--archive", archive, "--out", str(tmp_path / "t.html")]) == 0
     assert "at blocks.1.mlp.out" in capsys.readouterr().out
-    assert main(["sae", "dashboard", model_dir, "--sae", out, "--features", "60-70", "--archive", archive]) == 2
+    assert main(["sae", "dashboard", out, "--model", model_dir, "--features", "60-70"]) == 2
     assert "is out of range: valid are 0..63 (this dictionary has 64 features)" in capsys.readouterr().err
     # the same dictionaries as SAELens and sparsify files: described, converted, evaluated
     for src, fmt in ((out, "saelens"), (out, "sparsify"), (tc, "sparsify")):
         dest = str(tmp_path / f"{fmt}-{len(src)}" / "layers.1.mlp")
-        assert main(["sae", "convert", src, dest, "--to", fmt]) == 0
+        assert main(["sae", "convert", src, "--dir", dest, "--to", fmt]) == 0
         assert f"({fmt}); read back, its outputs on 256 random rows differ by" in capsys.readouterr().out
     assert main(["sae", "info", dest]) == 0
     info = capsys.readouterr().out
     assert "format     sparsify" in info and "topk transcoder with a skip connection" in info
     assert "reads      blocks.1.resid_mid, d_in 64" in info and "writes     blocks.1.mlp.out, d_out 64" in info
-    assert main(["sae", "eval", model_dir, "--sae", dest, "--blocks", "2", "--context", "16", "--quiet",
-                 "--archive", archive, "--page", str(tmp_path / "s.html")]) == 0
+    assert main(["sae", "eval", dest, "--model", model_dir, "--blocks", "2", "--context", "16", "--quiet",
+                 "--archive", archive, "--out", str(tmp_path / "s.html")]) == 0
     assert "topk × 64 at blocks.1.mlp.out" in capsys.readouterr().out
-    assert main(["sae", "convert", tc, str(tmp_path / "x"), "--to", "saelens"]) == 2
+    assert main(["sae", "convert", tc, "--dir", str(tmp_path / "x"), "--to", "saelens"]) == 2
     assert "SAELens transcoders are ReLU or JumpReLU; this one is 'topk'" in capsys.readouterr().err
     assert main(["sae", "info", str(tmp_path / "nowhere")]) == 2
     assert "is not a folder; a dictionary is a folder with" in capsys.readouterr().err
@@ -164,16 +166,18 @@ def test_vision_gradcam(tmp_path, capsys):
 
 def test_vision_visualize(tmp_path, capsys):
     archive = str(tmp_path / "a.db")
-    assert main(["vision", "visualize", "--channel", "_blocks.10:17", "--steps", "3", "--quiet", "--archive", archive,
+    assert main(["vision", "visualize", "_blocks.10:17", "--steps", "3", "--quiet", "--archive", archive,
                  "--out", str(tmp_path / "v.html")]) == 0
     assert "_blocks.10:17: " in capsys.readouterr().out and "Feature visualization" in (tmp_path / "v.html").read_text()
-    assert main(["vision", "visualize", "--archive", archive]) == 2
-    assert "needs --channel" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["vision", "visualize", "--archive", archive])
+    assert "the following arguments are required: channel" in capsys.readouterr().err
 
 
-def test_vision_fashion_model_errors(capsys):
-    assert main(["vision", "gradcam", "chelsea", "--model", "fashion-cnn"]) == 2
-    assert "fashion-cnn takes 28-px grey images" in capsys.readouterr().err
+def test_vision_fashion_model_is_offered_only_where_it_works(capsys):
+    with pytest.raises(SystemExit):
+        main(["vision", "gradcam", "chelsea", "--model", "fashion-cnn"])
+    assert "unrecognized arguments: --model fashion-cnn" in capsys.readouterr().err
 
 
 def test_graph_command_writes_page_json_and_specimen(model_dir, capsys, tmp_path):
@@ -222,8 +226,9 @@ def test_transcoders_command_trains_every_layer_and_scores_them(model_dir, capsy
     corpus = {f"w{i}": (_TEXT + " ") * 4 for i in range(14)}
     monkeypatch.setattr("mechscope.data.corpus", lambda names: corpus)
     out = tmp_path / "tc"
-    assert main(["transcoders", model_dir, str(out), "--tokens", "600", "--width", "16", "--k", "4", "--context", "16",
-                 "--batch-size", "60", "--eval-blocks", "3", "--device", "cpu", "--quiet", "--page", str(tmp_path / "tc.html")]) == 0
+    assert main(["transcoders", model_dir, "--dir", str(out), "--tokens", "600", "--width", "16", "-k", "4", "--context",
+                 "16", "--batch-size", "60", "--eval-blocks", "3", "--device", "cpu", "--quiet",
+                 "--out", str(tmp_path / "tc.html")]) == 0
     printed = capsys.readouterr().out
     assert "3 transcoders" in printed and "CE recovered" in printed
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["layer_0", "layer_1", "layer_2"]
@@ -234,8 +239,8 @@ def test_compile_command_checks_the_program_and_stores_its_true_circuit(capsys, 
     from mechscope.archive import open as open_archive
 
     out, arch = tmp_path / "sort", tmp_path / "archive"
-    assert main(["compile", "sort", "--max-len", "4", "--pairs", "8", "--out", str(out), "--archive", str(arch),
-                 "--page", str(tmp_path / "c.html")]) == 0
+    assert main(["compile", "sort", "--max-len", "4", "--pairs", "8", "--dir", str(out), "--archive", str(arch),
+                 "--out", str(tmp_path / "c.html")]) == 0
     printed = capsys.readouterr().out
     assert "equals the program on 780 inputs (every input" in printed and "0 mismatches" in printed
     assert "zero ablation: faithfulness 1.000, completeness 1.000" in printed
@@ -244,7 +249,7 @@ def test_compile_command_checks_the_program_and_stores_its_true_circuit(capsys, 
     spec = open_archive(str(arch)).specimens()[0]
     assert "target_pos:mlp: every input within L∞ 0.0125 of its 5 codes decodes to its value: VERIFIED" in printed
     assert spec.name == "compiled: sort" and [f.kind for f in spec.findings()] == ["Circuit", "Circuit", "Verdict"]
-    assert main(["compile", "length", "--page", str(tmp_path / "l.html")]) == 0
+    assert main(["compile", "length", "--out", str(tmp_path / "l.html")]) == 0
     assert "no task to measure the circuit on" in capsys.readouterr().out
 
 
@@ -255,3 +260,62 @@ def test_circuit_command_on_a_compiled_program_scores_against_the_truth(capsys, 
     assert "against the true circuit (12 edges, 5 inert on these inputs under zero ablation): 7 of 7 found, 0 false" in printed
     assert main(["circuit", "--task", "ioi", "--quiet"]) == 2
     assert "--task ioi needs a MODEL" in capsys.readouterr().err
+
+
+def _commands(p, prefix=()):
+    """(full name, parser) of every command that runs (leaves of the subcommand tree)."""
+    import argparse
+
+    subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield " ".join(prefix), p
+        return
+    for name, child in subs[0].choices.items():
+        yield from _commands(child, prefix + (name,))
+
+
+def test_one_grammar_every_command_has_subcommands_an_example_and_the_same_outputs():
+    """`mechscope --help` lists each command once, in the order of the work; every command that runs has an
+    example of itself in its help; --out is a page, --json a path, --dir a folder, -q quiet, everywhere."""
+    from mechscope.cli import PIPELINE, parser
+
+    p = parser()
+    top = p.format_help()
+    names = [name for _, group in PIPELINE for name in group]
+    assert [top.index(f"\n    {name} ") for name in names] == sorted(top.index(f"\n    {name} ") for name in names)
+    assert all(len(line) <= 100 for line in top.split("\n"))
+    leaves = dict(_commands(p))
+    assert {"sae train", "sae info", "vision gradcam", "specimens import", "lens"} <= set(leaves)
+    for name, leaf in leaves.items():
+        epilog = leaf.epilog or ""
+        assert epilog.startswith("example") and f"mechscope {name}" in epilog, name
+        assert leaf.get_default("command_name") == name
+        options = {o: a for a in leaf._actions for o in a.option_strings}
+        assert not {"--page", "--output", "--store", "--sae", "--directory"} & set(options), name
+        if "--out" in options:
+            assert options["--out"].metavar == "PAGE" and "-o" in options["--out"].option_strings, name
+        if "--json" in options:
+            assert options["--json"].metavar == "PATH", name
+        if "--quiet" in options:
+            assert "-q" in options["--quiet"].option_strings, name
+        for flag in ("-k", "-n", "-q", "-o"):  # a short flag means one thing
+            if flag in options:
+                assert options[flag].dest == {"-k": "k", "-n": "n", "-q": "quiet", "-o": "out"}[flag], (name, flag)
+
+
+def test_pages_go_to_the_pages_folder_and_storing_is_asked_for(model_dir, tmp_path, monkeypatch, capsys):
+    from mechscope.archive import open as open_archive
+    from mechscope.lenses.logit import LogitLens
+
+    work, pages, archive = tmp_path / "work", tmp_path / "pages", tmp_path / "archive"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("MECHSCOPE_PAGES", str(pages))
+    monkeypatch.setenv("MECHSCOPE_ARCHIVE", str(archive))
+    assert main(["lens", model_dir, "The cat sat"]) == 0
+    assert f"wrote {pages / 'lens.html'}" in capsys.readouterr().out
+    assert list(work.iterdir()) == [] and not archive.exists()  # nothing in the working directory, nothing stored
+    assert main(["lens", model_dir, "The cat sat", "--json", "lens.json", "--archive"]) == 0
+    assert "stored specimen" in capsys.readouterr().out
+    assert "".join(LogitLens.from_json((work / "lens.json").read_text()).tokens).endswith("The cat sat")
+    assert [f.kind for f in open_archive(str(archive)).specimens()[0].findings()] == ["LogitLens", "LogitAttribution"]

@@ -18,7 +18,7 @@ def test_load_a_local_hf_directory(tmp_path, family, capsys):
     tok.save_pretrained(tmp_path)
     model = ms.load(tmp_path)
     assert model.cfg.family == hf.config.model_type and model.name == str(tmp_path)
-    assert main(["info", str(tmp_path), "--json"]) == 0
+    assert main(["info", str(tmp_path), "--json", "-"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["family"] == hf.config.model_type and info["fingerprint"] == model.fingerprint
     assert model.fingerprint == ms.Model(hf, tok).fingerprint

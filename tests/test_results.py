@@ -95,3 +95,29 @@ def test_ablation_scan_is_batched_and_matches_single_runs(llama, tmp_path):
     assert "<img" in layers.html()
     with pytest.raises(ValueError, match="single-token target"):
         ablation_scan(llama, prompt, " Mary and John", progress=False)
+
+
+def test_every_result_round_trips_through_one_json_document(llama):
+    """``to_json`` inlines the tensors (dtype, shape, values): every result type reads back bit for bit,
+    and a document of another type or with a bad tensor is refused by name."""
+    from samples import same_result, sample_results
+
+    from mechscope.results import Result
+
+    for result in sample_results(llama):
+        text = result.to_json()
+        back = Result.from_json(text)
+        assert type(back) is type(result) and same_result(back, result), type(result).__name__
+        assert type(result).from_json(text) is not None
+    other = next(r for r in sample_results(llama) if not isinstance(r, NextTokens))
+    with pytest.raises(ResultFormatError, match=f"a '{type(other).__name__}' JSON document, expected 'NextTokens'"):
+        NextTokens.from_json(other.to_json())
+    with pytest.raises(ResultFormatError, match="not a result JSON document"):
+        Result.from_json("[1, 2]")
+    nt = json.loads(NextTokens.of(llama.run(["The cat"]), ["The cat"], k=2).to_json())
+    nt["__tensors__"]["probs"]["shape"] = [7, 7]
+    with pytest.raises(ResultFormatError, match="__tensors__.probs: shape"):
+        Result.from_json(json.dumps(nt))
+    nt["__tensors__"]["probs"]["dtype"] = "complex64"
+    with pytest.raises(ResultFormatError, match="__tensors__.probs: expected {dtype: one of float64"):
+        Result.from_json(json.dumps(nt))

@@ -78,12 +78,12 @@ def test_torchrun_cli_training_equals_one_process(tmp_path):
     harvest(model, SITE, tmp_path / "store", tokens=torch.randint(3, model.cfg.vocab, (40, 16),
                                                                   generator=torch.Generator().manual_seed(0)),
             progress=False)
-    args = ["sae", "train", "--store", str(tmp_path / "store"), "--arch", "topk", "--k", "4", "--width", "64",
+    args = ["sae", "train", str(tmp_path / "store"), "--arch", "topk", "--k", "4", "--width", "64",
             "--batch-size", "100", "--steps", "12", "--quiet"]
-    assert main(args + ["--out", str(tmp_path / "one")]) == 0
+    assert main(args + ["--dir", str(tmp_path / "one")]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "mechscope",
-                          *args, "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env, timeout=300)
+                          *args, "--dir", str(tmp_path / "two")], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     one, two = load_sae(tmp_path / "one"), load_sae(tmp_path / "two")
     for (name, p), q in zip(one.state_dict().items(), two.state_dict().values()):

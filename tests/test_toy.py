@@ -194,7 +194,7 @@ def test_toy_results_become_specimens(tmp_path):
 def test_toy_cli_trains_stores_and_draws(tmp_path, capsys):
     from mechscope.cli import main
 
-    assert main(["toy", "superposition", "--quick", "--quiet", "--out", str(tmp_path / "out"),
+    assert main(["toy", "superposition", "--quick", "--quiet", "--dir", str(tmp_path / "out"),
                  "--archive", str(tmp_path / "arch")]) == 0
     out = capsys.readouterr().out
     assert "pentagon" in out and "Stored specimen 'toy: superposition'" in out

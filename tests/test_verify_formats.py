@@ -261,7 +261,7 @@ def test_collision_instance_through_the_cli(tmp_path, capsys):
     from mechscope.cli import main
 
     archive = str(tmp_path / "a.db")
-    assert main(["verify", "--example", str(tmp_path / "inst"), "--archive", archive]) == 0
+    assert main(["verify", "--example", "--dir", str(tmp_path / "inst"), "--archive", archive]) == 0
     out = capsys.readouterr().out
     for name, word in (("far-clear", "holds (unsat)"), ("close-left-not-coc", "holds (unsat)"),
                        ("close-left-no-left-turn", "holds (unsat)"), ("mid-range-clear", "violated (sat)")):

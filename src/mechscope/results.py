@@ -192,6 +192,32 @@ class Result:
             kwargs[f.name] = value
         return rcls(**kwargs)
 
+    def to_json(self) -> str:
+        """The result as one JSON document: its fields, and its tensors inlined under ``__tensors__``
+        (dtype, shape, values); ``from_json`` reads it back (``save`` keeps tensors in binary instead)."""
+        data, tensors = self.to_dict()
+        if tensors:
+            data["__tensors__"] = {name: {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape),
+                                          "values": t.flatten().tolist()} for name, t in tensors.items()}
+        return json.dumps(data, default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Result":
+        """Read ``to_json``'s document back, checked like a saved result; on a subclass, only that type."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ResultFormatError(f"not a result JSON document: {err}") from None
+        if not isinstance(data, dict):
+            raise ResultFormatError(f"not a result JSON document: a {type(data).__name__}, expected an object")
+        if cls is not Result and data.get("type") != cls.__name__:
+            raise ResultFormatError(f"a {data.get('type')!r} JSON document, expected {cls.__name__!r}")
+        packed = data.pop("__tensors__", {})
+        if not isinstance(packed, dict):
+            raise ResultFormatError("__tensors__: expected an object {name: {dtype, shape, values}}")
+        tensors = {name: _unpack_tensor(name, t) for name, t in packed.items()}
+        return Result.from_dict(data, tensors)
+
     def save(self, directory: str | os.PathLike) -> Path:
         """Write ``result.json`` (+ ``tensors.safetensors``) into ``directory``, atomically."""
         from safetensors.torch import save_file
@@ -213,6 +239,22 @@ class Result:
         else:
             os.replace(tmp, directory)
         return directory
+
+
+JSON_DTYPES = ("float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
+
+
+def _unpack_tensor(name: str, packed: Any) -> torch.Tensor:
+    """A tensor from ``to_json``'s ``{dtype, shape, values}``; a clear error naming it otherwise."""
+    if not (isinstance(packed, dict) and packed.get("dtype") in JSON_DTYPES and isinstance(packed.get("shape"), list)
+            and all(isinstance(n, int) and n >= 0 for n in packed["shape"]) and isinstance(packed.get("values"), list)):
+        raise ResultFormatError(f"__tensors__.{name}: expected {{dtype: one of {', '.join(JSON_DTYPES)}, shape: "
+                                f"[sizes], values: [numbers]}}")
+    try:
+        flat = torch.tensor(packed["values"], dtype=getattr(torch, packed["dtype"]))
+        return flat.reshape(packed["shape"])
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ResultFormatError(f"__tensors__.{name}: {err}") from None
 
 
 class TensorRef(pydantic.BaseModel):

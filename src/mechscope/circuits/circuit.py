@@ -45,11 +45,6 @@ class Circuit(Result):
                 f"{' on ' + self.metric if self.metric else ''}{'; ' + ev if ev else ''}.\n"
                 "Strongest edges: " + ", ".join(f"{a}→{b} {s:+.2f}" for a, b, s in strongest))
 
-    def to_json(self) -> str:
-        """The circuit as one JSON document (nodes, edges, evidence, provenance)."""
-        data, _ = self.to_dict()
-        return json.dumps(data, indent=1)
-
     @classmethod
     def from_json(cls, text: str) -> "Circuit":
         """Read ``to_json``'s output back; a clear error for anything that is not a circuit."""
@@ -63,7 +58,7 @@ class Circuit(Result):
         bad = [e for e in data.get("edges", []) if not (isinstance(e, list) and len(e) == 3)]
         if bad:
             raise ValueError(f"circuit edge {bad[0]!r} is not [sender, receiver, score]")
-        return cls.from_dict(data, {})
+        return super().from_json(text)
 
     def figure(self):
         """Faithfulness against circuit size, when the circuit came from a size search."""

@@ -12,30 +12,49 @@ import tempfile
 
 from . import archive, circuits, compile, concepts, models, sae, verify, vision
 
-FAMILIES = (models, circuits, concepts, sae, vision, verify, compile, archive)  # the order of `mechscope --help`
+FAMILIES = (models, circuits, concepts, sae, vision, verify, compile, archive)  # each declares its commands
+# `mechscope --help`: the commands in the order of the work, one line each
+PIPELINE = (("open a model", ("info", "run")),
+            ("look inside", ("lens", "attribute", "heads")),
+            ("find circuits", ("patch", "circuit", "graph")),
+            ("read and write concepts", ("probe", "steer")),
+            ("learn and open dictionaries", ("sae", "transcoders")),
+            ("image models", ("vision",)),
+            ("prove and compile", ("verify", "compile")),
+            ("keep and browse", ("specimens", "report", "serve")),
+            ("tours", ("demo", "toy")))
 # under torchrun the ranks divide these commands' sweeps and rank 0 alone writes; `sae harvest` / `sae train`
 # manage their ranks themselves; any other command is refused there (it would only repeat its work per rank)
 DIVIDED = ("patch", "circuit", "graph", "probe", "sae dashboard", "sae eval")
 SELF_MANAGED = ("sae harvest", "sae train")
-OUTPUTS = ("out", "json", "archive", "page", "neuronpedia")  # what a command writes: to scratch on the other ranks
+OUTPUTS = ("out", "json", "archive", "neuronpedia")  # what a command writes: to scratch on the other ranks
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mechscope", description="Mechanistic interpretability workbench")
+    p = argparse.ArgumentParser(prog="mechscope", usage="mechscope [-h] [--records DIR] COMMAND ...", description="Mechanistic interpretability workbench",
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="`mechscope COMMAND --help` shows a command's options and examples.\n"
+                                       "Every command writes its page to --out PAGE, else to $MECHSCOPE_PAGES (or "
+                                       "pages/ in the user\ndata dir); --json PATH writes the result's JSON, "
+                                       "--archive [WHERE] stores it as a specimen.")
     p.add_argument("--records", metavar="DIR",
                    help="keep progress records of the sweeps in DIR: run the command again (or under torchrun "
                         "--max-restarts) and it resumes from what was finished")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help=argparse.SUPPRESS)
     for family in FAMILIES:
         family.add(sub)
+    listed = [name for _, names in PIPELINE for name in names]
+    if sorted(listed) != sorted(sub.choices):
+        raise AssertionError(f"PIPELINE lists {sorted(listed)}, the commands are {sorted(sub.choices)}")
+    width = max(map(len, listed)) + 2
+    p.description += "\n\ncommands, in the order of the work:" + "".join(
+        f"\n  {title}:" + "".join(f"\n    {name:<{width}}{sub.choices[name].description.rstrip('.')}" for name in names)
+        for title, names in PIPELINE)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = parser()
-    args = p.parse_args(argv)
-    if args.command == "specimens" and args.action not in ("list", "gc") and not args.key:
-        p.error(f"specimens {args.action} needs a specimen (or, for import, a file)")
+    args = parser().parse_args(argv)
     from ..archive import ArchiveError
 
     try:
@@ -51,7 +70,7 @@ def _run(args) -> int:
     writes (the other ranks' outputs go to a scratch folder that is then removed)."""
     from ..distributed import group, rank_world, records
 
-    name = f"{args.command} {getattr(args, 'action', '')}".strip() if args.command == "sae" else args.command
+    name = args.command_name
     with records(args.records) if args.records else contextlib.nullcontext():
         if int(os.environ.get("WORLD_SIZE", "1")) == 1 or name in SELF_MANAGED:
             return args.fn(args)
@@ -64,7 +83,7 @@ def _run(args) -> int:
             if rank_world()[0] == 0:
                 return args.fn(args)
             with tempfile.TemporaryDirectory() as scratch, contextlib.redirect_stdout(io.StringIO()):
-                for output in OUTPUTS:
-                    if hasattr(args, output):
+                for output in OUTPUTS:  # the page always; the others where asked
+                    if hasattr(args, output) and (output == "out" or getattr(args, output) is not None):
                         setattr(args, output, os.path.join(scratch, output))
                 return args.fn(args)

@@ -1,8 +1,8 @@
-"""Commands that find circuits on a task: patch, circuit."""
+"""Commands that find circuits: patch (components on a task), circuit (edges on a task), graph (features on a prompt)."""
 
 from __future__ import annotations
 
-from .common import ARCHIVE_HELP, MODEL_HELP, open_archive, write_page
+from .common import MODEL_HELP, command, emit, outputs, quiet
 
 
 def _patch(args) -> int:
@@ -25,14 +25,14 @@ def _patch(args) -> int:
     if args.method == "both":
         result = compare_patching(result, attribution_patching(model, task, args.sweep, direction=args.direction))
         print(result.summary())
-    write_page(result, args.out)
+    findings = [(result, f"{args.method} patching of {args.sweep} ({args.direction})")]
+    emit(args, findings, f"{args.method} patching: {args.task}", model=model, task=args.task, tags=["patching"])
     return 0
 
 
 def _circuit(args) -> int:
     from ..circuits import discover
     from ..models.load import load
-    from ..report.page import page
     from ..tasks import make_task
 
     compiled = None
@@ -71,20 +71,11 @@ def _circuit(args) -> int:
         print(f"against the true circuit ({len(truth)} edges, {len(inert)} inert on these inputs under "
               f"{args.ablation} ablation): {len(found & live)} of {len(live)} found, "
               f"{len(found - truth)} false edges; missed: {sorted(live - found)[:6]}")
-    with open(args.out, "w", encoding="utf-8") as f:
-        body = circuit.html() + (scores.html() if scores is not None else "")
-        f.write(page(f"{args.method} circuit: {args.task}", body))
-    print(f"wrote {args.out}")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            f.write(circuit.to_json())
-        print(f"wrote {args.json}")
     notes = f"{args.method} circuit of {args.task}, smallest reaching faithfulness {args.faithfulness}" \
         if args.method != "acdc" else f"ACDC circuit of {args.task}, threshold {args.threshold}"
     findings = [(circuit, notes)] + ([(scores, f"{args.method} score of every edge")] if scores is not None else [])
-    spec = open_archive(args).record(f"{args.task} circuit ({args.method})", findings, model=model, task=args.task,
-                                 tags=["circuit"])
-    print(f"stored specimen {spec.uid[:8]} {spec.name!r}")
+    emit(args, findings, f"{args.method} circuit: {args.task}", name=f"{args.task} circuit ({args.method})",
+         model=model, task=args.task, tags=["circuit"])
     return 0
 
 
@@ -148,23 +139,21 @@ def _graph(args) -> int:
     kept = graph.prune(args.node_threshold, args.edge_threshold)
     print(f"kept {int(kept.nodes.sum())} nodes and {int(kept.edges.sum())} edges at node threshold "
           f"{args.node_threshold}, edge threshold {args.edge_threshold}; {graph.extra['seconds']:.1f} s")
-    write_page(graph, args.out)
-    if args.json:
+    doc = None
+    if args.json:  # the graph's JSON is the field's exchange format
         doc = to_neuronpedia(graph, slug=args.slug, node_threshold=args.node_threshold,
-                                   edge_threshold=args.edge_threshold, supernodes=graph.extra.get("supernodes"))
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(doc, f)
-        print(f"wrote {args.json} ({len(doc['nodes'])} nodes, {len(doc['links'])} links)")
-    if args.archive:
-        spec = open_archive(args).record(f"attribution graph: {args.prompt[:40]}", findings, model=model,
-                                         tags=["attribution-graph"])
-        print(f"stored specimen {spec.uid[:8]} {spec.name!r}")
+                             edge_threshold=args.edge_threshold, supernodes=graph.extra.get("supernodes"))
+        print(f"the graph's JSON: {len(doc['nodes'])} nodes, {len(doc['links'])} links")
+    emit(args, findings, f"Attribution graph: {args.prompt[:40]}", name=f"attribution graph: {args.prompt[:40]}",
+         model=model, tags=["attribution-graph"], json_text=json.dumps(doc) if args.json else None)
     return 0
 
 
 def add(sub) -> None:
     """Declare this module's commands and their arguments on the subparsers ``sub``."""
-    p = sub.add_parser("patch", help="activation patching of every component on a task (batched)")
+    p = command(sub, "patch", "activation patching of every component on a task (batched)",
+                ["mechscope patch smollm2-135m --task ioi --sweep heads",
+                 "mechscope patch smollm2-135m --task induction --method both --direction noising"])
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--task", default="ioi", choices=["ioi", "greater-than", "induction", "factual"])
     p.add_argument("--sweep", default="heads", choices=["resid", "attn", "mlp", "heads", "head_pos", "q", "k", "v"])
@@ -176,13 +165,15 @@ def add(sub) -> None:
     p.add_argument("-n", type=int, default=16, help="prompt pairs to generate (those the model solves are kept)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256, help="rows per forward pass")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--out", default="mechscope-patch.html", help="HTML page to write")
+    quiet(p)
+    outputs(p, "patch")
     p.set_defaults(fn=_patch)
 
     from ..compile.programs import PROGRAMS
 
-    p = sub.add_parser("circuit", help="discover a circuit on a task: EAP, EAP-IG or ACDC, with its faithfulness")
+    p = command(sub, "circuit", "discover a circuit on a task: EAP, EAP-IG or ACDC, with its faithfulness",
+                ["mechscope circuit smollm2-135m --task ioi --method eap-ig --faithfulness 0.8 --json ioi.json",
+                 "mechscope circuit --task compiled:reverse --method acdc --ablation zero"])
     p.add_argument("model", nargs="?", help=MODEL_HELP + " (none for a compiled:PROGRAM task: the program is compiled)")
     p.add_argument("--task", default="ioi", choices=["ioi", "greater-than", "induction", "factual"]
                    + [f"compiled:{name}" for name in sorted(PROGRAMS)],
@@ -202,16 +193,16 @@ def add(sub) -> None:
                                                   "(the full graph of a real model takes hours on a CPU)")
     p.add_argument("-n", type=int, default=16, help="prompt pairs to generate (those the model solves are kept)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", help="also write the circuit as JSON here")
-    p.add_argument("--archive", help=ARCHIVE_HELP)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--out", default="mechscope-circuit.html", help="HTML page to write")
+    quiet(p)
+    outputs(p, "circuit")
     p.set_defaults(fn=_circuit)
 
-    p = sub.add_parser("graph", help="the attribution graph of a prompt through transcoder features")
+    p = command(sub, "graph", "the attribution graph of a prompt through transcoder features",
+                ['mechscope graph smollm2-135m "The capital of France is" --transcoders DIR --cards 32 --group',
+                 'mechscope graph MODEL "prompt" --transcoders DIR --json graph.json   # circuit-tracer / Neuronpedia'])
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("prompt")
-    p.add_argument("--transcoders", required=True,
+    p.add_argument("--transcoders", required=True, metavar="DIR",
                    help="folder: a circuit-tracer transcoder set (config.yaml) or one dictionary folder per layer")
     p.add_argument("--target", action="append",
                    help="a token to explain (repeatable; default: the likeliest next tokens up to p = 0.95, at most 10)")
@@ -229,9 +220,7 @@ def add(sub) -> None:
     p.add_argument("--validate", type=int, metavar="K",
                    help="ablate each supernode and the K most influential features: the graph's prediction against "
                         "the frozen replacement model and the real model")
-    p.add_argument("--json", help="also write the pruned graph as circuit-tracer / Neuronpedia graph JSON")
     p.add_argument("--slug", default="mechscope-graph", help="the graph's slug in its JSON")
-    p.add_argument("--archive", help=ARCHIVE_HELP + "; the graph is stored there when given")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--out", default="mechscope-graph.html", help="HTML page to write")
+    quiet(p)
+    outputs(p, "graph", json_help="also write the pruned graph as circuit-tracer / Neuronpedia graph JSON to PATH")
     p.set_defaults(fn=_graph)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from .common import ARCHIVE_HELP, open_archive, write_page
+from .common import command, emit, outputs
 
 
 def _compile(args) -> int:
@@ -40,10 +40,10 @@ def _compile(args) -> int:
     for verdict in proofs.values():
         print(f"  {verdict.summary()}")
     truth = compiled.circuit()
-    if args.out:
-        compiled.model.hf.save_pretrained(args.out)
-        compiled.model.tokenizer.save_pretrained(args.out)
-        print(f"wrote the model to {args.out} (mechscope.load({args.out!r}) opens it)")
+    if args.dir:
+        compiled.model.hf.save_pretrained(args.dir)
+        compiled.model.tokenizer.save_pretrained(args.dir)
+        print(f"wrote the model to {args.dir} (mechscope.load({args.dir!r}) opens it)")
     findings = []
     try:
         task = compiled_task(compiled, args.pairs)
@@ -56,13 +56,10 @@ def _compile(args) -> int:
                   f"faithfulness {measured.faithfulness:.3f}, completeness {measured.completeness:.3f}")
             findings.append((measured, f"the true circuit of {args.program} ({ablation} ablation of everything else), "
                                        f"checked on {report['checked']:,} inputs"))
-        truth = findings[0][0]
-    write_page(truth, args.page)
+    findings = findings or [(truth, "the true circuit")]
     findings += [(v, f"proof about the compiled MLP of {label}") for label, v in proofs.items()]
-    if args.archive:
-        spec = open_archive(args).record(f"compiled: {args.program}", findings or [(truth, "the true circuit")],
-                                         model=compiled.model, task=f"compiled:{args.program}", tags=["compiled"])
-        print(f"stored specimen {spec.uid[:8]} {spec.name!r}")
+    emit(args, findings, f"compiled: {args.program}", model=compiled.model, task=f"compiled:{args.program}",
+         tags=["compiled"])
     return 0
 
 
@@ -70,15 +67,14 @@ def add(sub) -> None:
     """Declare this module's commands and their arguments on the subparsers ``sub``."""
     from ..compile.programs import PROGRAMS
 
-    p = sub.add_parser("compile", help="compile a RASP program into a transformer with a known circuit; check it "
-                                       "on every input and store it with its true circuit")
+    p = command(sub, "compile", "compile a RASP program into a transformer whose circuit is known, and check it",
+                ["mechscope compile reverse --dir rev --archive", "mechscope compile sort --max-len 4 --pairs 8"])
     p.add_argument("program", choices=sorted(PROGRAMS))
     p.add_argument("--max-len", type=int, help="longest input (default: the program's own)")
     p.add_argument("--causal", choices=["yes", "no"], help="causal attention (default: what the program needs)")
     p.add_argument("--pairs", type=int, default=32, help="clean/corrupted pairs to measure the true circuit on")
     p.add_argument("--eps", type=float, default=0.1,
                    help="prove each MLP step decodes every input within this L∞ radius of its codes")
-    p.add_argument("--out", metavar="DIR", help="save the compiled model (HF directory) here")
-    p.add_argument("--page", default="mechscope-compiled.html", help="HTML page of the true circuit")
-    p.add_argument("--archive", help=ARCHIVE_HELP)
+    p.add_argument("--dir", help="save the compiled model (an HF directory) here")
+    outputs(p, "compiled")
     p.set_defaults(fn=_compile)

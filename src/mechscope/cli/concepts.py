@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import ARCHIVE_HELP, MODEL_HELP, open_archive, write_page
+from .common import MODEL_HELP, command, emit, outputs, quiet
 
 
 def _probe(args) -> int:
@@ -14,10 +14,8 @@ def _probe(args) -> int:
     print(sweep.summary())
     for site, te, co in zip(sweep.sites, sweep.test_score, sweep.control_score):
         print(f"  {site:28s} test {te:.3f}  control {co:.3f}  selectivity {te - co:+.3f}")
-    write_page(sweep, args.out)
-    spec = open_archive(args).record(f"probes: {args.dataset}", [(sweep, f"{args.kind} probes of {args.dataset}")],
-                                 model=model, task=args.dataset, tags=["probe"])
-    print(f"stored specimen {spec.uid[:8]} {spec.name!r}")
+    emit(args, [(sweep, f"{args.kind} probes of {args.dataset}")], f"probes: {args.dataset}", model=model,
+         task=args.dataset, tags=["probe"])
     return 0
 
 
@@ -36,28 +34,27 @@ def _steer(args) -> int:
                            score_name="sentiment words" if args.pairs == "sentiment" else "none", neutral=NEUTRAL,
                            max_new_tokens=args.max_new_tokens, after_prompt=args.after_prompt, progress=not args.quiet)
     print(sweep.summary())
-    write_page(sweep, args.out)
-    spec = open_archive(args).record(f"steering: {args.pairs}", [(cv, f"{args.method} vector at {args.site}"),
-                                                             (sweep, f"coefficient {args.coef}")],
-                                 model=model, task="steering", tags=["steering"])
-    print(f"stored specimen {spec.uid[:8]} {spec.name!r}")
+    emit(args, [(cv, f"{args.method} vector at {args.site}"), (sweep, f"coefficient {args.coef}")],
+         f"steering: {args.pairs}", model=model, task="steering", tags=["steering"])
     return 0
 
 
 def add(sub) -> None:
     """Declare this module's commands and their arguments on the subparsers ``sub``."""
-    p = sub.add_parser("probe", help="linear probes at every site, with control tasks and selectivity")
+    p = command(sub, "probe", "linear probes at every site, with control tasks and selectivity",
+                "mechscope probe smollm2-135m --dataset sentiment --site 'blocks.*.resid_post'")
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--dataset", default="sentiment", choices=["sentiment", "truth", "function-words"])
     p.add_argument("--site", default="blocks.*.resid_post", help="sites to probe (globs allowed)")
     p.add_argument("--kind", default="logistic", choices=["logistic", "mass-mean"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--archive", help=ARCHIVE_HELP)
-    p.add_argument("--out", default="mechscope-probe.html", help="HTML page to write")
+    quiet(p)
+    outputs(p, "probe")
     p.set_defaults(fn=_probe)
 
-    p = sub.add_parser("steer", help="a control vector from contrastive pairs, and generation steered by it")
+    p = command(sub, "steer", "a control vector from contrastive pairs, and generation steered by it",
+                ['mechscope steer smollm2-135m "I went to the market and" --pairs sentiment --site blocks.10.resid_post',
+                 'mechscope steer MODEL "prompt" --pairs pairs.tsv --method pca --after-prompt'])
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("prompts", nargs="+", help="prompts to continue")
     p.add_argument("--pairs", default="sentiment", help="'sentiment' (embedded) or a file of positive<TAB>negative "
@@ -67,7 +64,6 @@ def add(sub) -> None:
     p.add_argument("--coef", type=float, default=4.0)
     p.add_argument("--after-prompt", action="store_true", help="steer only the generated tokens")
     p.add_argument("--max-new-tokens", type=int, default=24)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--archive", help=ARCHIVE_HELP)
-    p.add_argument("--out", default="mechscope-steer.html", help="HTML page to write")
+    quiet(p)
+    outputs(p, "steer")
     p.set_defaults(fn=_steer)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from ..models.load import DEFAULT_MODEL
-from .common import ARCHIVE_HELP, MODEL_HELP, write_page
+from .common import ARCHIVE_HELP, MODEL_HELP, command, emit, outputs, pages_dir, quiet, write_text
 
 
 def _info(args) -> int:
@@ -14,7 +14,7 @@ def _info(args) -> int:
     model = load(args.model)
     info = model.info()
     if args.json:
-        print(json.dumps(info, indent=1))
+        write_text(args.json, json.dumps(info, indent=1), "the model's config and sites")
         return 0
     print(f"{info['name']}\n  {model.cfg.summary()}\n  fingerprint {info['fingerprint']}")
     sites = info["sites"]
@@ -33,12 +33,10 @@ def _run(args) -> int:
 
     model = load(args.model)
     result = NextTokens.of(model.run(args.prompt), args.prompt, k=args.k)
-    if args.json:
-        data, tensors = result.to_dict()
-        data["probs"] = tensors["probs"].tolist()
-        print(json.dumps(data, indent=1))
-    else:
+    if args.json != "-":
         print(result.summary())
+    emit(args, [(result, "the top next tokens")], "Next tokens", model=model, name=f"next tokens: {args.prompt[0][:40]}",
+         tags=["run"])
     return 0
 
 
@@ -56,7 +54,8 @@ def _lens(args) -> int:
     print(lens.summary())
     dla = direct_logit_attribution(model, args.prompt, lens.target, foil=args.foil)
     print(dla.summary())
-    write_page(lens, args.out)
+    emit(args, [(lens, "each layer decoded by the final norm"), (dla, "direct logit attribution of the answer")],
+         f"Logit lens: {args.prompt[:40]}", model=model, tags=["lens"])
     return 0
 
 
@@ -82,7 +81,8 @@ def _attribute(args) -> int:
         bar = ("+" if score >= 0 else "-") * min(40, int(round(40 * abs(score) / (float(result.scores.abs().max()) or 1))))
         print(f"{label!r:>16} {score:+10.4f} {bar}")
     print(result.summary())
-    write_page(result, args.out)
+    emit(args, [(result, f"{args.method} attribution")], f"{args.method} attribution: {args.prompt[:40]}", model=model,
+         tags=["attribution"])
     return 0
 
 
@@ -96,60 +96,67 @@ def _heads(args) -> int:
         from ..data import token_blocks
 
         blocks = token_blocks(model.tokenizer, args.icl, 512, "test")
-    result = detect_heads(model, batch=args.batch, length=args.length, k=args.k, seeds=args.seeds, text_blocks=blocks)
+    result = detect_heads(model, batch=args.n, length=args.length, k=args.k, seeds=args.seeds, text_blocks=blocks)
     print(f"{'rank':<5}" + "".join(f"{kind:>20}" for kind in ("induction", "previous", "duplicate")))
     tops = {kind: result.top(args.top, kind=kind) for kind in ("induction", "previous", "duplicate")}
     for i in range(args.top):
         print(f"{i + 1:<5}" + "".join(f"{tops[kind][i][0]:>12} {tops[kind][i][1]:>7.2f}" for kind in tops))
     print(result.summary().split("\n", 3)[3])
-    write_page(result, args.out)
+    findings = [(result, "head scores on repeated random tokens, with the ablation of the top induction heads")]
     if args.circuits:
         from ..components.heads import head_circuits
 
         circuits = head_circuits(model)
         print(circuits.summary())
-        write_page(circuits, args.out.replace(".html", "-circuits.html"))
+        findings.append((circuits, "copying and Q/K/V composition scores from the weights"))
+    emit(args, findings, f"Attention heads of {model.name}", model=model, task="induction", tags=["heads"])
     return 0
 
 
 def _demo(args) -> int:
     from ..specimens.demo import run_demo
 
-    run_demo(args.model, args.out, progress=not args.quiet, archive=args.archive, full=args.full)
+    run_demo(args.model, args.dir or pages_dir() / "demo", progress=not args.quiet, archive=args.archive or None,
+             full=args.full)
     return 0
 
 
 def _toy(args) -> int:
     from ..specimens.toy import run_toy
 
-    run_toy(args.kind, args.out, archive=args.archive, progress=not args.quiet, quick=args.quick)
+    run_toy(args.kind, args.dir or pages_dir() / "toy", archive=args.archive or None, progress=not args.quiet,
+            quick=args.quick)
     return 0
 
 
 def add(sub) -> None:
     """Declare this module's commands and their arguments on the subparsers ``sub``."""
-    p = sub.add_parser("info", help="a model's config, fingerprint and sites")
+    p = command(sub, "info", "a model's config, fingerprint and sites",
+                ["mechscope info smollm2-135m --sites", "mechscope info ./my-model --json -"])
     p.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=MODEL_HELP)
     p.add_argument("--sites", action="store_true", help="list every site")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", metavar="PATH", help="write the config, fingerprint and sites as JSON to PATH ('-' prints it)")
     p.set_defaults(fn=_info)
 
-    p = sub.add_parser("run", help="top next tokens after each prompt")
+    p = command(sub, "run", "the top next tokens after each prompt",
+                'mechscope run smollm2-135m "The capital of France is" "Paris is in" -k 3')
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("prompt", nargs="+")
     p.add_argument("-k", type=int, default=5, help="how many tokens (default 5)")
-    p.add_argument("--json", action="store_true")
+    outputs(p, None)
     p.set_defaults(fn=_run)
 
-    p = sub.add_parser("lens", help="logit lens of a prompt, and the direct logit attribution of the answer")
+    p = command(sub, "lens", "the logit lens of a prompt, and the direct logit attribution of the answer",
+                'mechscope lens smollm2-135m "The capital of France is" --foil " London"')
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("prompt")
     p.add_argument("--target", help="target token (default: the model's top prediction)")
     p.add_argument("--foil", help="DLA of logit(target) - logit(foil)")
-    p.add_argument("--out", default="mechscope-lens.html", help="HTML page to write")
+    outputs(p, "lens")
     p.set_defaults(fn=_lens)
 
-    p = sub.add_parser("attribute", help="which input tokens a prediction comes from")
+    p = command(sub, "attribute", "which input tokens a prediction comes from (IG, SHAP, LIME, occlusion, gradients)",
+                'mechscope attribute smollm2-135m "The capital of France is" --method shap')
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("prompt")
     p.add_argument("--method", choices=["ig", "shap", "lime", "occlusion", "saliency", "gradxinput"], default="ig")
@@ -159,34 +166,37 @@ def add(sub) -> None:
     p.add_argument("--steps", type=int, default=32, help="IG: starting steps (adaptive) or steps (--fixed)")
     p.add_argument("--fixed", action="store_true", help="IG: fixed Gauss-Legendre steps instead of adaptive")
     p.add_argument("--budget", type=int, default=512, help="shap/lime: model evaluations")
-    p.add_argument("--out", default="mechscope-attribution.html", help="HTML page to write")
+    outputs(p, "attribution")
     p.set_defaults(fn=_attribute)
 
-    p = sub.add_parser("heads", help="previous-token, duplicate-token and induction heads, with ablation evidence")
+    p = command(sub, "heads", "previous-token, duplicate-token and induction heads, with ablation evidence",
+                "mechscope heads smollm2-135m --circuits --archive")
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--top", type=int, default=5, help="rows of the table")
     p.add_argument("-k", type=int, default=5, help="how many top induction heads to ablate")
     p.add_argument("--seeds", type=int, default=5, help="random-head draws for the comparison")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("-n", type=int, default=8, help="random sequences to score the heads on")
     p.add_argument("--length", type=int, default=50, help="length of the random sequence (repeated once)")
     p.add_argument("--icl", type=int, default=0, help="also the in-context-learning score on this many corpus blocks")
     p.add_argument("--circuits", action="store_true", help="also copying and Q/K/V-composition scores from the weights")
-    p.add_argument("--out", default="mechscope-heads.html", help="HTML page to write")
+    outputs(p, "heads")
     p.set_defaults(fn=_heads)
 
-    p = sub.add_parser("demo", help="study the default model and write an HTML page of the results")
+    p = command(sub, "demo", "study the default model: a specimen, its report and a digest of every section",
+                ["mechscope demo --dir mechscope-demo", "mechscope demo --full --archive ./my-archive"])
     p.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
-    p.add_argument("--out", default="mechscope-demo", help="output directory (default ./mechscope-demo)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--archive", help=ARCHIVE_HELP)
+    p.add_argument("--dir", help="the folder for the report (default: demo/ in the pages folder)")
+    p.add_argument("--archive", metavar="WHERE", help=ARCHIVE_HELP + "; the specimens are always stored")
     p.add_argument("--full", action="store_true",
                    help="also find the IOI circuit (~4 min) and read/write sentiment (~1 min), two more specimens")
+    quiet(p)
     p.set_defaults(fn=_demo)
 
-    p = sub.add_parser("toy", help="train a toy specimen from scratch: superposition, induction heads, grokking")
+    p = command(sub, "toy", "train a toy specimen from scratch: superposition, induction heads, grokking",
+                "mechscope toy superposition --quick --dir toys")
     p.add_argument("kind", choices=["superposition", "induction", "grokking"])
-    p.add_argument("--out", default="mechscope-toy", help="directory for figures and the report")
+    p.add_argument("--dir", help="the folder for figures and the report (default: toy/ in the pages folder)")
     p.add_argument("--quick", action="store_true", help="fewer training steps (a smoke run)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--archive", help=ARCHIVE_HELP)
+    p.add_argument("--archive", metavar="WHERE", help=ARCHIVE_HELP + "; the specimen is always stored")
+    quiet(p)
     p.set_defaults(fn=_toy)

@@ -1,20 +1,19 @@
-"""The `sae` command: harvest activations, train, evaluate, feature dashboards (torchrun-aware); read
-and convert dictionaries from SAELens, sparsify and Gemma Scope."""
+"""`mechscope sae harvest|train|eval|dashboard|info|convert` (torchrun-aware: harvest and train divide their
+own work, eval and dashboard their sweeps) and `mechscope transcoders` (every layer's, trained online)."""
 
 from __future__ import annotations
 
-from .common import ARCHIVE_HELP, MODEL_HELP, open_archive, write_page
+from .common import MODEL_HELP, command, emit, group, outputs, quiet, write_text
 
 
-def _sae(args) -> int:
-    if args.action in ("info", "convert"):
-        return (_info if args.action == "info" else _convert)(args)
-    if args.action in ("harvest", "train"):
+def _self_managed(run):
+    """``run(args, device)`` inside the process group when under torchrun (the command divides its own work)."""
+    def in_group(args) -> int:
         from ..distributed import group
 
         with group(args.device) as device:
-            return (_harvest if args.action == "harvest" else _train)(args, device)
-    return _inspect(args)
+            return run(args, device)
+    return in_group
 
 
 def _harvest(args, device: str | None) -> int:
@@ -23,16 +22,14 @@ def _harvest(args, device: str | None) -> int:
     from ..models.load import load
     from ..sae import harvest
 
-    if not args.model:
-        raise ValueError("sae harvest needs a MODEL (e.g. smollm2-135m)")
-    if args.target_site and args.target is None:
-        raise ValueError("--target-site needs --target DIR for the target store")
+    if bool(args.target_site) != bool(args.target_dir):
+        raise ValueError("a transcoder's target needs both --target-site SITE and --target-dir DIR (its store)")
     model = load(args.model, device=device)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
-    sites, dirs = [args.site or "blocks.12.resid_post"], [args.store]
+    sites, dirs = [args.site], [args.dir]
     if args.target_site:  # a transcoder's input and target, from the same forwards
-        sites, dirs = sites + [args.target_site], dirs + [args.target]
-    for store in harvest(model, sites, dirs, n_blocks=args.blocks or 256, context=args.context, batch_size=args.batch_size or 8,
+        sites, dirs = sites + [args.target_site], dirs + [args.target_dir]
+    for store in harvest(model, sites, dirs, n_blocks=args.blocks, context=args.context, batch_size=args.batch_size,
                          shard_tokens=args.shard_tokens, dtype=dtype, progress=not args.quiet):
         print(store)
     return 0
@@ -47,56 +44,56 @@ def _train(args, device: str | None) -> int:
                     d_out=target.d if target else None, skip=args.skip, sparsity=args.sparsity, site=store.site,
                     target_site=target.site if target else None, model=store.manifest["model"])
     sae = SparseCoder(cfg, seed=args.seed)
-    sae.fit(store, target, batch_size=args.batch_size or 4096, steps=args.steps, epochs=args.epochs, lr=args.lr, seed=args.seed,
-            checkpoint=args.out, progress=not args.quiet, device=device)
+    sae.fit(store, target, batch_size=args.batch_size, steps=args.steps, epochs=args.epochs, lr=args.lr, seed=args.seed,
+            checkpoint=args.dir, progress=not args.quiet, device=device)
     print(sae.log_.summary())
-    print(f"wrote {args.out} (config.json, sae.safetensors; checkpoint.pt resumes an interrupted run)")
+    print(f"wrote {args.dir} (config.json, sae.safetensors; checkpoint.pt resumes an interrupted run)")
     return 0
 
 
-def _inspect(args) -> int:
-    """eval or dashboard of a trained SAE: a page, printed summary and a specimen."""
+def _dictionary_and_model(args):
+    """The dictionary at ``args.path`` and its model (``--model``, else the one its files name), read again
+    against the model: checked (name, site, width) and, where needed, rewritten for its sites."""
     from ..models.load import load
     from ..sae import load_dictionary
 
-    sae = load_dictionary(args.sae, site=args.site, target_site=args.target_site)
+    sae = load_dictionary(args.path, site=args.site, target_site=args.target_site)
     if not (args.model or sae.cfg.model):
-        raise ValueError(f"{args.sae}: the dictionary's config names no model; give MODEL")
+        raise ValueError(f"{args.path}: the dictionary's config names no model; give --model MODEL")
     model = load(args.model or sae.cfg.model, device=args.device)
-    # read again against the model: checked (name, site, width) and, where needed, rewritten for its sites
-    sae = load_dictionary(args.sae, model.device, model=model, site=args.site, target_site=args.target_site,
-                          other_model=args.other_model)
-    blocks = args.blocks or {"eval": 32, "dashboard": 64}[args.action]
-    if args.action == "eval":
-        from ..sae.evaluate import evaluate
+    return load_dictionary(args.path, model.device, model=model, site=args.site, target_site=args.target_site,
+                           other_model=args.other_model), model
 
-        result = evaluate(sae, model, n_blocks=blocks, context=args.context, progress=not args.quiet)
-        caption = f"{sae.cfg.arch} SAE × {sae.cfg.width} at {sae.cfg.site}"
-    else:
-        from ..sae.dashboard import feature_cards, parse_features
 
-        result = feature_cards(sae, model, parse_features(args.features, sae.cfg.width), n_blocks=blocks,
-                               progress=not args.quiet)
-        caption = f"features {args.features}"
-        if args.neuronpedia:
-            import json
-            from pathlib import Path
+def _eval(args) -> int:
+    from ..sae.evaluate import evaluate
 
-            set_name = args.neuronpedia_set or f"{result.layer}-{sae.cfg.site.split('.')[-1]}-mechscope"
-            Path(args.neuronpedia).write_text(json.dumps(result.to_neuronpedia(model.name, set_name)))
-            print(f"wrote {args.neuronpedia} (Neuronpedia dashboard batch, source set {set_name!r})")
+    sae, model = _dictionary_and_model(args)
+    result = evaluate(sae, model, n_blocks=args.blocks, context=args.context, progress=not args.quiet)
     print(result.summary())
-    write_page(result, args.page or f"mechscope-sae-{args.action}.html")
-    spec = open_archive(args).record(f"SAE {args.action}: {sae.cfg.arch} × {sae.cfg.width} at {sae.cfg.site}",
-                                 [(result, caption)], model=model, task="features", tags=["sae"])
-    print(f"stored specimen {spec.uid[:8]} {spec.name!r}")
+    what = f"{sae.cfg.arch} × {sae.cfg.width} at {sae.cfg.site}"
+    emit(args, [(result, f"{sae.cfg.arch} SAE × {sae.cfg.width} at {sae.cfg.site}")], f"SAE eval: {what}",
+         model=model, task="features", tags=["sae"])
     return 0
 
 
-def _path_arg(args) -> str:
-    if not args.model:
-        raise ValueError(f"sae {args.action} needs the dictionary's folder: mechscope sae {args.action} PATH")
-    return args.model
+def _dashboard(args) -> int:
+    from ..sae.dashboard import feature_cards, parse_features
+
+    sae, model = _dictionary_and_model(args)
+    cards = feature_cards(sae, model, parse_features(args.features, sae.cfg.width), n_blocks=args.blocks,
+                          progress=not args.quiet)
+    if args.neuronpedia:
+        import json
+
+        set_name = args.neuronpedia_set or f"{cards.layer}-{sae.cfg.site.split('.')[-1]}-mechscope"
+        write_text(args.neuronpedia, json.dumps(cards.to_neuronpedia(model.name, set_name)),
+                   f"Neuronpedia dashboard batch, source set {set_name!r}")
+    print(cards.summary())
+    emit(args, [(cards, f"features {args.features}")],
+         f"SAE dashboard: {sae.cfg.arch} × {sae.cfg.width} at {sae.cfg.site}", model=model, task="features",
+         tags=["sae"])
+    return 0
 
 
 def _info(args) -> int:
@@ -105,7 +102,7 @@ def _info(args) -> int:
 
     from ..sae.formats import dictionary_format, load_dictionary
 
-    path = _path_arg(args)
+    path = args.path
     if dictionary_format(path) == "circuit-tracer":
         return _set_info(path)
     sae = load_dictionary(path, site=args.site, target_site=args.target_site)
@@ -161,12 +158,10 @@ def _convert(args) -> int:
 
     from ..sae.formats import load_dictionary, save_saelens, save_sparsify
 
-    path = _path_arg(args)
-    if not args.out_path:
-        raise ValueError("sae convert needs where to write: mechscope sae convert PATH OUT --to saelens|sparsify|mechscope")
+    path = args.path
     sae = load_dictionary(path, site=args.site, target_site=args.target_site)
     writer = {"saelens": save_saelens, "sparsify": save_sparsify, "mechscope": lambda d, out: d.save(out)}[args.to]
-    out = writer(sae, args.out_path)
+    out = writer(sae, args.dir)
     back = load_dictionary(out, site=sae.cfg.site, target_site=sae.cfg.target_site if sae.cfg.transcoder else None)
     x = torch.randn(256, sae.cfg.d_in, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -179,24 +174,130 @@ def _convert(args) -> int:
 
 
 def _transcoders(args) -> int:
+    from ..checks import indices
     from ..models.load import load
-    from ..report.page import page
-    from .sae_online import run_transcoders
+    from ..sae.evaluate import evaluate_transcoders
+    from ..sae.online import train_transcoders, training_blocks
+    from ..sae.transcoder_sets import load_transcoders
 
     model = load(args.model, device=args.device)
-    return run_transcoders(model, args, page)
+    corpora = [c.strip() for c in args.corpora.split(",") if c.strip()]
+    log = train_transcoders(model, args.dir, layers=indices(args.layers, "layer") if args.layers else None,
+                            width=args.width, k=args.k, tokens=args.tokens, batch_size=args.batch_size,
+                            context=args.context, corpora=corpora, seed=args.seed, lr=args.lr, progress=not args.quiet)
+    print(log.summary())
+    results = [(log, "training curves, every layer")]
+    if args.eval_blocks:
+        held_out = training_blocks(model.tokenizer, args.context, corpora, args.seed, split="test")[:args.eval_blocks]
+        fidelity = evaluate_transcoders(model, load_transcoders(args.dir, model, model.device), held_out,
+                                        progress=not args.quiet)
+        print(fidelity.summary())
+        results.append((fidelity, "all transcoders spliced together on held-out text"))
+    emit(args, results, f"transcoders: {model.name}", model=model, tags=["transcoders"])
+    return 0
+
+
+def _dictionary(p, *, model: bool = False) -> None:
+    """A dictionary's folder, the sites its files may not name, and (``model``) the model it is run on."""
+    p.add_argument("path", help="the dictionary's folder (mechscope, SAELens, sparsify, Gemma Scope; circuit-tracer "
+                                "for info)")
+    p.add_argument("--site", help="the site it reads, where its files do not say (Gemma Scope)")
+    p.add_argument("--target-site", help="the site a transcoder writes, where its files do not say")
+    if model:
+        p.add_argument("--model", help=MODEL_HELP + " (default: the one the dictionary's files name)")
+        p.add_argument("--other-model", action="store_true", help="use a dictionary whose files name another model")
+        p.add_argument("--context", type=int, default=128, help="tokens per corpus block")
+        p.add_argument("--device", help="run on this device (cpu, cuda); under torchrun each rank's own GPU")
+        quiet(p)
 
 
 def add(sub) -> None:
-    """Declare this module's commands and their arguments on the subparsers ``sub``."""
-    p = sub.add_parser("transcoders", help="train a transcoder for every layer online (one forward feeds all), "
-                                           "resumable; then score them together on held-out text")
+    """Declare `transcoders`, and `sae` with its subcommands, on the subparsers ``sub``."""
+    actions = group(sub, "sae", "sparse dictionaries: harvest, train, eval, dashboard; info and convert any format",
+                    ["mechscope sae harvest smollm2-135m --dir store", "mechscope sae train store --dir sae",
+                     "mechscope sae eval sae", "mechscope sae dashboard sae --features 0-99",
+                     "mechscope sae info gemma-scope/layer_7/width_16k/average_l0_40",
+                     "mechscope sae convert sae --to saelens --dir sae-saelens"])
+
+    p = command(actions, "harvest", "store a site's activations over the corpus (sharded; resumable)",
+                ["mechscope sae harvest smollm2-135m --site blocks.12.resid_post --blocks 200 --dir store",
+                 "mechscope sae harvest MODEL --site blocks.3.resid_mid --dir in --target-site blocks.3.mlp.out "
+                 "--target-dir out   # a transcoder's pair"], parent="sae")
     p.add_argument("model", help=MODEL_HELP)
-    p.add_argument("directory", help="where the transcoders and the run's checkpoints go (an interrupted run resumes)")
+    p.add_argument("--dir", required=True, help="the activation store to write")
+    p.add_argument("--site", default="blocks.12.resid_post", help="the site to store (default blocks.12.resid_post)")
+    p.add_argument("--target-site", help="also store this site from the same forwards (a transcoder's target)")
+    p.add_argument("--target-dir", help="the target's store (with --target-site)")
+    p.add_argument("--blocks", type=int, default=256, help="corpus blocks (default 256)")
+    p.add_argument("--context", type=int, default=128, help="tokens per block")
+    p.add_argument("--batch-size", type=int, default=8, help="blocks per forward")
+    p.add_argument("--shard-tokens", type=int, default=65_536)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--device", help="run on this device (cpu, cuda); under torchrun, cuda means each rank's own GPU")
+    quiet(p)
+    p.set_defaults(fn=_self_managed(_harvest))
+
+    p = command(actions, "train", "train a sparse autoencoder (or, with --target, a transcoder) on a store; resumable",
+                ["mechscope sae train store --arch topk -k 32 --width 2304 --epochs 10 --dir sae",
+                 "mechscope sae train in --target out --skip --dir transcoder"], parent="sae")
+    p.add_argument("store", help="the activation store to train on (`sae harvest` writes it)")
+    p.add_argument("--dir", required=True, help="where the dictionary and its checkpoint go (a rerun resumes)")
+    p.add_argument("--target", metavar="STORE", help="a second store: the transcoder's target activations")
+    p.add_argument("--arch", default="topk", choices=["relu", "topk", "batchtopk", "jumprelu"])
+    p.add_argument("-k", "--k", type=int, default=32, help="latents per token (topk, batchtopk)")
+    p.add_argument("--width", type=int, default=4096)
+    p.add_argument("--sparsity", type=float, help="λ of the L1 (relu) or L0 (jumprelu) loss")
+    p.add_argument("--skip", action="store_true", help="transcoder skip connection")
+    p.add_argument("--batch-size", type=int, default=4096, help="rows per step")
+    p.add_argument("--steps", type=int, help="training steps (default: --epochs passes over the store)")
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="train on this device (cpu, cuda); under torchrun, cuda means each rank's own GPU")
+    quiet(p)
+    p.set_defaults(fn=_self_managed(_train))
+
+    p = command(actions, "eval", "a dictionary's fidelity on held-out text: FVU, CE loss recovered, L0, dead features",
+                ["mechscope sae eval sae", "mechscope sae eval saelens-run/blocks.6.hook_resid_post --model smollm2-135m"],
+                parent="sae")
+    _dictionary(p, model=True)
+    p.add_argument("--blocks", type=int, default=32, help="corpus blocks (default 32)")
+    outputs(p, "sae-eval")
+    p.set_defaults(fn=_eval)
+
+    p = command(actions, "dashboard", "feature cards: top examples, activation histogram, top logits",
+                ["mechscope sae dashboard sae --features 0-99", "mechscope sae dashboard sae --neuronpedia cards.json"],
+                parent="sae")
+    _dictionary(p, model=True)
+    p.add_argument("--features", default="0-19", help="features, e.g. 0-99 or 3,17,40-42")
+    p.add_argument("--blocks", type=int, default=64, help="corpus blocks (default 64)")
+    p.add_argument("--neuronpedia", metavar="FILE", help="also write the cards as a Neuronpedia batch (JSON)")
+    p.add_argument("--neuronpedia-set", help="the Neuronpedia source set id (default LAYER-SITE-mechscope)")
+    outputs(p, "sae-dashboard")
+    p.set_defaults(fn=_dashboard)
+
+    p = command(actions, "info", "a dictionary's format, architecture, sites and sizes",
+                "mechscope sae info gemma-scope/layer_7/width_16k/average_l0_40 --site blocks.7.resid_post",
+                parent="sae")
+    _dictionary(p)
+    p.set_defaults(fn=_info)
+
+    p = command(actions, "convert", "write a dictionary in another format, then read it back and compare outputs",
+                "mechscope sae convert sae --to saelens --dir sae-saelens", parent="sae")
+    _dictionary(p)
+    p.add_argument("--to", required=True, choices=["saelens", "sparsify", "mechscope"], help="the format to write")
+    p.add_argument("--dir", required=True, help="the folder to write")
+    p.set_defaults(fn=_convert)
+
+    p = command(sub, "transcoders", "train every layer's transcoder online and score them together",
+                "mechscope transcoders smollm2-135m --dir transcoders/smollm2-135m --tokens 3000000")
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("--dir", required=True,
+                   help="where the transcoders and the run's checkpoints go (an interrupted run resumes)")
     p.add_argument("--tokens", type=int, default=3_000_000, help="training tokens (default 3M: for SmolLM2 ~2.6 h on 2 "
                                                                   "CPU cores, 8.6 min on an H200 with --device cuda)")
     p.add_argument("--width", type=int, default=4096)
-    p.add_argument("--k", type=int, default=32, help="latents per token (topk)")
+    p.add_argument("-k", "--k", type=int, default=32, help="latents per token (topk)")
     p.add_argument("--layers", help="e.g. 0-29 or 3,7 (default: every layer)")
     p.add_argument("--context", type=int, default=128, help="tokens per block")
     p.add_argument("--batch-size", type=int, default=1024, help="rows per step (each step is one forward of batch / context blocks)")
@@ -206,48 +307,6 @@ def add(sub) -> None:
     p.add_argument("--eval-blocks", type=int, default=32, help="held-out blocks to score the transcoders on (0: skip)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="run the model and train on this device (cpu, cuda); checkpoints resume on any")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--page", default="mechscope-transcoders.html", help="HTML page to write")
-    p.add_argument("--archive", help=ARCHIVE_HELP + "; the training curves and the scores are stored there when given")
+    quiet(p)
+    outputs(p, "transcoders")
     p.set_defaults(fn=_transcoders)
-
-    p = sub.add_parser("sae", help="sparse autoencoders: harvest activations, train, evaluate, feature dashboards; "
-                                   "info and convert for SAELens, sparsify and Gemma Scope files")
-    p.add_argument("action", choices=["harvest", "train", "eval", "dashboard", "info", "convert"])
-    p.add_argument("model", nargs="?", metavar="MODEL|PATH",
-                   help=MODEL_HELP + " (harvest; eval/dashboard default to the SAE's own); info/convert: the "
-                                     "dictionary's folder (mechscope, SAELens, sparsify or Gemma Scope)")
-    p.add_argument("out_path", nargs="?", metavar="OUT", help="convert: the folder to write")
-    p.add_argument("--to", default="saelens", choices=["saelens", "sparsify", "mechscope"], help="convert: the format")
-    p.add_argument("--site", help="harvest: the site to store (default blocks.12.resid_post); otherwise the site "
-                                  "a dictionary reads, where its files do not say (Gemma Scope)")
-    p.add_argument("--target-site", help="harvest: also store this site (a transcoder's target); otherwise the site "
-                                         "a transcoder writes, where its files do not say")
-    p.add_argument("--other-model", action="store_true",
-                   help="eval/dashboard: use a dictionary whose files name another model")
-    p.add_argument("--store", default="sae-store", help="the activation store directory")
-    p.add_argument("--target", help="a second store: the transcoder's target activations")
-    p.add_argument("--blocks", type=int, default=None, help="corpus blocks (harvest: 256; eval/dashboard: 32/64)")
-    p.add_argument("--context", type=int, default=128, help="tokens per block")
-    p.add_argument("--shard-tokens", type=int, default=65_536)
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--arch", default="topk", choices=["relu", "topk", "batchtopk", "jumprelu"])
-    p.add_argument("--k", type=int, default=32, help="latents per token (topk, batchtopk)")
-    p.add_argument("--width", type=int, default=4096)
-    p.add_argument("--sparsity", type=float, help="λ of the L1 (relu) or L0 (jumprelu) loss")
-    p.add_argument("--skip", action="store_true", help="transcoder skip connection")
-    p.add_argument("--batch-size", type=int, default=None, help="rows per step (train: 4096) / blocks per forward (harvest: 8)")
-    p.add_argument("--steps", type=int, help="training steps (default: --epochs passes over the store)")
-    p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", help="run on this device (cpu, cuda); under torchrun, cuda means each rank's own GPU")
-    p.add_argument("--out", default="sae", help="train: where the SAE and its checkpoint go")
-    p.add_argument("--sae", default="sae", help="eval/dashboard: the dictionary's folder (any format `sae info` reads)")
-    p.add_argument("--features", default="0-19", help="dashboard: features, e.g. 0-99 or 3,17,40-42")
-    p.add_argument("--page", help="HTML page to write (eval/dashboard)")
-    p.add_argument("--neuronpedia", metavar="FILE", help="dashboard: also write the cards as a Neuronpedia batch (JSON)")
-    p.add_argument("--neuronpedia-set", help="dashboard: the Neuronpedia source set id (default LAYER-SITE-mechscope)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--archive", help=ARCHIVE_HELP)
-    p.set_defaults(fn=_sae)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
-from .common import ARCHIVE_HELP, open_archive
+from .common import command, emit, outputs, pages_dir
 
 
 def _verify(args) -> int:
@@ -18,13 +16,13 @@ def _verify(args) -> int:
     if args.example:
         from ..verify.instances import write_instance
 
-        pairs, acc = write_instance(args.example)
-        print(f"wrote the collision-avoidance instance to {args.example} (network accuracy {acc:.3f} on its policy)")
+        folder = args.dir or pages_dir() / "collision-avoidance"
+        pairs, acc = write_instance(folder)
+        print(f"wrote the collision-avoidance instance to {folder} (network accuracy {acc:.3f} on its policy)")
     elif args.network and args.properties:
         pairs = [(args.network, p) for p in args.properties]
     else:
-        print("error: give NET.onnx and PROP.vnnlib (one or more), or --example DIR", file=sys.stderr)
-        return 2
+        raise ValueError("give NET.onnx and PROP.vnnlib (one or more), or --example [--dir DIR]")
     findings, net = [], None
     for net_path, prop_path in pairs:
         net = load_onnx(net_path)
@@ -41,21 +39,22 @@ def _verify(args) -> int:
         findings.append((verdict, f"{prop.name} ({Path(prop_path).name}) on {Path(net_path).name}"))
     model = SimpleNamespace(name=net.name, fingerprint=net.fingerprint(),
                             cfg={"input_shape": list(net.input_shape), "graph": net.describe()})
-    spec = open_archive(args).record(f"verify {net.name}", findings, model=model, task="verification",
-                                 tags=["verify"])
-    print(f"stored specimen {spec.uid[:8]} {spec.name!r}")
+    emit(args, findings, f"verify {net.name}", model=model, task="verification", tags=["verify"])
     return 0
 
 
 def add(sub) -> None:
     """Declare this module's commands and their arguments on the subparsers ``sub``."""
-    p = sub.add_parser("verify", help="prove or refute VNNLIB properties of an ONNX network")
+    p = command(sub, "verify", "prove or refute VNNLIB properties of an ONNX network",
+                ["mechscope verify NET.onnx PROP.vnnlib PROP2.vnnlib --method bab --timeout 30",
+                 "mechscope verify --example --dir inst   # train, write and check the collision-avoidance instance"])
     p.add_argument("network", nargs="?", help="NET.onnx")
     p.add_argument("properties", nargs="*", help="PROP.vnnlib (one or more)")
     p.add_argument("--method", default="bab", choices=["ibp", "crown", "milp", "bab"],
                    help="ibp / crown: one bound; milp: exact (ReLU); bab: branch and bound with CROWN")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per property (milp, bab)")
-    p.add_argument("--example", metavar="DIR", help="train the collision-avoidance network, write it and its "
-                                                    "VNNLIB properties to DIR, and check them")
-    p.add_argument("--archive", help=ARCHIVE_HELP)
+    p.add_argument("--example", action="store_true", help="train the collision-avoidance network, write it and its "
+                                                          "VNNLIB properties to --dir, and check them")
+    p.add_argument("--dir", help="--example: the folder to write (default: collision-avoidance/ in the pages folder)")
+    outputs(p, "verify")
     p.set_defaults(fn=_verify)

@@ -1,70 +1,91 @@
-"""The `vision` command: Grad-CAM, feature visualization, the EfficientNet specimen."""
+"""`mechscope vision gradcam|visualize|specimen`: image models — Grad-CAM, feature visualization, the
+EfficientNet specimen."""
 
 from __future__ import annotations
 
-from .common import ARCHIVE_HELP, open_archive, write_page
+from .common import ARCHIVE_HELP, command, emit, group, open_archive, outputs, pages_dir, quiet
 
 
-def _vision(args) -> int:
-    from ..vision import grad_cam, load_image_model, prepare, read_image, visualize
+def _gradcam(args) -> int:
+    from ..vision import grad_cam, load_image_model, prepare, read_image
 
-    if args.model == "fashion-cnn" and args.action != "visualize":
-        raise ValueError("fashion-cnn takes 28-px grey images: `vision visualize --model fashion-cnn --channel conv2:5`; "
-                         "gradcam and specimen use EfficientNet on colour photos")
-    if args.action == "visualize" and not args.channel:
-        raise ValueError("vision visualize needs --channel MODULE:CHANNEL (e.g. _blocks.10:17) or class:NAME")
     model = load_image_model(args.model, progress=not args.quiet)
-    if args.action == "visualize":
-        natural = None
-        if args.model == "fashion-cnn":
-            from ..vision.fashion import fashion_mnist
+    image = prepare(read_image(args.image), model.size, crop=args.crop)
+    for name, p in model.run(image).top(5)[0]:
+        print(f"  {p:6.3f}  {name}")
+    target = args.target if args.target is None or not args.target.isdigit() else int(args.target)
+    cam = grad_cam(model, image, target, site=args.site)
+    print(cam.summary())
+    emit(args, [(cam, f"at {args.site}")], f"Grad-CAM: {cam.target.split(',')[0]} in {args.image}", model=model,
+         task="image classification", tags=["vision"])
+    return 0
 
-            natural = fashion_mnist("test", 1000)[0]
-        fv = visualize(model, args.channel, steps=args.steps, seed=args.seed, natural=natural,
-                       progress=not args.quiet)
-        print(fv.summary())
-        write_page(fv, args.out)
-        spec = open_archive(args).record(f"feature visualization: {args.channel}", [(fv, f"{args.steps} steps")],
-                                     model=model, task="feature visualization", tags=["vision"])
-    elif args.action == "specimen":
-        from ..specimens.vision import vision_specimen
-        from ..report import write_report
 
-        spec = vision_specimen(model, open_archive(args), steps=args.steps, progress=not args.quiet)
-        for f in spec.findings():
-            print(f.result().summary())
-        print(f"wrote {write_report(spec, args.out)[0]}")
-    else:
-        if not args.image:
-            raise ValueError("vision gradcam needs an IMAGE (a file, or a bundled photo: chelsea, coffee, ...)")
-        image = prepare(read_image(args.image), model.size, crop=args.crop)
-        for name, p in model.run(image).top(5)[0]:
-            print(f"  {p:6.3f}  {name}")
-        cam = grad_cam(model, image, args.target if args.target is None or not args.target.isdigit()
-                       else int(args.target), site=args.site)
-        print(cam.summary())
-        write_page(cam, args.out)
-        spec = open_archive(args).record(f"Grad-CAM: {cam.target.split(',')[0]} in {args.image}",
-                                     [(cam, f"at {args.site}")], model=model, task="image classification",
-                                     tags=["vision"])
+def _visualize(args) -> int:
+    from ..vision import load_image_model, visualize
+
+    model = load_image_model(args.model, progress=not args.quiet)
+    natural = None
+    if args.model == "fashion-cnn":
+        from ..vision.fashion import fashion_mnist
+
+        natural = fashion_mnist("test", 1000)[0]
+    fv = visualize(model, args.channel, steps=args.steps, seed=args.seed, natural=natural, progress=not args.quiet)
+    print(fv.summary())
+    emit(args, [(fv, f"{args.steps} steps")], f"feature visualization: {args.channel}", model=model,
+         task="feature visualization", tags=["vision"])
+    return 0
+
+
+def _specimen(args) -> int:
+    from ..report import write_report
+    from ..specimens.vision import vision_specimen
+    from ..vision import load_image_model
+
+    model = load_image_model("efficientnet-lite0", progress=not args.quiet)
+    spec = vision_specimen(model, open_archive(args), steps=args.steps, progress=not args.quiet)
+    for f in spec.findings():
+        print(f.result().summary())
     print(f"stored specimen {spec.uid[:8]} {spec.name!r}")
+    print(f"wrote {write_report(spec, args.out or pages_dir() / 'vision-specimen.html')[0]}")
     return 0
 
 
 def add(sub) -> None:
-    """Declare this module's commands and their arguments on the subparsers ``sub``."""
-    p = sub.add_parser("vision", help="image models: Grad-CAM, feature visualization, the EfficientNet specimen")
-    p.add_argument("action", choices=["gradcam", "visualize", "specimen"])
-    p.add_argument("image", nargs="?", help="gradcam: an image file, or a photo bundled with scikit-image (chelsea, "
-                                            "coffee, astronaut, ...)")
-    p.add_argument("--channel", help="visualize: MODULE:CHANNEL (e.g. _blocks.10:17) or class:NAME")
-    p.add_argument("--steps", type=int, default=256, help="visualize / specimen: optimisation steps")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    """Declare `vision` and its subcommands on the subparsers ``sub``."""
+    actions = group(sub, "vision", "image models: Grad-CAM, feature visualization, the EfficientNet specimen",
+                    ["mechscope vision gradcam chelsea --class tabby", "mechscope vision visualize _blocks.10:17",
+                     "mechscope vision specimen"])
+
+    p = command(actions, "gradcam", "where in an image a class's evidence lies (Grad-CAM on EfficientNet-Lite0)",
+                ["mechscope vision gradcam chelsea --class tabby", "mechscope vision gradcam photo.jpg --crop --site _blocks.15"],
+                parent="vision")
+    p.add_argument("image", help="an image file, or a photo bundled with scikit-image (chelsea, coffee, astronaut, ...)")
     p.add_argument("--class", dest="target", help="class name (e.g. tabby) or index; default: the top class")
-    p.add_argument("--model", default="efficientnet-lite0", choices=["efficientnet-lite0", "fashion-cnn"])
     p.add_argument("--site", default="_bn1", help="feature maps for Grad-CAM (a module name)")
     p.add_argument("--crop", action="store_true", help="centre-crop a square instead of resizing the whole image")
-    p.add_argument("--archive", help=ARCHIVE_HELP)
-    p.add_argument("--out", default="mechscope-vision.html", help="HTML page to write")
-    p.set_defaults(fn=_vision)
+    quiet(p)
+    outputs(p, "gradcam")
+    p.set_defaults(fn=_gradcam, model="efficientnet-lite0")
+
+    p = command(actions, "visualize", "the input a channel or class responds to most (feature visualization)",
+                ["mechscope vision visualize _blocks.10:17 --steps 256", "mechscope vision visualize class:tabby",
+                 "mechscope vision visualize conv2:5 --model fashion-cnn"], parent="vision")
+    p.add_argument("channel", help="MODULE:CHANNEL (e.g. _blocks.10:17) or class:NAME")
+    p.add_argument("--model", default="efficientnet-lite0", choices=["efficientnet-lite0", "fashion-cnn"],
+                   help="fashion-cnn: the embedded 28-px Fashion-MNIST network")
+    p.add_argument("--steps", type=int, default=256, help="optimisation steps")
+    p.add_argument("--seed", type=int, default=0)
+    quiet(p)
+    outputs(p, "visualize")
+    p.set_defaults(fn=_visualize)
+
+    p = command(actions, "specimen", "record the EfficientNet specimen (~1 min): predictions, Grad-CAM, "
+                                     "feature visualizations, with its report",
+                "mechscope vision specimen --archive ./my-archive", parent="vision")
+    p.add_argument("--steps", type=int, default=256, help="feature-visualization optimisation steps")
+    p.add_argument("--archive", metavar="WHERE", help=ARCHIVE_HELP + "; the specimen is always stored")
+    p.add_argument("-o", "--out", metavar="PAGE",
+                   help="the report page to write (default: vision-specimen.html in the pages folder)")
+    quiet(p)
+    p.set_defaults(fn=_specimen)
