@@ -25,7 +25,7 @@ $(TEST_STAMP): $(DEMO_STAMP)
 	touch $@
 
 demo: $(DEMO_STAMP)
-	$(VENV)/bin/mechscope demo
+	$(VENV)/bin/mechscope demo --dir mechscope-demo
 
 # Everything: fast tests (tiny random models) and slow ones (the embedded SmolLM2). Browser tests
 # need Chromium: installed from Debian when running as root, otherwise they are skipped.
@@ -43,7 +43,8 @@ corpora: $(DEMO_STAMP)
 # A transcoder for every layer of SmolLM2, trained online on ~3M tokens (~2.6 h on 2 cores; resumable:
 # run it again after an interruption). The weights (~0.57 GB) stay out of git.
 transcoders: $(DEMO_STAMP) corpora
-	OMP_NUM_THREADS=2 $(VENV)/bin/mechscope transcoders smollm2-135m mechscope-transcoders/smollm2-135m
+	OMP_NUM_THREADS=2 $(VENV)/bin/mechscope transcoders smollm2-135m --dir mechscope-transcoders/smollm2-135m \
+		--out mechscope-transcoders/transcoders.html
 
 # The attribution graph of SmolLM2 recalling a capital, through those transcoders: cards, proposed
 # supernodes, the heads behind its edges and its interventions, stored as a specimen (and its JSON).
