@@ -126,3 +126,15 @@ def test_every_module_path_the_architecture_page_names_exists():
         for name in filter(None, attr.split(".")):
             assert hasattr(found, name), f"docs/architecture.md names {dotted}, which does not exist"
             found = getattr(found, name)
+
+
+def test_no_module_imports_another_modules_private_names():
+    """A name another module needs is public: ``from .x import _helper`` (anywhere, functions included) is a
+    helper in the wrong place or with the wrong name."""
+    private = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module != "__future__":
+                private += [f"{path.relative_to(PACKAGE)}: {node.module or '.'}.{a.name}" for a in node.names
+                            if a.name.startswith("_") and not a.name.startswith("__")]
+    assert private == []

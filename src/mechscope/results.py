@@ -12,7 +12,6 @@ refused with the path of the bad value instead of breaking whatever draws it lat
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import functools
 import hashlib

@@ -395,10 +395,10 @@ def _units(op: SOp, values: dict[int, list]) -> int:
         return 1 + 2 * (len(values[id(op)]) - 1)
     if op.x.numerical:
         return 1 + 2 * (len(values[id(op.x)]) - 1)
-    return len(_lookup(op, values))
+    return len(map_inputs(op, values))
 
 
-def _lookup(op: Map, values: dict[int, list]) -> list:
+def map_inputs(op: Map, values: dict[int, list]) -> list:
     """The input values a categorical Map needs a unit for: all with an output (numerical: non-zero)."""
     return [v for v in values[id(op.x)] if op.f(v) is not None and not (op.numerical and op.f(v) == 0)]
 
@@ -451,7 +451,7 @@ def _mlp(op: SOp, units: range, mlp, layout: Layout, values: dict[int, list]) ->
                 bias[u[k]] = -1
                 write(u[k], op.f(a, b), 1)
         elif isinstance(op, Map) and not op.x.numerical:
-            for k, v in enumerate(_lookup(op, values)):
+            for k, v in enumerate(map_inputs(op, values)):
                 up[u[k], layout(op.x.label, v)] = 1
                 write(u[k], op.f(v), 1)
         else:  # a step function of one number: Map of a numerical SOp, or SelectorWidth's 1/(w+1)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..verify.properties import Box, Property, Verdict, check
-from .compiler import CompiledProgram, _lookup
+from .compiler import CompiledProgram, map_inputs
 from .rasp import Map, SelectorWidth, SequenceMap, walk
 
 
@@ -103,7 +103,7 @@ def prove_mlps(compiled: CompiledProgram, eps: float = 0.1, *, method: str = "ba
             A[0, k] = 1.0  # ... or if y_value ≤ 0.5
             disjuncts.append((A, torch.full((1,), 0.5, dtype=torch.float64)))
             cases.append((Box.linf(code, radius), disjuncts))
-        if not cases or isinstance(op, Map) and not op.x.numerical and not _lookup(op, values):
+        if not cases or isinstance(op, Map) and not op.x.numerical and not map_inputs(op, values):
             continue
         prop = Property(cases, f"{label}: every input within L∞ {radius:.3g} of its {len(cases)} codes decodes to its value")
         out[label] = check(step_network(compiled, label, dims), prop, method, timeout=timeout)

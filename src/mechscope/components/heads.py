@@ -166,7 +166,7 @@ class HeadScores(Result):
         return fig
 
 
-def _repeat_loss(model, tokens: torch.Tensor, length: int, interventions=()) -> float:
+def repeat_loss(model, tokens: torch.Tensor, length: int, interventions=()) -> float:
     """Mean next-token loss over the second copy (predicting tokens L+1 .. 2L−1)."""
     with torch.no_grad():
         logits = model.run(tokens, interventions=list(interventions)).logits.float()
@@ -214,8 +214,8 @@ def detect_heads(model, *, batch: int = 8, length: int = 50, k: int = 5, seeds: 
 
         return [*interventions, *(Ablate(block_site(l, "attn.z"), heads=hs, how=how) for l, hs in by_layer.items())]
 
-    clean = _repeat_loss(model, tokens, length, interventions)
-    ablated = {how: _repeat_loss(model, tokens, length, ablations(top, how)) for how in ("zero", "mean")}
+    clean = repeat_loss(model, tokens, length, interventions)
+    ablated = {how: repeat_loss(model, tokens, length, ablations(top, how)) for how in ("zero", "mean")}
     gen = torch.Generator().manual_seed(seed + 1)
     layers = [l for l, _ in top]
     random_ablated = {"zero": [], "mean": []}
@@ -225,7 +225,7 @@ def detect_heads(model, *, batch: int = 8, length: int = 50, k: int = 5, seeds: 
             layer = layers[int(torch.randint(len(layers), (1,), generator=gen))]
             heads.add((layer, int(torch.randint(c.n_heads, (1,), generator=gen))))
         for how in ("zero", "mean"):
-            random_ablated[how].append(_repeat_loss(model, tokens, length, ablations(sorted(heads), how)))
+            random_ablated[how].append(repeat_loss(model, tokens, length, ablations(sorted(heads), how)))
     icl = icl_score(model, text_blocks) if text_blocks is not None else None
     return HeadScores(
         provenance=Provenance.of(model, dataset="repeated random tokens", seed=seed, batch=batch, length=length, k=k,

@@ -188,7 +188,7 @@ def _clusters(features: torch.Tensor, distance: float = 0.6) -> float:
     return float(torch.exp(-(p * p.log()).sum()))
 
 
-def _blocks_digest(blocks: torch.Tensor) -> str:
+def blocks_digest(blocks: torch.Tensor) -> str:
     """What a card sweep's progress records are keyed by, besides the model and the units."""
     from ..models.fingerprint import fingerprint_of
 
@@ -213,7 +213,7 @@ def neuron_cards(model: Model, layer: int, neurons: Sequence[int], *, blocks: to
     def read(items: range) -> torch.Tensor:  # [k, length, neurons]
         return model.run(blocks[items.start:items.stop], cache=site).cache[site][..., neurons].float()
 
-    key = f"neuron cards {model.fingerprint} {site} {neurons} {_blocks_digest(blocks)}" if distributed.recording() else ""
+    key = f"neuron cards {model.fingerprint} {site} {neurons} {blocks_digest(blocks)}" if distributed.recording() else ""
     acts = distributed.sweep(len(blocks), read, key=key, per=batch_size, desc=f"neurons L{layer}", progress=progress)
     _, W_U = embedding_weights(model)
     fields = card_fields(model, acts, blocks, mlp_out_weights(model, layer)[neurons] @ W_U, k=k,

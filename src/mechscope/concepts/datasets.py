@@ -3,8 +3,7 @@ templates, true and false statements, function words in running text."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Sequence
+from dataclasses import dataclass
 
 import torch
 

@@ -19,7 +19,7 @@ from .. import distributed, names
 from ..models.model import Model
 from ..models.sites import parse
 from ..models.weights import embedding_weights, mlp_out_weights
-from ..components.neurons import NeuronCards, _blocks_digest, card_fields
+from ..components.neurons import NeuronCards, blocks_digest, card_fields
 from ..results import Provenance
 from .config import SAEError
 from .dictionary import SparseCoder
@@ -94,7 +94,7 @@ def feature_cards(sae: SparseCoder, model: Model, features: Sequence[int], *, bl
     if distributed.recording():
         from ..models.fingerprint import fingerprint_of
 
-        key = f"feature cards {model.fingerprint} {fingerprint_of(sae, {})} {features} {_blocks_digest(blocks)}"
+        key = f"feature cards {model.fingerprint} {fingerprint_of(sae, {})} {features} {blocks_digest(blocks)}"
     acts = distributed.sweep(len(blocks), encode, key=key, per=batch_size, desc="features", progress=progress)
     fields = card_fields(model, acts, blocks, logit_effect(sae, model, features), k=k, window=window)
     layer = parse(c.site).layer

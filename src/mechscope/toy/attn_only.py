@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .. import names
 from ..checks import positive_int
-from ..components.heads import _repeat_loss, icl_score, pattern_scores, repeated_random_tokens
+from ..components.heads import repeat_loss, icl_score, pattern_scores, repeated_random_tokens
 from ..models.model import Model
 from ..results import Provenance, Result
 from ..models.sites import block_site
@@ -229,6 +229,6 @@ def train_induction(n_layers: int = 2, *, steps: int = 1600, batch_size: int = 3
         n_layers=n_layers, steps=history["steps"], loss=history["loss"], icl=history["icl"],
         induction=torch.stack(history["induction"]), previous=torch.stack(history["previous"]),
         phase_step=_phase_step(history["steps"], history["icl"]),
-        repeat_loss=_repeat_loss(model, probe, context // 2), tokens_per_s=steps * batch_size * context / trained_s,
+        repeat_loss=repeat_loss(model, probe, context // 2), tokens_per_s=steps * batch_size * context / trained_s,
     )
     return result.hold("model", model)

@@ -24,7 +24,7 @@ import torch
 
 from .. import names
 from ..models.model import Model
-from .attribute import _backward, _Sources, logit_target
+from .attribute import backward_rows, Sources, logit_target
 from .graph import AttributionGraph
 from ..models.placement import qkv_rows, weight_rows
 from .replacement import GraphError, LocalReplacement
@@ -119,7 +119,7 @@ def explain_edges(graph: AttributionGraph, model: Model, transcoders: Any, edges
     lin = rep.linear_run(max(1, batch_size), attention=True)
     x_attn = _attention_inputs(model, rep)
     index, acts = rep.active()
-    src_cols = _Sources(rep, index, acts)
+    src_cols = Sources(rep, index, acts)
     col_ids = [f"{l}_{f}_{p}" for l, p, f in index.tolist()] + ids[graph.n_features:graph.n_features
                                                                       + (graph.n_layers + 1) * graph.n_pos]
     out: dict[str, dict] = dict(graph.extra.get("attention", {}))
@@ -184,10 +184,10 @@ def _target_grads_at_z(graph: AttributionGraph, model: Model, rep: LocalReplacem
         else:
             raise GraphError(f"{graph.node_ids()[t]} is a {kind}: only features and targets receive edges")
     zs = [lin.attention[("z", m)] for m in range(model.cfg.n_layers)]
-    return dict(enumerate(_backward(lin, inject, zs)))
+    return dict(enumerate(backward_rows(lin, inject, zs)))
 
 
-def _qk(model: Model, rep: LocalReplacement, lin, src_cols: _Sources, col_ids: list[str], rows, keys, out, terms):
+def _qk(model: Model, rep: LocalReplacement, lin, src_cols: Sources, col_ids: list[str], rows, keys, out, terms):
     """Query- and key-side shares of each chosen head's score, one row per (edge, head) and side."""
     c = model.cfg
     mods = dict(model.hf.named_modules())

@@ -93,7 +93,7 @@ def _targets(model: Model, rep: LocalReplacement, targets: Any, max_logits: int,
 
 
 @dataclass
-class _Sources:
+class Sources:
     """Every source column's vectors, for contracting gradients into edge rows."""
 
     rep: LocalReplacement
@@ -137,7 +137,7 @@ class _Sources:
         return out
 
 
-def _backward(lin: LinearRun, inject: list[tuple[int | None, int, torch.Tensor]],
+def backward_rows(lin: LinearRun, inject: list[tuple[int | None, int, torch.Tensor]],
               wrt: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
     """One backward pass: copy i gets ``inject[i]`` = (layer or None for the final norm, position,
     vector) as its gradient at that layer's transcoder input; returns the gradients [k, ...] at
@@ -183,7 +183,7 @@ def attribution_graph(model: Model, transcoders: Any, prompt: str | list[int], *
     rep = LocalReplacement(model, transcoders, prompt, prepend=prepend)
     tg = _targets(model, rep, targets, max_logits, logit_probability)
     index, acts = rep.active()
-    src = _Sources(rep, index, acts)
+    src = Sources(rep, index, acts)
     n_feat, L, P = len(index), model.cfg.n_layers, rep.n_pos
     n_cols = n_feat + (L + 1) * P
     cap = n_feat if max_feature_nodes is None else min(max_feature_nodes, n_feat)
@@ -216,7 +216,7 @@ def attribution_graph(model: Model, transcoders: Any, prompt: str | list[int], *
         nonlocal filled
 
         def compute(items: range) -> torch.Tensor:
-            got = _backward(lin, [inject(nodes[i]) for i in items])
+            got = backward_rows(lin, [inject(nodes[i]) for i in items])
             return src.rows(got[0], got[1:])
 
         key = f"{base_key} {lin.rows} {nodes}" if base_key else ""

@@ -126,7 +126,7 @@ class AttributionGraph(Result):
     def layout(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(x, y) [n_nodes] of each node: x its position (nodes sharing a cell spread out), y its
         layer — tokens at −1, errors and features at their layer, targets at n_layers."""
-        L, P, nf = self.n_layers, self.n_pos, self.n_features
+        L, P = self.n_layers, self.n_pos
         pos = torch.cat([self.features[:, 1].float(), torch.arange(P).float().repeat(L), torch.arange(P).float(),
                          torch.full((len(self.targets),), float(P - 1))])
         lay = torch.cat([self.features[:, 0].float(), torch.arange(L).float().repeat_interleave(P),

@@ -362,7 +362,6 @@ class LocalReplacement:
         model, stack, L = self.model, self.stack, self.model.cfg.n_layers
         rows = 1 + len(edits)
         zero = [False] + [bool(z) for z in zero_sources] + [False] * (len(edits) - len(zero_sources))
-        zero_t = torch.tensor(zero, device=model.device)[:, None, None]
         feats: list[dict] = [{} for _ in range(rows)]
         err_scale = torch.ones(rows, L, self.n_pos, 1, device=model.device)
         tok_scale = torch.ones(rows, self.n_pos, 1, device=model.device)

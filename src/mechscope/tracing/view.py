@@ -180,7 +180,7 @@ def supernode_figure(graph: Any, *, targets: int = 1, min_share: float = 0.03):
         raise GraphError("the graph has no supernodes: name them (set_supernodes) or propose them (group_features)")
     labels, A = collapse(graph, groups)
     x, y = graph.layout()
-    ids, where = graph.node_ids(), {n: i for i, n in enumerate(graph.node_ids())}
+    where = {n: i for i, n in enumerate(graph.node_ids())}
     names = [str(g[0]) for g in groups]
     at = {str(g[0]): (float(x[[where[n] for n in g[1:]]].mean()), float(y[[where[n] for n in g[1:]]].mean()))
           for g in groups}

@@ -52,7 +52,7 @@ class Search(Result):
         return {"status": self.status, "margin": margin, "boxes": self.boxes}
 
 
-def _stack(disjuncts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def stack_disjuncts(disjuncts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """All rows as one spec: (A [m, out], b [m], group [m] = which disjunct each row belongs to)."""
     A = torch.cat([a.double().reshape(-1, a.shape[-1]) for a, _ in disjuncts])
     b = torch.cat([v.double().reshape(-1) for _, v in disjuncts])
@@ -77,7 +77,7 @@ def branch_and_bound(net: Network, lower: torch.Tensor, upper: torch.Tensor,
     t0 = time.perf_counter()
     prov = Provenance(model=net.name, fingerprint=net.fingerprint(), dataset="input box",
                       params={"disjuncts": len(disjuncts), "timeout": timeout, "batch": batch_size, "max_open": max_open})
-    A, b, group = _stack(disjuncts)
+    A, b, group = stack_disjuncts(disjuncts)
     n_groups = int(group.max()) + 1
     L, U = lower.double().reshape(1, -1), upper.double().reshape(1, -1)
     proved = torch.inf
@@ -85,12 +85,12 @@ def branch_and_bound(net: Network, lower: torch.Tensor, upper: torch.Tensor,
     while L.shape[0]:
         if timeout is not None and time.perf_counter() - t0 > timeout or L.shape[0] > max_open:
             lb, _ = crown_lower(net, L[-batch_size:], U[-batch_size:], A)
-            open_margin = _margin(lb - b, group, n_groups).min()
+            open_margin = disjunct_margin(lb - b, group, n_groups).min()
             return Search(prov, "unknown", float(open_margin), None, bounded, time.perf_counter() - t0)
         Lb, Ub, L, U = L[-batch_size:], U[-batch_size:], L[:-batch_size], U[:-batch_size]
         lb, coef = crown_lower(net, Lb, Ub, A)  # [B, m], [B, m, in]
         bounded += Lb.shape[0]
-        margin = _margin(lb - b, group, n_groups)  # [B]
+        margin = disjunct_margin(lb - b, group, n_groups)  # [B]
         # attack: centres, and per disjunct the corner minimising the sum of its rows' linear bounds
         per_group = torch.zeros(Lb.shape[0], n_groups, Lb.shape[1], dtype=torch.float64)
         per_group.index_add_(1, group, coef)
@@ -99,7 +99,7 @@ def branch_and_bound(net: Network, lower: torch.Tensor, upper: torch.Tensor,
         hit = satisfied(net, points, A, b, group)
         if hit.any():
             x = points[hit.nonzero()[0, 0]]
-            at_x = float(_margin(net(x[None]) @ A.T - b, group, n_groups)[0])  # ≤ 0: how far it violates
+            at_x = float(disjunct_margin(net(x[None]) @ A.T - b, group, n_groups)[0])  # ≤ 0: how far it violates
             return Search(prov, "falsified", at_x, x, bounded, time.perf_counter() - t0)
         done = margin > 0
         if done.any():
@@ -118,7 +118,7 @@ def branch_and_bound(net: Network, lower: torch.Tensor, upper: torch.Tensor,
     return Search(prov, "verified", proved, None, bounded, time.perf_counter() - t0)
 
 
-def _margin(slack: torch.Tensor, group: torch.Tensor, n_groups: int) -> torch.Tensor:
+def disjunct_margin(slack: torch.Tensor, group: torch.Tensor, n_groups: int) -> torch.Tensor:
     """[B, m] lower bounds of A y − b -> [B]: min over disjuncts of the max over its rows (> 0: the
     box is proved)."""
     best = torch.full((slack.shape[0], n_groups), -torch.inf, dtype=torch.float64)

@@ -153,7 +153,7 @@ def _backward(net: Network, target: int, spec: torch.Tensor, relax: dict, L: tor
     return bound, A0
 
 
-def _intermediate(net: Network, L: torch.Tensor, U: torch.Tensor) -> tuple[dict, dict]:
+def intermediate_bounds(net: Network, L: torch.Tensor, U: torch.Tensor) -> tuple[dict, dict]:
     """(best interval of every node, relaxation of every activation): IBP forward, with each
     activation's input interval tightened by CROWN of the sub-network."""
     ivals = {0: (L, U)}
@@ -177,7 +177,7 @@ def crown_intervals(net: Network, lower: torch.Tensor, upper: torch.Tensor,
     """(lower, upper) of spec · f(x) over the box(es) (spec [k, out] defaults to the identity: the
     outputs), and the activation input intervals used."""
     L, U, single = _boxes(net, lower, upper)
-    ivals, relax = _intermediate(net, L, U)
+    ivals, relax = intermediate_bounds(net, L, U)
     out = len(net.nodes) - 1
     spec = torch.eye(net.n_outputs, dtype=torch.float64) if spec is None else spec.double()
     lo, _ = _backward(net, out, spec, relax, L, U)
@@ -194,7 +194,7 @@ def crown_intervals(net: Network, lower: torch.Tensor, upper: torch.Tensor,
 def crown_lower(net: Network, L: torch.Tensor, U: torch.Tensor, spec: torch.Tensor):
     """Lower bounds of spec · f(x) over boxes L, U [B, in] with the input coefficients of CROWN's
     bound: ([B, k], [B, k, in]) — what branch-and-bound needs to bound and to choose splits."""
-    ivals, relax = _intermediate(net, L.double(), U.double())
+    ivals, relax = intermediate_bounds(net, L.double(), U.double())
     lo, A = _backward(net, len(net.nodes) - 1, spec, relax, L.double(), U.double())
     ol, ou = ivals[len(net.nodes) - 1]
     sp, sn = spec.double().clamp(min=0), spec.double().clamp(max=0)
@@ -229,7 +229,7 @@ def gradient_intervals(net: Network, lower: torch.Tensor, upper: torch.Tensor, i
     if not 0 <= input_index < n:
         raise ValueError(f"input index {input_index} out of range: the network has {n} inputs")
     L, U, _ = _boxes(net, lower, upper)
-    ivals, _ = _intermediate(net, L, U)
+    ivals, _ = intermediate_bounds(net, L, U)
     e = torch.zeros(1, n, dtype=torch.float64)
     e[0, input_index] = 1.0
     grads = {0: (e, e.clone())}

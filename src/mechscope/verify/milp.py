@@ -16,7 +16,7 @@ import torch
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_matrix
 
-from .bounds import _intermediate
+from .bounds import intermediate_bounds
 from .network import Activation, Affine, Network
 
 
@@ -81,7 +81,7 @@ def encode(net: Network, lower: torch.Tensor, upper: torch.Tensor,
     variables, output variables)."""
     _check_piecewise_linear(net)
     L, U = lower.double().reshape(1, -1), upper.double().reshape(1, -1)
-    ivals, _ = _intermediate(net, L, U)
+    ivals, _ = intermediate_bounds(net, L, U)
     prog = prog or _Program()
     var = {0: prog.variables(L[0].tolist(), U[0].tolist())}
     for i, node in enumerate(net.nodes[1:], 1):

@@ -153,7 +153,7 @@ class UnsupportedLayer(ValueError):
     """A module or operation verification cannot read."""
 
 
-def _affine_of(fn, shape: tuple[int, ...]) -> Affine:
+def affine_of(fn, shape: tuple[int, ...]) -> Affine:
     """The exact affine map x ↦ fn(x) for x of ``shape`` (no batch), evaluated on the basis."""
     n = math.prod(shape)
     eye = torch.eye(n, dtype=torch.float64).reshape(n, *shape)
@@ -166,7 +166,7 @@ def _affine_of(fn, shape: tuple[int, ...]) -> Affine:
     return Affine(W.contiguous(), zero.reshape(-1).clone())
 
 
-class _Builder:
+class NetworkBuilder:
     """Appends nodes; ``finish`` composes each affine map into the affine map that alone reads it."""
 
     def __init__(self, n_in: int):
@@ -218,7 +218,7 @@ def as_network(module: nn.Module, input_shape: tuple[int, ...] | int, name: str 
     modules = dict(graph.named_modules())
     sample: dict[torch.fx.Node, object] = {}  # each fx node's value on a zero input (shapes and constants)
     index: dict[torch.fx.Node, int] = {}  # fx node -> our node (tensor nodes that depend on the input)
-    b = _Builder(math.prod(shape))
+    b = NetworkBuilder(math.prod(shape))
 
     def value(a):
         return torch.fx.node.map_arg(a, lambda n: sample[n])
@@ -279,7 +279,7 @@ def as_network(module: nn.Module, input_shape: tuple[int, ...] | int, name: str 
                 aff = Affine(what.weight.detach().double(), what.bias.detach().double() if what.bias is not None
                              else torch.zeros(what.out_features, dtype=torch.float64))
             else:
-                aff = _affine_of(lambda x, fx=fx, src=src: _call(fx, modules, src, x, sample), in_shape)
+                aff = affine_of(lambda x, fx=fx, src=src: _call(fx, modules, src, x, sample), in_shape)
             index[fx] = b.add(aff, (index[src],))
         else:
             raise UnsupportedLayer(f"cannot verify through {label} (in {type(module).__name__}, at '{fx.name}'); "

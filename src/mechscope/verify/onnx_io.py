@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .network import Activation, Affine, Network, Sum, UnsupportedLayer, _affine_of, _Builder
+from .network import Activation, Affine, Network, Sum, UnsupportedLayer, affine_of, NetworkBuilder
 
 SUPPORTED_OPS = ("Gemm, MatMul, Conv, BatchNormalization, Add, Sub, Mul, Div, Neg, Relu, LeakyRelu, Sigmoid, Tanh, "
                  "Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout, Transpose, Constant")
@@ -123,7 +123,7 @@ def load_onnx(path: str | Path) -> Network:
     if dims and dims[0] != 1:
         raise UnsupportedLayer(f"{path}: input batch dimension {dims[0]}; verification reads batch 1")
     shape = tuple(dims)
-    b = _Builder(math.prod(shape))
+    b = NetworkBuilder(math.prod(shape))
     live = {inputs[0].name: (0, shape)}  # tensor name -> (our node, ONNX shape with batch)
     for node in graph.node:
         attrs = _attrs(node)
@@ -151,7 +151,7 @@ def load_onnx(path: str | Path) -> Network:
             live[node.output[0]] = (b.add(Sum(coef), (a, c)), sa)
         elif len(ins) == 1:
             fn = _linear_fn(node, attrs, consts, ins[0])
-            aff = _affine_of(fn, in_shape[1:])
+            aff = affine_of(fn, in_shape[1:])
             with torch.no_grad():
                 out_shape = tuple(fn(torch.zeros(in_shape, dtype=torch.float64)).shape)
             live[node.output[0]] = (b.add(aff, (src,)), out_shape)

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..results import Provenance, Result
-from .bab import _margin, _stack, branch_and_bound, satisfied
+from .bab import disjunct_margin, stack_disjuncts, branch_and_bound, satisfied
 from .bounds import crown_intervals, crown_lower, gradient_intervals, ibp_intervals, sample_range
 from .milp import exact_intervals, largest_decrease, largest_violation
 from .network import Network, as_network
@@ -208,7 +208,7 @@ def output_bounds(net: nn.Module | Network, region: Box, method: str = "crown", 
 
 def _one_bound(network: Network, box: Box, disjuncts, method: str):
     """(margin, counterexample or None) of one case by a single IBP or CROWN bound and a quick attack."""
-    A, b, group = _stack(disjuncts)
+    A, b, group = stack_disjuncts(disjuncts)
     L, U = box.lower.double().reshape(1, -1), box.upper.double().reshape(1, -1)
     if method == "ibp":
         lo, hi, _ = ibp_intervals(network, L, U)
@@ -221,8 +221,8 @@ def _one_bound(network: Network, box: Box, disjuncts, method: str):
     hit = satisfied(network, points, A, b, group)
     if hit.any():  # the margin of the counterexample itself (≤ 0)
         x = points[hit.nonzero()[0, 0]]
-        return float(_margin(network(x[None]) @ A.T - b, group, int(group.max()) + 1)[0]), x
-    return float(_margin(lb.reshape(1, -1) - b, group, int(group.max()) + 1)[0]), None
+        return float(disjunct_margin(network(x[None]) @ A.T - b, group, int(group.max()) + 1)[0]), x
+    return float(disjunct_margin(lb.reshape(1, -1) - b, group, int(group.max()) + 1)[0]), None
 
 
 def check(net: nn.Module | Network, prop: Property, method: str = "bab", *, timeout: float | None = 60.0) -> Verdict:
@@ -249,10 +249,10 @@ def check(net: nn.Module | Network, prop: Property, method: str = "bab", *, time
                 opt = largest_violation(network, box.lower, box.upper, A, b, left, decide=True)
                 if opt.status == "infeasible":
                     continue  # proved impossible
-                A_, b_, g_ = _stack([(A, b)])
+                A_, b_, g_ = stack_disjuncts([(A, b)])
                 if opt.x.isfinite().all() and bool(satisfied(network, opt.x[None], A_, b_, g_, CONFIRM_TOL)[0]):
                     x, case_status = opt.x, "falsified"
-                    m = float(_margin(network(x[None]) @ A_.T - b_, g_, 1)[0])
+                    m = float(disjunct_margin(network(x[None]) @ A_.T - b_, g_, 1)[0])
                     break
                 case_status = "unknown"  # time out, or a point the network does not confirm
             m = max(m, 0.0) if case_status == "verified" else m
