@@ -315,11 +315,19 @@ def is_parallel(adapter: Adapter, config) -> bool:
     return adapter.always_parallel or bool(adapter.parallel_flag and getattr(config, adapter.parallel_flag, False))
 
 
-def multiplier(adapter: Adapter, config, which: str) -> float:
-    """The value of one of the adapter's multipliers (``embedding``, ``residual``, ``logit``) for
-    ``config``; 1.0 where the family has none."""
+def multiplier_factor(adapter: Adapter, config, which: str) -> tuple[float, bool] | None:
+    """One of the adapter's multipliers (``embedding``, ``residual``, ``logit``) for ``config`` as
+    (factor, divides): the family multiplies by the factor, or divides by it; None where it has none."""
     name = getattr(adapter, f"{which}_multiplier")
     if name is None:
+        return None
+    return float(getattr(config, name.removeprefix("1/"))), name.startswith("1/")
+
+
+def multiplier(adapter: Adapter, config, which: str) -> float:
+    """The value of one of the adapter's multipliers for ``config``; 1.0 where the family has none."""
+    found = multiplier_factor(adapter, config, which)
+    if found is None:
         return 1.0
-    value = float(getattr(config, name.removeprefix("1/")))
-    return 1.0 / value if name.startswith("1/") else value
+    factor, divides = found
+    return 1.0 / factor if divides else factor

@@ -169,17 +169,10 @@ class Model(Engine):
         post-norm normalises attention's output (Gemma 2/3), each head's o_proj output goes through
         it with the norm's scale frozen — gain / RMS of the summed output — so the heads still sum
         to ``attn.out`` (up to float rounding)."""
-        w_o, bias = self.out_proj(layer)
-        heads = torch.einsum("bphd,hdm->bphm", z.to(w_o.dtype), w_o)
-        if self.adapter.residual_multiplier is not None:  # Granite: attn.out is the output × the multiplier
-            return heads * self.multiplier("residual")
-        if self.adapter.attn_out is None:
-            return heads
-        from .norms import frozen_rms_scale
+        from .placement import head_contributions
 
-        norm = self.hf.get_submodule(f"{self.adapter.blocks}.{layer}.{self.adapter.attn_out}")
-        total = heads.sum(2) + (bias if bias is not None else 0)
-        return (heads.float() * frozen_rms_scale(norm, total)[:, :, None]).to(heads.dtype)  # (gain read under loaded)
+        w_o, bias = self.out_proj(layer)
+        return head_contributions(self, torch.einsum("bphd,hdm->bphm", z.to(w_o.dtype), w_o), bias, layer)
 
     @property
     def embed(self) -> nn.Module:

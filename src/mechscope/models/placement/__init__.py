@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 
+from ..adapters import multiplier_factor
 from ..sites import Site, parse
 from .places import (AttentionInternals, ExpertShares, ModuleInput, ModuleOutput, Place, Processor, ResidMidCarry,
                      RouterLogits, SharedExpert, expert_shares)
@@ -46,11 +47,11 @@ _MULTIPLIED = {"embed": "embedding", "attn.out": "residual", "mlp.out": "residua
 
 def _multiplier(model: "Model", kind: str) -> View | None:
     """The constant a family applies to a module's output outside any module (None: none)."""
-    name = getattr(model.adapter, f"{_MULTIPLIED[kind]}_multiplier") if kind in _MULTIPLIED else None
-    if name is None:
+    found = multiplier_factor(model.adapter, model.hf.config, _MULTIPLIED[kind]) if kind in _MULTIPLIED else None
+    if found is None:
         return None
-    factor = float(getattr(model.hf.config, name.removeprefix("1/")))
-    return Divided(factor) if name.startswith("1/") else Scaled(factor)
+    factor, divides = found  # divided back out exactly as the family divides (not multiplied by 1/factor)
+    return Divided(factor) if divides else Scaled(factor)
 
 
 def _view(model: "Model", site: Site, block: str) -> View | None:
@@ -103,6 +104,23 @@ def site_places(model: "Model", sites: Sequence[Site]) -> list[Place]:
     groups = [ExpertShares(tuple(group), f"{adapter.blocks}.{layer}", f"{adapter.blocks}.{layer}.{adapter.experts}")
               for layer, group in experts.items()]
     return inline + routers + groups + carries + ([AttentionInternals(attention)] if attention else [])
+
+
+def head_contributions(model: "Model", heads: torch.Tensor, bias: torch.Tensor | None, layer: int) -> torch.Tensor:
+    """Each head's o_proj output [batch, pos, head, d_model] as its share of ``attn.out``: times the
+    residual multiplier where the family scales block outputs (Granite); through attention's post-norm
+    with its scale frozen — gain / RMS of the summed output — where one normalises it (Gemma 2/3)."""
+    found = multiplier_factor(model.adapter, model.hf.config, "residual")
+    if found is not None:
+        factor, divides = found
+        return heads / factor if divides else heads * factor
+    if model.adapter.attn_out is None:
+        return heads
+    from ..norms import frozen_rms_scale
+
+    norm = model.hf.get_submodule(f"{model.adapter.blocks}.{layer}.{model.adapter.attn_out}")
+    total = heads.sum(2) + (bias if bias is not None else 0)
+    return (heads.float() * frozen_rms_scale(norm, total)[:, :, None]).to(heads.dtype)  # (gain read under loaded)
 
 
 # ----------------------------------------------------------------------------------------------
