@@ -291,3 +291,82 @@ def test_a_fresh_process_rebuilds_every_result_type(llama, tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "fresh")], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().split(",") == [type(r).__name__ for r in sample_results(llama)]
+
+
+def _shared(k: int = 0):
+    """A result whose files (tensors, figure) are the same bytes every time it is made."""
+    from mechscope.results import NextTokens, Provenance
+
+    return NextTokens(provenance=Provenance(model="m", fingerprint="f" * 32, created="2026-01-01T00:00:00+00:00"),
+                      prompts=["shared"], tokens=[[str(k)]], probs=torch.tensor([[0.25 + k]]))
+
+
+@pytest.mark.parametrize("interference", ["remove", "gc-old-file", "gc-grace-0"])
+def test_files_a_writer_holds_survive_a_concurrent_delete(archive, monkeypatch, interference):
+    """Between a writer's prepared files and its commit, (a) ``remove`` of another specimen whose
+    finding has the same bytes, or (b) the garbage collection of an old unreferenced file the writer
+    reuses, deleted that file: the writer then committed a finding whose file was gone. Interleaved
+    here step by step in one process; the writer's finding must read back."""
+    import mechscope.archive.store as store
+    from mechscope.archive.blobs import BlobStore
+    from mechscope.archive.specimens import prepare_finding
+
+    if interference == "remove":
+        archive.record("first", [(_shared(), "")])
+        interfere = lambda: archive.remove("first")  # noqa: E731
+    else:  # the same bytes already in the store, unreferenced and older than the grace period
+        for content in prepare_finding(BlobStore(archive.blobs.root.parent / "scratch"), _shared()).contents.values():
+            digest, _ = archive.blobs.put(content)
+            os.utime(archive.blobs.path(digest), (time.time() - 7200, time.time() - 7200))
+        interfere = lambda: archive.collect_garbage(grace=0 if interference == "gc-grace-0" else 3600)  # noqa: E731
+    real = store.prepare_finding
+
+    def prepared_then_interfered(*args, **kwargs):
+        prepared = real(*args, **kwargs)
+        interfere()
+        return prepared
+
+    monkeypatch.setattr(store, "prepare_finding", prepared_then_interfered)
+    spec = archive.record("second", [(_shared(), "written while another deleted")])
+    for finding in spec.findings():
+        assert finding.result().tokens == [["0"]] and finding.file("figure.png")[:4] == b"\x89PNG"
+
+
+def _writer(location, files, name, n):
+    arch = mechscope.archive.open(location, files=files)
+    for k in range(n):
+        arch.record(f"{name} {k % 3}", [(_shared(k % 2), f"{name} {k}")], tags=[name])
+    arch.close()
+
+
+def _reader(location, files, n):
+    arch = mechscope.archive.open(location, files=files)
+    for _ in range(n):
+        for spec in arch.search():
+            spec.findings()
+    arch.close()
+
+
+def test_two_writers_and_a_reader_in_separate_processes(new_archive, tmp_path):
+    """Writers that read before they write (``record``, the first migration) failed with "database is
+    locked" once another had committed; now each write takes the lock up front and waits its turn."""
+    import multiprocessing
+
+    fresh = new_archive()
+    location, files = fresh.url, fresh.blobs.root
+    fresh.close()
+    if location.startswith("sqlite"):  # a first open by several processes at once, on a new location
+        location, files = f"sqlite:///{tmp_path / 'new' / 'archive.db'}", tmp_path / "new" / "files"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_writer, args=(location, files, name, 12)) for name in ("alpha", "beta", "gamma")]
+    procs.append(ctx.Process(target=_reader, args=(location, files, 12)))
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(240)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    arch = mechscope.archive.open(location, files=files)
+    specs = arch.search()
+    assert len(specs) == 9 and all(len(s.findings()) == 1 for s in specs)
+    for s in specs:
+        s.findings()[0].result()

@@ -32,11 +32,16 @@ class BlobStore:
         return self.root / digest[:2] / digest
 
     def put(self, data: bytes) -> tuple[str, int]:
-        """Store ``data``; returns (sha256, size). Storing the same bytes twice is a no-op."""
+        """Store ``data``; returns (sha256, size). Storing bytes already there only touches their file:
+        a writer reusing an old file makes it young again, so the garbage collection's grace covers it."""
         digest = hashlib.sha256(data).hexdigest()
         path = self.path(digest)
         if path.exists() and path.stat().st_size == len(data):
-            return digest, len(data)
+            try:
+                os.utime(path)
+                return digest, len(data)
+            except FileNotFoundError:  # deleted in between: write it again
+                pass
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
@@ -102,6 +107,14 @@ class BlobStore:
             return time.time() - self.path(digest).stat().st_mtime
         except FileNotFoundError:
             return 0.0
+
+    def touch(self, digest: str) -> bool:
+        """Make ``digest``'s file young again; False when it is gone."""
+        try:
+            os.utime(self.path(digest))
+            return True
+        except FileNotFoundError:
+            return False
 
     def remove(self, digests: set[str]) -> None:
         for digest in digests:

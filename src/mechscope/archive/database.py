@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.exc import OperationalError
 
 from .faults import crash_point
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+WRITE_LOCK = 0x6D73636F  # PostgreSQL: the advisory lock every archive write holds ("msco")
+BUSY_SECONDS = 60  # SQLite: how long a writer waits for another's lock (connect's timeout)
 
 
 class ArchiveError(RuntimeError):
@@ -54,7 +59,7 @@ def connect(url: str) -> Engine:
     """The engine of the database at ``url`` (SQLite: pysqlite's transaction handling off, WAL, full sync,
     foreign keys; every transaction begun explicitly, so DDL rolls back too)."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": BUSY_SECONDS, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):
@@ -66,11 +71,30 @@ def connect(url: str) -> Engine:
             cur.close()
 
         @event.listens_for(engine, "begin")
-        def _sqlite_begin(conn):
-            conn.exec_driver_sql("BEGIN")
+        def _sqlite_begin(conn):  # a writer takes the write lock up front: no read-then-write upgrade to fail
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("archive_write") else "BEGIN")
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+@contextmanager
+def writing(engine: Engine) -> Iterator[Connection]:
+    """A write transaction that holds the archive's one write lock from its start — SQLite ``BEGIN
+    IMMEDIATE``, PostgreSQL a transaction-scoped advisory lock — so writers queue instead of failing
+    when another commits first, and files are deleted (by ``remove`` and the garbage collection) only
+    while no writer is between checking its files and committing the rows that reference them.
+    Another process holding the lock past the busy timeout is a clear ``ArchiveError``."""
+    try:
+        with engine.execution_options(archive_write=True).begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK})
+            yield conn
+    except OperationalError as err:
+        if "locked" not in str(err.orig):
+            raise
+        raise ArchiveError(f"the archive is busy: another process held its write lock for {BUSY_SECONDS} s "
+                           f"({engine.url.render_as_string(hide_password=True)}); try again") from None
 
 
 def migrate(engine: Engine) -> None:
@@ -84,7 +108,7 @@ def migrate(engine: Engine) -> None:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     script = ScriptDirectory.from_config(cfg)
     head = script.get_current_head()
-    with engine.begin() as conn:
+    with writing(engine) as conn:  # two first opens at once: the second waits, then finds the schema built
         current = MigrationContext.configure(conn).get_current_revision()
         if current == head:
             return

@@ -10,13 +10,13 @@ import json
 import uuid
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import Engine, delete, insert, or_, select, update
 
 from ..results import Result
 from .blobs import BlobStore
-from .database import ArchiveError
+from .database import ArchiveError, writing
 from .schema import events, finding_files, findings, specimens
 from .schema import tags as tag_table
 
@@ -51,28 +51,45 @@ def bump(conn, specimen_id: int, action: str, detail: str) -> int:
     return version
 
 
-def prepare_finding(blobs: BlobStore, result: Result, notes: str = "",
-                     figure: bool = True) -> tuple[dict, dict[str, tuple[str, int]]]:
-    """Write a result's files (tensors, figure) and return its finding row and {role: (hash, size)}:
-    everything a transaction needs to add it, nothing in the database yet."""
+class PreparedFinding(NamedTuple):
+    """A finding ready for a transaction: its row, {role: (hash, size)} and the files' bytes by hash
+    (kept until the commit: ``keep_files`` writes back any that a concurrent ``remove`` deleted)."""
+
+    row: dict
+    files: dict[str, tuple[str, int]]
+    contents: dict[str, bytes]
+
+
+def prepare_finding(blobs: BlobStore, result: Result, notes: str = "", figure: bool = True) -> PreparedFinding:
+    """Write a result's files (tensors, figure) and return its finding: everything a transaction
+    needs to add it, nothing in the database yet."""
     from safetensors.torch import save as save_tensors
 
     if not isinstance(result, Result):
         raise ArchiveError(f"a finding takes a mechscope result, not {type(result).__name__}")
     data, tensors = result.to_dict()
-    files: dict[str, tuple[str, int]] = {}
+    contents: dict[str, bytes] = {}
     if tensors:
-        files["tensors"] = blobs.put(save_tensors(tensors))
+        contents["tensors"] = save_tensors(tensors)
     if figure:
         png = result.png_bytes()
         if png is not None:
-            files["figure.png"] = blobs.put(png)
+            contents["figure.png"] = png
         if callable(getattr(result, "svg", None)):
-            files["figure.svg"] = blobs.put(result.svg().encode())
+            contents["figure.svg"] = result.svg().encode()
+    files = {role: blobs.put(content) for role, content in contents.items()}
     row = dict(uid=new_uid(), kind=type(result).__name__, title=result.title, summary=result.summary(),
                data=json.dumps(data, default=str), evidence=json.dumps(result.evidence(), default=str),
                notes=notes, created=timestamp())
-    return row, files
+    return PreparedFinding(row, files, {files[role][0]: content for role, content in contents.items()})
+
+
+def keep_files(blobs: BlobStore, prepared: PreparedFinding) -> None:
+    """Inside a write transaction (``database.writing``, which deleters hold too): make sure every file
+    of ``prepared`` is there and fresh — written again if a concurrent ``remove`` or garbage collection
+    deleted it after ``prepare_finding``, touched otherwise — so the commit never references a lost file."""
+    for content in prepared.contents.values():
+        blobs.put(content)
 
 
 def insert_finding(conn, specimen_id: int, row: dict, files: dict[str, tuple[str, int]]) -> int:
@@ -181,11 +198,12 @@ class Specimen:
     def add(self, result: Result, *, notes: str = "", figure: bool = True) -> Finding:
         """Store ``result`` as a finding: JSON in the database, tensors (safetensors) and the
         figure (PNG) as content-addressed files."""
-        row, files = prepare_finding(self.archive.blobs, result, notes, figure)
-        with self.archive.engine.begin() as conn:
-            insert_finding(conn, self.id, row, files)
+        prepared = prepare_finding(self.archive.blobs, result, notes, figure)
+        with writing(self.archive.engine) as conn:
+            keep_files(self.archive.blobs, prepared)
+            insert_finding(conn, self.id, prepared.row, prepared.files)
         self.refresh()
-        return self.finding(row["uid"])
+        return self.finding(prepared.row["uid"])
 
     def findings(self, version: int | None = None, *, removed: bool = False) -> list[Finding]:
         """The findings present now, or at ``version`` of the specimen; ``removed=True``: every
@@ -213,14 +231,14 @@ class Specimen:
     def remove_finding(self, uid: str) -> None:
         """Remove a finding from the current version (it stays in the history)."""
         found = self.finding(uid)
-        with self.archive.engine.begin() as conn:
+        with writing(self.archive.engine) as conn:
             version = self._bump(conn, "removed", f"{found.kind} {found.uid[:8]}: {found.title}")
             conn.execute(update(findings).where(findings.c.id == found.id).values(removed_in=version))
         self.refresh()
 
     def set_notes(self, uid: str, notes: str) -> None:
         found = self.finding(uid)
-        with self.archive.engine.begin() as conn:
+        with writing(self.archive.engine) as conn:
             self._bump(conn, "notes", f"{found.uid[:8]}: {notes[:80]}")
             conn.execute(update(findings).where(findings.c.id == found.id).values(notes=notes))
 
@@ -228,7 +246,7 @@ class Specimen:
         new = sorted({clean_tag(t) for t in names} - set(self.tags))
         if not new:
             return
-        with self.archive.engine.begin() as conn:
+        with writing(self.archive.engine) as conn:
             self._bump(conn, "tagged", ", ".join(new))
             for t in new:
                 conn.execute(insert(tag_table).values(specimen_id=self.id, tag=t))
@@ -238,7 +256,7 @@ class Specimen:
         gone = sorted(set(names) & set(self.tags))
         if not gone:
             return
-        with self.archive.engine.begin() as conn:
+        with writing(self.archive.engine) as conn:
             self._bump(conn, "untagged", ", ".join(gone))
             conn.execute(delete(tag_table).where(tag_table.c.specimen_id == self.id).where(tag_table.c.tag.in_(gone)))
         self.refresh()

@@ -28,11 +28,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..results import Result
 from .blobs import BlobStore
-from .database import ArchiveError, connect, migrate, resolve
+from .database import ArchiveError, connect, migrate, resolve, writing
 from .faults import crash_point
 from .schema import events, finding_files, findings, specimens
 from .schema import tags as tag_table
-from .specimens import Specimen, bump, clean_tag, insert_finding, new_uid, prepare_finding, timestamp
+from .specimens import Specimen, bump, clean_tag, insert_finding, keep_files, new_uid, prepare_finding, timestamp
 from .transfer import ArchiveImportError, manifest_of, read_export, write_export
 
 GRACE_SECONDS = 3600.0  # unreferenced files younger than this may be a running writer's: kept
@@ -76,7 +76,7 @@ class Archive:
                dataset_hash: str = "", description: str = "", tags: Iterable[str] = ()) -> "Specimen":
         """A new specimen. ``model`` is a mechscope Model or a toy model (name, fingerprint and
         config are kept)."""
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             _, uid = self._create(conn, name, model=model, task=task, dataset=dataset, seed=seed,
                                   dataset_hash=dataset_hash, description=description, tags=tags)
         return self.get(uid)
@@ -116,7 +116,9 @@ class Archive:
             prepared.append(prepare_finding(self.blobs, result, notes))
             crash_point("record")
         fingerprint = model.fingerprint if model is not None else None
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
+            for finding in prepared:
+                keep_files(self.blobs, finding)
             q = select(specimens.c.id, specimens.c.uid).where(specimens.c.name == name.strip())
             if fingerprint is not None:
                 q = q.where(specimens.c.model_fingerprint.startswith(fingerprint, autoescape=True))
@@ -130,8 +132,8 @@ class Archive:
                 version = bump(conn, sid, "removed", f"{row.kind} {row.uid[:8]}: {row.title}")
                 conn.execute(update(findings).where(findings.c.id == row.id).values(removed_in=version))
                 crash_point("record")
-            for row, files in prepared:
-                insert_finding(conn, sid, row, files)
+            for finding in prepared:
+                insert_finding(conn, sid, finding.row, finding.files)
                 crash_point("record")
         crash_point("record")
         return self.get(uid)
@@ -192,7 +194,7 @@ class Archive:
     def remove(self, key: str) -> None:
         """Delete a specimen with its findings and history; files no longer referenced are removed."""
         spec = self.get(key)
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             own = set(conn.execute(select(finding_files.c.hash).join(findings, findings.c.id == finding_files.c.finding_id)
                                    .where(findings.c.specimen_id == spec.id)).scalars())
             conn.execute(delete(specimens).where(specimens.c.uid == spec.uid))
@@ -204,9 +206,9 @@ class Archive:
         digests = set(digests)
         if not digests:
             return
-        with self.engine.connect() as conn:
+        with writing(self.engine) as conn:  # no writer is between keeping its files and committing
             used = set(conn.execute(select(finding_files.c.hash).where(finding_files.c.hash.in_(digests))).scalars())
-        self.blobs.remove(digests - used)
+            self.blobs.remove(digests - used)
 
     def file_role(self, digest: str) -> str | None:
         """The role (``figure.png``, ``tensors``, ...) a finding gives the file ``digest``; None
@@ -218,10 +220,10 @@ class Archive:
         """Remove files that no finding references and that are older than ``grace`` seconds
         (younger ones may belong to a write that has not committed yet), and temporary files left
         by interrupted writes; returns the hashes removed."""
-        with self.engine.connect() as conn:
+        with writing(self.engine) as conn:  # no writer is between keeping its files and committing
             used = set(conn.execute(select(finding_files.c.hash)).scalars())
-        orphans = {h for h in self.blobs.all() - used if self.blobs.age(h) >= grace}
-        self.blobs.remove(orphans)
+            orphans = {h for h in self.blobs.all() - used if self.blobs.age(h) >= grace}
+            self.blobs.remove(orphans)
         self.blobs.remove_temporary(grace)
         return orphans
 
@@ -254,10 +256,11 @@ class Archive:
                 raise ArchiveImportError(f"{path}: finding {clash[0][:8]} already belongs to another specimen")
         new_files = [d for d in staged if not self.blobs.exists(d)]
         try:
-            for digest in new_files:
-                self.blobs.adopt(staged[digest], digest)
-                crash_point("import")
-            with self.engine.begin() as conn:
+            with writing(self.engine) as conn:
+                for digest in staged:  # under the write lock: no deleter runs until the rows commit
+                    if digest in new_files or not self.blobs.touch(digest):
+                        self.blobs.adopt(staged[digest], digest)
+                        crash_point("import")
                 if existing is not None:
                     conn.execute(delete(specimens).where(specimens.c.id == existing))
                 sid = conn.execute(insert(specimens).values(
