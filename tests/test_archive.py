@@ -370,3 +370,29 @@ def test_two_writers_and_a_reader_in_separate_processes(new_archive, tmp_path):
     assert len(specs) == 9 and all(len(s.findings()) == 1 for s in specs)
     for s in specs:
         s.findings()[0].result()
+
+
+def test_a_page_after_import_replace_shows_the_new_finding(archive, tmp_path):
+    """A replacement keeps the finding's uid, created time and files and (SQLite) reuses its row id;
+    rendered fragments were cached by those, so a running server kept showing the old finding."""
+    import zipfile
+
+    from mechscope.report.page import finding_view
+
+    spec = archive.record("replaced", [(_shared(), "")])
+    first = tmp_path / "first.mscope"
+    archive.export(spec.uid, first)
+    second = tmp_path / "second.mscope"
+    with zipfile.ZipFile(first) as src, zipfile.ZipFile(second, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "manifest.json":
+                manifest = json.loads(data)
+                manifest["findings"][0]["data"]["prompts"] = ["a replaced prompt"]
+                data = json.dumps(manifest).encode()
+            dst.writestr(item, data)
+    archive.remove(spec.uid)
+    archive.import_file(first)
+    assert "a replaced prompt" not in str(finding_view(archive.get(spec.uid).findings()[0])["body"])
+    archive.import_file(second, replace=True)
+    assert "a replaced prompt" in str(finding_view(archive.get(spec.uid).findings()[0])["body"])

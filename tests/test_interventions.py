@@ -1,5 +1,7 @@
 """Interventions equal the same edit made by hand; they compose; hooks never leak."""
 
+import time
+
 import pytest
 import torch
 from conftest import PROMPTS, assert_no_hooks
@@ -299,3 +301,30 @@ def test_forward_until_stops_after_its_sites(llama):
         handle.remove()
     assert not calls  # block 2 never ran
     assert torch.equal(one, run.cache["blocks.0.resid_post"]) and torch.equal(both[0], run.cache["blocks.1.attn.z"])
+
+
+def test_seeded_sampling_is_each_callers_own_stream_across_threads(llama):
+    """``generate(do_sample=True, seed=k)`` seeded torch's global generator before taking the model's
+    lock: a thread waiting for the lock while another reseeded got the other's stream. Here another
+    thread holds the lock while the global generator is reseeded; the waiting call must still sample
+    its own seed's continuation — and leave the caller's global random state as it was."""
+    import threading
+
+    from mechscope.models.hookset import model_lock
+
+    alone = llama.generate("The cat", 6, do_sample=True, seed=1)
+    assert llama.generate("The cat", 6, do_sample=True, seed=1) == alone
+    got: list[str] = []
+    lock = model_lock(llama.hf)
+    with lock:
+        t = threading.Thread(target=lambda: got.append(llama.generate("The cat", 6, do_sample=True, seed=1)))
+        t.start()
+        time.sleep(0.3)  # the thread now waits for the lock
+        torch.manual_seed(999)  # as another caller seeding for its own sampling
+    t.join()
+    assert got == [alone]
+    torch.manual_seed(5)
+    before = torch.rand(3)
+    torch.manual_seed(5)
+    llama.generate("The cat", 3, do_sample=True, seed=2)
+    assert torch.equal(torch.rand(3), before)

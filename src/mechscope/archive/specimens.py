@@ -148,6 +148,16 @@ class Finding:
         with self.archive.engine.connect() as conn:
             return json.loads(conn.execute(select(findings.c.data).where(findings.c.id == self.id)).scalar_one())
 
+    @functools.cached_property
+    def data_digest(self) -> str:
+        """A digest of the result's JSON as stored: what a cache of its rendering is keyed by (an import
+        with ``replace`` can give a finding of other contents the same uid and, on SQLite, the same row id)."""
+        import hashlib
+
+        with self.archive.engine.connect() as conn:
+            text = conn.execute(select(findings.c.data).where(findings.c.id == self.id)).scalar_one()
+        return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
     def to_json(self, data: bool = False) -> dict[str, Any]:
         """The finding as JSON (what export writes, import reads and the web API returns); files as
         {role: {"hash", "size"}}; the result's ``data`` only when asked."""

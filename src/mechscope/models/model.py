@@ -5,10 +5,11 @@ Wraps, never re-implements: with no intervention a run returns the HF model's ow
 
 from __future__ import annotations
 
+import contextlib
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -24,6 +25,19 @@ from .sites import Site, all_sites, expand, module_site, parse
 
 Inputs = str | Sequence[str] | torch.Tensor | Sequence[Sequence[int]]
 Metric = Callable[[Run], torch.Tensor]
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Sampling seeded by ``seed`` (HF's sampler draws from torch's global generators): the global
+    state is forked, seeded and restored, so the caller's random stream is left as it was. Entered
+    under the model's lock, so two threads sampling with their own seeds never swap streams."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 @dataclass(frozen=True)
@@ -402,11 +416,9 @@ class Model(Engine):
             for iv in interventions
         )
         state = HookState(actions)
-        if seed is not None:
-            torch.manual_seed(seed)
         inputs = self.hf_inputs(ids, mask)
         inputs.pop("position_ids")  # generate derives positions from the mask itself
-        with torch.no_grad(), hooked(self, state):
+        with torch.no_grad(), hooked(self, state), _seeded(seed, self.device):  # seeded under the model's lock
             out = self.hf.generate(
                 **inputs, max_new_tokens=max_new_tokens, do_sample=do_sample, use_cache=stateless,
                 pad_token_id=self.pad_id, **generate_kwargs,

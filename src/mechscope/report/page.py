@@ -53,7 +53,7 @@ def specimen_body(spec: "Specimen", version: int | None = None, link: str | None
 def finding_view(f: "Finding") -> dict:
     """What the specimen template shows of one finding: its result's fragment (with the stored
     figure, never a fresh drawing), notes, evidence and provenance."""
-    key = (f.archive.url, f.id, f.uid, f.created, tuple(sorted(f.files.items())))  # a re-import makes a new row
+    key = (f.archive.url, f.uid, tuple(sorted(f.files.items())), f.data_digest)  # what it shows, not where it is
     cached = _BODIES.get(key)
     if cached is None:  # a finding's result and files never change once stored: render it once
         result = f.result()
