@@ -210,3 +210,28 @@ def test_the_feature_browser_searches_sorts_and_shows_one_card(llama, archive):
     assert client.get(f"{base}/999").status_code == 404 and client.get(base, params={"sort": "x"}).status_code == 400
     other = spec.add(sample_results(llama)[0])
     assert client.get(f"/specimens/{spec.uid}/findings/{other.uid}/features").status_code == 404
+
+
+def test_non_finite_numbers_come_out_of_the_api_as_standard_json(llama, archive):
+    """A circuit whose faithfulness could not be computed (NaN) was stored and its page rendered, but the
+    JSON API answered 500 for it and its specimen: JSON has no NaN. Now written explicitly."""
+    import json
+
+    from mechscope import jsontext
+    from mechscope.circuits import Circuit
+    from mechscope.results import Provenance
+
+    circuit = Circuit(provenance=Provenance.of(llama), nodes=["embed", "logits"], edges=[["embed", "logits", 1.0]],
+                      faithfulness=float("nan"), completeness=float("inf"), extra={"curve": [[1, float("-inf")]]})
+    spec = archive.record("not computable", [(circuit, "")])
+    client = TestClient(create_app(archive), base_url=LOCAL)
+    whole = client.get(f"/api/specimens/{spec.uid}")
+    assert whole.status_code == 200
+    json.loads(whole.text, parse_constant=lambda name: pytest.fail(f"a bare {name} token"))  # standard JSON
+    fid = whole.json()["findings"][0]["uid"]
+    one = jsontext.loads(client.get(f"/api/specimens/{spec.uid}/findings/{fid}").text)
+    assert one["evidence"]["completeness"] == float("inf") and one["data"]["extra"]["curve"] == [[1, float("-inf")]]
+    assert client.get(f"/specimens/{spec.uid}").status_code == 200
+    back = Circuit.from_json(circuit.to_json())
+    assert back.completeness == float("inf") and back.faithfulness != back.faithfulness  # NaN
+    json.loads(circuit.to_json(), parse_constant=lambda name: pytest.fail(f"a bare {name} token"))

@@ -192,19 +192,24 @@ class Result:
         return rcls(**kwargs)
 
     def to_json(self) -> str:
-        """The result as one JSON document: its fields, and its tensors inlined under ``__tensors__``
-        (dtype, shape, values); ``from_json`` reads it back (``save`` keeps tensors in binary instead)."""
+        """The result as one standard JSON document (``jsontext``: non-finite floats explicit): its fields,
+        and its tensors inlined under ``__tensors__`` (dtype, shape, values); ``from_json`` reads it back
+        (``save`` keeps tensors in binary instead)."""
+        from . import jsontext
+
         data, tensors = self.to_dict()
         if tensors:
             data["__tensors__"] = {name: {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape),
                                           "values": t.flatten().tolist()} for name, t in tensors.items()}
-        return json.dumps(data, default=str)
+        return jsontext.dumps(data, default=str)
 
     @classmethod
     def from_json(cls, text: str) -> "Result":
         """Read ``to_json``'s document back, checked like a saved result; on a subclass, only that type."""
+        from . import jsontext
+
         try:
-            data = json.loads(text)
+            data = jsontext.loads(text)
         except json.JSONDecodeError as err:
             raise ResultFormatError(f"not a result JSON document: {err}") from None
         if not isinstance(data, dict):

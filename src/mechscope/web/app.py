@@ -20,9 +20,10 @@ from typing import Iterable
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from .. import jsontext
 from ..archive.store import Archive
 from . import api, pages
 
@@ -33,10 +34,18 @@ FILE_POLICY = "default-src 'none'; style-src 'unsafe-inline'; sandbox"  # stored
 HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"}
 
 
+class StandardJSON(JSONResponse):
+    """API responses as standard JSON: a non-finite number (a faithfulness that could not be computed)
+    is written explicitly (``jsontext``), not as a ``NaN`` token or a 500."""
+
+    def render(self, content) -> bytes:
+        return jsontext.dumps(content, separators=(",", ":")).encode("utf-8")
+
+
 def create_app(archive: Archive, writable: bool = False, hosts: Iterable[str] = ()) -> FastAPI:
     """The app. ``hosts``: names besides the loopback ones that requests may give in ``Host``
     (the address a server bound to a non-loopback interface is reached by)."""
-    app = FastAPI(title="mechscope", version="1", docs_url=None, redoc_url=None,
+    app = FastAPI(title="mechscope", version="1", docs_url=None, redoc_url=None, default_response_class=StandardJSON,
                   description="Browse the mechscope specimen archive.")
     app.state.archive, app.state.writable = archive, writable
     app.include_router(pages.router)
