@@ -149,7 +149,8 @@ def _mutations(rng, data: bytes, manifest: dict):
         target = target[key]
         key = rng.randrange(len(target)) if isinstance(target, list) else rng.choice(sorted(target))
     target[key] = rng.choice([None, -1, 2**70, "", "../../x", [], {}, "x" * 5000, True, 3.5, {"__tensor__": "nope"},
-                              "<script>alert(1)</script>", float("nan"), [[1, 2], [3]], {"a": {"b": [None]}}])
+                              "<script>alert(1)</script>", float("nan"), [[1, 2], [3]], {"a": {"b": [None]}},
+                              float("inf"), 0, 1, 2, 99])  # the last: versions out of the history
     return kind, m
 
 
@@ -221,3 +222,56 @@ def test_fuzzed_exports_are_refused_cleanly_or_imported_whole(exported, new_arch
         assert "<script>alert" not in page, f"mutation {i} ({kind}) put markup into the page"
         target.remove(spec.uid)
     assert outcomes["refused"] > 200, outcomes
+
+
+@pytest.mark.parametrize("damage,match", [
+    (lambda m: m["findings"][0].update(added_in=m["specimen"]["version"] + 1), "is added in version"),
+    (lambda m: m.update(events=[]), "every version 1..2 needs exactly one event"),
+    (lambda m: m["specimen"].update(version=1), "for a specimen at version 1"),
+    (lambda m: m["findings"][0].update(removed_in=m["findings"][0]["added_in"]), "and removed in"),
+    (lambda m: m["events"][0].update(action="tagged"), "does not begin with the specimen's creation"),
+])
+def test_inconsistent_histories_are_refused(exported, new_archive, tmp_path, damage, match):
+    m = load_manifest(exported)
+    m["specimen"]["version"] = 2  # two events: created, then one finding added (a one-finding export)
+    m["events"] = m["events"][:2]
+    m["findings"] = m["findings"][:1]
+    m["findings"][0]["added_in"] = 2
+    m["blobs"] = {meta["hash"]: meta["size"] for meta in m["findings"][0]["files"].values()}
+    good = rewrite(exported, tmp_path / "good.mscope", manifest=m,
+                   entries={"manifest.json": b"", **{f"blobs/{h}": _blob(exported, h) for h in m["blobs"]}})
+    new_archive().import_file(good)  # the consistent one imports
+    damage(m)
+    bad = rewrite(exported, tmp_path / "bad.mscope", manifest=m,
+                  entries={"manifest.json": b"", **{f"blobs/{h}": _blob(exported, h) for h in m["blobs"]}})
+    assert_refused(new_archive(), bad, match)
+
+
+def _blob(path, digest):
+    with zipfile.ZipFile(path) as zf:
+        return zf.read(f"blobs/{digest}")
+
+
+def test_raw_errors_of_the_zip_and_json_layers_are_import_errors(exported, new_archive, tmp_path):
+    """A 5,000-digit integer in the manifest (Python's integer-conversion ValueError) and an entry using a
+    compression method zipfile cannot read (NotImplementedError) are refused like any bad file."""
+    m = load_manifest(exported)
+    raw = json.dumps(m).replace('"version": ', '"version": ' + "9" * 5000 + ", \"v0\": ", 1).encode()
+    huge = tmp_path / "huge.mscope"
+    with zipfile.ZipFile(exported) as zin, zipfile.ZipFile(huge, "w") as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, raw if info.filename == "manifest.json" else zin.read(info))
+    assert_refused(new_archive(), huge, "manifest.json is not valid JSON")
+    odd = tmp_path / "odd.mscope"
+    with zipfile.ZipFile(exported) as zin, zipfile.ZipFile(odd, "w") as zout:
+        for info in zin.infolist():
+            zout.writestr(info, zin.read(info))
+    data = bytearray(odd.read_bytes())
+    for sig in (b"PK\x03\x04", b"PK\x01\x02"):  # local and central headers: compression method 99 (AES)
+        at = data.find(sig)
+        while at != -1:
+            offset = at + (8 if sig == b"PK\x03\x04" else 10)
+            data[offset:offset + 2] = (99).to_bytes(2, "little")
+            at = data.find(sig, at + 4)
+    odd.write_bytes(bytes(data))
+    assert_refused(new_archive(), odd, "nothing was imported")

@@ -179,7 +179,7 @@ def _chunks(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, fail) -> Ite
 def _load_manifest(raw: bytes, fail) -> dict[str, Any]:
     try:
         m = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:  # ValueError: also a 5,000-digit integer
         raise fail(f"manifest.json is not valid JSON ({type(err).__name__}: {str(err)[:200]})") from None
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise fail("manifest.json is not a mechscope specimen manifest")
@@ -197,6 +197,7 @@ def _load_manifest(raw: bytes, fail) -> dict[str, Any]:
                                                        if f[k] is not None] + [m["specimen"]["version"]]
     if min(versions) < 1:
         raise fail(f"version {min(versions)} in the history: versions start at 1")
+    _check_history(m, fail)
     referenced = set()
     for f in m["findings"]:
         if not UID_RE.match(f["uid"]):
@@ -210,6 +211,24 @@ def _load_manifest(raw: bytes, fail) -> dict[str, Any]:
     if referenced != set(m["blobs"]):
         raise fail("the manifest lists files no finding uses")
     return m
+
+
+def _check_history(m: dict[str, Any], fail) -> None:
+    """The history is the specimen's: one event per version 1..version, the first its creation, and
+    every finding added (and removed) at a version the specimen has reached."""
+    version = m["specimen"]["version"]
+    events = sorted(e["version"] for e in m["events"])
+    if events != list(range(1, version + 1)):
+        raise fail(f"the history has events {events[:5]}{'...' if len(events) > 5 else ''} for a specimen at version "
+                   f"{version}: every version 1..{version} needs exactly one event")
+    if min(m["events"], key=lambda e: e["version"])["action"] != "created":
+        raise fail("the history does not begin with the specimen's creation")
+    for f in m["findings"]:
+        added, removed = f["added_in"], f["removed_in"]
+        if added > version or (removed is not None and not added < removed <= version):
+            raise fail(f"finding {f['uid'][:8]} is added in version {added}"
+                       f"{f' and removed in {removed}' if removed is not None else ''}, which the specimen "
+                       f"(at version {version}) cannot have")
 
 
 def _check_finding(f: dict[str, Any], staged: dict[str, Path], fail) -> None:
