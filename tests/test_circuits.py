@@ -435,3 +435,19 @@ def test_discover_returns_the_circuit_and_holds_its_edge_scores(planted, tmp_pat
         load_result(tmp_path / "c").edge_scores
     with pytest.raises(TypeError, match="non-iterable Circuit"):
         _, _ = circuit
+
+
+def test_bad_components_and_counts_name_themselves(planted, llama):
+    """A bad head in path_patching raised a bare KeyError (printed as a quoted key); a task with n=-1
+    pairs read "has no prompt pairs"."""
+    from mechscope.tasks import make_task
+
+    model, task = planted
+    with pytest.raises(ValueError, match="unknown receiver 'a1.h99'; give a head") as err:
+        path_patching(model, task, "a1.h99", progress=False)
+    assert str(err.value).startswith("unknown receiver 'a1.h99'")  # the message, not a quoted key
+    with pytest.raises(KeyError):  # still a lookup error for code that catches KeyError
+        path_patching(model, task, "a0.h0", senders=["a9.h0"], progress=False)
+    for name in ("ioi", "induction", "greater-than"):
+        with pytest.raises(ValueError, match=r"n=-1: prompt pairs must be an integer ≥ 1"):
+            make_task(name, llama, n=-1)

@@ -319,3 +319,15 @@ def test_pages_go_to_the_pages_folder_and_storing_is_asked_for(model_dir, tmp_pa
     assert "stored specimen" in capsys.readouterr().out
     assert "".join(LogitLens.from_json((work / "lens.json").read_text()).tokens).endswith("The cat sat")
     assert [f.kind for f in open_archive(str(archive)).specimens()[0].findings()] == ["LogitLens", "LogitAttribution"]
+
+
+def test_bad_arguments_are_refused_before_the_work(model_dir, tmp_path, capsys):
+    """`compile --max-len 0` used the default silently; `compile` into a file reported success after
+    a failed write; `graph` checked its thresholds only after computing the whole graph."""
+    assert main(["compile", "sort", "--max-len", "0"]) == 2
+    assert "--max-len=0: the longest input must be an integer ≥ 1" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert main(["compile", "sort", "--dir", str(tmp_path / "file")]) == 2
+    assert "a file is there; the compiled model is saved as a folder" in capsys.readouterr().err
+    assert main(["graph", model_dir, "The cat", "--transcoders", str(tmp_path / "none"), "--node-threshold", "8"]) == 2
+    assert "node_threshold=8.0: it must be between 0 and 1" in capsys.readouterr().err  # not "no transcoders"

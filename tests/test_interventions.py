@@ -328,3 +328,14 @@ def test_seeded_sampling_is_each_callers_own_stream_across_threads(llama):
     torch.manual_seed(5)
     llama.generate("The cat", 3, do_sample=True, seed=2)
     assert torch.equal(torch.rand(3), before)
+
+
+def test_interventions_are_a_list_or_one_intervention_never_a_string(llama):
+    """A string passed as ``interventions`` was read letter by letter ("not an intervention: 'b'")."""
+    one = ms.Ablate("blocks.0.attn.z", heads=[1])
+    assert torch.equal(llama.run(PROMPTS, interventions=one).logits, llama.run(PROMPTS, interventions=[one]).logits)
+    for bad in ("blocks.0.attn.z", 3):
+        with pytest.raises(TypeError, match=r"interventions=.*give a list of interventions"):
+            llama.run(PROMPTS, interventions=bad)
+        with pytest.raises(TypeError, match=r"interventions=.*give a list of interventions"):
+            llama.generate("The cat", 2, interventions=bad)

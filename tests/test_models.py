@@ -363,3 +363,11 @@ def test_route_forbids_and_forces_experts(family):
     with pytest.raises(ms.InterventionError, match="valid sites are blocks.L.mlp.router"):
         model.run(PROMPTS, interventions=[ms.Route("blocks.1.mlp.out", forbid=[0])])
     assert bool(real.any())
+    # an expert is an integer: 1.7 was expert 1, '1' and '13' (letter by letter) were accepted
+    for bad, match in (([1.7], "1.7 is float"), (["1"], "'1' is str"), ("13", "give a list of expert numbers"),
+                       ([True], "True is bool")):
+        with pytest.raises(ms.InterventionError, match=match):
+            ms.Route(site, force=bad)
+    with pytest.raises(ms.InterventionError, match="forbids 3 of 4 experts; the router chooses 2 per token, so at most 2"):
+        model.run(PROMPTS, interventions=[ms.Route(site, forbid=[0, 1, 2])])  # was NaN logits, silently
+    assert torch.isfinite(model.run(PROMPTS, interventions=[ms.Route(site, forbid=[0, 1])]).logits).all()

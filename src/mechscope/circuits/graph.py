@@ -25,6 +25,14 @@ from .. import names
 from ..models.model import Model
 
 
+
+class UnknownComponent(KeyError, ValueError):
+    """A sender or receiver name this graph does not have (a ``KeyError`` for lookups, a ``ValueError``
+    for arguments), printed as its message rather than a quoted key."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
 @dataclass(frozen=True)
 class Graph:
     """Senders, receivers and which edges exist, for a model of this shape.
@@ -134,7 +142,7 @@ class Graph:
             c = _component(receiver)
             receiver = c.node if c is not None else receiver
         if receiver not in r_of:
-            raise KeyError(f"unknown receiver {receiver!r}; e.g. {self.receivers[0]!r}, "
+            raise UnknownComponent(f"unknown receiver {receiver!r}; e.g. {self.receivers[0]!r}, "
                            f"{self.receivers[self.n_heads]!r}, 'logits'")
         j = r_of[receiver]
         if not self.allowed[i, j]:
@@ -164,7 +172,7 @@ class Graph:
                         self._receiver_index[self.kv(c.layer, group, "v").node]]
             if c.input in ("k", "v"):  # a head's key/value under grouped-query attention
                 return [self._receiver_index[self.kv(c.layer, group, c.input).node]]
-        raise KeyError(f"unknown receiver {name!r}; give a head (a{{l}}.h{{h}}), one of its inputs "
+        raise UnknownComponent(f"unknown receiver {name!r}; give a head (a{{l}}.h{{h}}), one of its inputs "
                        f"(a{{l}}.h{{h}}.q/.k/.v), an MLP (m{{l}}) or 'logits' "
                        f"(layers 0..{self.n_layers - 1}, heads 0..{self.n_heads - 1})")
 
@@ -198,7 +206,7 @@ class Graph:
         if name not in self._sender_index:
             mlp = (f"experts m{{l}}.e{{e}} (e 0..{self.n_experts - 1})" + (" and m{l}.shared" if self.shared_expert else "")
                    if self.n_experts else "m{l}")
-            raise KeyError(f"unknown sender {name!r}; senders are embed, a{{l}}.h{{h}} and {mlp} "
+            raise UnknownComponent(f"unknown sender {name!r}; senders are embed, a{{l}}.h{{h}} and {mlp} "
                            f"(layers 0..{self.n_layers - 1}, heads 0..{self.n_heads - 1})")
         return self._sender_index[name]
 

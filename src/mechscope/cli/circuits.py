@@ -84,10 +84,12 @@ def _graph(args) -> int:
 
     import torch
 
-    from ..tracing import attribution_graph, to_neuronpedia
     from ..models.load import load
     from ..sae.transcoder_sets import load_transcoders
+    from ..tracing import attribution_graph, to_neuronpedia
+    from ..tracing.prune import check_thresholds
 
+    check_thresholds(args.node_threshold, args.edge_threshold)  # before minutes of computing, not after
     model = load(args.model)
     transcoders = load_transcoders(args.transcoders, model=model)
     targets = args.target or None

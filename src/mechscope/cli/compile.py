@@ -13,8 +13,15 @@ def _compile(args) -> int:
     from ..compile import PROGRAMS, compile_program
     from ..compile.task import compiled_task
 
+    from pathlib import Path
+
+    from ..checks import positive_int
+
     make, vocab, max_len, non_causal = PROGRAMS[args.program]
-    max_len = args.max_len or max_len
+    max_len = max_len if args.max_len is None else positive_int(args.max_len, "--max-len", "the longest input")
+    positive_int(args.pairs, "--pairs", "clean/corrupted pairs")
+    if args.dir and Path(args.dir).exists() and not Path(args.dir).is_dir():
+        raise ValueError(f"--dir {args.dir}: a file is there; the compiled model is saved as a folder")
     causal = not non_causal if args.causal is None else args.causal == "yes"
     program = make()
     t0 = time.perf_counter()

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
-from .interventions import Ablate, Intervention, InterventionError, Replace, site_mean
+from .interventions import Ablate, Intervention, InterventionError, Replace, as_interventions, site_mean
 from .hooks import HookState, SiteAction
 from .sites import Site
 
@@ -43,7 +43,7 @@ class Engine:
             action(site).cache = True
         for site in self._sites(grads):
             action(site).grad = True
-        for iv in interventions:
+        for iv in as_interventions(interventions):
             self._check_intervention(iv)
             sites = self._sites(iv.site)
             source = self._source_run(iv, sites)

@@ -14,7 +14,7 @@ import math
 import numbers
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Iterable, Literal, Sequence
 
 import torch
 
@@ -369,7 +369,18 @@ class Route(Intervention):
 
     def __post_init__(self):
         super().__post_init__()
-        self.force, self.forbid = [int(e) for e in self.force], [int(e) for e in self.forbid]
+        for name in ("force", "forbid"):
+            given = getattr(self, name)
+            if isinstance(given, (str, bytes)) or not isinstance(given, Iterable):
+                raise InterventionError(f"Route at {self.site}: {name}={given!r}: give a list of expert numbers")
+            experts = list(given)
+            bad = [e for e in experts if isinstance(e, bool) or not isinstance(e, int)
+                   and not (isinstance(e, torch.Tensor) and e.ndim == 0 and not e.is_floating_point()
+                            and e.dtype != torch.bool)]
+            if bad:
+                raise InterventionError(f"Route at {self.site}: {name}={given!r}: experts are integers "
+                                        f"({bad[0]!r} is {type(bad[0]).__name__})")
+            setattr(self, name, [int(e) for e in experts])
         if not self.force and not self.forbid:
             raise InterventionError(f"Route at {self.site}: give force=[...] and/or forbid=[...] experts")
         both = set(self.force) & set(self.forbid)
@@ -383,6 +394,11 @@ class Route(Intervention):
         if top_k is not None and len(self.force) > top_k:
             raise InterventionError(f"{type(self).__name__} at {site.name} forces {len(self.force)} experts; the router "
                                     f"chooses {top_k} per token (valid: at most {top_k})")
+        n = getattr(module, "num_experts", None) or getattr(getattr(module, "weight", None), "shape", (None,))[0]
+        if n is not None and top_k is not None and len(set(self.forbid)) > n - top_k:
+            raise InterventionError(f"{type(self).__name__} at {site.name} forbids {len(set(self.forbid))} of {n} experts; "
+                                    f"the router chooses {top_k} per token, so at most {n - top_k} can be forbidden "
+                                    "(forbidding more leaves no finite choice: NaN logits)")
 
     def edit(self, selected: torch.Tensor, e: Edit) -> torch.Tensor:
         if e.sel.site.kind != "mlp.router":
@@ -400,6 +416,17 @@ class Route(Intervention):
             top = others.amax(-1, keepdim=True)
             new[..., self.force] = torch.where(torch.isfinite(top), top, torch.zeros_like(top)) + self.lead
         return new
+
+
+def as_interventions(value: Any) -> list[Intervention]:
+    """``interventions=`` as a list: one intervention or a sequence of them; a string (read letter by
+    letter before) or anything else is a ``TypeError`` naming it."""
+    if isinstance(value, Intervention):
+        return [value]
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"interventions={value!r}: give a list of interventions (ms.Ablate, ms.Patch, ms.Add, "
+                        "ms.ProjectOut, ms.Replace, ms.Route)")
+    return list(value)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .fingerprint import fingerprint_of
-from .interventions import Ablate, Intervention, InterventionError, Patch, source_of
+from .interventions import Ablate, Intervention, InterventionError, Patch, as_interventions, source_of
 from .run import Cache, Run
 from .adapters import Adapter, adapter_for, is_parallel
 from .engine import Engine
@@ -409,7 +409,7 @@ class Model(Engine):
         """
         single = isinstance(prompts, str)
         ids, mask = self.tokenize(prompts)
-        interventions = [self._anchor_to_prompts(iv, prompts) for iv in interventions]
+        interventions = [self._anchor_to_prompts(iv, prompts) for iv in as_interventions(interventions)]
         actions = self._plan(None, interventions, None)
         stateless = all(
             iv.positions is None and not isinstance(iv, Patch) and not (isinstance(iv, Ablate) and iv.how == "resample")

@@ -7,6 +7,7 @@ import random
 
 import torch
 
+from ..checks import positive_int
 from ..models.model import Model
 from .base import Task, single_tokens, token_ids
 
@@ -46,6 +47,7 @@ def ioi(model: Model, n: int = 64, seed: int = 0) -> Task:
     """Indirect object identification: half BABA, half ABBA; corrupted = the three name
     occurrences replaced by three other distinct names (the ABC distribution); metric
     logit(IO) − logit(S)."""
+    positive_int(n, "n", "prompt pairs")
     names = single_tokens(model, NAMES)
     if len(names) < 6:
         raise ValueError(f"{model.name}'s tokenizer has only {len(names)} single-token names of {len(NAMES)}")
@@ -77,6 +79,7 @@ def greater_than(model: Model, n: int = 64, seed: int = 0) -> Task:
     01. Metric P(later years) − P(earlier) over the next token: two-digit tokens YY+1…99 vs 00…YY−1
     when the tokenizer has them (GPT-2), else the tens digit (> vs < YY's tens digit) for tokenizers
     that split digits (SmolLM2, Llama)."""
+    positive_int(n, "n", "prompt pairs")
     rng = random.Random(seed)
     two_digit = len(token_ids(model, "17")) == 1 and len(token_ids(model, "42")) == 1
     digit = {d: token_ids(model, str(d))[-1] for d in range(10)}
@@ -105,6 +108,8 @@ def greater_than(model: Model, n: int = 64, seed: int = 0) -> Task:
 def induction(model: Model, n: int = 32, length: int = 20, seed: int = 0, low: int = 1000) -> Task:
     """Repeated random tokens: clean = A + A[:-1] (the next token is A[-1], seen after A[-2]
     before); corrupted = B + A[:-1] (no earlier copy). Metric logit(A[-1]) − logit(B[-1])."""
+    positive_int(n, "n", "prompt pairs")
+    positive_int(length, "length", "tokens per random sequence")
     vocab = model.cfg.vocab
     low = min(low, max(3, vocab // 4))
     gen = torch.Generator().manual_seed(seed)

@@ -50,15 +50,20 @@ class Pruned(NamedTuple):
     cumulative: torch.Tensor  # [n] each node's cumulative share of influence, in influence order
 
 
+def check_thresholds(node_threshold: float, edge_threshold: float) -> None:
+    """Pruning thresholds are shares of the influence: each in [0, 1] (checked before any graph is computed)."""
+    for name, v in (("node_threshold", node_threshold), ("edge_threshold", edge_threshold)):
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"{name}={v}: it must be between 0 and 1 (a share of the influence)")
+
+
 def prune(adj: torch.Tensor, weights: torch.Tensor, n_features: int, n_fixed: int, *, node_threshold: float = 0.8,
           edge_threshold: float = 0.98) -> Pruned:
     """Keep the nodes holding ``node_threshold`` of the influence on the targets (tokens and
     targets — the last ``n_fixed`` nodes — always), then the edges holding ``edge_threshold`` of
     the edge influence; then drop, until nothing changes, features and errors without an outgoing
     kept edge and features without an incoming one."""
-    for name, v in (("node_threshold", node_threshold), ("edge_threshold", edge_threshold)):
-        if not 0.0 <= v <= 1.0:
-            raise ValueError(f"{name}={v}: it must be between 0 and 1")
+    check_thresholds(node_threshold, edge_threshold)
     adj = adj.coalesce()
     n = adj.shape[0]
     node_inf = influence(normalised(adj), weights)
