@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from mechscope.lenses.logit import direct_logit_attribution, frozen_norm, logit_lens, neuron_attribution, token_id
+from mechscope.lenses.logit import direct_logit_attribution, frozen_norm, logit_lens, neuron_attribution
 
 PROMPT = "When Mary and John went to the store"
 
@@ -13,7 +13,7 @@ PROMPT = "When Mary and John went to the store"
 def test_logit_lens_last_row_is_the_models_own_output(model):
     lens = logit_lens(model, PROMPT)
     run = model.run(PROMPT)
-    tid = token_id(model, lens.target) if len(model.tokenizer(lens.target, add_special_tokens=False)["input_ids"]) == 1 \
+    tid = model.token_id(lens.target) if len(model.tokenizer(lens.target, add_special_tokens=False)["input_ids"]) == 1 \
         else int(run.logits[0, -1].argmax())
     probs = run.logits[0].float().softmax(-1)[:, tid]
     torch.testing.assert_close(lens.target_prob[-1], probs, atol=1e-6, rtol=1e-5)
@@ -111,3 +111,20 @@ def test_dla_per_expert_in_a_mixture_of_experts(family):
         assert abs(rest) < 1e-5 and max(abs(v) for v in experts) > 1e-4
     else:
         assert abs(rest) > 1e-5  # the shared expert
+
+
+def test_a_target_without_its_leading_space_is_named(llama):
+    """A target given without the leading space of the word it usually is was used silently."""
+    def one(text):
+        return len(llama.tokenizer(text, add_special_tokens=False)["input_ids"]) == 1
+
+    word = next(w.removeprefix("Ġ") for w in sorted(llama.tokenizer.get_vocab()) if w.startswith("Ġ") and w[1:].isalpha()
+                and one(w[1:]) and one(" " + w[1:]))
+    with pytest.warns(UserWarning, match=f"token '{word}' .* has no leading space; .* usually ' {word}'"):
+        plain = llama.token_id(word)
+    assert plain == llama.tokenizer(word, add_special_tokens=False)["input_ids"][0]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        llama.token_id(" " + word)

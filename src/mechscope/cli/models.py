@@ -96,7 +96,8 @@ def _heads(args) -> int:
         from ..data import token_blocks
 
         blocks = token_blocks(model.tokenizer, args.icl, 512, "test")
-    result = detect_heads(model, batch=args.n, length=args.length, k=args.k, seeds=args.seeds, text_blocks=blocks)
+    result = detect_heads(model, batch=args.n, length=args.length, k=args.k, seeds=args.seeds, text_blocks=blocks,
+                          progress=not args.quiet)
     print(f"{'rank':<5}" + "".join(f"{kind:>20}" for kind in ("induction", "previous", "duplicate")))
     tops = {kind: result.top(args.top, kind=kind) for kind in ("induction", "previous", "duplicate")}
     for i in range(args.top):
@@ -179,6 +180,7 @@ def add(sub) -> None:
     p.add_argument("--length", type=int, default=50, help="length of the random sequence (repeated once)")
     p.add_argument("--icl", type=int, default=0, help="also the in-context-learning score on this many corpus blocks")
     p.add_argument("--circuits", action="store_true", help="also copying and Q/K/V-composition scores from the weights")
+    quiet(p)
     outputs(p, "heads")
     p.set_defaults(fn=_heads)
 

@@ -189,18 +189,24 @@ def icl_score(model, blocks: torch.Tensor, early: int = 50, late: int = 500, win
 
 
 def detect_heads(model, *, batch: int = 8, length: int = 50, k: int = 5, seeds: int = 5, seed: int = 0,
-                 interventions=(), text_blocks: torch.Tensor | None = None) -> HeadScores:
+                 interventions=(), text_blocks: torch.Tensor | None = None, progress: bool = True) -> HeadScores:
     """Previous-token, duplicate-token and induction scores of every head on repeated random
     tokens, with evidence: the loss on the repeat when the top-``k`` induction heads are zero- or
     mean-ablated, against ``k`` random heads drawn from the same layers (``seeds`` draws).
 
     ``text_blocks`` ([n, ≥ 510] natural-text token ids) adds the in-context-learning score.
+    ``progress``: a bar over the forward passes (minutes on a real model).
     """
+    from tqdm.auto import tqdm
+
     c = model.cfg
     for value, name in ((batch, "batch"), (length, "length"), (k, "k"), (seeds, "seeds")):
         positive_int(value, name)
+    bar = tqdm(total=4 + 2 * seeds + (text_blocks is not None), desc="head detectors", disable=not progress,
+               leave=False)
     tokens = repeated_random_tokens(model, batch, length, seed)
     run = model.run(tokens, cache="blocks.*.attn.pattern", interventions=list(interventions))
+    bar.update()
     scores = pattern_scores({l: run.cache[block_site(l, "attn.pattern")] for l in range(c.n_layers)}, length)
     induction = scores["induction"]
     flat = induction.flatten().argsort(descending=True)[:k].tolist()
@@ -214,8 +220,13 @@ def detect_heads(model, *, batch: int = 8, length: int = 50, k: int = 5, seeds: 
 
         return [*interventions, *(Ablate(block_site(l, "attn.z"), heads=hs, how=how) for l, hs in by_layer.items())]
 
-    clean = repeat_loss(model, tokens, length, interventions)
-    ablated = {how: repeat_loss(model, tokens, length, ablations(top, how)) for how in ("zero", "mean")}
+    def loss(ivs) -> float:
+        value = repeat_loss(model, tokens, length, ivs)
+        bar.update()
+        return value
+
+    clean = loss(interventions)
+    ablated = {how: loss(ablations(top, how)) for how in ("zero", "mean")}
     gen = torch.Generator().manual_seed(seed + 1)
     layers = [l for l, _ in top]
     random_ablated = {"zero": [], "mean": []}
@@ -225,8 +236,10 @@ def detect_heads(model, *, batch: int = 8, length: int = 50, k: int = 5, seeds: 
             layer = layers[int(torch.randint(len(layers), (1,), generator=gen))]
             heads.add((layer, int(torch.randint(c.n_heads, (1,), generator=gen))))
         for how in ("zero", "mean"):
-            random_ablated[how].append(repeat_loss(model, tokens, length, ablations(sorted(heads), how)))
+            random_ablated[how].append(loss(ablations(sorted(heads), how)))
     icl = icl_score(model, text_blocks) if text_blocks is not None else None
+    bar.update(text_blocks is not None)
+    bar.close()
     return HeadScores(
         provenance=Provenance.of(model, dataset="repeated random tokens", seed=seed, batch=batch, length=length, k=k,
                                  seeds=seeds),

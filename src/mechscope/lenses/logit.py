@@ -26,11 +26,6 @@ from ..results import Provenance, Result
 from ..models.sites import block_site, expert_site
 
 
-def token_id(model: Model, token: str | int) -> int:
-    """``model.token_id(token)`` (kept here for callers of the former helper)."""
-    return model.token_id(token)
-
-
 # ----------------------------------------------------------------------------------------------
 # Logit lens
 

@@ -246,6 +246,13 @@ class Model(Engine):
         if len(ids) != 1:
             pieces = [self.tokenizer.decode([i]) for i in ids]
             raise ValueError(f"{token!r} is {len(ids)} tokens {pieces}; give a single-token target (mind the leading space)")
+        if token[:1].isalnum():  # "Paris" where the next word would be " Paris": say which one is used
+            spaced = self.tokenizer(" " + token, add_special_tokens=False)["input_ids"]
+            if len(spaced) == 1 and spaced[0] != ids[0]:
+                import warnings
+
+                warnings.warn(f"token {token!r} (id {ids[0]}) has no leading space; the word after another is usually "
+                              f"{' ' + token!r} (id {spaced[0]}). Using {token!r} as given", UserWarning, stacklevel=2)
         return ids[0]
 
     @property

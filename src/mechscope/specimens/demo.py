@@ -157,7 +157,7 @@ def run_demo(model_name: str = DEFAULT_MODEL, out: str | Path = "mechscope-demo"
     findings.append((shap, "Exact Shapley values over the tokens (absent tokens become the pad token)."))
     _say("input attribution", lap(), *_line(ig, 2), *_line(shap))
 
-    heads = detect_heads(model)
+    heads = detect_heads(model, progress=progress)
     findings.append((heads, "Induction heads found by prefix matching on repeated random tokens, with ablation "
                             "evidence against random heads of the same layers."))
     circuits = head_circuits(model)

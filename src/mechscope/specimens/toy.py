@@ -43,7 +43,7 @@ def _induction(progress: bool, quick: bool):
     one = train_induction(1, steps=steps, progress=progress)
     two = train_induction(2, steps=steps, progress=progress)
     two_model = two.model
-    heads = detect_heads(two_model, batch=16, length=32, k=1, seeds=5)
+    heads = detect_heads(two_model, batch=16, length=32, k=1, seeds=5, progress=progress)
     circuits = head_circuits(two_model)
     ids = torch.randint(1, two_model.cfg.vocab, (20,), generator=torch.Generator().manual_seed(1)).tolist()
     words = [f"t{i}" for i in ids + ids]
