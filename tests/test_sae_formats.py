@@ -360,9 +360,18 @@ def test_a_dictionary_for_another_model_or_site_is_refused(tmp_path):
          "b_dec": torch.zeros(64)}
     save_file(w, str(path / "sae_weights.safetensors"))
     (path / "cfg.json").write_text(json.dumps(cfg))
-    with pytest.raises(SAEError, match="is a dictionary for 'gpt2-small', not 'tiny-llama'"):
+    with pytest.warns(UserWarning, match="names the model 'gpt2-small'; this one is 'tiny-llama'.* sites and widths fit"):
+        assert load_dictionary(path, model=llama).cfg.site == "blocks.1.resid_post"  # a name alone refuses nothing
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_dictionary(path, model=llama, other_model=True).cfg.site == "blocks.1.resid_post"
+    llama.hf.config._name_or_path = "org/GPT2-small"  # the hub id a saved folder's config records
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         load_dictionary(path, model=llama)
-    assert load_dictionary(path, model=llama, other_model=True).cfg.site == "blocks.1.resid_post"
+    llama.hf.config._name_or_path = ""
     cfg["metadata"]["hook_name"] = "blocks.7.hook_resid_post"
     (path / "cfg.json").write_text(json.dumps(cfg))
     with pytest.raises(SAEError, match="reads site 'blocks.7.resid_post', which tiny-llama does not have"):
@@ -433,3 +442,19 @@ def test_a_sparsify_transcoder_reads_and_writes(tmp_path, skip):
     (path / "cfg.json").write_text(json.dumps(cfg))
     with pytest.raises(SAEError, match="skip connection on an autoencoder"):
         load_dictionary(path)
+
+
+def test_malformed_configs_are_refused_by_name(tmp_path):
+    """A cfg.json that is a JSON list raised AttributeError; a TopK config without k a KeyError."""
+    path, _, cfg = saelens_folder(tmp_path / "list")
+    (path / "cfg.json").write_text(json.dumps([cfg]))
+    with pytest.raises(SAEError, match="holds a JSON list; a dictionary's config is a JSON object"):
+        load_dictionary(path)
+    for k in (None, 0, "5", 2.5):
+        path, _, cfg = saelens_folder(tmp_path / f"topk-{k}", arch="topk")
+        cfg.pop("k", None)
+        if k is not None:
+            cfg["k"] = k
+        (path / "cfg.json").write_text(json.dumps(cfg))
+        with pytest.raises(SAEError, match=f"a topk config needs k, .* it has k={k!r}"):
+            load_dictionary(path)

@@ -22,10 +22,15 @@ TL_HOOKS = {"hook_resid_pre": "resid_pre", "hook_resid_mid": "resid_mid", "hook_
 
 
 def read_config(file: Path) -> dict[str, Any]:
+    """A dictionary's JSON config: an object, or a clear ``SAEError``."""
     try:
-        return json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        config = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
         raise SAEError(f"{file} cannot be read as JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise SAEError(f"{file} holds a JSON {type(config).__name__}; a dictionary's config is a JSON object "
+                       "({\"d_in\": ..., \"d_sae\": ..., ...})")
+    return config
 
 
 def read_safetensors(file: Path) -> dict[str, torch.Tensor]:
@@ -116,12 +121,21 @@ def _same_model(theirs: str, ours: str) -> bool:
     return bool(a) and bool(b) and (a in b or b in a)
 
 
+def model_names(model: Any) -> list[str]:
+    """The names a model goes by: mechscope's (an embedded name, or the folder it was loaded from) and
+    the one its HF config records (the hub id a saved folder came from)."""
+    config = getattr(getattr(model, "hf", None), "config", None)
+    recorded = [getattr(config, attr, "") for attr in ("_name_or_path", "name_or_path")] if config is not None else []
+    return [n for n in dict.fromkeys([model.name, *recorded]) if n]
+
+
 def check_against_model(sae: SparseCoder, model: Any, path: Path | str, *, other_model: bool = False) -> None:
-    """Refuse ``sae`` for ``model`` when the file names another model (unless ``other_model``), when
-    its site is not one of the model's, or when its input width differs from the site's."""
+    """The one rule for pairing a dictionary with a model: compare what can be compared. Refused: a site
+    the model does not have, a width that differs from the site's. A model name in the files that
+    matches none of the model's names (``model_names``) is only a warning when everything else fits (a
+    folder-loaded model is named by its path; public dictionaries name hub ids); ``other_model`` says
+    the mismatch is meant and silences it."""
     c = sae.cfg
-    if c.model and not other_model and not _same_model(c.model, model.name):
-        raise SAEError(f"{path} is a dictionary for {c.model!r}, not {model.name!r} (other_model=True loads it anyway)")
     for verb, site, d in (("reads", c.site, c.d_in), ("writes", c.target_site if c.transcoder else None, c.d_out)):
         if site is None:
             continue
@@ -131,6 +145,12 @@ def check_against_model(sae: SparseCoder, model: Any, path: Path | str, *, other
         if want != d:
             raise SAEError(f"{path} has width {d} at {site}; {model.name}'s {site} is {want} wide — a dictionary "
                            f"for another model or site")
+    if c.model and not other_model and not any(_same_model(c.model, name) for name in model_names(model)):
+        import warnings
+
+        warnings.warn(f"{path} names the model {c.model!r}; this one is {' / '.join(map(repr, model_names(model)))}. "
+                      "Its sites and widths fit, so it is used (other_model=True, or --other-model, says the mismatch "
+                      "is meant)", UserWarning, stacklevel=3)
 
 
 def fold_norm_gain(model: Any, site: str, path: Path, hook: str, transcoder: bool, W_enc, b_enc, W_dec, b_dec, W_skip):

@@ -77,6 +77,9 @@ def read_saelens(path: Path, device: str | torch.device, model: Any = None, site
                "the training form" if arch_name in ("batchtopk", "matryoshka_batchtopk") else "not supported")
         raise SAEError(f"{path}: SAELens architecture {arch_name!r}: {why}; supported: {', '.join(SAELENS_ARCHS)}")
     arch, transcoder, skip = SAELENS_ARCHS[arch_name]
+    if arch == "topk" and (isinstance(cfg.get("k"), bool) or not isinstance(cfg.get("k"), int) or cfg["k"] < 1):
+        raise SAEError(f"{path}: a topk config needs k, the latents kept per token (an integer ≥ 1); it has "
+                       f"k={cfg.get('k')!r}")
     norm = cfg["normalize_activations"]
     if norm not in _SAELENS_NORMS:
         raise SAEError(f"{path}: normalize_activations={norm!r}; known: {', '.join(_SAELENS_NORMS)}")
