@@ -240,3 +240,20 @@ def test_one_parser_reads_every_index_list():
         parse_features("120-130,130", 128)
     with pytest.raises(VisionSiteError, match="channel list '1-a'"):
         parse_channels("1-a")
+
+
+def test_load_names_bad_devices_keywords_and_placements(tmp_path):
+    """``ms.load`` with device="cuda" on a machine without one raised torch's bare AssertionError, an
+    unknown keyword the model class's TypeError, an impossible device map an error naming none of it."""
+    hf, tok = tiny_hf("llama")
+    hf.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"device='tpu' is not a device .*valid here: cpu"):
+        ms.load(str(tmp_path), device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"device='cuda': this machine's torch cannot run there; valid here: cpu"):
+            ms.load(str(tmp_path), device="cuda")
+        with pytest.raises(ValueError, match=r"could not place the model with device_map=\{'': 'cuda:3'\}"):
+            ms.load(str(tmp_path), device_map={"": "cuda:3"})
+    with pytest.raises(TypeError, match=r"unknown keyword 'bogus'; valid: device, dtype, and transformers' .*device_map"):
+        ms.load(str(tmp_path), bogus=1)

@@ -67,12 +67,25 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("mechscope"))
 
 
+# what ``load`` passes on to ``from_pretrained``; anything else is refused by name (the model class's own
+# TypeError named none of these)
+FROM_PRETRAINED = frozenset({"device_map", "max_memory", "offload_folder", "offload_state_dict", "attn_implementation",
+                             "low_cpu_mem_usage", "quantization_config", "revision", "trust_remote_code"})
+
+
 def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device: str | torch.device | None = None,
          dtype: torch.dtype = torch.float32, **hf_kwargs: Any) -> Model:
     """Load an embedded model by name, or a local HF model directory (with config.json).
 
     ``hf_kwargs`` go to ``from_pretrained`` (e.g. ``device_map="auto"`` to spread over GPUs).
     """
+    from ..checks import device as check_device
+
+    check_device(device)
+    unknown = sorted(set(hf_kwargs) - FROM_PRETRAINED)
+    if unknown:
+        raise TypeError(f"load() got an unknown keyword {unknown[0]!r}; valid: device, dtype, and transformers' "
+                        f"{', '.join(sorted(FROM_PRETRAINED))}")
     name = str(name_or_path)
     if name in EMBEDDED:
         path = embedded_dir(name)
@@ -91,7 +104,17 @@ def _from_dir(path: Path, name: str, *, device, dtype, **hf_kwargs) -> Model:
 
     from . import compiled  # noqa: F401 - registers the compiled-program architecture with the Auto classes
 
-    hf = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True, **hf_kwargs)
+    try:
+        hf = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True, **hf_kwargs)
+    except (RuntimeError, ValueError, NotImplementedError, KeyError, AssertionError) as err:  # torch: no CUDA
+        placing = {k: hf_kwargs[k] for k in ("device_map", "max_memory", "offload_folder") if k in hf_kwargs}
+        if not placing:
+            raise
+        hint = " — the weights did not fit max_memory: give offload_folder=DIR (or more max_memory)" \
+            if "meta tensor" in str(err) or "offload" in str(err) else ""
+        raise ValueError(f"{name}: transformers could not place the model with "
+                         f"{', '.join(f'{k}={v!r}' for k, v in placing.items())}{hint} "
+                         f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if device is not None:
         hf = hf.to(device)
