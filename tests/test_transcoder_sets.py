@@ -123,6 +123,20 @@ def test_hf_uris_resolve_from_the_local_cache_or_are_refused(tmp_path, model):
     write_set(folder, [], listed=uris[:2] + ["hf://org/other/x.safetensors"])
     with pytest.raises(SAEError, match="models--org--other"):
         load_transcoder_set(folder, hf_cache=cache)
+    # a path built from the file's contents stays inside the cache (was: any file the process could read)
+    (tmp_path / "secret.safetensors").write_bytes(b"x")
+    for uri in ("hf://org/tc/secret.safetensors?revision=../../../..", "hf://org/tc/../../../../secret.safetensors",
+                "hf://org/tc/sub/layer_1.safetensors?revision=/etc"):
+        with pytest.raises(SAEError, match="leads outside the Hugging Face cache's snapshots of org/tc"):
+            resolve_hf_uri(uri, cache)
+    for listed, match in (([1, 2, 3], "transcoders is \\[1, 2, 3\\]; it is a list of file paths"),
+                          ([["a"], ["b"]], "it is a list of file paths"), ("layer_0", "it is a list of file paths")):
+        write_set(folder, [], listed=listed)
+        with pytest.raises(SAEError, match=match):
+            load_transcoder_set(folder, hf_cache=cache)
+    write_set(folder, [], listed=uris, feature_input_hook=7)
+    with pytest.raises(SAEError, match="feature_input_hook is 7; it is a string"):
+        load_transcoder_set(folder, hf_cache=cache)
 
 
 def test_bad_sets_are_refused_by_name(tmp_path, model):

@@ -65,15 +65,28 @@ def resolve_hf_uri(uri: str, hf_cache: str | os.PathLike | None = None) -> Path:
         raise SAEError(f"{uri!r} is not a Hugging Face file URI (hf://org/repo/path/to/file)")
     repo, file = f"{parsed.netloc}/{parts[0]}", parts[1]
     revision = (parse_qs(parsed.query).get("revision") or ["main"])[0]
-    repo_dir = hf_cache_dir(hf_cache) / f"models--{repo.replace('/', '--')}"
+    cache = hf_cache_dir(hf_cache).resolve()
+    repo_dir = cache / f"models--{repo.replace('/', '--')}"
     ref = repo_dir / "refs" / revision
-    commit = ref.read_text().strip() if ref.is_file() else revision
+    commit = ref.read_text().strip() if _inside(ref, repo_dir / "refs") and ref.is_file() else revision
     path = repo_dir / "snapshots" / commit / file
+    if not _inside(path, repo_dir / "snapshots"):  # built from a file's contents: contained in its snapshot folder
+        raise SAEError(f"{uri!r} leads outside the Hugging Face cache's snapshots of {repo} ({path.resolve()}); "
+                       "a revision is a branch, tag or commit and a file a path inside the repository")
     if not path.is_file():
         raise SAEError(f"{uri} is not in the local Hugging Face cache: looked for {path}. mechscope downloads "
                        f"nothing at run time; put the file there (huggingface-cli download {repo} {file}) or "
                        "give hf_cache=")
     return path
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path``, with ``..`` and links resolved, lies under ``folder``."""
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
 
 
 def _layer_site(hook: str, layer: int) -> tuple[str, bool]:
@@ -332,6 +345,9 @@ def load_transcoder_set(path: str | os.PathLike, device: str | torch.device = "c
         raise SAEError(f"{file} cannot be read as YAML ({err})") from None
     if not isinstance(cfg, dict) or not {"feature_input_hook", "feature_output_hook"} <= set(cfg):
         raise SAEError(f"{file} must name feature_input_hook and feature_output_hook")
+    for key in ("feature_input_hook", "feature_output_hook", "model_name", "model_kind"):
+        if key in cfg and not isinstance(cfg[key], str):
+            raise SAEError(f"{file}: {key} is {cfg[key]!r}; it is a string (e.g. feature_input_hook: hook_resid_mid)")
     folder = file.parent
     kind = cfg.get("model_kind", "transcoder_set")
     if kind == "cross_layer_transcoder":
@@ -345,6 +361,9 @@ def load_transcoder_set(path: str | os.PathLike, device: str | torch.device = "c
     if kind != "transcoder_set":
         raise SAEError(f"{file}: model_kind {kind!r}; known: transcoder_set, cross_layer_transcoder")
     entries = cfg.get("transcoders")
+    if entries is not None and (not isinstance(entries, list) or not all(isinstance(e, str) for e in entries)):
+        raise SAEError(f"{file}: transcoders is {str(entries)[:80]}; it is a list of file paths or hf:// URIs, one "
+                       "per layer")
     if entries is None:
         files = sorted(folder.glob("layer_*.safetensors"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
         entries = [str(p) for p in files]
