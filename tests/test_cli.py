@@ -331,3 +331,18 @@ def test_bad_arguments_are_refused_before_the_work(model_dir, tmp_path, capsys):
     assert "a file is there; the compiled model is saved as a folder" in capsys.readouterr().err
     assert main(["graph", model_dir, "The cat", "--transcoders", str(tmp_path / "none"), "--node-threshold", "8"]) == 2
     assert "node_threshold=8.0: it must be between 0 and 1" in capsys.readouterr().err  # not "no transcoders"
+
+
+def test_the_command_starts_without_torch():
+    """`mechscope --help` took ~12 s (torch and transformers imported by `import mechscope`); the command
+    line, every command's help and `import mechscope` itself now load neither."""
+    import subprocess
+    import sys
+
+    code = ("import sys, mechscope, mechscope.cli as cli; cli.parser().format_help(); import mechscope.compile; "
+            "mechscope.compile.PROGRAMS; print(sorted(m for m in ('torch', 'transformers', 'sqlalchemy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+    import mechscope as ms
+
+    assert ms.load.__module__ == "mechscope.models.load" and "Route" in dir(ms) and ms.compile.PROGRAMS

@@ -3,27 +3,27 @@
 >>> import mechscope as ms
 >>> model = ms.load("smollm2-135m")
 >>> run = model.run(["The cat sat on the mat.", "Paris is in"], cache=["blocks.*.attn.pattern"])
+
+Names load on first use (``lazy``): ``import mechscope`` is light until a model is needed.
 """
 
-from .models import EMBEDDED, Model, ModelConfig, SiteError, UnsupportedArchitecture, load  # first: no cycles
-from .models.interventions import Ablate, Add, Intervention, InterventionError, Patch, ProjectOut, Replace, Route
-from .models.run import Cache, Run
+from .lazy import exports
 
 __version__ = "0.1.0"
+
+_INTERVENTIONS = ("Ablate", "Add", "Intervention", "InterventionError", "Patch", "ProjectOut", "Replace", "Route")
+_SUBMODULES = ("archive", "attribution", "circuits", "compile", "components", "concepts", "data", "lenses", "models",
+               "names", "report", "results", "sae", "specimens", "tasks", "toy", "tracing", "verify", "vision", "web")
+__getattr__, __dir__ = exports(__name__, {
+    "EMBEDDED": ".models.embedded:EMBEDDED", "load": ".models.load:load", "Model": ".models.model:Model",
+    "ModelConfig": ".models.model:ModelConfig", "SiteError": ".models.sites:SiteError",
+    "UnsupportedArchitecture": ".models.adapters:UnsupportedArchitecture",
+    "Cache": ".models.run:Cache", "Run": ".models.run:Run",
+    **{name: f".models.interventions:{name}" for name in _INTERVENTIONS},
+    **{name: f".{name}" for name in _SUBMODULES},
+})
 
 __all__ = [
     "Ablate", "Add", "Cache", "EMBEDDED", "Intervention", "InterventionError", "Model", "ModelConfig",
     "Patch", "ProjectOut", "Replace", "Route", "Run", "SiteError", "UnsupportedArchitecture", "load", "__version__",
 ]
-
-_SUBMODULES = {"archive", "attribution", "circuits", "compile", "components", "concepts", "data", "lenses", "names",
-               "report", "results", "sae", "specimens", "tasks", "toy", "tracing", "verify", "vision", "web"}
-
-
-def __getattr__(name: str):
-    """``ms.archive``, ``ms.report``, ... are imported on first use (keeps ``import mechscope`` light)."""
-    if name in _SUBMODULES:
-        import importlib
-
-        return importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module 'mechscope' has no attribute {name!r}")

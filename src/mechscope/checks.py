@@ -31,34 +31,3 @@ def indices(spec: str, what: str = "index", size: int | None = None) -> list[int
             raise ValueError(f"{what} {bad[0]} in {spec!r} is out of range: valid are 0..{size - 1}")
     return out
 
-
-def device(value: Any) -> Any:
-    """``value`` (None, a device string or a ``torch.device``) if this torch can run on it, else
-    ``ValueError`` naming it and the devices that are here (was torch's bare AssertionError for "cuda"
-    without a GPU)."""
-    import torch
-
-    if value is None:
-        return None
-    try:
-        dev = torch.device(value)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device={value!r} is not a device ({str(err).splitlines()[0][:120]}); valid here: "
-                         f"{', '.join(available_devices())}") from None
-    kinds = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "meta": True}
-    if not kinds.get(dev.type, False) or (dev.type == "cuda" and dev.index is not None
-                                          and dev.index >= torch.cuda.device_count()):
-        raise ValueError(f"device={value!r}: this machine's torch cannot run there; valid here: "
-                         f"{', '.join(available_devices())}")
-    return value
-
-
-def available_devices() -> list[str]:
-    import torch
-
-    out = ["cpu"]
-    if torch.cuda.is_available():
-        out += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if torch.backends.mps.is_available():
-        out.append("mps")
-    return out

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ..models.load import EMBEDDED
+from ..models.embedded import EMBEDDED
 
 if TYPE_CHECKING:
     from ..results import Result

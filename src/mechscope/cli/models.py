@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ..models.load import DEFAULT_MODEL
+from ..models.embedded import DEFAULT_MODEL
 from .common import ARCHIVE_HELP, MODEL_HELP, command, emit, outputs, pages_dir, quiet, write_text
 
 

@@ -7,10 +7,14 @@ boxes), ``siit`` (trained stand-ins with the same circuit). Every mechscope anal
 compiled model unchanged (``CompiledProgram.model``).
 """
 
-from .compiler import CompiledProgram, Layout, compile_program
-from .programs import PROGRAMS
-from .rasp import (Aggregate, Comparison, Full, Map, RASPError, Select, SelectorWidth, SequenceMap, SOp, evaluate,
-                   indices, tokens)
+from ..lazy import exports
+
+__getattr__, __dir__ = exports(__name__, {
+    "CompiledProgram": ".compiler:CompiledProgram", "Layout": ".compiler:Layout", "compile_program": ".compiler:compile_program",
+    "PROGRAMS": ".programs:PROGRAMS",
+    **{name: f".rasp:{name}" for name in ("Aggregate", "Comparison", "Full", "Map", "RASPError", "Select",
+                                          "SelectorWidth", "SequenceMap", "SOp", "evaluate", "indices", "tokens")},
+})
 
 __all__ = ["Aggregate", "Comparison", "CompiledProgram", "Full", "Layout", "Map", "PROGRAMS", "RASPError", "SOp",
            "Select", "SelectorWidth", "SequenceMap", "compile_program", "evaluate", "indices", "tokens"]
