@@ -12,6 +12,7 @@ os.environ.setdefault("MECHSCOPE_PAGES", os.path.join(tempfile.mkdtemp(), "pages
 # Parallel workers must not fight over OpenMP threads: one each. MECHSCOPE_TEST_THREADS changes it, to check
 # that no test rides on one thread count's float summation order (`make robustness`).
 torch.set_num_threads(int(os.environ.get("MECHSCOPE_TEST_THREADS", "1")))
+os.environ["MECHSCOPE_THREADS"] = str(torch.get_num_threads())  # what a command run in a test then uses
 
 from mechscope.models.attention import active_probes  # noqa: E402
 from mechscope.models.tiny import FAMILIES, tiny  # noqa: E402

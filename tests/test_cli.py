@@ -346,3 +346,29 @@ def test_the_command_starts_without_torch():
     import mechscope as ms
 
     assert ms.load.__module__ == "mechscope.models.load" and "Route" in dir(ms) and ms.compile.PROGRAMS
+
+
+def test_threads_default_to_the_free_cores_and_are_set_by_flag_or_environment(model_dir, monkeypatch, capsys):
+    """torch's one thread per core ran commands 5-18x slower when another process was busy; the command
+    line chooses the free cores unless --threads / $MECHSCOPE_THREADS says, and says so."""
+    import torch
+
+    from mechscope.models import threads
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("MECHSCOPE_THREADS")  # the suite's own setting (conftest)
+    try:
+        monkeypatch.setattr(threads.os, "cpu_count", lambda: 4)
+        monkeypatch.setattr(threads.os, "getloadavg", lambda: (2.6, 1.0, 1.0))
+        assert threads.choose_threads() == (1, "free cores (4 cores, load 2.6); --threads or $MECHSCOPE_THREADS sets it")
+        monkeypatch.setattr(threads.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+        assert threads.choose_threads()[0] == 4
+        monkeypatch.setenv("MECHSCOPE_THREADS", "2")
+        assert threads.choose_threads() == (2, "set by $MECHSCOPE_THREADS")
+        assert threads.choose_threads("3") == (3, "set by --threads")
+        assert main(["--threads", "1", "lens", model_dir, "The cat"]) == 0
+        assert "threads: 1 (set by --threads)" in capsys.readouterr().err and torch.get_num_threads() == 1
+        assert main(["--threads", "0", "lens", model_dir, "The cat"]) == 2
+        assert "--threads='0': threads must be an integer ≥ 1" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)

@@ -28,15 +28,21 @@ PIPELINE = (("open a model", ("info", "run")),
 DIVIDED = ("patch", "circuit", "graph", "probe", "sae dashboard", "sae eval")
 SELF_MANAGED = ("sae harvest", "sae train")
 OUTPUTS = ("out", "json", "archive", "neuronpedia")  # what a command writes: to scratch on the other ranks
+QUICK = ("info", "run", "specimens list", "specimens show", "specimens export", "specimens import", "specimens rm",
+         "specimens gc", "report", "serve", "sae info", "sae convert")  # no thread line: they compute little
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mechscope", usage="mechscope [-h] [--records DIR] COMMAND ...", description="Mechanistic interpretability workbench",
+    p = argparse.ArgumentParser(prog="mechscope", usage="mechscope [-h] [--threads N] [--records DIR] COMMAND ...",
+                                description="Mechanistic interpretability workbench",
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="`mechscope COMMAND --help` shows a command's options and examples.\n"
                                        "Every command writes its page to --out PAGE, else to $MECHSCOPE_PAGES (or "
                                        "pages/ in the user\ndata dir); --json PATH writes the result's JSON, "
                                        "--archive [WHERE] stores it as a specimen.")
+    p.add_argument("--threads", metavar="N",
+                   help="torch threads (default: $MECHSCOPE_THREADS, else the cores free now — torch's one per core "
+                        "runs 5-18x slower when another process is busy)")
     p.add_argument("--records", metavar="DIR",
                    help="keep progress records of the sweeps in DIR: run the command again (or under torchrun "
                         "--max-restarts) and it resumes from what was finished")
@@ -71,6 +77,10 @@ def _run(args) -> int:
     from ..distributed import group, rank_world, records
 
     name = args.command_name
+    if name not in QUICK:
+        from ..models.threads import use_threads
+
+        print(use_threads(args.threads), file=sys.stderr)
     with records(args.records) if args.records else contextlib.nullcontext():
         if int(os.environ.get("WORLD_SIZE", "1")) == 1 or name in SELF_MANAGED:
             return args.fn(args)
