@@ -275,3 +275,60 @@ def test_raw_errors_of_the_zip_and_json_layers_are_import_errors(exported, new_a
             at = data.find(sig, at + 4)
     odd.write_bytes(bytes(data))
     assert_refused(new_archive(), odd, "nothing was imported")
+
+
+def _with_figure(exported, dst, data: bytes):
+    """The export with its first figure.png replaced by ``data`` (hashes and sizes kept consistent)."""
+    import hashlib
+
+    m = load_manifest(exported)
+    finding = next(f for f in m["findings"] if "figure.png" in f["files"])
+    old = finding["files"]["figure.png"]["hash"]
+    new = hashlib.sha256(data).hexdigest()
+    finding["files"]["figure.png"] = {"hash": new, "size": len(data)}
+    still = any(meta["hash"] == old for f in m["findings"] for meta in f["files"].values())
+    blobs = {h: n for h, n in m["blobs"].items() if h != old or still}
+    m["blobs"] = {**blobs, new: len(data)}
+    entries = {"manifest.json": b"", **{f"blobs/{h}": _blob(exported, h) for h in blobs}, f"blobs/{new}": data}
+    with zipfile.ZipFile(dst, "w", compression=zipfile.ZIP_DEFLATED) as zout:
+        for name, content in entries.items():
+            zout.writestr(name, json.dumps(m) if name == "manifest.json" else content)
+    return dst
+
+
+def test_figures_that_would_blow_up_a_page_are_refused(exported, new_archive, tmp_path):
+    """A 282 KB export held a 256 MiB "PNG" (only its signature was checked) and every page inlined it:
+    a 358 MB page. Figures are bounded by their header's pixels and by bytes, at import and at record."""
+    import struct
+    import zlib
+
+    from mechscope.archive import ArchiveError
+
+    def png(width, height, padding=0):
+        ihdr = struct.pack(">II", width, height) + b"\x08\x02\x00\x00\x00"
+        chunk = struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+        return b"\x89PNG\r\n\x1a\n" + chunk + bytes(padding)
+
+    assert_refused(new_archive(), _with_figure(exported, tmp_path / "wide.mscope", png(100_000, 100_000)),
+                   r"figure.png is 100000 × 100000 pixels")
+    assert_refused(new_archive(), _with_figure(exported, tmp_path / "big.mscope", png(100, 100, 20 << 20)),
+                   r"figure.png is 20,971,553 bytes \(a figure is at most 16,777,216\)")
+    assert_refused(new_archive(), _with_figure(exported, tmp_path / "headless.mscope", b"\x89PNG\r\n\x1a\nxx"),
+                   "figure.png is a PNG without its header")
+    new_archive().import_file(_with_figure(exported, tmp_path / "fine.mscope", png(640, 480, 1000)))
+
+    import torch
+
+    from mechscope.results import NextTokens, Provenance
+
+    target = new_archive()
+    result = NextTokens(provenance=Provenance(model="m", fingerprint="f" * 32), prompts=["a"], tokens=[["b"]],
+                        probs=torch.tensor([[0.5]]))
+    real = NextTokens.png_bytes
+    try:
+        NextTokens.png_bytes = lambda self: png(50_000, 50_000)
+        with pytest.raises(ArchiveError, match=r"figure.png is 50000 × 50000 pixels .*; nothing was stored"):
+            target.record("huge", [(result, "")])
+    finally:
+        NextTokens.png_bytes = real
+    assert target.specimens() == []

@@ -77,6 +77,12 @@ def prepare_finding(blobs: BlobStore, result: Result, notes: str = "", figure: b
             contents["figure.png"] = png
         if callable(getattr(result, "svg", None)):
             contents["figure.svg"] = result.svg().encode()
+    from .figures import png_problem, svg_problem
+
+    for role, problem in (("figure.png", png_problem), ("figure.svg", svg_problem)):
+        why = problem(contents[role][:4096], len(contents[role])) if role in contents else None
+        if why:
+            raise ArchiveError(f"{type(result).__name__}'s {role} {why}; nothing was stored")
     files = {role: blobs.put(content) for role, content in contents.items()}
     row = dict(uid=new_uid(), kind=type(result).__name__, title=result.title, summary=result.summary(),
                data=json.dumps(data, default=str), evidence=json.dumps(result.evidence(), default=str),

@@ -30,6 +30,7 @@ import pydantic
 from ..results import Result, ResultFormatError, dataclass_schema, result_types, validation_message
 from .blobs import HASH_RE, BlobError, BlobStore
 from .database import ArchiveError, schema_revision
+from .figures import HEAD, png_problem, svg_problem
 from .specimens import Event, Finding, Specimen
 
 FORMAT = "mechscope-specimen"
@@ -38,7 +39,6 @@ MAX_MANIFEST = 64 << 20  # bytes
 MAX_BLOB = 4 << 30
 MAX_TOTAL = 512 << 20  # default bound on an import's files together; $MECHSCOPE_IMPORT_LIMIT (bytes) changes it
 CHUNK = 1 << 20  # bytes read at a time while a file streams in
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ROLES = ("tensors", "figure.png", "figure.svg")
 UID_RE = re.compile(HASH_RE.pattern.replace("64", "32"))
 
@@ -242,11 +242,11 @@ def _check_finding(f: dict[str, Any], staged: dict[str, Path], fail) -> None:
         with open(staged[f["files"][role]["hash"]], "rb") as fh:
             return fh.read(n)
 
-    png, svg = head("figure.png", len(PNG_SIGNATURE)), head("figure.svg", 4096)
-    if png is not None and png != PNG_SIGNATURE:
-        raise fail(f"finding {f['uid'][:8]}'s figure.png is not a PNG image")
-    if svg is not None and b"<svg" not in svg:
-        raise fail(f"finding {f['uid'][:8]}'s figure.svg is not an SVG image")
+    for role, problem, n in (("figure.png", png_problem, HEAD), ("figure.svg", svg_problem, 4096)):
+        start = head(role, n)
+        why = problem(start, f["files"][role]["size"]) if start is not None else None
+        if why:
+            raise fail(f"finding {f['uid'][:8]}'s {role} {why}")
     try:
         tensors = load_file(staged[f["files"]["tensors"]["hash"]]) if "tensors" in f["files"] else {}
         result = Result.from_dict(f["data"], tensors)
