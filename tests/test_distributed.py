@@ -221,3 +221,30 @@ def test_commands_that_do_not_divide_are_refused_under_torchrun(monkeypatch, cap
     assert main(["heads", "smollm2-135m"]) == 2
     err = capsys.readouterr().err
     assert "`mechscope heads` does not divide its work across torchrun's ranks" in err and "sae dashboard" in err
+
+
+def test_a_resumed_sweep_verifies_what_it_loads(tmp_path, recwarn):
+    """A record of the wrong shape, with altered values (NaN) or of another dtype was used as if valid;
+    each is now recomputed with a warning that says why."""
+    from mechscope import distributed
+
+    calls = []
+
+    def square(items: range) -> torch.Tensor:
+        calls.append(items)
+        return torch.tensor([[float(i * i), 1.0] for i in items])
+
+    with distributed.records(tmp_path) as root:
+        first = distributed.sweep(6, square, key="k", per=3, desc="squares")
+        [folder] = root.iterdir()
+        record = folder / f"{3:09d}-{6:09d}.pt"
+        good = torch.load(record, weights_only=True)
+        for bad, why in (({**good, "value": good["value"][:2]}, "has 2 rows; its chunk has 3"),
+                         ({**good, "value": good["value"].clone().fill_(float("nan"))}, "does not match the digest"),
+                         ({"value": good["value"].double(), "sha256": distributed._digest(good["value"].double())},
+                          "is torch.float64 (2,) per row; the sweep's other chunks are torch.float32 (2,)"),
+                         (good["value"], "holds no chunk")):
+            torch.save(bad, record)
+            recwarn.clear()
+            assert torch.equal(distributed.sweep(6, square, key="k", per=3, desc="squares"), first)
+            assert calls[-1] == range(3, 6) and why in str(recwarn.pop().message)

@@ -112,10 +112,11 @@ def sweep(n: int, compute: Callable[[range], torch.Tensor], *, key: str, per: in
     if n == 0:
         return torch.zeros(0)
     folder = _record_folder(desc, key)
-    parts = []
+    parts: list[torch.Tensor] = []
     for chunk in tqdm(chunks[rank::world], desc=desc, disable=not progress or rank != 0):
         path = folder / f"{chunk.start:09d}-{chunk.stop:09d}.pt" if folder is not None else None
-        done = _load_record(path) if path is not None and path.exists() else None
+        done = _load_record(path, len(chunk), parts[0] if parts else None) if path is not None and path.exists() \
+            else None
         if done is None:
             done = compute(chunk).detach().cpu()
             if path is not None:
@@ -147,20 +148,37 @@ def _record_folder(desc: str, key: str) -> Path | None:
     return folder
 
 
+def _digest(value: torch.Tensor) -> str:
+    raw = value.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes()
+    return hashlib.sha256(str((value.dtype, tuple(value.shape))).encode() + raw).hexdigest()
+
+
 def _save_record(path: Path, value: torch.Tensor) -> None:
-    write_atomic(path, lambda tmp: torch.save(value, tmp))
+    write_atomic(path, lambda tmp: torch.save({"value": value, "sha256": _digest(value)}, tmp))
 
 
-def _load_record(path: Path) -> torch.Tensor | None:
-    """A finished chunk (tensors only: loading never runs code), or None — with a warning — for a
-    file that is not one (it is then computed again and rewritten)."""
+def _load_record(path: Path, rows: int, like: torch.Tensor | None) -> torch.Tensor | None:
+    """A finished chunk, verified: tensors only (loading never runs code), ``rows`` rows, the digest it
+    was written with (so altered values, NaN included, are caught), and the trailing shape and dtype of
+    the sweep's other parts (``like``). Anything else is None — with a warning — and computed again."""
+    def refuse(why: str) -> None:
+        warnings.warn(f"progress record {path} {why}; computing that chunk again", stacklevel=4)
+
     try:
-        value = torch.load(path, map_location="cpu", weights_only=True)
+        saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable record is recomputed
-        warnings.warn(f"progress record {path} is unreadable ({type(e).__name__}); computing that chunk again",
-                      stacklevel=3)
-        return None
-    return value if isinstance(value, torch.Tensor) else None
+        return refuse(f"is unreadable ({type(e).__name__})")
+    value = saved.get("value") if isinstance(saved, dict) else None
+    if not isinstance(value, torch.Tensor) or value.dim() == 0:
+        return refuse("holds no chunk (a record is {value: tensor, sha256})")
+    if value.shape[0] != rows:
+        return refuse(f"has {value.shape[0]} rows; its chunk has {rows}")
+    if like is not None and (value.dtype != like.dtype or value.shape[1:] != like.shape[1:]):
+        return refuse(f"is {value.dtype} {tuple(value.shape[1:])} per row; the sweep's other chunks are "
+                      f"{like.dtype} {tuple(like.shape[1:])}")
+    if saved.get("sha256") != _digest(value):
+        return refuse("does not match the digest it was written with (altered or damaged)")
+    return value
 
 
 def _range(rank: int, world: int, n: int) -> range:
