@@ -50,6 +50,10 @@ def main() -> None:
             p.start()
         if others:
             time.sleep(65)  # let the 1-minute load average see it, as the default reads it
+        else:  # idle: wait (up to 8 min) for the load of whatever ran before to decay
+            deadline = time.time() + 480
+            while os.getloadavg()[0] > 0.4 and time.time() < deadline:
+                time.sleep(10)
         default, why = choose_threads()
         one, every = _seconds(model, inputs, 1), _seconds(model, inputs, cores)
         stop.set()

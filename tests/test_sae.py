@@ -391,3 +391,16 @@ def test_transcoders_for_every_layer_trained_online_resume_exactly(tmp_path, mon
     fid = evaluate_transcoders(model, a, tokens, progress=False)
     assert len(fid.fvu) == 3 and 0 <= fid.top1_agreement <= 1 and fid.kl >= 0
     assert fid.ce_zero != fid.ce_orig and "CE recovered" in fid.summary()
+
+
+def test_a_dictionary_worse_than_predicting_zero_says_so():
+    """A quick run ended at FVU 1.10 — worse than predicting zero — with no warning."""
+    from mechscope.results import Provenance
+    from mechscope.sae.trainer import TrainingLog
+
+    columns = ["step", "tokens", "loss", "fvu", "l0", "dead", "lr"]
+    log = TrainingLog(provenance=Provenance(model="m", fingerprint="f"), arch="topk", width=64, columns=columns,
+                      values=torch.tensor([[10.0, 640.0, 1.0, 1.10, 4.0, 0.0, 1e-3]]))
+    assert "WARNING: FVU > 1 — it reconstructs worse than predicting zero" in log.summary()
+    log.values[0, 3] = 0.2
+    assert "WARNING" not in log.summary()

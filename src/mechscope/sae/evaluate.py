@@ -31,6 +31,7 @@ from ..models.interventions import Ablate
 from ..models.model import Model
 from ..results import Provenance, Result
 from .config import SAEError
+from .trainer import worse_than_zero
 from .dictionary import SparseCoder
 from .features import splice
 from .store import ActivationStore
@@ -71,6 +72,7 @@ class SAEEvaluation(Result):
     def summary(self) -> str:
         s = (f"{self.arch} × {self.width} at {self.site} over {self.n_tokens:,} tokens: L0 {self.l0:.1f}, "
              f"FVU {self.fvu:.4f}, MSE {self.mse:.4g}, dead {self.dead:.1%}, dense {self.dense:.1%}")
+        s += worse_than_zero(self.fvu)
         if self.ce_recovered is not None:
             s += (f"\n  CE: model {self.ce_orig:.4f}, spliced {self.ce_sae:.4f}, zero-ablated {self.ce_zero:.4f} → "
                   f"CE loss recovered {self.ce_recovered:.3f}; KL(orig‖sae) {self.kl_sae:.4f} (zero: {self.kl_zero:.4f})")

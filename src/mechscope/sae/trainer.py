@@ -62,6 +62,12 @@ def _all_reduce(t: torch.Tensor, op=None) -> torch.Tensor:
     return t
 
 
+def worse_than_zero(fvu: float) -> str:
+    """A warning for a summary when a dictionary reconstructs worse than predicting zero (FVU > 1)."""
+    return ("\n  WARNING: FVU > 1 — it reconstructs worse than predicting zero; train longer (more tokens or "
+            "epochs), lower the learning rate, or check the activation store") if fvu > 1 else ""
+
+
 @dataclass
 class TrainingLog(Result):
     """Training curves: per logged step ``columns`` (step, tokens, loss, fvu, l0, dead, lr) as
@@ -81,7 +87,7 @@ class TrainingLog(Result):
             return f"{self.arch} × {self.width}: no steps logged"
         last = dict(zip(self.columns, self.values[-1].tolist()))
         return (f"{self.arch} SAE × {self.width}: {int(last['step'])} steps, {int(last['tokens']):,} tokens; "
-                f"final FVU {last['fvu']:.4f}, L0 {last['l0']:.1f}, dead {last['dead']:.1%}")
+                f"final FVU {last['fvu']:.4f}, L0 {last['l0']:.1f}, dead {last['dead']:.1%}{worse_than_zero(last['fvu'])}")
 
     def evidence(self) -> dict:
         last = dict(zip(self.columns, self.values[-1].tolist())) if len(self.values) else {}

@@ -20,6 +20,9 @@ from ..results import Result
 from .prune import Pruned, graph_scores, influence, normalised, prune
 
 
+LOW_REPLACEMENT = 0.2  # below this a graph's summary warns: its transcoders explain little of the prompt
+
+
 @dataclass
 class AttributionGraph(Result):
     """An attribution graph (see the module docstring for the node order).
@@ -204,4 +207,7 @@ class AttributionGraph(Result):
                 f"{self.n_features} of {self.n_active} active features, {int(self.edge_weight.numel())} edges; "
                 f"pruned (0.8 / 0.98) to {int(kept.nodes.sum())} nodes and {int(kept.edges.sum())} edges. "
                 f"Replacement score {rep:.3f}, completeness {comp:.3f}.\n"
-                "Most influential features: " + ", ".join(f"{labels[i]} ({float(inf[i]):.3f})" for i in top))
+                + (f"WARNING: replacement score {rep:.3f} — the transcoders explain little of this prompt; the graph is "
+                   "mostly error nodes (check their FVU with `mechscope sae eval` or train them longer).\n"
+                   if rep < LOW_REPLACEMENT else "")
+                + "Most influential features: " + ", ".join(f"{labels[i]} ({float(inf[i]):.3f})" for i in top))
