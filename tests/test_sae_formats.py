@@ -458,3 +458,19 @@ def test_malformed_configs_are_refused_by_name(tmp_path):
         (path / "cfg.json").write_text(json.dumps(cfg))
         with pytest.raises(SAEError, match=f"a topk config needs k, .* it has k={k!r}"):
             load_dictionary(path)
+
+
+def test_info_describes_a_transcoder_that_does_not_name_its_output(tmp_path, capsys):
+    """`mechscope sae info` exited 2 on a valid SAELens transcoder whose metadata names no output hook;
+    now it describes what the files say and what is missing, and loading names the flag that supplies it."""
+    from mechscope.cli import main
+
+    path, _, cfg = saelens_folder(tmp_path / "tc", arch="transcoder", d_out=D_IN)
+    del cfg["metadata"]["hook_name_out"]
+    (path / "cfg.json").write_text(json.dumps(cfg))
+    with pytest.raises(SAEError, match=r"do not name the site it writes; give target_site= \(--target-site"):
+        load_dictionary(path)
+    assert main(["sae", "info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "reads      blocks.3.resid_mid, d_in" in out and "writes     (not named: give --target-site)" in out
+    assert load_dictionary(path, target_site="blocks.3.mlp.out").cfg.transcoder

@@ -102,10 +102,23 @@ def _info(args) -> int:
 
     from ..sae.formats import dictionary_format, load_dictionary
 
+    from ..sae.config import SitesNotNamed
+
     path = args.path
     if dictionary_format(path) == "circuit-tracer":
         return _set_info(path)
-    sae = load_dictionary(path, site=args.site, target_site=args.target_site)
+    try:
+        sae = load_dictionary(path, site=args.site, target_site=args.target_site)
+    except SitesNotNamed as err:  # describe what the files do say, and what is missing
+        k = err.known
+        rows = [("format", k["format"]), ("dictionary", f"{k['dictionary']} (transcoder)"),
+                ("reads", f"{k['reads'] or '(not named: give --site)'}, d_in {k['d_in']}"),
+                ("writes", f"(not named: give --target-site), d_out {k['d_out']}"), ("latents", f"{k['width']:,}"),
+                ("model", k["model"] or "(not named)")]
+        for key, value in rows:
+            print(f"{key:<11}{value}")
+        print(f"missing: {err}")
+        return 0
     c = sae.cfg
     kind = ("transcoder" + (" with a skip connection" if c.skip else "")) if c.transcoder else "SAE"
     if c.k:

@@ -21,6 +21,15 @@ class SAEError(ValueError):
     """A configuration, input or file that a sparse coder cannot use."""
 
 
+class SitesNotNamed(SAEError):
+    """A dictionary whose files do not say a site it needs (a transcoder's output): ``known`` holds what
+    they do say ({"format", "dictionary", "d_in", "d_out", "width", "reads", "model"}), for a description."""
+
+    def __init__(self, message: str, known: dict):
+        super().__init__(message)
+        self.known = known
+
+
 @dataclass
 class SAEConfig:
     """What defines a dictionary. ``k``: latents per row (topk/batchtopk); ``sparsity``: λ of the

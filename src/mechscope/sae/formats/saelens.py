@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..config import SAEConfig, SAEError
+from ..config import SAEConfig, SAEError, SitesNotNamed
 from ..dictionary import SparseCoder
 from .common import TL_HOOKS, check_against_model, check_weights, fold_norm_gain, hook_site, pre_mlp_norm, read_config, read_safetensors, write_folder
 
@@ -125,7 +125,13 @@ def read_saelens(path: Path, device: str | torch.device, model: Any = None, site
     if transcoder and target_site is None and site and site.endswith(".mlp.in"):
         target_site = site.rsplit(".", 1)[0] + ".out"  # the standard MLP transcoder
     if transcoder and d_out == d_in and (site is None or target_site is None or target_site == site):
-        raise SAEError(f"{path}: a transcoder that does not name what it reads and writes; give site= and target_site=")
+        missing = " and ".join(f"{name}= (--{name.replace('_', '-')} on the command line)" for name, value in
+                               (("site", site), ("target_site", target_site if target_site != site else None))
+                               if value is None)
+        raise SitesNotNamed(f"{path}: a transcoder whose files do not name the site{'s' if ' and ' in missing else ''} "
+                            f"it {'reads and writes' if site is None else 'writes'}; give {missing}",
+                            {"format": "saelens", "dictionary": f"{arch} {arch_name}", "d_in": int(d_in),
+                             "d_out": int(d_out), "width": int(d_sae), "reads": site, "model": meta.get("model_name")})
     centre = not transcoder and _transformer_lens_centres(meta) and site is not None \
         and site.split(".", 2)[-1] in _WRITTEN_SITES
     row_norm = _SAELENS_NORMS[norm]
