@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 DEMO_STAMP := $(VENV)/.mechscope-demo
 TEST_STAMP := $(VENV)/.mechscope-test
 
-.PHONY: demo test test-fast bench bench-sae clean chromium datasets reproduce robustness families ct-env tracr-env corpora transcoders graph-specimen
+.PHONY: demo test test-fast bench bench-sae clean chromium datasets reproduce robustness families ct-env tracr-env corpora transcoders transcoders-quick graph-specimen
 
 # What the demo needs (the package and the embedded model), and on top of it what the tests need
 # (the peers they compare with, the browser driver, the optional datasets). `make demo` installs
@@ -45,6 +45,18 @@ corpora: $(DEMO_STAMP)
 transcoders: $(DEMO_STAMP) corpora
 	OMP_NUM_THREADS=2 $(VENV)/bin/mechscope transcoders smollm2-135m --dir mechscope-transcoders/smollm2-135m \
 		--out mechscope-transcoders/transcoders.html
+
+# A quick transcoder set for SmolLM2, for a first attribution graph within the hour: TopK-32 × 1,024 per layer on
+# 150k Shakespeare tokens (the embedded corpus), then the graph of the capital prompt through it. Measured on 2 cores:
+# 17.4 min to train and score (CE recovered 0.940), 1 min for the graph (replacement 0.425, completeness 0.834).
+# Resumable, like `transcoders`; QUICK_TOKENS trades time for fidelity.
+QUICK_TOKENS ?= 150000
+transcoders-quick: $(DEMO_STAMP)
+	$(VENV)/bin/mechscope --threads 2 transcoders smollm2-135m --dir mechscope-transcoders/smollm2-135m-quick \
+		--tokens $(QUICK_TOKENS) --width 1024 --lr 4e-3 --corpora shakespeare --eval-blocks 16 \
+		--out mechscope-transcoders/transcoders-quick.html
+	$(VENV)/bin/mechscope --threads 2 graph smollm2-135m "The capital of France is" \
+		--transcoders mechscope-transcoders/smollm2-135m-quick --max-features 1000 --out mechscope-transcoders/graph-quick.html
 
 # The attribution graph of SmolLM2 recalling a capital, through those transcoders: cards, proposed
 # supernodes, the heads behind its edges and its interventions, stored as a specimen (and its JSON).

@@ -337,3 +337,33 @@ def test_circuit_diagram_threshold_slider(browser_page, served):
     assert 1 <= visible < total
     assert graph.locator(".graph-count").inner_text() == f"{visible} of {total} edges"
     assert not errors, errors
+
+
+def test_a_long_attention_pattern_is_drawn_from_its_strongest_keys(browser_page, tmp_path):
+    """Beyond PAGE_WEIGHTS the page holds each query's strongest keys: hovering still shades the tokens and
+    names the most-attended one (the same as the full pattern's)."""
+    import mechscope.archive
+    from mechscope.components.heads import AttentionPatterns
+    from mechscope.results import Provenance
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    page, errors = browser_page
+    n = 400
+    pattern = torch.rand(9, n, n, generator=torch.Generator().manual_seed(1)).tril().softmax(-1)
+    tokens = [f" w{i}" for i in range(n)]
+    result = AttentionPatterns(provenance=Provenance(model="m", fingerprint="f" * 32), prompt="".join(tokens),
+                               tokens=tokens, layer=0, pattern=pattern)
+    archive = mechscope.archive.open(tmp_path / "archive")
+    spec = archive.create("long prompt", task="none")
+    spec.add(result)
+    with running_server(archive) as base:
+        page.goto(f"{base}/specimens/{spec.uid}")
+        attention = page.locator("section.attention")
+        assert "strongest keys of 400" in attention.locator(".attn-info").inner_text()
+        attention.locator("button.head[data-head='3']").click()
+        attention.locator("span.tok").nth(350).hover()
+        best = int(pattern[3, 350].argmax())
+        sync_api.expect(attention.locator(".attn-info")).to_contain_text(f'attends most to " w{best}"')
+        weights = attention.locator("span.tok").evaluate_all("els => els.map(e => e.style.background)")
+        assert sum("rgba" in w for w in weights) == n
+    assert not errors, errors

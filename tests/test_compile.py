@@ -252,3 +252,29 @@ def test_siit_checks_and_a_short_training_run():
     first, last = record.values[0, 1:], record.values[-1, 1:]
     assert bool((last < 0.6 * first).all()), record.values
     assert stand_in.model.cfg.d_model == 64 and not stand_in.exact and len(stand_in(list("abc"))) == 3
+
+
+def test_mechscope_graph_runs_on_a_compiled_program_from_the_cli(tmp_path, capsys):
+    """`mechscope graph compiled:NAME` (or a folder `mechscope compile --dir` wrote) needs no --transcoders: its
+    MLPs are exact transcoders, so the graph has no error; another model without --transcoders is refused."""
+    import json
+
+    from mechscope.cli import main
+    from mechscope.models.tiny import tiny_hf
+
+    assert main(["graph", "compiled:reverse", "a b c a b", "--json", str(tmp_path / "g.json"), "-o",
+                 str(tmp_path / "g.html"), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "Replacement score 1.000, completeness 1.000" in out, out
+    doc = json.loads((tmp_path / "g.json").read_text())
+    assert doc["metadata"]["prompt_tokens"][-5:] == ["a", "b", "c", "a", "b"]
+    assert (tmp_path / "g.html").stat().st_size > 1000
+    assert main(["compile", "reverse", "--dir", str(tmp_path / "rev"), "--pairs", "4", "-o", str(tmp_path / "c.html")]) == 0
+    assert main(["graph", str(tmp_path / "rev"), "c b a", "-o", str(tmp_path / "g2.html"), "-q"]) == 0
+    hf, tok = tiny_hf("llama")
+    hf.save_pretrained(tmp_path / "llama")
+    tok.save_pretrained(tmp_path / "llama")
+    capsys.readouterr()
+    assert main(["graph", str(tmp_path / "llama"), "a b", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "not a compiled program" in err and "--transcoders DIR" in err, err

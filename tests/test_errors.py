@@ -160,6 +160,7 @@ def _bad_input_cases():
     """(id, call(model, tmp_path), error type, text that names the value): the cases that used to be
     silently wrong or to fail with another library's message."""
     from mechscope.attribution import integrated_gradients, token_ig
+    from mechscope.compile import compile_example, mlp_transcoders
     from mechscope.sae import SAEConfig, SAEError, load_sae
     from mechscope.verify.vnnlib import VNNLibError, read_vnnlib
     from mechscope.concepts.geometry import WordVectors
@@ -210,6 +211,12 @@ def _bad_input_cases():
          ValueError, "batch_size=0"),
         ("zero harvest batch", lambda m, p: harvest(m, "blocks.0.resid_post", p / "store", batch_size=0), ValueError,
          "batch_size=0"),
+        ("a folder without config.json as a model", lambda m, p: ms.load(p), ValueError, "holds no config.json"),
+        ("a hub id that is not in the cache", lambda m, p: ms.load("mechscope-test/absent-model", revision="v9"),
+         ValueError, "'mechscope-test/absent-model' (revision 'v9') is not in the Hugging Face cache"),
+        ("exact transcoders of a model that is not compiled", lambda m, p: mlp_transcoders(m), ValueError,
+         "not a compiled program"),
+        ("an unknown example program", lambda m, p: compile_example("reverse2"), ValueError, "'reverse2'"),
     ]
 
 

@@ -106,3 +106,32 @@ def test_composition_and_copying_on_hand_set_weights(llama):
     eig = torch.linalg.eigvals((w_e @ (v0[1] @ o0[3]) @ w_u).double())
     assert float(r.copying[0, 3]) == pytest.approx(float(eig.real.sum() / eig.abs().sum()), abs=1e-4)
     assert "k-composition" in r.summary()
+
+
+def test_a_long_prompts_attention_page_holds_each_querys_strongest_keys():
+    """A 1,024-token pattern made a 61 MB page: beyond PAGE_WEIGHTS weights the page holds each query's
+    strongest keys (and says so); short prompts keep the dense pattern. The browser test draws both."""
+    import json
+    import re
+
+    from mechscope.components.heads import PAGE_WEIGHTS, AttentionPatterns
+    from mechscope.results import Provenance
+
+    g = torch.Generator().manual_seed(0)
+    n = 1024
+    pattern = torch.rand(9, n, n, generator=g).tril().softmax(-1)
+    tokens = [f"t{i}" for i in range(n)]
+    result = AttentionPatterns(provenance=Provenance(model="m", fingerprint="f" * 32), prompt="".join(tokens),
+                               tokens=tokens, layer=3, pattern=pattern)
+    page = result.html()
+    assert len(page) < 4_000_000, len(page)
+    data = json.loads(re.search(r'class="attn-data">(.*?)</script>', page, re.S).group(1))
+    top = data["top"]
+    assert "pattern" not in data and 4 <= top and 9 * n * top <= PAGE_WEIGHTS
+    assert f"each query's {top} strongest keys of 1024" in page
+    q = 700
+    assert data["keys"][2][q] == pattern[2, q].topk(top).indices.tolist()
+    short = AttentionPatterns(provenance=result.provenance, prompt="ab", tokens=["a", "b"], layer=0,
+                              pattern=torch.tensor([[[1.0, 0.0], [0.25, 0.75]]]))
+    data = json.loads(re.search(r'class="attn-data">(.*?)</script>', short.html(), re.S).group(1))
+    assert data["pattern"] == [[[1.0, 0.0], [0.25, 0.75]]] and "top" not in data

@@ -121,3 +121,82 @@ def test_every_result_round_trips_through_one_json_document(llama):
     nt["__tensors__"]["probs"]["dtype"] = "complex64"
     with pytest.raises(ResultFormatError, match="__tensors__.probs: expected {dtype: one of float64"):
         Result.from_json(json.dumps(nt))
+
+
+def _leaves(value, path=()):
+    """Paths of the JSON data's numbers (floats, or ints where `ints`), first three items of each list."""
+    if isinstance(value, dict) and "__tensor__" not in value:
+        for k, v in value.items():
+            yield from _leaves(v, path + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value[:3]):
+            yield from _leaves(v, path + (i,))
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield path
+
+
+def _set(data, path, value):
+    for k in path[:-1]:
+        data = data[k]
+    data[path[-1]] = value
+
+
+def test_non_finite_numbers_in_any_float_field_are_rendered(llama):
+    """The decision, for every float field of every result type: NaN (undefined — a faithfulness with
+    M(model) = M(∅)) and ±inf (unbounded) are meaningful values, so they are stored and drawn, never a
+    500. A result with every float non-finite draws its figure; each float alone set to NaN, inf or −inf
+    gives a summary, a page fragment and its JSON (which spells them out: JSON has no NaN)."""
+    import itertools
+
+    from samples import sample_results
+
+    from mechscope.jsontext import loads
+    from mechscope.results import check_result_data
+
+    values = itertools.cycle([float("nan"), float("inf"), -float("inf")])
+    for result in sample_results(llama):
+        cls = type(result)
+        data, tensors = result.to_dict()
+        floats = [p for p in _leaves(data) if isinstance(_get(data, p), float)]
+        everything = json.loads(json.dumps(data))
+        for path in floats:
+            _set(everything, path, float("nan"))
+        for mutated in [everything] + [_mutated(data, path, next(values)) for path in floats]:
+            check_result_data(cls, mutated)  # accepted: so it must render
+            back = cls.from_dict(mutated, tensors)
+            back.summary()
+            assert loads(back.to_json()) is not None
+            back.html(draw=mutated is everything)
+
+
+def _get(data, path):
+    for k in path:
+        data = data[k]
+    return data
+
+
+def _mutated(data, path, value):
+    out = json.loads(json.dumps(data))
+    _set(out, path, value)
+    return out
+
+
+def test_a_field_that_sizes_an_allocation_must_agree_with_the_tensors(llama):
+    """An import whose EdgeScores claimed 10⁹ layers made drawing it allocate without bound (the probe's
+    std::bad_alloc); a shape that does not describe the scores is refused when the result is read back."""
+    import time
+
+    from samples import sample_results
+
+    from mechscope.circuits.discovery import EdgeScores
+    from mechscope.results import Result
+
+    scores = next(r for r in sample_results(llama) if isinstance(r, EdgeScores))
+    data, tensors = scores.to_dict()
+    for shape in ([10**9, 4, 2, True, False], [2**62, 2**62, 1, True, False], [3, 4, 0, True, False],
+                  [2, 4, 2, True, False]):
+        t0 = time.perf_counter()
+        with pytest.raises(ResultFormatError, match="EdgeScores.graph_shape"):
+            Result.from_dict({**data, "graph_shape": shape}, tensors)
+        assert time.perf_counter() - t0 < 1.0
+    assert Result.from_dict(data, tensors).graph().shape == scores.graph().shape

@@ -474,3 +474,31 @@ def test_info_describes_a_transcoder_that_does_not_name_its_output(tmp_path, cap
     out = capsys.readouterr().out
     assert "reads      blocks.3.resid_mid, d_in" in out and "writes     (not named: give --target-site)" in out
     assert load_dictionary(path, target_site="blocks.3.mlp.out").cfg.transcoder
+
+
+def test_weights_of_the_wrong_rank_and_sites_past_the_last_layer_are_refused(tmp_path):
+    """A sparsify encoder of rank 3 raised an unpacking ValueError; every reader now names the tensor, its
+    shape and the layout it should have. A SAELens file naming layer 99 of a 3-layer model is refused when
+    the model is given, whatever the model's name says."""
+    from mechscope.models.tiny import tiny
+
+    path, w, cfg = sparsify_folder(tmp_path / "layers.1")
+    save_file({**w, "encoder.weight": w["encoder.weight"][None]}, str(path / "sae.safetensors"))
+    with pytest.raises(SAEError, match=r"encoder.weight has shape \[1, \d+, \d+\] \(rank 3\); it should be "
+                                       r"\[width, d_in\] \(rank 2\)"):
+        load_dictionary(path)
+    path, w, cfg = saelens_folder(tmp_path / "saelens")
+    save_file({**w, "b_enc": w["b_enc"][:, None]}, str(path / "sae_weights.safetensors"))
+    with pytest.raises(SAEError, match=r"b_enc has shape \[\d+, 1\] \(rank 2\); it should be \[d_sae\]"):
+        load_dictionary(path)
+    llama = tiny("llama")
+    w = {"W_enc": torch.randn(64, D_SAE) * 0.1, "b_enc": torch.zeros(D_SAE), "W_dec": torch.randn(D_SAE, 64) * 0.1,
+         "b_dec": torch.zeros(64)}
+    for model_name in ("tiny-llama", "another-model"):
+        path, _, cfg = saelens_folder(tmp_path / f"layer99-{model_name}")
+        cfg["d_in"] = 64
+        cfg["metadata"].update(model_name=model_name, hook_name="blocks.99.hook_resid_post")
+        save_file(w, str(path / "sae_weights.safetensors"))
+        (path / "cfg.json").write_text(json.dumps(cfg))
+        with pytest.raises(SAEError, match="reads site 'blocks.99.resid_post', which tiny-llama does not have"):
+            load_dictionary(path, model=llama)

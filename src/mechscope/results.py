@@ -94,6 +94,10 @@ class Result:
         RESULT_TYPES[cls.__name__] = cls
 
     # -- to be specialised ------------------------------------------------------------------------
+    def check_consistency(self) -> None:
+        """Raise ``ResultFormatError`` where fields that each have the right type disagree in a way that
+        would make drawing the result allocate without bound (a read-back result; types override it)."""
+
     def summary(self) -> str:
         return f"{type(self).__name__} on {self.provenance.model}"
 
@@ -189,7 +193,10 @@ class Result:
             elif f.name == "provenance":
                 value = Provenance(**value)
             kwargs[f.name] = value
-        return rcls(**kwargs)
+        result = rcls(**kwargs)
+        if check:
+            result.check_consistency()
+        return result
 
     def to_json(self) -> str:
         """The result as one standard JSON document (``jsontext``: non-finite floats explicit): its fields,

@@ -86,6 +86,21 @@ class EdgeScores(Result):
     def graph(self) -> Graph:
         return _graph(tuple(self.graph_shape))
 
+    def check_consistency(self) -> None:
+        """The graph the shape describes has the scores' senders and receivers. Every head is a sender, so
+        a shape claiming more heads than the scores have rows is refused before the graph is built."""
+        from ..results import ResultFormatError
+
+        layers, heads, kv = self.graph_shape[:3]
+        rows = self.scores.shape[0] if self.scores.dim() == 2 else 0
+        if not (1 <= layers and 1 <= kv <= heads and layers * heads < rows):
+            raise ResultFormatError(f"EdgeScores.graph_shape {list(self.graph_shape)} does not describe scores of "
+                                    f"shape {list(self.scores.shape)}")
+        g = self.graph()
+        if tuple(self.scores.shape) != (len(g.senders), len(g.receivers)):
+            raise ResultFormatError(f"EdgeScores.graph_shape {list(self.graph_shape)} has {len(g.senders)} senders and "
+                                    f"{len(g.receivers)} receivers; the scores are {list(self.scores.shape)}")
+
     @property
     def senders(self) -> list[str]:
         return self.graph().senders

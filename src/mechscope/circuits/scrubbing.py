@@ -16,6 +16,8 @@ means the hypothesis explains all of the model's performance, 0 none of it.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Hashable
 
@@ -56,10 +58,12 @@ class Scrubbing(Result):
 
         names = list(self.hypotheses)
         fig, ax = plt.subplots(figsize=(6, 0.5 * len(names) + 1.4))
-        ax.barh(range(len(names))[::-1], self.recovered, color="#2b6cb0")
-        ax.set_yticks(range(len(names))[::-1], names, fontsize=8)
+        finite = [r if math.isfinite(r) else 0.0 for r in self.recovered]  # undefined (L_random = L_model): no bar
+        ax.barh(range(len(names))[::-1], finite, color="#2b6cb0")
+        ax.set_yticks(range(len(names))[::-1], [n if math.isfinite(r) else f"{n} (undefined)"
+                                                for n, r in zip(names, self.recovered)], fontsize=8)
         ax.axvline(1.0, color="grey", ls="--", lw=0.8)
-        ax.set(xlabel="loss recovered", xlim=(min(0.0, min(self.recovered) - 0.05), max(1.05, max(self.recovered) + 0.05)))
+        ax.set(xlabel="loss recovered", xlim=(min(0.0, min(finite) - 0.05), max(1.05, max(finite) + 0.05)))
         fig.tight_layout()
         return fig
 

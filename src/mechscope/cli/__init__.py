@@ -33,7 +33,7 @@ QUICK = ("info", "run", "specimens list", "specimens show", "specimens export", 
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mechscope", usage="mechscope [-h] [--threads N] [--records DIR] COMMAND ...",
+    p = argparse.ArgumentParser(prog="mechscope", usage="mechscope [-h] [--threads N] [--records DIR] [--download] COMMAND ...",
                                 description="Mechanistic interpretability workbench",
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="`mechscope COMMAND --help` shows a command's options and examples.\n"
@@ -46,6 +46,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--records", metavar="DIR",
                    help="keep progress records of the sweeps in DIR: run the command again (or under torchrun "
                         "--max-restarts) and it resumes from what was finished")
+    p.add_argument("--download", action="store_true",
+                   help="a MODEL given as a hub id (org/name) missing from the Hugging Face cache is downloaded "
+                        "(default: read from the cache only; HF_HUB_OFFLINE forbids it; same as $MECHSCOPE_DOWNLOAD=1)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help=argparse.SUPPRESS)
     for family in FAMILIES:
         family.add(sub)
@@ -77,6 +80,8 @@ def _run(args) -> int:
     from ..distributed import group, rank_world, records
 
     name = args.command_name
+    if args.download:
+        os.environ["MECHSCOPE_DOWNLOAD"] = "1"  # what models.load reads: every command loads through it
     if name not in QUICK:
         from ..models.threads import use_threads
 

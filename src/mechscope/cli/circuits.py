@@ -37,11 +37,10 @@ def _circuit(args) -> int:
 
     compiled = None
     if args.task.startswith("compiled:"):  # a compiled program: its own model, and a truth to score against
-        from ..compile import PROGRAMS, compile_program
+        from ..compile import compile_example
         from ..compile.task import compiled_task
 
-        make, vocab, max_len, non_causal = PROGRAMS[args.task.removeprefix("compiled:")]
-        compiled = compile_program(make(), vocab, max_len, causal=not non_causal, name=args.task)
+        compiled = compile_example(args.task.removeprefix("compiled:"))
         model, task = compiled.model, compiled_task(compiled, args.n, seed=args.seed)
     elif args.model is None:
         raise ValueError(f"--task {args.task} needs a MODEL (an embedded name or a local HF directory)")
@@ -90,8 +89,18 @@ def _graph(args) -> int:
     from ..tracing.prune import check_thresholds
 
     check_thresholds(args.node_threshold, args.edge_threshold)  # before minutes of computing, not after
-    model = load(args.model)
-    transcoders = load_transcoders(args.transcoders, model=model)
+    if args.model.startswith("compiled:"):
+        from ..compile import compile_example
+
+        model = compile_example(args.model.removeprefix("compiled:")).model
+    else:
+        model = load(args.model)
+    if args.transcoders is not None:
+        transcoders = load_transcoders(args.transcoders, model=model)
+    else:  # a compiled program's MLPs are exact transcoders; any other model needs trained ones
+        from ..compile import mlp_transcoders
+
+        transcoders = mlp_transcoders(model)
     targets = args.target or None
     graph = attribution_graph(model, transcoders, args.prompt, targets=targets, max_feature_nodes=args.max_features,
                               batch_size=args.batch_size, progress=not args.quiet)
@@ -201,11 +210,14 @@ def add(sub) -> None:
 
     p = command(sub, "graph", "the attribution graph of a prompt through transcoder features",
                 ['mechscope graph smollm2-135m "The capital of France is" --transcoders DIR --cards 32 --group',
-                 'mechscope graph MODEL "prompt" --transcoders DIR --json graph.json   # circuit-tracer / Neuronpedia'])
-    p.add_argument("model", help=MODEL_HELP)
-    p.add_argument("prompt")
-    p.add_argument("--transcoders", required=True, metavar="DIR",
-                   help="folder: a circuit-tracer transcoder set (config.yaml) or one dictionary folder per layer")
+                 'mechscope graph MODEL "prompt" --transcoders DIR --json graph.json   # circuit-tracer / Neuronpedia',
+                 'mechscope graph compiled:reverse "a b c"   # a compiled program: its MLPs are exact transcoders'])
+    p.add_argument("model", help=MODEL_HELP + "; or compiled:PROGRAM (compiled now), or a folder `mechscope compile "
+                                              "--dir` wrote")
+    p.add_argument("prompt", help="the prompt (a compiled program's: its tokens separated by spaces)")
+    p.add_argument("--transcoders", metavar="DIR",
+                   help="folder: a circuit-tracer transcoder set (config.yaml) or one dictionary folder per layer "
+                        "(needed except for a compiled program, whose MLPs are exact transcoders)")
     p.add_argument("--target", action="append",
                    help="a token to explain (repeatable; default: the likeliest next tokens up to p = 0.95, at most 10)")
     p.add_argument("--node-threshold", type=float, default=0.8, help="keep nodes holding this share of the influence")

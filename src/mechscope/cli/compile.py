@@ -10,23 +10,21 @@ from .common import command, emit, outputs
 
 def _compile(args) -> int:
     from ..circuits.discovery import evaluate
-    from ..compile import PROGRAMS, compile_program
+    from ..compile import compile_example
     from ..compile.task import compiled_task
 
     from pathlib import Path
 
     from ..checks import positive_int
 
-    make, vocab, max_len, non_causal = PROGRAMS[args.program]
-    max_len = max_len if args.max_len is None else positive_int(args.max_len, "--max-len", "the longest input")
+    max_len = None if args.max_len is None else positive_int(args.max_len, "--max-len", "the longest input")
     positive_int(args.pairs, "--pairs", "clean/corrupted pairs")
     if args.dir and Path(args.dir).exists() and not Path(args.dir).is_dir():
         raise ValueError(f"--dir {args.dir}: a file is there; the compiled model is saved as a folder")
-    causal = not non_causal if args.causal is None else args.causal == "yes"
-    program = make()
     t0 = time.perf_counter()
-    compiled = compile_program(program, vocab, max_len, causal=causal, name=f"compiled:{args.program}")
+    compiled = compile_example(args.program, max_len, None if args.causal is None else args.causal == "yes")
     seconds = time.perf_counter() - t0
+    vocab, max_len, causal = compiled.vocab, compiled.max_len, compiled.causal
     c = compiled.model.cfg
     n_params = sum(p.numel() for p in compiled.model.hf.parameters())
     print(f"compiled {args.program} for inputs over {vocab} of up to {max_len} tokens "

@@ -11,10 +11,11 @@ from ..lazy import exports
 
 __getattr__, __dir__ = exports(__name__, {
     "CompiledProgram": ".compiler:CompiledProgram", "Layout": ".compiler:Layout", "compile_program": ".compiler:compile_program",
+    "compile_example": ".compiler:compile_example", "mlp_transcoders": ".compiler:mlp_transcoders",
     "PROGRAMS": ".programs:PROGRAMS",
     **{name: f".rasp:{name}" for name in ("Aggregate", "Comparison", "Full", "Map", "RASPError", "Select",
                                           "SelectorWidth", "SequenceMap", "SOp", "evaluate", "indices", "tokens")},
 })
 
 __all__ = ["Aggregate", "Comparison", "CompiledProgram", "Full", "Layout", "Map", "PROGRAMS", "RASPError", "SOp",
-           "Select", "SelectorWidth", "SequenceMap", "compile_program", "evaluate", "indices", "tokens"]
+           "Select", "SelectorWidth", "SequenceMap", "compile_example", "compile_program", "evaluate", "indices", "mlp_transcoders", "tokens"]

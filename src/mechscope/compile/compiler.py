@@ -28,7 +28,7 @@ import itertools
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
@@ -36,6 +36,9 @@ from .. import names
 from .rasp import (Aggregate, Full, Indices, Map, RASPError, SelectorWidth, SequenceMap, SOp, Tokens, evaluate,
                    evaluate_all, selection, walk)
 from ..models.sites import block_site
+
+if TYPE_CHECKING:
+    from ..models.model import Model
 
 SPECIAL = ("<bos>", "<pad>", "<unk>")
 NUM = "<num>"
@@ -200,18 +203,7 @@ class CompiledProgram:
     def transcoders(self) -> list:
         """Each layer's MLP as a transcoder whose latents are its ReLU units (``blocks.L.mlp.in`` →
         ``blocks.L.mlp.out``): exact, so attribution graphs of a compiled model have no error."""
-        from ..sae.config import SAEConfig
-        from ..sae.dictionary import SparseCoder
-
-        out = []
-        for layer, block in enumerate(self.model.hf.model.layers):
-            up, down = block.mlp.up_proj, block.mlp.down_proj
-            cfg = SAEConfig("relu", up.in_features, up.out_features, d_out=down.out_features,
-                            site=block_site(layer, "mlp.in"), target_site=block_site(layer, "mlp.out"), model=self.model.name)
-            weights = {"W_enc": up.weight.detach(), "b_enc": up.bias.detach(), "W_dec": down.weight.detach().T,
-                       "b_dec": torch.zeros(down.out_features)}
-            out.append(SparseCoder(cfg, weights=weights).eval())
-        return out
+        return mlp_transcoders(self.model)
 
     def ids(self, xs: Sequence[Any]) -> list[int]:
         """[BOS, token ids]; a clear error for a token outside the vocabulary or too long an input."""
@@ -474,3 +466,38 @@ def _mlp(op: SOp, units: range, mlp, layout: Layout, values: dict[int, list]) ->
                     up[unit, layout("bos")] = -big * slope
                     bias[unit] = shift - slope * t
                 write(a, g1, 1), write(b, g1, -1), write(a, g0, -1), write(b, g0, 1)
+
+
+def mlp_transcoders(model: Model) -> list:
+    """A compiled model's MLPs as transcoders whose latents are their ReLU units (``blocks.L.mlp.in`` →
+    ``blocks.L.mlp.out``), exact: a model compiled here or loaded from a folder ``mechscope compile --dir``
+    wrote. Any other model is refused (its MLPs are not one ReLU layer; train transcoders for it)."""
+    from ..models.compiled import MODEL_TYPE as COMPILED_TYPE
+    from ..sae.config import SAEConfig
+    from ..sae.dictionary import SparseCoder
+
+    if getattr(model.hf.config, "model_type", None) != COMPILED_TYPE:
+        raise ValueError(f"{model.name} is a {getattr(model.hf.config, 'model_type', type(model.hf).__name__)} model, "
+                         f"not a compiled program ({COMPILED_TYPE}): only a compiled model's MLPs are exact "
+                         "transcoders; give trained ones (--transcoders DIR)")
+    out = []
+    for layer, block in enumerate(model.hf.model.layers):
+        up, down = block.mlp.up_proj, block.mlp.down_proj
+        cfg = SAEConfig("relu", up.in_features, up.out_features, d_out=down.out_features,
+                        site=block_site(layer, "mlp.in"), target_site=block_site(layer, "mlp.out"), model=model.name)
+        weights = {"W_enc": up.weight.detach(), "b_enc": up.bias.detach(), "W_dec": down.weight.detach().T,
+                   "b_dec": torch.zeros(down.out_features)}
+        out.append(SparseCoder(cfg, weights=weights).eval())
+    return out
+
+
+def compile_example(name: str, max_len: int | None = None, causal: bool | None = None) -> "CompiledProgram":
+    """One of ``PROGRAMS`` compiled, named ``compiled:NAME`` (its vocabulary and length, non-causal where it
+    reads later positions, unless ``max_len`` / ``causal`` say otherwise)."""
+    from .programs import PROGRAMS
+
+    if name not in PROGRAMS:
+        raise ValueError(f"unknown program {name!r}; the examples are {', '.join(PROGRAMS)}")
+    make, vocab, default_len, non_causal = PROGRAMS[name]
+    return compile_program(make(), vocab, default_len if max_len is None else max_len,
+                           causal=not non_causal if causal is None else causal, name=f"compiled:{name}")

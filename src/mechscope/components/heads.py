@@ -14,6 +14,9 @@ from ..models.run import Run
 from ..models.sites import block_site
 
 
+PAGE_WEIGHTS = 200_000  # attention weights one page embeds (each query's strongest keys beyond it)
+
+
 @dataclass
 class AttentionPatterns(Result):
     """Every head's attention pattern of one layer on one prompt. pattern: [head, q_pos, k_pos]."""
@@ -67,10 +70,21 @@ class AttentionPatterns(Result):
 
     def html(self, png: bytes | None = None, *, draw: bool = True) -> str:
         """Hover a token to see where the selected head attends from it; click a head to switch
-        (the page's static script reads the pattern from a JSON block)."""
-        data = {"pattern": [[[round(float(v), 4) for v in row] for row in head] for head in self.pattern],
-                "tokens": self.tokens}
-        return self._render("results/attention.html", heads=self.pattern.shape[0], data=data)
+        (the page's static script reads the pattern from a JSON block). A page holds at most
+        ``PAGE_WEIGHTS`` weights: beyond that, each query's strongest keys (the full pattern stays in the
+        result's tensors) — a 1,024-token prompt was a 61 MB page."""
+        n_heads, n = self.pattern.shape[0], len(self.tokens)
+        pattern = self.pattern.float().nan_to_num(0.0).clamp(0, 1)
+        if n_heads * n * n <= PAGE_WEIGHTS:
+            data = {"pattern": [[[round(float(v), 3) for v in row] for row in head] for head in pattern]}
+            top = None
+        else:
+            top = max(4, min(n, PAGE_WEIGHTS // max(1, n_heads * n)))
+            weights, keys = pattern.topk(top, dim=-1)
+            data = {"top": top, "keys": keys.tolist(),
+                    "weights": [[[round(float(v), 3) for v in row] for row in head] for head in weights]}
+        data["tokens"] = self.tokens
+        return self._render("results/attention.html", heads=n_heads, data=data, top=top)
 
 
 # ----------------------------------------------------------------------------------------------

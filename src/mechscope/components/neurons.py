@@ -76,7 +76,8 @@ class NeuronCards(Result):
     def label(self, i: int) -> str:
         """A short automatic label: the commonest peak tokens and the top promoted token."""
         peaks = [ex["tokens"][ex["peak"]] for ex in self.top[i]]
-        common = sorted(set(peaks), key=lambda t: -peaks.count(t))[:3]
+        common = sorted(dict.fromkeys(peaks), key=lambda t: -peaks.count(t))[:3]  # ties: the stronger first (a
+        # set's order changed with PYTHONHASHSEED, so one card read differently in two processes)
         return f"fires on {', '.join(repr(t) for t in common)}; promotes {self.promoted[i][0][0]!r}"
 
     def name(self, i: int) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence, NamedTuple
 
 import torch
 
@@ -13,6 +13,17 @@ from .sites import SiteError
 if TYPE_CHECKING:
     from .model import Model
 
+
+
+class TokenProb(NamedTuple):
+    """A next token and its probability: a plain (token, probability) tuple that shows the probability to 3
+    places (``(' Paris', 0.773)``) and keeps it whole."""
+
+    token: str
+    prob: float
+
+    def __repr__(self) -> str:
+        return f"({self.token!r}, {self.prob:.3f})" if self.prob >= 5e-4 else f"({self.token!r}, {self.prob:.1e})"
 
 class Cache(Mapping):
     """Site name -> tensor, for the sites a run was asked to keep (nothing else is kept).
@@ -79,13 +90,13 @@ class Run:
         """Logits at each row's last real token: [batch, vocab] (rows are left-padded)."""
         return self.logits[:, -1]
 
-    def top(self, k: int = 5) -> list[list[tuple[str, float]]]:
-        """Top-k next tokens after each row, as (token, probability)."""
+    def top(self, k: int = 5) -> list[list[TokenProb]]:
+        """Top-k next tokens after each row, as (token, probability) pairs (full precision; shown to 3 places)."""
         probs = self.last_logits().float().softmax(-1)
         values, ids = probs.topk(k, dim=-1)
         tok = self.model.tokenizer
         return [
-            [(tok.decode([int(i)]), float(p)) for p, i in zip(prow, irow)]
+            [TokenProb(tok.decode([int(i)]), float(p)) for p, i in zip(prow, irow)]
             for prow, irow in zip(values.tolist(), ids.tolist())
         ]
 

@@ -130,7 +130,8 @@ def _oriented(t: torch.Tensor, rows: int, name: str, file: Path) -> torch.Tensor
 
 def _layer_coder(file: Path, layer: int, cfg: dict[str, Any], model: Any) -> SparseCoder:
     w = _read_layer(file)
-    check_weights(w, ["W_enc", "W_dec", "b_enc", "b_dec"], file)
+    check_weights(w, {"W_enc": "[features, d_in] or [d_in, features]", "W_dec": "[features, d_out] or [d_out, features]",
+                      "b_enc": "[features]", "b_dec": "[d_out]"}, file)
     width, d_out = w["b_enc"].shape[0], w["b_dec"].shape[0]
     W_enc, W_dec = _oriented(w["W_enc"], width, "W_enc", file), _oriented(w["W_dec"], width, "W_dec", file)
     d_in = W_enc.shape[1]
@@ -299,7 +300,8 @@ def _read_clt(folder: Path, cfg: dict[str, Any]) -> CrossLayerTranscoder:
     enc, dec = [], []
     for i in range(n):
         w = read_safetensors(folder / f"W_enc_{i}.safetensors")
-        check_weights(w, [f"W_enc_{i}", f"b_enc_{i}", f"b_dec_{i}"], folder / f"W_enc_{i}.safetensors")
+        check_weights(w, {f"W_enc_{i}": "[features, d_model]", f"b_enc_{i}": "[features]", f"b_dec_{i}": "[d_model]"},
+                      folder / f"W_enc_{i}.safetensors")
         if f"W_skip_{i}" in w or "W_skip" in w:
             raise SAEError(f"{folder}: cross-layer transcoders with skip connections are not supported")
         enc.append(w)
@@ -307,7 +309,7 @@ def _read_clt(folder: Path, cfg: dict[str, Any]) -> CrossLayerTranscoder:
         if not file.is_file():
             raise SAEError(f"{folder}: W_dec_{i}.safetensors is missing")
         d = read_safetensors(file)
-        check_weights(d, [f"W_dec_{i}"], file)
+        check_weights(d, {f"W_dec_{i}": "[features, later layers, d_model]"}, file)
         dec.append(d[f"W_dec_{i}"].float())
     jump = "threshold_0" in enc[0]
     threshold = torch.stack([e[f"threshold_{i}"].float().reshape(-1) for i, e in enumerate(enc)]) if jump else None

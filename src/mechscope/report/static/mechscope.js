@@ -41,8 +41,14 @@
   function attention(root) {
     var d = JSON.parse(root.querySelector("script.attn-data").textContent), head = 0;
     var toks = root.querySelectorAll(".tok"), info = root.querySelector(".attn-info");
+    function weights(i) {  // a dense row, or each query's strongest keys
+      if (d.pattern) return d.pattern[head][i];
+      var row = new Array(d.tokens.length).fill(0), keys = d.keys[head][i], w = d.weights[head][i];
+      for (var m = 0; m < keys.length; m++) row[keys[m]] = w[m];
+      return row;
+    }
     function show(i) {
-      var row = d.pattern[head][i], best = 0;
+      var row = weights(i), best = 0;
       toks.forEach(function (t, j) {
         var w = j < row.length ? row[j] : 0;
         if (w > row[best]) best = j;

@@ -43,11 +43,17 @@ def read_safetensors(file: Path) -> dict[str, torch.Tensor]:
         raise SAEError(f"{file} cannot be read ({err})") from None
 
 
-def check_weights(w: dict[str, torch.Tensor], need: list[str], file: Path) -> None:
-    """Every tensor ``need`` names is there, and no tensor holds NaN or inf."""
+def check_weights(w: dict[str, torch.Tensor], need: list[str] | dict[str, str], file: Path) -> None:
+    """Every tensor ``need`` names is there, of the rank its layout shows where ``need`` maps names to
+    layouts (``{"W_enc": "[d_in, width]"}``), and no tensor holds NaN or inf."""
     missing = [k for k in need if k not in w]
     if missing:
         raise SAEError(f"{file} lacks {missing} (has {sorted(w)})")
+    for name, layout in (need.items() if isinstance(need, dict) else ()):
+        rank = layout.split(" or ")[0].count(",") + 1
+        if w[name].dim() != rank:
+            raise SAEError(f"{file}: {name} has shape {list(w[name].shape)} (rank {w[name].dim()}); "
+                           f"it should be {layout} (rank {rank})")
     bad = nonfinite(w)
     if bad:
         raise SAEError(f"{file}: {', '.join(bad)} contains NaN or infinite values")

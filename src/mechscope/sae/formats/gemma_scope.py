@@ -33,7 +33,8 @@ def read_gemma_scope(path: Path, device: str | torch.device, site: str | None) -
                  for k in data.files}
     except (OSError, ValueError, zipfile.BadZipFile) as err:
         raise SAEError(f"{path / GEMMA_SCOPE_WEIGHTS} cannot be read ({err})") from None
-    check_weights(w, ["W_enc", "W_dec", "b_enc", "b_dec", "threshold"], path / GEMMA_SCOPE_WEIGHTS)
+    check_weights(w, {"W_enc": "[d_in, width]", "W_dec": "[width, d_out]", "b_enc": "[width]", "b_dec": "[d_out]",
+                      "threshold": "[width]"}, path / GEMMA_SCOPE_WEIGHTS)
     if "scaling_factor" in w and not torch.allclose(w["scaling_factor"], torch.ones_like(w["scaling_factor"])):
         raise SAEError(f"{path}: a scaling_factor other than 1 is not supported yet")
     d_in, d_sae = w["W_enc"].shape

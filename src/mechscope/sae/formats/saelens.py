@@ -90,8 +90,9 @@ def read_saelens(path: Path, device: str | torch.device, model: Any = None, site
     if cfg.get("reshape_activations", "none") not in ("none", "hook_z"):
         raise SAEError(f"{path}: reshape_activations={cfg['reshape_activations']!r}; known: 'none', 'hook_z'")
     w = read_safetensors(path / SAELENS_WEIGHTS)
-    need = ["W_enc", "W_dec", "b_dec"] + (["b_gate", "b_mag", "r_mag"] if arch == "gated" else ["b_enc"])
-    need += (["threshold"] if arch == "jumprelu" else []) + (["W_skip"] if skip else [])
+    need = {"W_enc": "[d_in, d_sae]", "W_dec": "[d_sae, d_out]", "b_dec": "[d_out]"}
+    need |= ({"b_gate": "[d_sae]", "b_mag": "[d_sae]", "r_mag": "[d_sae]"} if arch == "gated" else {"b_enc": "[d_sae]"})
+    need |= ({"threshold": "[d_sae]"} if arch == "jumprelu" else {}) | ({"W_skip": "[d_out, d_in]"} if skip else {})
     check_weights(w, need, path / SAELENS_WEIGHTS)
     if arch == "gated":
         w["b_enc"] = w["b_gate"]

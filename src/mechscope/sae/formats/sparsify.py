@@ -42,8 +42,8 @@ def read_sparsify(path: Path, device: str | torch.device) -> SparseCoder:
     if skip and not transcoder:
         raise SAEError(f"{path}: a skip connection on an autoencoder (skip_connection without transcode) is not supported")
     w = read_safetensors(path / SPARSIFY_WEIGHTS)
-    check_weights(w, ["encoder.weight", "encoder.bias", "W_dec", "b_dec"] + (["W_skip"] if skip else []),
-                   path / SPARSIFY_WEIGHTS)
+    check_weights(w, {"encoder.weight": "[width, d_in]", "encoder.bias": "[width]", "W_dec": "[width, d_in]",
+                      "b_dec": "[d_in]"} | ({"W_skip": "[d_in, d_in]"} if skip else {}), path / SPARSIFY_WEIGHTS)
     width, d_in = w["encoder.weight"].shape
     if (w["W_dec"].shape != (width, d_in) or w["encoder.bias"].shape != (width,) or w["b_dec"].shape != (d_in,)
             or cfg.get("d_in", d_in) != d_in or (skip and w["W_skip"].shape != (d_in, d_in))):
