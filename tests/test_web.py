@@ -63,6 +63,13 @@ def test_pages_and_api(seeded):
     assert "induction heads" in client.get("/", params={"q": "INDUCTION"}).text
     page = client.get(f"/specimens/{spec.uid}")
     assert page.status_code == 200 and "Circuit" in page.text and EVIL not in page.text
+    # figures by reference: the served page loads each stored figure from /files/HASH (a 256 MiB "PNG" was
+    # inlined into every page); the standalone report still inlines them
+    import re
+
+    sources = re.findall(r'<img[^>]*\bsrc="([^"]+)"', page.text)
+    figures = {f"/files/{f.files['figure.png'][0]}" for f in spec.findings() if "figure.png" in f.files}
+    assert "data:image/png" not in page.text and sources and set(sources) <= figures
     assert client.get(f"/specimens/{spec.uid}", params={"version": 2}).text.count('class="finding"') == 1
     assert client.get(f"/specimens/{spec.uid}", params={"version": 99}).status_code == 404
     cmp = client.get("/compare", params={"a": spec.uid, "b": other.uid})

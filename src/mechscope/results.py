@@ -127,9 +127,10 @@ class Result:
     def __str__(self) -> str:
         return self.summary()
 
-    def html(self, png: bytes | None = None, *, draw: bool = True) -> str:
+    def html(self, png: bytes | str | None = None, *, draw: bool = True) -> str:
         """An HTML fragment (autoescaped, no script): title, summary and the figure — ``png`` if
-        given, else drawn now unless ``draw=False`` (pages show stored figures, never draw)."""
+        given (its bytes, inlined, or the URL the server serves it from), else drawn now unless
+        ``draw=False`` (pages show stored figures, never draw)."""
         return self._render("results/base.html", png=png, draw=draw)
 
     def _render(self, template: str, png: bytes | None = None, draw: bool = False, **context: Any) -> str:

@@ -17,6 +17,11 @@ from ..models.sites import block_site
 PAGE_WEIGHTS = 200_000  # attention weights one page embeds (each query's strongest keys beyond it)
 
 
+def _short(weight: float) -> float:
+    """A weight to 3 significant digits: a long prompt's weights are ~1/n, which 3 decimals flatten into ties."""
+    return float(f"{weight:.3g}")
+
+
 @dataclass
 class AttentionPatterns(Result):
     """Every head's attention pattern of one layer on one prompt. pattern: [head, q_pos, k_pos]."""
@@ -76,13 +81,13 @@ class AttentionPatterns(Result):
         n_heads, n = self.pattern.shape[0], len(self.tokens)
         pattern = self.pattern.float().nan_to_num(0.0).clamp(0, 1)
         if n_heads * n * n <= PAGE_WEIGHTS:
-            data = {"pattern": [[[round(float(v), 3) for v in row] for row in head] for head in pattern]}
+            data = {"pattern": [[[_short(v) for v in row] for row in head] for head in pattern.tolist()]}
             top = None
         else:
             top = max(4, min(n, PAGE_WEIGHTS // max(1, n_heads * n)))
             weights, keys = pattern.topk(top, dim=-1)
             data = {"top": top, "keys": keys.tolist(),
-                    "weights": [[[round(float(v), 3) for v in row] for row in head] for head in weights]}
+                    "weights": [[[_short(v) for v in row] for row in head] for head in weights.tolist()]}
         data["tokens"] = self.tokens
         return self._render("results/attention.html", heads=n_heads, data=data, top=top)
 

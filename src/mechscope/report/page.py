@@ -45,19 +45,21 @@ def specimen_body(spec: "Specimen", version: int | None = None, link: str | None
                   served: bool = False) -> Markup:
     """The specimen: model, behaviour, tags, each finding with its renderer, and the history.
     ``served``: the page is the server's (links to its feature browser)."""
-    shown = [finding_view(f) for f in spec.findings(version)]
+    shown = [finding_view(f, served) for f in spec.findings(version)]
     return render("specimen.html", spec=spec, version=version, link=link, findings=shown, history=spec.history(),
                   served=served)
 
 
-def finding_view(f: "Finding") -> dict:
+def finding_view(f: "Finding", served: bool = False) -> dict:
     """What the specimen template shows of one finding: its result's fragment (with the stored
-    figure, never a fresh drawing), notes, evidence and provenance."""
-    key = (f.archive.url, f.uid, tuple(sorted(f.files.items())), f.data_digest)  # what it shows, not where it is
+    figure, never a fresh drawing), notes, evidence and provenance. ``served``: the figure is loaded from
+    the server's ``/files/HASH`` (a standalone report inlines it)."""
+    key = (f.archive.url, f.uid, tuple(sorted(f.files.items())), f.data_digest, served)  # what it shows
     cached = _BODIES.get(key)
     if cached is None:  # a finding's result and files never change once stored: render it once
         result = f.result()
-        cached = (result.provenance, result.html(png=f.file("figure.png"), draw=False))
+        figure = f"/files/{f.files['figure.png'][0]}" if served and "figure.png" in f.files else f.file("figure.png")
+        cached = (result.provenance, result.html(png=figure, draw=False))
         with _LOCK:
             _BODIES[key] = cached
             while len(_BODIES) > MAX_CACHED:

@@ -21,7 +21,8 @@ from markupsafe import Markup
 
 ENV = Environment(loader=PackageLoader("mechscope.report", "templates"), autoescape=True,
                   undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False)
-ENV.filters["png_uri"] = lambda png: "data:image/png;base64," + base64.b64encode(png).decode()
+ENV.filters["png_uri"] = lambda png: png if isinstance(png, str) else "data:image/png;base64," + base64.b64encode(png).decode()
+# (a str is the URL a served page loads the stored figure from: figures are served by reference, not inlined)
 ENV.filters["fmt"] = lambda value, spec: format(value, spec)  # {{ x | fmt("+.3g") }}
 ENV.filters["repr"] = repr
 ENV.globals["zip"] = zip
