@@ -4,6 +4,7 @@ start, its ``--help``) imports neither torch nor transformers until something ne
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from typing import Any, Callable
 
@@ -13,7 +14,6 @@ def exports(package: str, names: dict[str, str]) -> tuple[Callable[[str], Any], 
     name defined in a module of the package, {name: ".module"} for a submodule; each is imported when
     first read, then kept in the package's namespace. Any other submodule is an attribute too, as in an
     eager package (``mechscope.models.tiny``)."""
-    import importlib.util
 
     def __getattr__(name: str) -> Any:
         where = names.get(name)
