@@ -64,6 +64,9 @@ def test_browse_hover_an_edge_and_a_token(browser_page, served):
     page.wait_for_url(f"**/specimens/{spec.uid}")
     assert page.locator("h1.specimen-name").inner_text() == "IOI <b>circuit</b>"
     assert page.locator("article.finding").count() == len(spec.findings())
+    figures = page.locator("article.finding img")  # served by reference from /files/HASH, and loaded
+    assert figures.count() > 0 and all(figures.nth(i).evaluate("img => img.complete && img.naturalWidth > 0")
+                                       for i in range(figures.count()))
 
     edge = page.locator("svg.circuit path.edge[data-label^='a1.h3 → logits']")
     edge.scroll_into_view_if_needed()
