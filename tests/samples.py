@@ -101,7 +101,14 @@ def _sae_samples(model):
     texts = {f"w{i}": (_TEXT + " ") * 3 for i in range(14)}
     log = train_transcoders(model, folder, width=16, k=4, tokens=240, batch_size=60, context=16, corpora=texts, log_every=2,
                             progress=False)
-    return [sae.log_, evaluate(sae, model, tokens, progress=False),
+    from mechscope.explain import ExampleConfig, explain_features
+
+    from helpers import RuleChat
+
+    explained = explain_features(sae, model, list(range(8)), explainer=RuleChat(), blocks=tokens, cache=False,
+                                 config=ExampleConfig(ctx_len=6, n_quantiles=1, n_test=2, n_train=1, n_negatives=2,
+                                                      min_windows=1), progress=False)
+    return [sae.log_, evaluate(sae, model, tokens, progress=False), explained,
             feature_cards(sae, model, [0, 3], blocks=tokens, k=2, progress=False), log,
             evaluate_transcoders(model, load_transcoders(folder, model), tokens[:2, :10], progress=False)]
 

@@ -148,6 +148,30 @@ def test_sae_harvest_train_eval_dashboard(model_dir, tmp_path, capsys):
     assert "is not a folder; a dictionary is a folder with" in capsys.readouterr().err
 
 
+def test_sae_explain_writes_scores_and_refuses_a_model_that_cannot_chat(model_dir, tmp_path, capsys):
+    from mechscope.models.tiny import tiny_chat
+
+    chat_dir = tmp_path / "chat"
+    chat = tiny_chat()
+    chat.hf.save_pretrained(chat_dir)
+    chat.tokenizer.save_pretrained(chat_dir)
+    args = ["sae", "explain", "neurons:1", "--model", model_dir, "--features", "0-2", "--blocks", "8", "--context", "32",
+            "--ctx-len", "4", "--quantiles", "2", "--n-test", "2", "--n-train", "2", "--n-negatives", "2", "--quiet"]
+    assert main(args) == 2
+    assert "has no chat template" in capsys.readouterr().err
+    assert main(args + ["--explainer", str(chat_dir), "--cache", str(tmp_path / "r.sqlite"), "--json",
+                        str(tmp_path / "x.json"), "--out", str(tmp_path / "x.html")]) == 0
+    out = capsys.readouterr().out
+    assert "neurons at blocks.1.mlp.post explained by local:" in out and "chat usage: explainer:" in out
+    assert json.loads((tmp_path / "x.json").read_text())["type"] == "Explanations"
+    assert main(args + ["--explainer", str(chat_dir), "--cache", str(tmp_path / "r.sqlite")]) == 0
+    assert "(0 cached)" not in capsys.readouterr().out  # the rerun is answered from the cache
+    assert main(["sae", "explain", "neurons:99", "--model", model_dir]) == 2
+    assert "has layers 0.." in capsys.readouterr().err
+    assert main(args + ["--quantiles", "5"]) == 2
+    assert "n_test=2 draws nothing from each of 5 quantiles" in capsys.readouterr().err
+
+
 def test_vision_gradcam(tmp_path, capsys):
     from mechscope.archive import open as open_archive
 

@@ -6,6 +6,8 @@ One launch per world size runs every analysis."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 
 import pytest
@@ -52,6 +54,15 @@ def _analyses() -> dict[str, torch.Tensor]:
     cards = neuron_cards(model, 1, [0, 3, 7], blocks=torch.randint(5, model.cfg.vocab, (7, 9), generator=gen),
                          batch_size=2, progress=False)
     out["cards"] = torch.cat([cards.hist.flatten().double(), torch.tensor(cards.max_act + cards.density)])
+    from mechscope.explain import ExampleConfig, explain_neurons  # units divided among ranks, then gathered
+    from helpers import RuleChat
+
+    explained = explain_neurons(model, 1, [0, 3, 7, 9], explainer=RuleChat(), cache=False, progress=False,
+                                blocks=torch.randint(5, model.cfg.vocab, (12, 16), generator=gen),
+                                config=ExampleConfig(ctx_len=8, n_quantiles=2, n_test=4, n_train=2, n_negatives=4,
+                                                     min_windows=2))
+    digest = hashlib.sha256(json.dumps(explained.units, sort_keys=True).encode())  # (usage is per rank's client)
+    out["explanations"] = torch.tensor([int(digest.hexdigest()[:12], 16)], dtype=torch.float64)
     return out
 
 

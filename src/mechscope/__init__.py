@@ -12,7 +12,8 @@ from .lazy import exports
 __version__ = "0.1.0"
 
 _INTERVENTIONS = ("Ablate", "Add", "Intervention", "InterventionError", "Patch", "ProjectOut", "Replace", "Route")
-_SUBMODULES = ("archive", "attribution", "circuits", "compile", "components", "concepts", "data", "lenses", "models",
+_SUBMODULES = ("archive", "attribution", "circuits", "compile", "components", "concepts", "data", "explain", "lenses",
+               "models",
                "names", "report", "results", "sae", "specimens", "tasks", "toy", "tracing", "verify", "vision", "web")
 __getattr__, __dir__ = exports(__name__, {
     "EMBEDDED": ".models.embedded:EMBEDDED", "load": ".models.load:load", "Model": ".models.model:Model",

@@ -72,6 +72,19 @@ def gather(part: torch.Tensor | None, n: int, sizes: list[int] | None = None) ->
     return out.to(part.device) if part is not None else out.cpu()
 
 
+def gather_objects(part: list) -> list:
+    """Every rank's ``part`` (a list of picklable objects: its ``share(n)``) concatenated in rank order, on
+    every rank — for sweeps whose items are not tensors (explanations, chat answers)."""
+    import torch.distributed as dist
+
+    rank, world = rank_world()
+    if world == 1:
+        return list(part)
+    parts: list = [None] * world
+    dist.all_gather_object(parts, list(part))
+    return [x for p in parts for x in p]
+
+
 def total(t: torch.Tensor) -> torch.Tensor:
     """The sum of every rank's ``t`` (same shape on all), on every rank."""
     import torch.distributed as dist

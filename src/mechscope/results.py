@@ -36,7 +36,7 @@ FORMAT_VERSION = 1
 BUILTIN_RESULT_MODULES = ("mechscope.components", "mechscope.lenses", "mechscope.circuits", "mechscope.tracing",
                           "mechscope.attribution", "mechscope.concepts", "mechscope.toy", "mechscope.tasks",
                           "mechscope.circuits.scrubbing", "mechscope.verify", "mechscope.sae", "mechscope.vision",
-                          "mechscope.compile.siit")
+                          "mechscope.compile.siit", "mechscope.explain")
 
 
 def result_types() -> dict[str, type["Result"]]:

@@ -25,7 +25,7 @@ PIPELINE = (("open a model", ("info", "run")),
             ("tours", ("demo", "toy")))
 # under torchrun the ranks divide these commands' sweeps and rank 0 alone writes; `sae harvest` / `sae train`
 # manage their ranks themselves; any other command is refused there (it would only repeat its work per rank)
-DIVIDED = ("patch", "circuit", "graph", "probe", "sae dashboard", "sae eval")
+DIVIDED = ("patch", "circuit", "graph", "probe", "sae dashboard", "sae eval", "sae explain")
 SELF_MANAGED = ("sae harvest", "sae train")
 OUTPUTS = ("out", "json", "archive", "neuronpedia")  # what a command writes: to scratch on the other ranks
 QUICK = ("info", "run", "specimens list", "specimens show", "specimens export", "specimens import", "specimens rm",

@@ -1,4 +1,4 @@
-"""`mechscope sae harvest|train|eval|dashboard|info|convert` (torchrun-aware: harvest and train divide their
+"""`mechscope sae harvest|train|eval|dashboard|explain|info|convert` (torchrun-aware: harvest and train divide their
 own work, eval and dashboard their sweeps) and `mechscope transcoders` (every layer's, trained online)."""
 
 from __future__ import annotations
@@ -93,6 +93,70 @@ def _dashboard(args) -> int:
     emit(args, [(cards, f"features {args.features}")],
          f"SAE dashboard: {sae.cfg.arch} × {sae.cfg.width} at {sae.cfg.site}", model=model, task="features",
          tags=["sae"])
+    return 0
+
+
+def _explain_units(args):
+    """(units, model, dictionary or None) for ``sae explain``: ``neurons:LAYER``, a transcoder set's or CLT's
+    layer (``--layer``), or a dictionary folder."""
+    from pathlib import Path
+
+    from ..explain import dictionary_units, neuron_units
+    from ..models.load import load
+    from ..sae.dashboard import parse_features
+
+    if args.path.startswith("neurons:"):
+        if not args.model:
+            raise ValueError("neurons:LAYER needs --model MODEL")
+        model = load(args.model, device=args.device)
+        try:
+            layer = int(args.path.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(f"{args.path!r}: write neurons:LAYER, LAYER in 0..{model.cfg.n_layers - 1}") from None
+        if not 0 <= layer < model.cfg.n_layers:
+            raise ValueError(f"{args.path!r}: {model.name} has layers 0..{model.cfg.n_layers - 1}")
+        from ..checks import indices
+
+        return neuron_units(model, layer, indices(args.features, "neuron", model.cfg.d_mlp)), model, None
+    if (Path(args.path) / "config.yaml").exists():  # a transcoder set or CLT (circuit-tracer's layout)
+        from ..sae.transcoder_sets import load_transcoders
+
+        if args.layer is None:
+            raise ValueError(f"{args.path} is a transcoder set: say which layer's features with --layer L")
+        if not args.model:
+            raise ValueError(f"{args.path} is a transcoder set: give --model MODEL")
+        model = load(args.model, device=args.device)
+        tset = load_transcoders(args.path, model, model.device)
+        sae = tset.layer_coder(args.layer) if hasattr(tset, "layer_coder") else tset[args.layer]
+    else:
+        sae, model = _dictionary_and_model(args)
+    return dictionary_units(sae, model, parse_features(args.features, sae.cfg.width)), model, sae
+
+
+def _explain(args) -> int:
+    from ..explain import ExampleConfig, explain_units
+    from ..explain.clients import default_cache
+    from ..explain.sidecar import dictionary_fingerprint, write_sidecar
+
+    units, model, sae = _explain_units(args)
+    config = ExampleConfig(n_train=args.n_train, n_test=args.n_test, n_negatives=args.n_negatives,
+                           ctx_len=args.ctx_len, n_quantiles=args.quantiles)
+    cache = False if args.no_cache else (args.cache or default_cache())
+    scorers = [s.strip() for s in args.scorers.split(",") if s.strip()]
+    result = explain_units(units, model, explainer=args.explainer, scorer=args.scorer, scorers=scorers,
+                           baselines=() if args.no_baselines else ("top_tokens", "shuffled"), config=config,
+                           n_blocks=args.blocks, length=args.ctx_len * max(1, args.context // args.ctx_len),
+                           corpora=[c.strip() for c in args.corpora.split(",") if c.strip()], n_shown=args.shown,
+                           negatives=args.negatives, cache=cache, endpoint_model=args.endpoint_model,
+                           progress=not args.quiet)
+    print(result.summary())
+    print("chat usage: " + "; ".join(f"{k}: {v['requests']} requests ({v['cache_hits']} cached), "
+                                     f"{v['prompt_tokens']:,} prompt + {v['completion_tokens']:,} answer tokens"
+                                     for k, v in result.usage.items()))
+    if sae is not None and args.layer is None and not args.no_sidecar:
+        print(f"wrote {write_sidecar(result, args.path, dictionary_fingerprint(sae))}")
+    emit(args, [(result, f"{units.kind}s {args.features} at {units.site}")],
+         f"explanations: {units.kind}s at {units.site}", model=model, task="features", tags=["explanations"])
     return 0
 
 
@@ -210,10 +274,10 @@ def _transcoders(args) -> int:
     return 0
 
 
-def _dictionary(p, *, model: bool = False) -> None:
+def _dictionary(p, *, model: bool = False, path_help: str = "") -> None:
     """A dictionary's folder, the sites its files may not name, and (``model``) the model it is run on."""
-    p.add_argument("path", help="the dictionary's folder (mechscope, SAELens, sparsify, Gemma Scope; circuit-tracer "
-                                "for info)")
+    p.add_argument("path", help=path_help or "the dictionary's folder (mechscope, SAELens, sparsify, Gemma Scope; "
+                                             "circuit-tracer for info)")
     p.add_argument("--site", help="the site it reads, where its files do not say (Gemma Scope)")
     p.add_argument("--target-site", help="the site a transcoder writes, where its files do not say")
     if model:
@@ -288,6 +352,40 @@ def add(sub) -> None:
     p.add_argument("--neuronpedia-set", help="the Neuronpedia source set id (default LAYER-SITE-mechscope)")
     outputs(p, "sae-dashboard")
     p.set_defaults(fn=_dashboard)
+
+    p = command(actions, "explain", "explain features (or neurons) with a chat model and score the explanations",
+                ["mechscope sae explain sae --features 0-19   # the dictionary's model explains and scores",
+                 "mechscope sae explain neurons:3 --model smollm2-135m --features 0-9 --n-test 20 --n-negatives 20",
+                 "mechscope sae explain sae --explainer http://127.0.0.1:8000/v1 --endpoint-model my-model",
+                 "mechscope sae explain mechscope-transcoders/smollm2-135m-quick --layer 12 --model smollm2-135m"],
+                parent="sae")
+    _dictionary(p, model=True, path_help="the dictionary's folder (mechscope, SAELens, sparsify, Gemma Scope), a "
+                                         "transcoder set or CLT folder (with --layer), or neurons:LAYER for an MLP's neurons")
+    p.add_argument("--layer", type=int, help="a transcoder set's (or CLT's) layer whose features to explain")
+    p.add_argument("--features", default="0-9", help="features (or neurons), e.g. 0-99 or 3,17,40-42")
+    p.add_argument("--explainer", help="who writes explanations: a model name mechscope loads, or an OpenAI-compatible "
+                                       "URL (http://host:port/v1; key from $OPENAI_API_KEY). Default: the model")
+    p.add_argument("--scorer", help="who scores them (same forms; default: the explainer)")
+    p.add_argument("--endpoint-model", help="the model name an endpoint serves (default $MECHSCOPE_EXPLAINER_MODEL)")
+    p.add_argument("--scorers", default="detection,fuzz", help="comma-separated: detection, fuzz")
+    p.add_argument("--shown", type=int, default=1, help="contexts per scorer prompt (default 1, for small models)")
+    p.add_argument("--negatives", default="random", choices=["random", "hard"],
+                   help="non-activating contexts: random ones, or look-alikes holding the tokens it fires on")
+    p.add_argument("--n-train", type=int, default=40, help="contexts the explainer reads (delphi: 40)")
+    p.add_argument("--n-test", type=int, default=50, help="activating contexts scored (delphi: 50)")
+    p.add_argument("--n-negatives", type=int, default=50, help="non-activating contexts scored (delphi: 50)")
+    p.add_argument("--ctx-len", type=int, default=32, help="tokens per context (delphi: 32)")
+    p.add_argument("--quantiles", type=int, default=10, help="activation quantiles the contexts are drawn from (delphi: 10)")
+    p.add_argument("--blocks", type=int, default=256, help="corpus blocks to find contexts in (default 256)")
+    p.add_argument("--corpora", default="shakespeare", help="comma-separated: shakespeare, sotu, brown")
+    p.add_argument("--no-baselines", action="store_true", help="do not score top-token and shuffled baselines")
+    p.add_argument("--cache", metavar="FILE", help="the reply cache (SQLite; default: the user cache's "
+                                                   "explain/replies.sqlite): a rerun asks nothing twice")
+    p.add_argument("--no-cache", action="store_true", help="ask every question afresh")
+    p.add_argument("--no-sidecar", action="store_true", help="do not add the explanations to the dictionary folder's "
+                                                             "explanations.json")
+    outputs(p, "sae-explain")
+    p.set_defaults(fn=_explain)
 
     p = command(actions, "info", "a dictionary's format, architecture, sites and sizes",
                 "mechscope sae info gemma-scope/layer_7/width_16k/average_l0_40 --site blocks.7.resid_post",

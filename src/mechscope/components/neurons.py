@@ -24,7 +24,7 @@ backward), and ablates only the N largest |estimates| exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -196,25 +196,40 @@ def blocks_digest(blocks: torch.Tensor) -> str:
     return fingerprint_of({"blocks": blocks}, {})
 
 
-def neuron_cards(model: Model, layer: int, neurons: Sequence[int], *, blocks: torch.Tensor | None = None,
-                 n_blocks: int = 64, length: int = 64, k: int = 8, window: int = 10, bins: int = 40,
-                 cluster_top: int = 32, batch_size: int = 16, progress: bool = True) -> NeuronCards:
-    """Cards for ``neurons`` of MLP ``layer`` over ``blocks`` [n, length] of token ids (default:
-    ``n_blocks`` blocks of the embedded Shakespeare corpus)."""
+def neuron_reader(model: Model, layer: int, neurons: Sequence[int]
+                  ) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
+    """``read(ids [b, pos]) -> [b, pos, neurons]`` (float): the neurons' ``mlp.post`` activations on those
+    tokens, and the key of what they depend on (model, site, neurons) for sweep records."""
     d_mlp = model.cfg.d_mlp
     neurons = list(neurons)
     bad = [n for n in neurons if not 0 <= n < d_mlp]
     if bad or not neurons:
         raise ValueError(f"neurons {bad or neurons} out of range: layer {layer} has neurons 0..{d_mlp - 1}")
+    site = block_site(layer, "mlp.post")
+
+    @torch.no_grad()
+    def read(ids: torch.Tensor) -> torch.Tensor:
+        return model.forward_until(ids, site)[..., neurons].float().cpu()  # the later layers are not run
+
+    return read, f"{model.fingerprint} {site} {neurons}"
+
+
+def neuron_cards(model: Model, layer: int, neurons: Sequence[int], *, blocks: torch.Tensor | None = None,
+                 n_blocks: int = 64, length: int = 64, k: int = 8, window: int = 10, bins: int = 40,
+                 cluster_top: int = 32, batch_size: int = 16, progress: bool = True) -> NeuronCards:
+    """Cards for ``neurons`` of MLP ``layer`` over ``blocks`` [n, length] of token ids (default:
+    ``n_blocks`` blocks of the embedded Shakespeare corpus)."""
+    neurons = list(neurons)
+    read_ids, units_key = neuron_reader(model, layer, neurons)
     if blocks is None:
         from ..data import token_blocks
 
         blocks = token_blocks(model.tokenizer, n_blocks, length)
-    site = block_site(layer, "mlp.post")
-    def read(items: range) -> torch.Tensor:  # [k, length, neurons]
-        return model.run(blocks[items.start:items.stop], cache=site).cache[site][..., neurons].float()
 
-    key = f"neuron cards {model.fingerprint} {site} {neurons} {blocks_digest(blocks)}" if distributed.recording() else ""
+    def read(items: range) -> torch.Tensor:  # [k, length, neurons]
+        return read_ids(blocks[items.start:items.stop])
+
+    key = f"neuron cards {units_key} {blocks_digest(blocks)}" if distributed.recording() else ""
     acts = distributed.sweep(len(blocks), read, key=key, per=batch_size, desc=f"neurons L{layer}", progress=progress)
     _, W_U = embedding_weights(model)
     fields = card_fields(model, acts, blocks, mlp_out_weights(model, layer)[neurons] @ W_U, k=k,

@@ -164,3 +164,21 @@ def tiny(family: str = "llama", seed: int = 0, **overrides) -> Model:
     """A tiny random ``Model`` of ``family``."""
     hf, tok = tiny_hf(family, seed, **overrides)
     return Model(hf, tok, name=f"tiny-{family}")
+
+
+# A ChatML-like template for the tiny tokenizer's special tokens (each turn: <bos>role, content, <eos>).
+TINY_CHAT_TEMPLATE = ("{% for m in messages %}<bos>{{ m['role'] }}\n{{ m['content'] }}<eos>\n{% endfor %}"
+                      "{% if add_generation_prompt %}<bos>assistant\n{% endif %}")
+
+
+def tiny_chat(seed: int = 0) -> Model:
+    """A tiny random llama that chats (a chat template; an 8,192-token context for long prompts): random
+    answers, for testing what sends prompts and reads answers (explainers, scorers, a served endpoint)."""
+    import copy
+
+    hf, tok = tiny_hf("llama", seed, max_position_embeddings=8192)
+    tok = copy.deepcopy(tok)  # the tokenizer is shared (lru_cache): give this one its own template
+    tok.chat_template = TINY_CHAT_TEMPLATE
+    hf.generation_config.eos_token_id = tok.eos_token_id
+    hf.generation_config.pad_token_id = tok.pad_token_id
+    return Model(hf, tok, name="tiny-chat")

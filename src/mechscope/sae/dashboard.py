@@ -11,7 +11,7 @@ W_out — the final norm's scale left out), and an automatic label from the peak
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import torch
 
@@ -68,11 +68,11 @@ def logit_effect(sae: SparseCoder, model: Model, features: Sequence[int]) -> tor
     raise SAEError(f"cannot read the logit effect of {site.name} features (d={w.shape[1]})")
 
 
-@torch.no_grad()
-def feature_cards(sae: SparseCoder, model: Model, features: Sequence[int], *, blocks: torch.Tensor | None = None,
-                  n_blocks: int = 64, length: int = 64, k: int = 8, window: int = 10, batch_size: int = 16,
-                  progress: bool = True) -> FeatureCards:
-    """Dashboards for ``features`` of ``sae`` over ``blocks`` [n, length] (default: corpus blocks)."""
+def feature_reader(sae: SparseCoder, model: Model, features: Sequence[int]
+                   ) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
+    """``read(ids [b, pos]) -> [b, pos, features]`` (float, CPU): the features' activations on those tokens,
+    and the key of what they depend on (model, dictionary, features) for sweep records ("" outside
+    ``distributed.records``)."""
     c = sae.cfg
     if c.site is None:
         raise SAEError("this dictionary has no site in its config; give it one to read its features from a model")
@@ -80,21 +80,38 @@ def feature_cards(sae: SparseCoder, model: Model, features: Sequence[int], *, bl
     bad = [f for f in features if not 0 <= f < c.width]
     if bad or not features:
         raise SAEError(f"features {bad or features} out of range: this dictionary has features 0..{c.width - 1}")
+
+    @torch.no_grad()
+    def read(ids: torch.Tensor) -> torch.Tensor:
+        x = model.forward_until(ids, c.site)  # the later layers are not run
+        return sae.encode(sae.site_rows(x).to(sae.W_enc.device).float())[..., features].float().cpu()
+
+    if not distributed.recording():  # the key names the weights: hashed only where records are kept
+        return read, ""
+    from ..models.fingerprint import fingerprint_of
+
+    return read, f"{model.fingerprint} {fingerprint_of(sae, {})} {features}"
+
+
+@torch.no_grad()
+def feature_cards(sae: SparseCoder, model: Model, features: Sequence[int], *, blocks: torch.Tensor | None = None,
+                  n_blocks: int = 64, length: int = 64, k: int = 8, window: int = 10, batch_size: int = 16,
+                  progress: bool = True) -> FeatureCards:
+    """Dashboards for ``features`` of ``sae`` over ``blocks`` [n, length] (default: corpus blocks)."""
+    c = sae.cfg
+    features = list(features)
+    read, units_key = feature_reader(sae, model, features)
     if blocks is None:
         from ..data import token_blocks
 
         blocks = token_blocks(model.tokenizer, n_blocks, length)
+
     def encode(items: range) -> torch.Tensor:  # [k, length, features]: the features' activations on those blocks
-        run = model.run(blocks[items.start:items.stop], cache=c.site)
-        f = sae.encode(sae.site_rows(run.cache[c.site]).to(sae.W_enc.device).float())[..., features].cpu()
+        f = read(blocks[items.start:items.stop])
         f[:, 0] = 0.0
         return f
 
-    key = ""
-    if distributed.recording():
-        from ..models.fingerprint import fingerprint_of
-
-        key = f"feature cards {model.fingerprint} {fingerprint_of(sae, {})} {features} {blocks_digest(blocks)}"
+    key = f"feature cards {units_key} {blocks_digest(blocks)}" if distributed.recording() else ""
     acts = distributed.sweep(len(blocks), encode, key=key, per=batch_size, desc="features", progress=progress)
     fields = card_fields(model, acts, blocks, logit_effect(sae, model, features), k=k, window=window)
     layer = parse(c.site).layer

@@ -1,0 +1,90 @@
+"""Run delphi's own detection and fuzzing scorers (eai-delphi 0.1.3, in .venv-delphi) on records mechscope
+wrote, answering every prompt from the answers mechscope's run recorded — the oracle of
+tests/test_explain_delphi.py. Not part of mechscope; run by the test as a subprocess:
+
+    .venv-delphi/bin/python tests/oracles/delphi_scorers.py IN.json OUT.json
+
+IN: {"units": [{"test": [{"tokens", "acts", "quantile"}], "negatives": [{"tokens", "acts"}], "explanation"}],
+     "n_shown": int, "answers": {json.dumps(messages): answer text}}
+OUT: per unit and scorer: the prompts delphi sent that had no recorded answer, its per-example outputs in
+its order (activating, distance, prediction), and its metrics (compute_confusion +
+compute_classification_metrics, as get_agg_metrics computes them) per unit and pooled."""
+
+import asyncio
+import json
+import sys
+import types
+
+# delphi imports vllm (its offline client) when any scorer is imported; its full dependency set pulls vllm, a
+# CUDA torch and an older transformers. Only these names are read at import time.
+vllm = types.ModuleType("vllm")
+vllm.LLM = vllm.SamplingParams = object
+for name, attrs in {"vllm.distributed": {}, "vllm.distributed.parallel_state": {
+        "destroy_distributed_environment": None, "destroy_model_parallel": None}, "vllm.inputs": {"TokensPrompt": object}}.items():
+    mod = types.ModuleType(name)
+    for k, v in attrs.items():
+        setattr(mod, k, v)
+    sys.modules[name] = mod
+sys.modules["vllm"] = vllm
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from delphi.clients.client import Client, Response  # noqa: E402
+from delphi.latents import ActivatingExample, LatentRecord, NonActivatingExample  # noqa: E402
+from delphi.latents.latents import Latent  # noqa: E402
+from delphi.log.result_analysis import compute_classification_metrics, compute_confusion  # noqa: E402
+from delphi.scorers import DetectionScorer, FuzzingScorer  # noqa: E402
+
+
+class Replay(Client):
+    def __init__(self, answers):
+        super().__init__("replay")
+        self.answers, self.missing = answers, []
+
+    async def generate(self, prompt, **kwargs):
+        key = json.dumps(prompt, ensure_ascii=False)
+        if key not in self.answers:
+            self.missing.append(prompt)
+            return Response(text="")
+        return Response(text=self.answers[key])
+
+
+def record(unit, i):
+    test = [ActivatingExample(tokens=torch.zeros(len(c["tokens"]), dtype=torch.long),
+                              activations=torch.tensor(c["acts"], dtype=torch.float32), str_tokens=c["tokens"],
+                              quantile=c["quantile"]) for c in unit["test"]]
+    neg = [NonActivatingExample(tokens=torch.zeros(len(c["tokens"]), dtype=torch.long),
+                                activations=torch.zeros(len(c["tokens"])), str_tokens=c["tokens"], distance=-1.0)
+           for c in unit["negatives"]]
+    r = LatentRecord(latent=Latent(module_name="m", latent_index=i), examples=test, not_active=neg, test=test)
+    r.explanation = unit["explanation"]
+    return r
+
+
+def frame(outputs):
+    return pd.DataFrame([{"activating": o.activating, "prediction": o.prediction, "probability": o.probability}
+                         for o in outputs])
+
+
+def main(src, dst):
+    data = json.load(open(src))
+    out = {}
+    for kind, cls in (("detection", DetectionScorer), ("fuzz", FuzzingScorer)):
+        client = Replay(data["answers"])
+        per_unit, every = [], []
+        for i, unit in enumerate(data["units"]):
+            scorer = cls(client, n_examples_shown=data["n_shown"], log_prob=False)  # one per unit: its own shuffle
+            res = asyncio.run(scorer(record(unit, i)))
+            every += res.score
+            m = compute_classification_metrics(compute_confusion(frame(res.score)))
+            per_unit.append({"outputs": [[o.activating, o.distance, o.prediction] for o in res.score],
+                             "metrics": {k: float(v) for k, v in m.items()}})
+        pooled = compute_classification_metrics(compute_confusion(frame(every)))
+        out[kind] = {"missing": len(client.missing), "units": per_unit,
+                     "pooled": {k: float(v) for k, v in pooled.items()},
+                     "first_missing": client.missing[:1]}
+    json.dump(out, open(dst, "w"))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
