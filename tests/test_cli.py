@@ -242,6 +242,9 @@ def test_graph_command_writes_page_json_and_specimen(model_dir, capsys, tmp_path
     assert "['9_9_9'] are no feature or error node of this graph" in capsys.readouterr().err
     assert main(["graph", model_dir, "The cat", "--transcoders", str(tmp_path / "none")]) == 2
     assert "is not a folder of transcoders" in capsys.readouterr().err
+    assert main(["graph", model_dir, "The cat sat", "--transcoders", str(tdir), "--target", " the", "--quiet", "--out",
+                 str(out), "--explain-features", "2", "--explain-contexts", "2"]) == 2  # this model cannot chat
+    assert "has no chat template" in capsys.readouterr().err
 
 
 def test_transcoders_command_trains_every_layer_and_scores_them(model_dir, capsys, tmp_path, monkeypatch):

@@ -295,3 +295,36 @@ def test_explanations_travel_with_their_dictionary(tmp_path):
     (tmp_path / SIDECAR).write_text("{not json")
     with pytest.warns(UserWarning, match="cannot be read"):
         assert read_sidecar(tmp_path, fp) == {}
+
+
+def test_a_graphs_nodes_carry_their_explanations(tmp_path):
+    """The kept features of an attribution graph, explained layer by layer from one pass over the blocks: the
+    explanations land on the viewer's nodes and become the Neuronpedia export's clerps."""
+    from mechscope.explain.graph import explain_graph
+    from mechscope.models.tiny import tiny
+    from mechscope.tracing import attribution_graph, to_neuronpedia
+    from mechscope.tracing.view import view_data
+    from test_attribution_graph import random_transcoders
+
+    model = tiny("llama")
+    coders = random_transcoders(model)
+    graph = attribution_graph(model, coders, "The cat sat on the mat", batch_size=8, progress=False)
+    blocks = torch.randint(3, 300, (24, 32), generator=torch.Generator().manual_seed(0))
+    cfg = ExampleConfig(ctx_len=16, n_quantiles=2, n_test=4, n_train=2, n_negatives=4, min_windows=2)
+    results = explain_graph(graph, model, coders, node_threshold=1.0, edge_threshold=1.0, max_features=6,
+                            explainer=RuleChat(), blocks=blocks, config=cfg, cache=False, baselines=(), progress=False)
+    assert results and all(isinstance(r, Explanations) for r in results)
+    assert sum(len(r.units) for r in results) <= 6 and len({r.site for r in results}) == len(results)
+    found = graph.extra["explanations"]
+    assert found and all(set(v["scores"]) <= {"detection", "fuzz"} for v in found.values())
+    for r in results:  # the one-pass examples equal each layer's own
+        layer = int(r.site.split(".")[1])
+        own = E.unit_examples(E.dictionary_units(coders[layer], model, [u["unit"] for u in r.units]), model,
+                              config=cfg, blocks=blocks, progress=False)
+        assert [u["max_act"] for u in own] == pytest.approx([u["max_act"] for u in r.units], abs=1e-5)
+    shown = {n["id"]: n for n in view_data(graph, 1.0, 1.0)["nodes"]}
+    with_text = [n for n in shown.values() if "explanation" in n]
+    assert len(with_text) >= len(found) and with_text[0]["explanation"]["explanation"] in \
+        {v["explanation"] for v in found.values()}
+    clerps = {n["node_id"]: n["clerp"] for n in to_neuronpedia(graph, node_threshold=1.0, edge_threshold=1.0)["nodes"]}
+    assert {with_text[0]["explanation"]["explanation"]} <= set(clerps.values())

@@ -135,7 +135,22 @@ def _graph(args) -> int:
                                   node_threshold=args.node_threshold, edge_threshold=args.edge_threshold)
         for key, e in list(explained.items())[:5]:
             print(f"{key} ({e['edge']:+.3g}): " + ", ".join(f"{h} {v:+.3g}" for h, v in e["heads"][:3]))
+    explanations = []
+    if args.explain_features:
+        from ..explain import ExampleConfig
+        from ..explain.graph import explain_graph
+
+        n = args.explain_contexts
+        explanations = explain_graph(graph, model, transcoders, node_threshold=args.node_threshold,
+                                     edge_threshold=args.edge_threshold, max_features=args.explain_features,
+                                     explainer=args.explainer, endpoint_model=args.endpoint_model,
+                                     config=ExampleConfig(n_test=n, n_negatives=n, n_train=min(40, n),
+                                                          n_quantiles=min(10, max(1, n))),
+                                     progress=not args.quiet)
+        for r in explanations:
+            print(r.summary().split("\n")[0])
     findings = [(graph, f"attribution graph of {args.prompt!r}")]
+    findings += [(r, f"explanations of the graph's features at {r.site}") for r in explanations]
     if args.validate:
         from ..tracing import validate_graph
 
@@ -231,6 +246,13 @@ def add(sub) -> None:
                    help="supernodes named by hand, a JSON object {name: [node id, ...]} (instead of --group)")
     p.add_argument("--explain", type=int, metavar="EDGES",
                    help="the heads carrying the strongest EDGES position-crossing edges, and QK attributions")
+    p.add_argument("--explain-features", type=int, metavar="N",
+                   help="explain and score the N most influential kept features with a chat model (on their nodes)")
+    p.add_argument("--explainer", help="who explains them: a model name mechscope loads or an OpenAI-compatible URL "
+                                       "(default: the model itself, if it can chat)")
+    p.add_argument("--endpoint-model", help="the model name an --explainer URL serves")
+    p.add_argument("--explain-contexts", type=int, default=50, metavar="N",
+                   help="activating and non-activating contexts each explanation is scored on (delphi: 50)")
     p.add_argument("--validate", type=int, metavar="K",
                    help="ablate each supernode and the K most influential features: the graph's prediction against "
                         "the frozen replacement model and the real model")

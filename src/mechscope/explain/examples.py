@@ -27,7 +27,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 from typing_extensions import TypedDict
@@ -109,6 +109,7 @@ class Units:
     read: Callable[[torch.Tensor], torch.Tensor]
     key: str  # what the activations depend on besides the blocks (model, dictionary, units): sweep records
     fires_above: float = 0.0  # a unit fires where its activation exceeds this share of its maximum (and 0)
+    coder: Any = None  # the dictionary whose features they are (None for neurons)
 
 
 def dictionary_units(sae, model: Model, features: Sequence[int]) -> Units:
@@ -116,7 +117,7 @@ def dictionary_units(sae, model: Model, features: Sequence[int]) -> Units:
     from ..sae.dashboard import feature_reader
 
     read, key = feature_reader(sae, model, features)
-    return Units("feature", list(features), sae.cfg.site, read, key)
+    return Units("feature", list(features), sae.cfg.site, read, key, coder=sae)
 
 
 def neuron_units(model: Model, layer: int, neurons: Sequence[int]) -> Units:

@@ -68,6 +68,11 @@ def logit_effect(sae: SparseCoder, model: Model, features: Sequence[int]) -> tor
     raise SAEError(f"cannot read the logit effect of {site.name} features (d={w.shape[1]})")
 
 
+def encode_features(sae: SparseCoder, x: torch.Tensor, features: Sequence[int]) -> torch.Tensor:
+    """[b, pos, features] (float, CPU): the features' activations on the site's values ``x``."""
+    return sae.encode(sae.site_rows(x).to(sae.W_enc.device).float())[..., list(features)].float().cpu()
+
+
 def feature_reader(sae: SparseCoder, model: Model, features: Sequence[int]
                    ) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
     """``read(ids [b, pos]) -> [b, pos, features]`` (float, CPU): the features' activations on those tokens,
@@ -83,8 +88,7 @@ def feature_reader(sae: SparseCoder, model: Model, features: Sequence[int]
 
     @torch.no_grad()
     def read(ids: torch.Tensor) -> torch.Tensor:
-        x = model.forward_until(ids, c.site)  # the later layers are not run
-        return sae.encode(sae.site_rows(x).to(sae.W_enc.device).float())[..., features].float().cpu()
+        return encode_features(sae, model.forward_until(ids, c.site), features)  # the later layers are not run
 
     if not distributed.recording():  # the key names the weights: hashed only where records are kept
         return read, ""

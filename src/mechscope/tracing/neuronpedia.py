@@ -37,14 +37,17 @@ def to_neuronpedia(graph: AttributionGraph, *, slug: str = "mechscope-graph", sc
                    node_threshold: float = 0.8, edge_threshold: float = 0.98,
                    supernodes: list[list[str]] | None = None, clerps: dict[str, str] | None = None) -> dict:
     """The pruned ``graph`` as one JSON-ready dict (see the module docstring). A feature's ``clerp``
-    (its label) comes from ``clerps`` by node id, else from its card (``graph_cards``) if it has one.
+    (its label) comes from ``clerps`` by node id, else from its explanation (``explain.explain_graph``), else
+    from its card (``graph_cards``) if it has one.
     ``supernodes`` default to the graph's own."""
     kept = graph.prune(node_threshold, edge_threshold)
     ids = graph.node_ids()
     L, P, nf = graph.n_layers, graph.n_pos, graph.n_features
     cards = graph.extra.get("cards") or {}
-    clerps = {**{ids[i]: cards[f"{layer}_{f}"]["label"] for i, (layer, _, f) in enumerate(graph.features.tolist())
-                 if f"{layer}_{f}" in cards}, **(clerps or {})}
+    explained = graph.extra.get("explanations") or {}
+    labels = {k: c["label"] for k, c in cards.items()} | {k: e["explanation"] for k, e in explained.items()}
+    clerps = {**{ids[i]: labels[f"{layer}_{f}"] for i, (layer, _, f) in enumerate(graph.features.tolist())
+                 if f"{layer}_{f}" in labels}, **(clerps or {})}
     supernodes = graph.extra.get("supernodes") if supernodes is None else supernodes
     nodes, present = [], set()
     cum = kept.cumulative

@@ -222,6 +222,7 @@ def view_data(graph: Any, node_threshold: float = 0.8, edge_threshold: float = 0
     ids, labels = graph.node_ids(), graph.node_labels()
     x, y = graph.layout()
     cards = graph.extra.get("cards", {})
+    explained = graph.extra.get("explanations", {})
     supernodes = [list(s) for s in graph.extra.get("supernodes", [])]
     parent = {n: s[0] for s in supernodes for n in s[1:]}
     shown = kept.nodes.nonzero()[:, 0].tolist()
@@ -235,6 +236,8 @@ def view_data(graph: Any, node_threshold: float = 0.8, edge_threshold: float = 0
             a = float(graph.activations[i])
             node["activation"] = round(a, 4) if math.isfinite(a) else None  # an imported graph may not carry it
             node["card"] = cards.get(f"{layer}_{f}")
+            if f"{layer}_{f}" in explained:
+                node["explanation"] = explained[f"{layer}_{f}"]
         if ids[i] in parent:
             node["parent"] = parent[ids[i]]
         nodes.append(node)

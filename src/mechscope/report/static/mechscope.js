@@ -108,6 +108,11 @@
     root._cy = cy;
     function describe(n) {
       var lines = [n.label + (n.kind === "feature" ? "  activation " + n.activation : "") + "  influence " + n.influence];
+      if (n.explanation) {
+        var sc = n.explanation.scores || {};
+        lines.push("“" + n.explanation.explanation + "”" + Object.keys(sc).map(function (k) {
+          return "  " + k + " " + sc[k].toFixed(2); }).join(""));
+      }
       var c = n.card;
       if (c) {
         lines.push(c.label);
