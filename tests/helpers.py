@@ -53,13 +53,17 @@ class RuleChat:
         self.usage, self.calls, self.garbage = Usage(), 0, set(garbage)
 
     def chat(self, conversations, *, max_tokens, temperature=0.0, top_logprobs=0, seed=0, binary_answers=0,
-             answer_prefix=""):
+             answer_prefix="", choices=()):
         out = []
         for conv in conversations:
             self.calls += 1
             text = conv[-1]["content"]
             if self.calls in self.garbage:
                 reply = "I think so."
+            elif text.startswith("Examples:"):  # the intruder: the context without a marked quoted word
+                shown = re.findall(r"Example (\d+):(.*)", text)
+                odd = [i for i, s in shown if "<<" not in s or ">>" not in s] or [shown[0][0]]
+                reply = f"[RESPONSE]: {odd[0]}"
             elif text.startswith("Latent explanation:"):
                 words = re.findall(r"'([^']+)'", text.split("\n")[0])
                 shown = re.findall(r"Example \d+: (.*)", text)

@@ -246,6 +246,7 @@ def test_explain_run_end_to_end(tiny_chat, tmp_path):
     assert isinstance(r, Explanations) and r.kind == "neuron" and r.site == "blocks.1.mlp.post"
     explained = [u for u in r.units if u["explanation"] is not None]
     assert explained and all(set(u["scores"]) == {"detection", "fuzz"} for u in explained)
+    assert all(u["intruder"] is None for u in r.units)
     assert all(set(u["baselines"]) == {"top_tokens", "shuffled"} for u in explained) or len(explained) < 2
     assert r.usage["explainer"]["requests"] > 0 and r.malformed()["explainer"] == 0
     assert "explained by rule" in r.summary() and r.name(0) == "L1 N0"
@@ -328,3 +329,35 @@ def test_a_graphs_nodes_carry_their_explanations(tmp_path):
         {v["explanation"] for v in found.values()}
     clerps = {n["node_id"]: n["clerp"] for n in to_neuronpedia(graph, node_threshold=1.0, edge_threshold=1.0)["nodes"]}
     assert {with_text[0]["explanation"]["explanation"]} <= set(clerps.values())
+
+
+def test_intruder_prompts_and_score():
+    from mechscope.explain.intruder import intruder_prompts, intruder_score, parse_intruder
+
+    ex = unit()
+    ex["test"] = [ctx(["the", " cat", " sat"], [0, 1.0, 0], q) for q in range(3) for _ in range(4)]
+    prompts_ = intruder_prompts(ex, n_shown=4)
+    assert len(prompts_) == 10 and all(len(p["shown"]) == 4 and 0 <= p["intruder"] < 4 for p in prompts_)
+    assert [p["quantile"] for p in prompts_] == [0, 1, 2] * 3 + [0]  # quantiles in turn, one prompt per negative
+    for p in prompts_:  # the activating contexts show their active token; the intruder is marked at random
+        assert all("<< cat>>" in t for i, t in enumerate(p["shown"]) if i != p["intruder"])
+    assert prompts_ == intruder_prompts(ex, n_shown=4)  # seeded
+    assert parse_intruder("Hmm. [RESPONSE]: 2", 4) == 2
+    for bad in ["2", "[RESPONSE]: two", "[RESPONSE]: 4", "[RESPONSE]: 1."]:
+        with pytest.raises(ValueError):
+            parse_intruder(bad, 4)
+    s = intruder_score(RuleChat(garbage={1}), ex, n_shown=4, retries=0)
+    answered = [p for p in s["prompts"] if p["prediction"] is not None]
+    assert s["malformed"] == 1 and s["n_unanswered"] == 1 and s["n"] == 9 and s["chance"] == 0.25
+    assert s["accuracy"] == sum(p["prediction"] == p["intruder"] for p in answered) / 9
+    assert s["accuracy_by_quantile"][1] == sum(p["prediction"] == p["intruder"] for p in answered
+                                               if p["quantile"] == 1) / len([p for p in answered if p["quantile"] == 1])
+    with pytest.raises(ValueError, match="at least 2"):
+        intruder_prompts(ex, n_shown=1)
+
+
+def test_local_model_names_an_intruder(tiny_chat):
+    from mechscope.explain.intruder import intruder_score
+
+    s = intruder_score(LocalChat(tiny_chat), unit(4), n_shown=3, retries=0)
+    assert s["malformed"] == 0 and s["n"] == 4  # held to an index: every answer counts

@@ -42,11 +42,14 @@ class Recorder:
         return replies
 
 
-def compare_with_delphi(units, explanations, client, tmp_path, n_shown, free_answers=False):
+def compare_with_delphi(units, explanations, client, tmp_path, n_shown, free_answers=False, intruder_shown=3):
+    from mechscope.explain.intruder import intruder_score
+
     rec = Recorder(client)
     ours = {kind: [scoring.score(kind, rec, x, u, n_shown=n_shown, retries=0, free_answers=free_answers)
                    for u, x in zip(units, explanations)] for kind in scoring.SCORERS}
-    src = {"n_shown": n_shown, "answers": rec.answers,
+    intruders = [intruder_score(rec, u, n_shown=intruder_shown, retries=0, free_answers=free_answers) for u in units]
+    src = {"n_shown": n_shown, "intruder_shown": intruder_shown, "answers": rec.answers,
            "units": [{"test": [{k: c[k] for k in ("tokens", "acts", "quantile")} for c in u["test"]],
                       "negatives": [{"tokens": c["tokens"], "acts": c["acts"]} for c in u["random_negatives"]],
                       "explanation": x} for u, x in zip(units, explanations)]}
@@ -77,6 +80,14 @@ def compare_with_delphi(units, explanations, client, tmp_path, n_shown, free_ans
         pooled, their_pooled = scoring.pooled(as_delphi), theirs[kind]["pooled"]
         assert pooled["balanced_accuracy"] == pytest.approx(their_pooled["accuracy"], abs=1e-12)
         assert pooled["f1"] == pytest.approx(their_pooled["f1_score"], abs=1e-12)
+    their = theirs["intruder"]
+    assert their["missing"] == 0, f"intruder: delphi built a prompt mechscope never sent: {their['first_missing']}"
+    for mine, rows in zip(intruders, their["units"]):
+        assert len(mine["prompts"]) == len(rows)
+        for p, (index, quantile, prediction, correct) in zip(mine["prompts"], rows):
+            if p["prediction"] is not None:  # delphi drops a malformed answer's sample; every other one is equal
+                assert [p["intruder"], p["quantile"], p["prediction"]] == [index, quantile, prediction]
+                assert correct == (p["prediction"] == p["intruder"])
     return ours
 
 
@@ -108,7 +119,7 @@ def test_scorers_equal_delphis_on_smollm2(smollm, tmp_path):
     neurons' contexts: SmolLM2's tokens rendered by per-token decode."""
     neurons = E.neuron_units(smollm, 3, [2])
     units = E.Units("feature", [2], neurons.site, lambda ids: (neurons.read(ids) - 0.2).relu(), key="")
-    cfg = ExampleConfig(n_test=6, n_train=2, n_negatives=6, n_quantiles=3)
+    cfg = ExampleConfig(n_test=6, n_train=3, n_negatives=6, n_quantiles=3)
     examples = [u for u in E.unit_examples(units, smollm, config=cfg, n_blocks=32, progress=False) if not u["skipped"]]
     ours = compare_with_delphi(examples, ["Words about kings and queens."] * len(examples), LocalChat(smollm),
                                tmp_path, 1, free_answers=True)

@@ -5,10 +5,11 @@ tests/test_explain_delphi.py. Not part of mechscope; run by the test as a subpro
     .venv-delphi/bin/python tests/oracles/delphi_scorers.py IN.json OUT.json
 
 IN: {"units": [{"test": [{"tokens", "acts", "quantile"}], "negatives": [{"tokens", "acts"}], "explanation"}],
-     "n_shown": int, "answers": {json.dumps(messages): answer text}}
+     "n_shown": int, "intruder_shown": int, "answers": {json.dumps(messages): answer text}}
 OUT: per unit and scorer: the prompts delphi sent that had no recorded answer, its per-example outputs in
 its order (activating, distance, prediction), and its metrics (compute_confusion +
-compute_classification_metrics, as get_agg_metrics computes them) per unit and pooled."""
+compute_classification_metrics, as get_agg_metrics computes them) per unit and pooled; for the intruder
+scorer, per prompt: the intruder's index, the quantile, the prediction, whether it was right."""
 
 import asyncio
 import json
@@ -33,7 +34,7 @@ from delphi.clients.client import Client, Response  # noqa: E402
 from delphi.latents import ActivatingExample, LatentRecord, NonActivatingExample  # noqa: E402
 from delphi.latents.latents import Latent  # noqa: E402
 from delphi.log.result_analysis import compute_classification_metrics, compute_confusion  # noqa: E402
-from delphi.scorers import DetectionScorer, FuzzingScorer  # noqa: E402
+from delphi.scorers import DetectionScorer, FuzzingScorer, IntruderScorer  # noqa: E402
 
 
 class Replay(Client):
@@ -83,6 +84,14 @@ def main(src, dst):
         out[kind] = {"missing": len(client.missing), "units": per_unit,
                      "pooled": {k: float(v) for k, v in pooled.items()},
                      "first_missing": client.missing[:1]}
+    client = Replay(data["answers"])
+    per_unit = []
+    for i, unit in enumerate(data["units"]):  # one scorer per unit: its own Random(42)
+        scorer = IntruderScorer(client, n_examples_shown=data["intruder_shown"], type="default", seed=42)
+        res = asyncio.run(scorer(record(unit, i)))
+        per_unit.append([[r.sample.intruder_index if r.sample else None, r.sample.chosen_quantile if r.sample else None,
+                          r.prediction if r.sample else None, r.correct] for r in res.score])
+    out["intruder"] = {"missing": len(client.missing), "units": per_unit, "first_missing": client.missing[:1]}
     json.dump(out, open(dst, "w"))
 
 

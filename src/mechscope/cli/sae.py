@@ -148,6 +148,7 @@ def _explain(args) -> int:
                            n_blocks=args.blocks, length=args.ctx_len * max(1, args.context // args.ctx_len),
                            corpora=[c.strip() for c in args.corpora.split(",") if c.strip()], n_shown=args.shown,
                            negatives=args.negatives, cache=cache, endpoint_model=args.endpoint_model,
+                           intruder_shown=args.intruder_shown,
                            progress=not args.quiet)
     print(result.summary())
     print("chat usage: " + "; ".join(f"{k}: {v['requests']} requests ({v['cache_hits']} cached), "
@@ -367,7 +368,9 @@ def add(sub) -> None:
                                        "URL (http://host:port/v1; key from $OPENAI_API_KEY). Default: the model")
     p.add_argument("--scorer", help="who scores them (same forms; default: the explainer)")
     p.add_argument("--endpoint-model", help="the model name an endpoint serves (default $MECHSCOPE_EXPLAINER_MODEL)")
-    p.add_argument("--scorers", default="detection,fuzz", help="comma-separated: detection, fuzz")
+    p.add_argument("--scorers", default="detection,fuzz", help="comma-separated: detection, fuzz, intruder (the "
+                                                               "odd-one-out test of the unit itself)")
+    p.add_argument("--intruder-shown", type=int, default=5, help="contexts per intruder prompt (default 5)")
     p.add_argument("--shown", type=int, default=1, help="contexts per scorer prompt (default 1, for small models)")
     p.add_argument("--negatives", default="random", choices=["random", "hard"],
                    help="non-activating contexts: random ones, or look-alikes holding the tokens it fires on")

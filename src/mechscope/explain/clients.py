@@ -9,7 +9,8 @@ held to that form (each digit the likelier of 0 and 1, both listed among the alt
 is well formed and its probabilities defined — the 135M embedded model otherwise copies the few-shot
 answers' five digits); an endpoint answers freely and a malformed answer counts as one.
 ``answer_prefix`` begins a local model's answer with that text (the reply's text includes it), as the
-explainer begins it with "[EXPLANATION]:"; an endpoint is sent the conversation alone.
+explainer begins it with "[EXPLANATION]:"; ``choices`` (single tokens) make a local model's answer the
+likeliest one of them (the intruder scorer's index); an endpoint is sent the conversation alone.
 
 - ``LocalChat(model)``: the model's own chat template; greedy (or seeded sampled) decoding, batched, with
   the conversations' shared beginning (system prompt and few-shot examples: most of every scorer prompt)
@@ -90,7 +91,7 @@ class ChatClient(Protocol):
 
     def chat(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int, temperature: float = 0.0,
              top_logprobs: int = 0, seed: int = 0, binary_answers: int = 0,
-             answer_prefix: str = "") -> list[Reply]: ...
+             answer_prefix: str = "", choices: Sequence[str] = ()) -> list[Reply]: ...
 
 
 def _check_settings(max_tokens: int, temperature: float, top_logprobs: int) -> None:
@@ -129,7 +130,7 @@ class LocalChat:
 
     def chat(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int, temperature: float = 0.0,
              top_logprobs: int = 0, seed: int = 0, binary_answers: int = 0,
-             answer_prefix: str = "") -> list[Reply]:
+             answer_prefix: str = "", choices: Sequence[str] = ()) -> list[Reply]:
         _check_settings(max_tokens, temperature, top_logprobs)
         rows = [self.ids(c, answer_prefix) for c in conversations]
         for r in rows:
@@ -142,7 +143,7 @@ class LocalChat:
         for start in range(0, len(order), self.batch_size):
             chunk = order[start:start + self.batch_size]
             for i, reply in zip(chunk, self._generate([rows[i] for i in chunk], max_tokens, temperature,
-                                                      top_logprobs, seed, binary_answers)):
+                                                      top_logprobs, seed, binary_answers, choices)):
                 replies[i] = reply
         for i in range(len(rows)):
             replies[i].text = answer_prefix + replies[i].text
@@ -171,16 +172,16 @@ class LocalChat:
         self._prefixes = ([p for p in self._prefixes if p[0] != key] + [(key, cache)])[-self.keep_prefixes:]
         return cache
 
-    def _binary_form(self, n: int) -> list[int | tuple[int, int]]:
+    def _token(self, piece: str) -> int:
+        ids = self.model.tokenizer.encode(piece, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ChatError(f"{self.model.name}'s tokenizer spells {piece!r} as {len(ids)} tokens: its answers cannot be "
+                            "held to a form; score with free_answers=True")
+        return ids[0]
+
+    def _binary_form(self, n: int) -> list[int | tuple[int, ...]]:
         """The token steps of an answer "[d,d,...]" with ``n`` digits: a fixed token, or the (0, 1) choice."""
-        tok = self.model.tokenizer
-        pieces = {}
-        for piece in "[],01":
-            ids = tok.encode(piece, add_special_tokens=False)
-            if len(ids) != 1:
-                raise ChatError(f"{self.model.name}'s tokenizer spells {piece!r} as {len(ids)} tokens: its answers cannot be "
-                                "held to the [0,1,...] form; score with binary_answers=False")
-            pieces[piece] = ids[0]
+        pieces = {piece: self._token(piece) for piece in "[],01"}
         digits = (pieces["0"], pieces["1"])
         form: list[int | tuple[int, int]] = [pieces["["]]
         for k in range(n):
@@ -189,7 +190,7 @@ class LocalChat:
 
     @torch.no_grad()
     def _generate(self, rows: list[list[int]], max_tokens: int, temperature: float, top_logprobs: int,
-                  seed: int, binary_answers: int = 0) -> list[Reply]:
+                  seed: int, binary_answers: int = 0, choices: Sequence[str] = ()) -> list[Reply]:
         from ..models.hookset import model_lock
 
         hf, dev, tok = self.model.hf, self.model.device, self.model.tokenizer
@@ -222,7 +223,8 @@ class LocalChat:
             steps: list[list[dict]] = [[] for _ in range(n)]
             done = torch.zeros(n, dtype=torch.bool)
             last_pos = pos[:, -1]
-            form = self._binary_form(binary_answers) if binary_answers else None
+            form = self._binary_form(binary_answers) if binary_answers else \
+                [tuple(self._token(c) for c in choices)] if choices else None
             for step in range(len(form) if form else max_tokens):
                 logp = torch.log_softmax(logits.float(), -1).cpu()
                 if form is not None:  # the answer's form is fixed: "[", then 0 or 1 (the likelier), "," ... "]"
@@ -306,7 +308,7 @@ class OpenAIChat:
 
     def chat(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int, temperature: float = 0.0,
              top_logprobs: int = 0, seed: int = 0, binary_answers: int = 0,
-             answer_prefix: str = "") -> list[Reply]:
+             answer_prefix: str = "", choices: Sequence[str] = ()) -> list[Reply]:
         _check_settings(max_tokens, temperature, top_logprobs)
         with ThreadPoolExecutor(self.concurrency) as pool:
             replies = list(pool.map(lambda c: self._one(c, max_tokens, temperature, top_logprobs, seed), conversations))
@@ -337,17 +339,17 @@ class CachedChat:
         return db
 
     def key(self, messages: Sequence[Message], max_tokens: int, temperature: float, top_logprobs: int, seed: int,
-            binary_answers: int = 0, answer_prefix: str = "") -> str:
+            binary_answers: int = 0, answer_prefix: str = "", choices: Sequence[str] = ()) -> str:
         what = {"model": self.client.name, "messages": list(messages), "max_tokens": max_tokens,
                 "temperature": temperature, "top_logprobs": top_logprobs, "seed": seed if temperature > 0 else 0,
-                **({"binary_answers": binary_answers, "answer_prefix": answer_prefix}
+                **({"binary_answers": binary_answers, "answer_prefix": answer_prefix, "choices": list(choices)}
                    if isinstance(self.client, LocalChat) else {})}
         return hashlib.sha256(json.dumps(what, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
     def chat(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int, temperature: float = 0.0,
              top_logprobs: int = 0, seed: int = 0, binary_answers: int = 0,
-             answer_prefix: str = "") -> list[Reply]:
-        keys = [self.key(c, max_tokens, temperature, top_logprobs, seed, binary_answers, answer_prefix)
+             answer_prefix: str = "", choices: Sequence[str] = ()) -> list[Reply]:
+        keys = [self.key(c, max_tokens, temperature, top_logprobs, seed, binary_answers, answer_prefix, choices)
                 for c in conversations]
         with self._lock, self._db() as db:
             found = dict(db.execute(f"SELECT key, reply FROM replies WHERE key IN ({','.join('?' * len(keys))})",
@@ -355,7 +357,7 @@ class CachedChat:
         missing = [i for i, k in enumerate(keys) if k not in found]
         fresh = self.client.chat([conversations[i] for i in missing], max_tokens=max_tokens, temperature=temperature,
                                  top_logprobs=top_logprobs, seed=seed, binary_answers=binary_answers,
-                                 answer_prefix=answer_prefix) if missing else []
+                                 answer_prefix=answer_prefix, choices=choices) if missing else []
         with self._lock, self._db() as db:
             db.executemany("INSERT OR REPLACE INTO replies VALUES (?, ?)",
                            [(keys[i], json.dumps(r.__dict__)) for i, r in zip(missing, fresh)])

@@ -11,6 +11,7 @@ from typing_extensions import TypedDict
 
 from .. import names
 from ..results import Result
+from .intruder import IntruderScore
 from .scoring import Metrics, Score, metrics
 
 
@@ -18,7 +19,8 @@ class UnitExplanation(TypedDict):
     """One unit's line of an ``Explanations``: its index, explanation (None: none could be written, or
     ``skipped`` says why it was not tried), the malformed explainer answers, its firing statistics, and its
     scores — ``scores[scorer]`` for the explanation, ``baselines[name][scorer]`` for what it is compared with
-    (``top_tokens``: a list of the tokens it fires on; ``shuffled``: another unit's explanation)."""
+    (``top_tokens``: a list of the tokens it fires on; ``shuffled``: another unit's explanation), and the
+    intruder test of the unit itself (None unless asked for)."""
 
     unit: int
     explanation: str | None
@@ -29,6 +31,7 @@ class UnitExplanation(TypedDict):
     top_tokens: list[str]
     scores: dict[str, Score]
     baselines: dict[str, dict[str, Score]]
+    intruder: IntruderScore | None
 
 
 @dataclass
@@ -79,7 +82,9 @@ class Explanations(Result):
     def malformed(self) -> dict[str, int]:
         """Malformed answers behind the result: the explainer's and each scorer's (baselines included)."""
         out = {"explainer": sum(u["malformed"] for u in self.units)}
-        for s in self.scorers:
+        if "intruder" in self.scorers:
+            out["intruder"] = sum(u["intruder"]["malformed"] for u in self.units if u["intruder"] is not None)
+        for s in (s for s in self.scorers if s != "intruder"):
             out[s] = sum(u["scores"][s]["malformed"] for u in self.units if s in u["scores"]) + \
                 sum(b[s]["malformed"] for u in self.units for b in u["baselines"].values() if s in b)
         return out
@@ -90,7 +95,15 @@ class Explanations(Result):
                 f"scored by {self.scorer} ({', '.join(self.scorers)}; {self.n_shown} example(s) per prompt, "
                 f"{self.negatives} negatives)")
         lines = [head]
+        tested = [u["intruder"] for u in self.units if u["intruder"] is not None and u["intruder"]["n"]]
+        if tested:
+            right = sum(t["accuracy"] * t["n"] for t in tested)
+            total = sum(t["n"] for t in tested)
+            lines.append(f"  intruder: found in {right / total:.3f} of {total} prompts over {len(tested)} units (chance "
+                         f"{tested[0]['chance']:.3f}; {sum(t['n_unanswered'] for t in tested)} unanswered)")
         for s in self.scorers:
+            if s == "intruder":
+                continue
             m = self.pooled(s)
             if m["n"] == 0:
                 lines.append(f"  {s}: no predictions ({m['n_unanswered']} unanswered)")
@@ -116,17 +129,18 @@ class Explanations(Result):
 
     def evidence(self) -> dict[str, Any]:
         return {"kind": self.kind, "site": self.site, "explained": sum(u["explanation"] is not None for u in self.units),
-                "pooled": {s: {k: self.pooled(s)[k] for k in ("balanced_accuracy", "auc", "n")} for s in self.scorers},
+                "pooled": {s: {k: self.pooled(s)[k] for k in ("balanced_accuracy", "auc", "n")}
+                           for s in self.scorers if s != "intruder"},
                 "malformed": self.malformed()}
 
     def figure(self):
         import matplotlib.pyplot as plt
 
         keys = [("balanced_accuracy", "balanced accuracy"), ("auc", "ROC AUC of P(1)")]
-        fig, axes = plt.subplots(len(self.scorers) or 1, 2, figsize=(7.5, 2.3 * max(1, len(self.scorers))),
-                                 squeeze=False)
+        scorers = [s for s in self.scorers if s != "intruder"]
+        fig, axes = plt.subplots(len(scorers) or 1, 2, figsize=(7.5, 2.3 * max(1, len(scorers))), squeeze=False)
         baselines = sorted({b for u in self.units for b in u["baselines"]})
-        for r, s in enumerate(self.scorers):
+        for r, s in enumerate(scorers):
             for c, (key, label) in enumerate(keys):
                 ax = axes[r, c]
                 series = [("explanation", self.per_unit(s, key))] + [(b.replace("_", " "), self.per_unit(s, key, b))

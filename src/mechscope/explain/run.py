@@ -3,7 +3,8 @@
 ``explain_features(sae, model, features)`` and ``explain_neurons(model, layer, neurons)`` build each unit's
 examples (``examples.unit_examples``), have the explainer write an explanation from the training contexts
 (``explainer.write_explanations``), and have the scorer judge it on the test contexts and negatives with
-each of ``scorers`` (``scoring.score``). ``baselines`` are scored the same way on the same contexts:
+each of ``scorers`` (``scoring.score``; ``"intruder"`` adds the intruder test of each unit,
+``intruder.intruder_score``, with ``intruder_shown`` contexts per prompt). ``baselines`` are scored the same way on the same contexts:
 ``"top_tokens"`` — the unit's commonest firing tokens as a list ("the tokens 'X', 'Y', ..."), and
 ``"shuffled"`` — another explained unit's explanation; an explanation that says something about its unit
 beats both.
@@ -30,6 +31,7 @@ from .clients import CachedChat, ChatClient, default_cache, open_chat
 from .examples import ExampleConfig, UnitExamples, Units, dictionary_units, neuron_units, unit_examples
 from .explainer import write_explanations
 from .result import Explanations, UnitExplanation
+from .intruder import intruder_score
 from .scoring import SCORERS, Negatives, score
 
 BASELINES = ("top_tokens", "shuffled")
@@ -60,16 +62,19 @@ def explain_units(units: Units, model: Model, *, explainer: Any = None, scorer: 
                   blocks: Any = None, n_blocks: int = 256, length: int = 64,
                   corpora: Sequence[str] = ("shakespeare",),
                   n_shown: int = 1, negatives: Negatives = "random", log_prob: bool = True,
-                  activations: bool = True, retries: int = 1, cache: str | os.PathLike | None | bool = True,
+                  activations: bool = True, retries: int = 1, intruder_shown: int = 5,
+                  cache: str | os.PathLike | None | bool = True,
                   endpoint_model: str | None = None, progress: bool = True) -> Explanations:
     """Explain and score ``units`` (see the module docstring). ``explainer`` / ``scorer``: a chat client, a
     loaded model, a name ``mechscope.load`` opens or an ``http(s)://`` endpoint (None: ``model`` itself;
     the scorer defaults to the explainer). ``blocks`` [n, length] token ids to find contexts in (default:
     ``n_blocks`` blocks of the named corpora). ``cache``: True for the shared reply cache, a path, or
     False/None for none."""
-    bad = [s for s in scorers if s not in SCORERS]
+    bad = [s for s in scorers if s not in (*SCORERS, "intruder")]
     if bad:
-        raise ValueError(f"scorers {bad}; valid: {', '.join(SCORERS)}")
+        raise ValueError(f"scorers {bad}; valid: {', '.join(SCORERS)}, intruder")
+    if "intruder" in scorers and intruder_shown < 2:
+        raise ValueError(f"intruder_shown={intruder_shown}: the intruder test shows at least 2 contexts")
     bad = [b for b in baselines if b not in BASELINES]
     if bad:
         raise ValueError(f"baselines {bad}; valid: {', '.join(BASELINES)}")
@@ -98,13 +103,16 @@ def explain_units(units: Units, model: Model, *, explainer: Any = None, scorer: 
         line: UnitExplanation = {"unit": ex["unit"], "explanation": text, "skipped": ex["skipped"],
                                  "malformed": bad_answers, "max_act": ex["max_act"], "density": ex["density"],
                                  "top_tokens": top_tokens(ex) if not ex["skipped"] else [], "scores": {},
-                                 "baselines": {}}
+                                 "baselines": {}, "intruder": None}
+        if "intruder" in scorers and not ex["skipped"]:  # the unit itself, whether or not it was explained
+            line["intruder"] = intruder_score(score_client, ex, n_shown=intruder_shown, retries=retries)
         if text is not None and ex["test"] and ex[f"{negatives}_negatives"]:  # (n_test=0: explanations alone)
             kw = dict(n_shown=n_shown, negatives=negatives, log_prob=log_prob, retries=retries)
-            line["scores"] = {s: score(s, score_client, text, ex, **kw) for s in scorers}
+            line["scores"] = {s: score(s, score_client, text, ex, **kw) for s in scorers if s != "intruder"}
             if "top_tokens" in baselines and line["top_tokens"]:
                 label = top_tokens_label(line["top_tokens"])
-                line["baselines"]["top_tokens"] = {s: score(s, score_client, label, ex, **kw) for s in scorers}
+                line["baselines"]["top_tokens"] = {s: score(s, score_client, label, ex, **kw)
+                                                   for s in scorers if s != "intruder"}
         lines.append(line)
     lines = distributed.gather_objects(lines)
     if "shuffled" in baselines:
@@ -134,7 +142,7 @@ def _score_shuffled(lines: list[UnitExplanation], examples: list[UnitExamples], 
     for k in tqdm(mine, desc="shuffled", disable=not progress or rank != 0):
         i, j = done[k], done[(k + 1) % len(done)]
         ex = by_unit[lines[i]["unit"]]
-        got.append((i, {s: score(s, client, lines[j]["explanation"], ex, **kw) for s in scorers}))
+        got.append((i, {s: score(s, client, lines[j]["explanation"], ex, **kw) for s in scorers if s != "intruder"}))
     for i, scores in distributed.gather_objects(got):
         lines[i]["baselines"]["shuffled"] = scores
 
