@@ -361,3 +361,32 @@ def test_local_model_names_an_intruder(tiny_chat):
 
     s = intruder_score(LocalChat(tiny_chat), unit(4), n_shown=3, retries=0)
     assert s["malformed"] == 0 and s["n"] == 4  # held to an index: every answer counts
+
+
+def test_explanations_export_as_neuronpedia_rows(tmp_path):
+    import gzip
+    import json
+
+    from mechscope.explain.neuronpedia import explanation_rows, write_explanations
+    from mechscope.models.tiny import tiny
+
+    model = tiny("llama")
+    units = E.neuron_units(model, 1, [0, 1, 2, 3])
+    blocks = torch.randint(3, 300, (24, 32), generator=torch.Generator().manual_seed(0))
+    cfg = ExampleConfig(ctx_len=16, n_quantiles=2, n_test=4, n_train=2, n_negatives=4, min_windows=2)
+    r = explain_units(units, model, explainer=RuleChat(), blocks=blocks, config=cfg, cache=False, baselines=(),
+                      progress=False)
+    rows = explanation_rows(r, "tiny-llama", "1-mlp-mechscope")
+    explained = [u for u in r.units if u["explanation"] is not None]
+    assert len(rows) == len(explained) and rows[0]["description"] == explained[0]["explanation"]
+    assert rows[0]["layer"] == "1-mlp-mechscope" and rows[0]["index"] == str(explained[0]["unit"])
+    names = {s["explanationScoreTypeName"]: s for s in rows[0]["scores"]}
+    assert set(names) == {"eleuther_recall", "eleuther_fuzz"}
+    assert names["eleuther_recall"]["value"] == explained[0]["scores"]["detection"]["metrics"]["balanced_accuracy"]
+    details = json.loads(names["eleuther_fuzz"]["jsonDetails"])
+    assert {d["distance"] for d in details if not d["activating"]} == {-1} and min(d["distance"] for d in details
+                                                                                   if d["activating"]) == 1
+    paths = write_explanations(r, tmp_path, "tiny-llama", "1-mlp-mechscope", batch_size=1)
+    assert [p.name for p in paths] == [f"batch-{i}.jsonl.gz" for i in range(len(rows))]
+    assert json.loads(gzip.decompress(paths[0].read_bytes()))["id"] == rows[0]["id"]
+    assert explanation_rows(r, "tiny-llama", "1-mlp-mechscope") == rows  # ids and times are stable

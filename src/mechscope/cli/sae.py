@@ -154,6 +154,13 @@ def _explain(args) -> int:
     print("chat usage: " + "; ".join(f"{k}: {v['requests']} requests ({v['cache_hits']} cached), "
                                      f"{v['prompt_tokens']:,} prompt + {v['completion_tokens']:,} answer tokens"
                                      for k, v in result.usage.items()))
+    if args.neuronpedia:
+        from ..explain.neuronpedia import write_explanations
+
+        layer = result.layer if result.layer >= 0 else 0
+        source = args.neuronpedia_set or f"{layer}-{result.site.split('.')[-1]}-mechscope"
+        for path in write_explanations(result, args.neuronpedia, model.name, source):
+            print(f"wrote {path}")
     if sae is not None and args.layer is None and not args.no_sidecar:
         print(f"wrote {write_sidecar(result, args.path, dictionary_fingerprint(sae))}")
     emit(args, [(result, f"{units.kind}s {args.features} at {units.site}")],
@@ -385,6 +392,9 @@ def add(sub) -> None:
     p.add_argument("--cache", metavar="FILE", help="the reply cache (SQLite; default: the user cache's "
                                                    "explain/replies.sqlite): a rerun asks nothing twice")
     p.add_argument("--no-cache", action="store_true", help="ask every question afresh")
+    p.add_argument("--neuronpedia", metavar="DIR",
+                   help="also write the explanations as Neuronpedia exports them: DIR/explanations/batch-N.jsonl.gz")
+    p.add_argument("--neuronpedia-set", help="the Neuronpedia source id (default LAYER-SITE-mechscope)")
     p.add_argument("--no-sidecar", action="store_true", help="do not add the explanations to the dictionary folder's "
                                                              "explanations.json")
     outputs(p, "sae-explain")
