@@ -108,9 +108,9 @@ def _sae_samples(model):
     explained = explain_features(sae, model, list(range(8)), explainer=RuleChat(), blocks=tokens, cache=False,
                                  config=ExampleConfig(ctx_len=6, n_quantiles=1, n_test=2, n_train=1, n_negatives=2,
                                                       min_windows=1), progress=False)
-    return [sae.log_, evaluate(sae, model, tokens, progress=False), explained,
+    return [sae.log_, evaluate(sae, model, tokens, progress=False),
             feature_cards(sae, model, [0, 3], blocks=tokens, k=2, progress=False), log,
-            evaluate_transcoders(model, load_transcoders(folder, model), tokens[:2, :10], progress=False)]
+            evaluate_transcoders(model, load_transcoders(folder, model), tokens[:2, :10], progress=False), explained]
 
 
 def _verify_samples():

@@ -390,3 +390,24 @@ def test_explanations_export_as_neuronpedia_rows(tmp_path):
     assert [p.name for p in paths] == [f"batch-{i}.jsonl.gz" for i in range(len(rows))]
     assert json.loads(gzip.decompress(paths[0].read_bytes()))["id"] == rows[0]["id"]
     assert explanation_rows(r, "tiny-llama", "1-mlp-mechscope") == rows  # ids and times are stable
+
+
+def test_hard_negatives_are_look_alikes_and_scored():
+    """negatives="hard": the scorer judges the unit's test contexts against silent contexts that hold the
+    tokens it fires on; a unit without any is skipped with the reason."""
+    from mechscope.models.tiny import tiny
+
+    model = tiny("llama")
+    neurons = E.neuron_units(model, 1, [0, 1, 2, 3])
+    blocks = torch.randint(3, 300, (24, 32), generator=torch.Generator().manual_seed(0))
+    cfg = ExampleConfig(ctx_len=16, n_quantiles=2, n_test=4, n_train=2, n_negatives=4, min_windows=2)
+    examples = E.unit_examples(neurons, model, config=cfg, blocks=blocks, progress=False)
+    r = explain_units(neurons, model, explainer=RuleChat(), examples=examples, config=cfg, negatives="hard",
+                      baselines=(), cache=False, progress=False)
+    assert r.negatives == "hard" and "hard negatives" in r.summary()
+    for ex, u in zip(examples, r.units):
+        if u["scores"]:
+            shown = {p["text"] for p in u["scores"]["detection"]["predictions"] if not p["activating"]}
+            assert shown == {"".join(c["tokens"]) for c in ex["hard_negatives"]}
+        elif not ex["skipped"] and not ex["hard_negatives"]:
+            assert u["skipped"].startswith("no look-alike context")
