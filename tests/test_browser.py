@@ -263,8 +263,9 @@ def test_script_payloads_in_every_field_never_run(browser_page, llama, tmp_path)
     assert not errors, errors
 
 
-def _agraph_checks(page, sync_api):
-    """Drive the attribution-graph viewer: slider, a real hover on a node, pinning, an edge click."""
+def _agraph_checks(page, sync_api, explained: str | None = None):
+    """Drive the attribution-graph viewer: slider, a real hover on a node (showing its explanation, where
+    ``explained`` gives the text every feature has), pinning, an edge click."""
     section = page.locator("section.agraph").first
     section.scroll_into_view_if_needed()
     page.wait_for_function("() => document.querySelector('section.agraph')._cy !== undefined")
@@ -285,6 +286,8 @@ def _agraph_checks(page, sync_api):
     info = section.locator(".agraph-info")
     sync_api.expect(info).to_contain_text(xy[2].split("_")[0])
     assert "influence" in info.inner_text()
+    if explained is not None:
+        assert f"“{explained}”  detection 0.75" in info.inner_text()  # as text: the markup is not parsed
     page.mouse.click(xy[0], xy[1])  # pin: its neighbourhood lit, the rest faded
     sync_api.expect(info).to_contain_text("inputs")
     faded = section.evaluate("s => s._cy.elements('.faded').length")
@@ -311,6 +314,9 @@ def test_attribution_graph_viewer_standalone_and_served(browser_page, llama, tmp
     assert set(cards) == {"0_3", "1_7"} and cards["0_3"]["top"]
     assert group_features(graph, model, coders, similarity=0.99) == []  # u and B's unembedding are orthogonal
     graph.extra["supernodes"] = [["the chain", "0_3_5", "1_7_5"]]
+    said = "the <b>letter</b> after 'a'"
+    graph.extra["explanations"] = {k: {"explanation": said, "explainer": "rule", "scores": {"detection": 0.75}}
+                                   for k in ("0_3", "1_7")}
     page, errors = browser_page
     console, missing = [], []
     page.on("console", lambda m: console.append(m.text) if m.type == "error" and "404" not in m.text else None)
@@ -318,14 +324,15 @@ def test_attribution_graph_viewer_standalone_and_served(browser_page, llama, tmp
     standalone = tmp_path / "graph.html"
     standalone.write_text(html_page(graph.title, graph.html()), encoding="utf-8")
     page.goto(standalone.as_uri())
-    _agraph_checks(page, sync_api)
+    _agraph_checks(page, sync_api, explained=said)
     assert page.locator("section.agraph").evaluate("s => s._cy.$id('sn:the chain').children().length") == 2
+    assert page.locator("section.agraph b").count() == 0
     archive = mechscope.archive.open(tmp_path / "archive")
     spec = archive.create("graph", model=model, task="attribution graph")
     spec.add(graph)
     with running_server(archive) as base:
         page.goto(base + f"/specimens/{spec.uid}")
-        _agraph_checks(page, sync_api)
+        _agraph_checks(page, sync_api, explained=said)
     assert not errors and not console and not missing, (errors, console, missing)  # incl. CSP violations
 
 
