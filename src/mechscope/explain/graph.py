@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..models.model import Model
-from .examples import ExampleConfig, activations, choose, dictionary_units
+from .examples import ExampleConfig, Units, activations, choose, dictionary_units
 from .result import Explanations
 from .run import explain_units
 
@@ -61,7 +61,6 @@ def _every_layer(units: dict, model: Model, blocks: torch.Tensor, progress: bool
     """{layer: [blocks, pos, features]}: every layer's chosen features from one forward per batch (the
     position-0 attention sink read as 0)."""
     from ..sae.dashboard import encode_features
-    from .examples import Units
 
     sites = sorted({u.site for u in units.values()})
 
