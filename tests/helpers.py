@@ -41,7 +41,8 @@ def random_task(model, n=3, length=6, seed=0):
 
 
 class RuleChat:
-    """A scripted scorer: says 1 for a shown context that contains one of the explanation's quoted words,
+    """A scripted scorer: says 1 for a shown context that contains one of the explanation's quoted words
+    (simulating: 10 on a token that holds one),
     and writes the explanation "'WORD'" for the commonest marked word of the explainer's contexts. Answers
     listed in ``garbage`` (by call number) are malformed."""
 
@@ -60,6 +61,14 @@ class RuleChat:
             text = conv[-1]["content"]
             if self.calls in self.garbage:
                 reply = "I think so."
+            elif text.startswith('{"to_find"'):  # the simulator (JSON mode): 10 on a token holding a quoted word
+                import json
+
+                asked = json.loads(text)
+                words = re.findall(r"'([^']+)'", asked["to_find"])
+                reply = json.dumps({**asked, "activations": [
+                    {"token": e["token"], "activation": 10 if any(w in e["token"] for w in words) else 0}
+                    for e in asked["activations"]]})
             elif text.startswith("Examples:"):  # the intruder: the context without a marked quoted word
                 shown = re.findall(r"Example (\d+):(.*)", text)
                 odd = [i for i, s in shown if "<<" not in s or ">>" not in s] or [shown[0][0]]

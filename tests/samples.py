@@ -105,11 +105,15 @@ def _sae_samples(model):
 
     from helpers import RuleChat
 
+    from mechscope.explain.sidecar import card_explanations
+
     explained = explain_features(sae, model, list(range(8)), explainer=RuleChat(), blocks=tokens, cache=False,
+                                 scorers=("detection", "fuzz", "simulation"),
                                  config=ExampleConfig(ctx_len=6, n_quantiles=1, n_test=2, n_train=1, n_negatives=2,
                                                       min_windows=1), progress=False)
-    return [sae.log_, evaluate(sae, model, tokens, progress=False),
-            feature_cards(sae, model, [0, 3], blocks=tokens, k=2, progress=False), log,
+    cards = feature_cards(sae, model, [0, 3], blocks=tokens, k=2, progress=False)
+    return [sae.log_, evaluate(sae, model, tokens, progress=False), cards.with_explanations(card_explanations(explained)),
+            log,
             evaluate_transcoders(model, load_transcoders(folder, model), tokens[:2, :10], progress=False), explained]
 
 

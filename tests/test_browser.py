@@ -131,12 +131,27 @@ def test_the_feature_browser_in_the_browser(browser_page, llama, tmp_path):
         page.wait_for_url("**sort=density*")
         units = page.locator("tr.feature-row").evaluate_all("rows => rows.map(r => Number(r.dataset.unit))")
         assert units == [cards.neurons[i] for i in sorted(range(2), key=lambda i: -cards.density[i])]
+        page.select_option("select[name=sort]", "score")  # the cards carry explanations: best scored first
+        page.click("form.search button")
+        page.wait_for_url("**sort=score*")
+        units = page.locator("tr.feature-row").evaluate_all("rows => rows.map(r => Number(r.dataset.unit))")
+        assert units == [cards.neurons[i] for i in sorted(range(2), key=lambda i: -cards.score(i))]
+        shown = page.locator("tr.feature-row td.explanation").all_inner_texts()
+        assert shown == [cards.explained(cards.neurons.index(u))["explanation"] for u in units]
+        page.fill("input[name=q]", cards.explained(0)["explanation"])  # search by explanation
+        page.click("form.search button")
+        page.wait_for_url("**q=*")
+        assert cards.neurons[0] in page.locator("tr.feature-row").evaluate_all(
+            "rows => rows.map(r => Number(r.dataset.unit))")
+        page.select_option("select[name=sort]", "density")
         page.fill("input[name=q]", cards.promoted[1][0][0].strip() or cards.name(1))
         page.click("form.search button")
         page.wait_for_url("**q=*")
         page.locator(f"tr.feature-row[data-unit='{cards.neurons[1]}'] a").click()
         page.wait_for_url(f"**/features/{cards.neurons[1]}")
         assert page.locator("div.card").count() == 1
+        assert page.locator("div.card p.explanation").inner_text().startswith(
+            "“" + cards.explained(1)["explanation"] + "”")
         shades = page.locator("div.card .ctx span").evaluate_all("els => els.map(e => e.style.background)")
         assert shades and all(shades), "the static viewer shades every token by its activation"
     assert not errors, errors

@@ -262,6 +262,13 @@ def test_explain_run_end_to_end(tiny_chat, tmp_path):
     assert top_tokens_label(["a", " b"]) == "the tokens 'a', ' b'"
     with pytest.raises(ValueError, match="scorers"):
         explain_units(units, model, explainer=client, examples=examples, scorers=["simulation!"], cache=False)
+    sim = explain_units(units, model, explainer=client, examples=examples, config=cfg, scorers=["simulation"],
+                        baselines=("shuffled",), cache=False, progress=False)
+    done = [u for u in sim.units if u["explanation"] is not None]
+    assert done and all(u["simulation"]["explanation"]["mode"] == "json" for u in done)  # an endpoint-like client
+    assert all(set(u["simulation"]) == {"explanation", "shuffled"} for u in done) or len(done) < 2
+    assert "simulation (json): mean correlation" in sim.summary() and "simulation (correlation)" in sim.html(draw=False)
+    assert sim.png_bytes()[:4] == b"\x89PNG" and "simulation" in sim.evidence()
 
 
 def test_explanations_travel_with_their_dictionary(tmp_path):
@@ -329,6 +336,15 @@ def test_a_graphs_nodes_carry_their_explanations(tmp_path):
         {v["explanation"] for v in found.values()}
     clerps = {n["node_id"]: n["clerp"] for n in to_neuronpedia(graph, node_threshold=1.0, edge_threshold=1.0)["nodes"]}
     assert {with_text[0]["explanation"]["explanation"]} <= set(clerps.values())
+    from mechscope.explain.supernodes import graph_texts, propose_supernodes
+    from mechscope.tracing import from_neuronpedia
+
+    texts = graph_texts(graph)
+    assert {texts[i] for i, n in shown.items() if "explanation" in n} <= {v["explanation"] for v in found.values()}
+    groups = propose_supernodes(graph, texts, node_threshold=1.0, edge_threshold=1.0, threshold=0.0)
+    assert groups and all(m in texts for g in groups for m in g[1:])
+    back = from_neuronpedia(to_neuronpedia(graph, node_threshold=1.0, edge_threshold=1.0))
+    assert {k: v for k, v in graph_texts(back).items() if v} == {k: clerps[k] for k in graph_texts(back) if clerps.get(k)}
 
 
 def test_intruder_prompts_and_score():
@@ -411,3 +427,128 @@ def test_hard_negatives_are_look_alikes_and_scored():
             assert shown == {"".join(c["tokens"]) for c in ex["hard_negatives"]}
         elif not ex["skipped"] and not ex["hard_negatives"]:
             assert u["skipped"].startswith("no look-alike context")
+
+
+# -- simulation -----------------------------------------------------------------------------------------
+
+def test_simulation_arithmetic():
+    """delphi's reading of a step's alternatives (int() of the text, 0–10, renormalised, a later duplicate
+    text replacing an earlier one), of a JSON answer, and the correlations by window, quantile and all."""
+    from mechscope.explain import simulation as S
+
+    assert S.expected_value([["3", 0.0], ["word", -1.0], [" 5", -0.5], ["11", -0.1]]) == pytest.approx(
+        (3 * 1 + 5 * torch.tensor(-0.5).exp().item()) / (1 + torch.tensor(-0.5).exp().item()))
+    assert S.expected_value([["2", -9.0], ["2", 0.0], ["10", 0.0]]) == pytest.approx(6.0)
+    assert S.expected_value([["a", 0.0]]) == 0.0
+    assert S.parse_json_activations('{"activations": [{"token": "a", "activation": 3}, {"token": "b", '
+                                    '"activation": 12}, {"token": "c", "activation": "x"}, {"token": "d"}]}', 4) == \
+        [3.0, 0.0, 0.0, 0.0]
+    assert S.parse_json_activations('{"activations": []}', 2) is None and S.parse_json_activations("[1,", 1) is None
+    assert S.correlation([0, 1, 2], [1, 1, 1]) is None and S.correlation([0, 1, 2], [0, 2, 4]) == pytest.approx(1)
+    u = unit(4)
+    u["test"][1]["acts"] = [0, 0.5, 0]
+    msgs = S.logprob_messages(" a cat ", ["the", " cat"])
+    assert msgs[-1] == {"role": "assistant", "content": "\nActivations: \n<start>\nthe\tunknown\n cat\tunknown\n<end>\n"}
+    assert msgs[-2]["content"].endswith("behavior: the main thing this neuron does is find a cat")
+    right = S.simulate(RuleChat(), "'cat'", u, mode="json")
+    assert right["correlation"] == pytest.approx(S.correlation(
+        [v for w in right["windows"] for v in w["true"]], [10 * (t == " cat") for c in u["test"] + u["random_negatives"]
+                                                           for t in c["tokens"]]))
+    assert right["windows"][1]["true"] == [0, 5, 0] and right["windows"][0]["correlation"] == pytest.approx(1)
+    assert len(right["correlation_by_quantile"]) == 4 and right["malformed"] == 0 and right["prompts"] == 8
+    wrong = S.simulate(RuleChat(), "'dog'", u, mode="json")
+    assert wrong["correlation"] < 0 < right["correlation"]
+    assert S.simulate(RuleChat(garbage=[1, 2]), "'cat'", u, mode="json")["malformed"] == 2
+    with pytest.raises(ValueError, match="mode='json'"):
+        S.simulate(RuleChat(), "'cat'", u, mode="logprobs")
+    with pytest.raises(ValueError, match="simulation mode"):
+        S.simulate(RuleChat(), "'cat'", u, mode="both")
+
+
+def test_prompt_logprobs_read_what_hf_computes(tiny_chat, tmp_path):
+    """A local model's prompt log-probabilities after each tab of the last message equal a plain HF forward
+    pass over the whole prompt (the shared prefix's cache reused), and are kept in the reply cache."""
+    from mechscope.explain import simulation as S
+
+    chat = LocalChat(tiny_chat)
+    convs = [S.logprob_messages("cats", ["a", " b", " c"]), S.logprob_messages("cats", ["x", " yz"])]
+    replies = chat.prompt_logprobs(convs, after="\t", top=5)
+    assert [len(r.logprobs) for r in replies] == [3, 2]
+    tab = tiny_chat.tokenizer.encode("\t", add_special_tokens=False)[0]
+    for c, r in zip(convs, replies):
+        ids = chat.ids(c)
+        with torch.no_grad():
+            logp = torch.log_softmax(tiny_chat.hf(torch.tensor([ids])).logits[0].float(), -1)
+        at = [i for i in range(len(ids) - 1) if ids[i] == tab][-len(r.logprobs):]
+        for i, step in zip(at, r.logprobs):
+            vals, idx = logp[i].topk(5)
+            assert [t[2] for t in step["top"]] == idx.tolist()
+            assert [t[1] for t in step["top"]] == pytest.approx(vals.tolist(), abs=1e-4)
+    cached = CachedChat(LocalChat(tiny_chat), tmp_path / "c.sqlite")
+    first = cached.prompt_logprobs(convs, after="\t", top=5)
+    again = cached.prompt_logprobs(convs, after="\t", top=5)
+    assert cached.usage.cache_hits == 2 and [r.logprobs for r in again] == [r.logprobs for r in first]
+    sim = S.simulate(chat, "cats", unit(3))
+    assert sim["mode"] == "logprobs" and sim["malformed"] == 0 and len(sim["windows"]) == 6
+    with pytest.raises(ValueError, match="mode='json'"):
+        S.simulate(CachedChat(OpenAIChat("http://127.0.0.1:9/v1", "m"), tmp_path / "d.sqlite"), "cats", unit(3))
+
+
+# -- supernodes -----------------------------------------------------------------------------------------
+
+def test_supernode_clustering_and_agreement():
+    """TF-IDF text similarity as scikit-learn computes it; average-linkage clustering that honours its
+    threshold and forbidden pairs; pairwise agreement counted by hand."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.metrics.pairwise import cosine_similarity
+
+    from mechscope.explain.supernodes import cluster, pair_agreement, text_similarity
+
+    texts = ["French words: France, French", "the word France", "capital cities, Paris", "Paris and Lyon", ""]
+    ours = text_similarity(texts)
+    X = TfidfVectorizer(token_pattern=r"[a-z0-9]+").fit_transform(texts)
+    assert torch.allclose(ours[:4, :4], torch.tensor(cosine_similarity(X))[:4, :4], atol=1e-12)
+    assert float(ours[4].abs().sum()) == 0.0  # an empty text is similar to nothing
+    S = torch.tensor([[1, .9, .1, .1], [.9, 1, .2, .1], [.1, .2, 1, .8], [.1, .1, .8, 1.]])
+    assert cluster(S, 0.5) == [[0, 1], [2, 3]]
+    assert cluster(S, 0.85) == [[0, 1], [2], [3]]
+    assert cluster(S, 0.0) == [[0, 1, 2, 3]]  # average linkage: (0.1+0.2+0.1+0.1)/4 = 0.125 > 0
+    allowed = torch.ones(4, 4, dtype=torch.bool)
+    allowed[0, 1] = allowed[1, 0] = False
+    assert cluster(S, 0.5, allowed) == [[2, 3], [0], [1]]
+    reference = {"a": ["x", "y", "z"], "b": ["u", "v"]}
+    got = pair_agreement([["p", "x", "y", "u"], ["q", "v", "w"]], reference)
+    # reference pairs: xy xz yz uv (4); proposed over the reference's nodes: xy xu yu (3); shared: xy
+    assert (got["reference_pairs"], got["proposed_pairs"], got["shared_pairs"]) == (4, 3, 1)
+    assert got["precision"] == pytest.approx(1 / 3) and got["recall"] == pytest.approx(1 / 4)
+    assert pair_agreement(reference, reference)["f1"] == 1.0
+
+
+def test_supernodes_proposed_on_the_capital_specimen():
+    """On the stored capital graph: groups hold one position each and are named by words, layers and token;
+    edge profiles alone group across positions; the agreement with the hand-named supernodes is measured
+    over the nodes the graph keeps."""
+    import json
+    from pathlib import Path
+
+    from mechscope.explain.supernodes import edge_profile_supernodes, pair_agreement, propose_supernodes
+    from mechscope.tracing.neuronpedia import from_neuronpedia
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "specimens"
+    doc = json.loads((docs / "smollm2-capital-of-france.json").read_text())
+    hand = json.loads((docs / "smollm2-capital-of-france.supernodes.json").read_text())
+    graph = from_neuronpedia(doc)
+    texts = {n["node_id"]: n.get("clerp", "") for n in doc["nodes"]}
+    groups = propose_supernodes(graph, texts, threshold=0.3)
+    position = {i: i.split("_")[-1] for i in graph.node_ids()[:graph.n_features]}
+    assert groups and all(len({position[m] for m in g[1:]}) == 1 for g in groups)
+    assert all(len(g) >= 3 and " at " in g[0] and g[0].count("(L") == 1 for g in groups)
+    assert len({g[0] for g in groups}) == len(groups)
+    france = next(g for g in groups if "0_1441_4" in g)
+    assert "france" in france[0] or "french" in france[0]
+    baseline = edge_profile_supernodes(graph, threshold=0.3)
+    assert any(len({position[m] for m in g[1:]}) > 1 for g in baseline)
+    a = pair_agreement(groups, hand)
+    assert a["n_nodes"] == sum(len(v) for v in hand.values()) and 0 < a["shared_pairs"] <= a["reference_pairs"]
+    with pytest.raises(ValueError, match="nothing to compare"):
+        propose_supernodes(graph, None, use_edges=False)

@@ -103,3 +103,21 @@ def test_explaining_through_the_endpoint_resumes_from_the_cache(served, tmp_path
     assert again.usage["explainer"]["cache_hits"] == again.usage["explainer"]["requests"] == asked["requests"]
     assert again.summary() == first.summary()
     assert first.explainer == f"openai:{name}"
+
+
+def test_simulation_through_the_endpoint_reads_json_answers(served):
+    """The simulation scorer asks an endpoint in delphi's JSON mode (it gives no prompt log-probabilities): a
+    tiny random model's answers are not JSON, so each window predicts 0 and counts as malformed."""
+    from mechscope.explain.clients import OpenAIChat
+    from mechscope.explain.simulation import simulate
+
+    url, name = served
+    window = {"ids": [1, 2, 3], "tokens": ["the", " cat", " sat"], "acts": [0.0, 1.0, 0.0], "quantile": 0}
+    unit = {"unit": 0, "max_act": 1.0, "line": 0.0, "test": [window],
+            "random_negatives": [{**window, "acts": [0.0, 0.0, 0.0], "quantile": -1}], "hard_negatives": []}
+    client = OpenAIChat(url, name, retries=0, timeout=120)
+    got = simulate(client, "cats", unit, mode="json")
+    assert got["mode"] == "json" and got["prompts"] == 2 and client.usage.requests == 2
+    assert got["malformed"] == 2 and got["correlation"] is None  # all-zero predictions: no correlation
+    with pytest.raises(ValueError, match="mode='json'"):
+        simulate(client, "cats", unit, mode="logprobs")

@@ -219,6 +219,39 @@ def test_the_feature_browser_searches_sorts_and_shows_one_card(llama, archive):
     assert client.get(f"/specimens/{spec.uid}/findings/{other.uid}/features").status_code == 404
 
 
+def test_the_feature_browser_shows_searches_and_sorts_explanations(llama, archive):
+    """Explanations on the cards (from the dictionary's sidecar) and from an Explanations finding of the same
+    site in the specimen: shown per row and on the card, found by search, sorted by score (unscored last)."""
+    import dataclasses
+
+    from samples import _sae_samples
+
+    samples = _sae_samples(llama)
+    cards, explained = samples[2], samples[-1]
+    assert cards.explanations, "the sample cards carry their explanations"
+    spec = archive.create("features", model=llama, task="features")
+    bare = spec.add(dataclasses.replace(cards, explanations={}))
+    client = TestClient(create_app(archive), base_url=LOCAL)
+    base = f"/specimens/{spec.uid}/findings/{bare.uid}/features"
+    assert 'class="explanation"></td>' in client.get(base).text  # nothing to show yet
+    spec.add(explained)  # the specimen now holds explanations of these features
+    page = client.get(base).text
+    for i in range(len(cards.neurons)):
+        text = cards.explained(i)["explanation"]
+        assert str(escape(text)) in page
+    by_score = client.get(base, params={"sort": "score"}).text
+    order = [int(x.split('"')[0]) for x in by_score.split('class="feature-row" data-unit="')[1:]]
+    assert order == [cards.neurons[i] for i in sorted(range(2), key=lambda i: -cards.score(i))]
+    word = cards.explained(1)["explanation"].strip("'")
+    found = client.get(base, params={"q": cards.explained(1)["explanation"]}).text
+    assert f'data-unit="{cards.neurons[1]}"' in found and found.count('class="feature-row"') >= 1, word
+    card = client.get(f"{base}/{cards.neurons[1]}").text
+    assert 'class="explanation"' in card and str(escape(cards.explained(1)["explanation"])) in card
+    carried = spec.add(cards)  # cards that carry their own explanations show them without the finding
+    assert str(escape(cards.explained(0)["explanation"])) in client.get(
+        f"/specimens/{spec.uid}/findings/{carried.uid}/features").text
+
+
 def test_non_finite_numbers_come_out_of_the_api_as_standard_json(llama, archive):
     """A circuit whose faithfulness could not be computed (NaN) was stored and its page rendered, but the
     JSON API answered 500 for it and its specimen: JSON has no NaN. Now written explicitly."""

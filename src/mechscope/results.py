@@ -186,6 +186,8 @@ class Result:
             check_result_data(rcls, data)
         kwargs = {}
         for f in dataclasses.fields(rcls):
+            if f.name not in data and (f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING):
+                continue  # a field added since it was written: its default
             value = data[f.name]
             if isinstance(value, dict) and "__tensor__" in value:
                 if value["__tensor__"] not in tensors:

@@ -149,6 +149,14 @@ def _graph(args) -> int:
                                      progress=not args.quiet)
         for r in explanations:
             print(r.summary().split("\n")[0])
+        if args.group and not args.supernodes:  # supernodes from what the features mean and where their effect goes
+            from ..explain.supernodes import graph_texts, propose_supernodes
+
+            groups = propose_supernodes(graph, graph_texts(graph), node_threshold=args.node_threshold,
+                                        edge_threshold=args.edge_threshold)
+            graph.extra["supernodes"] = groups
+            print(f"{len(groups)} supernodes from explanations and edge profiles: " +
+                  "; ".join(f"{g[0]} ({len(g) - 1})" for g in groups))
     findings = [(graph, f"attribution graph of {args.prompt!r}")]
     findings += [(r, f"explanations of the graph's features at {r.site}") for r in explanations]
     if args.validate:
@@ -241,7 +249,8 @@ def add(sub) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="targets per backward pass (copies of the prompt)")
     p.add_argument("--cards", type=int, metavar="BLOCKS",
                    help="feature cards for the kept features from this many corpus blocks (hover in the viewer)")
-    p.add_argument("--group", action="store_true", help="propose supernodes (similar decoders or top tokens)")
+    p.add_argument("--group", action="store_true", help="propose supernodes (similar decoders or top tokens; with "
+                   "--explain-features: similar explanations and edge profiles, one token position each)")
     p.add_argument("--supernodes", metavar="FILE",
                    help="supernodes named by hand, a JSON object {name: [node id, ...]} (instead of --group)")
     p.add_argument("--explain", type=int, metavar="EDGES",

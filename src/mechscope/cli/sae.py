@@ -3,6 +3,8 @@ own work, eval and dashboard their sweeps) and `mechscope transcoders` (every la
 
 from __future__ import annotations
 
+import os
+
 from .common import MODEL_HELP, command, emit, group, outputs, quiet, write_text
 
 
@@ -83,6 +85,10 @@ def _dashboard(args) -> int:
     sae, model = _dictionary_and_model(args)
     cards = feature_cards(sae, model, parse_features(args.features, sae.cfg.width), n_blocks=args.blocks,
                           progress=not args.quiet)
+    if os.path.isdir(args.path):  # explanations written for these weights (``sae explain``) go on the cards
+        from ..explain.sidecar import card_explanations, dictionary_fingerprint, read_sidecar
+
+        cards = cards.with_explanations(card_explanations(read_sidecar(args.path, dictionary_fingerprint(sae))))
     if args.neuronpedia:
         import json
 
@@ -148,7 +154,7 @@ def _explain(args) -> int:
                            n_blocks=args.blocks, length=args.ctx_len * max(1, args.context // args.ctx_len),
                            corpora=[c.strip() for c in args.corpora.split(",") if c.strip()], n_shown=args.shown,
                            negatives=args.negatives, cache=cache, endpoint_model=args.endpoint_model,
-                           intruder_shown=args.intruder_shown,
+                           intruder_shown=args.intruder_shown, simulation_mode=args.simulation_mode,
                            progress=not args.quiet)
     print(result.summary())
     print("chat usage: " + "; ".join(f"{k}: {v['requests']} requests ({v['cache_hits']} cached), "
@@ -375,8 +381,11 @@ def add(sub) -> None:
                                        "URL (http://host:port/v1; key from $OPENAI_API_KEY). Default: the model")
     p.add_argument("--scorer", help="who scores them (same forms; default: the explainer)")
     p.add_argument("--endpoint-model", help="the model name an endpoint serves (default $MECHSCOPE_EXPLAINER_MODEL)")
-    p.add_argument("--scorers", default="detection,fuzz", help="comma-separated: detection, fuzz, intruder (the "
-                                                               "odd-one-out test of the unit itself)")
+    p.add_argument("--scorers", default="detection,fuzz", help="comma-separated: detection, fuzz, simulation (token-by-"
+                   "token activations predicted from the explanation), intruder (the odd-one-out test of the unit itself)")
+    p.add_argument("--simulation-mode", choices=["logprobs", "json"],
+                   help="how the simulation scorer predicts: from a local model's log-probabilities (default for a "
+                        "local scorer) or as a JSON answer (default for an endpoint)")
     p.add_argument("--intruder-shown", type=int, default=5, help="contexts per intruder prompt (default 5)")
     p.add_argument("--shown", type=int, default=1, help="contexts per scorer prompt (default 1, for small models)")
     p.add_argument("--negatives", default="random", choices=["random", "hard"],

@@ -23,8 +23,8 @@ backward), and ablates only the N largest |estimates| exactly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -52,6 +52,18 @@ class QuantileExample(Example):
     quantile: float
 
 
+class CardExplanation(TypedDict):
+    """A unit's explanation as its card shows it (``mechscope.explain``): the text, who wrote it, and per
+    scorer its headline number — balanced accuracy (detection, fuzz), correlation (simulation)."""
+
+    explanation: str
+    explainer: str
+    scores: dict[str, float | None]
+
+
+SCORE_ORDER = ("detection", "fuzz", "simulation")  # the score a card is sorted by: the first one it has
+
+
 @dataclass
 class NeuronCards(Result):
     """Cards for neurons of one layer (see the module docstring). Per neuron: ``top`` and
@@ -71,7 +83,27 @@ class NeuronCards(Result):
     clusters: list[float]
     effective_tokens: list[float]
     n_tokens: int
+    explanations: dict[str, CardExplanation] = field(default_factory=dict, kw_only=True)  # by unit index (as text)
     title: ClassVar[str] = "Neuron cards"
+
+    def explained(self, i: int) -> CardExplanation | None:
+        """The i-th unit's explanation (None where it has none)."""
+        return self.explanations.get(str(self.neurons[i]))
+
+    def score(self, i: int) -> float | None:
+        """The i-th unit's explanation score: its first of detection, fuzz, simulation (None: unexplained or
+        unscored)."""
+        e = self.explained(i)
+        return next((e["scores"][s] for s in SCORE_ORDER if e and e["scores"].get(s) is not None), None)
+
+    def with_explanations(self, entries: Mapping[int | str, CardExplanation]) -> "NeuronCards":
+        """The same cards with ``entries`` (unit → explanation; ``explain.sidecar.card_explanations`` makes
+        them) added for the units they hold, replacing older ones."""
+        import dataclasses
+
+        mine = {str(n) for n in self.neurons}
+        return dataclasses.replace(self, explanations={**self.explanations,
+                                                       **{str(k): v for k, v in entries.items() if str(k) in mine}})
 
     def label(self, i: int) -> str:
         """A short automatic label: the commonest peak tokens and the top promoted token."""
@@ -87,6 +119,7 @@ class NeuronCards(Result):
     def summary(self) -> str:
         rows = [f"  {self.name(i)}: max {self.max_act[i]:.2f}, density {self.density[i]:.1%}, "
                 f"{self.clusters[i]:.1f} context clusters, {self.effective_tokens[i]:.1f} effective tokens — {self.label(i)}"
+                + (f" — “{e['explanation']}”" if (e := self.explained(i)) else "")
                 for i, n in enumerate(self.neurons)]
         return f"{len(self.neurons)} {self.units} over {self.n_tokens} tokens:\n" + "\n".join(rows)
 
@@ -105,9 +138,11 @@ class NeuronCards(Result):
         return dataclasses.replace(self, **per_unit, hist=self.hist[rows])
 
     def matches(self, i: int, text: str) -> bool:
-        """Whether unit ``i``'s label, promoted tokens or top contexts contain ``text`` (any case)."""
+        """Whether unit ``i``'s label, promoted tokens, top contexts or explanation contain ``text`` (any case)."""
         text = text.lower()
-        hay = [self.label(i), self.name(i), *(t for t, _ in self.promoted[i]), *(t for ex in self.top[i] for t in ex["tokens"])]
+        e = self.explained(i)
+        hay = [self.label(i), self.name(i), *(t for t, _ in self.promoted[i]), *(t for ex in self.top[i] for t in ex["tokens"]),
+               *([e["explanation"]] if e else [])]
         return any(text in h.lower() for h in hay)
 
     def to_neuronpedia(self, model_id: str, source_set: str, *, layer: int | None = None) -> dict[str, Any]:

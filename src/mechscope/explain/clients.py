@@ -15,7 +15,9 @@ likeliest one of them (the intruder scorer's index); an endpoint is sent the con
 - ``LocalChat(model)``: the model's own chat template; greedy (or seeded sampled) decoding, batched, with
   the conversations' shared beginning (system prompt and few-shot examples: most of every scorer prompt)
   computed once and its key/value cache reused — by every conversation of a batch and by later batches
-  that begin the same way.
+  that begin the same way. ``prompt_logprobs(conversations, after="\t")`` reads, without generating, the
+  likeliest next tokens after every ``after`` of each conversation's last message (the simulation scorer's
+  log-probability mode; vLLM's ``prompt_logprobs``); an endpoint has no such method.
 - ``OpenAIChat(base_url, model)``: the ``openai`` client (``pip install 'mechscope[explain]'``); the API
   key from ``$OPENAI_API_KEY`` only (never a flag: it would land in shell history and process lists);
   ``concurrency`` requests in flight, a per-request ``timeout``, ``retries`` with exponential backoff on
@@ -260,6 +262,60 @@ class LocalChat:
         return [Reply(tok.decode(made[i], skip_special_tokens=True), steps[i] if top_logprobs else None,
                       prompt_tokens=len(rows[i]), completion_tokens=len(made[i])) for i in range(n)]
 
+    @torch.no_grad()
+    def prompt_logprobs(self, conversations: Sequence[Sequence[Message]], *, after: str, top: int = 15) -> list[Reply]:
+        """Per conversation (whose last message is the assistant's), read in one forward pass without
+        generating: at every token ``after`` of the last message, the ``top`` likeliest next tokens. The
+        reply's ``logprobs`` has one step per such token: {"token": after, "top": [[decoded, logprob, id], ...]}
+        (likeliest first; the log-probabilities over the whole vocabulary); its text is empty."""
+        from ..models.hookset import model_lock
+
+        if not 1 <= top <= 100:
+            raise ValueError(f"top={top}: must be in [1, 100]")
+        mark = self._token(after)
+        tok, hf, dev = self.model.tokenizer, self.model.hf, self.model.device
+        rows, starts = [], []
+        for c in conversations:
+            ids = self.ids(c)
+            head = tok(tok.apply_chat_template(list(c[:-1]), tokenize=False, add_generation_prompt=False),
+                       add_special_tokens=False)["input_ids"]
+            if ids[:len(head)] != head:
+                raise ChatError(f"{self.model.name}'s chat template does not begin a conversation as it begins the "
+                                "conversation without its last message: cannot find the last message's tokens")
+            if self._limit is not None and len(ids) > self._limit:
+                raise ChatError(f"a prompt of {len(ids)} tokens exceeds {self.model.name}'s {self._limit}-token context")
+            rows.append(ids)
+            starts.append(len(head))
+        shortest = min((len(r) for r in rows), default=0)
+        shared = 0
+        while rows and shared < min(shortest - 1, min(starts)) and all(r[shared] == rows[0][shared] for r in rows):
+            shared += 1
+        out = []
+        with model_lock(hf):
+            prefix = self._prefix_cache(rows[0][:shared]) if shared else None
+            for ids, start in zip(rows, starts):
+                wanted = [i for i in range(start, len(ids) - 1) if ids[i] == mark]  # the next token's distribution
+                if not wanted:
+                    out.append(Reply("", [], prompt_tokens=len(ids)))
+                    continue
+                from transformers import DynamicCache
+
+                cache = copy.deepcopy(prefix) if prefix is not None else DynamicCache(config=hf.config)
+                tail = ids[shared:]
+                keep = torch.tensor([i - shared for i in wanted], device=dev)
+                logits = hf(input_ids=torch.tensor([tail], device=dev),
+                            attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=dev),
+                            position_ids=torch.arange(shared, len(ids), device=dev)[None], past_key_values=cache,
+                            use_cache=True, logits_to_keep=keep).logits[0]
+                logp = torch.log_softmax(logits.float(), -1).cpu()
+                vals, idx = logp.topk(top, -1)
+                steps = [{"token": after, "top": [[tok.decode([j]), v, j] for j, v in zip(ix.tolist(), vs.tolist())]}
+                         for vs, ix in zip(vals, idx)]
+                out.append(Reply("", steps, prompt_tokens=len(ids)))
+        for r in out:
+            self.usage.add(r)
+        return out
+
 
 class OpenAIChat:
     """An OpenAI-compatible chat endpoint (see the module docstring)."""
@@ -351,13 +407,28 @@ class CachedChat:
              answer_prefix: str = "", choices: Sequence[str] = ()) -> list[Reply]:
         keys = [self.key(c, max_tokens, temperature, top_logprobs, seed, binary_answers, answer_prefix, choices)
                 for c in conversations]
+        return self._answer(keys, lambda todo: self.client.chat(
+            [conversations[i] for i in todo], max_tokens=max_tokens, temperature=temperature, top_logprobs=top_logprobs,
+            seed=seed, binary_answers=binary_answers, answer_prefix=answer_prefix, choices=choices))
+
+    def prompt_logprobs(self, conversations: Sequence[Sequence[Message]], *, after: str, top: int = 15) -> list[Reply]:
+        """``LocalChat.prompt_logprobs`` through the cache (a ValueError for a client without it)."""
+        if not hasattr(self.client, "prompt_logprobs"):
+            raise ValueError(f"{self.name} gives no prompt log-probabilities (only a local model does): "
+                             "simulate with mode='json'")
+        keys = [hashlib.sha256(json.dumps({"model": self.client.name, "messages": list(c), "prompt_logprobs": top,
+                                           "after": after}, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+                for c in conversations]
+        return self._answer(keys, lambda todo: self.client.prompt_logprobs([conversations[i] for i in todo],
+                                                                           after=after, top=top))
+
+    def _answer(self, keys: list[str], ask: Any) -> list[Reply]:
+        """The replies of ``keys``: from the file where kept, else from ``ask(indices)`` (then kept)."""
         with self._lock, self._db() as db:
             found = dict(db.execute(f"SELECT key, reply FROM replies WHERE key IN ({','.join('?' * len(keys))})",
                                     keys).fetchall()) if keys else {}
         missing = [i for i, k in enumerate(keys) if k not in found]
-        fresh = self.client.chat([conversations[i] for i in missing], max_tokens=max_tokens, temperature=temperature,
-                                 top_logprobs=top_logprobs, seed=seed, binary_answers=binary_answers,
-                                 answer_prefix=answer_prefix, choices=choices) if missing else []
+        fresh = ask(missing) if missing else []
         with self._lock, self._db() as db:
             db.executemany("INSERT OR REPLACE INTO replies VALUES (?, ?)",
                            [(keys[i], json.dumps(r.__dict__)) for i, r in zip(missing, fresh)])

@@ -53,6 +53,9 @@ def explain_graph(graph: Any, model: Model, transcoders: Any, *, node_threshold:
                 found[f"{layer}_{line['unit']}"] = {
                     "explanation": line["explanation"], "explainer": r.explainer,
                     "scores": {s: round(sc["metrics"]["balanced_accuracy"], 4) for s, sc in line["scores"].items()}}
+                sim = line.get("simulation", {}).get("explanation")
+                if sim is not None and sim["correlation"] is not None:
+                    found[f"{layer}_{line['unit']}"]["scores"]["simulation"] = round(sim["correlation"], 4)
     graph.extra["explanations"] = found
     return results
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from typing_extensions import TypedDict
+from typing_extensions import NotRequired, TypedDict
 
 from .. import names
 from ..results import Result
 from .intruder import IntruderScore
-from .scoring import Metrics, Score, metrics
+from .scoring import SCORERS, Metrics, Score, metrics
+from .simulation import SimulationScore
 
 
 class UnitExplanation(TypedDict):
@@ -20,7 +21,8 @@ class UnitExplanation(TypedDict):
     ``skipped`` says why it was not tried), the malformed explainer answers, its firing statistics, and its
     scores — ``scores[scorer]`` for the explanation, ``baselines[name][scorer]`` for what it is compared with
     (``top_tokens``: a list of the tokens it fires on; ``shuffled``: another unit's explanation), and the
-    intruder test of the unit itself (None unless asked for)."""
+    intruder test of the unit itself (None unless asked for); ``simulation[name]`` the simulation scorer's
+    verdict on the explanation ("explanation") and on each baseline."""
 
     unit: int
     explanation: str | None
@@ -32,6 +34,7 @@ class UnitExplanation(TypedDict):
     scores: dict[str, Score]
     baselines: dict[str, dict[str, Score]]
     intruder: IntruderScore | None
+    simulation: NotRequired[dict[str, SimulationScore]]
 
 
 @dataclass
@@ -79,12 +82,33 @@ class Explanations(Result):
             out.append(None if s is None else s["metrics"][key])
         return out
 
+    def correlations(self, name: str = "explanation") -> list[float | None]:
+        """Per unit: the simulation scorer's correlation for the explanation (or baseline ``name``; None where
+        the unit has none, or its prediction was constant)."""
+        return [(u.get("simulation", {}).get(name) or {}).get("correlation") for u in self.units]
+
+    def _simulated(self) -> list[str]:
+        names = {k for u in self.units for k in u.get("simulation", {})}
+        return [k for k in ("explanation", *sorted(names - {"explanation"})) if k in names]
+
+    def _simulation_line(self) -> str:
+        modes = sorted({v["mode"] for u in self.units for v in u.get("simulation", {}).values()})
+        parts = []
+        for k in self._simulated():
+            got = [c for c in self.correlations(k) if c is not None]
+            parts.append(f"{'vs ' if k != 'explanation' else ''}{k.replace('_', ' ')} "
+                         f"{_mean(got):.3f}" + (f" (n={len(got)})" if k == "explanation" else "") if got else
+                         f"{k.replace('_', ' ')}: no correlation")
+        return f"  simulation ({', '.join(modes) or '-'}): mean correlation " + ", ".join(parts or ["-"])
+
     def malformed(self) -> dict[str, int]:
         """Malformed answers behind the result: the explainer's and each scorer's (baselines included)."""
         out = {"explainer": sum(u["malformed"] for u in self.units)}
         if "intruder" in self.scorers:
             out["intruder"] = sum(u["intruder"]["malformed"] for u in self.units if u["intruder"] is not None)
-        for s in (s for s in self.scorers if s != "intruder"):
+        if "simulation" in self.scorers:
+            out["simulation"] = sum(v["malformed"] for u in self.units for v in u.get("simulation", {}).values())
+        for s in (s for s in self.scorers if s in SCORERS):
             out[s] = sum(u["scores"][s]["malformed"] for u in self.units if s in u["scores"]) + \
                 sum(b[s]["malformed"] for u in self.units for b in u["baselines"].values() if s in b)
         return out
@@ -101,8 +125,10 @@ class Explanations(Result):
             total = sum(t["n"] for t in tested)
             lines.append(f"  intruder: found in {right / total:.3f} of {total} prompts over {len(tested)} units (chance "
                          f"{tested[0]['chance']:.3f}; {sum(t['n_unanswered'] for t in tested)} unanswered)")
+        if "simulation" in self.scorers:
+            lines.append(self._simulation_line())
         for s in self.scorers:
-            if s == "intruder":
+            if s not in SCORERS:
                 continue
             m = self.pooled(s)
             if m["n"] == 0:
@@ -124,21 +150,29 @@ class Explanations(Result):
                 continue
             scores = ", ".join(f"{s} {u['scores'][s]['metrics']['balanced_accuracy']:.2f}"
                                for s in self.scorers if s in u["scores"])
+            sim = u.get("simulation", {}).get("explanation")
+            if sim is not None:
+                r = sim["correlation"]
+                scores += (", " if scores else "") + ("simulation r " + (f"{r:.2f}" if r is not None else "—"))
             lines.append(f"  {self.name(i)}: {u['explanation']!r}" + (f" — {scores}" if scores else ""))
         return "\n".join(lines)
 
     def evidence(self) -> dict[str, Any]:
         return {"kind": self.kind, "site": self.site, "explained": sum(u["explanation"] is not None for u in self.units),
                 "pooled": {s: {k: self.pooled(s)[k] for k in ("balanced_accuracy", "auc", "n")}
-                           for s in self.scorers if s != "intruder"},
+                           for s in self.scorers if s in SCORERS},
+                **({"simulation": {k: _mean(self.correlations(k)) for k in self._simulated()}}
+                   if "simulation" in self.scorers else {}),
                 "malformed": self.malformed()}
 
     def figure(self):
         import matplotlib.pyplot as plt
 
         keys = [("balanced_accuracy", "balanced accuracy"), ("auc", "ROC AUC of P(1)")]
-        scorers = [s for s in self.scorers if s != "intruder"]
-        fig, axes = plt.subplots(len(scorers) or 1, 2, figsize=(7.5, 2.3 * max(1, len(scorers))), squeeze=False)
+        scorers = [s for s in self.scorers if s in SCORERS]
+        simulated = self._simulated() if "simulation" in self.scorers else []
+        rows = len(scorers) + bool(simulated)
+        fig, axes = plt.subplots(rows or 1, 2, figsize=(7.5, 2.3 * max(1, rows)), squeeze=False)
         baselines = sorted({b for u in self.units for b in u["baselines"]})
         for r, s in enumerate(scorers):
             for c, (key, label) in enumerate(keys):
@@ -151,12 +185,31 @@ class Explanations(Result):
                         ax.hist(vals, bins=20, range=(0, 1), alpha=0.55, label=f"{name} (n={len(vals)})")
                 ax.axvline(0.5, color="0.5", lw=0.8, ls="--")
                 ax.set_title(f"{s}: {label}", fontsize=8)
-                ax.tick_params(labelsize=6)
-                if ax.get_legend_handles_labels()[0]:
-                    ax.legend(fontsize=6)
+        if simulated:  # the correlations per unit, and their mean per quantile of the test windows
+            left, right = axes[len(scorers), 0], axes[len(scorers), 1]
+            for k in simulated:
+                vals = [v for v in self.correlations(k) if v is not None]
+                if vals:
+                    left.hist(vals, bins=20, range=(-1, 1), alpha=0.55, label=f"{k.replace('_', ' ')} (n={len(vals)})")
+                by_q = [(u.get("simulation", {}).get(k) or {}).get("correlation_by_quantile") or [] for u in self.units]
+                n_q = max((len(b) for b in by_q), default=0)
+                means = [_mean([b[q] for b in by_q if q < len(b)]) for q in range(n_q)]
+                right.plot(range(1, n_q + 1), means, marker="o", ms=3, label=k.replace("_", " "))
+            left.axvline(0, color="0.5", lw=0.8, ls="--")
+            left.set_title("simulation: correlation per unit", fontsize=8)
+            right.set_title("simulation: mean correlation by quantile (1 = strongest)", fontsize=8)
+        for ax in axes.flat:
+            ax.tick_params(labelsize=6)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=6)
         fig.supylabel("units", fontsize=8)
         fig.tight_layout()
         return fig
 
     def html(self, png: bytes | None = None, *, draw: bool = True) -> str:
         return self._render("results/explanations.html", png=png, draw=draw)
+
+
+def _mean(values: list[float | None]) -> float:
+    got = [v for v in values if v is not None]
+    return sum(got) / len(got) if got else float("nan")

@@ -3,7 +3,8 @@
 ``explain_features(sae, model, features)`` and ``explain_neurons(model, layer, neurons)`` build each unit's
 examples (``examples.unit_examples``), have the explainer write an explanation from the training contexts
 (``explainer.write_explanations``), and have the scorer judge it on the test contexts and negatives with
-each of ``scorers`` (``scoring.score``; ``"intruder"`` adds the intruder test of each unit,
+each of ``scorers`` (``scoring.score``; ``"simulation"`` predicts its activations token by token,
+``simulation.simulate``, in ``simulation_mode``; ``"intruder"`` adds the intruder test of each unit,
 ``intruder.intruder_score``, with ``intruder_shown`` contexts per prompt). ``baselines`` are scored the same way on the same contexts:
 ``"top_tokens"`` — the unit's commonest firing tokens as a list ("the tokens 'X', 'Y', ..."), and
 ``"shuffled"`` — another explained unit's explanation; an explanation that says something about its unit
@@ -33,6 +34,7 @@ from .explainer import write_explanations
 from .result import Explanations, UnitExplanation
 from .intruder import intruder_score
 from .scoring import SCORERS, Negatives, score
+from .simulation import MODES, Mode, simulate
 
 BASELINES = ("top_tokens", "shuffled")
 
@@ -63,6 +65,7 @@ def explain_units(units: Units, model: Model, *, explainer: Any = None, scorer: 
                   corpora: Sequence[str] = ("shakespeare",),
                   n_shown: int = 1, negatives: Negatives = "random", log_prob: bool = True,
                   activations: bool = True, retries: int = 1, intruder_shown: int = 5,
+                  simulation_mode: Mode | None = None,
                   cache: str | os.PathLike | None | bool = True,
                   endpoint_model: str | None = None, progress: bool = True) -> Explanations:
     """Explain and score ``units`` (see the module docstring). ``explainer`` / ``scorer``: a chat client, a
@@ -70,9 +73,11 @@ def explain_units(units: Units, model: Model, *, explainer: Any = None, scorer: 
     the scorer defaults to the explainer). ``blocks`` [n, length] token ids to find contexts in (default:
     ``n_blocks`` blocks of the named corpora). ``cache``: True for the shared reply cache, a path, or
     False/None for none."""
-    bad = [s for s in scorers if s not in (*SCORERS, "intruder")]
+    bad = [s for s in scorers if s not in (*SCORERS, "simulation", "intruder")]
     if bad:
-        raise ValueError(f"scorers {bad}; valid: {', '.join(SCORERS)}, intruder")
+        raise ValueError(f"scorers {bad}; valid: {', '.join(SCORERS)}, simulation, intruder")
+    if simulation_mode is not None and simulation_mode not in MODES:
+        raise ValueError(f"simulation_mode={simulation_mode!r}; valid: {', '.join(MODES)}")
     if "intruder" in scorers and intruder_shown < 2:
         raise ValueError(f"intruder_shown={intruder_shown}: the intruder test shows at least 2 contexts")
     bad = [b for b in baselines if b not in BASELINES]
@@ -84,6 +89,9 @@ def explain_units(units: Units, model: Model, *, explainer: Any = None, scorer: 
     explain_client = _client(explainer, model, cache_path, endpoint_model=endpoint_model)
     score_client = explain_client if scorer is None else _client(scorer, model, cache_path,
                                                                  endpoint_model=endpoint_model)
+    if simulation_mode is None:  # a local model reads log-probabilities; an endpoint answers in JSON
+        inner = getattr(score_client, "client", score_client)
+        simulation_mode = "logprobs" if hasattr(inner, "prompt_logprobs") else "json"
     if examples is None:
         examples = unit_examples(units, model, config=config, blocks=blocks, n_blocks=n_blocks, length=length,
                                  corpora=corpora,
@@ -103,21 +111,27 @@ def explain_units(units: Units, model: Model, *, explainer: Any = None, scorer: 
         line: UnitExplanation = {"unit": ex["unit"], "explanation": text, "skipped": ex["skipped"],
                                  "malformed": bad_answers, "max_act": ex["max_act"], "density": ex["density"],
                                  "top_tokens": top_tokens(ex) if not ex["skipped"] else [], "scores": {},
-                                 "baselines": {}, "intruder": None}
+                                 "baselines": {}, "intruder": None, "simulation": {}}
         if "intruder" in scorers and not ex["skipped"]:  # the unit itself, whether or not it was explained
             line["intruder"] = intruder_score(score_client, ex, n_shown=intruder_shown, retries=retries)
         if text is not None and ex["test"] and ex[f"{negatives}_negatives"]:  # (n_test=0: explanations alone)
             kw = dict(n_shown=n_shown, negatives=negatives, log_prob=log_prob, retries=retries)
-            line["scores"] = {s: score(s, score_client, text, ex, **kw) for s in scorers if s != "intruder"}
+            line["scores"] = {s: score(s, score_client, text, ex, **kw) for s in scorers if s in SCORERS}
+            if "simulation" in scorers:
+                line["simulation"]["explanation"] = simulate(score_client, text, ex, mode=simulation_mode,
+                                                              negatives=negatives)
             if "top_tokens" in baselines and line["top_tokens"]:
                 label = top_tokens_label(line["top_tokens"])
                 line["baselines"]["top_tokens"] = {s: score(s, score_client, label, ex, **kw)
-                                                   for s in scorers if s != "intruder"}
+                                                   for s in scorers if s in SCORERS}
+                if "simulation" in scorers:
+                    line["simulation"]["top_tokens"] = simulate(score_client, label, ex, mode=simulation_mode,
+                                                                 negatives=negatives)
         lines.append(line)
     lines = distributed.gather_objects(lines)
     if "shuffled" in baselines:
         _score_shuffled(lines, examples, score_client, scorers, n_shown=n_shown, negatives=negatives,
-                        log_prob=log_prob, retries=retries, progress=progress)
+                        log_prob=log_prob, retries=retries, progress=progress, simulation_mode=simulation_mode)
     usage = {"explainer": explain_client.usage.as_dict()}
     if score_client is not explain_client:
         usage["scorer"] = score_client.usage.as_dict()
@@ -130,7 +144,7 @@ def explain_units(units: Units, model: Model, *, explainer: Any = None, scorer: 
 
 
 def _score_shuffled(lines: list[UnitExplanation], examples: list[UnitExamples], client: ChatClient,
-                    scorers: Sequence[str], *, progress: bool, **kw: Any) -> None:
+                    scorers: Sequence[str], *, progress: bool, simulation_mode: Mode, **kw: Any) -> None:
     """Each explained unit scored with the next explained unit's explanation (a derangement; needs two)."""
     done = [i for i, ln in enumerate(lines) if ln["explanation"] is not None]
     if len(done) < 2:
@@ -142,9 +156,14 @@ def _score_shuffled(lines: list[UnitExplanation], examples: list[UnitExamples], 
     for k in tqdm(mine, desc="shuffled", disable=not progress or rank != 0):
         i, j = done[k], done[(k + 1) % len(done)]
         ex = by_unit[lines[i]["unit"]]
-        got.append((i, {s: score(s, client, lines[j]["explanation"], ex, **kw) for s in scorers if s != "intruder"}))
-    for i, scores in distributed.gather_objects(got):
+        other = lines[j]["explanation"]
+        sim = simulate(client, other, ex, mode=simulation_mode, negatives=kw["negatives"]) \
+            if "simulation" in scorers else None
+        got.append((i, {s: score(s, client, other, ex, **kw) for s in scorers if s in SCORERS}, sim))
+    for i, scores, sim in distributed.gather_objects(got):
         lines[i]["baselines"]["shuffled"] = scores
+        if sim is not None:
+            lines[i]["simulation"]["shuffled"] = sim
 
 
 def explain_features(sae: Any, model: Model, features: Sequence[int], **kw: Any) -> Explanations:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import write_atomic
+from ..components.neurons import CardExplanation
 from .result import Explanations
 
 SIDECAR = "explanations.json"
@@ -37,6 +38,10 @@ def write_sidecar(result: Explanations, folder: str | os.PathLike, fingerprint: 
             "explanation": u["explanation"], "explainer": result.explainer, "scorer": result.scorer,
             "scores": {s: {"balanced_accuracy": sc["metrics"]["balanced_accuracy"], "auc": sc["metrics"]["auc"],
                            "malformed": sc["malformed"], "n": sc["metrics"]["n"]} for s, sc in u["scores"].items()}}
+        sim = u.get("simulation", {}).get("explanation")
+        if sim is not None:
+            features[u["unit"]]["scores"]["simulation"] = {"correlation": sim["correlation"], "mode": sim["mode"],
+                                                           "malformed": sim["malformed"], "n": len(sim["windows"])}
     doc = {"fingerprint": fingerprint, "site": result.site, "kind": result.kind,
            "features": {str(k): v for k, v in sorted(features.items())}}
     return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False)))
@@ -59,3 +64,22 @@ def read_sidecar(folder: str | os.PathLike, fingerprint: str, *, quiet: bool = F
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         warnings.warn(f"{path} cannot be read ({err}): its explanations are not shown", stacklevel=2)
         return {}
+
+
+def card_explanations(source: Explanations | dict[int, dict[str, Any]]) -> dict[int, CardExplanation]:
+    """Explanations as cards show them (``NeuronCards.with_explanations``), from a run's ``Explanations`` or a
+    sidecar's entries (``read_sidecar``): per unit the text, who wrote it, and each scorer's headline number."""
+    if isinstance(source, Explanations):
+        out: dict[int, CardExplanation] = {}
+        for u in source.units:
+            if u["explanation"] is None:
+                continue
+            scores: dict[str, float | None] = {s: sc["metrics"]["balanced_accuracy"] for s, sc in u["scores"].items()}
+            sim = u.get("simulation", {}).get("explanation")
+            if sim is not None:
+                scores["simulation"] = sim["correlation"]
+            out[u["unit"]] = {"explanation": u["explanation"], "explainer": source.explainer, "scores": scores}
+        return out
+    return {int(k): {"explanation": v["explanation"], "explainer": v.get("explainer", ""),
+                     "scores": {s: sc.get("correlation") if s == "simulation" else sc.get("balanced_accuracy")
+                                for s, sc in v.get("scores", {}).items()}} for k, v in source.items()}

@@ -46,7 +46,7 @@ def to_neuronpedia(graph: AttributionGraph, *, slug: str = "mechscope-graph", sc
     cards = graph.extra.get("cards") or {}
     explained = graph.extra.get("explanations") or {}
     labels = {k: c["label"] for k, c in cards.items()} | {k: e["explanation"] for k, e in explained.items()}
-    clerps = {**{ids[i]: labels[f"{layer}_{f}"] for i, (layer, _, f) in enumerate(graph.features.tolist())
+    clerps = {**graph.extra.get("clerps", {}), **{ids[i]: labels[f"{layer}_{f}"] for i, (layer, _, f) in enumerate(graph.features.tolist())
                  if f"{layer}_{f}" in labels}, **(clerps or {})}
     supernodes = graph.extra.get("supernodes") if supernodes is None else supernodes
     nodes, present = [], set()
@@ -205,5 +205,6 @@ def from_neuronpedia(doc: str | bytes | dict) -> AttributionGraph:
         target_values=torch.full((T,), float("nan")), biases=torch.full((nf + T,), float("nan")),
         edge_index=edge_index[:, sort], edge_weight=weight[sort], n_active=nf, transcoders=str(meta.get("scan", "")),
         extra={"imported": True, "ambiguous_links": ambiguous,
-               "supernodes": (doc.get("qParams") or {}).get("supernodes", [])})
+               "supernodes": (doc.get("qParams") or {}).get("supernodes", []),
+               "clerps": {n["node_id"]: str(n["clerp"]) for kind, _, n in parsed if kind == "feature" and n.get("clerp")}})
     return g

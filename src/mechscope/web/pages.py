@@ -53,23 +53,37 @@ def compare(request: Request, a: str = "", b: str = "", pick: list[str] = Query(
 
 
 def cards_of(found: tuple[Specimen, Finding] = Depends(finding)):
-    """The feature or neuron cards a finding holds (the feature browser opens these)."""
+    """The feature or neuron cards a finding holds (the feature browser opens these), with the explanations
+    of their units that the specimen's ``Explanations`` findings hold (of the same site, or layer's
+    neurons) added to those the cards carry."""
+    from ..explain.sidecar import card_explanations
+
     spec, f = found
     if f.kind not in CARD_KINDS:
         raise HTTPException(404, f"finding {f.uid[:8]} is a {f.kind}, not feature or neuron cards")
-    return spec, f, f.result()
+    cards = f.result()
+    for other in spec.findings():
+        if other.kind != "Explanations":
+            continue
+        r = other.result()
+        if (r.kind == "feature" and getattr(cards, "site", None) == r.site) or \
+                (r.kind == "neuron" and not hasattr(cards, "site") and r.layer == cards.layer):
+            cards = cards.with_explanations(card_explanations(r))
+    return spec, f, cards
 
 
 @router.get("/specimens/{uid}/findings/{fid}/features", response_class=HTMLResponse, include_in_schema=False)
 def feature_browser(request: Request, opened=Depends(cards_of), q: str = "", sort: str = "index"):
     spec, f, cards = opened
-    keys = {"index": lambda i: cards.neurons[i], "density": lambda i: -cards.density[i],
-            "max": lambda i: -cards.max_act[i]}
+    keys = {"index": lambda i: (cards.neurons[i],), "density": lambda i: (-cards.density[i],),
+            "max": lambda i: (-cards.max_act[i],),
+            "score": lambda i: (cards.score(i) is None, -(cards.score(i) or 0.0), cards.neurons[i])}
     if sort not in keys:
         raise HTTPException(400, f"sort={sort!r}; valid: {', '.join(keys)}")
     shown = sorted((i for i in range(len(cards.neurons)) if not q or cards.matches(i, q)), key=keys[sort])
     rows = [{"unit": cards.neurons[i], "name": cards.name(i), "density": cards.density[i], "max": cards.max_act[i],
-             "label": cards.label(i), "promotes": ", ".join(repr(t) for t, _ in cards.promoted[i][:3])}
+             "label": cards.label(i), "promotes": ", ".join(repr(t) for t, _ in cards.promoted[i][:3]),
+             "explanation": (cards.explained(i) or {}).get("explanation", ""), "score": cards.score(i)}
             for i in shown]
     body = render("features.html", cards=cards, rows=rows, uid=spec.uid, fid=f.uid, name=spec.name, q=q, sort=sort)
     return show(request, f"{cards.units} — {spec.name}", body)
