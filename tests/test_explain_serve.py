@@ -27,8 +27,8 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def served(tmp_path_factory):
-    """(base_url, model path) of a running `transformers serve`; stopped at the end of the session."""
-    from mechscope.explain.clients import ChatError, OpenAIChat
+    """(base_url, model path) of a running `transformers serve` of a tiny random chat llama; stopped at the end
+    of the session."""
     from mechscope.models.tiny import tiny_chat
 
     if not SERVE.exists():
@@ -37,8 +37,15 @@ def served(tmp_path_factory):
     model = tiny_chat()
     model.hf.save_pretrained(folder)
     model.tokenizer.save_pretrained(folder)
+    yield from serving(folder, folder.parent / "serve.log")
+
+
+def serving(folder, log_path):
+    """Serve ``folder`` until the generator is closed: yields (base_url, model path)."""
+    from mechscope.explain.clients import ChatError, OpenAIChat
+
     port = free_port()
-    log = open(folder.parent / "serve.log", "w")
+    log = open(log_path, "w")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([str(SERVE), "serve", str(folder), "--host", "127.0.0.1", "--port", str(port)],
                             stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -52,14 +59,16 @@ def served(tmp_path_factory):
         except ChatError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                pytest.fail("transformers serve did not answer: " + (folder.parent / "serve.log").read_text()[-2000:])
+                pytest.fail("transformers serve did not answer: " + open(log_path).read()[-2000:])
             time.sleep(1.0)
-    yield url, str(folder)
-    proc.terminate()
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        yield url, str(folder)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def test_endpoint_answers_and_counts_tokens(served):
@@ -121,3 +130,39 @@ def test_simulation_through_the_endpoint_reads_json_answers(served):
     assert got["malformed"] == 2 and got["correlation"] is None  # all-zero predictions: no correlation
     with pytest.raises(ValueError, match="mode='json'"):
         simulate(client, "cats", unit, mode="logprobs")
+
+
+@pytest.mark.slow
+def test_the_embedded_model_served_explains_and_scores(tmp_path):
+    """The embedded SmolLM2's dequantised cache directory, served (the ``DIR:file.gguf`` form fails in
+    transformers 5.23): a neuron explained and scored through the endpoint; a rerun from the cache asks
+    nothing."""
+    from mechscope.explain import ExampleConfig, examples as E
+    from mechscope.explain.run import explain_units
+    from mechscope.models.load import embedded_dir, load
+
+    if not SERVE.exists():
+        pytest.skip("no `transformers` command in this environment")
+    folder = embedded_dir("smollm2-135m")
+    model = load("smollm2-135m")
+    server = serving(folder, tmp_path / "serve.log")
+    url, name = next(server)
+    try:
+        units = E.neuron_units(model, 3, [2])
+        cfg = ExampleConfig(n_quantiles=2, n_test=2, n_train=2, n_negatives=2, min_windows=2, ctx_len=16)
+        examples = E.unit_examples(units, model, config=cfg, n_blocks=16, length=32, progress=False)
+        kw = dict(explainer=url, endpoint_model=name, examples=examples, config=cfg, cache=tmp_path / "r.sqlite",
+                  baselines=(), scorers=("detection",), retries=0, progress=False)
+        first = explain_units(units, model, **kw)
+        used = first.usage["explainer"]
+        line = first.units[0]
+        assert not line["skipped"] and used["completion_tokens"] > 0 and used["cache_hits"] == 0
+        if line["explanation"] is None:  # every answer unreadable: counted, and nothing to score
+            assert line["malformed"] == used["requests"] == 2
+        else:
+            shown = len(examples[0]["test"]) + len(examples[0]["random_negatives"])
+            assert len(line["scores"]["detection"]["predictions"]) == shown > 0
+        again = explain_units(units, model, **kw)
+        assert again.usage["explainer"]["cache_hits"] == again.usage["explainer"]["requests"] == used["requests"]
+    finally:
+        server.close()
