@@ -3,7 +3,7 @@
 over the hand-grouped nodes the stored graph keeps, across merge thresholds, for
 
 - mechscope's proposal: the features' texts (the specimen's node labels) + edge profiles, one token position
-  per group (``explain.supernodes.propose_supernodes``);
+  per group (``tracing.supernodes.propose_supernodes``);
 - the same from texts alone;
 - the baseline, edge-profile clustering (an open Neuronpedia draft's idea), with and without the
   one-position rule.
@@ -26,7 +26,7 @@ THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 
 
 def main() -> None:
-    from mechscope.explain.supernodes import edge_profile_supernodes, pair_agreement, propose_supernodes
+    from mechscope.tracing.supernodes import edge_profile_supernodes, pair_agreement, propose_supernodes
     from mechscope.tracing.neuronpedia import from_neuronpedia
 
     doc = json.loads((ROOT / "docs/specimens/smollm2-capital-of-france.json").read_text())

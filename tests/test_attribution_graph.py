@@ -518,7 +518,7 @@ def test_supernodes_collapse_and_grouping():
         coders[1].W_enc[9] = coders[1].W_enc[7]
         coders[1].b_enc[9] = -1.0
     g2 = attribution_graph(model, coders, prompt, targets=[tok_b], progress=False)
-    groups = group_features(g2, model, coders, similarity=0.95, same_token=False, node_threshold=0.99)
+    groups = group_features(g2, model, coders, similarity=0.95, node_threshold=0.99)
     assert groups == [[f"→ {model.tokenizer.decode([tok_b])!r}", "1_7_5", "1_9_5"]]
     doc = to_neuronpedia(g2)  # the graph's own supernodes, with the members the export keeps
     kept = {n["node_id"] for n in doc["nodes"]}

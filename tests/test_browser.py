@@ -392,3 +392,50 @@ def test_a_long_attention_pattern_is_drawn_from_its_strongest_keys(browser_page,
         weights = attention.locator("span.tok").evaluate_all("els => els.map(e => e.style.background)")
         assert sum("rgba" in w for w in weights) == n
     assert not errors, errors
+
+
+def test_a_result_in_a_notebook_output_cell(browser_page, tmp_path):
+    """A result's notebook output (``_repr_mimebundle_``'s text/html) put in a page as a notebook front end
+    does: where scripts run, the attribution-graph viewer works inside its frame (offline: every script
+    inlined) and the cell fits the frame's height; where they do not (a sanitised, untrusted output), the
+    no-script fragment shows — summary and static figure."""
+    from test_attribution_graph import _planted_chain
+
+    from mechscope.report.notebook import FRAME_HEIGHT
+    from mechscope.tracing import attribution_graph
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    model, coders, tok_a, tok_b = _planted_chain()
+    prompt = [model.tokenizer.bos_token_id] + model.tokenize("a bc")[0][0].tolist()[:4] + [tok_a]
+    graph = attribution_graph(model, coders, prompt, max_logits=3, progress=False)
+    bundle = graph._repr_mimebundle_()
+    assert bundle["text/plain"] == graph.summary()
+    cell = tmp_path / "cell.html"
+    cell.write_text(f"<!doctype html><html><body><div class='jp-OutputArea'>{bundle['text/html']}</div></body></html>",
+                    encoding="utf-8")
+    page, errors = browser_page
+    requests = []
+    page.on("request", lambda r: requests.append(r.url) if not r.url.startswith(("file:", "data:", "about:")) else None)
+    page.goto(cell.as_uri())
+    frame_box = page.locator("iframe.mechscope-frame")
+    sync_api.expect(frame_box).to_be_visible()
+    assert not page.locator(".mechscope-fallback").is_visible()
+    frame = next(f for f in page.frames if f is not page.main_frame)
+    frame.wait_for_function("() => { const s = document.querySelector('section.agraph'); return s && s._cy; }")
+    section = frame.locator("section.agraph")
+    assert section.evaluate("s => s._cy.nodes().length") > 3
+    page.wait_for_function(f"() => document.querySelector('iframe.mechscope-frame').style.height !== '{FRAME_HEIGHT}px'")
+    section.scroll_into_view_if_needed()
+    xy = section.evaluate("""s => { const n = s._cy.nodes('.feature')[0]; const p = n.renderedPosition();
+        const r = s.querySelector('.cy').getBoundingClientRect(); return [r.left + p.x, r.top + p.y, n.id()]; }""")
+    box = frame_box.bounding_box()
+    page.mouse.move(box["x"] + xy[0], box["y"] + xy[1])
+    sync_api.expect(frame.locator(".agraph-info")).to_contain_text("influence")
+    assert not errors and not requests, (errors, requests)
+    blind = page.context.browser.new_page(java_script_enabled=False)
+    blind.goto(cell.as_uri())
+    fallback = blind.locator(".mechscope-fallback")
+    sync_api.expect(fallback).to_be_visible()
+    assert graph.summary().split("\n")[0] in fallback.inner_text()
+    assert not blind.locator("iframe.mechscope-frame").is_visible()
+    blind.close()

@@ -336,7 +336,7 @@ def test_a_graphs_nodes_carry_their_explanations(tmp_path):
         {v["explanation"] for v in found.values()}
     clerps = {n["node_id"]: n["clerp"] for n in to_neuronpedia(graph, node_threshold=1.0, edge_threshold=1.0)["nodes"]}
     assert {with_text[0]["explanation"]["explanation"]} <= set(clerps.values())
-    from mechscope.explain.supernodes import graph_texts, propose_supernodes
+    from mechscope.tracing.supernodes import graph_texts, propose_supernodes
     from mechscope.tracing import from_neuronpedia
 
     texts = graph_texts(graph)
@@ -502,7 +502,7 @@ def test_supernode_clustering_and_agreement():
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.metrics.pairwise import cosine_similarity
 
-    from mechscope.explain.supernodes import cluster, pair_agreement, text_similarity
+    from mechscope.tracing.supernodes import cluster, pair_agreement, text_similarity
 
     texts = ["French words: France, French", "the word France", "capital cities, Paris", "Paris and Lyon", ""]
     ours = text_similarity(texts)
@@ -531,7 +531,7 @@ def test_supernodes_proposed_on_the_capital_specimen():
     import json
     from pathlib import Path
 
-    from mechscope.explain.supernodes import edge_profile_supernodes, pair_agreement, propose_supernodes
+    from mechscope.tracing.supernodes import edge_profile_supernodes, pair_agreement, propose_supernodes
     from mechscope.tracing.neuronpedia import from_neuronpedia
 
     docs = Path(__file__).resolve().parents[1] / "docs" / "specimens"

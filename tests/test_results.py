@@ -22,6 +22,27 @@ def test_next_tokens_round_trip(llama, tmp_path):
     assert "<img" in result.html() and "Next-token predictions" in result.html()
 
 
+def test_a_result_displays_itself_in_a_notebook(llama):
+    """``_repr_mimebundle_``: the summary as plain text; as HTML the page fragment (escaped as pages are, no
+    script of its own) beside a frame holding the standalone page, escaped once more into its srcdoc."""
+    import html as htmllib
+    import re
+
+    prompts = ["<b>The</b> cat", "Paris is in"]
+    result = NextTokens.of(llama.run(prompts), prompts, k=3)
+    bundle = result._repr_mimebundle_()
+    assert set(bundle) == {"text/html", "text/plain"} and bundle["text/plain"] == result.summary()
+    out = bundle["text/html"]
+    fallback = out.split('<div class="mechscope-fallback">', 1)[1].split("<iframe", 1)[0]
+    assert "&lt;b&gt;The&lt;/b&gt;" in fallback and "<b>" not in fallback and "<script" not in fallback
+    assert "<img" in fallback  # the static figure
+    doc = htmllib.unescape(re.search(r'srcdoc="([^"]*)"', out).group(1))
+    assert doc.startswith("<!doctype html>") and "Content-Security-Policy" in doc and "&lt;b&gt;The" in doc
+    assert out.count("<script>") == 1 and 'sandbox="allow-scripts"' in out
+    ids = re.findall(r'id="(mechscope-[0-9a-f]+)"', out)
+    assert len(ids) == 1 and ids[0] != re.findall(r'id="(mechscope-[0-9a-f]+)"', result._repr_mimebundle_()["text/html"])[0]
+
+
 def test_saving_over_a_result_replaces_it_whole(llama, tmp_path):
     first = NextTokens.of(llama.run(["The cat"]), ["The cat"], k=2)
     second = NextTokens.of(llama.run(["Paris"]), ["Paris"], k=4)

@@ -133,6 +133,13 @@ class Result:
         ``draw=False`` (pages show stored figures, never draw)."""
         return self._render("results/base.html", png=png, draw=draw)
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        """How a notebook shows the result: its page fragment with any viewer working (``report.notebook``);
+        plain text: the summary."""
+        from .report.notebook import notebook_html
+
+        return {"text/html": notebook_html(self), "text/plain": self.summary()}
+
     def _render(self, template: str, png: bytes | None = None, draw: bool = False, **context: Any) -> str:
         from .report.render import render
 

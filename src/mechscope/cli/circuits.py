@@ -150,7 +150,7 @@ def _graph(args) -> int:
         for r in explanations:
             print(r.summary().split("\n")[0])
         if args.group and not args.supernodes:  # supernodes from what the features mean and where their effect goes
-            from ..explain.supernodes import graph_texts, propose_supernodes
+            from ..tracing.supernodes import graph_texts, propose_supernodes
 
             groups = propose_supernodes(graph, graph_texts(graph), node_threshold=args.node_threshold,
                                         edge_threshold=args.edge_threshold)

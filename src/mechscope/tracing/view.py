@@ -2,10 +2,10 @@
 data block the page's script draws (``report/static/mechscope.js``, cytoscape.js vendored).
 
 Supernodes are Neuronpedia's ``[name, node_id, node_id, ...]`` lists. ``group_features`` proposes
-them: features of the pruned graph whose decoder directions point the same way (cosine ≥
-``similarity``; one feature at several positions always does) — or, with ``same_token``, that
-promote the same top token (loose: on SmolLM2 it joins unrelated features that all promote '-') —
-joined transitively, named by the token they most promote; ``set_supernodes`` stores groups named by
+them: features of the pruned graph whose decoder directions point the same way (average-linkage
+clustering on their cosine, merged above ``similarity``: ``supernodes.propose_supernodes``; one feature
+at several positions always joins itself), named by the token they most promote (with explanations,
+``propose_supernodes`` groups by meaning and edge profiles instead); ``set_supernodes`` stores groups named by
 hand (after reading the cards) in their place. ``collapse`` sums a graph's edges between groups (edges inside a group dropped).
 """
 
@@ -74,49 +74,31 @@ def graph_cards(graph: Any, model: Any, transcoders: Any, *, node_threshold: flo
 
 
 def group_features(graph: Any, model: Any, transcoders: Any, *, similarity: float = 0.6,
-                   node_threshold: float = 0.8, edge_threshold: float = 0.98, same_token: bool = False) -> list[list[str]]:
-    """Supernodes proposed from the kept features (see the module docstring); stored in
+                   node_threshold: float = 0.8, edge_threshold: float = 0.98) -> list[list[str]]:
+    """Supernodes proposed from the kept features' decoder directions (see the module docstring); stored in
     ``graph.extra["supernodes"]`` and returned."""
+    from .supernodes import propose_supernodes
+
     stack = TranscoderStack(transcoders, model)
     kept = graph.prune(node_threshold, edge_threshold).nodes[: graph.n_features].nonzero()[:, 0].tolist()
     if len(kept) < 2:
         return []
     ids = graph.node_ids()
-    dirs, tops = [], []
     W_U = model.unembed.weight.detach().float()
+    dirs, tops = {}, {}
     for i in kept:
         layer, _, f = graph.features[i].tolist()
         d = stack.decoder_rows(layer, torch.tensor([f]))[0, 0]
-        dirs.append(d / d.norm().clamp(min=1e-12))
-        tops.append(int((W_U @ d).argmax()))
-    D = torch.stack(dirs)
-    close = (D @ D.T) >= similarity
-    if same_token:
-        t = torch.tensor(tops)
-        close |= t[:, None] == t[None, :]
-    parent = list(range(len(kept)))
+        dirs[ids[i]] = d
+        tops[ids[i]] = int((W_U @ d).argmax())
 
-    def root(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
+    def promoted(members: list[str]) -> str:  # the token the group promotes most often (ties: the first member's)
+        votes = [tops[m] for m in members]
+        return f"→ {model.tokenizer.decode([max(dict.fromkeys(votes), key=votes.count)])!r}"
 
-    for a, b in close.nonzero().tolist():
-        if a < b:
-            parent[root(a)] = root(b)
-    groups: dict[int, list[int]] = {}
-    for a in range(len(kept)):
-        groups.setdefault(root(a), []).append(a)
-    out, used = [], {}
-    for members in sorted(groups.values(), key=lambda m: -len(m)):
-        if len(members) < 2:
-            continue
-        token = max(set(tops[m] for m in members), key=lambda x: sum(tops[m] == x for m in members))
-        name = f"→ {model.tokenizer.decode([token])!r}"
-        used[name] = used.get(name, 0) + 1
-        name = name if used[name] == 1 else f"{name} ({used[name]})"
-        out.append([name, *[ids[kept[m]] for m in members]])
+    out = propose_supernodes(graph, None, decoders=dirs, use_edges=False, same_position=False,
+                             threshold=similarity, node_threshold=node_threshold, edge_threshold=edge_threshold,
+                             namer=promoted)
     graph.extra["supernodes"] = out
     return out
 

@@ -185,7 +185,17 @@
     });
     update();
   }
+  function tellHeight() {  // inside a notebook's output frame: its height, for the cell to fit it
+    if (window.parent === window) return;
+    var send = function () {
+      window.parent.postMessage({"mechscope-height": document.documentElement.scrollHeight}, "*");
+    };
+    send();
+    window.addEventListener("load", send);
+    if (window.ResizeObserver) new ResizeObserver(send).observe(document.body);
+  }
   function start() {
+    tellHeight();
     shade(document);
     document.querySelectorAll("form.library").forEach(library);
     document.querySelectorAll("div.graph").forEach(graph);

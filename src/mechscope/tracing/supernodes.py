@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from typing_extensions import TypedDict
@@ -145,11 +145,13 @@ def graph_texts(graph: Any) -> dict[str, str]:
 def propose_supernodes(graph: Any, texts: Mapping[str, str] | None = None, *, threshold: float = 0.3,
                        same_position: bool = True, decoders: Mapping[str, torch.Tensor] | None = None,
                        use_edges: bool = True, node_threshold: float | None = None,
-                       edge_threshold: float = 0.98) -> list[list[str]]:
+                       edge_threshold: float = 0.98, namer: Callable[[list[str]], str] | None = None
+                       ) -> list[list[str]]:
     """Supernodes [[name, node id, ...], ...] of ``graph``'s feature nodes (see the module docstring), or
     of those its pruning keeps (``node_threshold``, ``edge_threshold``: ``graph.prune``'s) — a graph of
     thousands of features is clustered over the few hundred that matter. ``texts``: node id → explanation
-    (or label; ``graph_texts`` reads them from the graph); ``decoders``: node id → decoder direction."""
+    (or label; ``graph_texts`` reads them from the graph); ``decoders``: node id → decoder direction;
+    ``namer``: a group's name from its member ids (default: its words, layers and token)."""
     if node_threshold is None:
         keep = list(range(graph.n_features))
     else:
@@ -174,7 +176,8 @@ def propose_supernodes(graph: Any, texts: Mapping[str, str] | None = None, *, th
     for members in cluster(similarity, threshold, pos[:, None] == pos[None, :] if same_position else None):
         if len(members) < 2:
             continue
-        name = _name(members, layers, positions, graph.tokens, text_list)
+        name = namer([ids[m] for m in members]) if namer is not None else \
+            _name(members, layers, positions, graph.tokens, text_list)
         used[name] += 1
         out.append([name if used[name] == 1 else f"{name} ({used[name]})", *[ids[m] for m in members]])
     return out
