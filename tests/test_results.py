@@ -221,3 +221,27 @@ def test_a_field_that_sizes_an_allocation_must_agree_with_the_tensors(llama):
             Result.from_dict({**data, "graph_shape": shape}, tensors)
         assert time.perf_counter() - t0 < 1.0
     assert Result.from_dict(data, tensors).graph().shape == scores.graph().shape
+
+
+def test_dictionaries_and_specimens_display_themselves_in_a_notebook(llama, tmp_path):
+    """A dictionary shows its definition as a table; a specimen its report, framed like a result."""
+    import html as htmllib
+    import re
+
+    import mechscope.archive
+    from mechscope.sae import SAEConfig, SparseCoder
+
+    sae = SparseCoder(SAEConfig("topk", llama.cfg.d_model, 32, k=4, site="blocks.0.resid_post"))
+    bundle = sae._repr_mimebundle_()
+    assert bundle["text/plain"] == f"topk dictionary, {llama.cfg.d_model} → 32 at blocks.0.resid_post"
+    assert "<th>k</th><td>4</td>" in bundle["text/html"] and "<script" not in bundle["text/html"]
+    archive = mechscope.archive.open(tmp_path / "archive")
+    spec = archive.create("<i>probe</i>", model=llama, task="next tokens")
+    prompts = ["The cat", "Paris is in"]
+    spec.add(NextTokens.of(llama.run(prompts), prompts, k=3))
+    out = spec._repr_mimebundle_()
+    assert out["text/plain"] == repr(spec)
+    fallback = out["text/html"].split('<div class="mechscope-fallback">', 1)[1].split("<iframe", 1)[0]
+    assert "&lt;i&gt;probe&lt;/i&gt;" in fallback and "Next-token predictions" in fallback and "<script" not in fallback
+    doc = htmllib.unescape(re.search(r'srcdoc="([^"]*)"', out["text/html"]).group(1))
+    assert doc.startswith("<!doctype html>") and "Next-token predictions" in doc

@@ -207,6 +207,12 @@ class Specimen:
     def __repr__(self) -> str:
         return f"Specimen({self.name!r}, uid {self.uid[:8]}, v{self.version}, model {self.model_name!r}, tags {self.tags})"
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        """A notebook's view: the specimen's report (its findings, viewers working), as a result shows."""
+        from ..report.notebook import specimen_html
+
+        return {"text/html": specimen_html(self), "text/plain": repr(self)}
+
     def to_json(self) -> dict[str, Any]:
         """The specimen's own fields as JSON (what export writes, import reads and the web API returns)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("archive", "id")}

@@ -18,16 +18,12 @@ from markupsafe import Markup, escape
 FRAME_HEIGHT = 480  # px until the page inside reports its own
 
 
-def notebook_html(result: Any) -> str:
-    """The ``text/html`` of a result in a notebook (see the module docstring)."""
-    from .page import page
-
-    fragment = Markup(result.html())
-    doc = page(result.title, fragment)
+def framed(title: str, fragment: Markup, doc: str) -> str:
+    """``fragment`` (script-free) as the fallback beside a frame holding ``doc``, its standalone page."""
     key = "mechscope-" + secrets.token_hex(6)
     return (f'<div class="mechscope-output" id="{key}">'
             f'<div class="mechscope-fallback">{fragment}</div>'
-            f'<iframe class="mechscope-frame" hidden sandbox="allow-scripts" title="{escape(result.title)}" '
+            f'<iframe class="mechscope-frame" hidden sandbox="allow-scripts" title="{escape(title)}" '
             f'style="width:100%;height:{FRAME_HEIGHT}px;border:0" srcdoc="{escape(str(doc))}"></iframe>'
             "<script>(function () {"
             f'var root = document.getElementById("{key}");'
@@ -37,3 +33,24 @@ def notebook_html(result: Any) -> str:
             'if (e.source === frame.contentWindow && e.data && e.data["mechscope-height"]) {'
             'frame.style.height = (e.data["mechscope-height"] + 16) + "px"; } });'
             "})();</script></div>")
+
+
+def notebook_html(result: Any) -> str:
+    """The ``text/html`` of a result in a notebook (see the module docstring)."""
+    from .page import page
+
+    fragment = Markup(result.html())
+    return framed(result.title, fragment, page(result.title, fragment))
+
+
+def specimen_html(spec: Any) -> str:
+    """The ``text/html`` of a specimen in a notebook: its report, framed like a result."""
+    from .page import specimen_body, specimen_report
+
+    return framed(spec.name, specimen_body(spec), specimen_report(spec))
+
+
+def fields_html(title: str, rows: list[tuple[str, Any]]) -> str:
+    """A plain object (a model, a dictionary) as a titled table of its fields: nothing to run, no frame."""
+    body = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
+    return f'<section class="result"><h3>{escape(title)}</h3><table class="fields">{body}</table></section>'

@@ -47,7 +47,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import dataclasses
 from dataclasses import asdict
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -63,6 +65,15 @@ class SparseCoder(nn.Module):
     """An SAE or transcoder (see the module docstring). ``encode`` [n, d_in] → [n, width],
     ``decode`` [n, width] → [n, d_out], ``forward`` → reconstruction; ``fit``/``transform``/
     ``score`` in scikit-learn's manner."""
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        """A notebook's view: the dictionary's definition as a table (its config's fields that are set)."""
+        from ..report.notebook import fields_html
+
+        c = self.cfg
+        rows = [(f.name, getattr(c, f.name)) for f in dataclasses.fields(c) if getattr(c, f.name) is not None]
+        title = f"{c.arch} dictionary, {c.d_in} → {c.width}" + (f" at {c.site}" if c.site else "")
+        return {"text/html": fields_html(title, rows), "text/plain": title}
 
     def __init__(self, cfg: SAEConfig, seed: int = 0, *, weights: dict[str, torch.Tensor] | None = None):
         """A fresh dictionary initialised from ``seed``, or — with ``weights`` (parameter and buffer
