@@ -224,13 +224,16 @@ def test_a_field_that_sizes_an_allocation_must_agree_with_the_tensors(llama):
 
 
 def test_dictionaries_and_specimens_display_themselves_in_a_notebook(llama, tmp_path):
-    """A dictionary shows its definition as a table; a specimen its report, framed like a result."""
+    """A model and a dictionary show their fields as a table; a specimen its report, framed like a result."""
     import html as htmllib
     import re
 
     import mechscope.archive
     from mechscope.sae import SAEConfig, SparseCoder
 
+    shown = llama._repr_mimebundle_()
+    assert shown["text/plain"] == repr(llama) and f"<td>{llama.fingerprint}</td>" in shown["text/html"]
+    assert f"{sum(p.numel() for p in llama.hf.parameters()):,}" in shown["text/html"]
     sae = SparseCoder(SAEConfig("topk", llama.cfg.d_model, 32, k=4, site="blocks.0.resid_post"))
     bundle = sae._repr_mimebundle_()
     assert bundle["text/plain"] == f"topk dictionary, {llama.cfg.d_model} → 32 at blocks.0.resid_post"

@@ -123,6 +123,16 @@ class Model(Engine):
     def __repr__(self) -> str:
         return f"Model({self.name!r}, {self.cfg.summary()})"
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        """A notebook's view: the model's name, shape, weights and where it runs, as a table."""
+        from ..display import fields_html
+
+        first = next(self.hf.parameters())
+        rows = [("model", self.name), ("shape", self.cfg.summary()),
+                ("parameters", f"{sum(p.numel() for p in self.hf.parameters()):,}"), ("fingerprint", self.fingerprint),
+                ("device", str(first.device)), ("dtype", str(first.dtype).replace("torch.", ""))]
+        return {"text/html": fields_html(f"Model {self.name}", rows), "text/plain": repr(self)}
+
     @property
     def module(self) -> nn.Module:
         """The wrapped torch module (``hf``), under the name every model kind shares."""

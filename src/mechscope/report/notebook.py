@@ -48,9 +48,3 @@ def specimen_html(spec: Any) -> str:
     from .page import specimen_body, specimen_report
 
     return framed(spec.name, specimen_body(spec), specimen_report(spec))
-
-
-def fields_html(title: str, rows: list[tuple[str, Any]]) -> str:
-    """A plain object (a model, a dictionary) as a titled table of its fields: nothing to run, no frame."""
-    body = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
-    return f'<section class="result"><h3>{escape(title)}</h3><table class="fields">{body}</table></section>'

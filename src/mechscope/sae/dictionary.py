@@ -68,7 +68,7 @@ class SparseCoder(nn.Module):
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         """A notebook's view: the dictionary's definition as a table (its config's fields that are set)."""
-        from ..report.notebook import fields_html
+        from ..display import fields_html
 
         c = self.cfg
         rows = [(f.name, getattr(c, f.name)) for f in dataclasses.fields(c) if getattr(c, f.name) is not None]
