@@ -234,10 +234,20 @@ def test_dictionaries_and_specimens_display_themselves_in_a_notebook(llama, tmp_
     shown = llama._repr_mimebundle_()
     assert shown["text/plain"] == repr(llama) and f"<td>{llama.fingerprint}</td>" in shown["text/html"]
     assert f"{sum(p.numel() for p in llama.hf.parameters()):,}" in shown["text/html"]
+    run = llama.run(["<b>The</b> cat"], cache=["blocks.0.resid_post"])
+    shown = run._repr_mimebundle_()
+    assert shown["text/plain"] == repr(run) and "&lt;b&gt;The&lt;/b&gt; cat" in shown["text/html"]
+    assert f"<th>cache blocks.0.resid_post</th><td>{tuple(run.cache['blocks.0.resid_post'].shape)}" in shown["text/html"]
+    assert "blocks.0.resid_post" in run.cache._repr_mimebundle_()["text/html"]
     sae = SparseCoder(SAEConfig("topk", llama.cfg.d_model, 32, k=4, site="blocks.0.resid_post"))
     bundle = sae._repr_mimebundle_()
     assert bundle["text/plain"] == f"topk dictionary, {llama.cfg.d_model} → 32 at blocks.0.resid_post"
     assert "<th>k</th><td>4</td>" in bundle["text/html"] and "<script" not in bundle["text/html"]
+    from mechscope.sae.transcoder_sets import TranscoderSet
+
+    tset = TranscoderSet([sae, sae], "mlp.in", "mlp.out", model="tiny")
+    assert tset._repr_mimebundle_()["text/plain"] == "2 transcoders mlp.in → mlp.out of tiny"
+    assert f"<th>layer 1</th><td>topk {llama.cfg.d_model} → 32</td>" in tset._repr_mimebundle_()["text/html"]
     archive = mechscope.archive.open(tmp_path / "archive")
     spec = archive.create("<i>probe</i>", model=llama, task="next tokens")
     prompts = ["The cat", "Paris is in"]

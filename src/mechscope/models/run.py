@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator, Sequence, NamedTuple
+from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Sequence
 
 import torch
 
@@ -58,6 +58,14 @@ class Cache(Mapping):
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._tensors.values())
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        """A notebook's view: each kept site's shape and dtype (never the values)."""
+        from ..display import fields_html
+
+        rows = [(k, f"{tuple(v.shape)} {str(v.dtype).replace('torch.', '')}") for k, v in self._tensors.items()]
+        return {"text/html": fields_html(f"{len(self)} site(s) {self._what}, {self.nbytes():,} bytes", rows),
+                "text/plain": repr(self)}
 
 
 @dataclass(eq=False)
@@ -115,3 +123,16 @@ class Run:
 
         return (f"Run(batch={self.tokens.shape[0]}, pos={self.tokens.shape[1]}, "
                 f"cache={names(self.cache)}, grads={names(self.grads)})")
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        """A notebook's view: each row's text and top next tokens, and what was kept (shapes, not values)."""
+        from ..display import fields_html
+
+        rows = [(f"row {i}", "".join(toks) + "  →  " + ", ".join(repr(t) for t in top))
+                for i, (toks, top) in enumerate(zip(self.str_tokens, self.top(3)))]
+        rows += [(f"cache {k}", tuple(v.shape)) for k, v in self.cache.items()]
+        rows += [(f"grad {k}", tuple(v.shape)) for k, v in self.grads.items()]
+        if self.metric is not None:
+            rows.append(("metric", f"{float(self.metric.float().sum()):.6g}"))
+        return {"text/html": fields_html(f"Run of {self.model.name}: {self.tokens.shape[0]} × {self.tokens.shape[1]} "
+                                         "tokens", rows), "text/plain": repr(self)}

@@ -177,6 +177,15 @@ class TranscoderSet:
     def __getitem__(self, layer: int) -> SparseCoder:
         return self.coders[layer]
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        """A notebook's view: one row per layer (its dictionary's kind and width)."""
+        from ..display import fields_html
+
+        title = f"{len(self)} transcoders {self.input_hook} → {self.output_hook}" + (f" of {self.model}" if self.model else "")
+        rows = [(f"layer {i}", f"{c.cfg.arch} {c.cfg.d_in} → {c.cfg.width}" + (" + skip" if c.cfg.skip else ""))
+                for i, c in enumerate(self.coders)]
+        return {"text/html": fields_html(title, rows), "text/plain": title}
+
     def to(self, device: str | torch.device) -> "TranscoderSet":
         for coder in self.coders:
             coder.to(device)
