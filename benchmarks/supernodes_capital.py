@@ -9,7 +9,7 @@ over the hand-grouped nodes the stored graph keeps, across merge thresholds, for
   one-position rule.
 
 The stored specimen carries card labels ("fires on …; promotes …"), not chat-model explanations: those need
-the transcoders it was traced through (``make transcoders graph-specimen``, ~2.6 h), which stay out of git.
+the transcoders it was traced through (``make transcoders graph-specimen``, ~8 h on 2 cores), which stay out of git.
 
     python benchmarks/supernodes_capital.py
 """
