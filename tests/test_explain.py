@@ -1,6 +1,7 @@
 """Explanations: examples chosen as delphi chooses them, prompts in delphi's layout, answers read robustly,
 metrics as delphi and scikit-learn compute them, a local chat model decoding exactly what HF computes, the
-reply cache, and a whole run on a tiny model. (delphi itself: tests/test_explain_delphi.py; a served
+reply cache, and a whole run on a tiny model; the simulation scorer's arithmetic and a local model's prompt
+log-probabilities; supernodes proposed from explanations and edge profiles. (delphi itself: tests/test_explain_delphi.py; a served
 endpoint: tests/test_explain_serve.py.)"""
 
 from __future__ import annotations
