@@ -188,7 +188,9 @@
   function tellHeight() {  // inside a notebook's output frame: its height, for the cell to fit it
     if (window.parent === window) return;
     var send = function () {
-      window.parent.postMessage({"mechscope-height": document.documentElement.scrollHeight}, "*");
+      var body = document.body;  // its content's height (the document's is never below the frame's own)
+      var bottom = body.getBoundingClientRect().bottom + parseFloat(getComputedStyle(body).marginBottom || "0");
+      window.parent.postMessage({"mechscope-height": Math.ceil(bottom)}, "*");
     };
     send();
     window.addEventListener("load", send);
