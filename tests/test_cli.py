@@ -1,6 +1,7 @@
 """The `mechscope` command on a local tiny model directory."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -121,6 +122,19 @@ def test_sae_harvest_train_eval_dashboard(model_dir, tmp_path, capsys):
                  "--archive", archive, "--out", str(tmp_path / "d.html"), "--neuronpedia", str(tmp_path / "np.json")]) == 0
     assert [f["feature_index"] for f in json.loads((tmp_path / "np.json").read_text())["features"]] == [0, 1, 2, 3]
     assert (tmp_path / "d.html").read_text().count('class="card"') == 4
+    from mechscope.explain.sidecar import SIDECAR, dictionary_fingerprint  # explanations beside the weights: shown
+    from mechscope.sae import load_dictionary
+
+    (Path(out) / SIDECAR).write_text(json.dumps({"fingerprint": dictionary_fingerprint(load_dictionary(out)),
+                                                 "site": "blocks.1.resid_mid", "kind": "feature", "features": {
+        "2": {"explanation": "cats <b>and</b> dogs", "explainer": "x", "scorer": "x",
+              "scores": {"detection": {"balanced_accuracy": 0.75, "auc": None, "malformed": 0, "n": 4}}}}}))
+    capsys.readouterr()
+    assert main(["sae", "dashboard", out, "--model", model_dir, "--features", "0-3", "--blocks", "4", "--quiet",
+                 "--out", str(tmp_path / "d2.html")]) == 0
+    assert "F2: " in capsys.readouterr().out.split("“cats <b>and</b> dogs”")[0].splitlines()[-1]
+    page = (tmp_path / "d2.html").read_text()
+    assert "“cats &lt;b&gt;and&lt;/b&gt; dogs”" in page and "detection 0.75" in page
     assert [s.tags for s in open_archive(archive).search()] == [["sae"], ["sae"]]
     tc = str(tmp_path / "tc")
     assert main(["sae", "train", store, "--target", target, "--arch", "topk", "--k", "4", "--width", "64",
