@@ -410,17 +410,29 @@ def test_a_result_in_a_notebook_output_cell(browser_page, tmp_path):
     graph = attribution_graph(model, coders, prompt, max_logits=3, progress=False)
     bundle = graph._repr_mimebundle_()
     assert bundle["text/plain"] == graph.summary()
+    from mechscope.components.heads import AttentionPatterns
+    from mechscope.results import Provenance
+
+    tokens = [" the", " cat", " sat", " down"]
+    attention = AttentionPatterns(provenance=Provenance(model="m", fingerprint="f" * 32), prompt="".join(tokens),
+                                  tokens=tokens, layer=0,
+                                  pattern=torch.rand(2, 4, 4, generator=torch.Generator().manual_seed(0)).softmax(-1))
     cell = tmp_path / "cell.html"
-    cell.write_text(f"<!doctype html><html><body><div class='jp-OutputArea'>{bundle['text/html']}</div></body></html>",
+    cell.write_text(f"<!doctype html><html><body><div class='jp-OutputArea'>{bundle['text/html']}</div>"
+                    f"<div class='jp-OutputArea'>{attention._repr_mimebundle_()['text/html']}</div></body></html>",
                     encoding="utf-8")
     page, errors = browser_page
     requests = []
     page.on("request", lambda r: requests.append(r.url) if not r.url.startswith(("file:", "data:", "about:")) else None)
     page.goto(cell.as_uri())
-    frame_box = page.locator("iframe.mechscope-frame")
+    frame_box = page.locator("iframe.mechscope-frame").first
     sync_api.expect(frame_box).to_be_visible()
-    assert not page.locator(".mechscope-fallback").is_visible()
-    frame = next(f for f in page.frames if f is not page.main_frame)
+    assert page.locator(".mechscope-fallback").evaluate_all("els => els.filter(e => e.offsetParent).length") == 0
+    second = page.frame_locator("iframe.mechscope-frame >> nth=1")  # the attention viewer, in its own frame
+    second.locator("button.head[data-head='1']").click()
+    second.locator("span.tok").last.hover()
+    sync_api.expect(second.locator(".attn-info")).to_contain_text("attends most to")
+    frame = frame_box.element_handle().content_frame()
     frame.wait_for_function("() => { const s = document.querySelector('section.agraph'); return s && s._cy; }")
     section = frame.locator("section.agraph")
     assert section.evaluate("s => s._cy.nodes().length") > 3
@@ -434,8 +446,8 @@ def test_a_result_in_a_notebook_output_cell(browser_page, tmp_path):
     assert not errors and not requests, (errors, requests)
     blind = page.context.browser.new_page(java_script_enabled=False)
     blind.goto(cell.as_uri())
-    fallback = blind.locator(".mechscope-fallback")
+    fallback = blind.locator(".mechscope-fallback").first
     sync_api.expect(fallback).to_be_visible()
     assert graph.summary().split("\n")[0] in fallback.inner_text()
-    assert not blind.locator("iframe.mechscope-frame").is_visible()
+    assert blind.locator("iframe.mechscope-frame").evaluate_all("els => els.filter(e => e.offsetParent).length") == 0
     blind.close()
