@@ -15,13 +15,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "oracles"))
-from delphi_scorers import WindowTokens  # noqa: E402  (installs the vllm stand-in delphi imports)
+from delphi_scorers import WindowTokens, windows_record  # noqa: E402  (installs the vllm stand-in delphi imports)
 
-import torch  # noqa: E402
 from delphi.clients import OpenRouter  # noqa: E402
-from delphi.latents import ActivatingExample, LatentRecord, NonActivatingExample  # noqa: E402
-from delphi.latents.latents import Latent  # noqa: E402
-from delphi.latents.samplers import normalize_activations  # noqa: E402
 from delphi.scorers import DetectionScorer, FuzzingScorer  # noqa: E402
 from delphi.scorers.simulator.simulation.oai_simulator import RefactoredOpenAISimulator  # noqa: E402
 
@@ -34,24 +30,13 @@ class Counting(OpenRouter):
         return await super().generate(prompt, **kwargs)
 
 
-def record(unit, i, words):
-    test = [ActivatingExample(tokens=words.ids(c["tokens"]), activations=torch.tensor(c["acts"]),
-                              str_tokens=c["tokens"], quantile=c["quantile"]) for c in unit["test"]]
-    normalize_activations(test, unit["max_act"])
-    neg = [NonActivatingExample(tokens=words.ids(c["tokens"]), activations=torch.zeros(len(c["tokens"])),
-                                str_tokens=c["tokens"], distance=-1.0) for c in unit["negatives"]]
-    r = LatentRecord(latent=Latent(module_name="m", latent_index=i), examples=test, not_active=neg, test=test)
-    r.explanation = unit["explanation"]
-    return r
-
-
 async def score_all(data):
     client = Counting(data["model"], api_key="none", base_url=data["url"])
     for i, unit in enumerate(data["units"]):
         words = WindowTokens()
-        r = record(unit, i, words)
-        small = record({**unit, "test": unit["test"][:data["sim_n"]], "negatives": unit["negatives"][:data["sim_n"]]},
-                       i, words)
+        r = windows_record(unit, i, words)
+        small = windows_record({**unit, "test": unit["test"][:data["sim_n"]], "negatives": unit["negatives"][:data["sim_n"]]},
+                               i, words)
         await asyncio.gather(
             DetectionScorer(client, n_examples_shown=1, max_tokens=data["max_tokens"])(r),
             FuzzingScorer(client, n_examples_shown=1, max_tokens=data["max_tokens"])(r),

@@ -119,6 +119,19 @@ class SimulationReplay(Replay):
         return Response(text="", prompt_logprobs=table)
 
 
+def windows_record(unit, i, words):
+    """A unit's record whose examples carry token ids into ``words`` (a ``WindowTokens``) and, for its test
+    windows, delphi's 0–10 ``normalized_activations`` — what the simulator reads."""
+    test = [ActivatingExample(tokens=words.ids(c["tokens"]), activations=torch.tensor(c["acts"]),
+                              str_tokens=c["tokens"], quantile=c["quantile"]) for c in unit["test"]]
+    normalize_activations(test, unit["max_act"])
+    neg = [NonActivatingExample(tokens=words.ids(c["tokens"]), activations=torch.zeros(len(c["tokens"])),
+                                str_tokens=c["tokens"], distance=-1.0) for c in unit["negatives"]]
+    r = LatentRecord(latent=Latent(module_name="m", latent_index=i), examples=test, not_active=neg, test=test)
+    r.explanation = unit["explanation"]
+    return r
+
+
 def simulation(data):
     """delphi's simulator scorer, both modes, over every unit."""
     out = {}
@@ -127,13 +140,7 @@ def simulation(data):
         per_unit = []
         for i, unit in enumerate(data["units"]):
             words = WindowTokens()
-            test = [ActivatingExample(tokens=words.ids(c["tokens"]), activations=torch.tensor(c["acts"]),
-                                      str_tokens=c["tokens"], quantile=c["quantile"]) for c in unit["test"]]
-            normalize_activations(test, unit["max_act"])
-            neg = [NonActivatingExample(tokens=words.ids(c["tokens"]), activations=torch.zeros(len(c["tokens"])),
-                                        str_tokens=c["tokens"], distance=-1.0) for c in unit["negatives"]]
-            r = LatentRecord(latent=Latent(module_name="m", latent_index=i), examples=test, not_active=neg, test=test)
-            r.explanation = unit["explanation"]
+            r = windows_record(unit, i, words)
             scorer = RefactoredOpenAISimulator(client, words, all_at_once=mode == "logprobs")
             res = asyncio.run(scorer(r))
             fix = lambda v: None if v == "nan" else float(v)  # noqa: E731
