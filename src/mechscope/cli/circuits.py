@@ -122,7 +122,7 @@ def _graph(args) -> int:
             raise ValueError(f"--supernodes {args.supernodes}: want a JSON object {{name: [node id, ...]}}")
         groups = set_supernodes(graph, named)
         print(f"{len(groups)} supernodes named by hand: " + "; ".join(f"{g[0]} ({len(g) - 1})" for g in groups))
-    elif args.group:
+    elif args.group and not args.explain_features:  # with explanations: grouped by them, once they are written
         from ..tracing.view import group_features
 
         groups = group_features(graph, model, transcoders, node_threshold=args.node_threshold,

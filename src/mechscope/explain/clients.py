@@ -400,7 +400,7 @@ class CachedChat:
                 "temperature": temperature, "top_logprobs": top_logprobs, "seed": seed if temperature > 0 else 0,
                 **({"binary_answers": binary_answers, "answer_prefix": answer_prefix, "choices": list(choices)}
                    if isinstance(self.client, LocalChat) else {})}
-        return hashlib.sha256(json.dumps(what, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+        return _digest(what)
 
     def chat(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int, temperature: float = 0.0,
              top_logprobs: int = 0, seed: int = 0, binary_answers: int = 0,
@@ -416,8 +416,7 @@ class CachedChat:
         if not hasattr(self.client, "prompt_logprobs"):
             raise ValueError(f"{self.name} gives no prompt log-probabilities (only a local model does): "
                              "simulate with mode='json'")
-        keys = [hashlib.sha256(json.dumps({"model": self.client.name, "messages": list(c), "prompt_logprobs": top,
-                                           "after": after}, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+        keys = [_digest({"model": self.client.name, "messages": list(c), "prompt_logprobs": top, "after": after})
                 for c in conversations]
         return self._answer(keys, lambda todo: self.client.prompt_logprobs([conversations[i] for i in todo],
                                                                            after=after, top=top))
@@ -439,6 +438,11 @@ class CachedChat:
             self.usage.add(r)
             out.append(r)
         return out
+
+
+def _digest(request: dict) -> str:
+    """A request's key in the reply cache: the sha256 of its canonical JSON."""
+    return hashlib.sha256(json.dumps(request, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 def open_chat(spec: str | Any, *, endpoint_model: str | None = None, cache: str | os.PathLike | None = None,

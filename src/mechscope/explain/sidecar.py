@@ -26,22 +26,31 @@ def dictionary_fingerprint(sae: Any) -> str:
     return fingerprint_of(sae, {})
 
 
-def write_sidecar(result: Explanations, folder: str | os.PathLike, fingerprint: str) -> Path:
-    """Add ``result``'s explanations to ``folder``'s sidecar (a sidecar of other weights is replaced, with a
-    warning)."""
-    path = Path(folder) / SIDECAR
-    features = read_sidecar(folder, fingerprint, quiet=True) if path.exists() else {}
+def sidecar_entries(result: Explanations) -> dict[int, dict[str, Any]]:
+    """{unit: {"explanation", "explainer", "scorer", "scores"}} of ``result``'s explained units, as the
+    sidecar keeps them (per scorer its balanced accuracy, AUC, malformed answers and count; simulation: its
+    correlation)."""
+    entries: dict[int, dict[str, Any]] = {}
     for u in result.units:
         if u["explanation"] is None:
             continue
-        features[u["unit"]] = {
+        entries[u["unit"]] = {
             "explanation": u["explanation"], "explainer": result.explainer, "scorer": result.scorer,
             "scores": {s: {"balanced_accuracy": sc["metrics"]["balanced_accuracy"], "auc": sc["metrics"]["auc"],
                            "malformed": sc["malformed"], "n": sc["metrics"]["n"]} for s, sc in u["scores"].items()}}
         sim = u.get("simulation", {}).get("explanation")
         if sim is not None:
-            features[u["unit"]]["scores"]["simulation"] = {"correlation": sim["correlation"], "mode": sim["mode"],
-                                                           "malformed": sim["malformed"], "n": len(sim["windows"])}
+            entries[u["unit"]]["scores"]["simulation"] = {"correlation": sim["correlation"], "mode": sim["mode"],
+                                                          "malformed": sim["malformed"], "n": len(sim["windows"])}
+    return entries
+
+
+def write_sidecar(result: Explanations, folder: str | os.PathLike, fingerprint: str) -> Path:
+    """Add ``result``'s explanations to ``folder``'s sidecar (a sidecar of other weights is replaced, with a
+    warning)."""
+    path = Path(folder) / SIDECAR
+    features = read_sidecar(folder, fingerprint, quiet=True) if path.exists() else {}
+    features.update(sidecar_entries(result))
     doc = {"fingerprint": fingerprint, "site": result.site, "kind": result.kind,
            "features": {str(k): v for k, v in sorted(features.items())}}
     return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False)))
@@ -69,17 +78,7 @@ def read_sidecar(folder: str | os.PathLike, fingerprint: str, *, quiet: bool = F
 def card_explanations(source: Explanations | dict[int, dict[str, Any]]) -> dict[int, CardExplanation]:
     """Explanations as cards show them (``NeuronCards.with_explanations``), from a run's ``Explanations`` or a
     sidecar's entries (``read_sidecar``): per unit the text, who wrote it, and each scorer's headline number."""
-    if isinstance(source, Explanations):
-        out: dict[int, CardExplanation] = {}
-        for u in source.units:
-            if u["explanation"] is None:
-                continue
-            scores: dict[str, float | None] = {s: sc["metrics"]["balanced_accuracy"] for s, sc in u["scores"].items()}
-            sim = u.get("simulation", {}).get("explanation")
-            if sim is not None:
-                scores["simulation"] = sim["correlation"]
-            out[u["unit"]] = {"explanation": u["explanation"], "explainer": source.explainer, "scores": scores}
-        return out
+    entries = sidecar_entries(source) if isinstance(source, Explanations) else source
     return {int(k): {"explanation": v["explanation"], "explainer": v.get("explainer", ""),
                      "scores": {s: sc.get("correlation") if s == "simulation" else sc.get("balanced_accuracy")
-                                for s, sc in v.get("scores", {}).items()}} for k, v in source.items()}
+                                for s, sc in v.get("scores", {}).items()}} for k, v in entries.items()}
