@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 DEMO_STAMP := $(VENV)/.mechscope-demo
 TEST_STAMP := $(VENV)/.mechscope-test
 
-.PHONY: demo test test-fast bench bench-sae clean chromium datasets reproduce robustness families ct-env tracr-env delphi-env corpora transcoders transcoders-quick graph-specimen
+.PHONY: demo test test-fast tutorials docs bench bench-sae clean chromium datasets reproduce robustness families ct-env tracr-env delphi-env corpora transcoders transcoders-quick graph-specimen
 
 # What the demo needs (the package and the embedded model), and on top of it what the tests need
 # (the peers they compare with, the browser driver, the optional datasets). `make demo` installs
@@ -22,6 +22,7 @@ $(DEMO_STAMP): pyproject.toml constraints.txt Makefile
 
 $(TEST_STAMP): $(DEMO_STAMP)
 	$(PIP) install -q -c constraints.txt -e '.[test]'
+	$(PY) -m ipykernel install --sys-prefix --name mechscope --display-name "mechscope (.venv)" > /dev/null  # the tutorials' kernel
 	touch $@
 
 demo: $(DEMO_STAMP)
@@ -32,6 +33,21 @@ demo: $(DEMO_STAMP)
 test: $(TEST_STAMP) chromium datasets ct-env tracr-env delphi-env
 	$(VENV)/bin/mechscope info smollm2-135m > /dev/null  # dequantise the GGUF once, before the workers start
 	$(PY) -m pytest -n 2 --run-slow -q --durations=25
+
+# The tutorials (docs/tutorials/*.ipynb), every one run again top to bottom in the kernel "mechscope (.venv)", their
+# outputs saved in place (what the documentation site shows). `make test` runs the quick ones without saving.
+tutorials: $(TEST_STAMP)
+	$(PY) docs/tutorials/execute.py --write
+
+# The documentation site, built offline into site/ in strict mode (a broken link or reference fails the build).
+DOCS_STAMP := $(VENV)/.mechscope-docs
+$(DOCS_STAMP): $(TEST_STAMP)
+	$(PIP) install -q -c constraints.txt -e '.[test,docs]'
+	touch $@
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+	@echo "the site: site/index.html"
 
 datasets:  # Debian's Fashion-MNIST for the small CNN (tests skip without it)
 	@test -d /usr/share/datasets/fashion-mnist || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null; } || echo "no Fashion-MNIST: its tests will be skipped"
@@ -108,9 +124,9 @@ delphi-env:
 chromium:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; } || echo "no Chromium: browser tests will be skipped"
 
-# the README's families × capabilities table, from the family-parametrized tests (tests/family_table.py)
+# the families × capabilities table of docs/models.md, from the family-parametrized tests (tests/family_table.py)
 families: $(TEST_STAMP)
-	$(PY) -m pytest -n 2 -q -p no:cacheprovider --family-table README.md tests/test_models.py tests/test_interventions.py \
+	$(PY) -m pytest -n 2 -q -p no:cacheprovider --family-table docs/models.md tests/test_models.py tests/test_interventions.py \
 	  tests/test_circuits.py tests/test_lens.py tests/test_heads.py
 
 test-fast: $(TEST_STAMP)

@@ -20,7 +20,7 @@ from mechscope.models.tiny import FAMILIES, tiny  # noqa: E402
 
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", help="also run tests on the real embedded models")
-    parser.addoption("--family-table", metavar="README", help="write the families × capabilities table into README")
+    parser.addoption("--family-table", metavar="PAGE", help="write the families × capabilities table into PAGE (docs/models.md)")
 
 
 def pytest_configure(config):

@@ -1,8 +1,8 @@
-"""The README's table of model families × what works, written from a test run (never by hand).
+"""The table of model families × what works, written from a test run (never by hand).
 
 `make families` runs the family-parametrized tests with `--family-table`; each column is the set of
 tests named below, a cell ✓ when all of that family's ran and passed, ✗ when one failed, and "refused"
-when the family's test is the one that checks a refusal by name. The table lands in README.md between
+when the family's test is the one that checks a refusal by name. The table lands in docs/models.md between
 the `families:start` / `families:end` markers.
 """
 

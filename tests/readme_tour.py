@@ -1,7 +1,7 @@
-"""The README's Python blocks, run as a user runs them and checked against the output they print.
+"""The Python blocks of the README and the documentation pages (docs/), run as a user runs them and checked
+against the output they print.
 
-A block is every ```python fence of README.md, in order, all sharing one namespace (a user pastes them
-into one session). A statement followed directly (no blank line) by comment lines claims that output:
+A block is every ```python fence of a page, in order (README.md first, then docs/ page by page). A statement followed directly (no blank line) by comment lines claims that output:
 an expression shows its repr, as at a prompt, unless it prints; an assignment ``x = ...`` shows x's repr;
 anything else shows what it prints.
 Expected output is compared token by token:
@@ -55,13 +55,23 @@ class Block:
     skip: str | None = None
     trained: bool = False
     setup: list[str] = field(default_factory=list)
+    page: str = "README.md"
 
     @property
     def name(self) -> str:
-        return f"L{self.line} {self.heading}"
+        return f"{self.page}:L{self.line} {self.heading}"
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pages() -> list[Path]:
+    """README.md, then every Markdown page of docs/ (sorted)."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
 def blocks(readme: Path) -> list[Block]:
+    page = readme.resolve().relative_to(ROOT).as_posix() if readme.resolve().is_relative_to(ROOT) else readme.name
     lines = readme.read_text().splitlines()
     found, heading, directives, i = [], "", [], 0
     while i < len(lines):
@@ -75,7 +85,8 @@ def blocks(readme: Path) -> list[Block]:
             start, i = i + 1, i + 1
             while lines[i].strip() != "```":
                 i += 1
-            block = Block(start + 1, heading, _doctest_as_comments(textwrap.dedent("\n".join(lines[start:i]) + "\n")))
+            block = Block(start + 1, heading, _doctest_as_comments(textwrap.dedent("\n".join(lines[start:i]) + "\n")),
+                          page=page)
             for kind, value in directives:
                 if kind == "skip":
                     block.skip = value or "no reason given"
@@ -220,9 +231,10 @@ def compare(expected: str, actual: str, numbers: bool = True) -> str | None:
 
 
 def update(readme: Path, only: list[str]) -> None:
-    """Rewrite the README's claimed outputs that differ from what the code prints now, block by block (those
+    """Rewrite a page's claimed outputs that differ from what the code prints now, block by block (those
     whose name contains one of ``only``; all when empty), in one namespace per block as the suite runs them.
-    The README is written after each block; a block that raises is reported and left as it is."""
+    The page is written after each block; a block that raises is reported and left as it is. The README's
+    first block defines ``model``; on another page every block starts from ``ms`` and the embedded model."""
     import traceback
 
     import mechscope as ms
@@ -233,7 +245,10 @@ def update(readme: Path, only: list[str]) -> None:
         if block.skip or (only and index and not any(o in block.name for o in only)):
             continue
         print(f"== {block.name}", flush=True)
-        namespace = {} if index == 0 else {"ms": ms, "model": model}
+        first = index == 0 and readme.name == "README.md"
+        if not first and model is None:
+            model = ms.load("smollm2-135m")
+        namespace = {} if first else {"ms": ms, "model": model}
         try:
             for command in block.setup:
                 subprocess.run([sys.executable, "-m", "mechscope", *command.split()[1:]], check=True)
@@ -241,7 +256,7 @@ def update(readme: Path, only: list[str]) -> None:
         except Exception:
             traceback.print_exc()
             continue
-        if index == 0:
+        if first:
             model = namespace["model"]
         lines = readme.read_text().splitlines()
         for claim in sorted(claims, key=lambda c: -c.output_lines[0]):
@@ -252,9 +267,10 @@ def update(readme: Path, only: list[str]) -> None:
         readme.write_text("\n".join(lines) + "\n")
 
 
-if __name__ == "__main__":  # python tests/readme_tour.py [BLOCK ...]: bring the README's outputs up to date
+if __name__ == "__main__":  # python tests/readme_tour.py [PAGE.md] [BLOCK ...]: bring a page's outputs up to date
     import os
 
-    readme = Path(__file__).resolve().parents[1] / "README.md"
+    args = sys.argv[1:]
+    readme = Path(args.pop(0)).resolve() if args and args[0].endswith(".md") else ROOT / "README.md"
     os.chdir(tempfile.mkdtemp())
-    update(readme, sys.argv[1:])
+    update(readme, args)

@@ -540,3 +540,27 @@ def test_the_committed_specimen_reads_back():
     named = json.loads(path.with_name("smollm2-capital-of-france.supernodes.json").read_text())
     assert [s[0] for s in g.extra["supernodes"]] == list(named)
     assert sum(bool(n["clerp"]) for n in doc["nodes"]) > 100
+
+
+def test_the_static_figure_draws_only_the_strongest_edges(monkeypatch):
+    """Thousands of faint lines hide a graph and bloat its picture: the figure draws the FIGURE_EDGES strongest
+    pruned edges, and its title says how many there are."""
+    from matplotlib.collections import LineCollection
+
+    import mechscope.tracing.graph as graph_module
+
+    model = tiny("llama")
+    g = attribution_graph(model, random_transcoders(model), PROMPT, progress=False)
+    kept = g.prune(0.8, 0.98)
+    n = int(kept.edges.sum())
+    assert n > 6
+    monkeypatch.setattr(graph_module, "FIGURE_EDGES", 5)
+    ax = g.figure().axes[0]
+    lines = [c for c in ax.collections if isinstance(c, LineCollection)][0]
+    assert len(lines.get_segments()) == 5 and ax.get_title().endswith(f"{n:,} edges (pruned 0.8 / 0.98); the 5 strongest drawn")
+    widths = lines.get_linewidths()
+    assert max(widths) == pytest.approx(2.8)  # the strongest edge of all is among those drawn
+    monkeypatch.setattr(graph_module, "FIGURE_EDGES", n)
+    ax = g.figure().axes[0]
+    assert "strongest" not in ax.get_title()
+    assert len([c for c in ax.collections if isinstance(c, LineCollection)][0].get_segments()) == n

@@ -451,3 +451,66 @@ def test_a_result_in_a_notebook_output_cell(browser_page, tmp_path):
     assert graph.summary().split("\n")[0] in fallback.inner_text()
     assert blind.locator("iframe.mechscope-frame").evaluate_all("els => els.filter(e => e.offsetParent).length") == 0
     blind.close()
+
+
+def test_an_exported_notebook_works_offline(browser_page, tmp_path):
+    """A notebook executed in the tutorials' kernel (an attribution graph and attention patterns displayed),
+    exported to HTML by nbconvert with require.js and MathJax switched off, opened with every request that is
+    not a file blocked: the graph viewer draws and answers a hover, the attention viewer a click and a hover."""
+    import sys
+
+    nbformat = pytest.importorskip("nbformat")
+    nbconvert = pytest.importorskip("nbconvert")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs" / "tutorials"))
+    import execute
+
+    if not execute.kernel_installed():
+        pytest.skip("no kernel 'mechscope' (make test installs it)")
+    tests = Path(__file__).resolve().parent
+    book = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": execute.KERNEL, "display_name": "mechscope"}})
+    book.cells = [nbformat.v4.new_code_cell(source) for source in (
+        f"import sys\nsys.path.insert(0, {str(tests)!r})\nfrom test_attribution_graph import _planted_chain\n"
+        "from mechscope.tracing import attribution_graph\n"
+        "model, coders, tok_a, tok_b = _planted_chain()\n"
+        "prompt = [model.tokenizer.bos_token_id] + model.tokenize('a bc')[0][0].tolist()[:4] + [tok_a]\n"
+        "attribution_graph(model, coders, prompt, max_logits=3, progress=False)",
+        "from mechscope.components.heads import AttentionPatterns\n"
+        "AttentionPatterns.of(model.run('the cat sat down', cache='blocks.0.attn.pattern'), layer=0)")]
+    path = tmp_path / "exported.ipynb"
+    nbformat.write(book, path)
+    executed, _ = execute.execute(path)
+    body, _ = nbconvert.HTMLExporter(template_name="lab", mathjax_url="", require_js_url="").from_notebook_node(executed)
+    page_file = tmp_path / "exported.html"
+    page_file.write_text(body, encoding="utf-8")
+    page, errors = browser_page
+    blocked = []
+
+    def offline(route):
+        if route.request.url.startswith(("file:", "data:", "about:", "blob:")):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", offline)
+    page.goto(page_file.as_uri())
+    frames = page.locator("iframe.mechscope-frame")
+    sync_api.expect(frames.first).to_be_visible()
+    assert frames.count() == 2
+    graph = frames.first.element_handle().content_frame()
+    graph.wait_for_function("() => { const s = document.querySelector('section.agraph'); return s && s._cy; }")
+    section = graph.locator("section.agraph")
+    assert section.evaluate("s => s._cy.nodes().length") > 3
+    section.scroll_into_view_if_needed()
+    xy = section.evaluate("""s => { const n = s._cy.nodes('.feature')[0]; const p = n.renderedPosition();
+        const r = s.querySelector('.cy').getBoundingClientRect(); return [r.left + p.x, r.top + p.y]; }""")
+    box = frames.first.bounding_box()
+    page.mouse.move(box["x"] + xy[0], box["y"] + xy[1])
+    sync_api.expect(graph.locator(".agraph-info")).to_contain_text("influence")
+    attention = page.frame_locator("iframe.mechscope-frame >> nth=1")
+    attention.locator("button.head[data-head='1']").click()
+    attention.locator("span.tok").last.hover()
+    sync_api.expect(attention.locator(".attn-info")).to_contain_text("attends most to")
+    assert not errors, errors
+    assert all("cdn" in url or "unpkg" in url for url in blocked), blocked  # only the exporter's own CDN links

@@ -330,6 +330,7 @@ def test_one_grammar_every_command_has_subcommands_an_example_and_the_same_outpu
     for name, leaf in leaves.items():
         epilog = leaf.epilog or ""
         assert epilog.startswith("example") and f"mechscope {name}" in epilog, name
+        assert leaf.format_usage().startswith(f"usage: mechscope {name} [-h]"), leaf.format_usage()  # not the top usage
         assert leaf.get_default("command_name") == name
         options = {o: a for a in leaf._actions for o in a.option_strings}
         assert not {"--page", "--output", "--store", "--sae", "--directory"} & set(options), name

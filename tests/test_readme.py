@@ -1,5 +1,6 @@
-"""The README's Python blocks run as written and print what the README shows (see readme_tour.py for the
-rules). Each block after the first starts from `ms` and `model` alone, as the README says."""
+"""The Python blocks of the README and of the documentation pages run as written and print what the pages show
+(see readme_tour.py for the rules). Each block after the README's first starts from `ms` and `model` alone, as
+the README says."""
 
 import subprocess
 import sys
@@ -8,14 +9,14 @@ from pathlib import Path
 import pytest
 
 import mechscope as ms
-from readme_tour import Block, blocks, compare, run_block
+from readme_tour import Block, blocks, compare, pages, run_block
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-BLOCKS = blocks(README)
+BLOCKS = [block for page in pages() for block in blocks(page)]
 
 
 def test_the_readme_has_its_tour_and_every_skip_gives_a_reason():
-    assert len(BLOCKS) >= 20 and BLOCKS[0].heading == "Quick tour"
+    assert len(BLOCKS) >= 20 and BLOCKS[0].heading == "Quick tour" and BLOCKS[0].page == "README.md"
+    assert {b.page for b in BLOCKS} >= {"README.md", "docs/guide/circuits.md", "docs/guide/features.md"}
     assert "model = ms.load(" in BLOCKS[0].code
     for block in BLOCKS:
         assert block.skip is None or len(block.skip) > 20, block.name
@@ -47,6 +48,6 @@ def test_readme_block_runs_and_prints_what_the_readme_shows(block: Block, smollm
                               text=True, timeout=600)
         assert done.returncode == 0, done.stderr
     namespace = {} if block is BLOCKS[0] else {"ms": ms, "model": smollm}
-    differences = [f"README line {c.line}: {c.source.splitlines()[0]}\n{d}" for c in run_block(block, namespace)
+    differences = [f"{block.page} line {c.line}: {c.source.splitlines()[0]}\n{d}" for c in run_block(block, namespace)
                    if (d := compare(c.expected, c.actual, numbers=not block.trained))]
     assert not differences, "\n\n".join(differences)

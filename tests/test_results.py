@@ -22,11 +22,24 @@ def test_next_tokens_round_trip(llama, tmp_path):
     assert "<img" in result.html() and "Next-token predictions" in result.html()
 
 
+def page_of(cell: str) -> str:
+    """The page a notebook output's script puts in its frame: the head and tail strings around the fallback."""
+    import json
+    import re
+
+    fallback = cell.split('<div class="mechscope-fallback">', 1)[1].rsplit('</div><iframe', 1)[0]
+    head, tail = re.search(r'frame\.srcdoc = ("(?:[^"\\]|\\.)*") \+ fallback\.innerHTML \+ ("(?:[^"\\]|\\.)*");', cell).groups()
+    return json.loads(head) + fallback + json.loads(tail)
+
+
 def test_a_result_displays_itself_in_a_notebook(llama):
     """``_repr_mimebundle_``: the summary as plain text; as HTML the page fragment (escaped as pages are, no
-    script of its own) beside a frame holding the standalone page, escaped once more into its srcdoc."""
-    import html as htmllib
+    script of its own), once: a script builds the frame's standalone page from the page's head and tail around it."""
     import re
+
+    from markupsafe import Markup
+
+    from mechscope.report.page import page
 
     prompts = ["<b>The</b> cat", "Paris is in"]
     result = NextTokens.of(llama.run(prompts), prompts, k=3)
@@ -36,9 +49,11 @@ def test_a_result_displays_itself_in_a_notebook(llama):
     fallback = out.split('<div class="mechscope-fallback">', 1)[1].split("<iframe", 1)[0]
     assert "&lt;b&gt;The&lt;/b&gt;" in fallback and "<b>" not in fallback and "<script" not in fallback
     assert "<img" in fallback  # the static figure
-    doc = htmllib.unescape(re.search(r'srcdoc="([^"]*)"', out).group(1))
+    doc = page_of(out)
     assert doc.startswith("<!doctype html>") and "Content-Security-Policy" in doc and "&lt;b&gt;The" in doc
-    assert out.count("<script>") == 1 and 'sandbox="allow-scripts"' in out
+    assert out.count("<script>") == 1 and 'sandbox="allow-scripts"' in out and "srcdoc=" not in out
+    assert out.count("&lt;b&gt;The&lt;/b&gt;") == 1  # the fragment is stored once
+    assert doc == page(result.title, Markup(result.html()))  # the standalone page, to the byte
     ids = re.findall(r'id="(mechscope-[0-9a-f]+)"', out)
     assert len(ids) == 1 and ids[0] != re.findall(r'id="(mechscope-[0-9a-f]+)"', result._repr_mimebundle_()["text/html"])[0]
 
@@ -225,9 +240,6 @@ def test_a_field_that_sizes_an_allocation_must_agree_with_the_tensors(llama):
 
 def test_dictionaries_and_specimens_display_themselves_in_a_notebook(llama, tmp_path):
     """A model and a dictionary show their fields as a table; a specimen its report, framed like a result."""
-    import html as htmllib
-    import re
-
     import mechscope.archive
     from mechscope.sae import SAEConfig, SparseCoder
 
@@ -256,5 +268,31 @@ def test_dictionaries_and_specimens_display_themselves_in_a_notebook(llama, tmp_
     assert out["text/plain"] == repr(spec)
     fallback = out["text/html"].split('<div class="mechscope-fallback">', 1)[1].split("<iframe", 1)[0]
     assert "&lt;i&gt;probe&lt;/i&gt;" in fallback and "Next-token predictions" in fallback and "<script" not in fallback
-    doc = htmllib.unescape(re.search(r'srcdoc="([^"]*)"', out["text/html"]).group(1))
+    doc = page_of(out["text/html"])
     assert doc.startswith("<!doctype html>") and "Next-token predictions" in doc
+
+
+def test_an_archive_and_a_cross_layer_transcoder_display_themselves_in_a_notebook(llama, tmp_path):
+    """An archive lists its specimens (newest first, escaped); a cross-layer transcoder its layers' sites."""
+    import torch
+
+    import mechscope.archive
+    from mechscope.sae.transcoder_sets import CrossLayerTranscoder
+
+    archive = mechscope.archive.open(tmp_path / "archive")
+    assert archive._repr_mimebundle_()["text/plain"].endswith(": 0 specimen(s)")
+    archive.create("<b>first</b>", model=llama, task="ioi", tags=["heads"])
+    archive.create("second", model=llama)
+    shown = archive._repr_mimebundle_()
+    assert shown["text/plain"].endswith(": 2 specimen(s)")
+    html = shown["text/html"]
+    assert html.index("second") < html.index("&lt;b&gt;first&lt;/b&gt;") and "<b>first" not in html
+    assert "<td>ioi</td><td>v1</td><td>heads</td>" in html and "<script" not in html
+    L, d = llama.cfg.n_layers, llama.cfg.d_model
+    clt = CrossLayerTranscoder(torch.zeros(L, 8, d), torch.zeros(L, 8), [torch.zeros(8, L - i, d) for i in range(L)],
+                               torch.zeros(L, d), None, [f"blocks.{i}.ln2.out" for i in range(L)],
+                               [f"blocks.{i}.mlp.out" for i in range(L)], model="tiny")
+    shown = clt._repr_mimebundle_()
+    assert shown["text/plain"] == f"ReLU cross-layer transcoder: {L} layers × 8 features, {d} → {d} of tiny"
+    assert (f"<th>layer 0</th><td>reads blocks.0.ln2.out; writes blocks.0.mlp.out … blocks.{L - 1}.mlp.out</td>"
+            in shown["text/html"])

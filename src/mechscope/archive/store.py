@@ -49,6 +49,9 @@ def open_archive(location: str | os.PathLike | None = None, *, files: str | os.P
     return Archive(url, file_dir)
 
 
+NOTEBOOK_ROWS = 50  # specimens an archive lists in a notebook cell
+
+
 class Archive:
     """A specimen archive. Use ``open_archive`` (``ms.archive.open``) to get one."""
 
@@ -61,6 +64,18 @@ class Archive:
 
     def __repr__(self) -> str:
         return f"Archive({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        """A notebook's view: its newest specimens (name, uid, model, task, version, tags, last change)."""
+        from ..display import table_html
+
+        found = self.specimens()
+        rows = [(s.name, s.uid[:8], s.model_name, s.task, f"v{s.version}", ", ".join(s.tags), s.updated)
+                for s in found[:NOTEBOOK_ROWS]]
+        title = f"{self!r}: {len(found)} specimen(s)"
+        header = ("name", "uid", "model", "task", "version", "tags", "updated")
+        return {"text/html": table_html(title, header, rows, more=max(0, len(found) - NOTEBOOK_ROWS)),
+                "text/plain": title}
 
     def close(self) -> None:
         self.engine.dispose()

@@ -49,7 +49,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true",
                    help="a MODEL given as a hub id (org/name) missing from the Hugging Face cache is downloaded "
                         "(default: read from the cache only; HF_HUB_OFFLINE forbids it; same as $MECHSCOPE_DOWNLOAD=1)")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help=argparse.SUPPRESS)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help=argparse.SUPPRESS,
+                           prog="mechscope")  # a command's usage line starts "mechscope COMMAND", not the top usage
     for family in FAMILIES:
         family.add(sub)
     listed = [name for _, names in PIPELINE for name in names]

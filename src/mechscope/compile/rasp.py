@@ -5,7 +5,7 @@ y)``, ``Aggregate(selector, x)``, ``SelectorWidth(selector)`` — and selectors,
 predicate)``. Each SOp is *categorical* (one value out of a finite set: compiled as a one-hot
 subspace) or *numerical* (a number: one residual dimension); ``numerical=True`` on ``Map``, ``Full``
 and ``Aggregate`` asks for the latter. ``evaluate(program, xs)`` is the reference interpreter
-(the compiled model must agree with it). Semantics follow tracr: a selector's entry [q][k] is
+(the compiled model must agree with it). Semantics follow tracr: a selector's entry ``[q][k]`` is
 ``predicate(key[k], query[q])``; a numerical Aggregate is the mean of the selected values (0 when
 none is selected); a categorical Aggregate is the one value its selected positions share (None
 when none is selected; an error when they differ).
@@ -177,7 +177,7 @@ def walk(program: SOp) -> list[SOp]:
 
 
 def selection(selector: Select, values: dict[int, list]) -> list[list[bool]]:
-    """[query][key] of ``selector`` given evaluated ``values`` by SOp id."""
+    """``[query][key]`` of ``selector`` given evaluated ``values`` by SOp id."""
     keys, queries = values[id(selector.keys)], values[id(selector.queries)]
     return [[selector.predicate(k, q) for k in keys] for q in queries]
 

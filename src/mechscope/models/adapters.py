@@ -127,7 +127,7 @@ GEMMA2 = dataclasses.replace(LLAMA, families=("gemma2", "gemma3_text"), mid_norm
 # normalised before they are added back (``attn.out`` / ``mlp.out`` are those norms' outputs);
 # ``resid_mid`` and ``mlp.in`` are then the same tensor, the MLP's input. Their q/k norms span all
 # heads jointly: one head's query reads its own input only through the whole projection, so the edge
-# engine defines head h's query as slice h of q_norm(q_proj(x + δ_h)) (README, "Models").
+# engine defines head h's query as slice h of q_norm(q_proj(x + δ_h)) (docs/models.md).
 JOINT_QK = ("self_attn.q_norm", "self_attn.k_norm")
 OLMO2 = dataclasses.replace(GEMMA2, families=("olmo2", "olmo3"), mid_norm="mlp", attn_norm=None, joint_qk_norm=JOINT_QK)
 # Mixtures of experts: the block's MLP is the sparse-MoE module (router + fused 3-D expert weights,
@@ -258,7 +258,7 @@ class UnsupportedArchitecture(ValueError):
 
 
 def register(family: str, adapter: Adapter) -> None:
-    """Use ``adapter`` for models whose ``config.model_type`` is ``family`` (README: "Adding an adapter")."""
+    """Use ``adapter`` for models whose ``config.model_type`` is ``family`` (docs/how-to/add-a-family.md)."""
     ADAPTERS[family] = adapter
 
 
@@ -290,7 +290,7 @@ def adapter_for(hf_model: nn.Module) -> Adapter:
         hint = (f"every module path of the {best} layout exists: if {model_type} computes what {best} does "
                 f"(norm placement, multipliers, attention), mechscope.models.adapters.register({model_type!r}, "
                 f"ADAPTERS[{best!r}]) makes it work" if not layouts[best] else
-                "no known layout fits: write an Adapter (README, 'Adding an adapter')")
+                "no known layout fits: write an Adapter (docs/how-to/add-a-family.md)")
         raise UnsupportedArchitecture(
             f"no mechscope adapter for architecture {model_type!r} ({type(hf_model).__name__}); supported: "
             f"{', '.join(sorted(ADAPTERS))}. Looked for each known layout's module paths — {looked}. {hint}.")

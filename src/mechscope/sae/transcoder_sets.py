@@ -223,6 +223,18 @@ class CrossLayerTranscoder(nn.Module):
         self.threshold = nn.Parameter(threshold.clone()) if threshold is not None else None
         self.sites, self.targets, self.model = list(sites), list(targets), model
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        """A notebook's view: one row per layer (the site it reads, the sites its features write)."""
+        from ..display import fields_html
+
+        kind = "JumpReLU" if self.threshold is not None else "ReLU"
+        title = (f"{kind} cross-layer transcoder: {self.n_layers} layers × {self.width:,} features, "
+                 f"{self.d_in} → {self.d_out}" + (f" of {self.model}" if self.model else ""))
+        rows = [(f"layer {i}", f"reads {self.sites[i]}; writes {self.targets[i]}"
+                 + (f" … {self.targets[-1]}" if i < self.n_layers - 1 else ""))
+                for i in range(self.n_layers)]
+        return {"text/html": fields_html(title, rows), "text/plain": title}
+
     def encode_layer(self, x: torch.Tensor, layer: int) -> torch.Tensor:
         """Features [..., F] of layer ``layer`` from its input x [..., d_in]."""
         if x.shape[-1] != self.d_in:
@@ -235,7 +247,7 @@ class CrossLayerTranscoder(nn.Module):
         return torch.stack([self.encode_layer(x[layer], layer) for layer in range(self.n_layers)])
 
     def decode_layer(self, f: Sequence[torch.Tensor], layer: int) -> torch.Tensor:
-        """Layer ``layer``'s output [..., d_out] from the features of layers 0..layer (f[i] [..., F])."""
+        """Layer ``layer``'s output [..., d_out] from the features of layers 0..layer (``f[i]`` [..., F])."""
         out = self.b_dec[layer].to(f[0].dtype)
         for i in range(layer + 1):
             out = out + f[i] @ self.W_dec[i][:, layer - i]

@@ -63,7 +63,7 @@ def fourier_basis(p: int) -> tuple[torch.Tensor, list[str]]:
 
 
 def embedding_spectrum(w_e: torch.Tensor, p: int) -> torch.Tensor:
-    """Norm of the number embeddings W_E[:p] [p, d] in each frequency k = 1 … (p−1)/2 (the cos
+    """Norm of the number embeddings ``W_E[:p]`` [p, d] in each frequency k = 1 … (p−1)/2 (the cos
     and sin rows together): [(p−1)/2]."""
     basis, _ = fourier_basis(p)
     coef = basis @ w_e[:p].float()  # [p, d]

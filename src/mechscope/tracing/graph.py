@@ -21,6 +21,7 @@ from .prune import Pruned, graph_scores, influence, normalised, prune
 
 
 LOW_REPLACEMENT = 0.2  # below this a graph's summary warns: its transcoders explain little of the prompt
+FIGURE_EDGES = 500  # the static figure draws at most this many of the pruned graph's strongest edges
 
 
 @dataclass
@@ -154,18 +155,24 @@ class AttributionGraph(Result):
 
             return supernode_figure(self)
 
+        from matplotlib.collections import LineCollection
+
         kept = self.prune(node_threshold, edge_threshold)
         x, y = self.layout()
         adj = self.adjacency()
         (r, c), v = adj.indices(), adj.values()
         e = kept.edges.nonzero()[:, 0]
+        n_kept = len(e)
+        if n_kept > FIGURE_EDGES:  # the strongest: thousands of faint lines hide the graph and bloat the picture
+            e = e[v[e].abs().topk(FIGURE_EDGES).indices]
         fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * self.n_pos + 2), 0.45 * self.n_layers + 3))
         if len(e):
-            top = float(v[e].abs().max())
-            for i in e.tolist():
-                a, b = int(c[i]), int(r[i])
-                ax.plot([x[a], x[b]], [y[a], y[b]], color="#2b6cb0" if v[i] > 0 else "#c53030",
-                        lw=0.3 + 2.5 * float(abs(v[i])) / top, alpha=0.55, zorder=1)
+            w = v[e].abs().float()
+            segments = [[(float(x[int(c[i])]), float(y[int(c[i])])), (float(x[int(r[i])]), float(y[int(r[i])]))]
+                        for i in e.tolist()]
+            ax.add_collection(LineCollection(segments, colors=["#2b6cb0" if float(v[i]) > 0 else "#c53030" for i in e.tolist()],
+                                             linewidths=(0.3 + 2.5 * w / w.max()).tolist(), alpha=0.55, zorder=1,
+                                             antialiaseds=False))  # crisp lines: a far smaller PNG
         colours = {"feature": "#dd6b20", "error": "#718096", "token": "#2f855a", "target": "#6b46c1"}
         shown = kept.nodes.nonzero()[:, 0].tolist()
         for kind, colour in colours.items():
@@ -179,7 +186,8 @@ class AttributionGraph(Result):
         ax.set_xticks(range(self.n_pos), [repr(t)[1:-1] for t in self.tokens], rotation=45, ha="right", fontsize=7)
         ax.set_yticks(range(-1, self.n_layers + 1), ["tokens", *[str(i) for i in range(self.n_layers)], "out"], fontsize=7)
         ax.set(xlabel="position", ylabel="layer",
-               title=f"{int(kept.nodes.sum())} nodes, {int(kept.edges.sum())} edges (pruned {node_threshold} / {edge_threshold})")
+               title=f"{int(kept.nodes.sum())} nodes, {n_kept:,} edges (pruned {node_threshold} / {edge_threshold})"
+                     + (f"; the {FIGURE_EDGES:,} strongest drawn" if n_kept > FIGURE_EDGES else ""))
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         fig.tight_layout()
         return fig

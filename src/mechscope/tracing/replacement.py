@@ -180,8 +180,8 @@ def norm_paths(model: Model) -> list[str]:
 class LocalReplacement:
     """The replacement model of one prompt: its clean activations, features and errors.
 
-    ids [pos]; embed [pos, d]; inputs[l] [pos, d_in] (layer l's transcoder input); outputs[l]
-    [pos, d] (mlp.out); acts[l] [pos, F] (zero at position 0 when it is a special token: circuit-
+    ids [pos]; embed [pos, d]; ``inputs[l]`` [pos, d_in] (layer l's transcoder input); ``outputs[l]``
+    [pos, d] (mlp.out); ``acts[l]`` [pos, F] (zero at position 0 when it is a special token: circuit-
     tracer's convention — the first position's MLP output is then a constant, not a node); errors
     [L, pos, d]; logits [vocab] at the last position. A prompt that does not start with a special
     token gets one (BOS, else pad or EOS) unless ``prepend=False``.
@@ -434,7 +434,7 @@ class LocalReplacement:
 @dataclass
 class LinearRun:
     """What ``linear_run`` holds: the leaves where gradients are read (embed_leaf [rows, pos, d],
-    out_leaves[l] [rows, pos, d]) and the tensors where they are injected (inputs[l], final)."""
+    ``out_leaves[l]`` [rows, pos, d]) and the tensors where they are injected (``inputs[l]``, final)."""
 
     rows: int
     embed_leaf: torch.Tensor | None = None
@@ -448,7 +448,7 @@ class LinearRun:
 
 @dataclass
 class FrozenRun:
-    """A frozen run's rows: inputs[l] [rows, pos, d_in], final [rows, pos, d] (final norm output), logits [rows, vocab]."""
+    """A frozen run's rows: ``inputs[l]`` [rows, pos, d_in], final [rows, pos, d] (final norm output), logits [rows, vocab]."""
 
     rows: int
     final: torch.Tensor | None = None
