@@ -58,11 +58,17 @@ def _walk(parser: argparse.ArgumentParser, path: str) -> list[tuple[str, str]]:
 
 
 def cli_page() -> str:
-    os.environ["COLUMNS"] = "110"  # argparse wraps at the terminal's width: fix it for the page
     from mechscope.cli import PIPELINE, parser
 
-    top = parser()
-    commands = {path: text for path, text in _walk(top, "mechscope")}
+    before = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "110"  # argparse wraps at the terminal's width: fix it for the page, then put it back
+    try:
+        commands = dict(_walk(parser(), "mechscope"))
+    finally:
+        if before is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = before
     order = ["mechscope"] + [p for _, names in PIPELINE for name in names for p in commands
                              if p == f"mechscope {name}" or p.startswith(f"mechscope {name} ")]
     lines = ["# Command reference", "",

@@ -169,7 +169,8 @@ def test_targets_and_caps():
                           batch_size=8, progress=False)
     assert g.targets[0] == "a" and g.target_ids[1] == -1 and g.target_weights[2] == 0.5
     ids = g.node_ids()
-    assert ids[-1] == f"{g.n_layers + 1}_2_{g.n_pos - 1}" and ids[g.n_features].startswith("0_0_")
+    assert ids[-1] == f"{g.n_layers + 1}_2_{g.n_pos - 1}" and ids[g.n_features].startswith("err_0_")
+    assert len(set(ids)) == len(ids)  # one id per node: no error shares a layer-0 feature's (circuit-tracer's 0_L_P)
     full = attribution_graph(model, coders, PROMPT, batch_size=8, progress=False)
     capped = attribution_graph(model, coders, PROMPT, batch_size=4, update_interval=1, max_feature_nodes=10,
                                progress=False)
@@ -255,7 +256,7 @@ def test_planted_chain_is_what_survives_pruning():
     kept_ids = {ids[i] for i in kept.nodes.nonzero()[:, 0].tolist()}
     chain = {"0_3_5", "1_7_5", f"E_{tok_a}_5", f"{g.n_layers + 1}_{tok_b}_5"}
     assert chain <= kept_ids
-    assert not any(i.startswith("0_") and g.node_kind(ids.index(i)) == "error" for i in kept_ids)
+    assert not any(g.node_kind(ids.index(i)) == "error" for i in kept_ids)
     A = g.adjacency(dense=True)
     assert A[1, 0] > 0 and A[-1, 1] > 0 and A[0, ids.index(f"E_{tok_a}_5")] > 0
     rep, comp = g.scores()
@@ -400,18 +401,25 @@ def test_validation_on_a_random_model():
 def test_neuronpedia_json_round_trip():
     model = tiny("llama")
     g = attribution_graph(model, random_transcoders(model), PROMPT, batch_size=16, progress=False)
-    doc = to_neuronpedia(g, slug="tiny", supernodes=[["first", "E_1_0"]])
     kept = g.prune()
-    assert {n["node_id"] for n in doc["nodes"]} <= {g.node_ids()[i] for i in kept.nodes.nonzero()[:, 0].tolist()}
+    own = g.node_ids()
+    error = next(own[i] for i in kept.nodes.nonzero()[:, 0].tolist() if g.node_kind(i) == "error")
+    doc = to_neuronpedia(g, slug="tiny", supernodes=[["first", "E_1_0"], ["an error", error]])
+    layer, pos = error.split("_")[1:]
+    written = {own[i].replace("err_", "0_", 1) for i in kept.nodes.nonzero()[:, 0].tolist()}  # circuit-tracer's ids
+    assert {n["node_id"] for n in doc["nodes"]} <= written and f"0_{layer}_{pos}" in {n["node_id"] for n in doc["nodes"]}
+    assert doc["qParams"]["supernodes"] == [["first", "E_1_0"], ["an error", f"0_{layer}_{pos}"]]
     assert len(doc["links"]) == int(kept.edges.sum())
     text = json.dumps(doc)
     back = from_neuronpedia(text)
     assert back.n_layers == g.n_layers and back.token_ids == g.token_ids and back.target_ids == g.target_ids
-    assert back.extra["supernodes"] == [["first", "E_1_0"]] and back.extra["ambiguous_links"] == 0
-    ids, A = back.node_ids(), back.adjacency(dense=True)
-    for link in doc["links"]:
-        assert A[ids.index(link["target"]), ids.index(link["source"])] == pytest.approx(link["weight"])
-    assert int((A != 0).sum()) == len(doc["links"])
+    assert back.extra["supernodes"] == [["first", "E_1_0"], ["an error", error]] and back.extra["ambiguous_links"] == 0
+    (r, c), v = g.adjacency().indices(), g.adjacency().values()
+    want = {(own[int(c[e])], own[int(r[e])]): float(v[e]) for e in kept.edges.nonzero()[:, 0].tolist()}
+    ids, B = back.node_ids(), back.adjacency()
+    (r, c), v = B.indices(), B.values()
+    got = {(ids[int(c[e])], ids[int(r[e])]): float(v[e]) for e in range(len(v))}
+    assert got.keys() == want.keys() and all(got[k] == pytest.approx(want[k]) for k in want)  # the same edges, same ids
     assert "NaN" not in back.html(draw=False)  # the viewer's JSON block stays valid JSON without activations
     again = to_neuronpedia(back, node_threshold=1.0, edge_threshold=1.0)
     assert {(x["source"], x["target"]) for x in again["links"]} <= {(x["source"], x["target"]) for x in doc["links"]}

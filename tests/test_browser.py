@@ -514,3 +514,57 @@ def test_an_exported_notebook_works_offline(browser_page, tmp_path):
     sync_api.expect(attention.locator(".attn-info")).to_contain_text("attends most to")
     assert not errors, errors
     assert all("cdn" in url or "unpkg" in url for url in blocked), blocked  # only the exporter's own CDN links
+
+
+def test_attribution_graph_viewer_lays_the_graph_out_readably(browser_page, tmp_path):
+    """Columns are positions spread over the box's width, in order, labelled by their tokens; rows are the layers
+    that hold a node, labelled; no two nodes overlap (the outputs, all at the last position, included); a
+    feature is labelled by its explanation, else its card's label; the static figure gives way to the viewer."""
+    from test_attribution_graph import PROMPT, random_transcoders
+
+    from mechscope.models.tiny import tiny
+    from mechscope.report.page import page as html_page
+    from mechscope.tracing import attribution_graph
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    model = tiny("llama")
+    graph = attribution_graph(model, random_transcoders(model), PROMPT, progress=False)
+    features = [n for n in graph.node_ids()[:graph.n_features]]
+    kept = set(graph.node_ids()[i] for i in graph.prune(0.8, 0.98).nodes.nonzero()[:, 0].tolist())
+    explained, carded = [f for f in features if f in kept][:2]
+    key = lambda node: "_".join(node.split("_")[:2])  # noqa: E731  (layer_feature of a node id L_F_P)
+    graph.extra["explanations"] = {key(explained): {"explanation": "cats & <dogs>", "explainer": "rule", "scores": {}}}
+    graph.extra["cards"] = {key(carded): {"label": "fires on 'mat'", "top": [], "promoted": []}}
+    standalone = tmp_path / "graph.html"
+    standalone.write_text(html_page(graph.title, graph.html()), encoding="utf-8")
+    page, errors = browser_page
+    page.goto(standalone.as_uri())
+    page.wait_for_function("() => document.querySelector('section.agraph')._cy !== undefined")
+    section = page.locator("section.agraph")
+    boxes = section.evaluate("""s => s._cy.nodes().filter(n => !n.hasClass('axis') && !n.hasClass('super')).map(n => {
+        const b = n.renderedBoundingBox({includeLabels: false}); return [n.id(), n.classes()[0], b.x1, b.y1, b.x2, b.y2]; })""")
+    width = section.evaluate("s => s.querySelector('.cy').clientWidth")
+    assert len(boxes) == len(kept)
+    xs = [(b[2] + b[4]) / 2 for b in boxes]
+    assert max(xs) - min(xs) > 0.6 * width  # spread over the box, not squeezed into a column
+    overlaps = [(a[0], b[0]) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+                if min(a[4], b[4]) - max(a[2], b[2]) > 0.5 and min(a[5], b[5]) - max(a[3], b[3]) > 0.5]
+    assert not overlaps, overlaps[:5]
+    tokens = sorted((b for b in boxes if b[1] == "token"), key=lambda b: int(b[0].rsplit("_", 1)[1]))
+    assert [b[2] for b in tokens] == sorted(b[2] for b in tokens) and len(tokens) == graph.n_pos  # in prompt order
+    assert sum(b[1] == "target" for b in boxes) == len(graph.targets)
+    rows = section.evaluate("s => s._cy.nodes('.axis').map(n => n.data('label'))")
+    assert rows[0] == "tokens" and rows[-1] == "output" and "L0" in rows
+    labels = section.evaluate(f"s => [s._cy.$id('{explained}').data('label'), s._cy.$id('{carded}').data('label')]")
+    assert labels == ["cats & <dogs>", "fires on 'mat'"]
+    assert section.locator("img.agraph-figure").is_hidden() and section.locator(".agraph-legend li").count() == 6
+    section.locator("button.agraph-fit").click()
+    # an edge that crosses positions says that no attention explanation is stored for it; one within a position not
+    crossing = section.evaluate("""s => { const pos = id => JSON.parse(s.querySelector('script.agraph-data').textContent)
+        .nodes.find(n => n.id === id).pos; const e = s._cy.edges().filter(e => pos(e.data('source')) !== pos(e.data('target')))[0];
+        e.emit('tap'); return e.id(); }""")
+    assert crossing and "(no attention explanation stored for this edge)" in section.locator(".agraph-info").inner_text()
+    section.evaluate("""s => { const pos = id => JSON.parse(s.querySelector('script.agraph-data').textContent)
+        .nodes.find(n => n.id === id).pos; s._cy.edges().filter(e => pos(e.data('source')) === pos(e.data('target')))[0].emit('tap'); }""")
+    assert "no attention explanation" not in section.locator(".agraph-info").inner_text()
+    assert not errors, errors

@@ -4,6 +4,7 @@ builds the site in strict mode: CI runs it after the tests.)"""
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -36,8 +37,10 @@ def test_the_api_reference_has_a_page_per_package():
     assert not any("._" in line for page in pages.values() for line in page.splitlines() if line.startswith(":::"))
 
 
-def test_the_command_reference_is_every_commands_help():
+def test_the_command_reference_is_every_commands_help(monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
     text = hooks.cli_page()
+    assert "COLUMNS" not in os.environ  # its fixed width stays inside the page
     for command in ("mechscope", "mechscope graph", "mechscope sae train", "mechscope sae explain",
                     "mechscope specimens import", "mechscope vision gradcam"):
         assert f"## `{command}`\n" in text, command

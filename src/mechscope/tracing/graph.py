@@ -86,11 +86,13 @@ class AttributionGraph(Result):
         return "token" if i < self.token_slice.stop else "target"
 
     def node_ids(self) -> list[str]:
-        """Neuronpedia / circuit-tracer node ids: ``L_F_P`` features, ``0_L_P`` errors,
-        ``E_{token}_{P}`` tokens, ``{L+1}_{token}_{P}`` targets (custom targets: their index)."""
+        """Node ids, one per node: circuit-tracer's / Neuronpedia's — ``L_F_P`` features, ``E_{token}_{P}`` tokens,
+        ``{L+1}_{token}_{P}`` targets (custom targets: their index) — except errors, ``err_L_P``: circuit-tracer
+        names error (L, P) ``0_L_P``, which is also feature L of layer 0 at position P (``to_neuronpedia`` writes
+        that id; ``from_neuronpedia`` resolves it)."""
         L, P = self.n_layers, self.n_pos
         ids = [names.feature(f, l, p).node for l, p, f in self.features.tolist()]
-        ids += [f"0_{l}_{p}" for l in range(L) for p in range(P)]
+        ids += [f"err_{l}_{p}" for l in range(L) for p in range(P)]
         ids += [f"E_{t}_{p}" for p, t in enumerate(self.token_ids)]
         ids += [f"{L + 1}_{t if t >= 0 else i}_{P - 1}" for i, t in enumerate(self.target_ids)]
         return ids
@@ -126,6 +128,18 @@ class AttributionGraph(Result):
     def scores(self) -> tuple[float, float]:
         """(replacement score, completeness score) as circuit-tracer defines them."""
         return graph_scores(self.adjacency(), self.weights(), self.error_slice, self.token_slice)
+
+    def place(self, i: int) -> tuple[int, int]:
+        """(position, layer) of node ``i``: tokens at layer −1, targets at ``n_layers`` and the last position."""
+        if i < self.n_features:
+            layer, pos, _ = self.features[i].tolist()
+            return int(pos), int(layer)
+        if i < self.error_slice.stop:
+            j = i - self.error_slice.start
+            return j % self.n_pos, j // self.n_pos
+        if i < self.token_slice.stop:
+            return i - self.token_slice.start, -1
+        return self.n_pos - 1, self.n_layers
 
     def layout(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(x, y) [n_nodes] of each node: x its position (nodes sharing a cell spread out), y its

@@ -6,7 +6,8 @@ schema_version), ``qParams`` (pinnedIds, supernodes — each ``[name, id, id, ..
 clickedId, sg_pos), ``nodes`` and ``links`` (source, target, weight) of the *pruned* graph.
 Node ids: ``L_F_P`` features, ``0_L_P`` errors, ``E_{token}_{P}`` embeddings, ``{L+1}_{token}_{P}``
 logits; a node's ``feature_type`` says which, because an error's id can equal a layer-0
-feature's (``0_3_5`` is error (3, 5) or feature 3 of layer 0 at position 5).
+feature's (``0_3_5`` is error (3, 5) or feature 3 of layer 0 at position 5). Inside mechscope an error
+is ``err_L_P`` (``AttributionGraph.node_ids``): the writer and the reader translate.
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ def to_neuronpedia(graph: AttributionGraph, *, slug: str = "mechscope-graph", sc
     from its card (``graph_cards``) if it has one.
     ``supernodes`` default to the graph's own."""
     kept = graph.prune(node_threshold, edge_threshold)
-    ids = graph.node_ids()
     L, P, nf = graph.n_layers, graph.n_pos, graph.n_features
+    own = graph.node_ids()
+    ids = [f"0_{(i - nf) // P}_{(i - nf) % P}" if graph.node_kind(i) == "error" else n for i, n in enumerate(own)]
+    exported = dict(zip(own, ids))  # mechscope's id -> the document's
     cards = graph.extra.get("cards") or {}
     explained = graph.extra.get("explanations") or {}
     labels = {k: c["label"] for k, c in cards.items()} | {k: e["explanation"] for k, e in explained.items()}
@@ -83,7 +86,8 @@ def to_neuronpedia(graph: AttributionGraph, *, slug: str = "mechscope-graph", sc
     linked = {x for link in links for x in (link["source"], link["target"])}
     nodes = [n for n in nodes if n["node_id"] in linked or n["feature_type"] in ("embedding", "logit")]
     kept_ids = {n["node_id"] for n in nodes}  # a supernode lists only the members the export keeps
-    shown = [[s[0], *members] for s in (supernodes or []) if (members := [m for m in s[1:] if m in kept_ids])]
+    shown = [[s[0], *members] for s in (supernodes or [])
+             if (members := [exported.get(m, m) for m in s[1:] if exported.get(m, m) in kept_ids])]
     return {
         "metadata": {"slug": slug, "scan": scan or graph.transcoders or "mechscope", "transcoder_list": [],
                      "prompt_tokens": list(graph.tokens), "prompt": graph.prompt, "node_threshold": node_threshold,
@@ -94,6 +98,23 @@ def to_neuronpedia(graph: AttributionGraph, *, slug: str = "mechscope-graph", sc
                     "clickedId": "", "sg_pos": ""},
         "nodes": nodes, "links": links,
     }
+
+
+def _own_supernodes(supernodes: Any, index: dict[str, list[tuple[int, int, str]]], nf: int, P: int) -> list:
+    """A document's supernodes in mechscope's ids: a member the document names ``0_L_P`` is the feature where it
+    has one of that id, else error (L, P) — ``err_L_P``."""
+    out = []
+    for s in supernodes if isinstance(supernodes, list) else []:
+        if isinstance(s, list) and s and all(isinstance(m, str) for m in s):
+            members = []
+            for m in s[1:]:
+                kinds = {kind: i for i, _, kind in index.get(m, [])}
+                if "error" in kinds and "feature" not in kinds:
+                    i = kinds["error"] - nf
+                    m = f"err_{i // P}_{i % P}"
+                members.append(m)
+            out.append([s[0], *members])
+    return out
 
 
 def _need(cond: bool, msg: str) -> None:
@@ -205,6 +226,6 @@ def from_neuronpedia(doc: str | bytes | dict) -> AttributionGraph:
         target_values=torch.full((T,), float("nan")), biases=torch.full((nf + T,), float("nan")),
         edge_index=edge_index[:, sort], edge_weight=weight[sort], n_active=nf, transcoders=str(meta.get("scan", "")),
         extra={"imported": True, "ambiguous_links": ambiguous,
-               "supernodes": (doc.get("qParams") or {}).get("supernodes", []),
+               "supernodes": _own_supernodes((doc.get("qParams") or {}).get("supernodes", []), index, nf, P),
                "clerps": {n["node_id"]: str(n["clerp"]) for kind, _, n in parsed if kind == "feature" and n.get("clerp")}})
     return g

@@ -198,11 +198,11 @@ MAX_EDGES = 4000  # a browser draws this many of the pruned graph's strongest ed
 
 
 def view_data(graph: Any, node_threshold: float = 0.8, edge_threshold: float = 0.98, max_edges: int = MAX_EDGES) -> dict:
-    """The viewer's data: nodes with their place (x position, y layer), the ``max_edges`` strongest
-    edges, supernodes, cards and attention explanations of the pruned graph."""
+    """The viewer's data: nodes with their place (position; layer: −1 for tokens, ``n_layers`` for targets —
+    the viewer lays them out), the ``max_edges`` strongest edges, supernodes, cards and attention explanations
+    of the pruned graph."""
     kept = graph.prune(node_threshold, edge_threshold)
     ids, labels = graph.node_ids(), graph.node_labels()
-    x, y = graph.layout()
     cards = graph.extra.get("cards", {})
     explained = graph.extra.get("explanations", {})
     supernodes = [list(s) for s in graph.extra.get("supernodes", [])]
@@ -211,8 +211,9 @@ def view_data(graph: Any, node_threshold: float = 0.8, edge_threshold: float = 0
     nodes = []
     for i in shown:
         kind = graph.node_kind(i)
-        node = {"id": ids[i], "label": labels[i], "kind": kind, "x": round(float(x[i]) * 90, 1),
-                "y": round(-float(y[i]) * 70, 1), "influence": round(float(kept.cumulative[i]), 4)}
+        pos, layer = graph.place(i)
+        node = {"id": ids[i], "label": labels[i], "kind": kind, "pos": pos, "layer": layer,
+                "influence": round(float(kept.cumulative[i]), 4)}
         if kind == "feature":
             layer, _, f = graph.features[i].tolist()
             a = float(graph.activations[i])

@@ -66,18 +66,56 @@
       });
     });
   }
-  // attribution graphs: cytoscape.js (vendored) draws the data block; nodes sit at (position, layer)
+  // attribution graphs: where each node goes. Columns are the prompt's positions, spread over the box's width;
+  // rows are the layers that hold a node (tokens at the bottom, the output on top); the nodes of one cell share
+  // its column's width, most influential first, wrapping into more lines when they do not fit one.
+  var NODE = 12, GAP = 5, LINE = NODE + GAP, GUTTER = 56;
+  function placeNodes(d, width) {
+    var P = d.tokens.length, colW = Math.max(4 * LINE, (width - GUTTER) / P), perLine = Math.max(1, Math.floor(0.92 * colW / LINE));
+    var cells = {}, lines = {};
+    d.nodes.forEach(function (n) { var k = n.pos + ":" + n.layer; (cells[k] = cells[k] || []).push(n); });
+    Object.keys(cells).forEach(function (k) {
+      var layer = cells[k][0].layer;
+      lines[layer] = Math.max(lines[layer] || 1, Math.ceil(cells[k].length / perLine));
+    });
+    var layers = Object.keys(lines).map(Number).sort(function (a, b) { return a - b; });
+    var base = {}, y = 0;  // a row's lowest line, counted up from the tokens
+    layers.forEach(function (l) { base[l] = y; y += lines[l] * LINE + 18; });
+    var at = {};
+    Object.keys(cells).forEach(function (k) {
+      var ns = cells[k].slice().sort(function (a, b) { return b.influence - a.influence; });
+      ns.forEach(function (n, i) {
+        var line = Math.floor(i / perLine), inLine = Math.min(perLine, ns.length - line * perLine), j = i % perLine;
+        at[n.id] = {x: GUTTER + (n.pos + 0.5) * colW + (j - (inLine - 1) / 2) * LINE, y: -(base[n.layer] + line * LINE)};
+      });
+    });
+    var rows = layers.map(function (l) {
+      return {layer: l, y: -(base[l] + (lines[l] - 1) * LINE / 2),
+              label: l < 0 ? "tokens" : (l >= d.n_layers ? "output" : "L" + l)};
+    });
+    return {at: at, rows: rows, width: GUTTER + P * colW, height: y};
+  }
+  function nodeLabel(n) {
+    var text = n.explanation ? n.explanation.explanation : (n.card && n.card.label) || n.label;
+    return text.length > 40 ? text.slice(0, 39) + "…" : text;
+  }
   function agraph(root) {
     var d = JSON.parse(root.querySelector("script.agraph-data").textContent);
     var info = root.querySelector(".agraph-info"), slider = root.querySelector("input.agraph-threshold");
-    var count = root.querySelector(".agraph-count"), pinned = null;
+    var count = root.querySelector(".agraph-count"), pinned = null, box = root.querySelector(".cy");
     if (typeof cytoscape !== "function") { info.textContent = "The graph viewer script did not load."; return; }
+    var placed = placeNodes(d, box.clientWidth || 900);
+    box.style.height = Math.round(Math.min(900, Math.max(360, placed.height + 60))) + "px";
     var els = [], top = 1e-12;
+    placed.rows.forEach(function (r) {
+      els.push({group: "nodes", data: {id: "row:" + r.layer, label: r.label}, position: {x: 10, y: r.y}, classes: "axis",
+                selectable: false, grabbable: false});
+    });
     d.supernodes.forEach(function (s) { els.push({group: "nodes", data: {id: "sn:" + s[0], label: s[0], kind: "super"}, classes: "super"}); });
     d.nodes.forEach(function (n) {
-      var data = {id: n.id, label: n.kind === "feature" ? n.id : n.label, kind: n.kind};
+      var data = {id: n.id, label: n.kind === "feature" ? nodeLabel(n) : n.label, kind: n.kind};
       if (n.parent) data.parent = "sn:" + n.parent;
-      els.push({group: "nodes", data: data, position: {x: n.x, y: n.y}, classes: n.kind});
+      els.push({group: "nodes", data: data, position: placed.at[n.id], classes: n.kind});
     });
     d.edges.forEach(function (e) { top = Math.max(top, Math.abs(e.w)); });
     d.edges.forEach(function (e, i) {
@@ -87,14 +125,16 @@
     var byId = {};
     d.nodes.forEach(function (n) { byId[n.id] = n; });
     var cy = cytoscape({
-      container: root.querySelector(".cy"), elements: els, layout: {name: "preset", fit: true, padding: 24},
-      wheelSensitivity: 0.3, minZoom: 0.05, maxZoom: 6,
+      container: box, elements: els, layout: {name: "preset", fit: false}, wheelSensitivity: 0.3, minZoom: 0.05, maxZoom: 6,
       style: [
-        {selector: "node", style: {"width": 12, "height": 12, "label": "data(label)", "font-size": 7, "text-valign": "top",
-          "background-color": "#dd6b20", "color": "#333"}},
+        {selector: "node", style: {"width": NODE, "height": NODE, "label": "data(label)", "font-size": 7, "text-valign": "top",
+          "background-color": "#dd6b20", "color": "#333", "min-zoomed-font-size": 10, "text-max-width": 90, "text-wrap": "ellipsis"}},
+        {selector: "node.axis", style: {"width": 1, "height": 1, "background-opacity": 0, "font-size": 9, "color": "#718096",
+          "text-valign": "center", "text-halign": "right", "events": "no", "min-zoomed-font-size": 0}},
         {selector: "node.error", style: {"shape": "rectangle", "background-color": "#718096"}},
-        {selector: "node.token", style: {"background-color": "#2f855a", "text-valign": "bottom", "font-size": 9}},
-        {selector: "node.target", style: {"background-color": "#6b46c1", "font-size": 9}},
+        {selector: "node.token", style: {"background-color": "#2f855a", "text-valign": "bottom", "font-size": 9, "min-zoomed-font-size": 0}},
+        {selector: "node.target", style: {"background-color": "#6b46c1", "font-size": 9, "min-zoomed-font-size": 0,
+          "text-rotation": -0.6, "text-halign": "right", "text-margin-x": -2}},
         {selector: "node.super", style: {"background-opacity": 0.08, "background-color": "#dd6b20", "border-width": 1,
           "border-color": "#dd6b20", "label": "data(label)", "text-valign": "top", "font-size": 9, "shape": "round-rectangle"}},
         {selector: "edge", style: {"width": "data(width)", "curve-style": "straight", "opacity": 0.55,
@@ -106,6 +146,14 @@
       ]
     });
     root._cy = cy;
+    function view() {  // the whole graph where it fits the box; else its top (the output) at full size
+      if (placed.height + 60 <= box.clientHeight) cy.fit(cy.nodes(), 24);
+      else { cy.zoom(Math.min(1, box.clientWidth / (placed.width + 40))); cy.pan({x: 12, y: 40 + cy.zoom() * placed.height}); }
+    }
+    view();
+    root.querySelectorAll("button.agraph-fit").forEach(function (b) { b.addEventListener("click", function () { cy.fit(cy.nodes(), 24); }); });
+    var figure = root.querySelector("img.agraph-figure");
+    if (figure) figure.hidden = true;  // the static figure is the fallback where no script runs
     function describe(n) {
       var lines = [n.label + (n.kind === "feature" ? "  activation " + n.activation : "") + "  influence " + n.influence];
       if (n.explanation) {
@@ -153,7 +201,7 @@
           lines.push("  query side: " + q.query.map(function (x) { return x[0] + " " + Number(x[1]).toPrecision(2); }).join(", "));
           lines.push("  key side:   " + q.key.map(function (x) { return x[0] + " " + Number(x[1]).toPrecision(2); }).join(", "));
         });
-      } else if (byId[e.data("source")] && byId[e.data("target")] && byId[e.data("source")].x !== byId[e.data("target")].x) {
+      } else if (byId[e.data("source")] && byId[e.data("target")] && byId[e.data("source")].pos !== byId[e.data("target")].pos) {
         lines.push("(no attention explanation stored for this edge)");
       }
       pinned = key;
