@@ -44,7 +44,7 @@ def to_neuronpedia(graph: AttributionGraph, *, slug: str = "mechscope-graph", sc
     kept = graph.prune(node_threshold, edge_threshold)
     L, P, nf = graph.n_layers, graph.n_pos, graph.n_features
     own = graph.node_ids()
-    ids = [f"0_{(i - nf) // P}_{(i - nf) % P}" if graph.node_kind(i) == "error" else n for i, n in enumerate(own)]
+    ids = [f"0_{graph.place(i)[1]}_{graph.place(i)[0]}" if graph.node_kind(i) == "error" else n for i, n in enumerate(own)]
     exported = dict(zip(own, ids))  # mechscope's id -> the document's
     cards = graph.extra.get("cards") or {}
     explained = graph.extra.get("explanations") or {}
@@ -63,7 +63,7 @@ def to_neuronpedia(graph: AttributionGraph, *, slug: str = "mechscope-graph", sc
             node.update(feature=_cantor(layer, f), layer=str(layer), ctx_idx=pos, feature_type="cross layer transcoder",
                         jsNodeId=f"{layer}_{f}-0", activation=float(graph.activations[i]))
         elif kind == "error":
-            layer, pos = divmod(i - nf, P)
+            pos, layer = graph.place(i)
             node.update(feature=-1, layer=str(layer), ctx_idx=pos, feature_type="mlp reconstruction error",
                         jsNodeId=f"{layer}_{pos}-0", activation=None)
         elif kind == "token":
